@@ -1,0 +1,251 @@
+//! The registry's settings: one serde struct with a documented default per
+//! field, read from an optional TOML file and overridden by `DAMSELFLY_*`
+//! environment variables and command-line flags (flags win).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Every setting of `damselfly-registry`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API, console and metrics listen on. Default `127.0.0.1:5000`.
+    pub listen: SocketAddr,
+    /// Directory for blobs, upload sessions and the embedded SQLite database. Default `./damselfly-data`.
+    pub data_dir: PathBuf,
+    /// Metadata database: `sqlite://<file>` or `postgres://…`. Default: `sqlite://<data_dir>/metadata.db`.
+    pub database_url: Option<String>,
+    /// URL clients use to reach the registry, used in `Location` headers that
+    /// leave the request's host. Default: `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Largest manifest accepted, in bytes; larger ones get `413`. Default 4 MiB.
+    pub max_manifest_bytes: usize,
+    /// Size of the pieces whose SHA-256 is recorded for every blob. Default 4 MiB.
+    pub piece_size: u64,
+    /// Most connections held open to the metadata database. Default 16.
+    pub database_max_connections: u32,
+    /// Log format: `text` for people, `json` for log pipelines. Default `text`.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines with `key=value` fields.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            data_dir: PathBuf::from("damselfly-data"),
+            database_url: None,
+            public_url: None,
+            max_manifest_bytes: 4 * 1024 * 1024,
+            piece_size: damselfly_core::PIECE_SIZE,
+            database_max_connections: 16,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Command line of `damselfly-registry`. Every flag can also be set through the
+/// environment variable shown, and every setting through the TOML file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "damselfly-registry",
+    version,
+    about = "Damselfly: a multi-tenant OCI registry and P2P supernode."
+)]
+pub struct Cli {
+    /// TOML file with settings (keys as in the `Config` docs, e.g. `listen = "0.0.0.0:5000"`).
+    #[arg(long, short = 'c', env = "DAMSELFLY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000].
+    #[arg(long, env = "DAMSELFLY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for blobs, uploads and the SQLite database [default: ./damselfly-data].
+    #[arg(long, env = "DAMSELFLY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Metadata database, `sqlite://<file>` or `postgres://user:pass@host/db` [default: sqlite://<data-dir>/metadata.db].
+    #[arg(long, env = "DAMSELFLY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// URL clients reach the registry at [default: http://<listen>].
+    #[arg(long, env = "DAMSELFLY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Largest manifest accepted, in bytes [default: 4194304].
+    #[arg(long, env = "DAMSELFLY_MAX_MANIFEST_BYTES")]
+    pub max_manifest_bytes: Option<usize>,
+    /// Piece size for per-piece digests, in bytes [default: 4194304].
+    #[arg(long, env = "DAMSELFLY_PIECE_SIZE")]
+    pub piece_size: Option<u64>,
+    /// Most open connections to the metadata database [default: 16].
+    #[arg(long, env = "DAMSELFLY_DATABASE_MAX_CONNECTIONS")]
+    pub database_max_connections: Option<u32>,
+    /// Log format [default: text]. Verbosity follows RUST_LOG (default `info`).
+    #[arg(long, env = "DAMSELFLY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Why the settings could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Config`].
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the file, then environment and flags.
+    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = cli.$field { config.$field = v; } )* };
+        }
+        take!(
+            listen,
+            data_dir,
+            max_manifest_bytes,
+            piece_size,
+            database_max_connections,
+            log_format
+        );
+        if cli.database_url.is_some() {
+            config.database_url = cli.database_url;
+        }
+        if cli.public_url.is_some() {
+            config.public_url = cli.public_url;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.piece_size < 64 * 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "piece_size {} is too small: use at least 65536 bytes (the default is 4194304)",
+                self.piece_size
+            )));
+        }
+        if self.max_manifest_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "max_manifest_bytes must be positive".into(),
+            ));
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "database_url must start with sqlite:// or postgres://, got {:?}",
+                    redact_url(url)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL in use, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/metadata.db", self.data_dir.display()))
+    }
+
+    /// The URL clients reach the registry at, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+/// A URL with any password replaced by `***`, safe to log.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("registry.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:6000\"\npiece_size = 1048576\n").unwrap();
+        let cli = Cli::parse_from([
+            "damselfly-registry",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:7000",
+        ]);
+        let c = Config::load(cli).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.piece_size, 1048576);
+        assert_eq!(c.database_url(), "sqlite://damselfly-data/metadata.db");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_urls_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        let err = Config::load(Cli::parse_from(["r", "-c", file.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = Config::load(Cli::parse_from([
+            "r",
+            "--database-url",
+            "mysql://u:secret@h/db",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("u:***@h"), "{err}");
+    }
+}

@@ -1,0 +1,104 @@
+//! `damselfly-registry`: an OCI Distribution v1.1 registry with SQL metadata
+//! and a content-addressed blob store. Later it is also the P2P supernode.
+
+pub mod config;
+pub mod error;
+pub mod metadata;
+pub mod observe;
+pub mod oci;
+pub mod services;
+pub mod state;
+pub mod storage;
+
+use std::sync::Arc;
+
+use axum::routing::{any, get};
+use axum::Router;
+
+use config::Config;
+use metadata::Db;
+use state::{AppState, UploadSessions};
+use storage::BlobStore;
+
+/// Why the registry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be prepared.
+    #[error(
+        "cannot use data directory {path}: {source}; check that it is writable or pass --data-dir"
+    )]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error(transparent)]
+    Database(#[from] metadata::OpenError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}; is another process using it? Pick another with --listen")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the data directory and the database and builds the shared state.
+pub async fn build_state(config: Config) -> Result<AppState, StartError> {
+    let data_error = |source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    };
+    tokio::fs::create_dir_all(&config.data_dir)
+        .await
+        .map_err(data_error)?;
+    let blobs = BlobStore::open(&config.data_dir, config.piece_size)
+        .await
+        .map_err(data_error)?;
+    let db = Db::open(&config.database_url(), config.database_max_connections).await?;
+    Ok(AppState {
+        config: Arc::new(config),
+        db,
+        blobs,
+        metrics: Arc::new(observe::Metrics::new()),
+        uploads: Arc::new(UploadSessions::default()),
+    })
+}
+
+/// Every HTTP route of the registry.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", any(oci::dispatch))
+        .route("/v2/", any(oci::dispatch))
+        .route("/v2/{*path}", any(oci::dispatch))
+        .route("/metrics", get(observe::metrics))
+        .route("/healthz", get(observe::healthz))
+        .route("/readyz", get(observe::readyz))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::track_requests,
+        ))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let addr = state.config.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let db = state.db.clone();
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    db.close().await;
+    Ok(())
+}

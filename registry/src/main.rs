@@ -1,0 +1,79 @@
+//! The `damselfly-registry` binary.
+
+use clap::Parser;
+use damselfly_registry::config::{redact_url, Cli, Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = match Config::load(Cli::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("damselfly-registry: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let listen = config.listen;
+    let public_url = config.public_url();
+    let database = redact_url(&config.database_url());
+    let data_dir = config.data_dir.clone();
+    let state = match damselfly_registry::build_state(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "registry failed to start");
+            eprintln!("damselfly-registry: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(%listen, %public_url, database, data_dir = %data_dir.display(), "registry ready");
+    eprintln!(
+        "\nDamselfly registry is serving {public_url}\n  data: {}\n  metadata: {database}\n  try:  podman push --tls-verify=false <image> {}/library/hello:1\n",
+        data_dir.display(),
+        public_url.trim_start_matches("http://").trim_start_matches("https://"),
+    );
+    match damselfly_registry::serve(state, shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("registry stopped");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "registry stopped with an error");
+            eprintln!("damselfly-registry: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,185 @@
+//! The metadata store: one type per table group, all on one sqlx pool.
+//!
+//! The same SQL runs on SQLite (the embedded default) and PostgreSQL (the
+//! system of record for real deployments) through sqlx's `Any` driver. Each
+//! backend has its own migrations because their DDL differs (identity
+//! columns, `BYTEA`, `COLLATE "C"`), but every query is written once with
+//! `$n` placeholders numbered in order of appearance, which both accept.
+
+mod blobs;
+mod manifests;
+mod repositories;
+mod tags;
+mod uploads;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use blobs::{BlobRecord, Blobs};
+pub use manifests::{ManifestRecord, Manifests, NewManifest, Referrer, TargetKind};
+pub use repositories::{Repositories, RepositoryId};
+pub use tags::Tags;
+pub use uploads::Uploads;
+
+use crate::config::redact_url;
+
+/// Which SQL engine the pool talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// The metadata database.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The connection failed.
+    #[error("metadata database is unreachable at {url}: {source}{hint}")]
+    Connect {
+        /// Redacted URL.
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+        /// What to try next.
+        hint: &'static str,
+    },
+    /// A migration failed.
+    #[error("migrating the metadata database at {url} failed: {source}")]
+    Migrate {
+        /// Redacted URL.
+        url: String,
+        /// The migrator's error.
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+impl Db {
+    /// Connects, creating the SQLite file if needed, and applies pending migrations.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Db, OpenError> {
+        sqlx::any::install_default_drivers();
+        let engine = if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else {
+            Engine::Postgres
+        };
+        let connect_error = |source| OpenError::Connect {
+            url: redact_url(url),
+            source,
+            hint: match engine {
+                Engine::Sqlite => ": check that the data directory exists and is writable",
+                Engine::Postgres => {
+                    ": is PostgreSQL running, and do the user, password and database exist?"
+                }
+            },
+        };
+        let url_with_mode = match engine {
+            Engine::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url_with_mode).map_err(connect_error)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        // WAL lets readers proceed while one writer commits; the busy
+                        // timeout queues writers instead of failing them.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        let migrator = match engine {
+            Engine::Sqlite => sqlx::migrate!("../migrations/sqlite"),
+            Engine::Postgres => sqlx::migrate!("../migrations/postgres"),
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|source| OpenError::Migrate {
+                url: redact_url(url),
+                source,
+            })?;
+        Ok(Db { pool, engine })
+    }
+
+    /// The engine behind the pool.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The pool, for the table types.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Repositories table.
+    pub fn repositories(&self) -> Repositories<'_> {
+        Repositories { pool: &self.pool }
+    }
+
+    /// Blobs and their links to repositories.
+    pub fn blobs(&self) -> Blobs<'_> {
+        Blobs { pool: &self.pool }
+    }
+
+    /// Manifests, their references and referrers.
+    pub fn manifests(&self) -> Manifests<'_> {
+        Manifests { pool: &self.pool }
+    }
+
+    /// Tags.
+    pub fn tags(&self) -> Tags<'_> {
+        Tags { pool: &self.pool }
+    }
+
+    /// Upload sessions.
+    pub fn uploads(&self) -> Uploads<'_> {
+        Uploads { pool: &self.pool }
+    }
+
+    /// Answers when the database accepts a query.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Closes every connection; pending writes are flushed.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// True when the error is a unique or primary-key violation.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,48 @@
+use sqlx::{AnyPool, Row};
+
+use super::now;
+
+/// Primary key of a repository row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RepositoryId(pub i64);
+
+/// The `repositories` table.
+pub struct Repositories<'a> {
+    pub(super) pool: &'a AnyPool,
+}
+
+impl Repositories<'_> {
+    /// The id of a repository, creating it if it does not exist.
+    pub async fn ensure(&self, name: &str) -> Result<RepositoryId, sqlx::Error> {
+        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(now())
+            .execute(self.pool)
+            .await?;
+        let row = sqlx::query("SELECT id FROM repositories WHERE name = $1")
+            .bind(name)
+            .fetch_one(self.pool)
+            .await?;
+        Ok(RepositoryId(row.try_get(0)?))
+    }
+
+    /// The id of an existing repository.
+    pub async fn find(&self, name: &str) -> Result<Option<RepositoryId>, sqlx::Error> {
+        let row = sqlx::query("SELECT id FROM repositories WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.pool)
+            .await?;
+        row.map(|r| r.try_get(0).map(RepositoryId)).transpose()
+    }
+
+    /// Up to `limit` repository names after `last`, in byte-wise order.
+    pub async fn list(&self, last: Option<&str>, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+                .bind(last.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(self.pool)
+                .await?;
+        rows.iter().map(|r| r.try_get(0)).collect()
+    }
+}

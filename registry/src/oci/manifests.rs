@@ -1,0 +1,193 @@
+//! Manifest GET, HEAD, PUT and DELETE, by tag or by digest.
+
+use axum::body::Body;
+use axum::http::{header, Method, StatusCode};
+use axum::response::Response;
+use damselfly_core::{Digest, ErrorCode, Reference, ReferenceError, RepositoryName};
+
+use super::{response, Call};
+use crate::error::{oci, RegistryError, Result};
+use crate::metadata::{ManifestRecord, NewManifest, TargetKind};
+use crate::services::manifest;
+use crate::state::AppState;
+
+fn parse_reference(s: &str) -> Result<Reference> {
+    s.parse().map_err(|e: ReferenceError| match e {
+        ReferenceError::Tag(_) => RegistryError::oci(ErrorCode::TagInvalid, e.to_string()),
+        ReferenceError::Digest(d) => oci::digest_invalid(d.to_string()),
+    })
+}
+
+pub(super) async fn get(
+    state: &AppState,
+    name: &RepositoryName,
+    reference: &str,
+    call: &Call,
+) -> Result<Response> {
+    let reference = parse_reference(reference)?;
+    let found: Option<ManifestRecord> = match &reference {
+        Reference::Tag(t) => {
+            state
+                .db
+                .manifests()
+                .find_by_tag(name.as_str(), t.as_str())
+                .await?
+        }
+        Reference::Digest(d) => {
+            state
+                .db
+                .manifests()
+                .find_by_digest(name.as_str(), d)
+                .await?
+        }
+    };
+    let m = found.ok_or_else(|| oci::manifest_unknown(name, &reference))?;
+    let headers = [
+        ("content-type", m.media_type),
+        ("docker-content-digest", m.digest.to_string()),
+        ("etag", format!("\"{}\"", m.digest)),
+        ("content-length", m.content.len().to_string()),
+    ];
+    if call.method == Method::HEAD {
+        return Ok(response(StatusCode::OK, &headers, Body::empty()));
+    }
+    state.metrics.sent("manifest", m.content.len() as u64);
+    Ok(response(StatusCode::OK, &headers, Body::from(m.content)))
+}
+
+pub(super) async fn put(
+    state: &AppState,
+    name: &RepositoryName,
+    reference: &str,
+    call: &Call,
+    body: Body,
+) -> Result<Response> {
+    let reference = parse_reference(reference)?;
+    let limit = state.config.max_manifest_bytes;
+    let too_large = || {
+        RegistryError::oci(
+            ErrorCode::SizeInvalid,
+            format!("manifest is larger than the registry's limit of {limit} bytes"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    if call
+        .header(header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > limit)
+    {
+        return Err(too_large());
+    }
+    let content_type = call.header(header::CONTENT_TYPE).map(str::to_owned);
+    let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            too_large()
+        } else {
+            RegistryError::oci(
+                ErrorCode::ManifestInvalid,
+                format!("the manifest body could not be read: {e}"),
+            )
+        }
+    })?;
+    state.metrics.received("manifest", body.len() as u64);
+    let digest = Digest::of(&body);
+    if let Reference::Digest(expected) = &reference {
+        if *expected != digest {
+            return Err(oci::digest_invalid(format!(
+                "the manifest's digest is {digest}, not {expected}; nothing was stored"
+            )));
+        }
+    }
+    let parsed = manifest::parse(&body, content_type.as_deref())?;
+    let repo = state.db.repositories().ensure(name.as_str()).await?;
+    for r in &parsed.references {
+        match r.kind {
+            TargetKind::Blob => {
+                let blob = state
+                    .db
+                    .blobs()
+                    .find_in_repository(name.as_str(), &r.digest)
+                    .await?;
+                let blob = blob.ok_or_else(|| missing(name, &r.digest, "blob"))?;
+                if blob.size != r.size {
+                    return Err(RegistryError::oci(
+                        ErrorCode::ManifestInvalid,
+                        format!(
+                            "descriptor for {} says {} bytes but the blob has {}",
+                            r.digest, r.size, blob.size
+                        ),
+                    ));
+                }
+            }
+            TargetKind::Manifest => {
+                if !state.db.manifests().exists(repo, &r.digest).await? {
+                    return Err(missing(name, &r.digest, "manifest"));
+                }
+            }
+        }
+    }
+    let record = NewManifest {
+        digest,
+        media_type: &parsed.media_type,
+        artifact_type: parsed.artifact_type.as_deref(),
+        subject: parsed.subject,
+        annotations: parsed.annotations.clone(),
+        content: &body,
+        references: parsed
+            .references
+            .iter()
+            .map(|r| (r.digest, r.kind))
+            .collect(),
+    };
+    let tag = match &reference {
+        Reference::Tag(t) => Some(t.as_str()),
+        Reference::Digest(_) => None,
+    };
+    state.db.manifests().put(repo, &record, tag).await?;
+    tracing::info!(repository = %name, %digest, tag, media_type = parsed.media_type, "manifest stored");
+    let mut headers = vec![
+        ("location", format!("/v2/{name}/manifests/{digest}")),
+        ("docker-content-digest", digest.to_string()),
+        ("content-length", "0".to_owned()),
+    ];
+    if let Some(subject) = parsed.subject {
+        headers.push(("oci-subject", subject.to_string()));
+    }
+    Ok(response(StatusCode::CREATED, &headers, Body::empty()))
+}
+
+fn missing(name: &RepositoryName, digest: &Digest, what: &str) -> RegistryError {
+    RegistryError::oci(
+        ErrorCode::ManifestBlobUnknown,
+        format!("the manifest references {what} {digest}, which is not in repository {name}; push it first"),
+    )
+    .with_detail(serde_json::json!({ "digest": digest.to_string() }))
+}
+
+pub(super) async fn delete(
+    state: &AppState,
+    name: &RepositoryName,
+    reference: &str,
+) -> Result<Response> {
+    let reference = parse_reference(reference)?;
+    let repo = state
+        .db
+        .repositories()
+        .find(name.as_str())
+        .await?
+        .ok_or_else(|| oci::manifest_unknown(name, &reference))?;
+    let deleted = match &reference {
+        Reference::Tag(t) => state.db.tags().delete(repo, t.as_str()).await?,
+        Reference::Digest(d) => state.db.manifests().delete(repo, d).await?,
+    };
+    if !deleted {
+        return Err(oci::manifest_unknown(name, &reference));
+    }
+    tracing::info!(repository = %name, %reference, "manifest deleted");
+    Ok(response(
+        StatusCode::ACCEPTED,
+        &[("content-length", "0".into())],
+        Body::empty(),
+    ))
+}

@@ -1,0 +1,173 @@
+//! The OCI Distribution API under `/v2/`.
+
+mod blobs;
+mod listing;
+mod manifests;
+pub mod path;
+pub mod range;
+mod referrers;
+mod uploads;
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use damselfly_core::{Digest, ErrorCode};
+
+use crate::error::{oci, RegistryError, Result};
+use crate::state::AppState;
+use path::OciPath;
+
+/// What a handler gets besides the state and the body: method, parsed query and headers.
+pub(crate) struct Call {
+    pub method: Method,
+    pub query: HashMap<String, String>,
+    pub headers: HeaderMap,
+}
+
+impl Call {
+    fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Entry point for every `/v2` request: parse the path, then dispatch on path and method.
+pub async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (route, result) = match OciPath::parse(parts.uri.path()) {
+        Ok(Some(path)) => {
+            let query = parts.uri.query().map(parse_query).unwrap_or_default();
+            let call = Call {
+                method: parts.method,
+                query,
+                headers: parts.headers,
+            };
+            let route = path.route();
+            (route, handle(&state, path, call, body).await)
+        }
+        Ok(None) => (
+            crate::observe::RouteLabel::Other,
+            Err(RegistryError::oci(
+                ErrorCode::Unsupported,
+                format!(
+                    "{} is not an OCI Distribution API endpoint",
+                    parts.uri.path()
+                ),
+            )
+            .with_status(StatusCode::NOT_FOUND)),
+        ),
+        Err(e) => (crate::observe::RouteLabel::Other, Err(e)),
+    };
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(route);
+    response.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    response
+}
+
+async fn handle(state: &AppState, path: OciPath, call: Call, body: Body) -> Result<Response> {
+    use Method as M;
+    use OciPath as P;
+    match (path, call.method.clone()) {
+        (P::Base, M::GET | M::HEAD) => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response()),
+        (P::Catalog, M::GET) => listing::catalog(state, &call).await,
+        (P::Tags(name), M::GET) => listing::tags(state, &name, &call).await,
+        (P::Manifest(name, r), M::GET | M::HEAD) => manifests::get(state, &name, &r, &call).await,
+        (P::Manifest(name, r), M::PUT) => manifests::put(state, &name, &r, &call, body).await,
+        (P::Manifest(name, r), M::DELETE) => manifests::delete(state, &name, &r).await,
+        (P::Blob(name, d), M::GET | M::HEAD) => blobs::get(state, &name, &d, &call).await,
+        (P::Blob(name, d), M::DELETE) => blobs::delete(state, &name, &d).await,
+        (P::UploadStart(name), M::POST) => uploads::start(state, &name, &call, body).await,
+        (P::Upload(name, id), M::GET) => uploads::status(state, &name, &id).await,
+        (P::Upload(name, id), M::PATCH) => uploads::patch(state, &name, &id, &call, body).await,
+        (P::Upload(name, id), M::PUT) => uploads::finish(state, &name, &id, &call, body).await,
+        (P::Upload(name, id), M::DELETE) => uploads::cancel(state, &name, &id).await,
+        (P::Referrers(name, d), M::GET) => referrers::list(state, &name, &d, &call).await,
+        (_, method) => Err(RegistryError::oci(
+            ErrorCode::Unsupported,
+            format!("{method} is not supported on this endpoint"),
+        )),
+    }
+}
+
+fn parse_query(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let decoded = if b[i] == b'%' && i + 2 < b.len() {
+            hex(b[i + 1]).zip(hex(b[i + 2]))
+        } else {
+            None
+        };
+        match (decoded, b[i]) {
+            (Some((hi, lo)), _) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, c) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a digest from a path or query, answering `DIGEST_INVALID` with the reason.
+pub(crate) fn parse_digest(s: &str) -> Result<Digest> {
+    s.parse()
+        .map_err(|e: damselfly_core::DigestError| oci::digest_invalid(e.to_string()))
+}
+
+/// The `n` and `last` parameters of a paginated list. `n` is capped at 1000.
+pub(crate) fn pagination(call: &Call) -> Result<(i64, Option<String>)> {
+    const MAX: i64 = 1000;
+    let n = match call.query.get("n") {
+        None => MAX,
+        Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            RegistryError::oci(
+                ErrorCode::PaginationNumberInvalid,
+                format!("n={v:?} is not a non-negative number"),
+            )
+        })?,
+    };
+    Ok((n.min(MAX), call.query.get("last").cloned()))
+}
+
+/// Builds a response with headers; the builder cannot fail for the static names used here.
+pub(crate) fn response(status: StatusCode, headers: &[(&str, String)], body: Body) -> Response {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::try_from(*name),
+            HeaderValue::from_str(value),
+        ) {
+            r.headers_mut().insert(n, v);
+        }
+    }
+    r
+}

@@ -1,0 +1,3 @@
+//! Rules of the registry that are independent of HTTP and SQL.
+
+pub mod manifest;

@@ -1,0 +1,55 @@
+//! What every handler shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use damselfly_core::BlobHasher;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::config::Config;
+use crate::metadata::Db;
+use crate::observe::Metrics;
+use crate::storage::BlobStore;
+
+/// Handed to every handler as axum `State`.
+#[derive(Clone)]
+pub struct AppState {
+    /// Settings in force.
+    pub config: Arc<Config>,
+    /// Metadata database.
+    pub db: Db,
+    /// Blob bytes.
+    pub blobs: BlobStore,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// In-progress upload sessions on this process.
+    pub uploads: Arc<UploadSessions>,
+}
+
+/// The hashing state of each upload session this process has touched, so a
+/// chunk is hashed once as it arrives instead of re-reading the file at the
+/// end. One lock per session serialises its chunks. When the state is
+/// missing (after a restart) it is rebuilt from the file.
+#[derive(Default)]
+pub struct UploadSessions {
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<BlobHasher>>>>>,
+}
+
+impl UploadSessions {
+    /// Locks a session's state; `None` inside means it must be rebuilt from disk.
+    pub async fn lock(&self, id: &str) -> OwnedMutexGuard<Option<BlobHasher>> {
+        let slot = {
+            let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(id.to_owned()).or_default().clone()
+        };
+        slot.lock_owned().await
+    }
+
+    /// Forgets a finished or cancelled session.
+    pub fn forget(&self, id: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+}

@@ -1,0 +1,297 @@
+//! Content-addressed blobs on the local filesystem.
+//!
+//! Layout under the data directory:
+//! `blobs/sha256/<2 hex>/<64 hex>` for committed blobs, `uploads/<id>` for
+//! upload sessions and `tmp/` for single-request uploads. Bytes reach
+//! `blobs/` only by a rename after their digest has been verified, so a
+//! failed, truncated or lying upload never leaves a blob behind.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use damselfly_core::{BlobHasher, Digest};
+use futures_util::{Stream, StreamExt};
+
+/// Bytes gathered before one write and hash step.
+const WRITE_CHUNK: usize = 1024 * 1024;
+
+/// Blob files, upload sessions and temporary files.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    root: PathBuf,
+    piece_size: u64,
+}
+
+/// Why appending a request body to an upload failed. Either way the file is
+/// rolled back to its previous length.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The client's body ended early or the connection broke.
+    #[error("request body could not be read: {0}")]
+    Body(String),
+    /// The body's length differs from what `Content-Range` announced.
+    #[error("expected {expected} bytes, got {got}")]
+    Size {
+        /// Announced length.
+        expected: u64,
+        /// Bytes actually received.
+        got: u64,
+    },
+    /// The disk write failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl BlobStore {
+    /// Opens (creating) the store under `root` and clears leftovers of interrupted single-request uploads.
+    pub async fn open(root: &Path, piece_size: u64) -> std::io::Result<BlobStore> {
+        for dir in ["blobs/sha256", "uploads", "tmp"] {
+            tokio::fs::create_dir_all(root.join(dir)).await?;
+        }
+        let tmp = root.join("tmp");
+        let mut entries = tokio::fs::read_dir(&tmp).await?;
+        while let Some(e) = entries.next_entry().await? {
+            let _ = tokio::fs::remove_file(e.path()).await;
+        }
+        Ok(BlobStore {
+            root: root.to_owned(),
+            piece_size,
+        })
+    }
+
+    /// Piece size used for per-piece digests.
+    pub fn piece_size(&self) -> u64 {
+        self.piece_size
+    }
+
+    /// A fresh hasher with the store's piece size.
+    pub fn hasher(&self) -> BlobHasher {
+        BlobHasher::new(self.piece_size)
+    }
+
+    /// Where a committed blob lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root.join("blobs/sha256").join(&hex[..2]).join(hex)
+    }
+
+    /// Opens a committed blob for reading.
+    pub async fn open_blob(&self, digest: &Digest) -> std::io::Result<Option<tokio::fs::File>> {
+        match tokio::fs::File::open(self.blob_path(digest)).await {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True when the blob's bytes are present.
+    pub async fn contains(&self, digest: &Digest) -> bool {
+        tokio::fs::metadata(self.blob_path(digest)).await.is_ok()
+    }
+
+    fn upload_path(&self, id: &str) -> PathBuf {
+        self.root.join("uploads").join(id)
+    }
+
+    /// Creates the empty file of a new upload session.
+    pub async fn create_upload(&self, id: &str) -> std::io::Result<()> {
+        tokio::fs::File::create(self.upload_path(id))
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes an upload session's bytes.
+    pub async fn remove_upload(&self, id: &str) {
+        let _ = tokio::fs::remove_file(self.upload_path(id)).await;
+    }
+
+    /// Re-reads an upload session's bytes to rebuild its hasher, after a
+    /// restart or when another replica took the earlier chunks.
+    pub async fn rehash_upload(&self, id: &str) -> std::io::Result<Option<BlobHasher>> {
+        let path = self.upload_path(id);
+        let mut hasher = self.hasher();
+        tokio::task::spawn_blocking(move || {
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let mut buf = vec![0u8; WRITE_CHUNK];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buf)?;
+                if n == 0 {
+                    return Ok(Some(hasher));
+                }
+                hasher.update(&buf[..n]);
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Appends a body to an upload session at `hasher.len()`, the length the
+    /// session has acknowledged. The hasher advances only if the whole body
+    /// was written (and, if `expected_len` is given, was exactly that long);
+    /// otherwise the file is cut back to where it was.
+    pub async fn append_upload<S, E>(
+        &self,
+        id: &str,
+        hasher: &mut BlobHasher,
+        body: S,
+        expected_len: Option<u64>,
+    ) -> Result<(), AppendError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = self.upload_path(id);
+        let start = hasher.len();
+        let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+        let mut rollback = Rollback {
+            path,
+            on_drop: Some(Undo::Truncate(start)),
+        };
+        let mut next = hasher.clone();
+        write_stream(file, start, &mut next, body).await?;
+        let got = next.len() - start;
+        if let Some(expected) = expected_len.filter(|e| *e != got) {
+            return Err(AppendError::Size { expected, got });
+        }
+        rollback.on_drop = None;
+        *hasher = next;
+        Ok(())
+    }
+
+    /// Moves a verified upload into place as the blob `digest`.
+    pub async fn commit_upload(&self, id: &str, digest: &Digest) -> std::io::Result<()> {
+        self.commit_file(&self.upload_path(id), digest).await
+    }
+
+    /// Streams a whole blob from one request into a temporary file and
+    /// returns the file's hasher. The caller verifies the digest and calls
+    /// [`TempBlob::commit`]; dropping the `TempBlob` deletes the file.
+    pub async fn write_temp<S, E>(&self, body: S) -> Result<(TempBlob, BlobHasher), AppendError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = self
+            .root
+            .join("tmp")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let temp = TempBlob {
+            store: self.clone(),
+            guard: Rollback {
+                path,
+                on_drop: Some(Undo::Remove),
+            },
+        };
+        let mut hasher = self.hasher();
+        write_stream(file, 0, &mut hasher, body).await?;
+        Ok((temp, hasher))
+    }
+
+    async fn commit_file(&self, from: &Path, digest: &Digest) -> std::io::Result<()> {
+        let to = self.blob_path(digest);
+        if tokio::fs::metadata(&to).await.is_ok() {
+            // Same digest, same bytes: keep the stored copy untouched.
+            return tokio::fs::remove_file(from).await;
+        }
+        if let Some(parent) = to.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        tokio::fs::rename(from, &to).await
+    }
+}
+
+/// A fully received single-request upload waiting for its digest check.
+pub struct TempBlob {
+    store: BlobStore,
+    guard: Rollback,
+}
+
+impl TempBlob {
+    /// Moves the file into place as blob `digest`.
+    pub async fn commit(mut self, digest: &Digest) -> std::io::Result<()> {
+        self.store.commit_file(&self.guard.path, digest).await?;
+        self.guard.on_drop = None;
+        Ok(())
+    }
+}
+
+enum Undo {
+    Truncate(u64),
+    Remove,
+}
+
+/// Undoes a partial write when the request fails or its future is dropped
+/// (the client disconnected). Runs synchronously in `Drop`, so nothing is
+/// left half-written even when no code after the failure point runs.
+struct Rollback {
+    path: PathBuf,
+    on_drop: Option<Undo>,
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        match self.on_drop {
+            Some(Undo::Truncate(len)) => {
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .and_then(|f| f.set_len(len));
+            }
+            Some(Undo::Remove) => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            None => {}
+        }
+    }
+}
+
+/// Writes the body at `start`, hashing as it goes, in 1 MiB steps. The
+/// disk write and hash run with `block_in_place`, so when the request future
+/// is dropped no write is still in flight behind the rollback.
+async fn write_stream<S, E>(
+    mut file: std::fs::File,
+    start: u64,
+    hasher: &mut BlobHasher,
+    mut body: S,
+) -> Result<(), AppendError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    file.set_len(start)?;
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
+    let mut flush = |buf: &mut Vec<u8>, hasher: &mut BlobHasher| -> std::io::Result<()> {
+        tokio::task::block_in_place(|| {
+            hasher.update(buf);
+            file.write_all(buf)
+        })?;
+        buf.clear();
+        Ok(())
+    };
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| AppendError::Body(e.to_string()))?;
+        if buf.len() + chunk.len() > WRITE_CHUNK && !buf.is_empty() {
+            flush(&mut buf, hasher)?;
+        }
+        if chunk.len() >= WRITE_CHUNK {
+            buf.extend_from_slice(&chunk);
+            flush(&mut buf, hasher)?;
+        } else {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if !buf.is_empty() {
+        flush(&mut buf, hasher)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Blob bytes on the local filesystem.
+
+mod blob_store;
+
+pub use blob_store::{AppendError, BlobStore};

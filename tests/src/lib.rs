@@ -1,0 +1,305 @@
+//! Harness for the end-to-end tests: starts the real `damselfly-registry`
+//! binary on a free port with its own data directory and database, and
+//! offers small helpers to talk to it and to the OCI clients installed on
+//! the machine (podman, skopeo).
+//!
+//! Build the binaries first (`cargo build --workspace --bins`); the test
+//! script in `scripts/test.sh` does that.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which metadata database a registry under test uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: a SQLite file in the data directory.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server named by `DAMSELFLY_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+impl Backend {
+    /// Both backends, for tests that must pass on each.
+    pub const ALL: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+}
+
+/// Path of a workspace binary in the shared `target/` directory.
+pub fn binary(name: &str) -> PathBuf {
+    let env_key = format!(
+        "DAMSELFLY_{}_BIN",
+        name.trim_start_matches("damselfly-").to_uppercase()
+    );
+    if let Ok(p) = std::env::var(&env_key) {
+        return PathBuf::from(p);
+    }
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("current test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --workspace --bins` first (scripts/test.sh does), or set {env_key}",
+        path.display()
+    );
+    path
+}
+
+/// A port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Creates an empty PostgreSQL database for one test and returns its URL.
+pub fn fresh_postgres_database() -> String {
+    let base = std::env::var("DAMSELFLY_TEST_POSTGRES_URL").expect(
+        "DAMSELFLY_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL, \
+         or point it at a server, e.g. postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    let name = format!("damselfly_test_{}", uuid_like());
+    let status = Command::new("psql")
+        .arg(&base)
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .status()
+        .expect("run psql (is postgresql-client installed?)");
+    assert!(
+        status.success(),
+        "could not create database {name} on {base}"
+    );
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .expect("postgres URL with a database path");
+    format!("{prefix}/{name}")
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A running `damselfly-registry` process. Killed on drop.
+pub struct Registry {
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+    /// `127.0.0.1:<port>`, the form OCI clients take.
+    pub host: String,
+    /// The data directory (blobs, uploads, SQLite file).
+    pub data_dir: PathBuf,
+    /// The database URL the process was started with.
+    pub database_url: String,
+    /// Which backend that is.
+    pub backend: Backend,
+    child: Option<Child>,
+    log_path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Registry {
+    /// Starts a registry with a fresh data directory and database.
+    pub fn start(backend: Backend) -> Registry {
+        Self::start_with(backend, &[])
+    }
+
+    /// Starts a registry with extra `DAMSELFLY_*` environment settings.
+    pub fn start_with(backend: Backend, env: &[(&str, &str)]) -> Registry {
+        let tmp = tempfile::Builder::new()
+            .prefix("damselfly-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let database_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}/metadata.db", data_dir.display()),
+            Backend::Postgres => fresh_postgres_database(),
+        };
+        let port = free_port();
+        let mut reg = Registry {
+            url: format!("http://127.0.0.1:{port}"),
+            host: format!("127.0.0.1:{port}"),
+            data_dir,
+            database_url,
+            backend,
+            child: None,
+            log_path: tmp.path().join("registry.log"),
+            _tmp: Some(tmp),
+        };
+        reg.spawn(env);
+        reg
+    }
+
+    fn spawn(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let mut cmd = Command::new(binary("damselfly-registry"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DAMSELFLY_LISTEN", &self.host)
+            .env("DAMSELFLY_DATA_DIR", &self.data_dir)
+            .env("DAMSELFLY_DATABASE_URL", &self.database_url)
+            .env("DAMSELFLY_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().expect("dup log")))
+            .stderr(Stdio::from(log));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn damselfly-registry");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "registry exited during start with {status}; log:\n{}",
+                        self.log()
+                    );
+                }
+            }
+            if std::net::TcpStream::connect(&self.host).is_ok() {
+                if let Ok(out) = Command::new("curl")
+                    .args(["-fsS", &format!("{}/readyz", self.url)])
+                    .output()
+                {
+                    if out.status.success() {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "registry did not become ready in 30 s; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL after 10 s) and starts it again on the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn(&[]);
+    }
+
+    /// Stops the process gracefully.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Process id of the running registry.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// A map of every file under the data directory (except the SQLite
+    /// database and its journals) to its SHA-256, for byte-for-byte
+    /// before/after comparisons.
+    pub fn snapshot_files(&self) -> std::collections::BTreeMap<String, String> {
+        use sha2::Digest as _;
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![self.data_dir.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p
+                        .strip_prefix(&self.data_dir)
+                        .unwrap_or(&p)
+                        .display()
+                        .to_string();
+                    if rel.starts_with("metadata.db") {
+                        continue;
+                    }
+                    let bytes = std::fs::read(&p).unwrap_or_default();
+                    out.insert(rel, hex_string(&sha2::Sha256::digest(&bytes)));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    damselfly_core::Digest::of(bytes).to_string()
+}
+
+/// Runs a command, panicking with its output if it fails; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
