@@ -29,6 +29,8 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Log format: `text` for people, `json` for log pipelines. Default `text`.
     pub log_format: LogFormat,
+    /// Seconds an upload session may sit idle before it is discarded. Default 86400 (one day).
+    pub upload_ttl_secs: u64,
 }
 
 /// How log lines are written.
@@ -52,6 +54,7 @@ impl Default for Config {
             piece_size: damselfly_core::PIECE_SIZE,
             database_max_connections: 16,
             log_format: LogFormat::Text,
+            upload_ttl_secs: 86_400,
         }
     }
 }
@@ -59,11 +62,7 @@ impl Default for Config {
 /// Command line of `damselfly-registry`. Every flag can also be set through the
 /// environment variable shown, and every setting through the TOML file.
 #[derive(Debug, Parser)]
-#[command(
-    name = "damselfly-registry",
-    version,
-    about = "Damselfly: a multi-tenant OCI registry and P2P supernode."
-)]
+#[command(name = "damselfly-registry", version, about = "Damselfly: a multi-tenant OCI registry and P2P supernode.")]
 pub struct Cli {
     /// TOML file with settings (keys as in the `Config` docs, e.g. `listen = "0.0.0.0:5000"`).
     #[arg(long, short = 'c', env = "DAMSELFLY_CONFIG")]
@@ -92,6 +91,9 @@ pub struct Cli {
     /// Log format [default: text]. Verbosity follows RUST_LOG (default `info`).
     #[arg(long, env = "DAMSELFLY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Seconds an idle upload session is kept before it is discarded [default: 86400].
+    #[arg(long, env = "DAMSELFLY_UPLOAD_TTL_SECS")]
+    pub upload_ttl_secs: Option<u64>,
 }
 
 /// Why the settings could not be assembled.
@@ -128,14 +130,7 @@ impl Config {
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = cli.$field { config.$field = v; } )* };
         }
-        take!(
-            listen,
-            data_dir,
-            max_manifest_bytes,
-            piece_size,
-            database_max_connections,
-            log_format
-        );
+        take!(listen, data_dir, max_manifest_bytes, piece_size, database_max_connections, log_format, upload_ttl_secs);
         if cli.database_url.is_some() {
             config.database_url = cli.database_url;
         }
@@ -147,14 +142,8 @@ impl Config {
     }
 
     fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -164,16 +153,14 @@ impl Config {
                 self.piece_size
             )));
         }
+        if self.upload_ttl_secs == 0 {
+            return Err(ConfigError::Invalid("upload_ttl_secs must be positive".into()));
+        }
         if self.max_manifest_bytes == 0 {
-            return Err(ConfigError::Invalid(
-                "max_manifest_bytes must be positive".into(),
-            ));
+            return Err(ConfigError::Invalid("max_manifest_bytes must be positive".into()));
         }
         if let Some(url) = &self.database_url {
-            if !(url.starts_with("sqlite:")
-                || url.starts_with("postgres://")
-                || url.starts_with("postgresql://"))
-            {
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(ConfigError::Invalid(format!(
                     "database_url must start with sqlite:// or postgres://, got {:?}",
                     redact_url(url)
@@ -185,9 +172,7 @@ impl Config {
 
     /// The database URL in use, defaulting to a SQLite file in the data directory.
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}/metadata.db", self.data_dir.display()))
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}/metadata.db", self.data_dir.display()))
     }
 
     /// The URL clients reach the registry at, without a trailing slash.
@@ -220,13 +205,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("registry.toml");
         std::fs::write(&file, "listen = \"0.0.0.0:6000\"\npiece_size = 1048576\n").unwrap();
-        let cli = Cli::parse_from([
-            "damselfly-registry",
-            "--config",
-            file.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:7000",
-        ]);
+        let cli =
+            Cli::parse_from(["damselfly-registry", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:7000"]);
         let c = Config::load(cli).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(c.piece_size, 1048576);
@@ -240,12 +220,7 @@ mod tests {
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();
         let err = Config::load(Cli::parse_from(["r", "-c", file.to_str().unwrap()])).unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
-        let err = Config::load(Cli::parse_from([
-            "r",
-            "--database-url",
-            "mysql://u:secret@h/db",
-        ]))
-        .unwrap_err();
+        let err = Config::load(Cli::parse_from(["r", "--database-url", "mysql://u:secret@h/db"])).unwrap_err();
         assert!(err.to_string().contains("u:***@h"), "{err}");
     }
 }

@@ -102,12 +102,7 @@ impl IntoResponse for RegistryError {
         let body = serde_json::json!({
             "errors": [{ "code": oci.code.as_str(), "message": oci.message, "detail": oci.detail }]
         });
-        let mut response = (
-            oci.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
+        let mut response = (oci.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
         for (name, value) in oci.headers {
             response.headers_mut().append(name, value);
         }
@@ -121,27 +116,15 @@ pub mod oci {
     use super::*;
 
     /// `BLOB_UNKNOWN` for a digest in a repository.
-    pub fn blob_unknown(
-        name: &impl std::fmt::Display,
-        digest: &impl std::fmt::Display,
-    ) -> RegistryError {
-        RegistryError::oci(
-            ErrorCode::BlobUnknown,
-            format!("blob {digest} is not in repository {name}"),
-        )
-        .with_detail(serde_json::json!({ "digest": digest.to_string() }))
+    pub fn blob_unknown(name: &impl std::fmt::Display, digest: &impl std::fmt::Display) -> RegistryError {
+        RegistryError::oci(ErrorCode::BlobUnknown, format!("blob {digest} is not in repository {name}"))
+            .with_detail(serde_json::json!({ "digest": digest.to_string() }))
     }
 
     /// `MANIFEST_UNKNOWN` for a reference in a repository.
-    pub fn manifest_unknown(
-        name: &impl std::fmt::Display,
-        reference: &impl std::fmt::Display,
-    ) -> RegistryError {
-        RegistryError::oci(
-            ErrorCode::ManifestUnknown,
-            format!("manifest {reference} is not in repository {name}"),
-        )
-        .with_detail(serde_json::json!({ "reference": reference.to_string() }))
+    pub fn manifest_unknown(name: &impl std::fmt::Display, reference: &impl std::fmt::Display) -> RegistryError {
+        RegistryError::oci(ErrorCode::ManifestUnknown, format!("manifest {reference} is not in repository {name}"))
+            .with_detail(serde_json::json!({ "reference": reference.to_string() }))
     }
 
     /// `NAME_UNKNOWN` for a repository that does not exist.

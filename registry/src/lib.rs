@@ -24,9 +24,7 @@ use storage::BlobStore;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The data directory could not be prepared.
-    #[error(
-        "cannot use data directory {path}: {source}; check that it is writable or pass --data-dir"
-    )]
+    #[error("cannot use data directory {path}: {source}; check that it is writable or pass --data-dir")]
     DataDir {
         /// The directory.
         path: std::path::PathBuf,
@@ -48,16 +46,9 @@ pub enum StartError {
 
 /// Opens the data directory and the database and builds the shared state.
 pub async fn build_state(config: Config) -> Result<AppState, StartError> {
-    let data_error = |source| StartError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    };
-    tokio::fs::create_dir_all(&config.data_dir)
-        .await
-        .map_err(data_error)?;
-    let blobs = BlobStore::open(&config.data_dir, config.piece_size)
-        .await
-        .map_err(data_error)?;
+    let data_error = |source| StartError::DataDir { path: config.data_dir.clone(), source };
+    tokio::fs::create_dir_all(&config.data_dir).await.map_err(data_error)?;
+    let blobs = BlobStore::open(&config.data_dir, config.piece_size).await.map_err(data_error)?;
     let db = Db::open(&config.database_url(), config.database_max_connections).await?;
     Ok(AppState {
         config: Arc::new(config),
@@ -77,10 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(observe::metrics))
         .route("/healthz", get(observe::healthz))
         .route("/readyz", get(observe::readyz))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            observe::track_requests,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track_requests))
         .with_state(state)
 }
 
@@ -90,15 +78,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let addr = state.config.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let db = state.db.clone();
+    let janitor = tokio::spawn(services::uploads::run_janitor(state.clone()));
     let app = router(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
+    janitor.abort();
     db.close().await;
     Ok(())
 }

@@ -47,9 +47,6 @@ impl UploadSessions {
 
     /// Forgets a finished or cancelled session.
     pub fn forget(&self, id: &str) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 }

@@ -73,12 +73,7 @@ pub struct Manifests<'a> {
 impl Manifests<'_> {
     /// Stores a manifest and optionally points a tag at it, atomically.
     /// Storing the same manifest again only moves the tag.
-    pub async fn put(
-        &self,
-        repo: RepositoryId,
-        m: &NewManifest<'_>,
-        tag: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn put(&self, repo: RepositoryId, m: &NewManifest<'_>, tag: Option<&str>) -> Result<(), sqlx::Error> {
         let digest = m.digest.to_string();
         let at = now();
         let mut tx = self.pool.begin().await?;
@@ -127,11 +122,7 @@ impl Manifests<'_> {
     }
 
     /// The manifest a tag points at, in one query.
-    pub async fn find_by_tag(
-        &self,
-        name: &str,
-        tag: &str,
-    ) -> Result<Option<ManifestRecord>, sqlx::Error> {
+    pub async fn find_by_tag(&self, name: &str, tag: &str) -> Result<Option<ManifestRecord>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT m.digest, m.media_type, m.content FROM repositories r \
              JOIN tags t ON t.repository_id = r.id \
@@ -146,11 +137,7 @@ impl Manifests<'_> {
     }
 
     /// A manifest by digest.
-    pub async fn find_by_digest(
-        &self,
-        name: &str,
-        digest: &Digest,
-    ) -> Result<Option<ManifestRecord>, sqlx::Error> {
+    pub async fn find_by_digest(&self, name: &str, digest: &Digest) -> Result<Option<ManifestRecord>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT m.digest, m.media_type, m.content FROM repositories r \
              JOIN manifests m ON m.repository_id = r.id WHERE r.name = $1 AND m.digest = $2",
@@ -180,11 +167,7 @@ impl Manifests<'_> {
             "DELETE FROM tags WHERE repository_id = $1 AND manifest_digest = $2",
             "DELETE FROM manifest_references WHERE repository_id = $1 AND manifest_digest = $2",
         ] {
-            sqlx::query(sql)
-                .bind(repo.0)
-                .bind(&digest)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(sql).bind(repo.0).bind(&digest).execute(&mut *tx).await?;
         }
         let done = sqlx::query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
             .bind(repo.0)
@@ -233,9 +216,5 @@ fn parse_digest(s: &str) -> Result<Digest, sqlx::Error> {
 
 fn decode(row: &sqlx::any::AnyRow) -> Result<ManifestRecord, sqlx::Error> {
     let digest: String = row.try_get(0)?;
-    Ok(ManifestRecord {
-        digest: parse_digest(&digest)?,
-        media_type: row.try_get(1)?,
-        content: row.try_get(2)?,
-    })
+    Ok(ManifestRecord { digest: parse_digest(&digest)?, media_type: row.try_get(1)?, content: row.try_get(2)? })
 }

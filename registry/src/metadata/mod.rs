@@ -69,19 +69,13 @@ impl Db {
     /// Connects, creating the SQLite file if needed, and applies pending migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Db, OpenError> {
         sqlx::any::install_default_drivers();
-        let engine = if url.starts_with("sqlite:") {
-            Engine::Sqlite
-        } else {
-            Engine::Postgres
-        };
+        let engine = if url.starts_with("sqlite:") { Engine::Sqlite } else { Engine::Postgres };
         let connect_error = |source| OpenError::Connect {
             url: redact_url(url),
             source,
             hint: match engine {
                 Engine::Sqlite => ": check that the data directory exists and is writable",
-                Engine::Postgres => {
-                    ": is PostgreSQL running, and do the user, password and database exist?"
-                }
+                Engine::Postgres => ": is PostgreSQL running, and do the user, password and database exist?",
             },
         };
         let url_with_mode = match engine {
@@ -112,13 +106,7 @@ impl Db {
             Engine::Sqlite => sqlx::migrate!("../migrations/sqlite"),
             Engine::Postgres => sqlx::migrate!("../migrations/postgres"),
         };
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|source| OpenError::Migrate {
-                url: redact_url(url),
-                source,
-            })?;
+        migrator.run(&pool).await.map_err(|source| OpenError::Migrate { url: redact_url(url), source })?;
         Ok(Db { pool, engine })
     }
 
@@ -159,10 +147,7 @@ impl Db {
 
     /// Answers when the database accepts a query.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
 
     /// Closes every connection; pending writes are flushed.
@@ -173,10 +158,7 @@ impl Db {
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// True when the error is a unique or primary-key violation.

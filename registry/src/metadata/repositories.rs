@@ -19,30 +19,24 @@ impl Repositories<'_> {
             .bind(now())
             .execute(self.pool)
             .await?;
-        let row = sqlx::query("SELECT id FROM repositories WHERE name = $1")
-            .bind(name)
-            .fetch_one(self.pool)
-            .await?;
+        let row = sqlx::query("SELECT id FROM repositories WHERE name = $1").bind(name).fetch_one(self.pool).await?;
         Ok(RepositoryId(row.try_get(0)?))
     }
 
     /// The id of an existing repository.
     pub async fn find(&self, name: &str) -> Result<Option<RepositoryId>, sqlx::Error> {
-        let row = sqlx::query("SELECT id FROM repositories WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id FROM repositories WHERE name = $1").bind(name).fetch_optional(self.pool).await?;
         row.map(|r| r.try_get(0).map(RepositoryId)).transpose()
     }
 
     /// Up to `limit` repository names after `last`, in byte-wise order.
     pub async fn list(&self, last: Option<&str>, limit: i64) -> Result<Vec<String>, sqlx::Error> {
-        let rows =
-            sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-                .bind(last.unwrap_or(""))
-                .bind(limit)
-                .fetch_all(self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+            .bind(last.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(self.pool)
+            .await?;
         rows.iter().map(|r| r.try_get(0)).collect()
     }
 }

@@ -9,20 +9,13 @@ pub struct Tags<'a> {
 
 impl Tags<'_> {
     /// Up to `limit` tag names after `last`, in byte-wise order.
-    pub async fn list(
-        &self,
-        repo: RepositoryId,
-        last: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<String>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT name FROM tags WHERE repository_id = $1 AND name > $2 ORDER BY name LIMIT $3",
-        )
-        .bind(repo.0)
-        .bind(last.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(self.pool)
-        .await?;
+    pub async fn list(&self, repo: RepositoryId, last: Option<&str>, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query("SELECT name FROM tags WHERE repository_id = $1 AND name > $2 ORDER BY name LIMIT $3")
+            .bind(repo.0)
+            .bind(last.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(self.pool)
+            .await?;
         rows.iter().map(|r| r.try_get(0)).collect()
     }
 

@@ -31,12 +31,19 @@ impl Uploads<'_> {
         row.map(|r| r.try_get(0).map(RepositoryId)).transpose()
     }
 
+    /// Sessions created before `before` (Unix seconds), oldest first.
+    pub async fn created_before(&self, before: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query("SELECT id FROM uploads WHERE created_at < $1 ORDER BY created_at LIMIT $2")
+            .bind(before)
+            .bind(limit)
+            .fetch_all(self.pool)
+            .await?;
+        rows.iter().map(|r| r.try_get(0)).collect()
+    }
+
     /// Forgets a session; true if it existed.
     pub async fn delete(&self, id: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id)
-            .execute(self.pool)
-            .await?;
+        let done = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
 }

@@ -77,79 +77,31 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("damselfly");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by route, method and status",
-            requests.clone(),
-        );
+        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
         let latency = Family::<RouteOnly, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
         });
-        registry.register(
-            "http_request_duration_seconds",
-            "Time to produce response headers",
-            latency.clone(),
-        );
+        registry.register("http_request_duration_seconds", "Time to produce response headers", latency.clone());
         let bytes_received = Family::<Kind, Counter>::default();
-        registry.register(
-            "bytes_received",
-            "Bytes of blobs and manifests received",
-            bytes_received.clone(),
-        );
+        registry.register("bytes_received", "Bytes of blobs and manifests received", bytes_received.clone());
         let bytes_sent = Family::<Kind, Counter>::default();
-        registry.register(
-            "bytes_sent",
-            "Bytes of blobs and manifests sent",
-            bytes_sent.clone(),
-        );
+        registry.register("bytes_sent", "Bytes of blobs and manifests sent", bytes_sent.clone());
         let blob_store_bytes = Gauge::default();
-        registry.register(
-            "blob_store_bytes",
-            "Total size of stored blobs",
-            blob_store_bytes.clone(),
-        );
+        registry.register("blob_store_bytes", "Total size of stored blobs", blob_store_bytes.clone());
         let blob_store_blobs = Gauge::default();
-        registry.register(
-            "blob_store_blobs",
-            "Number of stored blobs",
-            blob_store_blobs.clone(),
-        );
-        Metrics {
-            registry,
-            requests,
-            latency,
-            bytes_received,
-            bytes_sent,
-            blob_store_bytes,
-            blob_store_blobs,
-        }
+        registry.register("blob_store_blobs", "Number of stored blobs", blob_store_blobs.clone());
+        Metrics { registry, requests, latency, bytes_received, bytes_sent, blob_store_bytes, blob_store_blobs }
     }
 
     /// Records one finished request.
-    pub fn observe_request(
-        &self,
-        route: RouteLabel,
-        method: &Method,
-        status: u16,
-        elapsed: Duration,
-    ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                method: method.as_str().to_owned(),
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&RouteOnly { route })
-            .observe(elapsed.as_secs_f64());
+    pub fn observe_request(&self, route: RouteLabel, method: &Method, status: u16, elapsed: Duration) {
+        self.requests.get_or_create(&RequestLabels { route, method: method.as_str().to_owned(), status }).inc();
+        self.latency.get_or_create(&RouteOnly { route }).observe(elapsed.as_secs_f64());
     }
 
     /// Counts bytes received (`kind` is `blob` or `manifest`).
     pub fn received(&self, kind: &'static str, bytes: u64) {
-        self.bytes_received
-            .get_or_create(&Kind { kind })
-            .inc_by(bytes);
+        self.bytes_received.get_or_create(&Kind { kind }).inc_by(bytes);
     }
 
     /// Counts bytes sent (`kind` is `blob` or `manifest`).

@@ -15,36 +15,20 @@ use crate::state::AppState;
 
 /// Counts and logs every request. Successful reads are logged at `debug`
 /// (pulls are the bulk of traffic); writes and failures at `info`/`warn`.
-pub async fn track_requests(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn track_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
-    let route = response
-        .extensions()
-        .get::<RouteLabel>()
-        .copied()
-        .unwrap_or(RouteLabel::Other);
+    let route = response.extensions().get::<RouteLabel>().copied().unwrap_or(RouteLabel::Other);
     let status = response.status();
     let elapsed = started.elapsed();
-    state
-        .metrics
-        .observe_request(route, &method, status.as_u16(), elapsed);
-    let code = response
-        .extensions()
-        .get::<damselfly_core::ErrorCode>()
-        .map(|c| c.as_str())
-        .unwrap_or("");
+    state.metrics.observe_request(route, &method, status.as_u16(), elapsed);
+    let code = response.extensions().get::<damselfly_core::ErrorCode>().map(|c| c.as_str()).unwrap_or("");
     let millis = elapsed.as_secs_f64() * 1000.0;
     if status.is_server_error() {
         tracing::warn!(%method, path, route = route.as_str(), status = status.as_u16(), code, millis, "request failed");
-    } else if status.is_client_error()
-        || !(method == axum::http::Method::GET || method == axum::http::Method::HEAD)
-    {
+    } else if status.is_client_error() || !(method == axum::http::Method::GET || method == axum::http::Method::HEAD) {
         tracing::info!(%method, path, route = route.as_str(), status = status.as_u16(), code, millis, "request");
     } else {
         tracing::debug!(%method, path, route = route.as_str(), status = status.as_u16(), millis, "request");
@@ -59,10 +43,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Err(e) => tracing::warn!(error = %e, "could not read blob store totals for /metrics"),
     }
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),
     )
         .into_response()
@@ -76,18 +57,11 @@ pub async fn healthz() -> &'static str {
 /// `GET /readyz`: the database answers and the blob store is writable.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if let Err(e) = state.db.ping().await {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("metadata database unavailable: {e}\n"),
-        )
-            .into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("metadata database unavailable: {e}\n")).into_response();
     }
     let probe = state.config.data_dir.join("tmp").join(".ready-probe");
     if let Err(e) = tokio::fs::write(&probe, b"ok").await {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("blob store not writable at {}: {e}\n", probe.display()),
-        )
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("blob store not writable at {}: {e}\n", probe.display()))
             .into_response();
     }
     "ready\n".into_response()

@@ -16,12 +16,7 @@ use crate::state::AppState;
 /// Read size when streaming a blob to a client.
 const READ_CHUNK: usize = 256 * 1024;
 
-pub(super) async fn get(
-    state: &AppState,
-    name: &RepositoryName,
-    digest: &str,
-    call: &Call,
-) -> Result<Response> {
+pub(super) async fn get(state: &AppState, name: &RepositoryName, digest: &str, call: &Call) -> Result<Response> {
     let digest = parse_digest(digest)?;
     let blob = state
         .db
@@ -72,25 +67,12 @@ pub(super) async fn get(
     Ok(response(status, &headers, Body::from_stream(stream)))
 }
 
-pub(super) async fn delete(
-    state: &AppState,
-    name: &RepositoryName,
-    digest: &str,
-) -> Result<Response> {
+pub(super) async fn delete(state: &AppState, name: &RepositoryName, digest: &str) -> Result<Response> {
     let digest = parse_digest(digest)?;
-    let repo = state
-        .db
-        .repositories()
-        .find(name.as_str())
-        .await?
-        .ok_or_else(|| oci::blob_unknown(name, &digest))?;
+    let repo = state.db.repositories().find(name.as_str()).await?.ok_or_else(|| oci::blob_unknown(name, &digest))?;
     if !state.db.blobs().unlink(repo, &digest).await? {
         return Err(oci::blob_unknown(name, &digest));
     }
     tracing::info!(repository = %name, %digest, "blob removed from repository");
-    Ok(response(
-        StatusCode::ACCEPTED,
-        &[("content-length", "0".into())],
-        Body::empty(),
-    ))
+    Ok(response(StatusCode::ACCEPTED, &[("content-length", "0".into())], Body::empty()))
 }

@@ -10,18 +10,9 @@ use crate::state::AppState;
 
 pub(super) async fn tags(state: &AppState, name: &RepositoryName, call: &Call) -> Result<Response> {
     let (n, last) = pagination(call)?;
-    let repo = state
-        .db
-        .repositories()
-        .find(name.as_str())
-        .await?
-        .ok_or_else(|| oci::name_unknown(name))?;
+    let repo = state.db.repositories().find(name.as_str()).await?.ok_or_else(|| oci::name_unknown(name))?;
     // Fetch one extra row to learn whether a next page exists.
-    let mut tags = if n == 0 {
-        Vec::new()
-    } else {
-        state.db.tags().list(repo, last.as_deref(), n + 1).await?
-    };
+    let mut tags = if n == 0 { Vec::new() } else { state.db.tags().list(repo, last.as_deref(), n + 1).await? };
     let more = tags.len() as i64 > n;
     tags.truncate(n as usize);
     let link = more.then(|| next_link(&format!("/v2/{name}/tags/list"), n, tags.last()));
@@ -31,11 +22,7 @@ pub(super) async fn tags(state: &AppState, name: &RepositoryName, call: &Call) -
 
 pub(super) async fn catalog(state: &AppState, call: &Call) -> Result<Response> {
     let (n, last) = pagination(call)?;
-    let mut names = if n == 0 {
-        Vec::new()
-    } else {
-        state.db.repositories().list(last.as_deref(), n + 1).await?
-    };
+    let mut names = if n == 0 { Vec::new() } else { state.db.repositories().list(last.as_deref(), n + 1).await? };
     let more = names.len() as i64 > n;
     names.truncate(n as usize);
     let link = more.then(|| next_link("/v2/_catalog", n, names.last()));
@@ -44,19 +31,11 @@ pub(super) async fn catalog(state: &AppState, call: &Call) -> Result<Response> {
 
 fn next_link(path: &str, n: i64, last: Option<&String>) -> String {
     // Tags and repository names only use characters that are safe in a query.
-    format!(
-        "<{path}?n={n}&last={}>; rel=\"next\"",
-        last.map(String::as_str).unwrap_or("")
-    )
+    format!("<{path}?n={n}&last={}>; rel=\"next\"", last.map(String::as_str).unwrap_or(""))
 }
 
 fn page(body: serde_json::Value, link: Option<String>) -> Response {
-    let mut response = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response();
+    let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
     if let Some(link) = link.and_then(|l| l.parse().ok()) {
         response.headers_mut().insert(header::LINK, link);
     }

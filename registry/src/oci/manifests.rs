@@ -18,28 +18,11 @@ fn parse_reference(s: &str) -> Result<Reference> {
     })
 }
 
-pub(super) async fn get(
-    state: &AppState,
-    name: &RepositoryName,
-    reference: &str,
-    call: &Call,
-) -> Result<Response> {
+pub(super) async fn get(state: &AppState, name: &RepositoryName, reference: &str, call: &Call) -> Result<Response> {
     let reference = parse_reference(reference)?;
     let found: Option<ManifestRecord> = match &reference {
-        Reference::Tag(t) => {
-            state
-                .db
-                .manifests()
-                .find_by_tag(name.as_str(), t.as_str())
-                .await?
-        }
-        Reference::Digest(d) => {
-            state
-                .db
-                .manifests()
-                .find_by_digest(name.as_str(), d)
-                .await?
-        }
+        Reference::Tag(t) => state.db.manifests().find_by_tag(name.as_str(), t.as_str()).await?,
+        Reference::Digest(d) => state.db.manifests().find_by_digest(name.as_str(), d).await?,
     };
     let m = found.ok_or_else(|| oci::manifest_unknown(name, &reference))?;
     let headers = [
@@ -71,23 +54,15 @@ pub(super) async fn put(
         )
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
-    if call
-        .header(header::CONTENT_LENGTH)
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > limit)
-    {
+    if call.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     let content_type = call.header(header::CONTENT_TYPE).map(str::to_owned);
     let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
             too_large()
         } else {
-            RegistryError::oci(
-                ErrorCode::ManifestInvalid,
-                format!("the manifest body could not be read: {e}"),
-            )
+            RegistryError::oci(ErrorCode::ManifestInvalid, format!("the manifest body could not be read: {e}"))
         }
     })?;
     state.metrics.received("manifest", body.len() as u64);
@@ -104,19 +79,12 @@ pub(super) async fn put(
     for r in &parsed.references {
         match r.kind {
             TargetKind::Blob => {
-                let blob = state
-                    .db
-                    .blobs()
-                    .find_in_repository(name.as_str(), &r.digest)
-                    .await?;
+                let blob = state.db.blobs().find_in_repository(name.as_str(), &r.digest).await?;
                 let blob = blob.ok_or_else(|| missing(name, &r.digest, "blob"))?;
                 if blob.size != r.size {
                     return Err(RegistryError::oci(
                         ErrorCode::ManifestInvalid,
-                        format!(
-                            "descriptor for {} says {} bytes but the blob has {}",
-                            r.digest, r.size, blob.size
-                        ),
+                        format!("descriptor for {} says {} bytes but the blob has {}", r.digest, r.size, blob.size),
                     ));
                 }
             }
@@ -134,11 +102,7 @@ pub(super) async fn put(
         subject: parsed.subject,
         annotations: parsed.annotations.clone(),
         content: &body,
-        references: parsed
-            .references
-            .iter()
-            .map(|r| (r.digest, r.kind))
-            .collect(),
+        references: parsed.references.iter().map(|r| (r.digest, r.kind)).collect(),
     };
     let tag = match &reference {
         Reference::Tag(t) => Some(t.as_str()),
@@ -165,18 +129,10 @@ fn missing(name: &RepositoryName, digest: &Digest, what: &str) -> RegistryError 
     .with_detail(serde_json::json!({ "digest": digest.to_string() }))
 }
 
-pub(super) async fn delete(
-    state: &AppState,
-    name: &RepositoryName,
-    reference: &str,
-) -> Result<Response> {
+pub(super) async fn delete(state: &AppState, name: &RepositoryName, reference: &str) -> Result<Response> {
     let reference = parse_reference(reference)?;
-    let repo = state
-        .db
-        .repositories()
-        .find(name.as_str())
-        .await?
-        .ok_or_else(|| oci::manifest_unknown(name, &reference))?;
+    let repo =
+        state.db.repositories().find(name.as_str()).await?.ok_or_else(|| oci::manifest_unknown(name, &reference))?;
     let deleted = match &reference {
         Reference::Tag(t) => state.db.tags().delete(repo, t.as_str()).await?,
         Reference::Digest(d) => state.db.manifests().delete(repo, d).await?,
@@ -185,9 +141,5 @@ pub(super) async fn delete(
         return Err(oci::manifest_unknown(name, &reference));
     }
     tracing::info!(repository = %name, %reference, "manifest deleted");
-    Ok(response(
-        StatusCode::ACCEPTED,
-        &[("content-length", "0".into())],
-        Body::empty(),
-    ))
+    Ok(response(StatusCode::ACCEPTED, &[("content-length", "0".into())], Body::empty()))
 }

@@ -39,11 +39,7 @@ pub async fn dispatch(State(state): State<AppState>, request: Request) -> Respon
     let (route, result) = match OciPath::parse(parts.uri.path()) {
         Ok(Some(path)) => {
             let query = parts.uri.query().map(parse_query).unwrap_or_default();
-            let call = Call {
-                method: parts.method,
-                query,
-                headers: parts.headers,
-            };
+            let call = Call { method: parts.method, query, headers: parts.headers };
             let route = path.route();
             (route, handle(&state, path, call, body).await)
         }
@@ -51,10 +47,7 @@ pub async fn dispatch(State(state): State<AppState>, request: Request) -> Respon
             crate::observe::RouteLabel::Other,
             Err(RegistryError::oci(
                 ErrorCode::Unsupported,
-                format!(
-                    "{} is not an OCI Distribution API endpoint",
-                    parts.uri.path()
-                ),
+                format!("{} is not an OCI Distribution API endpoint", parts.uri.path()),
             )
             .with_status(StatusCode::NOT_FOUND)),
         ),
@@ -62,10 +55,7 @@ pub async fn dispatch(State(state): State<AppState>, request: Request) -> Respon
     };
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(route);
-    response.headers_mut().insert(
-        "docker-distribution-api-version",
-        HeaderValue::from_static("registry/2.0"),
-    );
+    response.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
     response
 }
 
@@ -73,12 +63,9 @@ async fn handle(state: &AppState, path: OciPath, call: Call, body: Body) -> Resu
     use Method as M;
     use OciPath as P;
     match (path, call.method.clone()) {
-        (P::Base, M::GET | M::HEAD) => Ok((
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            "{}",
-        )
-            .into_response()),
+        (P::Base, M::GET | M::HEAD) => {
+            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response())
+        }
         (P::Catalog, M::GET) => listing::catalog(state, &call).await,
         (P::Tags(name), M::GET) => listing::tags(state, &name, &call).await,
         (P::Manifest(name, r), M::GET | M::HEAD) => manifests::get(state, &name, &r, &call).await,
@@ -92,10 +79,9 @@ async fn handle(state: &AppState, path: OciPath, call: Call, body: Body) -> Resu
         (P::Upload(name, id), M::PUT) => uploads::finish(state, &name, &id, &call, body).await,
         (P::Upload(name, id), M::DELETE) => uploads::cancel(state, &name, &id).await,
         (P::Referrers(name, d), M::GET) => referrers::list(state, &name, &d, &call).await,
-        (_, method) => Err(RegistryError::oci(
-            ErrorCode::Unsupported,
-            format!("{method} is not supported on this endpoint"),
-        )),
+        (_, method) => {
+            Err(RegistryError::oci(ErrorCode::Unsupported, format!("{method} is not supported on this endpoint")))
+        }
     }
 }
 
@@ -117,11 +103,7 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let decoded = if b[i] == b'%' && i + 2 < b.len() {
-            hex(b[i + 1]).zip(hex(b[i + 2]))
-        } else {
-            None
-        };
+        let decoded = if b[i] == b'%' && i + 2 < b.len() { hex(b[i + 1]).zip(hex(b[i + 2])) } else { None };
         match (decoded, b[i]) {
             (Some((hi, lo)), _) => {
                 out.push(hi << 4 | lo);
@@ -138,8 +120,7 @@ fn percent_decode(s: &str) -> String {
 
 /// Parses a digest from a path or query, answering `DIGEST_INVALID` with the reason.
 pub(crate) fn parse_digest(s: &str) -> Result<Digest> {
-    s.parse()
-        .map_err(|e: damselfly_core::DigestError| oci::digest_invalid(e.to_string()))
+    s.parse().map_err(|e: damselfly_core::DigestError| oci::digest_invalid(e.to_string()))
 }
 
 /// The `n` and `last` parameters of a paginated list. `n` is capped at 1000.
@@ -148,10 +129,7 @@ pub(crate) fn pagination(call: &Call) -> Result<(i64, Option<String>)> {
     let n = match call.query.get("n") {
         None => MAX,
         Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            RegistryError::oci(
-                ErrorCode::PaginationNumberInvalid,
-                format!("n={v:?} is not a non-negative number"),
-            )
+            RegistryError::oci(ErrorCode::PaginationNumberInvalid, format!("n={v:?} is not a non-negative number"))
         })?,
     };
     Ok((n.min(MAX), call.query.get("last").cloned()))
@@ -162,10 +140,7 @@ pub(crate) fn response(status: StatusCode, headers: &[(&str, String)], body: Bod
     let mut r = Response::new(body);
     *r.status_mut() = status;
     for (name, value) in headers {
-        if let (Ok(n), Ok(v)) = (
-            header::HeaderName::try_from(*name),
-            HeaderValue::from_str(value),
-        ) {
+        if let (Ok(n), Ok(v)) = (header::HeaderName::try_from(*name), HeaderValue::from_str(value)) {
             r.headers_mut().insert(n, v);
         }
     }

@@ -86,8 +86,7 @@ impl OciPath {
             return Ok(None);
         };
         let name: RepositoryName = name.parse().map_err(|e: damselfly_core::NameError| {
-            RegistryError::oci(ErrorCode::NameInvalid, format!("{e}"))
-                .with_detail(serde_json::json!({ "name": name }))
+            RegistryError::oci(ErrorCode::NameInvalid, format!("{e}")).with_detail(serde_json::json!({ "name": name }))
         })?;
         Ok(Some(match kind {
             Kind::Tags => OciPath::Tags(name),
@@ -127,10 +126,7 @@ mod tests {
     fn names_with_api_words_in_them() {
         assert_eq!(OciPath::parse("/v2/").unwrap(), Some(OciPath::Base));
         assert_eq!(OciPath::parse("/v2").unwrap(), Some(OciPath::Base));
-        assert_eq!(
-            OciPath::parse("/v2/_catalog").unwrap(),
-            Some(OciPath::Catalog)
-        );
+        assert_eq!(OciPath::parse("/v2/_catalog").unwrap(), Some(OciPath::Catalog));
         assert_eq!(
             OciPath::parse("/v2/a/blobs/manifests/latest").unwrap(),
             Some(OciPath::Manifest(name("a/blobs"), "latest".into()))
@@ -139,10 +135,7 @@ mod tests {
             OciPath::parse("/v2/a/b/c/d/e/f/g/h/blobs/uploads/").unwrap(),
             Some(OciPath::UploadStart(name("a/b/c/d/e/f/g/h")))
         );
-        assert_eq!(
-            OciPath::parse("/v2/x/blobs/uploads").unwrap(),
-            Some(OciPath::UploadStart(name("x")))
-        );
+        assert_eq!(OciPath::parse("/v2/x/blobs/uploads").unwrap(), Some(OciPath::UploadStart(name("x"))));
         assert_eq!(
             OciPath::parse("/v2/x/tags/list/blobs/uploads/abc").unwrap(),
             Some(OciPath::Upload(name("x/tags/list"), "abc".into()))
@@ -151,14 +144,8 @@ mod tests {
             OciPath::parse("/v2/x/blobs/sha256%3Aab").unwrap(),
             Some(OciPath::Blob(name("x"), "sha256:ab".into()))
         );
-        assert_eq!(
-            OciPath::parse("/v2/x/tags/list").unwrap(),
-            Some(OciPath::Tags(name("x")))
-        );
-        assert_eq!(
-            OciPath::parse("/v2/x/referrers/d").unwrap(),
-            Some(OciPath::Referrers(name("x"), "d".into()))
-        );
+        assert_eq!(OciPath::parse("/v2/x/tags/list").unwrap(), Some(OciPath::Tags(name("x"))));
+        assert_eq!(OciPath::parse("/v2/x/referrers/d").unwrap(), Some(OciPath::Referrers(name("x"), "d".into())));
     }
 
     #[test]

@@ -72,10 +72,7 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=0-3"), 10), ByteRange::Partial(0, 3));
         assert_eq!(parse_range(Some("bytes=4-"), 10), ByteRange::Partial(4, 9));
         assert_eq!(parse_range(Some("bytes=-3"), 10), ByteRange::Partial(7, 9));
-        assert_eq!(
-            parse_range(Some("bytes=5-100"), 10),
-            ByteRange::Partial(5, 9)
-        );
+        assert_eq!(parse_range(Some("bytes=5-100"), 10), ByteRange::Partial(5, 9));
         assert_eq!(parse_range(Some("bytes=10-"), 10), ByteRange::Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), ByteRange::Full);
         assert_eq!(parse_range(Some("items=0-1"), 10), ByteRange::Full);

@@ -16,12 +16,7 @@ use crate::state::AppState;
 use crate::storage::AppendError;
 
 /// `POST /v2/<name>/blobs/uploads/`
-pub(super) async fn start(
-    state: &AppState,
-    name: &RepositoryName,
-    call: &Call,
-    body: Body,
-) -> Result<Response> {
+pub(super) async fn start(state: &AppState, name: &RepositoryName, call: &Call, body: Body) -> Result<Response> {
     if let (Some(mount), Some(from)) = (call.query.get("mount"), call.query.get("from")) {
         let digest = parse_digest(mount)?;
         if let Some(done) = try_mount(state, name, &digest, from).await? {
@@ -40,21 +35,11 @@ pub(super) async fn start(
     Ok(session_response(StatusCode::ACCEPTED, name, &id, 0))
 }
 
-async fn try_mount(
-    state: &AppState,
-    name: &RepositoryName,
-    digest: &Digest,
-    from: &str,
-) -> Result<Option<Response>> {
+async fn try_mount(state: &AppState, name: &RepositoryName, digest: &Digest, from: &str) -> Result<Option<Response>> {
     let Ok(from) = from.parse::<RepositoryName>() else {
         return Ok(None);
     };
-    let Some(_) = state
-        .db
-        .blobs()
-        .find_in_repository(from.as_str(), digest)
-        .await?
-    else {
+    let Some(_) = state.db.blobs().find_in_repository(from.as_str(), digest).await? else {
         return Ok(None);
     };
     if !state.blobs.contains(digest).await {
@@ -73,28 +58,13 @@ async fn monolithic(
     digest: Digest,
     body: Body,
 ) -> Result<Response> {
-    let (temp, hasher) = state
-        .blobs
-        .write_temp(body.into_data_stream())
-        .await
-        .map_err(append_error)?;
+    let (temp, hasher) = state.blobs.write_temp(body.into_data_stream()).await.map_err(append_error)?;
     state.metrics.received("blob", hasher.len());
     let size = hasher.len();
     let (actual, pieces) = hasher.finish();
     check_digest(&digest, &actual)?;
     temp.commit(&digest).await?;
-    state
-        .db
-        .blobs()
-        .insert_and_link(
-            repo,
-            &BlobRecord {
-                digest,
-                size,
-                pieces,
-            },
-        )
-        .await?;
+    state.db.blobs().insert_and_link(repo, &BlobRecord { digest, size, pieces }).await?;
     Ok(created(name, &digest))
 }
 
@@ -116,12 +86,7 @@ pub(super) async fn patch(
     let (_, mut guard) = open_session(state, name, id).await?;
     let hasher = guard.as_mut().ok_or_else(|| oci::upload_unknown(id))?;
     append(state, name, id, hasher, call, body).await?;
-    Ok(session_response(
-        StatusCode::ACCEPTED,
-        name,
-        id,
-        hasher.len(),
-    ))
+    Ok(session_response(StatusCode::ACCEPTED, name, id, hasher.len()))
 }
 
 /// `PUT /v2/<name>/blobs/uploads/<id>?digest=…`: append the last chunk, if
@@ -137,9 +102,7 @@ pub(super) async fn finish(
         .query
         .get("digest")
         .ok_or_else(|| {
-            oci::digest_invalid(
-                "the digest query parameter is required to finish an upload: PUT …?digest=sha256:…",
-            )
+            oci::digest_invalid("the digest query parameter is required to finish an upload: PUT …?digest=sha256:…")
         })
         .and_then(|d| parse_digest(d))?;
     let (repo, mut guard) = open_session(state, name, id).await?;
@@ -153,18 +116,7 @@ pub(super) async fn finish(
         return Err(e);
     }
     state.blobs.commit_upload(id, &digest).await?;
-    state
-        .db
-        .blobs()
-        .insert_and_link(
-            repo,
-            &BlobRecord {
-                digest,
-                size,
-                pieces,
-            },
-        )
-        .await?;
+    state.db.blobs().insert_and_link(repo, &BlobRecord { digest, size, pieces }).await?;
     state.db.uploads().delete(id).await?;
     *guard = None;
     state.uploads.forget(id);
@@ -191,12 +143,7 @@ async fn open_session(
     name: &RepositoryName,
     id: &str,
 ) -> Result<(RepositoryId, OwnedMutexGuard<Option<BlobHasher>>)> {
-    let repo = state
-        .db
-        .uploads()
-        .find(id, name.as_str())
-        .await?
-        .ok_or_else(|| oci::upload_unknown(id))?;
+    let repo = state.db.uploads().find(id, name.as_str()).await?.ok_or_else(|| oci::upload_unknown(id))?;
     let mut guard = state.uploads.lock(id).await;
     if guard.is_none() {
         *guard = state.blobs.rehash_upload(id).await?;
@@ -229,7 +176,9 @@ async fn append(
             if first != at {
                 return Err(RegistryError::oci(
                     ErrorCode::BlobUploadInvalid,
-                    format!("chunk starts at byte {first} but the upload holds {at} bytes; send the chunk starting at {at}"),
+                    format!(
+                        "chunk starts at byte {first} but the upload holds {at} bytes; send the chunk starting at {at}"
+                    ),
                 )
                 .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
                 .with_header(header::LOCATION, upload_location(name, id))
@@ -240,9 +189,7 @@ async fn append(
         }
         None => None,
     };
-    let declared = call
-        .header(header::CONTENT_LENGTH)
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = call.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     if let (Some(e), Some(d)) = (expected, declared) {
         if e != d {
             return Err(RegistryError::oci(
@@ -251,11 +198,7 @@ async fn append(
             ));
         }
     }
-    state
-        .blobs
-        .append_upload(id, hasher, body.into_data_stream(), expected)
-        .await
-        .map_err(append_error)?;
+    state.blobs.append_upload(id, hasher, body.into_data_stream(), expected).await.map_err(append_error)?;
     state.metrics.received("blob", hasher.len() - at);
     Ok(())
 }
@@ -264,12 +207,8 @@ fn check_digest(expected: &Digest, actual: &Digest) -> Result<()> {
     if expected == actual {
         return Ok(());
     }
-    Err(oci::digest_invalid(format!(
-        "the uploaded content has digest {actual}, not {expected}; nothing was stored"
-    ))
-    .with_detail(
-        serde_json::json!({ "expected": expected.to_string(), "actual": actual.to_string() }),
-    ))
+    Err(oci::digest_invalid(format!("the uploaded content has digest {actual}, not {expected}; nothing was stored"))
+        .with_detail(serde_json::json!({ "expected": expected.to_string(), "actual": actual.to_string() })))
 }
 
 fn append_error(e: AppendError) -> RegistryError {
@@ -280,7 +219,9 @@ fn append_error(e: AppendError) -> RegistryError {
         ),
         AppendError::Size { expected, got } => RegistryError::oci(
             ErrorCode::SizeInvalid,
-            format!("Content-Range announced {expected} bytes but the body had {got}; nothing was kept from this request"),
+            format!(
+                "Content-Range announced {expected} bytes but the body had {got}; nothing was kept from this request"
+            ),
         ),
         AppendError::Io(e) => RegistryError::Io(e),
     }

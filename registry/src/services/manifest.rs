@@ -78,52 +78,34 @@ fn invalid(message: impl Into<String>) -> RegistryError {
 
 /// Parses and checks a manifest body against the `Content-Type` it was pushed with.
 pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, RegistryError> {
-    let doc: ManifestDocument = serde_json::from_slice(body).map_err(|e| {
-        invalid(format!(
-            "manifest is not valid JSON for an image manifest or index: {e}"
-        ))
-    })?;
+    let doc: ManifestDocument = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("manifest is not valid JSON for an image manifest or index: {e}")))?;
     if doc.schema_version != Some(2) {
-        return Err(invalid("schemaVersion must be 2; schema 1 manifests are not supported, push with a current client"));
+        return Err(invalid(
+            "schemaVersion must be 2; schema 1 manifests are not supported, push with a current client",
+        ));
     }
     // Content-Type may carry parameters; compare the bare type.
-    let header_type = content_type
-        .map(|c| c.split(';').next().unwrap_or("").trim())
-        .filter(|c| !c.is_empty());
+    let header_type = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).filter(|c| !c.is_empty());
     let media_type = match (header_type, doc.media_type.as_deref()) {
         (Some(h), Some(b)) if h != b => {
-            return Err(invalid(format!(
-                "Content-Type {h} does not match the manifest's mediaType {b}"
-            )));
+            return Err(invalid(format!("Content-Type {h} does not match the manifest's mediaType {b}")));
         }
         (Some(h), _) => h.to_owned(),
         (None, Some(b)) => b.to_owned(),
-        (None, None) => {
-            return Err(invalid(
-                "set Content-Type or the mediaType field to the manifest's media type",
-            ))
-        }
+        (None, None) => return Err(invalid("set Content-Type or the mediaType field to the manifest's media type")),
     };
     let mut references = Vec::new();
     let mut add = |d: &Descriptor, kind: TargetKind, what: &str| -> Result<(), RegistryError> {
-        let digest: Digest = d
-            .digest
-            .parse()
-            .map_err(|e| invalid(format!("{what} descriptor: {e}")))?;
+        let digest: Digest = d.digest.parse().map_err(|e| invalid(format!("{what} descriptor: {e}")))?;
         if d.size < 0 {
-            return Err(invalid(format!(
-                "{what} descriptor {digest} has a negative size"
-            )));
+            return Err(invalid(format!("{what} descriptor {digest} has a negative size")));
         }
         // Foreign layers (non-distributable) are fetched from their URLs, not from us.
         if kind == TargetKind::Blob && !d.urls.is_empty() {
             return Ok(());
         }
-        references.push(Reference {
-            digest,
-            kind,
-            size: d.size as u64,
-        });
+        references.push(Reference { digest, kind, size: d.size as u64 });
         Ok(())
     };
     let is_index = match media_type.as_str() {
@@ -136,51 +118,27 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, 
         }
     };
     let artifact_type = if is_index {
-        let children = doc
-            .manifests
-            .as_ref()
-            .ok_or_else(|| invalid("an index needs a manifests array"))?;
+        let children = doc.manifests.as_ref().ok_or_else(|| invalid("an index needs a manifests array"))?;
         for c in children {
             add(c, TargetKind::Manifest, "manifests[]")?;
         }
         doc.artifact_type.clone()
     } else {
-        let config = doc
-            .config
-            .as_ref()
-            .ok_or_else(|| invalid("an image manifest needs a config descriptor"))?;
-        let layers = doc
-            .layers
-            .as_ref()
-            .ok_or_else(|| invalid("an image manifest needs a layers array"))?;
+        let config = doc.config.as_ref().ok_or_else(|| invalid("an image manifest needs a config descriptor"))?;
+        let layers = doc.layers.as_ref().ok_or_else(|| invalid("an image manifest needs a layers array"))?;
         add(config, TargetKind::Blob, "config")?;
         for l in layers {
             add(l, TargetKind::Blob, "layers[]")?;
         }
-        doc.artifact_type
-            .clone()
-            .or_else(|| Some(config.media_type.clone()).filter(|m| !m.is_empty()))
+        doc.artifact_type.clone().or_else(|| Some(config.media_type.clone()).filter(|m| !m.is_empty()))
     };
     let subject = match &doc.subject {
-        Some(s) => Some(
-            s.digest
-                .parse()
-                .map_err(|e| invalid(format!("subject descriptor: {e}")))?,
-        ),
+        Some(s) => Some(s.digest.parse().map_err(|e| invalid(format!("subject descriptor: {e}")))?),
         None => None,
     };
-    let annotations = doc
-        .annotations
-        .as_ref()
-        .filter(|a| !a.is_empty())
-        .map(|a| serde_json::to_string(a).unwrap_or_default());
-    Ok(ParsedManifest {
-        media_type,
-        artifact_type,
-        subject,
-        annotations,
-        references,
-    })
+    let annotations =
+        doc.annotations.as_ref().filter(|a| !a.is_empty()).map(|a| serde_json::to_string(a).unwrap_or_default());
+    Ok(ParsedManifest { media_type, artifact_type, subject, annotations, references })
 }
 
 #[cfg(test)]
@@ -202,10 +160,7 @@ mod tests {
         });
         let m = parse(body.to_string().as_bytes(), Some(OCI_MANIFEST)).unwrap();
         assert_eq!(m.references.len(), 2);
-        assert_eq!(
-            m.artifact_type.as_deref(),
-            Some("application/vnd.oci.image.config.v1+json")
-        );
+        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
         assert_eq!(m.subject, Some(Digest::of(b"s")));
         assert_eq!(m.annotations.as_deref(), Some(r#"{"a":"b"}"#));
     }
@@ -215,7 +170,10 @@ mod tests {
         let cases = [
             (&b"not json"[..], Some(OCI_MANIFEST)),
             (br#"{"schemaVersion":1}"#, Some(OCI_MANIFEST)),
-            (br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#, Some(OCI_MANIFEST)),
+            (
+                br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+                Some(OCI_MANIFEST),
+            ),
             (br#"{"schemaVersion":2,"manifests":[]}"#, None),
             (br#"{"schemaVersion":2,"config":{"digest":"sha256:bad","size":1},"layers":[]}"#, Some(OCI_MANIFEST)),
             (br#"{"schemaVersion":2,"layers":[]}"#, Some(DOCKER_MANIFEST)),
@@ -223,12 +181,7 @@ mod tests {
         ];
         for (body, ct) in cases {
             let err = parse(body, ct).unwrap_err();
-            assert_eq!(
-                err.code(),
-                ErrorCode::ManifestInvalid,
-                "{}",
-                String::from_utf8_lossy(body)
-            );
+            assert_eq!(err.code(), ErrorCode::ManifestInvalid, "{}", String::from_utf8_lossy(body));
         }
     }
 }

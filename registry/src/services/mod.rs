@@ -1,3 +1,4 @@
 //! Rules of the registry that are independent of HTTP and SQL.
 
 pub mod manifest;
+pub mod uploads;

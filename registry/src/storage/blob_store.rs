@@ -54,10 +54,7 @@ impl BlobStore {
         while let Some(e) = entries.next_entry().await? {
             let _ = tokio::fs::remove_file(e.path()).await;
         }
-        Ok(BlobStore {
-            root: root.to_owned(),
-            piece_size,
-        })
+        Ok(BlobStore { root: root.to_owned(), piece_size })
     }
 
     /// Piece size used for per-piece digests.
@@ -96,9 +93,12 @@ impl BlobStore {
 
     /// Creates the empty file of a new upload session.
     pub async fn create_upload(&self, id: &str) -> std::io::Result<()> {
-        tokio::fs::File::create(self.upload_path(id))
-            .await
-            .map(|_| ())
+        tokio::fs::File::create(self.upload_path(id)).await.map(|_| ())
+    }
+
+    /// When an upload session last received bytes; `None` if its file is gone.
+    pub async fn upload_modified(&self, id: &str) -> Option<std::time::SystemTime> {
+        tokio::fs::metadata(self.upload_path(id)).await.ok()?.modified().ok()
     }
 
     /// Deletes an upload session's bytes.
@@ -148,10 +148,7 @@ impl BlobStore {
         let path = self.upload_path(id);
         let start = hasher.len();
         let file = std::fs::OpenOptions::new().write(true).open(&path)?;
-        let mut rollback = Rollback {
-            path,
-            on_drop: Some(Undo::Truncate(start)),
-        };
+        let mut rollback = Rollback { path, on_drop: Some(Undo::Truncate(start)) };
         let mut next = hasher.clone();
         write_stream(file, start, &mut next, body).await?;
         let got = next.len() - start;
@@ -176,21 +173,9 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let path = self
-            .root
-            .join("tmp")
-            .join(uuid::Uuid::new_v4().simple().to_string());
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let temp = TempBlob {
-            store: self.clone(),
-            guard: Rollback {
-                path,
-                on_drop: Some(Undo::Remove),
-            },
-        };
+        let path = self.root.join("tmp").join(uuid::Uuid::new_v4().simple().to_string());
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let temp = TempBlob { store: self.clone(), guard: Rollback { path, on_drop: Some(Undo::Remove) } };
         let mut hasher = self.hasher();
         write_stream(file, 0, &mut hasher, body).await?;
         Ok((temp, hasher))
@@ -241,10 +226,7 @@ impl Drop for Rollback {
     fn drop(&mut self) {
         match self.on_drop {
             Some(Undo::Truncate(len)) => {
-                let _ = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&self.path)
-                    .and_then(|f| f.set_len(len));
+                let _ = std::fs::OpenOptions::new().write(true).open(&self.path).and_then(|f| f.set_len(len));
             }
             Some(Undo::Remove) => {
                 let _ = std::fs::remove_file(&self.path);

@@ -1,0 +1,199 @@
+//! The metadata store suite: the same specification run against SQLite and
+//! PostgreSQL, through the registry's own store types.
+
+use damselfly_core::{BlobHasher, Digest};
+use damselfly_registry::metadata::{BlobRecord, Db, NewManifest, TargetKind};
+use damselfly_tests::{fresh_postgres_database, Backend};
+
+struct Store {
+    db: Db,
+    _dir: tempfile::TempDir,
+}
+
+async fn open(backend: Backend) -> Store {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{}/metadata.db", dir.path().display()),
+        Backend::Postgres => fresh_postgres_database(),
+    };
+    let db = Db::open(&url, 4).await.expect("open store");
+    Store { db, _dir: dir }
+}
+
+fn blob(content: &[u8]) -> BlobRecord {
+    let mut h = BlobHasher::new(4);
+    h.update(content);
+    let (digest, pieces) = h.finish();
+    BlobRecord { digest, size: content.len() as u64, pieces }
+}
+
+fn manifest<'a>(content: &'a [u8], refs: Vec<(Digest, TargetKind)>) -> NewManifest<'a> {
+    NewManifest {
+        digest: Digest::of(content),
+        media_type: "application/vnd.oci.image.manifest.v1+json",
+        artifact_type: None,
+        subject: None,
+        annotations: None,
+        content,
+        references: refs,
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() { super::$name(damselfly_tests::Backend::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() { super::$name(damselfly_tests::Backend::Postgres).await }
+        }
+    )*};
+}
+
+on_both_backends!(
+    migrations_apply_once_and_reopen_cleanly,
+    repositories_are_created_once_and_listed_bytewise,
+    blobs_keep_piece_digests_and_belong_to_repositories,
+    manifests_are_stored_byte_exact_and_tags_move,
+    deleting_a_manifest_removes_its_tags_and_references,
+    tags_list_in_bytewise_order_with_pages,
+    referrers_filter_by_artifact_type,
+    upload_sessions_belong_to_one_repository,
+);
+
+async fn migrations_apply_once_and_reopen_cleanly(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{}/m.db", dir.path().display()),
+        Backend::Postgres => fresh_postgres_database(),
+    };
+    let db = Db::open(&url, 2).await.unwrap();
+    db.repositories().ensure("kept").await.unwrap();
+    db.close().await;
+    let again = Db::open(&url, 2).await.unwrap();
+    assert!(again.repositories().find("kept").await.unwrap().is_some());
+}
+
+async fn repositories_are_created_once_and_listed_bytewise(backend: Backend) {
+    let s = open(backend).await;
+    let repos = s.db.repositories();
+    let a = repos.ensure("b/app").await.unwrap();
+    assert_eq!(repos.ensure("b/app").await.unwrap(), a);
+    for n in ["a", "a-b", "a.b", "a/b", "a_b", "z", "0"] {
+        repos.ensure(n).await.unwrap();
+    }
+    let all = repos.list(None, 100).await.unwrap();
+    assert_eq!(all, ["0", "a", "a-b", "a.b", "a/b", "a_b", "b/app", "z"]);
+    assert_eq!(repos.list(Some("a.b"), 2).await.unwrap(), ["a/b", "a_b"]);
+    assert!(repos.find("missing").await.unwrap().is_none());
+}
+
+async fn blobs_keep_piece_digests_and_belong_to_repositories(backend: Backend) {
+    let s = open(backend).await;
+    let one = s.db.repositories().ensure("one").await.unwrap();
+    let two = s.db.repositories().ensure("two").await.unwrap();
+    let b = blob(b"0123456789"); // pieces of 4: "0123", "4567", "89"
+    s.db.blobs().insert_and_link(one, &b).await.unwrap();
+    s.db.blobs().insert_and_link(one, &b).await.unwrap(); // idempotent
+    let found = s.db.blobs().find_in_repository("one", &b.digest).await.unwrap().expect("linked blob");
+    assert_eq!(found.size, 10);
+    assert_eq!(found.pieces.piece_size(), 4);
+    assert_eq!(found.pieces.digests(), [Digest::of(b"0123"), Digest::of(b"4567"), Digest::of(b"89")].as_slice());
+    // Knowing the digest does not make it readable through another repository.
+    assert!(s.db.blobs().find_in_repository("two", &b.digest).await.unwrap().is_none());
+    s.db.blobs().link(two, &b.digest).await.unwrap();
+    assert!(s.db.blobs().find_in_repository("two", &b.digest).await.unwrap().is_some());
+    assert!(s.db.blobs().unlink(one, &b.digest).await.unwrap());
+    assert!(!s.db.blobs().unlink(one, &b.digest).await.unwrap());
+    assert!(s.db.blobs().find_in_repository("one", &b.digest).await.unwrap().is_none());
+    assert_eq!(s.db.blobs().totals().await.unwrap(), (1, 10));
+}
+
+async fn manifests_are_stored_byte_exact_and_tags_move(backend: Backend) {
+    let s = open(backend).await;
+    let repo = s.db.repositories().ensure("app").await.unwrap();
+    let first = b"{ \"schemaVersion\" : 2 ,\n \"x\": 1 }".to_vec();
+    let second = b"{\"schemaVersion\":2,\"x\":2}".to_vec();
+    s.db.manifests().put(repo, &manifest(&first, vec![]), Some("latest")).await.unwrap();
+    let got = s.db.manifests().find_by_tag("app", "latest").await.unwrap().unwrap();
+    assert_eq!(got.content, first);
+    assert_eq!(got.digest, Digest::of(&first));
+    assert_eq!(got.media_type, "application/vnd.oci.image.manifest.v1+json");
+    s.db.manifests().put(repo, &manifest(&second, vec![]), Some("latest")).await.unwrap();
+    assert_eq!(s.db.manifests().find_by_tag("app", "latest").await.unwrap().unwrap().content, second);
+    // The first manifest is still there by digest.
+    assert_eq!(s.db.manifests().find_by_digest("app", &Digest::of(&first)).await.unwrap().unwrap().content, first);
+    assert!(s.db.manifests().find_by_tag("other", "latest").await.unwrap().is_none());
+}
+
+async fn deleting_a_manifest_removes_its_tags_and_references(backend: Backend) {
+    let s = open(backend).await;
+    let repo = s.db.repositories().ensure("app").await.unwrap();
+    let layer = blob(b"layer");
+    s.db.blobs().insert_and_link(repo, &layer).await.unwrap();
+    let body = b"{\"m\":1}".to_vec();
+    let m = manifest(&body, vec![(layer.digest, TargetKind::Blob)]);
+    s.db.manifests().put(repo, &m, Some("v1")).await.unwrap();
+    s.db.manifests().put(repo, &m, Some("v2")).await.unwrap();
+    assert!(s.db.manifests().delete(repo, &m.digest).await.unwrap());
+    assert!(s.db.manifests().find_by_tag("app", "v1").await.unwrap().is_none());
+    assert!(s.db.tags().list(repo, None, 10).await.unwrap().is_empty());
+    assert!(!s.db.manifests().delete(repo, &m.digest).await.unwrap());
+    // The layer is still in the repository: deleting a manifest does not delete blobs.
+    assert!(s.db.blobs().find_in_repository("app", &layer.digest).await.unwrap().is_some());
+    // Pushing it again works, including its references.
+    s.db.manifests().put(repo, &m, Some("v1")).await.unwrap();
+    assert!(s.db.manifests().exists(repo, &m.digest).await.unwrap());
+}
+
+async fn tags_list_in_bytewise_order_with_pages(backend: Backend) {
+    let s = open(backend).await;
+    let repo = s.db.repositories().ensure("app").await.unwrap();
+    let body = b"{}".to_vec();
+    let names = ["b", "B", "a", "A", "_x", "Z9", "a-1", "a.1", "a_1", "10", "9"];
+    for t in names {
+        s.db.manifests().put(repo, &manifest(&body, vec![]), Some(t)).await.unwrap();
+    }
+    let mut expected: Vec<&str> = names.to_vec();
+    expected.sort(); // Rust sorts str byte-wise
+    assert_eq!(s.db.tags().list(repo, None, 100).await.unwrap(), expected);
+    assert_eq!(s.db.tags().list(repo, Some("Z9"), 3).await.unwrap(), ["_x", "a", "a-1"]);
+    assert!(s.db.tags().delete(repo, "a").await.unwrap());
+    assert!(!s.db.tags().delete(repo, "a").await.unwrap());
+}
+
+async fn referrers_filter_by_artifact_type(backend: Backend) {
+    let s = open(backend).await;
+    let repo = s.db.repositories().ensure("app").await.unwrap();
+    let subject = Digest::of(b"subject");
+    let sig = b"{\"sig\":1}".to_vec();
+    let sbom = b"{\"sbom\":1}".to_vec();
+    let mut m1 = manifest(&sig, vec![]);
+    m1.subject = Some(subject);
+    m1.artifact_type = Some("application/vnd.example.signature");
+    m1.annotations = Some("{\"k\":\"v\"}".into());
+    let mut m2 = manifest(&sbom, vec![]);
+    m2.subject = Some(subject);
+    m2.artifact_type = Some("application/spdx+json");
+    s.db.manifests().put(repo, &m1, None).await.unwrap();
+    s.db.manifests().put(repo, &m2, None).await.unwrap();
+    let all = s.db.manifests().referrers(repo, &subject, None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let sigs = s.db.manifests().referrers(repo, &subject, Some("application/vnd.example.signature")).await.unwrap();
+    assert_eq!(sigs.len(), 1);
+    assert_eq!(sigs[0].digest, Digest::of(&sig));
+    assert_eq!(sigs[0].size, sig.len() as u64);
+    assert_eq!(sigs[0].annotations.as_deref(), Some("{\"k\":\"v\"}"));
+    assert!(s.db.manifests().referrers(repo, &Digest::of(b"other"), None).await.unwrap().is_empty());
+}
+
+async fn upload_sessions_belong_to_one_repository(backend: Backend) {
+    let s = open(backend).await;
+    let repo = s.db.repositories().ensure("app").await.unwrap();
+    s.db.repositories().ensure("other").await.unwrap();
+    s.db.uploads().create("u1", repo).await.unwrap();
+    assert_eq!(s.db.uploads().find("u1", "app").await.unwrap(), Some(repo));
+    assert_eq!(s.db.uploads().find("u1", "other").await.unwrap(), None);
+    assert!(s.db.uploads().delete("u1").await.unwrap());
+    assert_eq!(s.db.uploads().find("u1", "app").await.unwrap(), None);
+}
