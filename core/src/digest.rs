@@ -54,26 +54,18 @@ impl FromStr for Digest {
         let malformed = || DigestError::Malformed(s.to_owned());
         let (algorithm, encoded) = s.split_once(':').ok_or_else(malformed)?;
         let algorithm_ok = !algorithm.is_empty()
-            && algorithm.split(['+', '.', '_', '-']).all(|c| {
-                !c.is_empty()
-                    && c.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            });
+            && algorithm
+                .split(['+', '.', '_', '-'])
+                .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
         let encoded_ok = !encoded.is_empty()
-            && encoded
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+            && encoded.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
         if !algorithm_ok || !encoded_ok {
             return Err(malformed());
         }
         if algorithm != "sha256" {
             return Err(DigestError::UnsupportedAlgorithm(algorithm.to_owned()));
         }
-        if encoded.len() != 64
-            || !encoded
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if encoded.len() != 64 || !encoded.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(malformed());
         }
         let mut raw = [0u8; 32];
@@ -146,10 +138,7 @@ impl PieceDigests {
                 Digest(raw)
             })
             .collect();
-        Some(PieceDigests {
-            piece_size,
-            digests,
-        })
+        Some(PieceDigests { piece_size, digests })
     }
 }
 
@@ -215,13 +204,7 @@ impl BlobHasher {
             self.pieces.push(Digest(self.piece.finalize().into()));
         }
         let digest = Digest(self.whole.finalize().into());
-        (
-            digest,
-            PieceDigests {
-                piece_size: self.piece_size,
-                digests: self.pieces,
-            },
-        )
+        (digest, PieceDigests { piece_size: self.piece_size, digests: self.pieces })
     }
 }
 
@@ -240,25 +223,10 @@ mod tests {
 
     #[test]
     fn rejects_malformed_and_unknown_algorithms() {
-        for bad in [
-            "",
-            "sha256",
-            "sha256:",
-            ":abc",
-            "sha256:XYZ",
-            "SHA256:abc",
-            "sha256:e3b0",
-            &EMPTY.to_uppercase(),
-        ] {
-            assert!(
-                matches!(bad.parse::<Digest>(), Err(DigestError::Malformed(_))),
-                "{bad}"
-            );
+        for bad in ["", "sha256", "sha256:", ":abc", "sha256:XYZ", "SHA256:abc", "sha256:e3b0", &EMPTY.to_uppercase()] {
+            assert!(matches!(bad.parse::<Digest>(), Err(DigestError::Malformed(_))), "{bad}");
         }
-        assert_eq!(
-            "sha512:abcd".parse::<Digest>(),
-            Err(DigestError::UnsupportedAlgorithm("sha512".into()))
-        );
+        assert_eq!("sha512:abcd".parse::<Digest>(), Err(DigestError::UnsupportedAlgorithm("sha512".into())));
         let upper_hex = format!("sha256:{}", &EMPTY[7..].to_uppercase());
         assert!(upper_hex.parse::<Digest>().is_err());
     }
@@ -274,10 +242,7 @@ mod tests {
         assert_eq!(digest, Digest::of(&data));
         let expected: Vec<Digest> = data.chunks(16).map(Digest::of).collect();
         assert_eq!(pieces.digests(), expected.as_slice());
-        assert_eq!(
-            PieceDigests::from_bytes(16, &pieces.to_bytes()),
-            Some(pieces)
-        );
+        assert_eq!(PieceDigests::from_bytes(16, &pieces.to_bytes()), Some(pieces));
     }
 
     #[test]

@@ -51,12 +51,8 @@ impl FromStr for Tag {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let b = s.as_bytes();
-        let head_ok = b
-            .first()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
-        let rest_ok = b
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+        let head_ok = b.first().is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
+        let rest_ok = b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
         if !head_ok || !rest_ok || b.len() > 128 {
             return Err(ReferenceError::Tag(s.to_owned()));
         }
@@ -91,25 +87,13 @@ mod tests {
 
     #[test]
     fn tags_and_digests() {
-        assert!(matches!(
-            "latest".parse::<Reference>(),
-            Ok(Reference::Tag(_))
-        ));
-        assert!(matches!(
-            "_v1.2-rc".parse::<Reference>(),
-            Ok(Reference::Tag(_))
-        ));
+        assert!(matches!("latest".parse::<Reference>(), Ok(Reference::Tag(_))));
+        assert!(matches!("_v1.2-rc".parse::<Reference>(), Ok(Reference::Tag(_))));
         let d = Digest::of(b"x").to_string();
         assert!(matches!(d.parse::<Reference>(), Ok(Reference::Digest(_))));
         for bad in ["", ".x", "-x", "a/b", "<script>", &"a".repeat(129)] {
-            assert!(
-                matches!(bad.parse::<Reference>(), Err(ReferenceError::Tag(_))),
-                "{bad}"
-            );
+            assert!(matches!(bad.parse::<Reference>(), Err(ReferenceError::Tag(_))), "{bad}");
         }
-        assert!(matches!(
-            "sha256:zz".parse::<Reference>(),
-            Err(ReferenceError::Digest(_))
-        ));
+        assert!(matches!("sha256:zz".parse::<Reference>(), Err(ReferenceError::Digest(_))));
     }
 }

@@ -41,7 +41,7 @@ impl RouteLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: RouteLabel,
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
@@ -95,7 +95,16 @@ impl Metrics {
 
     /// Records one finished request.
     pub fn observe_request(&self, route: RouteLabel, method: &Method, status: u16, elapsed: Duration) {
-        self.requests.get_or_create(&RequestLabels { route, method: method.as_str().to_owned(), status }).inc();
+        let method = match *method {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::PUT => "PUT",
+            Method::POST => "POST",
+            Method::PATCH => "PATCH",
+            Method::DELETE => "DELETE",
+            _ => "OTHER",
+        };
+        self.requests.get_or_create(&RequestLabels { route, method, status }).inc();
         self.latency.get_or_create(&RouteOnly { route }).observe(elapsed.as_secs_f64());
     }
 
