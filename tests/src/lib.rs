@@ -27,19 +27,13 @@ impl Backend {
 
 /// Path of a workspace binary in the shared `target/` directory.
 pub fn binary(name: &str) -> PathBuf {
-    let env_key = format!(
-        "DAMSELFLY_{}_BIN",
-        name.trim_start_matches("damselfly-").to_uppercase()
-    );
+    let env_key = format!("DAMSELFLY_{}_BIN", name.trim_start_matches("damselfly-").to_uppercase());
     if let Ok(p) = std::env::var(&env_key) {
         return PathBuf::from(p);
     }
     // Test executables live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().expect("current test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile> directory");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory");
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
@@ -51,11 +45,7 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// A port on loopback that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
 /// Creates an empty PostgreSQL database for one test and returns its URL.
@@ -67,38 +57,19 @@ pub fn fresh_postgres_database() -> String {
     let name = format!("damselfly_test_{}", uuid_like());
     let status = Command::new("psql")
         .arg(&base)
-        .args([
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            "-c",
-            &format!("CREATE DATABASE {name}"),
-        ])
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", &format!("CREATE DATABASE {name}")])
         .status()
         .expect("run psql (is postgresql-client installed?)");
-    assert!(
-        status.success(),
-        "could not create database {name} on {base}"
-    );
-    let (prefix, _) = base
-        .rsplit_once('/')
-        .expect("postgres URL with a database path");
+    assert!(status.success(), "could not create database {name} on {base}");
+    let (prefix, _) = base.rsplit_once('/').expect("postgres URL with a database path");
     format!("{prefix}/{name}")
 }
 
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{}_{}_{}", std::process::id(), nanos % 1_000_000_000, N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A running `damselfly-registry` process. Killed on drop.
@@ -126,10 +97,7 @@ impl Registry {
 
     /// Starts a registry with extra `DAMSELFLY_*` environment settings.
     pub fn start_with(backend: Backend, env: &[(&str, &str)]) -> Registry {
-        let tmp = tempfile::Builder::new()
-            .prefix("damselfly-e2e-")
-            .tempdir()
-            .expect("temp dir");
+        let tmp = tempfile::Builder::new().prefix("damselfly-e2e-").tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}/metadata.db", data_dir.display()),
@@ -151,11 +119,7 @@ impl Registry {
     }
 
     fn spawn(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
         let mut cmd = Command::new(binary("damselfly-registry"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -179,27 +143,17 @@ impl Registry {
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "registry exited during start with {status}; log:\n{}",
-                        self.log()
-                    );
+                    panic!("registry exited during start with {status}; log:\n{}", self.log());
                 }
             }
             if std::net::TcpStream::connect(&self.host).is_ok() {
-                if let Ok(out) = Command::new("curl")
-                    .args(["-fsS", &format!("{}/readyz", self.url)])
-                    .output()
-                {
+                if let Ok(out) = Command::new("curl").args(["-fsS", &format!("{}/readyz", self.url)]).output() {
                     if out.status.success() {
                         return;
                     }
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "registry did not become ready in 30 s; log:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "registry did not become ready in 30 s; log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -213,9 +167,7 @@ impl Registry {
     /// Stops the process gracefully.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -254,11 +206,7 @@ impl Registry {
                 if p.is_dir() {
                     stack.push(p);
                 } else {
-                    let rel = p
-                        .strip_prefix(&self.data_dir)
-                        .unwrap_or(&p)
-                        .display()
-                        .to_string();
+                    let rel = p.strip_prefix(&self.data_dir).unwrap_or(&p).display().to_string();
                     if rel.starts_with("metadata.db") {
                         continue;
                     }
@@ -291,9 +239,7 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
