@@ -79,9 +79,14 @@ async fn repositories_are_created_once_and_listed_bytewise(backend: Backend) {
     let repos = s.db.repositories();
     let a = repos.ensure("b/app").await.unwrap();
     assert_eq!(repos.ensure("b/app").await.unwrap(), a);
+    let layer = blob(b"layer");
+    s.db.blobs().insert_and_link(a, &layer).await.unwrap();
     for n in ["a", "a-b", "a.b", "a/b", "a_b", "z", "0"] {
-        repos.ensure(n).await.unwrap();
+        let id = repos.ensure(n).await.unwrap();
+        s.db.blobs().link(id, &layer.digest).await.unwrap();
     }
+    // A repository with nothing in it (an upload was started, never finished) is not listed.
+    repos.ensure("empty").await.unwrap();
     let all = repos.list(None, 100).await.unwrap();
     assert_eq!(all, ["0", "a", "a-b", "a.b", "a/b", "a_b", "b/app", "z"]);
     assert_eq!(repos.list(Some("a.b"), 2).await.unwrap(), ["a/b", "a_b"]);

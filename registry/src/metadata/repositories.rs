@@ -30,13 +30,20 @@ impl Repositories<'_> {
         row.map(|r| r.try_get(0).map(RepositoryId)).transpose()
     }
 
-    /// Up to `limit` repository names after `last`, in byte-wise order.
+    /// Up to `limit` names of repositories holding a manifest or a blob,
+    /// after `last`, in byte-wise order. A repository whose only activity
+    /// was an unfinished upload is not listed.
     pub async fn list(&self, last: Option<&str>, limit: i64) -> Result<Vec<String>, sqlx::Error> {
-        let rows = sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-            .bind(last.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT name FROM repositories r WHERE name > $1 \
+             AND (EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id) \
+               OR EXISTS (SELECT 1 FROM repository_blobs b WHERE b.repository_id = r.id)) \
+             ORDER BY name LIMIT $2",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.pool)
+        .await?;
         rows.iter().map(|r| r.try_get(0)).collect()
     }
 }

@@ -75,7 +75,7 @@ pub(super) async fn put(
         }
     }
     let parsed = manifest::parse(&body, content_type.as_deref())?;
-    let repo = state.db.repositories().ensure(name.as_str()).await?;
+    let existing = state.db.repositories().find(name.as_str()).await?;
     for r in &parsed.references {
         match r.kind {
             TargetKind::Blob => {
@@ -89,7 +89,11 @@ pub(super) async fn put(
                 }
             }
             TargetKind::Manifest => {
-                if !state.db.manifests().exists(repo, &r.digest).await? {
+                let found = match existing {
+                    Some(repo) => state.db.manifests().exists(repo, &r.digest).await?,
+                    None => false,
+                };
+                if !found {
                     return Err(missing(name, &r.digest, "manifest"));
                 }
             }
@@ -107,6 +111,10 @@ pub(super) async fn put(
     let tag = match &reference {
         Reference::Tag(t) => Some(t.as_str()),
         Reference::Digest(_) => None,
+    };
+    let repo = match existing {
+        Some(repo) => repo,
+        None => state.db.repositories().ensure(name.as_str()).await?,
     };
     state.db.manifests().put(repo, &record, tag).await?;
     tracing::info!(repository = %name, %digest, tag, media_type = parsed.media_type, "manifest stored");

@@ -36,6 +36,7 @@ impl Call {
 /// Entry point for every `/v2` request: parse the path, then dispatch on path and method.
 pub async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
     let (route, result) = match OciPath::parse(parts.uri.path()) {
         Ok(Some(path)) => {
             let query = parts.uri.query().map(parse_query).unwrap_or_default();
@@ -53,7 +54,13 @@ pub async fn dispatch(State(state): State<AppState>, request: Request) -> Respon
         ),
         Err(e) => (crate::observe::RouteLabel::Other, Err(e)),
     };
+    let failed_write = result.is_err() && !matches!(method, Method::GET | Method::HEAD);
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if failed_write {
+        // The request body may be partly unread; a pooled client must not
+        // send its next request on this connection.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response.extensions_mut().insert(route);
     response.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
     response

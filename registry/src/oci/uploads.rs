@@ -24,11 +24,11 @@ pub(super) async fn start(state: &AppState, name: &RepositoryName, call: &Call, 
         }
         // Not mountable: the client uploads the bytes instead, as the spec prescribes.
     }
-    let repo = state.db.repositories().ensure(name.as_str()).await?;
     if let Some(digest) = call.query.get("digest") {
         let digest = parse_digest(digest)?;
-        return monolithic(state, name, repo, digest, body).await;
+        return monolithic(state, name, digest, body).await;
     }
+    let repo = state.db.repositories().ensure(name.as_str()).await?;
     let id = uuid::Uuid::new_v4().to_string();
     state.blobs.create_upload(&id).await?;
     state.db.uploads().create(&id, repo).await?;
@@ -51,18 +51,14 @@ async fn try_mount(state: &AppState, name: &RepositoryName, digest: &Digest, fro
     Ok(Some(created(name, digest)))
 }
 
-async fn monolithic(
-    state: &AppState,
-    name: &RepositoryName,
-    repo: RepositoryId,
-    digest: Digest,
-    body: Body,
-) -> Result<Response> {
+async fn monolithic(state: &AppState, name: &RepositoryName, digest: Digest, body: Body) -> Result<Response> {
     let (temp, hasher) = state.blobs.write_temp(body.into_data_stream()).await.map_err(append_error)?;
     state.metrics.received("blob", hasher.len());
     let size = hasher.len();
     let (actual, pieces) = hasher.finish();
     check_digest(&digest, &actual)?;
+    // The repository appears only once something valid is stored in it.
+    let repo = state.db.repositories().ensure(name.as_str()).await?;
     temp.commit(&digest).await?;
     state.db.blobs().insert_and_link(repo, &BlobRecord { digest, size, pieces }).await?;
     Ok(created(name, &digest))
