@@ -25,13 +25,13 @@ pub async fn track_requests(State(state): State<AppState>, request: Request, nex
     let elapsed = started.elapsed();
     state.metrics.observe_request(route, &method, status.as_u16(), elapsed);
     let code = response.extensions().get::<damselfly_core::ErrorCode>().map(|c| c.as_str()).unwrap_or("");
-    let millis = elapsed.as_secs_f64() * 1000.0;
+    let micros = elapsed.as_micros() as u64;
     if status.is_server_error() {
-        tracing::warn!(%method, path, route = route.as_str(), status = status.as_u16(), code, millis, "request failed");
+        tracing::warn!(%method, path, route = route.as_str(), status = status.as_u16(), code, micros, "request failed");
     } else if status.is_client_error() || !(method == axum::http::Method::GET || method == axum::http::Method::HEAD) {
-        tracing::info!(%method, path, route = route.as_str(), status = status.as_u16(), code, millis, "request");
+        tracing::info!(%method, path, route = route.as_str(), status = status.as_u16(), code, micros, "request");
     } else {
-        tracing::debug!(%method, path, route = route.as_str(), status = status.as_u16(), millis, "request");
+        tracing::debug!(%method, path, route = route.as_str(), status = status.as_u16(), micros, "request");
     }
     response
 }
