@@ -31,6 +31,17 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Seconds an upload session may sit idle before it is discarded. Default 86400 (one day).
     pub upload_ttl_secs: u64,
+    /// Service name in token challenges and the tokens' audience. Default `damselfly`.
+    pub token_service: String,
+    /// Lifetime of access tokens in seconds. Default 300.
+    pub token_ttl_secs: u64,
+    /// Lifetime of refresh tokens (OAuth2 `access_type=offline`) in seconds. Default 604800 (a week).
+    pub refresh_token_ttl_secs: u64,
+    /// Password of the `admin` user created on first start. Default: generated and printed once.
+    #[serde(skip_serializing)]
+    pub admin_password: Option<String>,
+    /// Failed logins allowed per username and per address within a minute before `429`. Default 10.
+    pub login_failures_per_minute: usize,
 }
 
 /// How log lines are written.
@@ -55,6 +66,11 @@ impl Default for Config {
             database_max_connections: 16,
             log_format: LogFormat::Text,
             upload_ttl_secs: 86_400,
+            token_service: "damselfly".into(),
+            token_ttl_secs: 300,
+            refresh_token_ttl_secs: 7 * 86_400,
+            admin_password: None,
+            login_failures_per_minute: 10,
         }
     }
 }
@@ -94,6 +110,21 @@ pub struct Cli {
     /// Seconds an idle upload session is kept before it is discarded [default: 86400].
     #[arg(long, env = "DAMSELFLY_UPLOAD_TTL_SECS")]
     pub upload_ttl_secs: Option<u64>,
+    /// Service name in token challenges and token audiences [default: damselfly].
+    #[arg(long, env = "DAMSELFLY_TOKEN_SERVICE")]
+    pub token_service: Option<String>,
+    /// Access token lifetime in seconds [default: 300].
+    #[arg(long, env = "DAMSELFLY_TOKEN_TTL_SECS")]
+    pub token_ttl_secs: Option<u64>,
+    /// Refresh token lifetime in seconds [default: 604800].
+    #[arg(long, env = "DAMSELFLY_REFRESH_TOKEN_TTL_SECS")]
+    pub refresh_token_ttl_secs: Option<u64>,
+    /// Password for the `admin` user created on first start [default: generated and printed once].
+    #[arg(long, env = "DAMSELFLY_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Failed logins allowed per user and per address per minute before 429 [default: 10].
+    #[arg(long, env = "DAMSELFLY_LOGIN_FAILURES_PER_MINUTE")]
+    pub login_failures_per_minute: Option<usize>,
 }
 
 /// Why the settings could not be assembled.
@@ -130,7 +161,22 @@ impl Config {
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = cli.$field { config.$field = v; } )* };
         }
-        take!(listen, data_dir, max_manifest_bytes, piece_size, database_max_connections, log_format, upload_ttl_secs);
+        take!(
+            listen,
+            data_dir,
+            max_manifest_bytes,
+            piece_size,
+            database_max_connections,
+            log_format,
+            upload_ttl_secs,
+            token_service,
+            token_ttl_secs,
+            refresh_token_ttl_secs,
+            login_failures_per_minute
+        );
+        if cli.admin_password.is_some() {
+            config.admin_password = cli.admin_password;
+        }
         if cli.database_url.is_some() {
             config.database_url = cli.database_url;
         }
@@ -152,6 +198,12 @@ impl Config {
                 "piece_size {} is too small: use at least 65536 bytes (the default is 4194304)",
                 self.piece_size
             )));
+        }
+        if self.token_ttl_secs == 0 || self.refresh_token_ttl_secs == 0 {
+            return Err(ConfigError::Invalid("token lifetimes must be positive".into()));
+        }
+        if self.admin_password.as_deref().is_some_and(|p| p.len() < 8) {
+            return Err(ConfigError::Invalid("admin_password must be at least 8 characters".into()));
         }
         if self.upload_ttl_secs == 0 {
             return Err(ConfigError::Invalid("upload_ttl_secs must be positive".into()));

@@ -1,11 +1,13 @@
 //! `damselfly-registry`: an OCI Distribution v1.1 registry with SQL metadata
 //! and a content-addressed blob store. Later it is also the P2P supernode.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metadata;
 pub mod observe;
 pub mod oci;
+pub mod query;
 pub mod services;
 pub mod state;
 pub mod storage;
@@ -34,6 +36,12 @@ pub enum StartError {
     /// The database could not be opened.
     #[error(transparent)]
     Database(#[from] metadata::OpenError),
+    /// The signing keys could not be loaded.
+    #[error("cannot load the token signing keys: {0}")]
+    Keys(#[from] auth::keys::KeyError),
+    /// The first administrator could not be created.
+    #[error("cannot create the first administrator: {0}")]
+    Bootstrap(sqlx::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}; is another process using it? Pick another with --listen")]
     Bind {
@@ -50,13 +58,22 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     tokio::fs::create_dir_all(&config.data_dir).await.map_err(data_error)?;
     let blobs = BlobStore::open(&config.data_dir, config.piece_size).await.map_err(data_error)?;
     let db = Db::open(&config.database_url(), config.database_max_connections).await?;
+    let auth = auth::Auth::open(&db, &config).await?;
     Ok(AppState {
         config: Arc::new(config),
         db,
         blobs,
         metrics: Arc::new(observe::Metrics::new()),
         uploads: Arc::new(UploadSessions::default()),
+        auth: Arc::new(auth),
     })
+}
+
+/// Creates the default tenant and the admin user on first start.
+pub async fn bootstrap(state: &AppState) -> Result<auth::bootstrap::Bootstrap, StartError> {
+    auth::bootstrap::ensure_admin(&state.db, state.config.admin_password.as_deref())
+        .await
+        .map_err(StartError::Bootstrap)
 }
 
 /// Every HTTP route of the registry.
@@ -65,6 +82,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(oci::dispatch))
         .route("/v2/", any(oci::dispatch))
         .route("/v2/{*path}", any(oci::dispatch))
+        .route("/auth/token", get(auth::endpoint::get_token).post(auth::endpoint::post_token))
+        .route("/auth/jwks.json", get(auth::endpoint::jwks))
+        .route("/.well-known/jwks.json", get(auth::endpoint::jwks))
         .route("/metrics", get(observe::metrics))
         .route("/healthz", get(observe::healthz))
         .route("/readyz", get(observe::readyz))
@@ -82,7 +102,7 @@ pub async fn serve(
     let db = state.db.clone();
     let janitor = tokio::spawn(services::uploads::run_janitor(state.clone()));
     let app = router(state);
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;

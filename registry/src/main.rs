@@ -1,6 +1,7 @@
 //! The `damselfly-registry` binary.
 
 use clap::Parser;
+use damselfly_registry::auth::bootstrap::Bootstrap;
 use damselfly_registry::config::{redact_url, Cli, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -26,11 +27,31 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let first_start = match damselfly_registry::bootstrap(&state).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "registry failed to start");
+            eprintln!("damselfly-registry: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     tracing::info!(%listen, %public_url, database, data_dir = %data_dir.display(), "registry ready");
+    let host = public_url.trim_start_matches("http://").trim_start_matches("https://").to_owned();
+    match first_start {
+        Bootstrap::CreatedWithGeneratedPassword(password) => eprintln!(
+            "\nFirst start: created the tenant `default` and the user `admin` with the password\n\n    {password}\n\n\
+             It is shown only this once. Log in with `podman login --tls-verify=false {host} -u admin`, and change it with\n\
+             curl -u admin -X PUT {public_url}/api/v1/users/admin/password -H 'content-type: application/json' -d '{{\"password\":\"…\"}}'\n\
+             (or start with DAMSELFLY_ADMIN_PASSWORD set to choose it).\n"
+        ),
+        Bootstrap::CreatedWithConfiguredPassword => {
+            eprintln!("\nFirst start: created the tenant `default` and the user `admin` with the password from DAMSELFLY_ADMIN_PASSWORD.\n")
+        }
+        Bootstrap::Existing => {}
+    }
     eprintln!(
-        "\nDamselfly registry is serving {public_url}\n  data: {}\n  metadata: {database}\n  try:  podman push --tls-verify=false <image> {}/library/hello:1\n",
+        "\nDamselfly registry is serving {public_url}\n  data: {}\n  metadata: {database}\n  try:  podman login --tls-verify=false {host} -u admin\n        podman push --tls-verify=false <image> {host}/library/hello:1\n",
         data_dir.display(),
-        public_url.trim_start_matches("http://").trim_start_matches("https://"),
     );
     match damselfly_registry::serve(state, shutdown_signal()).await {
         Ok(()) => {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use damselfly_core::BlobHasher;
 use tokio::sync::OwnedMutexGuard;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::metadata::Db;
 use crate::observe::Metrics;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// In-progress upload sessions on this process.
     pub uploads: Arc<UploadSessions>,
+    /// Keys, credentials and permissions.
+    pub auth: Arc<Auth>,
 }
 
 /// The hashing state of each upload session this process has touched, so a

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The password every registry under test gives its `admin` user.
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
 /// Which metadata database a registry under test uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -127,6 +130,7 @@ impl Registry {
             .env("DAMSELFLY_DATA_DIR", &self.data_dir)
             .env("DAMSELFLY_DATABASE_URL", &self.database_url)
             .env("DAMSELFLY_LOG_FORMAT", "json")
+            .env("DAMSELFLY_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone().expect("dup log")))
             .stderr(Stdio::from(log));

@@ -6,10 +6,14 @@
 //! columns, `BYTEA`, `COLLATE "C"`), but every query is written once with
 //! `$n` placeholders numbered in order of appearance, which both accept.
 
+mod accounts;
+mod audit;
 mod blobs;
+mod keys;
 mod manifests;
 mod repositories;
 mod tags;
+mod tenancy;
 mod uploads;
 
 use std::str::FromStr;
@@ -18,10 +22,14 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use accounts::{Accounts, Binding, Member, PrincipalRef, Robot, Role, User};
+pub use audit::{AuditEvent, AuditFilter, AuditLog, NewAuditEvent};
 pub use blobs::{BlobRecord, Blobs};
+pub use keys::{SigningKeys, StoredKey};
 pub use manifests::{ManifestRecord, Manifests, NewManifest, Referrer, TargetKind};
 pub use repositories::{Repositories, RepositoryId};
 pub use tags::Tags;
+pub use tenancy::{Namespace, NamespaceId, Tenancy, Tenant, TenantId};
 pub use uploads::Uploads;
 
 use crate::config::redact_url;
@@ -143,6 +151,26 @@ impl Db {
     /// Upload sessions.
     pub fn uploads(&self) -> Uploads<'_> {
         Uploads { pool: &self.pool }
+    }
+
+    /// Tenants and namespaces.
+    pub fn tenancy(&self) -> Tenancy<'_> {
+        Tenancy { pool: &self.pool }
+    }
+
+    /// Users, robot accounts and role bindings.
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts { pool: &self.pool }
+    }
+
+    /// Token signing keys.
+    pub fn signing_keys(&self) -> SigningKeys<'_> {
+        SigningKeys { pool: &self.pool }
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> AuditLog<'_> {
+        AuditLog { pool: &self.pool }
     }
 
     /// Answers when the database accepts a query.

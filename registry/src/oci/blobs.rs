@@ -67,12 +67,13 @@ pub(super) async fn get(state: &AppState, name: &RepositoryName, digest: &str, c
     Ok(response(status, &headers, Body::from_stream(stream)))
 }
 
-pub(super) async fn delete(state: &AppState, name: &RepositoryName, digest: &str) -> Result<Response> {
+pub(super) async fn delete(state: &AppState, name: &RepositoryName, digest: &str, call: &Call) -> Result<Response> {
     let digest = parse_digest(digest)?;
     let repo = state.db.repositories().find(name.as_str()).await?.ok_or_else(|| oci::blob_unknown(name, &digest))?;
     if !state.db.blobs().unlink(repo, &digest).await? {
         return Err(oci::blob_unknown(name, &digest));
     }
     tracing::info!(repository = %name, %digest, "blob removed from repository");
+    super::manifests::record(state, call, "blob.delete", &format!("{name}@{digest}"), name, None).await;
     Ok(response(StatusCode::ACCEPTED, &[("content-length", "0".into())], Body::empty()))
 }

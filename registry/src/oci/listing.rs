@@ -20,11 +20,33 @@ pub(super) async fn tags(state: &AppState, name: &RepositoryName, call: &Call) -
     Ok(page(body, link))
 }
 
+/// Lists only the repositories the caller may pull from.
 pub(super) async fn catalog(state: &AppState, call: &Call) -> Result<Response> {
     let (n, last) = pagination(call)?;
-    let mut names = if n == 0 { Vec::new() } else { state.db.repositories().list(last.as_deref(), n + 1).await? };
-    let more = names.len() as i64 > n;
-    names.truncate(n as usize);
+    let mut names: Vec<String> = Vec::new();
+    let mut cursor = last;
+    let mut more = false;
+    // Scan in batches until the page is full: visible names may be sparse.
+    while n > 0 {
+        let batch = state.db.repositories().list(cursor.as_deref(), 500).await?;
+        let exhausted = batch.len() < 500;
+        for name in batch {
+            let Ok(repo) = name.parse::<RepositoryName>() else { continue };
+            if !state.auth.policy.repository_actions(&state.db, &call.caller.principal, &repo).await?.pull {
+                cursor = Some(name);
+                continue;
+            }
+            if names.len() as i64 == n {
+                more = true;
+                break;
+            }
+            cursor = Some(name.clone());
+            names.push(name);
+        }
+        if more || exhausted {
+            break;
+        }
+    }
     let link = more.then(|| next_link("/v2/_catalog", n, names.last()));
     Ok(page(serde_json::json!({ "repositories": names }), link))
 }

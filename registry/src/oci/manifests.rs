@@ -8,6 +8,7 @@ use damselfly_core::{Digest, ErrorCode, Reference, ReferenceError, RepositoryNam
 use super::{response, Call};
 use crate::error::{oci, RegistryError, Result};
 use crate::metadata::{ManifestRecord, NewManifest, TargetKind};
+use crate::services::audit::{self, Event};
 use crate::services::manifest;
 use crate::state::AppState;
 
@@ -99,7 +100,7 @@ pub(super) async fn put(
             }
         }
     }
-    let record = NewManifest {
+    let new_manifest = NewManifest {
         digest,
         media_type: &parsed.media_type,
         artifact_type: parsed.artifact_type.as_deref(),
@@ -116,8 +117,14 @@ pub(super) async fn put(
         Some(repo) => repo,
         None => state.db.repositories().ensure(name.as_str()).await?,
     };
-    state.db.manifests().put(repo, &record, tag).await?;
+    state.db.manifests().put(repo, &new_manifest, tag).await?;
     tracing::info!(repository = %name, %digest, tag, media_type = parsed.media_type, "manifest stored");
+    let object = match tag {
+        Some(t) => format!("{name}:{t}"),
+        None => format!("{name}@{digest}"),
+    };
+    record(state, call, "manifest.push", &object, name, Some(serde_json::json!({ "digest": digest.to_string() })))
+        .await;
     let mut headers = vec![
         ("location", format!("/v2/{name}/manifests/{digest}")),
         ("docker-content-digest", digest.to_string()),
@@ -137,7 +144,7 @@ fn missing(name: &RepositoryName, digest: &Digest, what: &str) -> RegistryError 
     .with_detail(serde_json::json!({ "digest": digest.to_string() }))
 }
 
-pub(super) async fn delete(state: &AppState, name: &RepositoryName, reference: &str) -> Result<Response> {
+pub(super) async fn delete(state: &AppState, name: &RepositoryName, reference: &str, call: &Call) -> Result<Response> {
     let reference = parse_reference(reference)?;
     let repo =
         state.db.repositories().find(name.as_str()).await?.ok_or_else(|| oci::manifest_unknown(name, &reference))?;
@@ -149,5 +156,38 @@ pub(super) async fn delete(state: &AppState, name: &RepositoryName, reference: &
         return Err(oci::manifest_unknown(name, &reference));
     }
     tracing::info!(repository = %name, %reference, "manifest deleted");
+    let (action, object) = match &reference {
+        Reference::Tag(t) => ("tag.delete", format!("{name}:{t}")),
+        Reference::Digest(d) => ("manifest.delete", format!("{name}@{d}")),
+    };
+    record(state, call, action, &object, name, None).await;
     Ok(response(StatusCode::ACCEPTED, &[("content-length", "0".into())], Body::empty()))
+}
+
+/// Records a write in the audit log, attributed to the repository's tenant.
+pub(super) async fn record(
+    state: &AppState,
+    call: &Call,
+    action: &str,
+    object: &str,
+    name: &RepositoryName,
+    detail: Option<serde_json::Value>,
+) {
+    let tenant = match state.auth.policy.namespace(&state.db, name.namespace()).await {
+        Ok(ns) => ns.map(|n| n.tenant_id),
+        Err(_) => None,
+    };
+    audit::record(
+        state,
+        Event {
+            actor: call.caller.principal.actor(),
+            action,
+            object,
+            tenant,
+            source: &call.caller.source,
+            outcome: "success",
+            detail,
+        },
+    )
+    .await;
 }

@@ -1,5 +1,6 @@
 //! The OCI Distribution API under `/v2/`.
 
+mod authz;
 mod blobs;
 mod listing;
 mod manifests;
@@ -25,6 +26,7 @@ pub(crate) struct Call {
     pub method: Method,
     pub query: HashMap<String, String>,
     pub headers: HeaderMap,
+    pub caller: authz::Caller,
 }
 
 impl Call {
@@ -39,10 +41,20 @@ pub async fn dispatch(State(state): State<AppState>, request: Request) -> Respon
     let method = parts.method.clone();
     let (route, result) = match OciPath::parse(parts.uri.path()) {
         Ok(Some(path)) => {
-            let query = parts.uri.query().map(parse_query).unwrap_or_default();
-            let call = Call { method: parts.method, query, headers: parts.headers };
             let route = path.route();
-            (route, handle(&state, path, call, body).await)
+            let source = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_default();
+            match authz::authorize(&state, &path, &parts.method, &parts.headers, source).await {
+                Ok(caller) => {
+                    let query = parts.uri.query().map(crate::query::map).unwrap_or_default();
+                    let call = Call { method: parts.method, query, headers: parts.headers, caller };
+                    (route, handle(&state, path, call, body).await)
+                }
+                Err(e) => (route, Err(e)),
+            }
         }
         Ok(None) => (
             crate::observe::RouteLabel::Other,
@@ -77,9 +89,9 @@ async fn handle(state: &AppState, path: OciPath, call: Call, body: Body) -> Resu
         (P::Tags(name), M::GET) => listing::tags(state, &name, &call).await,
         (P::Manifest(name, r), M::GET | M::HEAD) => manifests::get(state, &name, &r, &call).await,
         (P::Manifest(name, r), M::PUT) => manifests::put(state, &name, &r, &call, body).await,
-        (P::Manifest(name, r), M::DELETE) => manifests::delete(state, &name, &r).await,
+        (P::Manifest(name, r), M::DELETE) => manifests::delete(state, &name, &r, &call).await,
         (P::Blob(name, d), M::GET | M::HEAD) => blobs::get(state, &name, &d, &call).await,
-        (P::Blob(name, d), M::DELETE) => blobs::delete(state, &name, &d).await,
+        (P::Blob(name, d), M::DELETE) => blobs::delete(state, &name, &d, &call).await,
         (P::UploadStart(name), M::POST) => uploads::start(state, &name, &call, body).await,
         (P::Upload(name, id), M::GET) => uploads::status(state, &name, &id).await,
         (P::Upload(name, id), M::PATCH) => uploads::patch(state, &name, &id, &call, body).await,
@@ -90,39 +102,6 @@ async fn handle(state: &AppState, path: OciPath, call: Call, body: Body) -> Resu
             Err(RegistryError::oci(ErrorCode::Unsupported, format!("{method} is not supported on this endpoint")))
         }
     }
-}
-
-fn parse_query(q: &str) -> HashMap<String, String> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let decoded = if b[i] == b'%' && i + 2 < b.len() { hex(b[i + 1]).zip(hex(b[i + 2])) } else { None };
-        match (decoded, b[i]) {
-            (Some((hi, lo)), _) => {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-            (None, b'+') => out.push(b' '),
-            (None, c) => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Parses a digest from a path or query, answering `DIGEST_INVALID` with the reason.

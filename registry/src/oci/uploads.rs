@@ -19,7 +19,7 @@ use crate::storage::AppendError;
 pub(super) async fn start(state: &AppState, name: &RepositoryName, call: &Call, body: Body) -> Result<Response> {
     if let (Some(mount), Some(from)) = (call.query.get("mount"), call.query.get("from")) {
         let digest = parse_digest(mount)?;
-        if let Some(done) = try_mount(state, name, &digest, from).await? {
+        if let Some(done) = try_mount(state, name, &digest, from, call).await? {
             return Ok(done);
         }
         // Not mountable: the client uploads the bytes instead, as the spec prescribes.
@@ -35,10 +35,21 @@ pub(super) async fn start(state: &AppState, name: &RepositoryName, call: &Call, 
     Ok(session_response(StatusCode::ACCEPTED, name, &id, 0))
 }
 
-async fn try_mount(state: &AppState, name: &RepositoryName, digest: &Digest, from: &str) -> Result<Option<Response>> {
+async fn try_mount(
+    state: &AppState,
+    name: &RepositoryName,
+    digest: &Digest,
+    from: &str,
+    call: &Call,
+) -> Result<Option<Response>> {
     let Ok(from) = from.parse::<RepositoryName>() else {
         return Ok(None);
     };
+    // Mounting reads the source: without pull access there, fall back to an
+    // upload, which answers exactly as it would for a blob that is not there.
+    if !call.caller.may_pull(state, &from).await? {
+        return Ok(None);
+    }
     let Some(_) = state.db.blobs().find_in_repository(from.as_str(), digest).await? else {
         return Ok(None);
     };
