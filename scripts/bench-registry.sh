@@ -46,6 +46,7 @@ Environment (defaults in brackets):
   BENCH_PUSH_RUNS      number of distinct big blobs pushed [3]
   BENCH_PULL_RUNS      number of timed blob downloads [5]
   BENCH_REPO           repository name [bench/app]
+  BENCH_AUTH           user:password sent as HTTP Basic on every request [unset]
   BENCH_WRK_THREADS    wrk threads [2]
   BENCH_WRK_CONNS      wrk connections [32]
   BENCH_WRK_SECONDS    wrk measured duration in seconds [10]
@@ -68,6 +69,14 @@ BLOB_MIB=${BENCH_BLOB_MIB:-256}
 PUSH_RUNS=${BENCH_PUSH_RUNS:-3}
 PULL_RUNS=${BENCH_PULL_RUNS:-5}
 REPO=${BENCH_REPO:-bench/app}
+# Credentials, for a registry that requires a login: sent as HTTP Basic on
+# every request (curl and wrk alike).
+AUTH=()
+WRK_AUTH=()
+if [[ -n ${BENCH_AUTH:-} ]]; then
+  AUTH=(-u "$BENCH_AUTH")
+  WRK_AUTH=(-H "Authorization: Basic $(printf %s "$BENCH_AUTH" | base64 -w0)")
+fi
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 WRK_CONNS=${BENCH_WRK_CONNS:-32}
 WRK_SECONDS=${BENCH_WRK_SECONDS:-10}
@@ -137,7 +146,7 @@ absolute() {
 # push_blob <file> <digest> <size> -> prints the seconds taken (POST + PUT)
 push_blob() {
   local file=$1 digest=$2 size=$3 res code t_post t_put loc sep
-  res=$(curl -sS --max-time 30 -X POST -H 'Content-Length: 0' \
+  res=$(curl "${AUTH[@]}" -sS --max-time 30 -X POST -H 'Content-Length: 0' \
     -D "$WORK/post.hdr" -o "$WORK/post.body" -w '%{http_code} %{time_total}' \
     "$BASE/v2/$REPO/blobs/uploads/") || die "POST $BASE/v2/$REPO/blobs/uploads/ failed (curl)"
   read -r code t_post <<<"$res"
@@ -149,14 +158,14 @@ push_blob() {
   [[ $loc == *\?* ]] && sep='&'
   # -T streams the file; 'Expect:' disables curl's 100-continue handshake so
   # both registries see the same plain request.
-  res=$(curl -sS --max-time "$CURL_TIMEOUT" -X PUT -T "$file" \
+  res=$(curl "${AUTH[@]}" -sS --max-time "$CURL_TIMEOUT" -X PUT -T "$file" \
     -H 'Content-Type: application/octet-stream' -H 'Expect:' \
     -D "$WORK/put.hdr" -o "$WORK/put.body" -w '%{http_code} %{time_total}' \
     "$loc${sep}digest=$digest") || die "PUT $loc${sep}digest=$digest failed (curl)"
   read -r code t_put <<<"$res"
   [[ $code == 201 ]] || die "PUT $loc${sep}digest=$digest ($size bytes) returned $code (want 201): $(head -c 500 "$WORK/put.body")"
   # the blob must now exist with the right size
-  res=$(curl -sS --max-time 30 -I -o /dev/null -D "$WORK/head.hdr" -w '%{http_code}' \
+  res=$(curl "${AUTH[@]}" -sS --max-time 30 -I -o /dev/null -D "$WORK/head.hdr" -w '%{http_code}' \
     "$BASE/v2/$REPO/blobs/$digest") || die "HEAD $BASE/v2/$REPO/blobs/$digest failed (curl)"
   [[ $res == 200 ]] || die "HEAD $BASE/v2/$REPO/blobs/$digest after push returned $res (want 200)"
   local len
@@ -205,9 +214,9 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- sanity
 
-code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "$BASE/v2/") ||
+code=$(curl "${AUTH[@]}" -sS --max-time 10 -o /dev/null -w '%{http_code}' "$BASE/v2/") ||
   die "GET $BASE/v2/ failed: is the registry running?"
-[[ $code == 200 ]] || die "GET $BASE/v2/ returned $code (want 200; this script does not do auth)"
+[[ $code == 200 ]] || die "GET $BASE/v2/ returned $code (want 200; set BENCH_AUTH=user:password for a registry that needs a login)"
 
 BLOB_DIR=${BENCH_BLOB_DIR:-$WORK/blobs}
 prepare_blobs "$BLOB_DIR"
@@ -249,7 +258,7 @@ printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"%s","digest":
   "$MEDIA_OCI_LAYER" "$LAYER_DIGEST" "$BLOB_BYTES" >"$WORK/manifest.json"
 MANIFEST_DIGEST=sha256:$(sha256sum "$WORK/manifest.json" | awk '{print $1}')
 MANIFEST_URL=$BASE/v2/$REPO/manifests/bench
-code=$(curl -sS --max-time 30 -X PUT -H "Content-Type: $MEDIA_OCI_MANIFEST" \
+code=$(curl "${AUTH[@]}" -sS --max-time 30 -X PUT -H "Content-Type: $MEDIA_OCI_MANIFEST" \
   --data-binary @"$WORK/manifest.json" -D "$WORK/mput.hdr" -o "$WORK/mput.body" \
   -w '%{http_code}' "$MANIFEST_URL") || die "PUT $MANIFEST_URL failed (curl)"
 [[ $code == 201 ]] || die "PUT $MANIFEST_URL returned $code (want 201): $(head -c 500 "$WORK/mput.body")"
@@ -262,7 +271,7 @@ out manifest_digest "$MANIFEST_DIGEST"
 
 # ---------------------------------------------------------------- 2. manifest GET
 
-code=$(curl -sS --max-time 10 -H "Accept: $ACCEPT_MANIFEST" -D "$WORK/mget.hdr" \
+code=$(curl "${AUTH[@]}" -sS --max-time 10 -H "Accept: $ACCEPT_MANIFEST" -D "$WORK/mget.hdr" \
   -o "$WORK/mget.body" -w '%{http_code}' "$MANIFEST_URL") || die "GET $MANIFEST_URL failed (curl)"
 [[ $code == 200 ]] || die "GET $MANIFEST_URL (Accept: $ACCEPT_MANIFEST) returned $code (want 200): $(head -c 500 "$WORK/mget.body")"
 cmp -s "$WORK/mget.body" "$WORK/manifest.json" ||
@@ -279,7 +288,7 @@ run_wrk() { # run_wrk <seconds> <outfile>
   # --foreground keeps wrk in our process group, so a signal sent to the
   # group (Ctrl-C, or bench.sh stopping us) reaches it.
   timeout --foreground --kill-after=5 $(($1 + 30)) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$1"s --timeout 5s \
-    -s "$SCRIPT_DIR/bench-wrk.lua" -H "Accept: $ACCEPT_MANIFEST" "$MANIFEST_URL" >"$2" 2>&1 ||
+    -s "$SCRIPT_DIR/bench-wrk.lua" -H "Accept: $ACCEPT_MANIFEST" "${WRK_AUTH[@]}" "$MANIFEST_URL" >"$2" 2>&1 ||
     die "wrk failed: $(cat "$2")"
 }
 if ((WRK_WARMUP > 0)); then
@@ -306,14 +315,14 @@ sockerr=$(($(wrk_val wrk_err_connect) + $(wrk_val wrk_err_read) + $(wrk_val wrk_
 
 BLOB_URL=$BASE/v2/$REPO/blobs/$LAYER_DIGEST
 log "verifying GET $BLOB_URL"
-got=$(curl -sS -L --max-time "$CURL_TIMEOUT" --fail "$BLOB_URL" | sha256sum | awk '{print "sha256:" $1}') ||
+got=$(curl "${AUTH[@]}" -sS -L --max-time "$CURL_TIMEOUT" --fail "$BLOB_URL" | sha256sum | awk '{print "sha256:" $1}') ||
   die "GET $BLOB_URL failed"
 [[ $got == "$LAYER_DIGEST" ]] || die "GET $BLOB_URL: downloaded bytes hash to $got, want $LAYER_DIGEST"
 out blob_get_verified 1
 
 pull_mibs=()
 for ((i = 1; i <= PULL_RUNS; i++)); do
-  res=$(curl -sS -L --max-time "$CURL_TIMEOUT" -o /dev/null -w '%{http_code} %{size_download} %{time_total}' \
+  res=$(curl "${AUTH[@]}" -sS -L --max-time "$CURL_TIMEOUT" -o /dev/null -w '%{http_code} %{size_download} %{time_total}' \
     "$BLOB_URL") || die "GET $BLOB_URL failed (curl)"
   read -r code size t <<<"$res"
   [[ $code == 200 ]] || die "GET $BLOB_URL returned $code (want 200)"

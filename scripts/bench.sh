@@ -217,13 +217,16 @@ export BENCH_BLOB_DIR=$TMP/blobs
 NAMES=()
 declare -A URL PID LOGF
 
+# Damselfly requires a login; the benchmark sends the admin's credentials as
+# HTTP Basic on every request (verified once, then cached by the registry).
+BENCH_ADMIN_PASSWORD=bench-admin-password
 if ((!ONLY_DISTRIBUTION)); then
   port=$(free_port)
   mkdir -p "$TMP/damselfly-data"
   LOGF[damselfly]=$TMP/damselfly.log
   log "starting $DAMSELFLY_BIN on 127.0.0.1:$port"
   DAMSELFLY_LISTEN=127.0.0.1:$port DAMSELFLY_DATA_DIR=$TMP/damselfly-data \
-    "$DAMSELFLY_BIN" >"${LOGF[damselfly]}" 2>&1 &
+    DAMSELFLY_ADMIN_PASSWORD=$BENCH_ADMIN_PASSWORD "$DAMSELFLY_BIN" >"${LOGF[damselfly]}" 2>&1 &
   PID[damselfly]=$!
   PIDS+=("${PID[damselfly]}")
   URL[damselfly]=http://127.0.0.1:$port
@@ -268,6 +271,9 @@ declare -A STATUS
 for n in "${NAMES[@]}"; do
   log "==== benchmarking $n at ${URL[$n]}"
   rc=0
+  auth=""
+  [[ $n == damselfly ]] && auth="admin:$BENCH_ADMIN_PASSWORD"
+  export BENCH_AUTH=$auth
   run_child timeout --kill-after=10 "$RUN_TIMEOUT" "$SCRIPT_DIR/bench-registry.sh" "${URL[$n]}" "${PID[$n]}" \
     >"$TMP/$n.result" || rc=$?
   case $rc in
