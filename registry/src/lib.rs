@@ -1,6 +1,7 @@
 //! `damselfly-registry`: an OCI Distribution v1.1 registry with SQL metadata
 //! and a content-addressed blob store. Later it is also the P2P supernode.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(observe::metrics))
         .route("/healthz", get(observe::healthz))
         .route("/readyz", get(observe::readyz))
+        .merge(api::router())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track_requests))
         .with_state(state)
 }

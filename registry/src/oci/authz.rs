@@ -166,7 +166,7 @@ async fn ensure_namespace(state: &AppState, caller: &Caller, name: &RepositoryNa
         Event {
             actor: caller.principal.actor(),
             action: "namespace.create",
-            object: ns,
+            object: &format!("namespace/{ns}"),
             tenant: Some(tenant.id),
             source: &caller.source,
             outcome: "success",

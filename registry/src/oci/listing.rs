@@ -27,24 +27,24 @@ pub(super) async fn catalog(state: &AppState, call: &Call) -> Result<Response> {
     let mut cursor = last;
     let mut more = false;
     // Scan in batches until the page is full: visible names may be sparse.
-    while n > 0 {
+    let mut exhausted = n == 0;
+    while !exhausted && !more {
         let batch = state.db.repositories().list(cursor.as_deref(), 500).await?;
-        let exhausted = batch.len() < 500;
+        exhausted = batch.len() < 500;
         for name in batch {
-            let Ok(repo) = name.parse::<RepositoryName>() else { continue };
-            if !state.auth.policy.repository_actions(&state.db, &call.caller.principal, &repo).await?.pull {
-                cursor = Some(name);
+            cursor = Some(name.clone());
+            let visible = match name.parse::<RepositoryName>() {
+                Ok(repo) => state.auth.policy.repository_actions(&state.db, &call.caller.principal, &repo).await?.pull,
+                Err(_) => false,
+            };
+            if !visible {
                 continue;
             }
             if names.len() as i64 == n {
                 more = true;
                 break;
             }
-            cursor = Some(name.clone());
             names.push(name);
-        }
-        if more || exhausted {
-            break;
         }
     }
     let link = more.then(|| next_link("/v2/_catalog", n, names.last()));

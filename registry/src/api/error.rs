@@ -1,0 +1,139 @@
+//! The management API's one error type, and the one place that turns it into
+//! a response: `{"errors":[{"code","message"}]}` with the status of its code.
+//!
+//! Kept apart from [`crate::error::RegistryError`] because the OCI error
+//! codes describe repositories and blobs; these describe tenants, members
+//! and accounts.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Everything a management request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No usable credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller may not do this (or may not know whether the object exists).
+    #[error("{0}")]
+    Denied(String),
+    /// The object does not exist (said only to callers who may know).
+    #[error("{0}")]
+    NotFound(String),
+    /// A name that is already taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// A body, parameter or name the API cannot accept.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Too many failed logins from this name or address; retry after this many seconds.
+    #[error("too many failed logins; wait {0} s before trying again")]
+    TooManyRequests(u64),
+    /// The metadata database failed.
+    #[error("metadata database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Anything else that is the registry's fault, with detail for the log.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The error document every failed management request returns.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// One entry per error; the API always sends exactly one.
+    pub errors: Vec<ErrorEntry>,
+}
+
+/// One error.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorEntry {
+    /// `UNAUTHORIZED`, `DENIED`, `NOT_FOUND`, `CONFLICT`, `INVALID_REQUEST`,
+    /// `TOOMANYREQUESTS` or `INTERNAL_ERROR`.
+    pub code: &'static str,
+    /// What went wrong and what to do next.
+    pub message: String,
+}
+
+/// Shorthand for handler results.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            ApiError::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+            ApiError::Database(_) | ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            ApiError::Database(_) | ApiError::Internal(_) => {
+                // Internal detail goes to the log, not to the client.
+                tracing::error!(error = %self, "management request failed");
+                "the registry failed to complete the request; retry, and if it persists ask the operator to check the registry log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorBody { errors: vec![ErrorEntry { code, message }] };
+        let mut response = (status, axum::Json(body)).into_response();
+        match self {
+            ApiError::Unauthorized(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"damselfly\""));
+            }
+            ApiError::TooManyRequests(secs) => {
+                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        ApiError::InvalidRequest(format!(
+            "{}; send a JSON body (Content-Type: application/json) as described in /api/v1/openapi.json",
+            rejection.body_text()
+        ))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::InvalidRequest(format!("{}; see /api/v1/openapi.json for the parameters", rejection.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::InvalidRequest(rejection.body_text())
+    }
+}
+
+/// Turns a unique-constraint violation into a `409 CONFLICT` with a message
+/// that says what is taken; any other database error stays what it was.
+pub trait OnDuplicate<T> {
+    /// `message` is only built when the violation happened.
+    fn on_duplicate(self, message: impl FnOnce() -> String) -> ApiResult<T>;
+}
+
+impl<T> OnDuplicate<T> for Result<T, sqlx::Error> {
+    fn on_duplicate(self, message: impl FnOnce() -> String) -> ApiResult<T> {
+        self.map_err(
+            |e| if crate::metadata::is_unique_violation(&e) { ApiError::Conflict(message()) } else { e.into() },
+        )
+    }
+}

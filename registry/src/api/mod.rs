@@ -1,0 +1,164 @@
+//! The JSON management API under `/api/v1/`: tenants, namespaces, members,
+//! robot accounts, users, the audit log and signing keys. Its OpenAPI
+//! document is generated from these handlers and served at
+//! `/api/v1/openapi.json`.
+//!
+//! Every endpoint but the document takes Basic credentials (a user, or a
+//! robot as `robot$<tenant>+<name>` with its token) or a Bearer token from
+//! `/auth/token`; `access.rs` says who may do what.
+
+mod access;
+mod audit;
+pub mod error;
+mod keys;
+mod members;
+mod names;
+mod namespaces;
+mod robots;
+mod tenants;
+mod users;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::state::AppState;
+use error::{ApiError, ApiResult};
+
+/// Every route of the management API, at its full path.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/tenants", get(tenants::list).post(tenants::create))
+        .route("/api/v1/tenants/{tenant}", get(tenants::show))
+        .route("/api/v1/tenants/{tenant}/namespaces", get(namespaces::list).post(namespaces::create))
+        .route("/api/v1/namespaces/{namespace}", get(namespaces::show).patch(namespaces::update))
+        .route("/api/v1/tenants/{tenant}/members", get(members::list).put(members::grant).delete(members::revoke))
+        .route("/api/v1/tenants/{tenant}/robots", get(robots::list).post(robots::create))
+        .route("/api/v1/tenants/{tenant}/robots/{robot}", axum::routing::delete(robots::revoke))
+        .route("/api/v1/tenants/{tenant}/robots/{robot}/rotate", post(robots::rotate))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route("/api/v1/users/{username}/password", put(users::set_password))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/signing-keys/rotate", post(keys::rotate))
+        .route("/api/v1", get(unknown_endpoint))
+        .route("/api/v1/", get(unknown_endpoint))
+        .route("/api/v1/{*rest}", axum::routing::any(unknown_endpoint))
+}
+
+/// The OpenAPI 3 description of this API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Damselfly management API",
+        description = "Tenants, namespaces, members, robot accounts, users, the audit log and token signing keys \
+                       of a Damselfly registry. Authenticate with Basic credentials (a user, or \
+                       `robot$<tenant>+<name>` with its token) or a Bearer token from `/auth/token`."
+    ),
+    paths(
+        openapi,
+        tenants::list,
+        tenants::create,
+        tenants::show,
+        namespaces::list,
+        namespaces::create,
+        namespaces::show,
+        namespaces::update,
+        members::list,
+        members::grant,
+        members::revoke,
+        robots::list,
+        robots::create,
+        robots::rotate,
+        robots::revoke,
+        users::list,
+        users::create,
+        users::set_password,
+        audit::list,
+        keys::rotate,
+    ),
+    components(schemas(error::ErrorBody, error::ErrorEntry)),
+    modifiers(&SecuritySchemes),
+    security(("basic" = []), ("bearer" = [])),
+    tags(
+        (name = "tenants", description = "Tenants own namespaces, members and robots."),
+        (name = "namespaces", description = "A namespace is the first path component of its repositories."),
+        (name = "members", description = "Roles held on a tenant or one of its namespaces."),
+        (name = "robots", description = "Robot accounts of a tenant, for CI and machines."),
+        (name = "users", description = "People who log in."),
+        (name = "audit", description = "What was done, by whom, from where."),
+        (name = "signing-keys", description = "The keys that sign access tokens."),
+        (name = "meta", description = "This document."),
+    )
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The OpenAPI document of this API.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    operation_id = "getOpenApi",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json"))
+)]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn unknown_endpoint() -> ApiError {
+    ApiError::NotFound("no such management endpoint; the endpoints are listed in /api/v1/openapi.json".to_owned())
+}
+
+/// A JSON request body; a body that does not parse is a `400 INVALID_REQUEST`.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> ApiResult<Self> {
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(Body(value))
+    }
+}
+
+/// Query parameters; ones that do not parse are a `400 INVALID_REQUEST`.
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        let axum::extract::Query(value) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Params(value))
+    }
+}
+
+/// Path parameters; ones that do not decode are a `400 INVALID_REQUEST`.
+pub struct PathParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(PathParams(value))
+    }
+}

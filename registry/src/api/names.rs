@@ -1,0 +1,105 @@
+//! Names the management API creates: tenants, namespaces, robots and users.
+//! They are checked once, where a request brings them in, and trusted after.
+
+use std::fmt;
+
+use damselfly_core::RepositoryName;
+
+use super::error::ApiError;
+
+const MAX_LEN: usize = 64;
+
+/// A name matching `[a-z0-9]+([._-][a-z0-9]+)*`, at most 64 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Name(String);
+
+fn follows_grammar(s: &str) -> bool {
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.iter().all(|&c| alnum(c) || matches!(c, b'.' | b'_' | b'-'))
+        && alnum(b[0])
+        && alnum(b[b.len() - 1])
+        // Separators stand alone between runs of letters and digits.
+        && b.windows(2).all(|w| alnum(w[0]) || alnum(w[1]))
+}
+
+impl Name {
+    fn parse(what: &str, s: &str) -> Result<Name, ApiError> {
+        if s.len() > MAX_LEN || !follows_grammar(s) {
+            return Err(ApiError::InvalidRequest(format!(
+                "{what} {s:?} is invalid: use 1 to {MAX_LEN} lowercase letters and digits, separated by single \
+                 '.', '_' or '-'"
+            )));
+        }
+        Ok(Name(s.to_owned()))
+    }
+
+    /// A tenant's name.
+    pub fn tenant(s: &str) -> Result<Name, ApiError> {
+        Name::parse("tenant name", s)
+    }
+
+    /// A robot's name within its tenant.
+    pub fn robot(s: &str) -> Result<Name, ApiError> {
+        Name::parse("robot name", s)
+    }
+
+    /// A namespace's name, which is also the first component of its repositories' names.
+    pub fn namespace(s: &str) -> Result<Name, ApiError> {
+        let name = Name::parse("namespace name", s)?;
+        // The grammar above is narrower than a repository path component; checking
+        // both keeps that true if either changes.
+        match s.parse::<RepositoryName>() {
+            Ok(_) if !s.contains('/') => Ok(name),
+            _ => {
+                Err(ApiError::InvalidRequest(format!("namespace name {s:?} is not a valid repository path component")))
+            }
+        }
+    }
+
+    /// A user's login name.
+    pub fn user(s: &str) -> Result<Name, ApiError> {
+        if s.starts_with("robot$") {
+            return Err(ApiError::InvalidRequest(
+                "usernames starting with robot$ are reserved for robot accounts; create a robot with POST \
+                 /api/v1/tenants/{tenant}/robots"
+                    .to_owned(),
+            ));
+        }
+        Name::parse("username", s)
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_grammar() {
+        for ok in ["a", "acme", "team-1", "a.b_c-d", "0", &"x".repeat(64)] {
+            assert!(Name::tenant(ok).is_ok(), "{ok}");
+            assert!(Name::namespace(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        for bad in ["", "A", "-a", "a-", "a--b", "a..b", "a/b", "a b", "ä", "a$b", &"x".repeat(65)] {
+            assert!(Name::tenant(bad).is_err(), "{bad:?}");
+            assert!(Name::namespace(bad).is_err(), "{bad:?}");
+        }
+        assert!(Name::user("robot$acme+ci").is_err());
+    }
+}
