@@ -103,12 +103,14 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let db = state.db.clone();
     let janitor = tokio::spawn(services::uploads::run_janitor(state.clone()));
+    let key_refresh = tokio::spawn(auth::keys::refresh_periodically(state.auth.clone(), db.clone()));
     let app = router(state);
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
     janitor.abort();
+    key_refresh.abort();
     db.close().await;
     Ok(())
 }

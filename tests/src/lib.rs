@@ -11,8 +11,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The system administrator every registry under test has.
+pub const ADMIN_USER: &str = "admin";
+
 /// The password every registry under test gives its `admin` user.
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+/// An `Authorization` header value for Basic credentials, e.g. for raw HTTP requests.
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
 
 /// Which metadata database a registry under test uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +125,26 @@ impl Registry {
             child: None,
             log_path: tmp.path().join("registry.log"),
             _tmp: Some(tmp),
+        };
+        reg.spawn(env);
+        reg
+    }
+
+    /// Starts a second process on another port over the same data directory
+    /// and database as `other`, as another replica would run, with extra
+    /// `DAMSELFLY_*` settings. Drop it before `other`, which owns the directory.
+    pub fn start_sharing(other: &Registry, env: &[(&str, &str)]) -> Registry {
+        let port = free_port();
+        let log_dir = other.data_dir.parent().unwrap_or(&other.data_dir).to_path_buf();
+        let mut reg = Registry {
+            url: format!("http://127.0.0.1:{port}"),
+            host: format!("127.0.0.1:{port}"),
+            data_dir: other.data_dir.clone(),
+            database_url: other.database_url.clone(),
+            backend: other.backend,
+            child: None,
+            log_path: log_dir.join(format!("registry-{port}.log")),
+            _tmp: None,
         };
         reg.spawn(env);
         reg

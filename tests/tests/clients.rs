@@ -12,13 +12,17 @@
 //! compressed digest), keyed by registry address, and each test's registry
 //! listens on a fresh port; a stale hint only makes a client try a HEAD or a
 //! cross-repository mount that a registry must answer correctly anyway.
+//!
+//! Each workstation logs in to the registry as its system administrator
+//! (`podman login`, into the workstation's own credentials file, which
+//! skopeo reads too): the registry serves nobody anonymously.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use damselfly_tests::{run, sha256_digest, Backend, Registry};
+use damselfly_tests::{run, sha256_digest, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use serde_json::{json, Value};
 
 /// Declares one `#[test]` per backend for each scenario, named
@@ -54,7 +58,7 @@ on_both_backends!(
 
 fn podman_push_then_pull_round_trips(backend: Backend) {
     let reg = Registry::start(backend);
-    let ws = Workstation::new();
+    let ws = Workstation::logged_in_to(&reg);
     let files = sample_files("web 1.0");
     let image = format!("{}/team/app/web:1.0", reg.host);
 
@@ -75,7 +79,7 @@ fn podman_push_then_pull_round_trips(backend: Backend) {
 /// podman does the same with `--format v2s2`. They must come back as sent.
 fn podman_push_in_docker_format_round_trips(backend: Backend) {
     let reg = Registry::start(backend);
-    let pusher = Workstation::new();
+    let pusher = Workstation::logged_in_to(&reg);
     let files = sample_files("docker format");
     let image = format!("{}/team/app/legacy:1.0", reg.host);
     run(pusher.podman().args(["import", "--quiet"]).arg(pusher.rootfs_tar("rootfs", &files)).arg(&image));
@@ -96,7 +100,7 @@ fn podman_push_in_docker_format_round_trips(backend: Backend) {
     assert_eq!(manifest["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
     assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
 
-    let puller = Workstation::new();
+    let puller = Workstation::logged_in_to(&reg);
     run(puller.podman().args(["pull", "--quiet", "--tls-verify=false", &image]));
     assert_eq!(puller.podman_image_id(&image), imported_id);
     assert_eq!(puller.podman_repo_digests(&image), [format!("{}/team/app/legacy@{}", reg.host, pushed_digest.trim())]);
@@ -105,7 +109,7 @@ fn podman_push_in_docker_format_round_trips(backend: Backend) {
 
 fn skopeo_inspect_reports_exactly_what_was_pushed(backend: Backend) {
     let reg = Registry::start(backend);
-    let ws = Workstation::new();
+    let ws = Workstation::logged_in_to(&reg);
     let layout = OciLayout::create(ws.path("layout"));
     let image = layout.add_image(&ws, "1.0", &sample_files("web 1.0"), host_architecture());
     layout.write_index(&[("1.0", &image.descriptor())]);
@@ -127,7 +131,7 @@ fn skopeo_inspect_reports_exactly_what_was_pushed(backend: Backend) {
 
 fn skopeo_copy_between_repositories_keeps_every_digest(backend: Backend) {
     let reg = Registry::start(backend);
-    let ws = Workstation::new();
+    let ws = Workstation::logged_in_to(&reg);
     let layout = OciLayout::create(ws.path("layout"));
     let image = layout.add_image(&ws, "1.0", &sample_files("web 1.0"), host_architecture());
     layout.write_index(&[("1.0", &image.descriptor())]);
@@ -149,7 +153,7 @@ fn skopeo_copy_between_repositories_keeps_every_digest(backend: Backend) {
 
 fn skopeo_copy_to_an_oci_layout_returns_the_pushed_bytes(backend: Backend) {
     let reg = Registry::start(backend);
-    let ws = Workstation::new();
+    let ws = Workstation::logged_in_to(&reg);
     let layout = OciLayout::create(ws.path("layout"));
     let files = sample_files("web 1.0");
     let image = layout.add_image(&ws, "1.0", &files, host_architecture());
@@ -168,7 +172,7 @@ fn skopeo_copy_to_an_oci_layout_returns_the_pushed_bytes(backend: Backend) {
 
 fn skopeo_list_tags_lists_each_repository_own_tags_in_order(backend: Backend) {
     let reg = Registry::start(backend);
-    let ws = Workstation::new();
+    let ws = Workstation::logged_in_to(&reg);
     let layout = OciLayout::create(ws.path("layout"));
     let image = layout.add_image(&ws, "1.0", &sample_files("web"), host_architecture());
     layout.write_index(&[("1.0", &image.descriptor())]);
@@ -189,7 +193,7 @@ fn skopeo_list_tags_lists_each_repository_own_tags_in_order(backend: Backend) {
 
 fn multi_platform_index_round_trips_and_podman_pulls_its_own_platform(backend: Backend) {
     let reg = Registry::start(backend);
-    let ws = Workstation::new();
+    let ws = Workstation::logged_in_to(&reg);
     let layout = OciLayout::create(ws.path("layout"));
     let here = host_architecture();
     let other = if here == "arm64" { "amd64" } else { "arm64" };
@@ -240,7 +244,7 @@ fn multi_platform_index_round_trips_and_podman_pulls_its_own_platform(backend: B
 
 fn restart_loses_nothing_that_was_pushed(backend: Backend) {
     let mut reg = Registry::start(backend);
-    let pusher = Workstation::new();
+    let pusher = Workstation::logged_in_to(&reg);
     let podman_files = sample_files("pushed by podman");
     let podman_image = format!("{}/team/app/web:1.0", reg.host);
     run(pusher.podman().args(["import", "--quiet"]).arg(pusher.rootfs_tar("rootfs", &podman_files)).arg(&podman_image));
@@ -258,7 +262,7 @@ fn restart_loses_nothing_that_was_pushed(backend: Backend) {
     let podman_repository = format!("docker://{}/team/app/web", reg.host);
 
     // Everything a fresh machine pulls before the restart...
-    let before = Workstation::new();
+    let before = Workstation::logged_in_to(&reg);
     run(before.podman().args(["pull", "--quiet", "--tls-verify=false", &podman_image]));
     let podman_id = before.podman_image_id(&podman_image);
     let podman_repo_digests = before.podman_repo_digests(&podman_image);
@@ -270,7 +274,7 @@ fn restart_loses_nothing_that_was_pushed(backend: Backend) {
     reg.restart();
 
     // ...another pulls the same after it, by tag and by digest.
-    let after = Workstation::new();
+    let after = Workstation::logged_in_to(&reg);
     run(after.podman().args(["pull", "--quiet", "--tls-verify=false", &podman_image]));
     assert_eq!(after.podman_image_id(&podman_image), podman_id, "podman image by tag after the restart");
     assert_eq!(after.podman_repo_digests(&podman_image), podman_repo_digests);
@@ -322,6 +326,13 @@ impl Workstation {
         write(&dir.path().join("auth.json"), "{\"auths\": {}}\n");
         fs::create_dir(dir.path().join("tmp")).expect("tmp dir");
         Workstation { dir }
+    }
+
+    /// A workstation whose user has run `podman login` to `reg` as its administrator.
+    fn logged_in_to(reg: &Registry) -> Workstation {
+        let ws = Workstation::new();
+        run(ws.podman().args(["login", "--tls-verify=false", "-u", ADMIN_USER, "-p", ADMIN_PASSWORD, &reg.host]));
+        ws
     }
 
     fn path(&self, name: &str) -> PathBuf {

@@ -1,6 +1,8 @@
 //! The OCI Distribution API of a real `damselfly-registry`, spoken by hand
 //! over HTTP: every status code, error code and header a client relies on,
-//! on both metadata backends.
+//! on both metadata backends. Every request carries the system
+//! administrator's Basic credentials, whose first push to a namespace
+//! creates it; who may do what is the subject of `auth.rs`.
 //!
 //! Each scenario is an `async fn(Backend)`; `on_both_backends!` turns it into
 //! `<scenario>::sqlite` and `<scenario>::postgres`.
@@ -9,7 +11,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use damselfly_tests::{sha256_digest, Backend, Registry};
+use damselfly_tests::{basic_authorization, sha256_digest, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
@@ -34,7 +36,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
-    base_endpoint_answers_200_with_the_api_version,
+    base_endpoint_challenges_anonymous_clients_and_answers_200_with_the_api_version,
     monolithic_push_then_pull_serves_exact_bytes_and_ranges,
     post_then_put_with_the_body_creates_the_blob,
     chunked_upload_assembles_in_order_chunks_and_refuses_others_without_losing_bytes,
@@ -174,7 +176,7 @@ fn oddly_formatted_index(media_type: &str, children: &[(&str, &str)]) -> String 
 // Talking to the registry
 // ---------------------------------------------------------------------------
 
-/// An HTTP client aimed at one registry.
+/// An HTTP client aimed at one registry, logged in as the system administrator.
 struct Api {
     http: reqwest::Client,
     base: String,
@@ -189,8 +191,13 @@ impl Api {
         Api { http, base: reg.url.clone() }
     }
 
-    /// A request to a path (`/v2/…`) or to a `Location` the registry sent.
+    /// A request to a path (`/v2/…`) or to a `Location` the registry sent, with the admin's Basic credentials.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.anonymous(method, path).basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+    }
+
+    /// The same request without credentials.
+    fn anonymous(&self, method: Method, path: &str) -> RequestBuilder {
         let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
         self.http.request(method, url)
     }
@@ -367,9 +374,18 @@ async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
 // Scenarios
 // ---------------------------------------------------------------------------
 
-async fn base_endpoint_answers_200_with_the_api_version(backend: Backend) {
+async fn base_endpoint_challenges_anonymous_clients_and_answers_200_with_the_api_version(backend: Backend) {
     let reg = Registry::start(backend);
     let api = Api::new(&reg);
+
+    let headers = expect_error(send(api.anonymous(Method::GET, "/v2/")).await, 401, "UNAUTHORIZED").await;
+    assert_headers(
+        &headers,
+        &[
+            ("www-authenticate", &format!("Bearer realm=\"{}/auth/token\",service=\"damselfly\"", reg.url)),
+            ("docker-distribution-api-version", "registry/2.0"),
+        ],
+    );
 
     let resp = expect_status(send(api.get("/v2/")).await, 200).await;
 
@@ -759,10 +775,10 @@ async fn catalog_is_byte_sorted_and_pages_through_link_headers(backend: Backend)
     let api = Api::new(&reg);
     let blob = Blob::new(b"shared layer");
     // '-' < '.' < '/' < '0' < '_' < 'a' byte-wise; a locale collation ignores punctuation.
-    for name in ["b", "a_b", "a/b", "ab", "a.b", "a", "a0", "a-b"] {
+    for name in ["ns/b", "ns/a_b", "ns/a/b", "ns/ab", "ns/a.b", "ns/a", "ns/a0", "ns/a-b"] {
         api.push_blob(name, &blob).await;
     }
-    let sorted = ["a", "a-b", "a.b", "a/b", "a0", "a_b", "ab", "b"];
+    let sorted = ["ns/a", "ns/a-b", "ns/a.b", "ns/a/b", "ns/a0", "ns/a_b", "ns/ab", "ns/b"];
 
     let resp = expect_status(send(api.get("/v2/_catalog")).await, 200).await;
     assert_eq!(resp.headers().get("link"), None);
@@ -783,13 +799,13 @@ async fn catalog_is_byte_sorted_and_pages_through_link_headers(backend: Backend)
     assert_eq!(
         pages,
         [
-            page("/v2/_catalog?n=3", &["a", "a-b", "a.b"]),
-            page("/v2/_catalog?n=3&last=a.b", &["a/b", "a0", "a_b"]),
-            page("/v2/_catalog?n=3&last=a_b", &["ab", "b"]),
+            page("/v2/_catalog?n=3", &["ns/a", "ns/a-b", "ns/a.b"]),
+            page("/v2/_catalog?n=3&last=ns/a.b", &["ns/a/b", "ns/a0", "ns/a_b"]),
+            page("/v2/_catalog?n=3&last=ns/a_b", &["ns/ab", "ns/b"]),
         ]
     );
 
-    assert_eq!(api.json("/v2/_catalog?last=a0").await, json!({ "repositories": ["a_b", "ab", "b"] }));
+    assert_eq!(api.json("/v2/_catalog?last=ns/a0").await, json!({ "repositories": ["ns/a_b", "ns/ab", "ns/b"] }));
     assert_eq!(api.json("/v2/_catalog?n=0").await, json!({ "repositories": [] }));
     expect_error(send(api.get("/v2/_catalog?n=abc")).await, 400, "PAGINATION_NUMBER_INVALID").await;
 }
@@ -986,8 +1002,10 @@ async fn failed_pushes_leave_nothing_behind_byte_for_byte(backend: Backend) {
     // (c) A one-request upload cut off halfway.
     let full = Blob::new(pattern(15, 100_000));
     let head = format!(
-        "POST /v2/{name}/blobs/uploads/?digest={} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n",
-        full.digest, reg.host
+        "POST /v2/{name}/blobs/uploads/?digest={} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n",
+        full.digest,
+        reg.host,
+        basic_authorization(ADMIN_USER, ADMIN_PASSWORD)
     );
     let cut = send_unfinished(&reg.host, &head, &full.bytes[..50_000]);
     eventually(|| reg.snapshot_files() != before).await; // the registry started writing
@@ -1002,8 +1020,9 @@ async fn failed_pushes_leave_nothing_behind_byte_for_byte(backend: Backend) {
     let with_session = reg.snapshot_files();
     let chunk = pattern(17, 4 * MIB);
     let head = format!(
-        "PATCH {location} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Range: 1000-{}\r\nContent-Length: {}\r\n\r\n",
+        "PATCH {location} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/octet-stream\r\nContent-Range: 1000-{}\r\nContent-Length: {}\r\n\r\n",
         reg.host,
+        basic_authorization(ADMIN_USER, ADMIN_PASSWORD),
         1000 + chunk.len() - 1,
         chunk.len()
     );

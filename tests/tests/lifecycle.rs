@@ -6,16 +6,20 @@ use std::time::{Duration, Instant};
 
 use damselfly_core::{BlobHasher, Digest};
 use damselfly_registry::metadata::Db;
-use damselfly_tests::{binary, Backend, Registry};
+use damselfly_tests::{binary, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A request as the system administrator, who may push anywhere.
+fn admin(method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+    client().request(method, url).basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+}
+
 async fn push_blob(reg: &Registry, name: &str, bytes: Vec<u8>) -> Digest {
     let digest = Digest::of(&bytes);
-    let r = client()
-        .post(format!("{}/v2/{name}/blobs/uploads/?digest={digest}", reg.url))
+    let r = admin(reqwest::Method::POST, format!("{}/v2/{name}/blobs/uploads/?digest={digest}", reg.url))
         .body(bytes)
         .send()
         .await
@@ -40,6 +44,11 @@ fn help_lists_every_setting_with_its_variable() {
         ("--database-max-connections", "DAMSELFLY_DATABASE_MAX_CONNECTIONS"),
         ("--log-format", "DAMSELFLY_LOG_FORMAT"),
         ("--upload-ttl-secs", "DAMSELFLY_UPLOAD_TTL_SECS"),
+        ("--token-service", "DAMSELFLY_TOKEN_SERVICE"),
+        ("--token-ttl-secs", "DAMSELFLY_TOKEN_TTL_SECS"),
+        ("--refresh-token-ttl-secs", "DAMSELFLY_REFRESH_TOKEN_TTL_SECS"),
+        ("--admin-password", "DAMSELFLY_ADMIN_PASSWORD"),
+        ("--login-failures-per-minute", "DAMSELFLY_LOGIN_FAILURES_PER_MINUTE"),
     ] {
         assert!(help.contains(flag) && help.contains(var), "--help lacks {flag} / {var}:\n{help}");
     }
@@ -77,36 +86,115 @@ fn an_unreachable_postgres_is_named_with_a_hint() {
 }
 
 #[test]
-fn with_no_settings_it_serves_on_5000_from_damselfly_data() {
+fn with_no_settings_it_serves_on_5000_from_damselfly_data_and_prints_a_generated_admin_password_once() {
     // Port 5000 may be taken on a developer machine; the test needs it free.
     if std::net::TcpListener::bind("127.0.0.1:5000").is_err() {
         panic!("port 5000 is in use; stop whatever listens there and rerun");
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(binary("damselfly-registry"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let ok = loop {
-        if let Ok(out) = Command::new("curl").args(["-fsS", "http://127.0.0.1:5000/v2/"]).output() {
-            if out.status.success() {
-                break true;
-            }
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(ok, "registry did not answer on 127.0.0.1:5000");
+
+    let (stderr, first_statuses) = DefaultProcess::start(dir.path(), None).stop();
     assert!(dir.path().join("damselfly-data/metadata.db").exists());
     assert!(dir.path().join("damselfly-data/blobs/sha256").is_dir());
+    let password = generated_password(&stderr).unwrap_or_else(|| panic!("no generated password on stderr:\n{stderr}"));
+    assert!(password.len() >= 16, "a generated password of {} characters: {password:?}", password.len());
+    assert_eq!(stderr.matches(&password).count(), 1, "the password is printed exactly once:\n{stderr}");
+    assert_eq!(
+        first_statuses,
+        [("anonymous", 401), ("admin with the printed password", 200), ("admin with another password", 401)]
+    );
+
+    // A second start on the same data keeps the password and does not show it again.
+    let (stderr, second_statuses) = DefaultProcess::start(dir.path(), Some(&password)).stop();
+    assert_eq!(generated_password(&stderr), None, "{stderr}");
+    assert!(!stderr.contains(&password), "the password was printed again:\n{stderr}");
+    assert_eq!(second_statuses, first_statuses);
+}
+
+/// The registry started with no settings at all in a directory, and what
+/// `GET /v2/` on 127.0.0.1:5000 answered once it was ready: anonymously, as
+/// `admin` with the password it printed (or `known_password` if it printed
+/// none), and as `admin` with a wrong one.
+struct DefaultProcess {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+    statuses: Vec<(&'static str, u16)>,
+}
+
+impl DefaultProcess {
+    fn start(dir: &std::path::Path, known_password: Option<&str>) -> DefaultProcess {
+        use std::io::Read as _;
+        let mut child = Command::new(binary("damselfly-registry"))
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut process = DefaultProcess { child, stderr, reader, statuses: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while base_status(None) != Some(401) {
+            if Instant::now() > deadline {
+                let _ = process.child.kill();
+                panic!("registry did not answer on 127.0.0.1:5000; stderr:\n{}", process.stderr.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Wait for the start-up banner, written before the port is bound but read by another thread.
+        while !process.stderr.lock().unwrap().contains("Damselfly registry is serving") {
+            assert!(Instant::now() < deadline, "no start-up banner: {}", process.stderr.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let printed = generated_password(&process.stderr.lock().unwrap());
+        let password = printed.as_deref().or(known_password).unwrap_or_default().to_owned();
+        process.statuses = vec![
+            ("anonymous", base_status(None).unwrap_or(0)),
+            ("admin with the printed password", base_status(Some(&password)).unwrap_or(0)),
+            ("admin with another password", base_status(Some("not-the-password")).unwrap_or(0)),
+        ];
+        process
+    }
+
+    /// Kills the process; returns everything it wrote to stderr, and the statuses.
+    fn stop(self) -> (String, Vec<(&'static str, u16)>) {
+        let mut child = self.child;
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = self.reader.join();
+        let stderr = self.stderr.lock().unwrap().clone();
+        (stderr, self.statuses)
+    }
+}
+
+/// The status of `GET http://127.0.0.1:5000/v2/`, as `admin` with `password` or anonymously.
+fn base_status(password: Option<&str>) -> Option<u16> {
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:5000/v2/"]);
+    if let Some(p) = password {
+        curl.arg("-u").arg(format!("{ADMIN_USER}:{p}"));
+    }
+    let out = curl.output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok().filter(|s| *s != 0)
+}
+
+/// The generated password in the first-start banner: the first non-empty line after "with the password".
+fn generated_password(stderr: &str) -> Option<String> {
+    let mut lines = stderr.lines().skip_while(|l| !l.trim_end().ends_with("with the password"));
+    lines.next()?;
+    lines.map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
 }
 
 macro_rules! on_both_backends {
@@ -127,14 +215,13 @@ async fn every_blob_records_its_piece_digests(backend: Backend) {
     let mut reg = Registry::start(backend);
     let content: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     // Chunked, with boundaries that do not line up with pieces.
-    let start = client().post(format!("{}/v2/p2p/ready/blobs/uploads/", reg.url)).send().await.unwrap();
+    let start = admin(reqwest::Method::POST, format!("{}/v2/p2p/ready/blobs/uploads/", reg.url)).send().await.unwrap();
     assert_eq!(start.status(), 202);
     let location = start.headers()["location"].to_str().unwrap().to_owned();
     let mut at = 0usize;
     for size in [1_000_003usize, 5_000_000, 3_000_000] {
         let chunk = content[at..at + size].to_vec();
-        let r = client()
-            .patch(format!("{}{location}", reg.url))
+        let r = admin(reqwest::Method::PATCH, format!("{}{location}", reg.url))
             .header("content-range", format!("{}-{}", at, at + size - 1))
             .body(chunk)
             .send()
@@ -144,8 +231,7 @@ async fn every_blob_records_its_piece_digests(backend: Backend) {
         at += size;
     }
     let digest = Digest::of(&content);
-    let r = client()
-        .put(format!("{}{location}?digest={digest}", reg.url))
+    let r = admin(reqwest::Method::PUT, format!("{}{location}?digest={digest}", reg.url))
         .body(content[at..].to_vec())
         .send()
         .await
@@ -168,15 +254,15 @@ async fn every_blob_records_its_piece_digests(backend: Backend) {
 
 async fn idle_upload_sessions_expire(backend: Backend) {
     let reg = Registry::start_with(backend, &[("DAMSELFLY_UPLOAD_TTL_SECS", "2")]);
-    let start = client().post(format!("{}/v2/app/blobs/uploads/", reg.url)).send().await.unwrap();
+    let start = admin(reqwest::Method::POST, format!("{}/v2/idle/app/blobs/uploads/", reg.url)).send().await.unwrap();
     let location = start.headers()["location"].to_str().unwrap().to_owned();
     let id = location.rsplit('/').next().unwrap().to_owned();
-    let r = client().patch(format!("{}{location}", reg.url)).body(vec![7u8; 1000]).send().await.unwrap();
+    let r = admin(reqwest::Method::PATCH, format!("{}{location}", reg.url)).body(vec![7u8; 1000]).send().await.unwrap();
     assert_eq!(r.status(), 202);
     assert!(reg.data_dir.join("uploads").join(&id).exists());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let r = client().get(format!("{}{location}", reg.url)).send().await.unwrap();
+        let r = admin(reqwest::Method::GET, format!("{}{location}", reg.url)).send().await.unwrap();
         if r.status() == 404 {
             let body: serde_json::Value = r.json().await.unwrap();
             assert_eq!(body["errors"][0]["code"], "BLOB_UPLOAD_UNKNOWN");

@@ -56,6 +56,7 @@ async fn oci_client_without_credentials_is_refused(backend: Backend) {
     let config = Config::oci_v1(b"{}".to_vec(), None);
     let err = client().push(&reference, &layers, config, &RegistryAuth::Anonymous, None).await;
     assert!(err.is_err(), "an anonymous push must fail");
-    let err = client().pull(&reference, &RegistryAuth::Anonymous, vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE]).await;
+    let err =
+        client().pull(&reference, &RegistryAuth::Anonymous, vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE]).await;
     assert!(err.is_err(), "an anonymous pull of a private repository must fail");
 }

@@ -46,7 +46,7 @@ pub async fn get_token(
     }
     let principal = match Credentials::from_headers(request.headers()) {
         Credentials::None => Principal::Anonymous,
-        Credentials::Basic(user, secret) => match login(&state, &user, &secret, &source).await {
+        Credentials::Basic(user, secret) => match login(&state, &user, &secret, &source, false).await {
             Ok(p) => p,
             Err(r) => return r,
         },
@@ -86,7 +86,7 @@ pub async fn post_token(
             let (Some(user), Some(secret)) = (form.get("username"), form.get("password")) else {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "username and password are required");
             };
-            match login(&state, user, secret, &source).await {
+            match login(&state, user, secret, &source, true).await {
                 Ok(p) => p,
                 Err(r) => return r,
             }
@@ -97,7 +97,7 @@ pub async fn post_token(
             };
             match refresh_principal(&state, refresh).await {
                 Ok(p) => p,
-                Err(msg) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_grant", &msg),
+                Err(msg) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &msg),
             }
         }
         other => {
@@ -131,7 +131,9 @@ async fn refresh_principal(state: &AppState, refresh: &str) -> Result<Principal,
     Ok(principal)
 }
 
-async fn login(state: &AppState, user: &str, secret: &str, source: &str) -> Result<Principal, Response> {
+/// Checks credentials and records the login. `oauth` shapes a refusal as
+/// RFC 6749 asks (`400 invalid_grant`) instead of the Docker protocol's `401`.
+async fn login(state: &AppState, user: &str, secret: &str, source: &str, oauth: bool) -> Result<Principal, Response> {
     match state.auth.login(&state.db, user, secret, source).await {
         Ok(p) => {
             audit::record(
@@ -175,11 +177,12 @@ async fn login(state: &AppState, user: &str, secret: &str, source: &str) -> Resu
                 },
             )
             .await;
-            Err(oci_error(
-                ErrorCode::Unauthorized,
-                StatusCode::UNAUTHORIZED,
-                "invalid username or password (robot accounts log in as robot$<tenant>+<name>)".into(),
-            ))
+            let message = "invalid username or password (robot accounts log in as robot$<tenant>+<name>)";
+            Err(if oauth {
+                oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", message)
+            } else {
+                oci_error(ErrorCode::Unauthorized, StatusCode::UNAUTHORIZED, message.into())
+            })
         }
         Err(LoginError::Db(e)) => Err(RegistryError::Database(e).into_response()),
     }

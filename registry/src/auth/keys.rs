@@ -149,3 +149,20 @@ impl KeyRing {
         self.active.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
+
+/// How often every replica re-reads the keys, so a rotation made through
+/// one of them is signed with and published everywhere within seconds.
+const REFRESH_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Re-reads the signing keys every few seconds until the process stops.
+pub async fn refresh_periodically(auth: std::sync::Arc<super::Auth>, db: Db) {
+    let mut tick = tokio::time::interval(REFRESH_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = auth.keys.reload(&db).await {
+            tracing::warn!(error = %e, "could not re-read the token signing keys; will retry");
+        }
+    }
+}

@@ -53,7 +53,10 @@ pub async fn dispatch(State(state): State<AppState>, request: Request) -> Respon
                     let call = Call { method: parts.method, query, headers: parts.headers, caller };
                     (route, handle(&state, path, call, body).await)
                 }
-                Err(e) => (route, Err(e)),
+                Err(e) => {
+                    drain_small_body(&state, &parts.headers, body).await;
+                    (route, Err(e))
+                }
             }
         }
         Ok(None) => (
@@ -101,6 +104,20 @@ async fn handle(state: &AppState, path: OciPath, call: Call, body: Body) -> Resu
         (_, method) => {
             Err(RegistryError::oci(ErrorCode::Unsupported, format!("{method} is not supported on this endpoint")))
         }
+    }
+}
+
+/// Reads and drops a refused request's body when it is small (a manifest),
+/// so the client, still sending it, reads the error instead of a broken pipe.
+async fn drain_small_body(state: &AppState, headers: &HeaderMap, body: Body) {
+    let limit = state.config.max_manifest_bytes;
+    let small = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > 0 && n <= limit);
+    if small {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), axum::body::to_bytes(body, limit)).await;
     }
 }
 
