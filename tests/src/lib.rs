@@ -282,3 +282,36 @@ pub fn run(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Declares, for each scenario `fn name(backend: Backend)`, a module `name`
+/// with one test per metadata backend: `name::sqlite` and `name::postgres`.
+/// Scenarios are `async` unless the list starts with `blocking:`.
+#[macro_export]
+macro_rules! on_both_backends {
+    (blocking: $($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name($crate::Backend::Sqlite)
+            }
+
+            #[test]
+            fn postgres() {
+                super::$name($crate::Backend::Postgres)
+            }
+        }
+    )*};
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                super::$name($crate::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                super::$name($crate::Backend::Postgres).await
+            }
+        }
+    )*};
+}

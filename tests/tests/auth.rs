@@ -17,29 +17,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use damselfly_tests::{run, sha256_digest, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use damselfly_tests::{on_both_backends, run, sha256_digest, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
 use serde_json::{json, Value};
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use damselfly_tests::Backend;
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() {
-                super::$scenario(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() {
-                super::$scenario(Backend::Postgres).await;
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     // The token protocol.

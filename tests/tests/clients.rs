@@ -22,31 +22,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use damselfly_tests::{run, sha256_digest, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use damselfly_tests::{on_both_backends, run, sha256_digest, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use serde_json::{json, Value};
 
-/// Declares one `#[test]` per backend for each scenario, named
-/// `<scenario>::on_sqlite` and `<scenario>::on_postgres`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use damselfly_tests::Backend;
-
-            #[test]
-            fn on_sqlite() {
-                super::$scenario(Backend::Sqlite);
-            }
-
-            #[test]
-            fn on_postgres() {
-                super::$scenario(Backend::Postgres);
-            }
-        }
-    )*};
-}
-
 on_both_backends!(
-    podman_push_then_pull_round_trips,
+    blocking: podman_push_then_pull_round_trips,
     podman_push_in_docker_format_round_trips,
     skopeo_inspect_reports_exactly_what_was_pushed,
     skopeo_copy_between_repositories_keeps_every_digest,

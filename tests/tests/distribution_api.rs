@@ -11,29 +11,13 @@ use std::io::{Seek, SeekFrom, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use damselfly_tests::{basic_authorization, sha256_digest, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use damselfly_tests::{
+    basic_authorization, on_both_backends, sha256_digest, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER,
+};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
 use sha2::Digest as _;
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use damselfly_tests::Backend;
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() {
-                super::$scenario(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() {
-                super::$scenario(Backend::Postgres).await;
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     base_endpoint_challenges_anonymous_clients_and_answers_200_with_the_api_version,

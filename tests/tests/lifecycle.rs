@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use damselfly_core::{BlobHasher, Digest};
 use damselfly_registry::metadata::Db;
-use damselfly_tests::{binary, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use damselfly_tests::{binary, on_both_backends, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
@@ -195,17 +195,6 @@ fn generated_password(stderr: &str) -> Option<String> {
     let mut lines = stderr.lines().skip_while(|l| !l.trim_end().ends_with("with the password"));
     lines.next()?;
     lines.map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() { super::$name(damselfly_tests::Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() { super::$name(damselfly_tests::Backend::Postgres).await }
-        }
-    )*};
 }
 
 on_both_backends!(every_blob_records_its_piece_digests, idle_upload_sessions_expire);

@@ -9,28 +9,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use damselfly_tests::{Backend, Registry, ADMIN_PASSWORD};
+use damselfly_tests::{on_both_backends, Backend, Registry, ADMIN_PASSWORD};
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use damselfly_tests::Backend;
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() {
-                super::$scenario(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() {
-                super::$scenario(Backend::Postgres).await;
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     requests_without_valid_credentials_get_401_with_a_basic_challenge,

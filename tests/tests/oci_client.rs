@@ -1,21 +1,10 @@
 //! `oci-client`, the Rust OCI client, against the real registry: it logs in
 //! through the token protocol, pushes an image and pulls it back intact.
 
-use damselfly_tests::{Backend, Registry, ADMIN_PASSWORD};
+use damselfly_tests::{on_both_backends, Backend, Registry, ADMIN_PASSWORD};
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() { super::$name(damselfly_tests::Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() { super::$name(damselfly_tests::Backend::Postgres).await }
-        }
-    )*};
-}
 
 on_both_backends!(oci_client_pushes_and_pulls_with_a_token, oci_client_without_credentials_is_refused);
 

@@ -3,7 +3,7 @@
 
 use damselfly_core::{BlobHasher, Digest};
 use damselfly_registry::metadata::{BlobRecord, Db, NewManifest, TargetKind};
-use damselfly_tests::{fresh_postgres_database, Backend};
+use damselfly_tests::{fresh_postgres_database, on_both_backends, Backend};
 
 struct Store {
     db: Db,
@@ -37,17 +37,6 @@ fn manifest<'a>(content: &'a [u8], refs: Vec<(Digest, TargetKind)>) -> NewManife
         content,
         references: refs,
     }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() { super::$name(damselfly_tests::Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() { super::$name(damselfly_tests::Backend::Postgres).await }
-        }
-    )*};
 }
 
 on_both_backends!(
