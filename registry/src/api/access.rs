@@ -15,7 +15,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
 use super::error::{ApiError, ApiResult};
-use crate::auth::{AuthError, Credentials, LoginError, Principal};
+use crate::auth::{AuthFailure, Principal};
 use crate::metadata::{Binding, Namespace, NamespaceId, Role, Tenant, TenantId};
 use crate::services::audit::{self, Event};
 use crate::state::AppState;
@@ -40,36 +40,24 @@ impl FromRequestParts<AppState> for Caller {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip().to_string())
             .unwrap_or_default();
-        let principal = match Credentials::from_headers(&parts.headers) {
-            Credentials::None => return Err(ApiError::Unauthorized(LOG_IN.to_owned())),
-            Credentials::Malformed => {
-                return Err(ApiError::Unauthorized(format!("the Authorization header is malformed; {LOG_IN}")))
-            }
-            Credentials::Basic(login, secret) => match state.auth.login(&state.db, &login, &secret, &source).await {
-                Ok(p) => p,
-                Err(LoginError::Throttled(wait)) => return Err(ApiError::TooManyRequests(wait.as_secs().max(1))),
-                Err(LoginError::Denied) => {
-                    return Err(ApiError::Unauthorized(
-                        "invalid username or password (robot accounts log in as robot$<tenant>+<name> with their \
-                         token)"
-                            .to_owned(),
-                    ))
+        let principal =
+            match state.auth.authenticate(&state.db, &parts.headers, &source).await {
+                Ok(a) => a.principal,
+                Err(AuthFailure::Malformed) => {
+                    return Err(ApiError::Unauthorized(format!("the Authorization header is malformed; {LOG_IN}")))
                 }
-                Err(LoginError::Db(e)) => return Err(e.into()),
-            },
-            Credentials::Bearer(token) => {
-                let auth = &state.auth;
-                match auth.authenticator.bearer(&state.db, &auth.keys, &token, &auth.service, &auth.issuer).await {
-                    Ok((p, _claims)) => p,
-                    Err(AuthError::Db(e)) => return Err(e.into()),
-                    Err(e) => {
-                        return Err(ApiError::Unauthorized(format!(
-                            "the bearer token was refused ({e}); get a new one from /auth/token"
-                        )))
-                    }
+                Err(AuthFailure::BadCredentials) => return Err(ApiError::Unauthorized(
+                    "invalid username or password (robot accounts log in as robot$<tenant>+<name> with their token)"
+                        .to_owned(),
+                )),
+                Err(AuthFailure::Throttled(wait)) => return Err(ApiError::TooManyRequests(wait.as_secs().max(1))),
+                Err(AuthFailure::Token(e)) => {
+                    return Err(ApiError::Unauthorized(format!(
+                        "the bearer token was refused ({e}); get a new one from /auth/token"
+                    )))
                 }
-            }
-        };
+                Err(AuthFailure::Db(e)) => return Err(e.into()),
+            };
         if principal == Principal::Anonymous {
             // An anonymous token from /auth/token names nobody who could hold a role.
             return Err(ApiError::Unauthorized(LOG_IN.to_owned()));

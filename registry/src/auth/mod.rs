@@ -55,7 +55,59 @@ pub enum LoginError {
     Db(sqlx::Error),
 }
 
+/// A caller whose credentials checked out (or who sent none).
+pub struct Authenticated {
+    /// Who.
+    pub principal: Principal,
+    /// The bearer token's claims, when one was presented.
+    pub claims: Option<Claims>,
+}
+
+/// Why presented credentials were refused.
+#[derive(Debug)]
+pub enum AuthFailure {
+    /// The `Authorization` header could not be read.
+    Malformed,
+    /// Wrong name, password or robot token.
+    BadCredentials,
+    /// Too many failed logins; retry after this long.
+    Throttled(Duration),
+    /// The bearer token does not verify or was revoked.
+    Token(token::TokenError),
+    /// Database failure.
+    Db(sqlx::Error),
+}
+
 impl Auth {
+    /// Establishes the caller from the `Authorization` header: Basic (a user
+    /// or a robot, rate-limited), Bearer (verified and checked for
+    /// revocation), or nothing (anonymous). Every API authenticates here.
+    pub async fn authenticate(
+        &self,
+        db: &Db,
+        headers: &axum::http::HeaderMap,
+        source: &str,
+    ) -> Result<Authenticated, AuthFailure> {
+        match Credentials::from_headers(headers) {
+            Credentials::None => Ok(Authenticated { principal: Principal::Anonymous, claims: None }),
+            Credentials::Malformed => Err(AuthFailure::Malformed),
+            Credentials::Basic(login, secret) => match self.login(db, &login, &secret, source).await {
+                Ok(principal) => Ok(Authenticated { principal, claims: None }),
+                Err(LoginError::Throttled(wait)) => Err(AuthFailure::Throttled(wait)),
+                Err(LoginError::Denied) => Err(AuthFailure::BadCredentials),
+                Err(LoginError::Db(e)) => Err(AuthFailure::Db(e)),
+            },
+            Credentials::Bearer(token) => {
+                match self.authenticator.bearer(db, &self.keys, &token, &self.service, &self.issuer).await {
+                    Ok((principal, claims)) => Ok(Authenticated { principal, claims: Some(claims) }),
+                    Err(AuthError::Db(e)) => Err(AuthFailure::Db(e)),
+                    Err(AuthError::Token(e)) => Err(AuthFailure::Token(e)),
+                    Err(AuthError::BadCredentials) => Err(AuthFailure::BadCredentials),
+                }
+            }
+        }
+    }
+
     /// Loads the signing keys (creating the first one) and applies the settings.
     pub async fn open(db: &Db, config: &Config) -> Result<Auth, keys::KeyError> {
         let token_ttl = config.token_ttl_secs as i64;

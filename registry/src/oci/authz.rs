@@ -6,7 +6,7 @@ use damselfly_core::{ErrorCode, RepositoryName};
 
 use super::path::OciPath;
 use crate::auth::bootstrap::DEFAULT_TENANT;
-use crate::auth::{Claims, Credentials, LoginError, Principal};
+use crate::auth::{AuthFailure, Claims, Principal};
 use crate::error::{RegistryError, Result};
 use crate::metadata::is_unique_violation;
 use crate::services::audit::{self, Event};
@@ -76,35 +76,24 @@ pub(crate) async fn authorize(
     source: String,
 ) -> Result<Caller> {
     let need = need(path, method);
-    let (principal, claims) = match Credentials::from_headers(headers) {
-        Credentials::None => (Principal::Anonymous, None),
-        Credentials::Malformed => {
+    let (principal, claims) = match state.auth.authenticate(&state.db, headers, &source).await {
+        Ok(a) => (a.principal, a.claims),
+        Err(AuthFailure::Malformed) => {
             return Err(unauthorized(state, &need, Some("invalid_request"), "the Authorization header is malformed"))
         }
-        Credentials::Basic(user, secret) => match state.auth.login(&state.db, &user, &secret, &source).await {
-            Ok(p) => (p, None),
-            Err(LoginError::Throttled(wait)) => {
-                return Err(RegistryError::oci(
-                    ErrorCode::TooManyRequests,
-                    format!("too many failed logins; wait {} s", wait.as_secs().max(1)),
-                )
-                .with_header(header::RETRY_AFTER, wait.as_secs().max(1).to_string()))
-            }
-            Err(LoginError::Denied) => return Err(unauthorized(state, &need, None, "invalid username or password")),
-            Err(LoginError::Db(e)) => return Err(e.into()),
-        },
-        Credentials::Bearer(token) => {
-            match state
-                .auth
-                .authenticator
-                .bearer(&state.db, &state.auth.keys, &token, &state.auth.service, &state.auth.issuer)
-                .await
-            {
-                Ok((p, c)) => (p, Some(c)),
-                Err(crate::auth::AuthError::Db(e)) => return Err(e.into()),
-                Err(e) => return Err(unauthorized(state, &need, Some("invalid_token"), &e.to_string())),
-            }
+        Err(AuthFailure::BadCredentials) => {
+            return Err(unauthorized(state, &need, None, "invalid username or password"))
         }
+        Err(AuthFailure::Throttled(wait)) => {
+            let secs = wait.as_secs().max(1);
+            return Err(RegistryError::oci(
+                ErrorCode::TooManyRequests,
+                format!("too many failed logins; wait {secs} s"),
+            )
+            .with_header(header::RETRY_AFTER, secs.to_string()));
+        }
+        Err(AuthFailure::Token(e)) => return Err(unauthorized(state, &need, Some("invalid_token"), &e.to_string())),
+        Err(AuthFailure::Db(e)) => return Err(e.into()),
     };
     let anonymous = principal == Principal::Anonymous;
     let caller = Caller { principal, claims, source };
