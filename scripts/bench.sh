@@ -188,7 +188,8 @@ wait_ready() {
       die "$name (pid $pid) exited with status $rc before answering $url/v2/"
     fi
     code=$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "$url/v2/" || true)
-    if [[ $code == 200 ]]; then
+    # 401 is a registry that is up and asks for a login (the token challenge).
+    if [[ $code == 200 || $code == 401 ]]; then
       log "$name is up at $url (pid $pid)"
       return 0
     fi
@@ -196,7 +197,7 @@ wait_ready() {
   done
   echo "---- last lines of $name log ($logf):" >&2
   tail -n 30 "$logf" >&2 || true
-  die "$name did not answer GET $url/v2/ with 200 within ${START_TIMEOUT}s (last status: ${code:-none})"
+  die "$name did not answer GET $url/v2/ with 200 or 401 within ${START_TIMEOUT}s (last status: ${code:-none})"
 }
 
 # ------------------------------------------------------------ machine check
