@@ -7,6 +7,7 @@
 mod digest;
 mod error_code;
 mod name;
+pub mod p2p;
 mod reference;
 
 pub use digest::{BlobHasher, Digest, DigestError, PieceDigests, PIECE_SIZE};

@@ -8,6 +8,7 @@ pub mod error;
 pub mod metadata;
 pub mod observe;
 pub mod oci;
+pub mod p2p;
 pub mod query;
 pub mod services;
 pub mod state;
@@ -67,6 +68,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         metrics: Arc::new(observe::Metrics::new()),
         uploads: Arc::new(UploadSessions::default()),
         auth: Arc::new(auth),
+        scheduler: Arc::new(p2p::Scheduler::new(std::time::Duration::from_secs(10))),
     })
 }
 
@@ -90,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(observe::healthz))
         .route("/readyz", get(observe::readyz))
         .merge(api::router())
+        .merge(p2p::router())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track_requests))
         .with_state(state)
 }
@@ -104,6 +107,7 @@ pub async fn serve(
     let db = state.db.clone();
     let janitor = tokio::spawn(services::uploads::run_janitor(state.clone()));
     let key_refresh = tokio::spawn(auth::keys::refresh_periodically(state.auth.clone(), db.clone()));
+    let forget_agents = tokio::spawn(p2p::scheduler::expire_periodically(state.scheduler.clone()));
     let app = router(state);
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
@@ -111,6 +115,7 @@ pub async fn serve(
         .map_err(|source| StartError::Bind { addr, source })?;
     janitor.abort();
     key_refresh.abort();
+    forget_agents.abort();
     db.close().await;
     Ok(())
 }

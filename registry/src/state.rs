@@ -10,6 +10,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::metadata::Db;
 use crate::observe::Metrics;
+use crate::p2p::Scheduler;
 use crate::storage::BlobStore;
 
 /// Handed to every handler as axum `State`.
@@ -27,6 +28,8 @@ pub struct AppState {
     pub uploads: Arc<UploadSessions>,
     /// Keys, credentials and permissions.
     pub auth: Arc<Auth>,
+    /// The P2P swarms and their agents.
+    pub scheduler: Arc<Scheduler>,
 }
 
 /// The hashing state of each upload session this process has touched, so a

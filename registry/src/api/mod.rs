@@ -9,6 +9,7 @@
 
 mod access;
 mod audit;
+mod clusters;
 pub mod error;
 mod keys;
 mod members;
@@ -41,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/tenants/{tenant}/robots", get(robots::list).post(robots::create))
         .route("/api/v1/tenants/{tenant}/robots/{robot}", axum::routing::delete(robots::revoke))
         .route("/api/v1/tenants/{tenant}/robots/{robot}/rotate", post(robots::rotate))
+        .route("/api/v1/tenants/{tenant}/clusters", get(clusters::list).post(clusters::create))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route("/api/v1/users/{username}/password", put(users::set_password))
         .route("/api/v1/audit", get(audit::list))
@@ -75,6 +77,8 @@ pub fn router() -> Router<AppState> {
         robots::create,
         robots::rotate,
         robots::revoke,
+        clusters::list,
+        clusters::create,
         users::list,
         users::create,
         users::set_password,
@@ -89,6 +93,7 @@ pub fn router() -> Router<AppState> {
         (name = "namespaces", description = "A namespace is the first path component of its repositories."),
         (name = "members", description = "Roles held on a tenant or one of its namespaces."),
         (name = "robots", description = "Robot accounts of a tenant, for CI and machines."),
+        (name = "clusters", description = "Clusters whose node agents pull through the P2P network."),
         (name = "users", description = "People who log in."),
         (name = "audit", description = "What was done, by whom, from where."),
         (name = "signing-keys", description = "The keys that sign access tokens."),

@@ -40,6 +40,11 @@ impl Name {
         Name::parse("tenant name", s)
     }
 
+    /// A cluster's name within its tenant.
+    pub fn cluster(s: &str) -> Result<Name, ApiError> {
+        Name::parse("cluster name", s)
+    }
+
     /// A robot's name within its tenant.
     pub fn robot(s: &str) -> Result<Name, ApiError> {
         Name::parse("robot name", s)

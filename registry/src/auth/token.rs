@@ -100,8 +100,18 @@ pub enum TokenError {
     Revoked,
 }
 
-/// Checks signature, algorithm, `kid`, audience, issuer and times.
+/// Checks signature, algorithm, `kid`, audience, issuer and times of an access or refresh token.
 pub fn verify(keys: &KeyRing, token: &str, service: &str, issuer: &str) -> Result<Claims, TokenError> {
+    verify_as(keys, token, service, issuer)
+}
+
+/// Checks any JWT this registry signs (tokens, P2P tickets) and decodes its claims.
+pub fn verify_as<T: serde::de::DeserializeOwned>(
+    keys: &KeyRing,
+    token: &str,
+    audience: &str,
+    issuer: &str,
+) -> Result<T, TokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
     if header.alg != Algorithm::ES256 {
         return Err(TokenError::Malformed);
@@ -109,13 +119,13 @@ pub fn verify(keys: &KeyRing, token: &str, service: &str, issuer: &str) -> Resul
     let kid = header.kid.ok_or(TokenError::Malformed)?;
     let key = keys.decoding_key(&kid).ok_or(TokenError::UnknownKey)?;
     let mut validation = Validation::new(Algorithm::ES256);
-    validation.set_audience(&[service]);
+    validation.set_audience(&[audience]);
     validation.set_issuer(&[issuer]);
     validation.leeway = 5;
     validation.validate_nbf = true;
     validation.required_spec_claims =
         ["exp", "nbf", "iss", "aud", "sub"].into_iter().map(str::to_owned).collect::<HashSet<_>>();
-    jsonwebtoken::decode::<Claims>(token, &key, &validation)
+    jsonwebtoken::decode::<T>(token, &key, &validation)
         .map(|d| d.claims)
         .map_err(|e| TokenError::Invalid(e.to_string()))
 }

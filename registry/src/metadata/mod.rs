@@ -9,6 +9,7 @@
 mod accounts;
 mod audit;
 mod blobs;
+mod clusters;
 mod keys;
 mod manifests;
 mod repositories;
@@ -25,6 +26,7 @@ use sqlx::{AnyPool, Executor};
 pub use accounts::{Accounts, Binding, Member, PrincipalRef, Robot, Role, User};
 pub use audit::{AuditEvent, AuditFilter, AuditLog, NewAuditEvent};
 pub use blobs::{BlobRecord, Blobs};
+pub use clusters::{Cluster, ClusterId, Clusters};
 pub use keys::{SigningKeys, StoredKey};
 pub use manifests::{ManifestRecord, Manifests, NewManifest, Referrer, TargetKind};
 pub use repositories::{Repositories, RepositoryId};
@@ -161,6 +163,11 @@ impl Db {
     /// Users, robot accounts and role bindings.
     pub fn accounts(&self) -> Accounts<'_> {
         Accounts { pool: &self.pool }
+    }
+
+    /// Clusters registered for P2P acceleration.
+    pub fn clusters(&self) -> Clusters<'_> {
+        Clusters { pool: &self.pool }
     }
 
     /// Token signing keys.

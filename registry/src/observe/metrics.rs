@@ -64,6 +64,8 @@ pub struct Metrics {
     bytes_sent: Family<Kind, Counter>,
     blob_store_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
     blob_store_blobs: Gauge<i64, std::sync::atomic::AtomicI64>,
+    p2p_agents: Gauge<i64, std::sync::atomic::AtomicI64>,
+    p2p_swarms: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -85,12 +87,30 @@ impl Metrics {
         let bytes_received = Family::<Kind, Counter>::default();
         registry.register("bytes_received", "Bytes of blobs and manifests received", bytes_received.clone());
         let bytes_sent = Family::<Kind, Counter>::default();
-        registry.register("bytes_sent", "Bytes of blobs and manifests sent", bytes_sent.clone());
+        registry.register(
+            "bytes_sent",
+            "Bytes sent: blobs, manifests, and pieces served by the seed",
+            bytes_sent.clone(),
+        );
         let blob_store_bytes = Gauge::default();
         registry.register("blob_store_bytes", "Total size of stored blobs", blob_store_bytes.clone());
         let blob_store_blobs = Gauge::default();
         registry.register("blob_store_blobs", "Number of stored blobs", blob_store_blobs.clone());
-        Metrics { registry, requests, latency, bytes_received, bytes_sent, blob_store_bytes, blob_store_blobs }
+        let p2p_agents = Gauge::default();
+        registry.register("p2p_agents", "Agents heard from recently", p2p_agents.clone());
+        let p2p_swarms = Gauge::default();
+        registry.register("p2p_swarms", "Blobs with an active swarm", p2p_swarms.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            bytes_received,
+            bytes_sent,
+            blob_store_bytes,
+            blob_store_blobs,
+            p2p_agents,
+            p2p_swarms,
+        }
     }
 
     /// Records one finished request.
@@ -123,6 +143,12 @@ impl Metrics {
     pub fn set_blob_store(&self, blobs: i64, bytes: i64) {
         self.blob_store_blobs.set(blobs);
         self.blob_store_bytes.set(bytes);
+    }
+
+    /// Updates the P2P gauges.
+    pub fn set_p2p(&self, agents: usize, swarms: usize) {
+        self.p2p_agents.set(agents as i64);
+        self.p2p_swarms.set(swarms as i64);
     }
 
     /// The text exposition of every metric.

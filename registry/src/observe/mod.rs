@@ -42,6 +42,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Ok((count, bytes)) => state.metrics.set_blob_store(count, bytes),
         Err(e) => tracing::warn!(error = %e, "could not read blob store totals for /metrics"),
     }
+    let census = state.scheduler.census();
+    state.metrics.set_p2p(census.agents, census.swarms);
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),

@@ -1,0 +1,131 @@
+//! The wire types agents and the registry's scheduler exchange.
+//!
+//! An agent registers with its cluster token, then asks to join the swarm
+//! of a blob on behalf of a client (whose bearer token it forwards). The
+//! scheduler answers with the blob's piece digests, the parents to fetch
+//! from, the pieces only the seed can give it, and a ticket that peers and
+//! the seed accept for that blob.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Digest;
+
+/// Scheme of the `Authorization` header agents send to the scheduler: `Cluster <token>`.
+pub const CLUSTER_AUTH_SCHEME: &str = "Cluster";
+/// Scheme of the `Authorization` header a ticket travels in: `Ticket <jwt>`.
+pub const TICKET_AUTH_SCHEME: &str = "Ticket";
+
+/// `POST /p2p/v1/agents`: an agent announces itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Kubernetes node name or host name.
+    pub node: String,
+    /// Address peers reach this agent's piece server at.
+    pub ip: String,
+    /// Port of the piece server (65002 by default).
+    pub peer_port: u16,
+    /// Topology zone; peers in the same zone are preferred.
+    #[serde(default)]
+    pub zone: String,
+    /// Concurrent piece uploads this agent accepts.
+    #[serde(default = "default_upload_slots")]
+    pub upload_slots: u32,
+    /// Agent version, for the console.
+    #[serde(default)]
+    pub version: String,
+}
+
+fn default_upload_slots() -> u32 {
+    8
+}
+
+/// The scheduler's answer to a registration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The agent's id for later calls.
+    pub agent_id: String,
+    /// Send a heartbeat at least this often, or be forgotten.
+    pub heartbeat_secs: u64,
+}
+
+/// `POST /p2p/v1/swarms/join`: an agent wants a blob for a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The agent asking.
+    pub agent_id: String,
+    /// Repository the client pulls from.
+    pub repository: String,
+    /// The blob.
+    pub digest: Digest,
+    /// The pulling client's bearer token (from the registry's token endpoint),
+    /// or `None` for an anonymous pull.
+    pub client_token: Option<String>,
+    /// Pieces the agent holds already (after a restart or an earlier partial pull).
+    #[serde(default)]
+    pub have: Vec<u32>,
+}
+
+/// How the agent should get the blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinMode {
+    /// Through the swarm, piece by piece.
+    P2p,
+    /// P2P acceleration is off for the namespace: fetch from the registry with the client's token.
+    Passthrough,
+}
+
+/// A peer to fetch pieces from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parent {
+    /// The peer's agent id.
+    pub agent_id: String,
+    /// `http://<ip>:<peer_port>` of its piece server.
+    pub url: String,
+    /// Pieces it holds that the requester lacks.
+    pub pieces: Vec<u32>,
+}
+
+/// The scheduler's answer to a join.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// P2P or pass-through.
+    pub mode: JoinMode,
+    /// Blob size in bytes.
+    pub size: u64,
+    /// Piece size in bytes (every piece but the last).
+    pub piece_size: u64,
+    /// Hex SHA-256 of each piece, in order. Every piece received must match.
+    pub piece_digests: Vec<String>,
+    /// Peers to fetch from, best first.
+    pub parents: Vec<Parent>,
+    /// Pieces nobody in the swarm holds or is fetching: take them from the seed.
+    pub seed_pieces: Vec<u32>,
+    /// URL of the seed's piece endpoint for this blob: `<registry>/p2p/v1/seed/<digest>/pieces`.
+    pub seed_url: String,
+    /// Ticket accepted by parents and the seed for this blob, for this agent.
+    pub ticket: String,
+    /// Seconds until the ticket expires; join again before then.
+    pub ticket_expires_in: u64,
+}
+
+/// `POST /p2p/v1/swarms/report`: progress and trouble.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRequest {
+    /// The reporting agent.
+    pub agent_id: String,
+    /// The blob.
+    pub digest: Digest,
+    /// Pieces now held and verified.
+    #[serde(default)]
+    pub have: Vec<u32>,
+    /// Parents that stalled, disconnected or refused.
+    #[serde(default)]
+    pub failed_parents: Vec<String>,
+    /// Parents that sent a piece whose SHA-256 did not match.
+    #[serde(default)]
+    pub bad_parents: Vec<String>,
+    /// Bytes received from each parent since the last report, for throughput.
+    #[serde(default)]
+    pub bytes_from: Vec<(String, u64)>,
+}

@@ -1,0 +1,10 @@
+//! The registry as P2P supernode: the scheduler that forms a swarm per blob
+//! and hands agents their parents, the tickets that let peers and the seed
+//! serve pieces, and the seed itself, serving pieces from the blob store.
+
+mod routes;
+pub mod scheduler;
+pub mod ticket;
+
+pub use routes::router;
+pub use scheduler::Scheduler;

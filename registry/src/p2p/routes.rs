@@ -1,0 +1,209 @@
+//! The P2P API agents call (`/p2p/v1/…`), authenticated by their cluster
+//! token, and the seed's piece endpoint, authenticated by a ticket.
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use damselfly_core::p2p::{
+    JoinMode, JoinRequest, JoinResponse, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME,
+    TICKET_AUTH_SCHEME,
+};
+use damselfly_core::{Digest, ErrorCode, RepositoryName};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::ticket;
+use crate::auth::password::token_sha256;
+use crate::auth::Principal;
+use crate::error::{oci, RegistryError, Result};
+use crate::metadata::Cluster;
+use crate::state::AppState;
+
+/// Lifetime of the tickets handed out with a join.
+const TICKET_TTL_SECS: i64 = 300;
+
+/// Every P2P route.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/p2p/v1/agents", post(register))
+        .route("/p2p/v1/agents/{agent}/heartbeat", post(heartbeat))
+        .route("/p2p/v1/swarms/join", post(join))
+        .route("/p2p/v1/swarms/report", post(report))
+        .route("/p2p/v1/seed/{digest}/pieces/{index}", get(seed_piece))
+}
+
+fn scheme_value<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (s, rest) = value.split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then(|| rest.trim())
+}
+
+/// An agent's cluster, established from `Authorization: Cluster <token>`.
+struct ClusterCaller(Cluster);
+
+impl FromRequestParts<AppState> for ClusterCaller {
+    type Rejection = RegistryError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<ClusterCaller> {
+        let refused = || {
+            RegistryError::oci(
+                ErrorCode::Unauthorized,
+                "send the cluster token as `Authorization: Cluster <token>`; a cluster owner gets it when registering the cluster",
+            )
+        };
+        let token = scheme_value(&parts.headers, CLUSTER_AUTH_SCHEME).ok_or_else(refused)?;
+        let cluster = state.db.clusters().by_token(&token_sha256(token)).await?.ok_or_else(refused)?;
+        Ok(ClusterCaller(cluster))
+    }
+}
+
+async fn register(
+    State(state): State<AppState>,
+    ClusterCaller(cluster): ClusterCaller,
+    Json(req): Json<RegisterRequest>,
+) -> Result<Json<RegisterResponse>> {
+    if req.ip.parse::<std::net::IpAddr>().is_err() || req.peer_port == 0 || req.node.is_empty() {
+        return Err(RegistryError::oci(
+            ErrorCode::Unsupported,
+            "register with a node name, the IP address peers reach you at, and a non-zero peer port",
+        )
+        .with_status(StatusCode::BAD_REQUEST));
+    }
+    let agent_id = state.scheduler.register(cluster.id, &req);
+    tracing::info!(cluster = cluster.name, tenant = cluster.tenant, node = req.node, agent_id, "agent registered");
+    Ok(Json(RegisterResponse { agent_id, heartbeat_secs: state.scheduler.heartbeat().as_secs() }))
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    ClusterCaller(cluster): ClusterCaller,
+    Path(agent): Path<String>,
+) -> Result<StatusCode> {
+    if state.scheduler.heartbeat_from(cluster.id, &agent) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(unknown_agent())
+    }
+}
+
+fn unknown_agent() -> RegistryError {
+    RegistryError::oci(ErrorCode::Unsupported, "this agent is unknown or was forgotten: register again")
+        .with_status(StatusCode::NOT_FOUND)
+}
+
+/// Admits the agent to the blob's swarm on behalf of its client: the
+/// client's token must grant `pull` on the repository, and the blob must
+/// belong to that repository. Nothing is revealed otherwise.
+async fn join(
+    State(state): State<AppState>,
+    ClusterCaller(cluster): ClusterCaller,
+    Json(req): Json<JoinRequest>,
+) -> Result<Json<JoinResponse>> {
+    let agent = state.scheduler.agent(cluster.id, &req.agent_id).ok_or_else(unknown_agent)?;
+    let name: RepositoryName = req
+        .repository
+        .parse()
+        .map_err(|e: damselfly_core::NameError| RegistryError::oci(ErrorCode::NameInvalid, e.to_string()))?;
+    let may_pull = match &req.client_token {
+        Some(token) => {
+            let auth = &state.auth;
+            match auth.authenticator.bearer(&state.db, &auth.keys, token, &auth.service, &auth.issuer).await {
+                Ok((_, claims)) => claims.grants(name.as_str(), "pull"),
+                Err(crate::auth::AuthError::Db(e)) => return Err(e.into()),
+                Err(e) => return Err(RegistryError::oci(ErrorCode::Unauthorized, format!("the client's token: {e}"))),
+            }
+        }
+        None => state.auth.policy.repository_actions(&state.db, &Principal::Anonymous, &name).await?.pull,
+    };
+    if !may_pull {
+        return Err(RegistryError::oci(ErrorCode::Denied, format!("the client may not pull from {name}")));
+    }
+    let blob = state.db.blobs().find_in_repository(name.as_str(), &req.digest).await?;
+    let blob = blob.ok_or_else(|| oci::blob_unknown(&name, &req.digest))?;
+    let p2p_on = state.auth.policy.namespace(&state.db, name.namespace()).await?.is_some_and(|n| n.p2p_enabled);
+    let piece_digests: Vec<String> = blob.pieces.digests().iter().map(Digest::hex).collect();
+    let (mode, plan) = if p2p_on {
+        (JoinMode::P2p, state.scheduler.join(cluster.id, &agent.id, req.digest, piece_digests.len(), &req.have))
+    } else {
+        (JoinMode::Passthrough, super::scheduler::Plan { parents: Vec::new(), seed_pieces: Vec::new() })
+    };
+    let ticket = ticket::issue(&state.auth, &agent.id, cluster.id, req.digest, TICKET_TTL_SECS)
+        .map_err(|e| RegistryError::Io(std::io::Error::other(e)))?;
+    Ok(Json(JoinResponse {
+        mode,
+        size: blob.size,
+        piece_size: blob.pieces.piece_size(),
+        piece_digests,
+        parents: plan.parents,
+        seed_pieces: plan.seed_pieces,
+        seed_url: format!("{}/p2p/v1/seed/{}/pieces", state.auth.issuer, req.digest),
+        ticket,
+        ticket_expires_in: TICKET_TTL_SECS as u64,
+    }))
+}
+
+async fn report(
+    State(state): State<AppState>,
+    ClusterCaller(cluster): ClusterCaller,
+    Json(req): Json<ReportRequest>,
+) -> Result<StatusCode> {
+    state.scheduler.agent(cluster.id, &req.agent_id).ok_or_else(unknown_agent)?;
+    state.scheduler.report(
+        cluster.id,
+        &req.agent_id,
+        req.digest,
+        &req.have,
+        &req.failed_parents,
+        &req.bad_parents,
+        &req.bytes_from,
+    );
+    if !req.bad_parents.is_empty() {
+        tracing::warn!(reporter = req.agent_id, bad = ?req.bad_parents, digest = %req.digest, "peers sent corrupt pieces");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The seed: one piece of a blob, straight from the blob store, to a ticket holder.
+async fn seed_piece(
+    State(state): State<AppState>,
+    Path((digest, index)): Path<(String, u32)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let digest: Digest = digest.parse().map_err(|e: damselfly_core::DigestError| oci::digest_invalid(e.to_string()))?;
+    let ticket = scheme_value(&headers, TICKET_AUTH_SCHEME).ok_or_else(|| {
+        RegistryError::oci(
+            ErrorCode::Unauthorized,
+            "pieces are served only with `Authorization: Ticket <ticket>` from a join",
+        )
+    })?;
+    ticket::verify(&state.auth, ticket, &digest)
+        .map_err(|e| RegistryError::oci(ErrorCode::Denied, format!("ticket refused: {e}")))?;
+    let blob = state.db.blobs().find(&digest).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
+    let count = blob.pieces.digests().len() as u64;
+    let index = u64::from(index);
+    if index >= count {
+        return Err(RegistryError::oci(ErrorCode::SizeInvalid, format!("the blob has {count} pieces"))
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
+    }
+    let piece_size = blob.pieces.piece_size();
+    let start = index * piece_size;
+    let len = piece_size.min(blob.size - start);
+    let mut file = state.blobs.open_blob(&digest).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
+    file.seek(std::io::SeekFrom::Start(start)).await?;
+    let metrics = state.metrics.clone();
+    let stream = ReaderStream::with_capacity(file.take(len), 256 * 1024).inspect(move |chunk| {
+        if let Ok(c) = chunk {
+            metrics.sent("seed", c.len() as u64);
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream".to_owned()), (header::CONTENT_LENGTH, len.to_string())],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -1,0 +1,340 @@
+//! The registry as P2P supernode, driven as agents drive it: clusters
+//! register, agents join a blob's swarm on behalf of a client, the
+//! scheduler splits the seed's pieces and points agents at each other, and
+//! the seed serves pieces only to ticket holders.
+
+use damselfly_core::p2p::{JoinMode, JoinRequest, JoinResponse, RegisterRequest, RegisterResponse, ReportRequest};
+use damselfly_core::Digest;
+use damselfly_tests::{on_both_backends, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+on_both_backends!(
+    agents_join_swarms_the_seed_splits_cold_starts_and_peers_trade,
+    joins_refuse_clients_without_pull_and_blobs_of_other_repositories,
+    the_seed_serves_pieces_only_with_a_ticket_for_that_blob,
+);
+
+const MIB: usize = 1024 * 1024;
+
+struct Fixture {
+    reg: Registry,
+    http: Client,
+    cluster_token: String,
+    blob: Vec<u8>,
+    digest: Digest,
+}
+
+/// A registry with `accel/app` holding a 10 MiB blob (three 4 MiB pieces)
+/// and a cluster `edge` in the default tenant.
+async fn fixture(backend: Backend) -> Fixture {
+    let reg = Registry::start(backend);
+    let http = Client::new();
+    let blob: Vec<u8> = (0..10 * MIB as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let digest = Digest::of(&blob);
+    let r = http
+        .post(format!("{}/v2/accel/app/blobs/uploads/?digest={digest}", reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .body(blob.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r =
+        admin(&http, &reg, reqwest::Method::POST, "/api/v1/tenants/default/clusters", json!({"name": "edge"})).await;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    assert_eq!(r.1["name"], "edge");
+    let cluster_token = r.1["token"].as_str().expect("cluster token").to_owned();
+    assert!(cluster_token.starts_with("dfc_"));
+    Fixture { reg, http, cluster_token, blob, digest }
+}
+
+async fn admin(http: &Client, reg: &Registry, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
+    let mut req = http.request(method, format!("{}{path}", reg.url)).basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD));
+    if !body.is_null() {
+        req = req.json(&body);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+impl Fixture {
+    async fn register(&self, node: &str, zone: &str) -> String {
+        let req = RegisterRequest {
+            node: node.into(),
+            ip: "127.0.0.1".into(),
+            peer_port: 65002,
+            zone: zone.into(),
+            upload_slots: 8,
+            version: "test".into(),
+        };
+        let r = self
+            .http
+            .post(format!("{}/p2p/v1/agents", self.reg.url))
+            .header("authorization", format!("Cluster {}", self.cluster_token))
+            .json(&req)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: RegisterResponse = r.json().await.unwrap();
+        assert_eq!(body.heartbeat_secs, 10);
+        body.agent_id
+    }
+
+    async fn join_raw(
+        &self,
+        agent: &str,
+        repository: &str,
+        digest: Digest,
+        client_token: Option<&str>,
+    ) -> reqwest::Response {
+        let req = JoinRequest {
+            agent_id: agent.into(),
+            repository: repository.into(),
+            digest,
+            client_token: client_token.map(str::to_owned),
+            have: Vec::new(),
+        };
+        self.http
+            .post(format!("{}/p2p/v1/swarms/join", self.reg.url))
+            .header("authorization", format!("Cluster {}", self.cluster_token))
+            .json(&req)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn join(&self, agent: &str, client_token: &str) -> JoinResponse {
+        let r = self.join_raw(agent, "accel/app", self.digest, Some(client_token)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    /// A pull token for `accel/app` from a robot that may pull from `accel`.
+    async fn client_token(&self, robot: &str, namespace_role: Option<&str>) -> String {
+        let scopes = match namespace_role {
+            Some(role) => json!([{"namespace": "accel", "role": role}]),
+            None => json!([]),
+        };
+        let (status, body) = admin(
+            &self.http,
+            &self.reg,
+            reqwest::Method::POST,
+            "/api/v1/tenants/default/robots",
+            json!({"name": robot, "scopes": scopes}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let login = body["login"].as_str().unwrap().to_owned();
+        let secret = body["token"].as_str().unwrap().to_owned();
+        let r = self
+            .http
+            .get(format!("{}/auth/token?service=damselfly&scope=repository:accel/app:pull", self.reg.url))
+            .basic_auth(login, Some(secret))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn set_p2p(&self, on: bool) {
+        let (status, body) = admin(
+            &self.http,
+            &self.reg,
+            reqwest::Method::PATCH,
+            "/api/v1/namespaces/accel",
+            json!({"p2p_enabled": on}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // The registry's namespace cache lives two seconds.
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    }
+
+    async fn seed_piece(&self, digest: Digest, index: u32, ticket: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(format!("{}/p2p/v1/seed/{digest}/pieces/{index}", self.reg.url));
+        if let Some(t) = ticket {
+            req = req.header("authorization", format!("Ticket {t}"));
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn report(&self, agent: &str, have: &[u32]) {
+        let req = ReportRequest {
+            agent_id: agent.into(),
+            digest: self.digest,
+            have: have.to_vec(),
+            failed_parents: Vec::new(),
+            bad_parents: Vec::new(),
+            bytes_from: Vec::new(),
+        };
+        let r = self
+            .http
+            .post(format!("{}/p2p/v1/swarms/report", self.reg.url))
+            .header("authorization", format!("Cluster {}", self.cluster_token))
+            .json(&req)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+}
+
+async fn error_code(r: reqwest::Response) -> (StatusCode, String) {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (status, body["errors"][0]["code"].as_str().unwrap_or_default().to_owned())
+}
+
+async fn agents_join_swarms_the_seed_splits_cold_starts_and_peers_trade(backend: Backend) {
+    let f = fixture(backend).await;
+    let token = f.client_token("puller", Some("viewer")).await;
+    let a = f.register("node-a", "zone-1").await;
+    let b = f.register("node-b", "zone-1").await;
+
+    // Acceleration is off by default: the agent passes the blob through.
+    let off = f.join(&a, &token).await;
+    assert_eq!(off.mode, JoinMode::Passthrough);
+    assert!(off.parents.is_empty() && off.seed_pieces.is_empty());
+
+    f.set_p2p(true).await;
+    let ja = f.join(&a, &token).await;
+    assert_eq!(ja.mode, JoinMode::P2p);
+    assert_eq!((ja.size, ja.piece_size), (10 * MIB as u64, 4 * MIB as u64));
+    let expected: Vec<String> = f.blob.chunks(4 * MIB).map(|c| Digest::of(c).hex()).collect();
+    assert_eq!(ja.piece_digests, expected);
+    assert_eq!(ja.seed_pieces, [0, 1, 2], "the first agent takes every piece from the seed");
+    assert!(ja.parents.is_empty());
+    assert_eq!(ja.seed_url, format!("{}/p2p/v1/seed/{}/pieces", f.reg.url, f.digest));
+
+    let jb = f.join(&b, &token).await;
+    assert!(jb.seed_pieces.is_empty(), "pieces already handed out are not sent by the seed twice");
+    assert!(jb.parents.is_empty());
+
+    // Agent A fetches its pieces from the seed and verifies them.
+    for i in 0..3u32 {
+        let r = f.seed_piece(f.digest, i, Some(&ja.ticket)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let bytes = r.bytes().await.unwrap();
+        assert_eq!(Digest::of(&bytes).hex(), ja.piece_digests[i as usize]);
+    }
+    f.report(&a, &[0, 1, 2]).await;
+
+    let jb = f.join(&b, &token).await;
+    assert_eq!(jb.parents.len(), 1);
+    assert_eq!(jb.parents[0].agent_id, a);
+    assert_eq!(jb.parents[0].url, "http://127.0.0.1:65002");
+    assert_eq!(jb.parents[0].pieces, [0, 1, 2]);
+    assert!(jb.seed_pieces.is_empty());
+
+    // The seed sent the blob once, as the metrics count it.
+    let metrics = f.http.get(format!("{}/metrics", f.reg.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(&format!("damselfly_bytes_sent_total{{kind=\"seed\"}} {}", 10 * MIB)), "{metrics}");
+    assert!(metrics.contains("damselfly_p2p_agents 2\n"), "{metrics}");
+    assert!(metrics.contains("damselfly_p2p_swarms 1\n"), "{metrics}");
+
+    // The console's data: the cluster and its two online agents.
+    let (status, clusters) =
+        admin(&f.http, &f.reg, reqwest::Method::GET, "/api/v1/tenants/default/clusters", Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut nodes: Vec<&str> =
+        clusters[0]["agents"].as_array().unwrap().iter().map(|a| a["node"].as_str().unwrap()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["node-a", "node-b"]);
+    assert!(clusters[0].get("token").is_none(), "the cluster token is shown only at creation");
+}
+
+async fn joins_refuse_clients_without_pull_and_blobs_of_other_repositories(backend: Backend) {
+    let f = fixture(backend).await;
+    f.set_p2p(true).await;
+    let a = f.register("node-a", "").await;
+
+    let outsider = f.client_token("outsider", None).await;
+    assert_eq!(
+        error_code(f.join_raw(&a, "accel/app", f.digest, Some(&outsider)).await).await,
+        (StatusCode::FORBIDDEN, "DENIED".into())
+    );
+    assert_eq!(
+        error_code(f.join_raw(&a, "accel/app", f.digest, None).await).await,
+        (StatusCode::FORBIDDEN, "DENIED".into())
+    );
+    assert_eq!(
+        error_code(f.join_raw(&a, "accel/app", f.digest, Some("not.a.token")).await).await,
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".into())
+    );
+
+    // The same bytes in another repository do not open this one's swarm.
+    let reader = f.client_token("reader", Some("viewer")).await;
+    let other = Digest::of(b"elsewhere");
+    let r = f
+        .http
+        .post(format!("{}/v2/accel/other/blobs/uploads/?digest={other}", f.reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .body(b"elsewhere".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        error_code(f.join_raw(&a, "accel/app", other, Some(&reader)).await).await,
+        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into())
+    );
+
+    // Unknown agents and wrong cluster tokens get nothing.
+    assert_eq!(f.join_raw("nobody", "accel/app", f.digest, Some(&reader)).await.status(), StatusCode::NOT_FOUND);
+    let r = f
+        .http
+        .post(format!("{}/p2p/v1/swarms/join", f.reg.url))
+        .header("authorization", "Cluster dfc_wrong")
+        .json(&json!({"agent_id": a, "repository": "accel/app", "digest": f.digest, "client_token": reader}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".into()));
+}
+
+async fn the_seed_serves_pieces_only_with_a_ticket_for_that_blob(backend: Backend) {
+    let f = fixture(backend).await;
+    f.set_p2p(true).await;
+    let a = f.register("node-a", "").await;
+    let token = f.client_token("puller", Some("viewer")).await;
+    let joined = f.join(&a, &token).await;
+
+    assert_eq!(
+        error_code(f.seed_piece(f.digest, 0, None).await).await,
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".into())
+    );
+    // A ticket opens only its own blob.
+    let small = Digest::of(b"tiny");
+    let r = f
+        .http
+        .post(format!("{}/v2/accel/app/blobs/uploads/?digest={small}", f.reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .body(b"tiny".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        error_code(f.seed_piece(small, 0, Some(&joined.ticket)).await).await,
+        (StatusCode::FORBIDDEN, "DENIED".into())
+    );
+    // An access token is no ticket, and a forged one is refused.
+    assert_eq!(
+        error_code(f.seed_piece(f.digest, 0, Some(&token)).await).await,
+        (StatusCode::FORBIDDEN, "DENIED".into())
+    );
+    let mut forged = joined.ticket.clone();
+    forged.replace_range(forged.len() - 4.., "AAAA");
+    assert_eq!(
+        error_code(f.seed_piece(f.digest, 0, Some(&forged)).await).await,
+        (StatusCode::FORBIDDEN, "DENIED".into())
+    );
+    assert_eq!(f.seed_piece(f.digest, 3, Some(&joined.ticket)).await.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    // The last piece is the short one.
+    let last = f.seed_piece(f.digest, 2, Some(&joined.ticket)).await.bytes().await.unwrap();
+    assert_eq!(last.as_ref(), &f.blob[8 * MIB..]);
+}
