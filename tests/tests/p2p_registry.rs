@@ -13,6 +13,7 @@ on_both_backends!(
     agents_join_swarms_the_seed_splits_cold_starts_and_peers_trade,
     joins_refuse_clients_without_pull_and_blobs_of_other_repositories,
     the_seed_serves_pieces_only_with_a_ticket_for_that_blob,
+    another_tenant_neither_sees_nor_registers_clusters_here,
 );
 
 const MIB: usize = 1024 * 1024;
@@ -337,4 +338,41 @@ async fn the_seed_serves_pieces_only_with_a_ticket_for_that_blob(backend: Backen
     // The last piece is the short one.
     let last = f.seed_piece(f.digest, 2, Some(&joined.ticket)).await.bytes().await.unwrap();
     assert_eq!(last.as_ref(), &f.blob[8 * MIB..]);
+}
+
+async fn another_tenant_neither_sees_nor_registers_clusters_here(backend: Backend) {
+    let f = fixture(backend).await;
+    let post = reqwest::Method::POST;
+    assert_eq!(
+        admin(&f.http, &f.reg, post.clone(), "/api/v1/tenants", json!({"name": "other"})).await.0,
+        StatusCode::CREATED
+    );
+    let user = json!({"username": "olga", "password": "olga-password"});
+    assert_eq!(admin(&f.http, &f.reg, post.clone(), "/api/v1/users", user).await.0, StatusCode::CREATED);
+    let grant = json!({"kind": "user", "name": "olga", "role": "owner"});
+    assert_eq!(
+        admin(&f.http, &f.reg, reqwest::Method::PUT, "/api/v1/tenants/other/members", grant).await.0,
+        StatusCode::OK
+    );
+    let as_olga = |method: reqwest::Method, path: &str| {
+        f.http.request(method, format!("{}{path}", f.reg.url)).basic_auth("olga", Some("olga-password"))
+    };
+    let r = as_olga(reqwest::Method::GET, "/api/v1/tenants/default/clusters").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = as_olga(post.clone(), "/api/v1/tenants/default/clusters")
+        .json(&json!({"name": "sneaky"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Her own tenant's clusters are hers, and do not include default's.
+    let r = as_olga(post, "/api/v1/tenants/other/clusters").json(&json!({"name": "edge"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let listed: Value =
+        as_olga(reqwest::Method::GET, "/api/v1/tenants/other/clusters").send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    let (_, default_clusters) =
+        admin(&f.http, &f.reg, reqwest::Method::GET, "/api/v1/tenants/default/clusters", Value::Null).await;
+    let names: Vec<&str> = default_clusters.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["edge"]);
 }
