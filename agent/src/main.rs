@@ -1,16 +1,115 @@
-//! `damselfly-agent`, the per-node daemon. The mirror, piece exchange and
-//! cache arrive with the P2P work; until then the binary only identifies itself.
+//! `damselfly-agent`, the per-node daemon: a registry mirror for container
+//! runtimes, a piece server for other agents, and a piece engine that pulls
+//! blobs from peers and the registry's seed, verifying every piece.
+
+mod cache;
+mod config;
+mod metrics;
+mod mirror;
+mod peer;
+mod piece;
+mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Cli, Command, Config};
 
 fn main() {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version") | Some("-V") => println!("damselfly-agent {}", env!("CARGO_PKG_VERSION")),
-        _ => {
-            eprintln!(
-                "damselfly-agent {}: the P2P agent is not built yet; run damselfly-registry for the registry",
-                env!("CARGO_PKG_VERSION")
-            );
+    let cli = Cli::parse();
+    let Command::Run(args) = cli.command;
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("damselfly-agent: {e}");
             std::process::exit(2);
         }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("damselfly-agent: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(config)) {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for the {what}: {e}; is another agent running?"))
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let metrics = metrics::Metrics::new();
+    let cache = cache::Cache::open(&config.cache_dir, config.cache_max_bytes, metrics.clone())
+        .map_err(|e| format!("cannot use the cache directory {}: {e}", config.cache_dir.display()))?;
+    let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
+    let relay = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let registry = registry::RegistryClient::new(config.clone(), http.clone());
+    let engine = piece::Engine::new(cache, registry.clone(), metrics.clone(), http);
+
+    let mirror_listener = bind(config.listen, "registry mirror").await?;
+    let peer_listener = bind(config.peer_listen, "piece server").await?;
+    let metrics_listener = bind(config.metrics_listen, "metrics").await?;
+    let peer_port = peer_listener.local_addr().map_err(|e| e.to_string())?.port();
+
+    let mirror = mirror::router(mirror::MirrorState {
+        registry: registry.clone(),
+        engine: engine.clone(),
+        metrics: metrics.clone(),
+        relay,
+    });
+    let peer = peer::router(peer::PeerState {
+        engine,
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        slots: Arc::new(tokio::sync::Semaphore::new(config.upload_slots as usize)),
+        corrupt: config.corrupt_pieces,
+    });
+    let metrics_app = metrics::router(metrics, registry.clone());
+    tracing::info!(
+        mirror = %config.listen, peer = %config.peer_listen, metrics = %config.metrics_listen,
+        registry = config.registry, "damselfly-agent {} starting", env!("CARGO_PKG_VERSION")
+    );
+    tokio::spawn(registry.start(peer_port));
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated(term.as_mut()) => {}
+        }
+        tracing::info!("shutting down");
+    };
+    tokio::select! {
+        r = axum::serve(mirror_listener, mirror) => r.map_err(|e| e.to_string()),
+        r = axum::serve(peer_listener, peer) => r.map_err(|e| e.to_string()),
+        r = axum::serve(metrics_listener, metrics_app) => r.map_err(|e| e.to_string()),
+        _ = shutdown => Ok(()),
+    }
+}
+
+async fn terminated(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -315,3 +315,127 @@ macro_rules! on_both_backends {
         }
     )*};
 }
+
+/// A running `damselfly-agent run` process on free loopback ports, with its
+/// own cache directory, registered with `registry` under a cluster token.
+/// Killed on drop; [`Agent::restart`] keeps its ports and cache.
+pub struct Agent {
+    /// `http://127.0.0.1:<port>` of the registry mirror.
+    pub mirror_url: String,
+    /// `127.0.0.1:<port>` of the mirror, the form OCI clients take.
+    pub mirror_host: String,
+    /// `http://127.0.0.1:<port>` of the piece server.
+    pub peer_url: String,
+    /// `http://127.0.0.1:<port>` of `/metrics` and `/healthz`.
+    pub metrics_url: String,
+    /// The cache directory.
+    pub cache_dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    log_path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts an agent for `registry_url` with `cluster_token` and extra flags,
+    /// and waits until it has registered.
+    pub fn start(registry_url: &str, cluster_token: &str, extra: &[&str]) -> Agent {
+        let tmp = tempfile::Builder::new().prefix("damselfly-agent-").tempdir().expect("temp dir");
+        let (mirror, peer, metrics) = (free_port(), free_port(), free_port());
+        let cache_dir = tmp.path().join("cache");
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--registry".into(),
+            registry_url.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{mirror}"),
+            "--peer-listen".into(),
+            format!("127.0.0.1:{peer}"),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics}"),
+            "--advertise-ip".into(),
+            "127.0.0.1".into(),
+            "--node-name".into(),
+            format!("node-{peer}"),
+            "--cache-dir".into(),
+            cache_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut agent = Agent {
+            mirror_url: format!("http://127.0.0.1:{mirror}"),
+            mirror_host: format!("127.0.0.1:{mirror}"),
+            peer_url: format!("http://127.0.0.1:{peer}"),
+            metrics_url: format!("http://127.0.0.1:{metrics}"),
+            cache_dir,
+            args,
+            child: None,
+            log_path: tmp.path().join("agent.log"),
+            _tmp: tmp,
+        };
+        agent.spawn(cluster_token);
+        agent
+    }
+
+    fn spawn(&mut self, cluster_token: &str) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
+        let child = Command::new(binary("damselfly-agent"))
+            .args(&self.args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DAMSELFLY_AGENT_CLUSTER_TOKEN", cluster_token)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().expect("dup log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn damselfly-agent");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("agent exited during start with {status}; log:\n{}", self.log());
+            }
+            let ok = Command::new("curl")
+                .args(["-fsS", "-o", "/dev/null", &format!("{}/healthz", self.metrics_url)])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "agent did not register in 30 s; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the process and starts it again with the same ports and cache directory.
+    pub fn restart(&mut self, cluster_token: &str) {
+        self.kill();
+        self.spawn(cluster_token);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The value of one sample (`name{labels}`, exactly as exposed) in a Prometheus text page, 0 if absent.
+pub fn metric_value(page: &str, sample: &str) -> f64 {
+    page.lines()
+        .filter_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .next()
+        .unwrap_or(0.0)
+}

@@ -228,11 +228,13 @@ impl Scheduler {
             }
         }
 
-        // Pieces only the seed can give: not held by a usable peer, not reserved for another agent.
+        // Pieces only the seed can give: not held by a usable peer (alive, not
+        // reported bad, not in its failure penalty), not reserved for another agent.
         let held_by_peer = |i: u32, peers: &HashMap<String, Peer>| {
             peers.iter().any(|(id, p)| {
                 id != agent
                     && !p.bad
+                    && !p.failed_until.is_some_and(|t| t > now)
                     && p.have.get(i as usize) == Some(&true)
                     && agents.get(id).is_some_and(|a| a.last_seen.elapsed() < alive)
             })
@@ -374,6 +376,12 @@ mod tests {
         let plan = s.join(C, &me, d, 2, &[]);
         let order: Vec<&str> = plan.parents.iter().map(|p| p.agent_id.as_str()).collect();
         assert_eq!(order, [far.as_str()]);
+        assert!(plan.seed_pieces.is_empty(), "a healthy peer still holds every piece");
+        // With every holder failing or bad, the seed serves the pieces.
+        s.report(C, &me, d, &[], &[far.clone()], &[], &[]);
+        let plan = s.join(C, &me, d, 2, &[]);
+        assert!(plan.parents.is_empty());
+        assert_eq!(plan.seed_pieces, [0, 1]);
     }
 
     #[test]

@@ -1,0 +1,232 @@
+//! The on-disk cache.
+//!
+//! ```text
+//! <cache-dir>/blobs/<hex>            a complete, verified blob
+//! <cache-dir>/partial/<hex>          a blob being fetched, pieces at their offsets
+//! <cache-dir>/partial/<hex>.bitmap   one byte per piece: 1 = written and verified
+//! <cache-dir>/meta/<hex>.json        size, piece size and piece digests from the join
+//! ```
+//!
+//! Completed blobs survive restarts and are announced again when a client
+//! asks for them; partial ones resume from their bitmap, each piece
+//! re-verified before it counts. With a size limit, the least recently used
+//! completed blobs not being read are evicted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use damselfly_core::Digest;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::metrics::Metrics;
+
+/// What the scheduler said about a blob's layout.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlobLayout {
+    /// Blob size.
+    pub size: u64,
+    /// Piece size.
+    pub piece_size: u64,
+    /// Hex SHA-256 of each piece.
+    pub piece_digests: Vec<String>,
+}
+
+impl BlobLayout {
+    /// Number of pieces.
+    pub fn pieces(&self) -> u32 {
+        self.piece_digests.len() as u32
+    }
+
+    /// Offset and length of piece `i`.
+    pub fn span(&self, i: u32) -> (u64, u64) {
+        let start = u64::from(i) * self.piece_size;
+        (start, self.piece_size.min(self.size.saturating_sub(start)))
+    }
+
+    /// True if `bytes` are piece `i`.
+    pub fn verify(&self, i: u32, bytes: &[u8]) -> bool {
+        self.piece_digests.get(i as usize).is_some_and(|d| *d == hex::encode(sha2::Sha256::digest(bytes)))
+    }
+}
+
+/// The cache directory.
+pub struct Cache {
+    dir: PathBuf,
+    max_bytes: u64,
+    metrics: Arc<Metrics>,
+    readers: Mutex<HashMap<Digest, usize>>,
+}
+
+/// Keeps a completed blob from eviction while it is read.
+pub struct InUse {
+    cache: Arc<Cache>,
+    digest: Digest,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let mut r = self.cache.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = r.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                r.remove(&self.digest);
+            }
+        }
+    }
+}
+
+impl Cache {
+    /// Opens (creating) the cache directory and drops partial blobs it cannot resume.
+    pub fn open(dir: &Path, max_bytes: u64, metrics: Arc<Metrics>) -> std::io::Result<Arc<Cache>> {
+        for sub in ["blobs", "partial", "meta"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let cache = Arc::new(Cache { dir: dir.to_owned(), max_bytes, metrics, readers: Mutex::new(HashMap::new()) });
+        for entry in std::fs::read_dir(dir.join("partial"))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hex = name.trim_end_matches(".bitmap");
+            let ok = format!("sha256:{hex}").parse::<Digest>().ok().is_some_and(|d| cache.layout(&d).is_some());
+            if !ok {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        cache.update_gauge();
+        Ok(cache)
+    }
+
+    /// Path of a completed blob.
+    pub fn complete_path(&self, d: &Digest) -> PathBuf {
+        self.dir.join("blobs").join(d.hex())
+    }
+
+    /// Path of a partial blob.
+    pub fn partial_path(&self, d: &Digest) -> PathBuf {
+        self.dir.join("partial").join(d.hex())
+    }
+
+    fn bitmap_path(&self, d: &Digest) -> PathBuf {
+        self.dir.join("partial").join(format!("{}.bitmap", d.hex()))
+    }
+
+    fn meta_path(&self, d: &Digest) -> PathBuf {
+        self.dir.join("meta").join(format!("{}.json", d.hex()))
+    }
+
+    /// The layout recorded for a blob.
+    pub fn layout(&self, d: &Digest) -> Option<BlobLayout> {
+        serde_json::from_slice(&std::fs::read(self.meta_path(d)).ok()?).ok()
+    }
+
+    /// Records a blob's layout.
+    pub fn save_layout(&self, d: &Digest, layout: &BlobLayout) -> std::io::Result<()> {
+        std::fs::write(self.meta_path(d), serde_json::to_vec(layout).map_err(std::io::Error::other)?)
+    }
+
+    /// True if the blob is complete on disk.
+    pub fn is_complete(&self, d: &Digest) -> bool {
+        let Some(layout) = self.layout(d) else { return false };
+        std::fs::metadata(self.complete_path(d)).is_ok_and(|m| m.len() == layout.size)
+    }
+
+    /// Marks a completed blob as read now (for LRU) and in use until the guard drops.
+    pub fn use_blob(self: &Arc<Self>, d: &Digest) -> InUse {
+        *self.readers.lock().unwrap_or_else(|p| p.into_inner()).entry(*d).or_default() += 1;
+        if let Ok(f) = std::fs::File::options().append(true).open(self.complete_path(d)) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+        InUse { cache: self.clone(), digest: *d }
+    }
+
+    /// The verified pieces of a partial blob, per its bitmap, each re-read and re-checked.
+    pub fn resume(&self, d: &Digest, layout: &BlobLayout) -> Vec<bool> {
+        let mut have = vec![false; layout.pieces() as usize];
+        let (Ok(bitmap), Ok(file)) = (std::fs::read(self.bitmap_path(d)), std::fs::File::open(self.partial_path(d)))
+        else {
+            return have;
+        };
+        for (i, slot) in have.iter_mut().enumerate() {
+            if bitmap.get(i) == Some(&1) {
+                let (start, len) = layout.span(i as u32);
+                if let Ok(bytes) = read_at(&file, start, len) {
+                    *slot = layout.verify(i as u32, &bytes);
+                }
+            }
+        }
+        have
+    }
+
+    /// Writes the piece bitmap of a partial blob.
+    pub fn save_bitmap(&self, d: &Digest, have: &[bool]) -> std::io::Result<()> {
+        let bytes: Vec<u8> = have.iter().map(|&h| u8::from(h)).collect();
+        let tmp = self.dir.join("partial").join(format!("{}.bitmap.tmp", d.hex()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(tmp, self.bitmap_path(d))
+    }
+
+    /// Moves a verified partial blob to the completed blobs, then evicts if over the limit.
+    pub fn promote(&self, d: &Digest) -> std::io::Result<()> {
+        std::fs::rename(self.partial_path(d), self.complete_path(d))?;
+        let _ = std::fs::remove_file(self.bitmap_path(d));
+        self.evict();
+        self.update_gauge();
+        Ok(())
+    }
+
+    /// Throws a partial blob away.
+    pub fn discard_partial(&self, d: &Digest) {
+        let _ = std::fs::remove_file(self.partial_path(d));
+        let _ = std::fs::remove_file(self.bitmap_path(d));
+        self.update_gauge();
+    }
+
+    fn evict(&self) {
+        if self.max_bytes == 0 {
+            return;
+        }
+        let mut blobs: Vec<(SystemTime, u64, PathBuf, String)> = std::fs::read_dir(self.dir.join("blobs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                Some((m.modified().ok()?, m.len(), e.path(), e.file_name().to_string_lossy().into_owned()))
+            })
+            .collect();
+        let mut total: u64 = blobs.iter().map(|b| b.1).sum();
+        blobs.sort();
+        let readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, len, path, hex) in blobs {
+            if total <= self.max_bytes {
+                break;
+            }
+            let busy = format!("sha256:{hex}").parse::<Digest>().is_ok_and(|d| readers.contains_key(&d));
+            if !busy && std::fs::remove_file(&path).is_ok() {
+                tracing::info!(blob = hex, bytes = len, "evicted from the cache");
+                let _ = std::fs::remove_file(self.dir.join("meta").join(format!("{hex}.json")));
+                total -= len;
+            }
+        }
+    }
+
+    /// Recomputes the cache-bytes gauge.
+    pub fn update_gauge(&self) {
+        let mut total = 0u64;
+        for sub in ["blobs", "partial"] {
+            for e in std::fs::read_dir(self.dir.join(sub)).into_iter().flatten().flatten() {
+                total += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        self.metrics.cache_bytes.set(total as i64);
+    }
+}
+
+/// Reads `len` bytes at `offset` of a file.
+pub fn read_at(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}

@@ -1,0 +1,165 @@
+//! The agent's configuration: flags, `DAMSELFLY_AGENT_*` environment
+//! variables, and an optional TOML file, in that order of precedence.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// The command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "damselfly-agent",
+    version,
+    about = "The Damselfly node agent: a registry mirror that pulls blobs piece by piece from peers"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent: the mirror, the peer piece server and the metrics endpoint.
+    Run(RunArgs),
+}
+
+/// Flags of `damselfly-agent run`. Every flag left out falls back to the
+/// TOML file given with `--config`, then to the default shown.
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// TOML file with the same settings (keys as the flags, with `_` for `-`).
+    #[arg(long, env = "DAMSELFLY_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The registry's URL, e.g. http://registry.example.com:5000 (required).
+    #[arg(long, env = "DAMSELFLY_AGENT_REGISTRY")]
+    pub registry: Option<String>,
+    /// The cluster token the console showed when the cluster was registered (required).
+    #[arg(long, env = "DAMSELFLY_AGENT_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+    /// Address of the registry mirror container runtimes pull from [default: 127.0.0.1:65001].
+    #[arg(long, env = "DAMSELFLY_AGENT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the piece server other agents fetch from [default: 0.0.0.0:65002].
+    #[arg(long, env = "DAMSELFLY_AGENT_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Address of /metrics and /healthz [default: 127.0.0.1:65003].
+    #[arg(long, env = "DAMSELFLY_AGENT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// IP address other agents reach this node's piece server at [default: 127.0.0.1].
+    #[arg(long, env = "DAMSELFLY_AGENT_ADVERTISE_IP")]
+    pub advertise_ip: Option<std::net::IpAddr>,
+    /// Node name shown in the console [default: the host name].
+    #[arg(long, env = "DAMSELFLY_AGENT_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Topology zone; peers in the same zone are preferred [default: none].
+    #[arg(long, env = "DAMSELFLY_AGENT_ZONE")]
+    pub zone: Option<String>,
+    /// Directory of the blob cache [default: ./damselfly-agent-cache].
+    #[arg(long, env = "DAMSELFLY_AGENT_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Concurrent piece uploads to other agents [default: 8].
+    #[arg(long, env = "DAMSELFLY_AGENT_UPLOAD_SLOTS")]
+    pub upload_slots: Option<u32>,
+    /// Most bytes of completed blobs kept; least recently used ones go first [default: 0, no limit].
+    #[arg(long, env = "DAMSELFLY_AGENT_CACHE_MAX_BYTES")]
+    pub cache_max_bytes: Option<u64>,
+    /// Testing only: flip a byte in every piece served to peers.
+    #[arg(long, hide = true)]
+    pub corrupt_pieces_for_testing: bool,
+}
+
+/// The same settings, as the TOML file spells them.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    registry: Option<String>,
+    cluster_token: Option<String>,
+    listen: Option<SocketAddr>,
+    peer_listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    advertise_ip: Option<std::net::IpAddr>,
+    node_name: Option<String>,
+    zone: Option<String>,
+    cache_dir: Option<PathBuf>,
+    upload_slots: Option<u32>,
+    cache_max_bytes: Option<u64>,
+}
+
+/// The settings in force.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Registry base URL, without a trailing slash.
+    pub registry: String,
+    /// Cluster token.
+    pub cluster_token: String,
+    /// Mirror address.
+    pub listen: SocketAddr,
+    /// Piece server address.
+    pub peer_listen: SocketAddr,
+    /// Metrics address.
+    pub metrics_listen: SocketAddr,
+    /// IP peers reach us at.
+    pub advertise_ip: std::net::IpAddr,
+    /// Node name.
+    pub node_name: String,
+    /// Zone.
+    pub zone: String,
+    /// Cache directory.
+    pub cache_dir: PathBuf,
+    /// Upload slots.
+    pub upload_slots: u32,
+    /// Cache limit in bytes, 0 for none.
+    pub cache_max_bytes: u64,
+    /// Testing only: corrupt served pieces.
+    pub corrupt_pieces: bool,
+}
+
+impl Config {
+    /// Merges flags and environment over the file over the defaults.
+    pub fn load(args: RunArgs) -> Result<Config, String> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| format!("the config file {} is not valid: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let registry = args.registry.or(file.registry).ok_or(
+            "the registry's URL is missing: pass --registry http://<registry> or set DAMSELFLY_AGENT_REGISTRY",
+        )?;
+        let cluster_token = args.cluster_token.or(file.cluster_token).ok_or(
+            "the cluster token is missing: pass --cluster-token or set DAMSELFLY_AGENT_CLUSTER_TOKEN \
+             (the console shows it when the cluster is registered)",
+        )?;
+        let parse = |s: &str| s.parse().map_err(|e| format!("{s}: {e}"));
+        Ok(Config {
+            registry: registry.trim_end_matches('/').to_owned(),
+            cluster_token,
+            listen: args.listen.or(file.listen).map_or_else(|| parse("127.0.0.1:65001"), Ok)?,
+            peer_listen: args.peer_listen.or(file.peer_listen).map_or_else(|| parse("0.0.0.0:65002"), Ok)?,
+            metrics_listen: args.metrics_listen.or(file.metrics_listen).map_or_else(|| parse("127.0.0.1:65003"), Ok)?,
+            advertise_ip: args.advertise_ip.or(file.advertise_ip).unwrap_or([127, 0, 0, 1].into()),
+            node_name: args.node_name.or(file.node_name).unwrap_or_else(hostname),
+            zone: args.zone.or(file.zone).unwrap_or_default(),
+            cache_dir: args.cache_dir.or(file.cache_dir).unwrap_or_else(|| "damselfly-agent-cache".into()),
+            upload_slots: args.upload_slots.or(file.upload_slots).unwrap_or(8).max(1),
+            cache_max_bytes: args.cache_max_bytes.or(file.cache_max_bytes).unwrap_or(0),
+            corrupt_pieces: args.corrupt_pieces_for_testing,
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

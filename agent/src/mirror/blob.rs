@@ -1,0 +1,217 @@
+//! Blob GET/HEAD on the mirror: the client's token is checked offline, the
+//! scheduler admits the agent to the blob's swarm on the client's behalf,
+//! and bytes come from the cache, the piece engine, or (acceleration off,
+//! scheduler unreachable) straight from the registry.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Response, StatusCode};
+use bytes::Bytes;
+use damselfly_core::p2p::JoinMode;
+use damselfly_core::Digest;
+use futures_util::stream;
+use sha2::Digest as _;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::{bearer, oci_error, relay_response, unreachable_registry, MirrorState};
+use crate::piece::Download;
+use crate::registry::SchedulerError;
+
+/// Answers a blob GET or HEAD.
+pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, headers: &HeaderMap) -> Response<Body> {
+    let Some(challenge) = state.registry.challenge() else {
+        return passthrough(state, head, name, digest, headers).await;
+    };
+    let Some(token) = bearer(headers) else {
+        return oci_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "authentication required: get a token from the registry's realm",
+            Some(challenge.header(Some(name))),
+        );
+    };
+    // Checked here, before anything cached can leak: the cache is shared by every client of the node.
+    if !state.registry.client_may_pull(&token, name).await {
+        return oci_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            &format!("the token does not grant pull on {name}"),
+            Some(challenge.header(Some(name))),
+        );
+    }
+    let have = state.engine.have(&digest);
+    let plan = match state.registry.join(name, digest, Some(&token), have).await {
+        Ok(plan) if plan.mode == JoinMode::P2p => plan,
+        Ok(_) => return passthrough(state, head, name, digest, headers).await,
+        Err(e @ (SchedulerError::Unreachable(_) | SchedulerError::NotRegistered | SchedulerError::UnknownAgent)) => {
+            tracing::info!(error = %e, %digest, "scheduler unavailable; passing the blob through");
+            return passthrough(state, head, name, digest, headers).await;
+        }
+        // The registry refused the client (or forgot the agent): let it answer the client itself.
+        Err(SchedulerError::Refused(status)) => {
+            tracing::info!(status, %digest, repository = name, "the registry refused the join; passing the request through");
+            return passthrough(state, head, name, digest, headers).await;
+        }
+    };
+    let size = plan.size;
+    let range = match parse_range(headers, size) {
+        Ok(r) => r,
+        Err(()) => {
+            return Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+                .body(Body::empty())
+                .unwrap_or_default()
+        }
+    };
+    let (start, end) = range.unwrap_or((0, size));
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header("docker-content-digest", digest.to_string())
+        .header("docker-distribution-api-version", "registry/2.0");
+    if range.is_some() {
+        builder = builder
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", end.saturating_sub(1)));
+    }
+    if head {
+        return builder.body(Body::empty()).unwrap_or_default();
+    }
+    // Starting may re-read and re-verify a partial blob left by an earlier run: keep it off the async workers.
+    let download = match tokio::task::block_in_place(|| state.engine.start(name, digest, Some(token), plan)) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, %digest, "cannot cache the blob; passing it through");
+            return passthrough(state, head, name, digest, headers).await;
+        }
+    };
+    let body = match download {
+        Some(d) => Body::from_stream(follow(d, start, end, range.is_none())),
+        None => {
+            let cache = state.engine.cache().clone();
+            let in_use = cache.use_blob(&digest);
+            match tokio::fs::File::open(cache.complete_path(&digest)).await {
+                Ok(mut f) => {
+                    if f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+                        return unreachable_registry("cache read failed");
+                    }
+                    let s = ReaderStream::with_capacity(f.take(end - start), 256 * 1024);
+                    // The guard lives as long as the body streams.
+                    let s = futures_util::StreamExt::map(s, move |c| {
+                        let _ = &in_use;
+                        c
+                    });
+                    Body::from_stream(s)
+                }
+                Err(_) => return passthrough(state, head, name, digest, headers).await,
+            }
+        }
+    };
+    builder.body(body).unwrap_or_default()
+}
+
+/// Streams `[start, end)` of a download in order, each piece as soon as it
+/// is verified. For a whole-blob read, the blob's digest is checked before
+/// the last bytes go out: on any failure the stream errors, the connection
+/// drops mid-body, and the client retries instead of keeping a wrong blob.
+fn follow(
+    d: Arc<Download>,
+    start: u64,
+    end: u64,
+    whole: bool,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    let hasher = whole.then(sha2::Sha256::new);
+    stream::try_unfold((d, start, hasher), move |(d, pos, mut hasher)| async move {
+        if pos >= end {
+            return Ok(None);
+        }
+        let piece_size = d.layout.piece_size.max(1);
+        let index = (pos / piece_size) as u32;
+        d.wait_piece(index).await.map_err(std::io::Error::other)?;
+        let piece_end = (u64::from(index) + 1) * piece_size;
+        let len = piece_end.min(end) - pos;
+        let bytes = d.read(pos, len).await?;
+        let next = pos + len;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&bytes);
+            if next >= end {
+                let got = hex::encode(h.clone().finalize());
+                if got != d.digest.hex() {
+                    tracing::error!(digest = %d.digest, "assembled bytes do not match the digest; aborting");
+                    return Err(std::io::Error::other("digest mismatch"));
+                }
+            }
+        }
+        Ok(Some((bytes, (d, next, hasher))))
+    })
+}
+
+/// `Range: bytes=a-b` (one range) → `[a, b+1)`; `Ok(None)` without a usable Range header.
+fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return Ok(None) };
+    let Some(spec) = v.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        (size.saturating_sub(n), size)
+    } else {
+        let a: u64 = a.parse().map_err(|_| ())?;
+        let b: u64 = if b.is_empty() { size.saturating_sub(1) } else { b.parse().map_err(|_| ())? };
+        (a, b.min(size.saturating_sub(1)) + 1)
+    };
+    if range.0 >= size || range.0 >= range.1 {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
+/// The blob straight from the registry with the client's own credentials.
+async fn passthrough(
+    state: &MirrorState,
+    head: bool,
+    name: &str,
+    digest: Digest,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    let url = format!("{}/v2/{name}/blobs/{digest}", state.registry.base());
+    let http = state.engine.http();
+    let mut req = if head { http.head(url) } else { http.get(url) };
+    for h in [header::AUTHORIZATION, header::ACCEPT, header::RANGE] {
+        if let Some(v) = headers.get(&h) {
+            req = req.header(&h, v);
+        }
+    }
+    match req.send().await {
+        Ok(r) => relay_response(r, Some(state.metrics.clone())),
+        Err(e) => unreachable_registry(&e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(v: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(header::RANGE, v.parse().unwrap_or_else(|_| header::HeaderValue::from_static("")));
+        m
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(&HeaderMap::new(), 10), Ok(None));
+        assert_eq!(parse_range(&h("bytes=0-3"), 10), Ok(Some((0, 4))));
+        assert_eq!(parse_range(&h("bytes=5-"), 10), Ok(Some((5, 10))));
+        assert_eq!(parse_range(&h("bytes=-3"), 10), Ok(Some((7, 10))));
+        assert_eq!(parse_range(&h("bytes=8-100"), 10), Ok(Some((8, 10))));
+        assert_eq!(parse_range(&h("bytes=10-"), 10), Err(()));
+    }
+}

@@ -1,0 +1,282 @@
+//! The download engine: fetches a blob's pieces in parallel from the
+//! parents the scheduler names and from the seed, verifies each piece's
+//! SHA-256 before it is written, served or announced, and lets readers
+//! follow along in order while the rest are still arriving.
+
+mod fetch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use damselfly_core::p2p::JoinResponse;
+use damselfly_core::Digest;
+use sha2::Digest as _;
+use tokio::sync::watch;
+
+use crate::cache::{read_at, BlobLayout, Cache};
+use crate::metrics::Metrics;
+use crate::registry::RegistryClient;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Running,
+    Complete,
+    Failed,
+}
+
+struct Book {
+    have: Vec<bool>,
+    outcome: Outcome,
+}
+
+/// One blob being fetched, shared by the clients and peers reading it.
+pub struct Download {
+    /// The blob.
+    pub digest: Digest,
+    /// Its layout.
+    pub layout: BlobLayout,
+    file: Arc<std::fs::File>,
+    book: Mutex<Book>,
+    changed: watch::Sender<u64>,
+}
+
+/// Why a reader cannot get a piece.
+#[derive(Debug, thiserror::Error)]
+#[error("the blob could not be fetched completely and correctly")]
+pub struct DownloadFailed;
+
+impl Download {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn have_list(&self) -> Vec<u32> {
+        self.book().have.iter().enumerate().filter(|(_, h)| **h).map(|(i, _)| i as u32).collect()
+    }
+
+    fn missing(&self) -> Vec<u32> {
+        self.book().have.iter().enumerate().filter(|(_, h)| !**h).map(|(i, _)| i as u32).collect()
+    }
+
+    fn set_outcome(&self, outcome: Outcome) {
+        self.book().outcome = outcome;
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Waits until piece `i` is written and verified.
+    pub async fn wait_piece(&self, i: u32) -> Result<(), DownloadFailed> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            {
+                let book = self.book();
+                if book.have.get(i as usize) == Some(&true) {
+                    return Ok(());
+                }
+                if book.outcome == Outcome::Failed {
+                    return Err(DownloadFailed);
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(DownloadFailed);
+            }
+        }
+    }
+
+    /// Reads verified bytes (the caller waited for their pieces).
+    pub async fn read(&self, offset: u64, len: u64) -> std::io::Result<Bytes> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || read_at(&file, offset, len).map(Bytes::from))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Piece `i`, if it is held.
+    pub async fn piece(&self, i: u32) -> Option<Bytes> {
+        if self.book().have.get(i as usize) != Some(&true) {
+            return None;
+        }
+        let (start, len) = self.layout.span(i);
+        self.read(start, len).await.ok()
+    }
+}
+
+/// Every download in progress.
+pub struct Engine {
+    cache: Arc<Cache>,
+    registry: Arc<RegistryClient>,
+    metrics: Arc<Metrics>,
+    http: reqwest::Client,
+    downloads: Mutex<HashMap<Digest, Arc<Download>>>,
+}
+
+impl Engine {
+    /// The engine over the cache.
+    pub fn new(
+        cache: Arc<Cache>,
+        registry: Arc<RegistryClient>,
+        metrics: Arc<Metrics>,
+        http: reqwest::Client,
+    ) -> Arc<Engine> {
+        Arc::new(Engine { cache, registry, metrics, http, downloads: Mutex::new(HashMap::new()) })
+    }
+
+    /// The HTTP client (follows redirects), for pass-through.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
+    fn downloads(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Download>>> {
+        self.downloads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pieces held of a blob, for a join.
+    pub fn have(&self, digest: &Digest) -> Vec<u32> {
+        if let Some(d) = self.downloads().get(digest) {
+            return d.have_list();
+        }
+        match self.cache.layout(digest) {
+            Some(layout) if self.cache.is_complete(digest) => (0..layout.pieces()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The running download of a blob, starting one from the join's plan;
+    /// `None` if the blob is complete in the cache.
+    pub fn start(
+        self: &Arc<Self>,
+        repository: &str,
+        digest: Digest,
+        client_token: Option<String>,
+        plan: JoinResponse,
+    ) -> std::io::Result<Option<Arc<Download>>> {
+        let mut downloads = self.downloads();
+        if let Some(d) = downloads.get(&digest) {
+            return Ok(Some(d.clone()));
+        }
+        let layout =
+            BlobLayout { size: plan.size, piece_size: plan.piece_size, piece_digests: plan.piece_digests.clone() };
+        if self.cache.layout(&digest).as_ref() == Some(&layout) && self.cache.is_complete(&digest) {
+            return Ok(None);
+        }
+        let resumable = self.cache.layout(&digest).as_ref() == Some(&layout);
+        let have = if resumable { self.cache.resume(&digest, &layout) } else { vec![false; layout.pieces() as usize] };
+        if !resumable {
+            self.cache.discard_partial(&digest);
+            self.cache.save_layout(&digest, &layout)?;
+        }
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.cache.partial_path(&digest))?;
+        file.set_len(layout.size)?;
+        let resumed = have.iter().filter(|h| **h).count();
+        if resumed > 0 {
+            tracing::info!(%digest, pieces = resumed, "resuming a partial blob");
+        }
+        let download = Arc::new(Download {
+            digest,
+            layout,
+            file: Arc::new(file),
+            book: Mutex::new(Book { have, outcome: Outcome::Running }),
+            changed: watch::channel(0).0,
+        });
+        downloads.insert(digest, download.clone());
+        drop(downloads);
+        let engine = self.clone();
+        let d = download.clone();
+        let repository = repository.to_owned();
+        tokio::spawn(async move {
+            engine.metrics.active_downloads.inc();
+            let outcome = match engine.fetch_all(&d, plan, &repository, client_token.as_deref()).await {
+                Ok(()) => engine.finish(&d).await,
+                Err(e) => {
+                    tracing::warn!(digest = %d.digest, error = e, "download failed");
+                    Outcome::Failed
+                }
+            };
+            engine.downloads().remove(&d.digest);
+            d.set_outcome(outcome);
+            engine.metrics.active_downloads.dec();
+        });
+        Ok(Some(download))
+    }
+
+    /// Checks the whole blob against its digest and moves it to the completed blobs.
+    async fn finish(&self, d: &Arc<Download>) -> Outcome {
+        let file = d.file.clone();
+        let size = d.layout.size;
+        let hash = tokio::task::spawn_blocking(move || {
+            let mut hasher = sha2::Sha256::new();
+            let mut offset = 0u64;
+            while offset < size {
+                let len = (size - offset).min(1 << 20);
+                hasher.update(read_at(&file, offset, len)?);
+                offset += len;
+            }
+            Ok::<_, std::io::Error>(hex::encode(hasher.finalize()))
+        })
+        .await;
+        match hash {
+            Ok(Ok(h)) if h == d.digest.hex() => match self.cache.promote(&d.digest) {
+                Ok(()) => {
+                    tracing::info!(digest = %d.digest, size, "blob complete");
+                    Outcome::Complete
+                }
+                Err(e) => {
+                    tracing::warn!(digest = %d.digest, error = %e, "could not move the blob into the cache");
+                    Outcome::Complete
+                }
+            },
+            _ => {
+                tracing::error!(digest = %d.digest, "the assembled blob does not match its digest; discarding it");
+                self.cache.discard_partial(&d.digest);
+                Outcome::Failed
+            }
+        }
+    }
+
+    /// A piece for a peer, from a download in progress or a completed blob.
+    pub async fn piece_for_peer(&self, digest: &Digest, i: u32) -> Option<Bytes> {
+        let running = self.downloads().get(digest).cloned();
+        if let Some(d) = running {
+            return d.piece(i).await;
+        }
+        let layout = self.cache.layout(digest)?;
+        if i >= layout.pieces() || !self.cache.is_complete(digest) {
+            return None;
+        }
+        let (start, len) = layout.span(i);
+        let path = self.cache.complete_path(digest);
+        tokio::task::spawn_blocking(move || read_at(&std::fs::File::open(path)?, start, len).map(Bytes::from))
+            .await
+            .ok()?
+            .ok()
+    }
+
+    async fn store(&self, d: &Arc<Download>, i: u32, bytes: Bytes) -> std::io::Result<()> {
+        let file = d.file.clone();
+        let (offset, _) = d.layout.span(i);
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(&bytes, offset)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let have = {
+            let mut book = d.book();
+            book.have[i as usize] = true;
+            book.have.clone()
+        };
+        let _ = self.cache.save_bitmap(&d.digest, &have);
+        d.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+}

@@ -1,0 +1,398 @@
+//! Talking to the registry: the scheduler (register, heartbeat, join,
+//! report), its token challenge, and its JWKS, against which client tokens
+//! and peer tickets are verified offline.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use damselfly_core::p2p::{
+    JoinRequest, JoinResponse, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME,
+};
+use damselfly_core::Digest;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::config::Config;
+
+/// Audience of P2P tickets.
+pub const TICKET_AUDIENCE: &str = "damselfly-p2p";
+
+/// Why a call to the scheduler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// Unreachable, or a 5xx: the agent falls back to pass-through.
+    #[error("the registry is unreachable: {0}")]
+    Unreachable(String),
+    /// The registry refused with this status.
+    #[error("the registry refused with {0}")]
+    Refused(u16),
+    /// The scheduler does not know this agent (any more).
+    #[error("the registry does not know this agent")]
+    UnknownAgent,
+    /// Not registered yet.
+    #[error("the agent is not registered with the registry yet")]
+    NotRegistered,
+}
+
+/// The registry's `WWW-Authenticate` challenge, learnt from its `/v2/`.
+#[derive(Clone, Debug)]
+pub struct Challenge {
+    /// Token endpoint.
+    pub realm: String,
+    /// Service name: the audience of access tokens.
+    pub service: String,
+    /// Issuer of tokens and tickets: the realm's base URL.
+    pub issuer: String,
+}
+
+impl Challenge {
+    /// The header value for a 401 about `name`.
+    pub fn header(&self, name: Option<&str>) -> String {
+        let mut v = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm, self.service);
+        if let Some(name) = name {
+            v.push_str(&format!(",scope=\"repository:{name}:pull\""));
+        }
+        v
+    }
+
+    fn parse(header: &str) -> Option<Challenge> {
+        let rest = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer "))?;
+        let mut realm = None;
+        let mut service = None;
+        for part in rest.split(',') {
+            let (k, v) = part.trim().split_once('=')?;
+            let v = v.trim_matches('"').to_owned();
+            match k {
+                "realm" => realm = Some(v),
+                "service" => service = Some(v),
+                _ => {}
+            }
+        }
+        let realm = realm?;
+        let issuer = realm.strip_suffix("/auth/token").unwrap_or(&realm).to_owned();
+        Some(Challenge { realm, service: service.unwrap_or_default(), issuer })
+    }
+}
+
+/// One grant of an access token.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Access {
+    /// `repository` or `registry`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Repository name.
+    pub name: String,
+    /// Actions.
+    #[serde(default)]
+    pub actions: Vec<String>,
+}
+
+/// The claims of an access token the agent looks at.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AccessClaims {
+    /// Grants.
+    #[serde(default)]
+    pub access: Vec<Access>,
+    /// `access` or `refresh`; a refresh token opens nothing here.
+    #[serde(default)]
+    pub typ: Option<String>,
+}
+
+impl AccessClaims {
+    /// True if the token lets its holder pull from `name`.
+    pub fn may_pull(&self, name: &str) -> bool {
+        self.typ.as_deref().unwrap_or("access") == "access"
+            && self
+                .access
+                .iter()
+                .any(|a| a.kind == "repository" && a.name == name && a.actions.iter().any(|x| x == "pull" || x == "*"))
+    }
+}
+
+/// The claims of a ticket the agent looks at.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TicketClaims {
+    /// The blob the ticket opens.
+    pub blob: Digest,
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kid: String,
+    x: String,
+    y: String,
+}
+
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<Jwk>,
+}
+
+/// The client of the registry's P2P and auth endpoints.
+pub struct RegistryClient {
+    http: reqwest::Client,
+    config: Config,
+    agent_id: RwLock<Option<String>>,
+    heartbeat: RwLock<Duration>,
+    peer_port: std::sync::atomic::AtomicU16,
+    challenge: RwLock<Option<Challenge>>,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    keys_fetched: Mutex<Option<Instant>>,
+}
+
+impl RegistryClient {
+    /// A client for the configured registry; call [`RegistryClient::start`] next.
+    pub fn new(config: Config, http: reqwest::Client) -> Arc<RegistryClient> {
+        Arc::new(RegistryClient {
+            http,
+            config,
+            agent_id: RwLock::new(None),
+            heartbeat: RwLock::new(Duration::from_secs(10)),
+            peer_port: std::sync::atomic::AtomicU16::new(0),
+            challenge: RwLock::new(None),
+            keys: RwLock::new(HashMap::new()),
+            keys_fetched: Mutex::new(None),
+        })
+    }
+
+    /// The registry's base URL.
+    pub fn base(&self) -> &str {
+        &self.config.registry
+    }
+
+    /// True once registered and the challenge is known.
+    pub fn ready(&self) -> bool {
+        self.agent_id().is_some() && self.challenge().is_some()
+    }
+
+    /// Our agent id, once registered.
+    pub fn agent_id(&self) -> Option<String> {
+        self.agent_id.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The registry's challenge, once learnt.
+    pub fn challenge(&self) -> Option<Challenge> {
+        self.challenge.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn cluster_auth(&self) -> String {
+        format!("{CLUSTER_AUTH_SCHEME} {}", self.config.cluster_token)
+    }
+
+    /// Learns the challenge, the keys, and registers, retrying with backoff
+    /// until the registry answers; then keeps the heartbeat going.
+    pub async fn start(self: Arc<Self>, peer_port: u16) {
+        self.peer_port.store(peer_port, std::sync::atomic::Ordering::Relaxed);
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.bootstrap().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(
+                        registry = self.base(),
+                        error = %e,
+                        retry_in = ?backoff,
+                        "cannot register with the registry: is it running and is the cluster token right?"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        loop {
+            let period = *self.heartbeat.read().unwrap_or_else(|p| p.into_inner());
+            tokio::time::sleep(period).await;
+            if let Err(e) = self.heartbeat_once().await {
+                tracing::warn!(error = %e, "heartbeat failed; will retry");
+            }
+        }
+    }
+
+    async fn bootstrap(&self) -> Result<(), String> {
+        if self.challenge().is_none() {
+            let r = self.http.get(format!("{}/v2/", self.base())).send().await.map_err(|e| e.to_string())?;
+            let header = r
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Challenge::parse)
+                .ok_or_else(|| format!("the registry's /v2/ answered {} without a Bearer challenge", r.status()))?;
+            *self.challenge.write().unwrap_or_else(|p| p.into_inner()) = Some(header);
+        }
+        self.refresh_keys().await?;
+        self.register().await
+    }
+
+    async fn register(&self) -> Result<(), String> {
+        let peer_port = self.peer_port.load(std::sync::atomic::Ordering::Relaxed);
+        let req = RegisterRequest {
+            node: self.config.node_name.clone(),
+            ip: self.config.advertise_ip.to_string(),
+            peer_port,
+            zone: self.config.zone.clone(),
+            upload_slots: self.config.upload_slots,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let r = self
+            .http
+            .post(format!("{}/p2p/v1/agents", self.base()))
+            .header(reqwest::header::AUTHORIZATION, self.cluster_auth())
+            .json(&req)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("registration answered {}", r.status()));
+        }
+        let body: RegisterResponse = r.json().await.map_err(|e| e.to_string())?;
+        tracing::info!(agent_id = body.agent_id, heartbeat_secs = body.heartbeat_secs, "registered with the registry");
+        *self.heartbeat.write().unwrap_or_else(|p| p.into_inner()) = Duration::from_secs(body.heartbeat_secs.max(1));
+        *self.agent_id.write().unwrap_or_else(|p| p.into_inner()) = Some(body.agent_id);
+        Ok(())
+    }
+
+    async fn heartbeat_once(&self) -> Result<(), String> {
+        let Some(id) = self.agent_id() else { return self.register().await };
+        let r = self
+            .http
+            .post(format!("{}/p2p/v1/agents/{id}/heartbeat", self.base()))
+            .header(reqwest::header::AUTHORIZATION, self.cluster_auth())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            tracing::info!("the registry forgot this agent; registering again");
+            return self.register().await;
+        }
+        Ok(())
+    }
+
+    /// Asks to join a blob's swarm on behalf of a client. If the scheduler
+    /// forgot this agent (a registry restart), registers again and retries once.
+    pub async fn join(
+        &self,
+        repository: &str,
+        digest: Digest,
+        client_token: Option<&str>,
+        have: Vec<u32>,
+    ) -> Result<JoinResponse, SchedulerError> {
+        match self.join_once(repository, digest, client_token, have.clone()).await {
+            Err(SchedulerError::UnknownAgent) => {
+                tracing::info!("the registry forgot this agent; registering again");
+                self.register().await.map_err(SchedulerError::Unreachable)?;
+                self.join_once(repository, digest, client_token, have).await
+            }
+            other => other,
+        }
+    }
+
+    async fn join_once(
+        &self,
+        repository: &str,
+        digest: Digest,
+        client_token: Option<&str>,
+        have: Vec<u32>,
+    ) -> Result<JoinResponse, SchedulerError> {
+        let agent_id = self.agent_id().ok_or(SchedulerError::NotRegistered)?;
+        let req = JoinRequest {
+            agent_id,
+            repository: repository.to_owned(),
+            digest,
+            client_token: client_token.map(str::to_owned),
+            have,
+        };
+        let r = self
+            .http
+            .post(format!("{}/p2p/v1/swarms/join", self.base()))
+            .header(reqwest::header::AUTHORIZATION, self.cluster_auth())
+            .timeout(Duration::from_secs(10))
+            .json(&req)
+            .send()
+            .await
+            .map_err(|e| SchedulerError::Unreachable(e.to_string()))?;
+        let status = r.status();
+        if status.is_server_error() {
+            return Err(SchedulerError::Unreachable(format!("join answered {status}")));
+        }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            // 404 is either the blob (BLOB_UNKNOWN) or this agent (UNSUPPORTED: register again).
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            if body["errors"][0]["code"] == "UNSUPPORTED" {
+                return Err(SchedulerError::UnknownAgent);
+            }
+            return Err(SchedulerError::Refused(status.as_u16()));
+        }
+        if !status.is_success() {
+            return Err(SchedulerError::Refused(status.as_u16()));
+        }
+        r.json().await.map_err(|e| SchedulerError::Unreachable(e.to_string()))
+    }
+
+    /// Reports progress and trouble; failures are only logged.
+    pub async fn report(&self, report: ReportRequest) {
+        let r = self
+            .http
+            .post(format!("{}/p2p/v1/swarms/report", self.base()))
+            .header(reqwest::header::AUTHORIZATION, self.cluster_auth())
+            .timeout(Duration::from_secs(10))
+            .json(&report)
+            .send()
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "report failed");
+        }
+    }
+
+    async fn refresh_keys(&self) -> Result<(), String> {
+        let r = self.http.get(format!("{}/auth/jwks.json", self.base())).send().await.map_err(|e| e.to_string())?;
+        let set: JwkSet = r.json().await.map_err(|e| format!("the registry's JWKS is not valid: {e}"))?;
+        let mut keys = HashMap::new();
+        for k in set.keys {
+            if let Ok(key) = DecodingKey::from_ec_components(&k.x, &k.y) {
+                keys.insert(k.kid, key);
+            }
+        }
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        *self.keys_fetched.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn key(&self, kid: &str) -> Option<DecodingKey> {
+        if let Some(k) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(kid) {
+            return Some(k.clone());
+        }
+        // An unknown kid may be a freshly rotated key: refresh, but not more than every two seconds.
+        let recently = self
+            .keys_fetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+        if !recently {
+            let _ = self.refresh_keys().await;
+        }
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).get(kid).cloned()
+    }
+
+    /// Verifies a JWT the registry signed, offline, for `audience`.
+    pub async fn verify<T: serde::de::DeserializeOwned>(&self, token: &str, audience: &str) -> Option<T> {
+        let challenge = self.challenge()?;
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg != Algorithm::ES256 {
+            return None;
+        }
+        let key = self.key(&header.kid?).await?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[&challenge.issuer]);
+        validation.leeway = 5;
+        validation.validate_nbf = true;
+        jsonwebtoken::decode::<T>(token, &key, &validation).ok().map(|d| d.claims)
+    }
+
+    /// Verifies a client's access token and that it grants pull on `name`.
+    pub async fn client_may_pull(&self, token: &str, name: &str) -> bool {
+        let Some(service) = self.challenge().map(|c| c.service) else { return false };
+        self.verify::<AccessClaims>(token, &service).await.is_some_and(|c| c.may_pull(name))
+    }
+}

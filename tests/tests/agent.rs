@@ -1,0 +1,731 @@
+//! The node agent, driven as a node drives it: container runtimes pull
+//! through its mirror, agents fetch pieces from each other and from the
+//! registry's seed, and nothing is served to anyone the registry would not
+//! serve it to. Everything runs on loopback against a real registry; the
+//! scenarios run on SQLite (the scheduler keeps its state in memory, so the
+//! metadata backend changes nothing here).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use damselfly_core::p2p::{JoinResponse, RegisterRequest, RegisterResponse};
+use damselfly_core::Digest;
+use damselfly_tests::{metric_value, run, Agent, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+const MIB: usize = 1024 * 1024;
+
+/// A registry with the namespace `accel`, a cluster `edge`, and robots that may or may not pull from it.
+struct Setup {
+    reg: Registry,
+    http: Client,
+    cluster_token: String,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let reg = Registry::start(Backend::Sqlite);
+        let http = Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
+        let mut s = Setup { reg, http, cluster_token: String::new() };
+        let (status, body) =
+            s.admin(reqwest::Method::POST, "/api/v1/tenants/default/clusters", json!({"name": "edge"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        s.cluster_token = body["token"].as_str().expect("cluster token").to_owned();
+        s
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let mut req =
+            self.http.request(method, format!("{}{path}", self.reg.url)).basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD));
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let r = req.send().await.expect("admin request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn push_blob(&self, repository: &str, blob: &[u8]) -> Digest {
+        let digest = Digest::of(blob);
+        let r = self
+            .http
+            .post(format!("{}/v2/{repository}/blobs/uploads/?digest={digest}", self.reg.url))
+            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+            .body(blob.to_vec())
+            .send()
+            .await
+            .expect("push");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        digest
+    }
+
+    /// A robot of the default tenant; `viewer` of `accel` if `may_pull`. Returns (login, secret).
+    async fn robot(&self, name: &str, may_pull: bool) -> (String, String) {
+        let scopes = if may_pull { json!([{"namespace": "accel", "role": "viewer"}]) } else { json!([]) };
+        let (status, body) = self
+            .admin(reqwest::Method::POST, "/api/v1/tenants/default/robots", json!({"name": name, "scopes": scopes}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (body["login"].as_str().expect("login").to_owned(), body["token"].as_str().expect("token").to_owned())
+    }
+
+    /// A token for pulling `accel/app`, from the registry's token endpoint.
+    async fn pull_token(&self, robot: &(String, String)) -> String {
+        let r = self
+            .http
+            .get(format!("{}/auth/token?service=damselfly&scope=repository:accel/app:pull", self.reg.url))
+            .basic_auth(&robot.0, Some(&robot.1))
+            .send()
+            .await
+            .expect("token request");
+        let body: Value = r.json().await.expect("token JSON");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    async fn set_p2p(&self, on: bool) {
+        let (status, body) =
+            self.admin(reqwest::Method::PATCH, "/api/v1/namespaces/accel", json!({"p2p_enabled": on})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // The registry caches namespaces for two seconds.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+    }
+
+    async fn registry_metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.reg.url)).send().await.expect("metrics").text().await.expect("text")
+    }
+
+    /// Bytes the registry sent as blobs and as seed pieces.
+    async fn registry_blob_bytes(&self) -> f64 {
+        let page = self.registry_metrics().await;
+        metric_value(&page, "damselfly_bytes_sent_total{kind=\"seed\"}")
+            + metric_value(&page, "damselfly_bytes_sent_total{kind=\"blob\"}")
+    }
+
+    fn agent(&self, extra: &[&str]) -> Agent {
+        Agent::start(&self.reg.url, &self.cluster_token, extra)
+    }
+}
+
+async fn agent_metrics(http: &Client, agent: &Agent) -> String {
+    http.get(format!("{}/metrics", agent.metrics_url)).send().await.expect("metrics").text().await.expect("text")
+}
+
+async fn get_blob(http: &Client, agent: &Agent, digest: Digest, token: Option<&str>) -> reqwest::Response {
+    let mut req = http.get(format!("{}/v2/accel/app/blobs/{digest}", agent.mirror_url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("blob request")
+}
+
+/// Deterministic, incompressible bytes.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_agents_pull_one_blob_and_the_registry_sends_it_about_once() {
+    let s = Setup::new().await;
+    let blob = pseudo_random(24 * MIB, 7);
+    let digest = s.push_blob("accel/app", &blob).await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let agents = [s.agent(&[]), s.agent(&[]), s.agent(&[])];
+    let before = s.registry_blob_bytes().await;
+
+    let pull = |a: &Agent| {
+        let (http, token, url) = (s.http.clone(), token.clone(), a.mirror_url.clone());
+        async move {
+            let r =
+                http.get(format!("{url}/v2/accel/app/blobs/{digest}")).bearer_auth(&token).send().await.expect("pull");
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(r.headers()["docker-content-digest"], digest.to_string().as_str());
+            r.bytes().await.expect("blob body")
+        }
+    };
+    let (c0, c1, c2) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(pull(&agents[0]), pull(&agents[1]), pull(&agents[2]))
+    })
+    .await
+    .expect("pulls in 2 min");
+    let copies = [c0, c1, c2];
+    for copy in &copies {
+        assert_eq!(copy.len(), blob.len());
+        assert!(copy.as_ref() == blob.as_slice(), "every copy is byte-identical");
+    }
+
+    let sent = s.registry_blob_bytes().await - before;
+    assert!(sent <= 1.25 * blob.len() as f64, "the registry sent {sent} bytes for a {} byte blob", blob.len());
+    let mut from_peers = 0.0;
+    for a in &agents {
+        from_peers +=
+            metric_value(&agent_metrics(&s.http, a).await, "damselfly_agent_bytes_received_total{source=\"peer\"}");
+    }
+    assert!(from_peers > 0.0, "agents traded pieces");
+    let page = agent_metrics(&s.http, &agents[0]).await;
+    assert!(page.contains("damselfly_agent_pieces_total{outcome=\"verified\"}"), "{page}");
+
+    // A Range request is answered from the cache with exactly that slice.
+    let r = s
+        .http
+        .get(format!("{}/v2/accel/app/blobs/{digest}", agents[1].mirror_url))
+        .bearer_auth(&token)
+        .header("range", "bytes=5000000-9000000")
+        .send()
+        .await
+        .expect("range request");
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes().await.expect("body").as_ref(), &blob[5_000_000..=9_000_000]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_cached_reaches_a_client_or_peer_the_registry_would_refuse() {
+    let s = Setup::new().await;
+    let blob = pseudo_random(6 * MIB, 11);
+    let digest = s.push_blob("accel/app", &blob).await;
+    let other = s.push_blob("accel/app", b"another blob").await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let outsider = s.pull_token(&s.robot("outsider", false).await).await;
+    let agent = s.agent(&[]);
+    let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice());
+
+    // Clients: no token, a token without pull, a garbage token. The blob is in the cache all along.
+    let r = get_blob(&s.http, &agent, digest, None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = r.headers()["www-authenticate"].to_str().expect("challenge").to_owned();
+    assert!(challenge.starts_with(&format!("Bearer realm=\"{}/auth/token\"", s.reg.url)), "{challenge}");
+    assert!(!r.bytes().await.expect("body").windows(64).any(|w| blob.windows(64).next() == Some(w)));
+    for bad in [outsider.as_str(), "not.a.token"] {
+        let r = get_blob(&s.http, &agent, digest, Some(bad)).await;
+        assert!(matches!(r.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN), "{}", r.status());
+        assert!(r.bytes().await.expect("body").len() < 1024, "an error body, not the blob");
+    }
+    let head = s
+        .http
+        .head(format!("{}/v2/accel/app/blobs/{digest}", agent.mirror_url))
+        .bearer_auth(&outsider)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.status(), StatusCode::UNAUTHORIZED);
+    let head = s
+        .http
+        .head(format!("{}/v2/accel/app/blobs/{digest}", agent.mirror_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], blob.len().to_string().as_str());
+    assert_eq!(head.headers()["docker-content-digest"], digest.to_string().as_str());
+
+    // Peers: a ticket this agent accepts comes from a join for that very blob.
+    let fake = register_fake_agent(&s).await;
+    let ticket_for = |d: Digest| {
+        let (s, fake, token) = (&s, fake.clone(), token.clone());
+        async move {
+            let r = s
+                .http
+                .post(format!("{}/p2p/v1/swarms/join", s.reg.url))
+                .header("authorization", format!("Cluster {}", s.cluster_token))
+                .json(&json!({"agent_id": fake, "repository": "accel/app", "digest": d, "client_token": token}))
+                .send()
+                .await
+                .expect("join");
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<JoinResponse>().await.expect("join JSON").ticket
+        }
+    };
+    let right = ticket_for(digest).await;
+    let wrong = ticket_for(other).await;
+    let piece = |auth: Option<String>| {
+        let mut req = s.http.get(format!("{}/pieces/{digest}/0", agent.peer_url));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    let r = piece(None).await.expect("piece");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    for auth in [
+        format!("Ticket {wrong}"),
+        "Ticket garbage.garbage.garbage".to_owned(),
+        format!("Ticket {token}"),
+        format!("Bearer {right}"),
+    ] {
+        let r = piece(Some(auth.clone())).await.expect("piece");
+        assert!(matches!(r.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN), "{auth}: {}", r.status());
+        assert!(r.bytes().await.expect("body").len() < 1024);
+    }
+    let r = piece(Some(format!("Ticket {right}"))).await.expect("piece");
+    assert_eq!(r.status(), StatusCode::OK, "the right ticket opens the piece");
+    assert!(r.bytes().await.expect("body").as_ref() == &blob[..4 * MIB]);
+    let r = s
+        .http
+        .get(format!("{}/pieces/{digest}/9", agent.peer_url))
+        .header("authorization", format!("Ticket {right}"))
+        .send()
+        .await
+        .expect("piece");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "a piece the agent does not hold");
+}
+
+async fn register_fake_agent(s: &Setup) -> String {
+    let req = RegisterRequest {
+        node: "test".into(),
+        ip: "127.0.0.1".into(),
+        peer_port: 9,
+        zone: String::new(),
+        upload_slots: 1,
+        version: "test".into(),
+    };
+    let r = s
+        .http
+        .post(format!("{}/p2p/v1/agents", s.reg.url))
+        .header("authorization", format!("Cluster {}", s.cluster_token))
+        .json(&req)
+        .send()
+        .await
+        .expect("register");
+    r.json::<RegisterResponse>().await.expect("register JSON").agent_id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_serving_corrupt_pieces_is_reported_and_the_blob_arrives_intact() {
+    let s = Setup::new().await;
+    let blob = pseudo_random(16 * MIB, 23);
+    let digest = s.push_blob("accel/app", &blob).await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let liar = s.agent(&["--corrupt-pieces-for-testing"]);
+    let honest = s.agent(&[]);
+
+    let r = get_blob(&s.http, &liar, digest, Some(&token)).await;
+    assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice(), "the liar itself has the right bytes");
+    let r = tokio::time::timeout(Duration::from_secs(90), async {
+        let r = get_blob(&s.http, &honest, digest, Some(&token)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.bytes().await.expect("body")
+    })
+    .await
+    .expect("pull in 90 s");
+    assert!(r.as_ref() == blob.as_slice(), "the blob arrives intact");
+    let page = agent_metrics(&s.http, &honest).await;
+    assert!(metric_value(&page, "damselfly_agent_pieces_total{outcome=\"rejected\"}") >= 1.0, "{page}");
+    assert!(s.reg.log().contains("peers sent corrupt pieces"), "the liar was reported to the scheduler");
+    assert!(honest.cache_dir.join("blobs").join(digest.hex()).exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_agent_keeps_its_blobs_and_needs_no_seed_bytes() {
+    let s = Setup::new().await;
+    let blob = pseudo_random(9 * MIB, 31);
+    let digest = s.push_blob("accel/app", &blob).await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let mut agent = s.agent(&[]);
+    let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
+    assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice());
+    let before = s.registry_blob_bytes().await;
+
+    agent.restart(&s.cluster_token);
+    let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice());
+    assert_eq!(s.registry_blob_bytes().await, before, "no blob or seed bytes after the restart");
+}
+
+/// A partial blob left by a killed agent is resumed: verified pieces are kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partial_blob_resumes_after_a_restart() {
+    let s = Setup::new().await;
+    let blob = pseudo_random(12 * MIB, 41);
+    let digest = s.push_blob("accel/app", &blob).await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let mut agent = s.agent(&[]);
+    let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
+    assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice());
+    // Turn the completed blob back into a partial one holding pieces 0 and 2, then corrupt piece 2.
+    let complete = agent.cache_dir.join("blobs").join(digest.hex());
+    let partial = agent.cache_dir.join("partial").join(digest.hex());
+    let mut bytes = std::fs::read(&complete).expect("cached blob");
+    bytes[8 * MIB] ^= 1;
+    std::fs::write(&partial, &bytes).expect("partial");
+    std::fs::write(agent.cache_dir.join("partial").join(format!("{}.bitmap", digest.hex())), [1u8, 0, 1])
+        .expect("bitmap");
+    std::fs::remove_file(&complete).expect("remove");
+    agent.restart(&s.cluster_token);
+    let before = s.registry_blob_bytes().await;
+    // The agent's previous life is still registered and listed as holding every piece; the new one
+    // finds it fails and goes to the seed within seconds rather than waiting for it to be forgotten.
+    let body = tokio::time::timeout(Duration::from_secs(15), async {
+        get_blob(&s.http, &agent, digest, Some(&token)).await.bytes().await.expect("body")
+    })
+    .await
+    .expect("resumed pull in 15 s");
+    assert!(body.as_ref() == blob.as_slice());
+    let sent = s.registry_blob_bytes().await - before;
+    assert_eq!(sent, (8 * MIB) as f64, "only the missing piece and the corrupt one came from the seed");
+}
+
+// ----- real clients -----
+
+struct Workstation {
+    dir: tempfile::TempDir,
+}
+
+impl Workstation {
+    fn new() -> Workstation {
+        let dir = tempfile::Builder::new().prefix("damselfly-agent-ws-").tempdir().expect("temp dir");
+        let root = dir.path().display().to_string();
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).expect("write");
+        write(
+            "storage.conf",
+            format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{root}/storage\"\nrunroot = \"{root}/run\"\n"),
+        );
+        write(
+            "containers.conf",
+            format!(
+                "[engine]\ntmp_dir = \"{root}/libpod\"\nevents_logger = \"none\"\ncgroup_manager = \"cgroupfs\"\n\n\
+                 [network]\nnetwork_config_dir = \"{root}/networks\"\n"
+            ),
+        );
+        write("registries.conf", "unqualified-search-registries = []\n".into());
+        write("auth.json", "{\"auths\": {}}\n".into());
+        std::fs::create_dir(dir.path().join("tmp")).expect("tmp dir");
+        Workstation { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.arg("180").arg(program);
+        cmd.env("CONTAINERS_CONF", self.path("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", self.path("storage.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", self.path("registries.conf"))
+            .env("REGISTRY_AUTH_FILE", self.path("auth.json"))
+            .env("TMPDIR", self.path("tmp"));
+        cmd
+    }
+
+    fn podman(&self) -> Command {
+        self.command("podman")
+    }
+
+    fn login(&self, host: &str, user: &str, password: &str) {
+        run(self.podman().args(["login", "--tls-verify=false", "-u", user, "-p", password, host]));
+    }
+
+    fn image_id(&self, image: &str) -> String {
+        run(self.podman().args(["image", "inspect", "--format", "{{.Id}}", image])).trim().to_owned()
+    }
+
+    fn layers(&self, image: &str) -> String {
+        run(self.podman().args(["image", "inspect", "--format", "{{json .RootFS.Layers}}", image])).trim().to_owned()
+    }
+}
+
+/// Builds and pushes `<reg>/accel/app:1.0`, two layers, with podman; returns (image ID, layers, manifest digest).
+fn build_and_push(reg: &Registry) -> (String, String, String) {
+    let ws = Workstation::new();
+    ws.login(&reg.host, ADMIN_USER, ADMIN_PASSWORD);
+    let ctx = ws.path("ctx");
+    std::fs::create_dir(&ctx).expect("ctx");
+    std::fs::write(ctx.join("small.txt"), "hello from a damselfly\n").expect("write");
+    std::fs::write(ctx.join("big.bin"), pseudo_random(9 * MIB, 99)).expect("write");
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM scratch\nCOPY small.txt /etc/small.txt\nCOPY big.bin /srv/big.bin\n",
+    )
+    .expect("write");
+    let image = format!("{}/accel/app:1.0", reg.host);
+    run(ws.podman().args(["build", "--quiet", "--format", "oci", "-t", &image]).arg(&ctx));
+    let digest_file = ws.path("pushed.digest");
+    run(ws.podman().args(["push", "--quiet", "--tls-verify=false", "--digestfile"]).arg(&digest_file).arg(&image));
+    let digest = std::fs::read_to_string(&digest_file).expect("digest file").trim().to_owned();
+    (ws.image_id(&image), ws.layers(&image), digest)
+}
+
+fn pull_through(agent: &Agent, robot: &(String, String), expected: &(String, String, String)) {
+    let ws = Workstation::new();
+    ws.login(&agent.mirror_host, &robot.0, &robot.1);
+    let image = format!("{}/accel/app:1.0", agent.mirror_host);
+    run(ws.podman().args(["pull", "--quiet", "--tls-verify=false", &image]));
+    assert_eq!(ws.image_id(&image), expected.0, "image ID after the pull through the agent");
+    assert_eq!(ws.layers(&image), expected.1, "layers (diff IDs)");
+    let repo_digests = run(ws.podman().args(["image", "inspect", "--format", "{{json .RepoDigests}}", &image]));
+    assert!(repo_digests.contains(&format!("{}/accel/app@{}", agent.mirror_host, expected.2)), "{repo_digests}");
+
+    // skopeo copies the same image out of the mirror into an OCI layout, digests kept.
+    let layout = ws.path("layout");
+    let digest_file = ws.path("copied.digest");
+    run(ws
+        .command("skopeo")
+        .args(["--insecure-policy", "copy", "--quiet", "--preserve-digests", "--src-tls-verify=false", "--digestfile"])
+        .arg(&digest_file)
+        .arg(format!("docker://{image}"))
+        .arg(format!("oci:{}:pulled", layout.display())));
+    assert_eq!(std::fs::read_to_string(&digest_file).expect("digest").trim(), expected.2);
+    assert_blobs_match_their_names(&layout.join("blobs/sha256"));
+}
+
+fn assert_blobs_match_their_names(dir: &Path) {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).expect("blobs dir").flatten() {
+        let bytes = std::fs::read(e.path()).expect("blob");
+        assert_eq!(Digest::of(&bytes).hex(), e.file_name().to_string_lossy(), "blob content matches its digest");
+        n += 1;
+    }
+    assert!(n >= 4, "manifest, config and two layers");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn podman_and_skopeo_pull_through_the_mirror_with_p2p_on_and_off() {
+    let s = Setup::new().await;
+    let pushed = {
+        let reg = &s.reg;
+        tokio::task::block_in_place(|| build_and_push(reg))
+    };
+    let robot = s.robot("node-puller", true).await;
+    let agent = s.agent(&[]);
+
+    // Acceleration off: the agent passes blobs through from the registry.
+    tokio::task::block_in_place(|| pull_through(&agent, &robot, &pushed));
+    let page = agent_metrics(&s.http, &agent).await;
+    assert!(metric_value(&page, "damselfly_agent_bytes_received_total{source=\"passthrough\"}") > 9e6, "{page}");
+    assert_eq!(metric_value(&page, "damselfly_agent_bytes_received_total{source=\"seed\"}"), 0.0);
+
+    // Acceleration on: the same image, now piece by piece from the seed.
+    s.set_p2p(true).await;
+    tokio::task::block_in_place(|| pull_through(&agent, &robot, &pushed));
+    let page = agent_metrics(&s.http, &agent).await;
+    assert!(metric_value(&page, "damselfly_agent_bytes_received_total{source=\"seed\"}") > 9e6, "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_cached_from_one_repository_is_not_served_through_another() {
+    let s = Setup::new().await;
+    let secret = pseudo_random(5 * MIB, 53);
+    let digest = s.push_blob("vault/keys", &secret).await;
+    s.push_blob("accel/app", b"public bytes").await;
+    for ns in ["accel", "vault"] {
+        let (status, body) =
+            s.admin(reqwest::Method::PATCH, &format!("/api/v1/namespaces/{ns}"), json!({"p2p_enabled": true})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let agent = s.agent(&[]);
+    // The administrator pulls the secret blob through the agent, which caches it.
+    let r = s
+        .http
+        .get(format!("{}/auth/token?service=damselfly&scope=repository:vault/keys:pull", s.reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .expect("token");
+    let admin_token = r.json::<Value>().await.expect("JSON")["token"].as_str().expect("token").to_owned();
+    let r = s
+        .http
+        .get(format!("{}/v2/vault/keys/blobs/{digest}", agent.mirror_url))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .expect("pull");
+    assert!(r.bytes().await.expect("body").as_ref() == secret.as_slice());
+    assert!(agent.cache_dir.join("blobs").join(digest.hex()).exists());
+
+    // A client who may pull accel/app asks for the secret's digest under accel/app.
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let body = r.bytes().await.expect("body");
+    assert!(body.len() < 1024, "an error, not the blob");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_evicts_least_recently_used_blobs_beyond_its_limit() {
+    let s = Setup::new().await;
+    let first = pseudo_random(5 * MIB, 61);
+    let second = pseudo_random(5 * MIB, 62);
+    let d1 = s.push_blob("accel/app", &first).await;
+    let d2 = s.push_blob("accel/app", &second).await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let limit = (8 * MIB).to_string();
+    let agent = s.agent(&["--cache-max-bytes", &limit]);
+    for (d, bytes) in [(d1, &first), (d2, &second)] {
+        let r = get_blob(&s.http, &agent, d, Some(&token)).await;
+        assert!(r.bytes().await.expect("body").as_ref() == bytes.as_slice());
+    }
+    // The client has every byte a moment before the agent files the blob away and evicts.
+    let evicted = agent.cache_dir.join("blobs").join(d1.hex());
+    for _ in 0..100 {
+        if !evicted.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!evicted.exists(), "the older blob was evicted");
+    assert!(agent.cache_dir.join("blobs").join(d2.hex()).exists(), "the newer blob stays");
+    // The evicted one is fetched again when asked for.
+    let r = get_blob(&s.http, &agent, d1, Some(&token)).await;
+    assert!(r.bytes().await.expect("body").as_ref() == first.as_slice());
+}
+
+#[test]
+fn the_agent_explains_what_is_missing_and_documents_every_flag() {
+    let out = Command::new(damselfly_tests::binary("damselfly-agent"))
+        .args(["run", "--cluster-token", "x"])
+        .env_clear()
+        .output()
+        .expect("run the agent");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--registry") && err.contains("DAMSELFLY_AGENT_REGISTRY"), "{err}");
+
+    let help = run(Command::new(damselfly_tests::binary("damselfly-agent")).args(["run", "--help"]));
+    for flag in [
+        "--registry",
+        "--cluster-token",
+        "--listen",
+        "--peer-listen",
+        "--metrics-listen",
+        "--advertise-ip",
+        "--node-name",
+        "--zone",
+        "--cache-dir",
+        "--upload-slots",
+        "--config",
+        "DAMSELFLY_AGENT_LISTEN",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}:\n{help}");
+    }
+    assert!(!help.contains("corrupt"), "the testing flag stays hidden");
+    let version = run(Command::new(damselfly_tests::binary("damselfly-agent")).arg("--version"));
+    assert!(version.starts_with("damselfly-agent "), "{version}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_reads_its_settings_from_a_toml_file() {
+    let s = Setup::new().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mirror, peer, metrics) =
+        (damselfly_tests::free_port(), damselfly_tests::free_port(), damselfly_tests::free_port());
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "registry = \"{}\"\ncluster_token = \"{}\"\nlisten = \"127.0.0.1:{mirror}\"\npeer_listen = \"127.0.0.1:{peer}\"\n\
+             metrics_listen = \"127.0.0.1:{metrics}\"\ncache_dir = \"{}\"\n",
+            s.reg.url,
+            s.cluster_token,
+            dir.path().join("cache").display()
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(damselfly_tests::binary("damselfly-agent"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut healthy = false;
+    for _ in 0..200 {
+        if let Ok(r) = s.http.get(format!("http://127.0.0.1:{metrics}/healthz")).send().await {
+            if r.status() == StatusCode::OK {
+                healthy = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v2 = s.http.get(format!("http://127.0.0.1:{mirror}/v2/")).send().await.map(|r| r.status());
+    // Anything but a blob read is relayed as it is, request body included.
+    let pushed = s
+        .http
+        .post(format!("http://127.0.0.1:{mirror}/v2/accel/app/blobs/uploads/?digest={}", Digest::of(b"via the mirror")))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .body(b"via the mirror".to_vec())
+        .send()
+        .await
+        .map(|r| (r.status(), r.headers().get("docker-content-digest").cloned()));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(healthy, "the agent registered with the settings from the file");
+    assert_eq!(v2.expect("mirror answers"), StatusCode::UNAUTHORIZED, "the mirror relays the registry's challenge");
+    assert!(dir.path().join("cache/blobs").is_dir());
+    let (status, digest) = pushed.expect("push through the mirror");
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(digest.expect("digest header"), Digest::of(b"via the mirror").to_string().as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_registry_restart_the_agent_registers_again_and_keeps_accelerating() {
+    let mut s = Setup::new().await;
+    let blob = pseudo_random(6 * MIB, 71);
+    let digest = s.push_blob("accel/app", &blob).await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let agent = s.agent(&[]);
+
+    // The scheduler lives in memory: a restarted registry knows no agent.
+    s.reg.restart();
+    let seed_before = metric_value(&s.registry_metrics().await, "damselfly_bytes_sent_total{kind=\"seed\"}");
+    assert_eq!(seed_before, 0.0);
+    let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice());
+    let page = s.registry_metrics().await;
+    assert_eq!(
+        metric_value(&page, "damselfly_bytes_sent_total{kind=\"seed\"}"),
+        blob.len() as f64,
+        "the blob came through the swarm, not passed through; agent log:\n{}",
+        agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mirror_streams_the_first_pieces_before_the_blob_is_complete() {
+    let s = Setup::new().await;
+    // Ten pieces: the scheduler hands out at most four seed pieces per join, so the rest take more joins.
+    let blob = pseudo_random(40 * MIB, 83);
+    let digest = s.push_blob("accel/app", &blob).await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let agent = s.agent(&[]);
+    let mut r = get_blob(&s.http, &agent, digest, Some(&token)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"], blob.len().to_string().as_str());
+    let first = r.chunk().await.expect("first chunk").expect("some bytes");
+    assert!(
+        !agent.cache_dir.join("blobs").join(digest.hex()).exists(),
+        "the first bytes arrive while the blob is still being fetched"
+    );
+    assert!(agent.cache_dir.join("partial").join(digest.hex()).exists());
+    let mut received = first.to_vec();
+    while let Some(chunk) = r.chunk().await.expect("chunk") {
+        received.extend_from_slice(&chunk);
+    }
+    assert!(received == blob, "in order, every byte");
+}
