@@ -6,6 +6,8 @@
 //! Build the binaries first (`cargo build --workspace --bins`); the test
 //! script in `scripts/test.sh` does that.
 
+pub mod netns;
+pub mod workstation;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -5,12 +5,13 @@
 //! scenarios run on SQLite (the scheduler keeps its state in memory, so the
 //! metadata backend changes nothing here).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use damselfly_core::p2p::{JoinResponse, RegisterRequest, RegisterResponse};
 use damselfly_core::Digest;
+use damselfly_tests::workstation::Workstation;
 use damselfly_tests::{metric_value, run, Agent, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -384,64 +385,6 @@ async fn a_partial_blob_resumes_after_a_restart() {
 }
 
 // ----- real clients -----
-
-struct Workstation {
-    dir: tempfile::TempDir,
-}
-
-impl Workstation {
-    fn new() -> Workstation {
-        let dir = tempfile::Builder::new().prefix("damselfly-agent-ws-").tempdir().expect("temp dir");
-        let root = dir.path().display().to_string();
-        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).expect("write");
-        write(
-            "storage.conf",
-            format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{root}/storage\"\nrunroot = \"{root}/run\"\n"),
-        );
-        write(
-            "containers.conf",
-            format!(
-                "[engine]\ntmp_dir = \"{root}/libpod\"\nevents_logger = \"none\"\ncgroup_manager = \"cgroupfs\"\n\n\
-                 [network]\nnetwork_config_dir = \"{root}/networks\"\n"
-            ),
-        );
-        write("registries.conf", "unqualified-search-registries = []\n".into());
-        write("auth.json", "{\"auths\": {}}\n".into());
-        std::fs::create_dir(dir.path().join("tmp")).expect("tmp dir");
-        Workstation { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("timeout");
-        cmd.arg("180").arg(program);
-        cmd.env("CONTAINERS_CONF", self.path("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", self.path("storage.conf"))
-            .env("CONTAINERS_REGISTRIES_CONF", self.path("registries.conf"))
-            .env("REGISTRY_AUTH_FILE", self.path("auth.json"))
-            .env("TMPDIR", self.path("tmp"));
-        cmd
-    }
-
-    fn podman(&self) -> Command {
-        self.command("podman")
-    }
-
-    fn login(&self, host: &str, user: &str, password: &str) {
-        run(self.podman().args(["login", "--tls-verify=false", "-u", user, "-p", password, host]));
-    }
-
-    fn image_id(&self, image: &str) -> String {
-        run(self.podman().args(["image", "inspect", "--format", "{{.Id}}", image])).trim().to_owned()
-    }
-
-    fn layers(&self, image: &str) -> String {
-        run(self.podman().args(["image", "inspect", "--format", "{{json .RootFS.Layers}}", image])).trim().to_owned()
-    }
-}
 
 /// Builds and pushes `<reg>/accel/app:1.0`, two layers, with podman; returns (image ID, layers, manifest digest).
 fn build_and_push(reg: &Registry) -> (String, String, String) {

@@ -11,12 +11,13 @@
 //! `<scenario>::sqlite` and `<scenario>::postgres`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use damselfly_tests::workstation::Workstation;
 use damselfly_tests::{on_both_backends, run, sha256_digest, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use reqwest::header::HeaderMap;
@@ -1648,68 +1649,6 @@ async fn a_public_namespace_is_pulled_by_anyone_and_pushed_by_members_only(backe
 // Clients
 // ---------------------------------------------------------------------------
 
-/// A throwaway podman and skopeo configuration, as in clients.rs: its own
-/// storage, registries and credentials in a temporary directory.
-struct Workstation {
-    dir: tempfile::TempDir,
-}
-
-impl Workstation {
-    fn new() -> Workstation {
-        let dir = tempfile::Builder::new().prefix("damselfly-auth-").tempdir().expect("temp dir");
-        let root = dir.path().display().to_string();
-        write(
-            &dir.path().join("storage.conf"),
-            format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{root}/storage\"\nrunroot = \"{root}/run\"\n"),
-        );
-        write(
-            &dir.path().join("containers.conf"),
-            format!(
-                "[engine]\ntmp_dir = \"{root}/libpod\"\nevents_logger = \"none\"\ncgroup_manager = \"cgroupfs\"\n\n\
-                 [network]\nnetwork_config_dir = \"{root}/networks\"\n"
-            ),
-        );
-        write(&dir.path().join("registries.conf"), "unqualified-search-registries = []\n");
-        write(&dir.path().join("auth.json"), "{\"auths\": {}}\n");
-        fs::create_dir(dir.path().join("tmp")).expect("tmp dir");
-        Workstation { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.env("CONTAINERS_CONF", self.path("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", self.path("storage.conf"))
-            .env("CONTAINERS_REGISTRIES_CONF", self.path("registries.conf"))
-            .env("REGISTRY_AUTH_FILE", self.path("auth.json"))
-            .env("TMPDIR", self.path("tmp"));
-        cmd
-    }
-
-    fn podman(&self) -> Command {
-        self.command("podman")
-    }
-
-    fn skopeo(&self) -> Command {
-        let mut cmd = self.command("skopeo");
-        cmd.arg("--insecure-policy");
-        cmd
-    }
-
-    /// A tarball of a root filesystem with one file.
-    fn rootfs_tar(&self, content: &str) -> PathBuf {
-        let dir = self.path("rootfs");
-        fs::create_dir_all(dir.join("srv")).expect("mkdir");
-        write(&dir.join("srv/hello.txt"), content);
-        let tar = self.path("rootfs.tar");
-        run(Command::new("tar").args(["--owner=0", "--group=0", "-C"]).arg(&dir).arg("-cf").arg(&tar).arg("srv"));
-        tar
-    }
-}
-
 fn write(path: &Path, content: impl AsRef<[u8]>) {
     fs::write(path, content).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
@@ -1819,7 +1758,11 @@ async fn podman_skopeo_and_ctr_push_and_pull_as_a_robot_account(backend: Backend
 
     // podman: login, push, pull back.
     run(ws.podman().args(["login", "--tls-verify=false", "-u", &login, "-p", &secret, &reg.host]));
-    run(ws.podman().args(["import", "--quiet"]).arg(ws.rootfs_tar("built by the robot\n")).arg(&web));
+    run(ws
+        .podman()
+        .args(["import", "--quiet"])
+        .arg(ws.rootfs_tar("rootfs", &[("srv/hello.txt".to_owned(), b"built by the robot\n".to_vec())]))
+        .arg(&web));
     let id = run(ws.podman().args(["image", "inspect", "--format", "{{.Id}}", &web])).trim().to_owned();
     let digest_file = ws.path("pushed.digest");
     run(ws.podman().args(["push", "--quiet", "--tls-verify=false", "--digestfile"]).arg(&digest_file).arg(&web));

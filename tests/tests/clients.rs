@@ -17,12 +17,12 @@
 //! (`podman login`, into the workstation's own credentials file, which
 //! skopeo reads too): the registry serves nobody anonymously.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use damselfly_tests::{on_both_backends, run, sha256_digest, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use damselfly_tests::workstation::Workstation;
+use damselfly_tests::{on_both_backends, run, sha256_digest, Backend, Registry};
 use serde_json::{json, Value};
 
 on_both_backends!(
@@ -43,16 +43,16 @@ fn podman_push_then_pull_round_trips(backend: Backend) {
     let image = format!("{}/team/app/web:1.0", reg.host);
 
     run(ws.podman().args(["import", "--quiet"]).arg(ws.rootfs_tar("rootfs", &files)).arg(&image));
-    let imported_id = ws.podman_image_id(&image);
+    let imported_id = ws.image_id(&image);
     let pushed_digest = ws.podman_push(&image);
 
     run(ws.podman().args(["rmi", &image]));
     assert_eq!(run(ws.podman().args(["images", "--all", "--quiet"])), "", "the local image is gone before the pull");
 
     run(ws.podman().args(["pull", "--quiet", "--tls-verify=false", &image]));
-    assert_eq!(ws.podman_image_id(&image), imported_id, "image ID (config digest) after the pull");
+    assert_eq!(ws.image_id(&image), imported_id, "image ID (config digest) after the pull");
     assert_eq!(ws.podman_repo_digests(&image), [format!("{}/team/app/web@{pushed_digest}", reg.host)]);
-    ws.assert_podman_image_holds(&image, &files);
+    assert_podman_image_holds(&ws, &image, &files);
 }
 
 /// `docker push` sends Docker's own manifest and layer media types (schema 2);
@@ -63,7 +63,7 @@ fn podman_push_in_docker_format_round_trips(backend: Backend) {
     let files = sample_files("docker format");
     let image = format!("{}/team/app/legacy:1.0", reg.host);
     run(pusher.podman().args(["import", "--quiet"]).arg(pusher.rootfs_tar("rootfs", &files)).arg(&image));
-    let imported_id = pusher.podman_image_id(&image);
+    let imported_id = pusher.image_id(&image);
     let digest_file = pusher.path("pushed.digest");
     run(pusher
         .podman()
@@ -82,9 +82,9 @@ fn podman_push_in_docker_format_round_trips(backend: Backend) {
 
     let puller = Workstation::logged_in_to(&reg);
     run(puller.podman().args(["pull", "--quiet", "--tls-verify=false", &image]));
-    assert_eq!(puller.podman_image_id(&image), imported_id);
+    assert_eq!(puller.image_id(&image), imported_id);
     assert_eq!(puller.podman_repo_digests(&image), [format!("{}/team/app/legacy@{}", reg.host, pushed_digest.trim())]);
-    puller.assert_podman_image_holds(&image, &files);
+    assert_podman_image_holds(&puller, &image, &files);
 }
 
 fn skopeo_inspect_reports_exactly_what_was_pushed(backend: Backend) {
@@ -209,17 +209,13 @@ fn multi_platform_index_round_trips_and_podman_pulls_its_own_platform(backend: B
 
     let image = format!("{}/team/app/multi:1.0", reg.host);
     run(ws.podman().args(["pull", "--quiet", "--tls-verify=false", &image]));
-    assert_eq!(
-        format!("sha256:{}", ws.podman_image_id(&image)),
-        native.config_digest,
-        "podman picks this machine's platform"
-    );
+    assert_eq!(format!("sha256:{}", ws.image_id(&image)), native.config_digest, "podman picks this machine's platform");
     // podman records both names of what it pulled: the index, and the manifest it chose from it.
     let repository = format!("{}/team/app/multi", reg.host);
     let mut expected = [format!("{repository}@{}", index.digest), format!("{repository}@{}", native.manifest_digest)];
     expected.sort();
     assert_eq!(ws.podman_repo_digests(&image), expected);
-    ws.assert_podman_image_holds(&image, &native_files);
+    assert_podman_image_holds(&ws, &image, &native_files);
 }
 
 fn restart_loses_nothing_that_was_pushed(backend: Backend) {
@@ -244,7 +240,7 @@ fn restart_loses_nothing_that_was_pushed(backend: Backend) {
     // Everything a fresh machine pulls before the restart...
     let before = Workstation::logged_in_to(&reg);
     run(before.podman().args(["pull", "--quiet", "--tls-verify=false", &podman_image]));
-    let podman_id = before.podman_image_id(&podman_image);
+    let podman_id = before.image_id(&podman_image);
     let podman_repo_digests = before.podman_repo_digests(&podman_image);
     let pulled_before = OciLayout { dir: before.path("pulled") };
     before.skopeo_copy(&["--all"], &skopeo_image, &pulled_before.reference("multi"));
@@ -256,12 +252,12 @@ fn restart_loses_nothing_that_was_pushed(backend: Backend) {
     // ...another pulls the same after it, by tag and by digest.
     let after = Workstation::logged_in_to(&reg);
     run(after.podman().args(["pull", "--quiet", "--tls-verify=false", &podman_image]));
-    assert_eq!(after.podman_image_id(&podman_image), podman_id, "podman image by tag after the restart");
+    assert_eq!(after.image_id(&podman_image), podman_id, "podman image by tag after the restart");
     assert_eq!(after.podman_repo_digests(&podman_image), podman_repo_digests);
     assert_eq!(podman_repo_digests, [podman_by_digest.as_str()]);
-    after.assert_podman_image_holds(&podman_image, &podman_files);
+    assert_podman_image_holds(&after, &podman_image, &podman_files);
     run(after.podman().args(["pull", "--quiet", "--tls-verify=false", &podman_by_digest]));
-    assert_eq!(after.podman_image_id(&podman_by_digest), podman_id, "podman image by digest after the restart");
+    assert_eq!(after.image_id(&podman_by_digest), podman_id, "podman image by digest after the restart");
 
     let pulled_after = OciLayout { dir: after.path("pulled") };
     let digest = after.skopeo_copy(&["--all"], &skopeo_image, &pulled_after.reference("multi"));
@@ -274,157 +270,24 @@ fn restart_loses_nothing_that_was_pushed(backend: Backend) {
     assert_eq!(after.skopeo_list_tags(&skopeo_repository), ["2.0"]);
 }
 
-/// A machine with podman and skopeo and nothing else on it: its own image
-/// storage, registries, credentials and temporary files, all in one
-/// temporary directory, configured through the files and variables the
-/// containers tools read, so each command looks like what a person types.
-struct Workstation {
-    dir: tempfile::TempDir,
-}
-
-impl Workstation {
-    fn new() -> Workstation {
-        let dir = tempfile::Builder::new().prefix("damselfly-clients-").tempdir().expect("temp dir");
-        let root = dir.path().display().to_string();
-        // vfs copies layers instead of mounting them: slower, but it works as
-        // root or not, inside any sandbox and on any filesystem, and our images are tiny.
-        write(
-            &dir.path().join("storage.conf"),
-            format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{root}/storage\"\nrunroot = \"{root}/run\"\n"),
-        );
-        // Keep libpod's state, events and network configuration out of /run,
-        // /var and /etc, and off systemd, which a CI machine may not run.
-        write(
-            &dir.path().join("containers.conf"),
-            format!(
-                "[engine]\ntmp_dir = \"{root}/libpod\"\nevents_logger = \"none\"\ncgroup_manager = \"cgroupfs\"\n\n\
-                 [network]\nnetwork_config_dir = \"{root}/networks\"\n"
-            ),
-        );
-        // Only fully qualified names: nothing may reach out to a public registry.
-        write(&dir.path().join("registries.conf"), "unqualified-search-registries = []\n");
-        write(&dir.path().join("auth.json"), "{\"auths\": {}}\n");
-        fs::create_dir(dir.path().join("tmp")).expect("tmp dir");
-        Workstation { dir }
-    }
-
-    /// A workstation whose user has run `podman login` to `reg` as its administrator.
-    fn logged_in_to(reg: &Registry) -> Workstation {
-        let ws = Workstation::new();
-        run(ws.podman().args(["login", "--tls-verify=false", "-u", ADMIN_USER, "-p", ADMIN_PASSWORD, &reg.host]));
-        ws
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.env("CONTAINERS_CONF", self.path("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", self.path("storage.conf"))
-            .env("CONTAINERS_REGISTRIES_CONF", self.path("registries.conf"))
-            .env("REGISTRY_AUTH_FILE", self.path("auth.json"))
-            .env("TMPDIR", self.path("tmp"));
-        cmd
-    }
-
-    fn podman(&self) -> Command {
-        self.command("podman")
-    }
-
-    /// skopeo with the trust policy switched off: the machine's
-    /// /etc/containers/policy.json is not ours to rely on, and nothing is signed.
-    fn skopeo(&self) -> Command {
-        let mut cmd = self.command("skopeo");
-        cmd.arg("--insecure-policy");
-        cmd
-    }
-
-    /// The local image ID (the config digest's hex) of an image in this workstation's storage.
-    fn podman_image_id(&self, image: &str) -> String {
-        run(self.podman().args(["image", "inspect", "--format", "{{.Id}}", image])).trim().to_owned()
-    }
-
-    /// Pushes over plain HTTP and returns the manifest digest podman pushed.
-    fn podman_push(&self, image: &str) -> String {
-        let digest_file = self.path("pushed.digest");
-        run(self.podman().args(["push", "--quiet", "--tls-verify=false", "--digestfile"]).arg(&digest_file).arg(image));
-        fs::read_to_string(&digest_file).expect("podman wrote the digest file").trim().to_owned()
-    }
-
-    /// `<repository>@<digest>` names podman recorded for an image when it pulled it, sorted.
-    fn podman_repo_digests(&self, image: &str) -> Vec<String> {
-        let out = run(self.podman().args(["image", "inspect", "--format", "{{json .RepoDigests}}", image]));
-        let mut digests: Vec<String> = serde_json::from_str(&out).expect("RepoDigests JSON");
-        digests.sort();
-        digests
-    }
-
-    /// Checks that a one-layer image in local storage holds exactly `files`,
-    /// by saving it (`podman save`, into an OCI layout) and unpacking its layer.
-    /// podman compresses layers anew when it saves, so the layer's digest
-    /// need not be the one in the registry; its content must be the same.
-    fn assert_podman_image_holds(&self, image: &str, files: &[(String, Vec<u8>)]) {
-        let saved = OciLayout { dir: self.path("saved") };
-        let _ = fs::remove_dir_all(&saved.dir);
-        run(self.podman().args(["save", "--format", "oci-dir", "--output"]).arg(&saved.dir).arg(image));
-        let manifests = saved.tagged_manifest_digests();
-        assert_eq!(manifests.len(), 1, "podman saved one image");
-        let manifest = saved.manifest(&manifests[0]);
-        assert_eq!(manifest["config"]["digest"], format!("sha256:{}", self.podman_image_id(image)));
-        let layers = manifest["layers"].as_array().expect("layers");
-        assert_eq!(layers.len(), 1, "{image} has one layer");
-        let layer = saved.blob_path(layers[0]["digest"].as_str().expect("layer digest"));
-        let unpacked = self.path("unpacked");
-        let _ = fs::remove_dir_all(&unpacked);
-        assert_files_unpacked(&layer, &unpacked, files);
-    }
-
-    /// Copies an image (`--all`: with every platform of an index) with digests
-    /// kept exactly, and returns the digest of what was written.
-    fn skopeo_copy(&self, flags: &[&str], from: &str, to: &str) -> String {
-        let digest_file = self.path("copied.digest");
-        run(self
-            .skopeo()
-            .args(["copy", "--quiet", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false"])
-            .args(flags)
-            .arg("--digestfile")
-            .arg(&digest_file)
-            .args([from, to]));
-        fs::read_to_string(&digest_file).expect("skopeo wrote the digest file").trim().to_owned()
-    }
-
-    fn skopeo_inspect(&self, flags: &[&str], image: &str) -> String {
-        run(self.skopeo().args(["inspect", "--tls-verify=false"]).args(flags).arg(image))
-    }
-
-    /// Tags of `docker://<host>/<name>`, in the order the registry lists them.
-    fn skopeo_list_tags(&self, repository: &str) -> Vec<String> {
-        let listed: Value =
-            serde_json::from_str(&run(self.skopeo().args(["list-tags", "--tls-verify=false", repository])))
-                .expect("JSON");
-        listed["Tags"].as_array().expect("Tags").iter().map(|t| t.as_str().expect("tag").to_owned()).collect()
-    }
-
-    /// An uncompressed tarball of a root filesystem holding `files`.
-    fn rootfs_tar(&self, name: &str, files: &[(String, Vec<u8>)]) -> PathBuf {
-        let dir = self.path(name);
-        for (path, content) in files {
-            let path = dir.join(path);
-            fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-            fs::write(&path, content).expect("write file");
-        }
-        let tar = self.path(&format!("{name}.tar"));
-        let top_level: BTreeSet<&str> = files.iter().map(|(p, _)| p.split('/').next().expect("path")).collect();
-        run(Command::new("tar")
-            .args(["--sort=name", "--owner=0", "--group=0", "--numeric-owner", "-C"])
-            .arg(&dir)
-            .arg("-cf")
-            .arg(&tar)
-            .args(top_level));
-        tar
-    }
+/// Checks that a one-layer image in local storage holds exactly `files`,
+/// by saving it (`podman save`, into an OCI layout) and unpacking its layer.
+/// podman compresses layers anew when it saves, so the layer's digest
+/// need not be the one in the registry; its content must be the same.
+fn assert_podman_image_holds(ws: &Workstation, image: &str, files: &[(String, Vec<u8>)]) {
+    let saved = OciLayout { dir: ws.path("saved") };
+    let _ = fs::remove_dir_all(&saved.dir);
+    run(ws.podman().args(["save", "--format", "oci-dir", "--output"]).arg(&saved.dir).arg(image));
+    let manifests = saved.tagged_manifest_digests();
+    assert_eq!(manifests.len(), 1, "podman saved one image");
+    let manifest = saved.manifest(&manifests[0]);
+    assert_eq!(manifest["config"]["digest"], format!("sha256:{}", ws.image_id(image)));
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 1, "{image} has one layer");
+    let layer = saved.blob_path(layers[0]["digest"].as_str().expect("layer digest"));
+    let unpacked = ws.path("unpacked");
+    let _ = fs::remove_dir_all(&unpacked);
+    assert_files_unpacked(&layer, &unpacked, files);
 }
 
 /// A directory in the OCI image layout (`oci:<dir>:<tag>` to skopeo), built
