@@ -8,6 +8,7 @@ mod digest;
 mod error_code;
 mod name;
 pub mod p2p;
+pub mod range;
 mod reference;
 
 pub use digest::{BlobHasher, Digest, DigestError, PieceDigests, PIECE_SIZE};

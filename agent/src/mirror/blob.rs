@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Response, StatusCode};
 use bytes::Bytes;
 use damselfly_core::p2p::JoinMode;
+use damselfly_core::range::{parse_range, ByteRange};
 use damselfly_core::Digest;
 use futures_util::stream;
 use sha2::Digest as _;
@@ -56,9 +57,11 @@ pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, 
         }
     };
     let size = plan.size;
-    let range = match parse_range(headers, size) {
-        Ok(r) => r,
-        Err(()) => {
+    let asked = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range = match parse_range(asked, size) {
+        ByteRange::Full => None,
+        ByteRange::Partial(first, last) => Some((first, last + 1)),
+        ByteRange::Unsatisfiable => {
             return Response::builder()
                 .status(StatusCode::RANGE_NOT_SATISFIABLE)
                 .header(header::CONTENT_RANGE, format!("bytes */{size}"))
@@ -151,28 +154,6 @@ fn follow(
 }
 
 /// `Range: bytes=a-b` (one range) → `[a, b+1)`; `Ok(None)` without a usable Range header.
-fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return Ok(None) };
-    let Some(spec) = v.trim().strip_prefix("bytes=") else { return Ok(None) };
-    if spec.contains(',') {
-        return Ok(None);
-    }
-    let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
-    let (a, b) = (a.trim(), b.trim());
-    let range = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
-        (size.saturating_sub(n), size)
-    } else {
-        let a: u64 = a.parse().map_err(|_| ())?;
-        let b: u64 = if b.is_empty() { size.saturating_sub(1) } else { b.parse().map_err(|_| ())? };
-        (a, b.min(size.saturating_sub(1)) + 1)
-    };
-    if range.0 >= size || range.0 >= range.1 {
-        return Err(());
-    }
-    Ok(Some(range))
-}
-
 /// The blob straight from the registry with the client's own credentials.
 async fn passthrough(
     state: &MirrorState,
@@ -192,26 +173,5 @@ async fn passthrough(
     match req.send().await {
         Ok(r) => relay_response(r, Some(state.metrics.clone())),
         Err(e) => unreachable_registry(&e.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn h(v: &str) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        m.insert(header::RANGE, v.parse().unwrap_or_else(|_| header::HeaderValue::from_static("")));
-        m
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range(&HeaderMap::new(), 10), Ok(None));
-        assert_eq!(parse_range(&h("bytes=0-3"), 10), Ok(Some((0, 4))));
-        assert_eq!(parse_range(&h("bytes=5-"), 10), Ok(Some((5, 10))));
-        assert_eq!(parse_range(&h("bytes=-3"), 10), Ok(Some((7, 10))));
-        assert_eq!(parse_range(&h("bytes=8-100"), 10), Ok(Some((8, 10))));
-        assert_eq!(parse_range(&h("bytes=10-"), 10), Err(()));
     }
 }

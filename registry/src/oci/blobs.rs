@@ -8,10 +8,10 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::range::{parse_range, ByteRange};
 use super::{parse_digest, response, Call};
 use crate::error::{oci, RegistryError, Result};
 use crate::state::AppState;
+use damselfly_core::range::{parse_range, ByteRange};
 
 /// Read size when streaming a blob to a client.
 const READ_CHUNK: usize = 256 * 1024;

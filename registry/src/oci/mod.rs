@@ -5,7 +5,6 @@ mod blobs;
 mod listing;
 mod manifests;
 pub mod path;
-pub mod range;
 mod referrers;
 mod uploads;
 

@@ -8,12 +8,12 @@ use axum::response::Response;
 use damselfly_core::{BlobHasher, Digest, ErrorCode, RepositoryName};
 use tokio::sync::OwnedMutexGuard;
 
-use super::range::parse_content_range;
 use super::{parse_digest, response, Call};
 use crate::error::{oci, RegistryError, Result};
 use crate::metadata::{BlobRecord, RepositoryId};
 use crate::state::AppState;
 use crate::storage::AppendError;
+use damselfly_core::range::parse_content_range;
 
 /// `POST /v2/<name>/blobs/uploads/`
 pub(super) async fn start(state: &AppState, name: &RepositoryName, call: &Call, body: Body) -> Result<Response> {

@@ -1,4 +1,5 @@
-//! The `Range` request header on blob GETs and `Content-Range` on chunked uploads.
+//! The `Range` request header on blob GETs (registry and agent mirror alike)
+//! and `Content-Range` on chunked uploads.
 
 /// What a blob GET's `Range` header asks for.
 #[derive(Debug, PartialEq, Eq)]
