@@ -13,8 +13,10 @@ use super::{Download, Engine};
 
 /// Pieces fetched at once per blob.
 const PARALLEL: usize = 4;
-/// A piece that takes longer than this counts as a stalled parent.
-const PIECE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A source that sends no byte of a piece for this long has stalled. A slow
+/// but moving transfer is left alone: cutting it would throw away what was
+/// sent and fetch it again.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often to ask the scheduler again while pieces remain.
 const REJOIN_EVERY: Duration = Duration::from_millis(300);
 /// How often progress is reported.
@@ -133,7 +135,11 @@ impl Fetch<'_> {
             let http = self.engine.http.clone();
             let ticket = self.ticket.clone();
             let expected = self.d.layout.span(i).1;
-            tasks.spawn(async move { (i, source, fetch_piece(&http, &url, &ticket, expected).await) });
+            let slots = self.engine.fetch_slots.clone();
+            tasks.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                (i, source, fetch_piece(&http, &url, &ticket, expected).await)
+            });
         }
     }
 
@@ -256,19 +262,34 @@ impl Fetch<'_> {
 }
 
 async fn fetch_piece(http: &reqwest::Client, url: &str, ticket: &str, expected: u64) -> Result<Bytes, String> {
-    let r = http
-        .get(url)
-        .header(reqwest::header::AUTHORIZATION, format!("{TICKET_AUTH_SCHEME} {ticket}"))
-        .timeout(PIECE_TIMEOUT)
-        .send()
+    use futures_util::StreamExt;
+    let request = http.get(url).header(reqwest::header::AUTHORIZATION, format!("{TICKET_AUTH_SCHEME} {ticket}")).send();
+    let r = tokio::time::timeout(STALL_TIMEOUT, request)
         .await
+        .map_err(|_| format!("no answer in {} s", STALL_TIMEOUT.as_secs()))?
         .map_err(|e| e.to_string())?;
     if !r.status().is_success() {
         return Err(format!("answered {}", r.status()));
     }
-    let bytes = r.bytes().await.map_err(|e| e.to_string())?;
-    if bytes.len() as u64 != expected {
-        return Err(format!("sent {} bytes instead of {expected}", bytes.len()));
+    let mut body = r.bytes_stream();
+    let mut piece = bytes::BytesMut::with_capacity(expected as usize);
+    loop {
+        let next = tokio::time::timeout(STALL_TIMEOUT, body.next())
+            .await
+            .map_err(|_| format!("stalled for {} s after {} bytes", STALL_TIMEOUT.as_secs(), piece.len()))?;
+        match next {
+            Some(chunk) => {
+                let chunk = chunk.map_err(|e| e.to_string())?;
+                if piece.len() as u64 + chunk.len() as u64 > expected {
+                    return Err(format!("sent more than the piece's {expected} bytes"));
+                }
+                piece.extend_from_slice(&chunk);
+            }
+            None => break,
+        }
     }
-    Ok(bytes)
+    if piece.len() as u64 != expected {
+        return Err(format!("sent {} bytes instead of {expected}", piece.len()));
+    }
+    Ok(piece.freeze())
 }

@@ -108,7 +108,13 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     http: reqwest::Client,
     downloads: Mutex<HashMap<Digest, Arc<Download>>>,
+    /// Piece fetches in flight on this node, across all downloads: more
+    /// would only split the node's link into transfers that each crawl.
+    fetch_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Piece fetches one node runs at once, whatever the number of blobs it pulls.
+pub const NODE_FETCH_SLOTS: usize = 4;
 
 impl Engine {
     /// The engine over the cache.
@@ -118,7 +124,14 @@ impl Engine {
         metrics: Arc<Metrics>,
         http: reqwest::Client,
     ) -> Arc<Engine> {
-        Arc::new(Engine { cache, registry, metrics, http, downloads: Mutex::new(HashMap::new()) })
+        Arc::new(Engine {
+            cache,
+            registry,
+            metrics,
+            http,
+            downloads: Mutex::new(HashMap::new()),
+            fetch_slots: Arc::new(tokio::sync::Semaphore::new(NODE_FETCH_SLOTS)),
+        })
     }
 
     /// The HTTP client (follows redirects), for pass-through.

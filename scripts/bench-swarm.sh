@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# P2P swarm benchmark on a virtual network (needs root and iproute2):
+#
+#     scripts/bench-swarm.sh [N]        # N agents, default 8
+#
+# The registry and N agents each run in their own network namespace joined
+# by a bridge, every node (the registry's too) limited to SWARM_MBIT Mbit/s
+# up and down with tc. An image of SWARM_IMAGE_MIB MiB in SWARM_LAYERS layers
+# is pushed; all N nodes pull every layer at the same moment through their
+# agent (P2P), then the same N nodes pull it straight from the registry.
+# Prints makespan, per-node completion p50/p95/max, the registry's blob
+# egress against the image size, and the Kumar & Ross lower bound for P2P.
+#
+# Settings (environment): SWARM_MBIT (50), SWARM_IMAGE_MIB (64),
+# SWARM_LAYERS (4), SWARM_TIMEOUT (seconds for the whole run, 900),
+# SWARM_LOG_DIR (copy the registry's and agents' logs there).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+n="${1:-8}"
+[ "$(id -u)" = 0 ] || { echo "error: bench-swarm builds network namespaces and needs root" >&2; exit 1; }
+command -v ip >/dev/null && ip netns list >/dev/null || { echo "error: 'ip netns' unavailable: apt-get install iproute2" >&2; exit 1; }
+command -v tc >/dev/null || { echo "error: 'tc' unavailable: apt-get install iproute2" >&2; exit 1; }
+
+# Namespaces are named dfsw-<pid>-<k> / dfn-<pid>-<k>-<i> after the test
+# process; the test deletes them on drop, but not if it is killed (timeout).
+# Remove those whose process is gone, and whatever still runs inside them.
+cleanup_orphans() {
+    local ns pid p
+    for ns in $(ip netns list | awk '{print $1}' | grep -E '^df(sw|n)-[0-9]+-' || true); do
+        pid="$(echo "$ns" | sed -E 's/^df(sw|n)-([0-9]+)-.*/\2/')"
+        if ! kill -0 "$pid" 2>/dev/null; then
+            for p in $(ip netns pids "$ns" 2>/dev/null || true); do kill -9 "$p" 2>/dev/null || true; done
+            ip netns del "$ns" 2>/dev/null || true
+        fi
+    done
+}
+trap cleanup_orphans EXIT
+
+echo "==> building binaries and the swarm test"
+cargo build --workspace --bins --quiet
+cargo test -p damselfly-tests --test swarm --no-run --quiet 2>/dev/null
+
+echo "==> swarm benchmark, N=$n"
+SWARM_NODES="$n" timeout --kill-after=10 "${SWARM_TIMEOUT:-900}" \
+    cargo test -p damselfly-tests --test swarm --quiet -- --ignored --exact bench_swarm --nocapture --test-threads 1

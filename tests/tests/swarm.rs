@@ -1,0 +1,562 @@
+//! A swarm on a real (virtual) network: the registry and every agent run in
+//! their own network namespace with their own address, joined by a bridge,
+//! each node's upload and download limited with `tc`. A multi-layer image is
+//! pushed, P2P is switched on, and all agents pull every layer at the same
+//! moment through their own mirror.
+//!
+//! Needs root and iproute2; fails (never skips) without them. The benchmark
+//! `bench_swarm` is `#[ignore]`d and driven by `scripts/bench-swarm.sh`.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use damselfly_core::Digest;
+use damselfly_tests::netns::{Net, NsProcess};
+use damselfly_tests::{binary, metric_value, ADMIN_PASSWORD, ADMIN_USER};
+use serde_json::{json, Value};
+
+const MIB: usize = 1024 * 1024;
+const REPO: &str = "accel/app";
+/// Node 0 is the test's own client (no limits), node 1 the registry, nodes 2.. the agents.
+const CTL: usize = 0;
+const REG: usize = 1;
+const FIRST_AGENT: usize = 2;
+
+/// Deterministic, incompressible bytes.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The registry, N agents and the network. Fields drop in order: processes first, then the namespaces.
+struct Swarm {
+    agents: Vec<Option<NsProcess>>,
+    registry: NsProcess,
+    net: Net,
+    reg_url: String,
+    cluster_token: String,
+    tmp: tempfile::TempDir,
+}
+
+/// One layer of the pushed image.
+#[derive(Clone)]
+struct Layer {
+    digest: Digest,
+    len: usize,
+}
+
+/// How one node's pull went.
+#[derive(Debug, Clone)]
+struct NodePull {
+    /// Seconds from the common start to the last layer's last byte.
+    secs: f64,
+    /// (layer digest, sha256 of what arrived, curl ok) per layer.
+    layers: Vec<(String, String, bool, String)>,
+}
+
+impl Swarm {
+    fn start(agents: usize) -> Swarm {
+        let net = Net::new(FIRST_AGENT + agents);
+        let tmp = tempfile::Builder::new().prefix("damselfly-swarm-").tempdir().expect("temp dir");
+        let reg_ip = net.nodes[REG].ip.clone();
+        let reg_url = format!("http://{reg_ip}:5000");
+        let data = tmp.path().join("registry");
+        let mut cmd = net.command(REG, binary("damselfly-registry"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DAMSELFLY_LISTEN", format!("{reg_ip}:5000"))
+            .env("DAMSELFLY_PUBLIC_URL", &reg_url)
+            .env("DAMSELFLY_DATA_DIR", &data)
+            .env("DAMSELFLY_DATABASE_URL", format!("sqlite://{}/metadata.db", data.display()))
+            .env("DAMSELFLY_LOG_FORMAT", "json")
+            .env("DAMSELFLY_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("RUST_LOG", "info");
+        let registry = NsProcess::spawn(cmd, tmp.path().join("registry.log"));
+        let mut s = Swarm { agents: Vec::new(), registry, net, reg_url, cluster_token: String::new(), tmp };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = s.registry.exited() {
+                panic!("registry exited during start with {status}; log:\n{}", s.registry.log());
+            }
+            if s.curl(&["-fsS", "-o", "/dev/null", &format!("{}/readyz", s.reg_url)]).0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "registry not ready in 30 s; log:\n{}", s.registry.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (code, body) = s.admin("POST", "/api/v1/tenants/default/clusters", &json!({"name": "swarm"}));
+        assert_eq!(code, 201, "{body}");
+        s.cluster_token = body["token"].as_str().expect("cluster token").to_owned();
+        for i in 0..agents {
+            s.start_agent(i);
+        }
+        s
+    }
+
+    fn agent_ip(&self, i: usize) -> &str {
+        &self.net.nodes[FIRST_AGENT + i].ip
+    }
+
+    fn start_agent(&mut self, i: usize) {
+        let node = FIRST_AGENT + i;
+        let ip = self.net.nodes[node].ip.clone();
+        let mut cmd = self.net.command(node, binary("damselfly-agent"));
+        cmd.args(["run", "--registry", &self.reg_url])
+            .args(["--listen", &format!("{ip}:65001")])
+            .args(["--peer-listen", &format!("{ip}:65002")])
+            .args(["--metrics-listen", &format!("{ip}:65003")])
+            .args(["--advertise-ip", &ip])
+            .args(["--node-name", &format!("node-{i}")])
+            .arg("--cache-dir")
+            .arg(self.tmp.path().join(format!("cache-{i}")))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DAMSELFLY_AGENT_CLUSTER_TOKEN", &self.cluster_token)
+            .env("RUST_LOG", "info");
+        let mut agent = NsProcess::spawn(cmd, self.tmp.path().join(format!("agent-{i}.log")));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = agent.exited() {
+                panic!("agent {i} exited during start with {status}; log:\n{}", agent.log());
+            }
+            if self.curl(&["-fsS", "-o", "/dev/null", &format!("http://{ip}:65003/healthz")]).0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "agent {i} did not register in 30 s; log:\n{}", agent.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.agents.push(Some(agent));
+    }
+
+    /// curl from the control namespace; (success, stdout).
+    fn curl(&self, args: &[&str]) -> (bool, String) {
+        let out = self.net.command(CTL, "curl").args(["--max-time", "120"]).args(args).output().expect("run curl");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A management API call with admin Basic auth; (status, JSON body).
+    fn admin(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let user = format!("{ADMIN_USER}:{ADMIN_PASSWORD}");
+        let url = format!("{}{path}", self.reg_url);
+        let data = body.to_string();
+        let mut args = vec!["-sS", "-u", &user, "-X", method, "-w", "\n%{http_code}", &url];
+        if !body.is_null() {
+            args.extend(["-H", "content-type: application/json", "--data-binary", &data]);
+        }
+        let (_, out) = self.curl(&args);
+        let (text, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+        (code.trim().parse().unwrap_or(0), serde_json::from_str(text).unwrap_or(Value::Null))
+    }
+
+    /// Pushes a blob (through a file, from the control namespace) with admin Basic auth.
+    fn push_blob(&self, bytes: &[u8]) -> Digest {
+        let digest = Digest::of(bytes);
+        let path = self.tmp.path().join("upload.bin");
+        std::fs::write(&path, bytes).expect("write blob file");
+        let user = format!("{ADMIN_USER}:{ADMIN_PASSWORD}");
+        let url = format!("{}/v2/{REPO}/blobs/uploads/?digest={digest}", self.reg_url);
+        let file = format!("@{}", path.display());
+        let (_, code) = self.curl(&[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            &user,
+            "-X",
+            "POST",
+            "--data-binary",
+            &file,
+            &url,
+        ]);
+        assert_eq!(code.trim(), "201", "push of {digest}");
+        let _ = std::fs::remove_file(&path);
+        digest
+    }
+
+    /// Pushes an image of `layers` random layers of `layer_bytes` each, a config and an OCI manifest.
+    fn push_image(&self, layers: usize, layer_bytes: usize) -> Vec<Layer> {
+        let mut out = Vec::new();
+        for l in 0..layers {
+            let blob = pseudo_random(layer_bytes, 1001 + 2 * l as u64);
+            out.push(Layer { digest: self.push_blob(&blob), len: blob.len() });
+        }
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config_digest = self.push_blob(config);
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+            "layers": out.iter().map(|l| json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": l.digest.to_string(), "size": l.len,
+            })).collect::<Vec<_>>(),
+        });
+        let path = self.tmp.path().join("manifest.json");
+        std::fs::write(&path, manifest.to_string()).expect("write manifest");
+        let user = format!("{ADMIN_USER}:{ADMIN_PASSWORD}");
+        let url = format!("{}/v2/{REPO}/manifests/v1", self.reg_url);
+        let file = format!("@{}", path.display());
+        let (_, code) = self.curl(&[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            &user,
+            "-X",
+            "PUT",
+            "-H",
+            "content-type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+            &file,
+            &url,
+        ]);
+        assert_eq!(code.trim(), "201", "manifest push");
+        out
+    }
+
+    fn set_p2p(&self, on: bool) {
+        let (code, body) = self.admin("PATCH", "/api/v1/namespaces/accel", &json!({"p2p_enabled": on}));
+        assert_eq!(code, 200, "{body}");
+        // The registry caches namespaces for two seconds.
+        std::thread::sleep(Duration::from_millis(2100));
+    }
+
+    /// A bearer token for pulling `accel/app`, for a new robot that may pull from `accel`.
+    fn pull_token(&self) -> String {
+        let (code, body) = self.admin(
+            "POST",
+            "/api/v1/tenants/default/robots",
+            &json!({"name": "puller", "scopes": [{"namespace": "accel", "role": "viewer"}]}),
+        );
+        assert_eq!(code, 201, "{body}");
+        let creds = format!("{}:{}", body["login"].as_str().expect("login"), body["token"].as_str().expect("secret"));
+        let url = format!("{}/auth/token?service=damselfly&scope=repository:{REPO}:pull", self.reg_url);
+        let (ok, out) = self.curl(&["-fsS", "-u", &creds, &url]);
+        assert!(ok, "token request failed: {out}");
+        let body: Value = serde_json::from_str(&out).expect("token JSON");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    fn registry_metrics(&self) -> String {
+        let (ok, page) = self.curl(&["-fsS", &format!("{}/metrics", self.reg_url)]);
+        assert!(ok, "registry metrics");
+        page
+    }
+
+    /// Bytes the registry sent as seed pieces and as blobs.
+    fn registry_blob_bytes(&self) -> (f64, f64) {
+        let page = self.registry_metrics();
+        (
+            metric_value(&page, "damselfly_bytes_sent_total{kind=\"seed\"}"),
+            metric_value(&page, "damselfly_bytes_sent_total{kind=\"blob\"}"),
+        )
+    }
+
+    /// Agent `i`'s metrics page, empty if it does not answer.
+    fn agent_metrics(&self, i: usize) -> String {
+        self.curl(&["-fsS", "--max-time", "5", &format!("http://{}:65003/metrics", self.agent_ip(i))]).1
+    }
+
+    /// Sum over agents of `damselfly_agent_bytes_received_total{source=…}` for peer, seed, passthrough.
+    fn agent_bytes(&self, nodes: &[usize]) -> (f64, f64, f64) {
+        let mut sums = (0.0, 0.0, 0.0);
+        for &i in nodes {
+            let page = self.agent_metrics(i);
+            let v = |source: &str| {
+                metric_value(&page, &format!("damselfly_agent_bytes_received_total{{source=\"{source}\"}}"))
+            };
+            let (peer, seed, pass) = (v("peer"), v("seed"), v("passthrough"));
+            eprintln!(
+                "agent {i}: received peer {peer} seed {seed} passthrough {pass}; served to peers {}; pieces verified {} rejected {}",
+                metric_value(&page, "damselfly_agent_bytes_served_to_peers_total"),
+                metric_value(&page, "damselfly_agent_pieces_total{outcome=\"verified\"}"),
+                metric_value(&page, "damselfly_agent_pieces_total{outcome=\"rejected\"}"),
+            );
+            sums.0 += peer;
+            sums.1 += seed;
+            sums.2 += pass;
+        }
+        sums
+    }
+
+    /// Every one of `nodes` (agent indices) GETs every layer from `base(node)` at the
+    /// same moment (layers of one node in parallel, as a runtime does), hashing what
+    /// arrives. `during` runs once everyone has started. Bounded by `timeout`.
+    fn pull_all(
+        &self,
+        nodes: &[usize],
+        layers: &[Layer],
+        token: &str,
+        base: impl Fn(usize) -> String,
+        timeout: Duration,
+        during: impl FnOnce(),
+    ) -> Vec<NodePull> {
+        let barrier = Arc::new(Barrier::new(nodes.len() * layers.len() + 1));
+        let mut handles = Vec::new();
+        for &n in nodes {
+            for layer in layers {
+                let url = format!("{}/v2/{REPO}/blobs/{}", base(n), layer.digest);
+                let mut cmd = self.net.command(FIRST_AGENT + n, "bash");
+                cmd.args([
+                    "-c",
+                    "set -o pipefail; curl -fsS --max-time \"$MAXT\" -H \"Authorization: Bearer $TOKEN\" \"$URL\" | sha256sum",
+                ])
+                .env("TOKEN", token)
+                .env("URL", &url)
+                .env("MAXT", timeout.as_secs().to_string());
+                let barrier = barrier.clone();
+                let digest = layer.digest.to_string();
+                handles.push((
+                    n,
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let t0 = Instant::now();
+                        let out = cmd.output().expect("run curl in the node namespace");
+                        let sum =
+                            String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_owned();
+                        let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+                        (t0, t0.elapsed(), digest, format!("sha256:{sum}"), out.status.success(), err)
+                    }),
+                ));
+            }
+        }
+        barrier.wait();
+        let start = Instant::now();
+        during();
+        let mut results: Vec<NodePull> = nodes.iter().map(|_| NodePull { secs: 0.0, layers: Vec::new() }).collect();
+        for (n, h) in handles {
+            let (t0, took, digest, sum, ok, err) = h.join().expect("pull thread");
+            let slot = nodes.iter().position(|&x| x == n).expect("node");
+            let end = (t0 + took).saturating_duration_since(start).as_secs_f64();
+            results[slot].secs = results[slot].secs.max(end);
+            results[slot].layers.push((digest, sum, ok, err));
+        }
+        results
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            let log = a.as_ref().map(NsProcess::log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            out.push_str(&format!("--- agent {i} ({}) last lines:\n", self.agent_ip(i)));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Swarm {
+    /// With `SWARM_LOG_DIR` set, the registry's and agents' logs are copied there.
+    fn drop(&mut self) {
+        if let Ok(dir) = std::env::var("SWARM_LOG_DIR") {
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(&self.registry.log_path, format!("{dir}/registry.log"));
+            for (i, a) in self.agents.iter().enumerate() {
+                if let Some(a) = a {
+                    let _ = std::fs::copy(&a.log_path, format!("{dir}/agent-{i}.log"));
+                }
+            }
+        }
+    }
+}
+
+fn assert_all_correct(results: &[NodePull], nodes: &[usize], swarm: &Swarm) {
+    for (r, n) in results.iter().zip(nodes) {
+        for (digest, sum, ok, err) in &r.layers {
+            assert!(
+                *ok && sum == digest,
+                "agent {n}: layer {digest} arrived as {sum} (curl ok: {ok}, {err})\n{}",
+                swarm.logs()
+            );
+        }
+    }
+}
+
+#[test]
+fn six_agents_in_their_own_namespaces_pull_a_64_mib_image_mostly_from_each_other() {
+    const AGENTS: usize = 6;
+    const MBIT: u32 = 40;
+    let _serial = serial();
+    let swarm = Swarm::start(AGENTS);
+    let layers = swarm.push_image(3, 24 * MIB);
+    let image: usize = layers.iter().map(|l| l.len).sum();
+    swarm.set_p2p(true);
+    let token = swarm.pull_token();
+    for i in REG..swarm.net.nodes.len() {
+        swarm.net.limit(i, MBIT);
+    }
+    let (seed0, blob0) = swarm.registry_blob_bytes();
+    let nodes: Vec<usize> = (0..AGENTS).collect();
+    let t = Instant::now();
+    let results = swarm.pull_all(
+        &nodes,
+        &layers,
+        &token,
+        |n| format!("http://{}:65001", swarm.agent_ip(n)),
+        Duration::from_secs(240),
+        || {},
+    );
+    let makespan = t.elapsed().as_secs_f64();
+    let (seed1, blob1) = swarm.registry_blob_bytes();
+    let (peer, seed, pass) = swarm.agent_bytes(&nodes);
+    let sent = (seed1 - seed0) + (blob1 - blob0);
+    eprintln!(
+        "swarm: {AGENTS} agents, {MBIT} Mbit/s per node, image {image} B; makespan {makespan:.1} s; per node {:?}; \
+         registry sent {sent} B (seed {} + blob {}); agents received peer {peer} seed {seed} passthrough {pass}",
+        results.iter().map(|r| format!("{:.1}", r.secs)).collect::<Vec<_>>(),
+        seed1 - seed0,
+        blob1 - blob0
+    );
+    assert_all_correct(&results, &nodes, &swarm);
+    assert!(
+        sent <= 1.25 * image as f64,
+        "the registry sent {sent} bytes of blobs (seed {} + blob {}) for a {image} byte image ({:.2}×)\n{}",
+        seed1 - seed0,
+        blob1 - blob0,
+        sent / image as f64,
+        swarm.logs()
+    );
+    assert!(peer > seed, "agents received {peer} bytes from peers and {seed} from the seed\n{}", swarm.logs());
+}
+
+#[test]
+fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
+    const AGENTS: usize = 6;
+    const MBIT: u32 = 40;
+    let _serial = serial();
+    let mut swarm = Swarm::start(AGENTS);
+    let layers = swarm.push_image(3, 24 * MIB);
+    swarm.set_p2p(true);
+    let token = swarm.pull_token();
+    for i in REG..swarm.net.nodes.len() {
+        swarm.net.limit(i, MBIT);
+    }
+    let nodes: Vec<usize> = (0..AGENTS).collect();
+    // Agent 0 is killed six seconds in: by then it holds pieces and serves them to the others.
+    let victim = 0usize;
+    let mut victim_proc = swarm.agents[victim].take().expect("victim agent");
+    let results = swarm.pull_all(
+        &nodes,
+        &layers,
+        &token,
+        |n| format!("http://{}:65001", swarm.agent_ip(n)),
+        Duration::from_secs(240),
+        || {
+            std::thread::sleep(Duration::from_secs(6));
+            victim_proc.kill();
+        },
+    );
+    let survivors: Vec<usize> = nodes.iter().copied().filter(|&n| n != victim).collect();
+    let surviving: Vec<NodePull> = survivors.iter().map(|&n| results[n].clone()).collect();
+    let (peer, seed, pass) = swarm.agent_bytes(&survivors);
+    eprintln!(
+        "fault: agent {victim} killed at 6 s; survivors finished at {:?} s; they received peer {peer} seed {seed} passthrough {pass}",
+        surviving.iter().map(|r| format!("{:.1}", r.secs)).collect::<Vec<_>>()
+    );
+    assert_all_correct(&surviving, &survivors, &swarm);
+}
+
+/// The scenarios are heavy (a registry, six agents, shaped links): one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The benchmark behind `scripts/bench-swarm.sh`: SWARM_NODES agents (default 8),
+/// SWARM_MBIT per node up and down (default 50, the registry's node too),
+/// SWARM_IMAGE_MIB (default 64) in SWARM_LAYERS layers (default 4). P2P pull
+/// through the agents, then the same nodes pulling straight from the registry.
+#[test]
+#[ignore = "benchmark; run scripts/bench-swarm.sh"]
+fn bench_swarm() {
+    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let n = env("SWARM_NODES", 8);
+    let mbit = env("SWARM_MBIT", 50) as u32;
+    let image_mib = env("SWARM_IMAGE_MIB", 64);
+    let nlayers = env("SWARM_LAYERS", 4).max(1);
+    let _serial = serial();
+    let swarm = Swarm::start(n);
+    let layers = swarm.push_image(nlayers, image_mib * MIB / nlayers);
+    let s: f64 = layers.iter().map(|l| l.len as f64).sum();
+    swarm.set_p2p(true);
+    let token = swarm.pull_token();
+    for i in REG..swarm.net.nodes.len() {
+        swarm.net.limit(i, mbit);
+    }
+    let rate = mbit as f64 * 1e6 / 8.0; // bytes/s, every node up and down
+    let (u_seed, d_min, u_peers) = (rate, rate, n as f64 * rate);
+    let bound = (s / u_seed).max(s / d_min).max(n as f64 * s / (u_seed + u_peers));
+    let direct_ideal = n as f64 * s / rate;
+    let timeout = Duration::from_secs_f64(direct_ideal * 3.0 + 120.0);
+    let nodes: Vec<usize> = (0..n).collect();
+
+    let before = swarm.registry_blob_bytes();
+    let p2p =
+        swarm.pull_all(&nodes, &layers, &token, |i| format!("http://{}:65001", swarm.agent_ip(i)), timeout, || {});
+    let after = swarm.registry_blob_bytes();
+    let (peer, seed, pass) = swarm.agent_bytes(&nodes);
+    let p2p_egress = (after.0 - before.0) + (after.1 - before.1);
+
+    let reg_url = swarm.reg_url.clone();
+    let direct = swarm.pull_all(&nodes, &layers, &token, |_| reg_url.clone(), timeout, || {});
+    let after2 = swarm.registry_blob_bytes();
+    let direct_egress = (after2.0 - after.0) + (after2.1 - after.1);
+
+    let stats = |r: &[NodePull]| {
+        let mut t: Vec<f64> = r.iter().map(|x| x.secs).collect();
+        t.sort_by(f64::total_cmp);
+        let pct = |p: f64| t[((p * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1];
+        (pct(0.5), pct(0.95), t[t.len() - 1])
+    };
+    let bad = |r: &[NodePull]| r.iter().flat_map(|x| &x.layers).filter(|(d, s, ok, _)| !ok || d != s).count();
+    let (p50, p95, pmax) = stats(&p2p);
+    let (d50, d95, dmax) = stats(&direct);
+    let mib = |b: f64| b / MIB as f64;
+    println!();
+    println!("swarm benchmark: N={n} agents, {mbit} Mbit/s per node up and down (registry node too), image {:.1} MiB in {nlayers} layers, 4 MiB pieces", mib(s));
+    println!("| mode   | makespan s | p50 s | p95 s | max s | registry egress MiB | egress / image | bad layers |");
+    println!("|--------|-----------:|------:|------:|------:|--------------------:|---------------:|-----------:|");
+    println!(
+        "| p2p    | {pmax:10.1} | {p50:5.1} | {p95:5.1} | {pmax:5.1} | {:19.1} | {:14.2} | {:10} |",
+        mib(p2p_egress),
+        p2p_egress / s,
+        bad(&p2p)
+    );
+    println!(
+        "| direct | {dmax:10.1} | {d50:5.1} | {d95:5.1} | {dmax:5.1} | {:19.1} | {:14.2} | {:10} |",
+        mib(direct_egress),
+        direct_egress / s,
+        bad(&direct)
+    );
+    println!(
+        "P2P lower bound (Kumar & Ross, max(S/u_seed, S/d_min, N·S/(u_seed+Σu_peers))) = {bound:.1} s; makespan/bound = {:.2}",
+        pmax / bound
+    );
+    println!("direct lower bound N·S/u_seed = {direct_ideal:.1} s");
+    println!("agents received: peer {:.1} MiB, seed {:.1} MiB, passthrough {:.1} MiB", mib(peer), mib(seed), mib(pass));
+    if bad(&p2p) > 0 {
+        for (i, r) in p2p.iter().enumerate() {
+            for (d, s, ok, e) in &r.layers {
+                if !ok || d != s {
+                    println!("agent {i}: {d} -> {s} ok={ok} {e}");
+                }
+            }
+        }
+        println!("{}", swarm.logs());
+    }
+}
