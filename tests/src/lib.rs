@@ -441,3 +441,17 @@ pub fn metric_value(page: &str, sample: &str) -> f64 {
         .next()
         .unwrap_or(0.0)
 }
+
+/// Deterministic, incompressible bytes (xorshift64*), for test blobs and layers.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

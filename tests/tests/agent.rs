@@ -12,7 +12,7 @@ use std::time::Duration;
 use damselfly_core::p2p::{JoinResponse, RegisterRequest, RegisterResponse};
 use damselfly_core::Digest;
 use damselfly_tests::workstation::Workstation;
-use damselfly_tests::{metric_value, run, Agent, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use damselfly_tests::{metric_value, pseudo_random, run, Agent, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -119,20 +119,6 @@ async fn get_blob(http: &Client, agent: &Agent, digest: Digest, token: Option<&s
         req = req.bearer_auth(t);
     }
     req.send().await.expect("blob request")
-}
-
-/// Deterministic, incompressible bytes.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

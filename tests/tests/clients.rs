@@ -469,19 +469,10 @@ fn sample_files(label: &str) -> Vec<(String, Vec<u8>)> {
     ]
 }
 
-/// Deterministic, incompressible bytes (xorshift64*), different for each seed.
-fn pseudo_random_bytes(len: usize, seed: &str) -> Vec<u8> {
-    let mut state =
-        seed.bytes().fold(0x9E37_79B9_7F4A_7C15_u64, |s, b| (s ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+/// Deterministic, incompressible bytes, different for each label.
+fn pseudo_random_bytes(len: usize, label: &str) -> Vec<u8> {
+    let seed = label.bytes().fold(0x9E37_79B9_7F4A_7C15_u64, |s, b| (s ^ u64::from(b)).wrapping_mul(0x100_0000_01B3));
+    damselfly_tests::pseudo_random(len, seed)
 }
 
 /// Unpacks a layer tarball (compressed or not) and checks every file holds exactly what it was built with.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use damselfly_core::Digest;
 use damselfly_tests::netns::{Net, NsProcess};
-use damselfly_tests::{binary, metric_value, ADMIN_PASSWORD, ADMIN_USER};
+use damselfly_tests::{binary, metric_value, pseudo_random, ADMIN_PASSWORD, ADMIN_USER};
 use serde_json::{json, Value};
 
 const MIB: usize = 1024 * 1024;
@@ -21,20 +21,6 @@ const REPO: &str = "accel/app";
 const CTL: usize = 0;
 const REG: usize = 1;
 const FIRST_AGENT: usize = 2;
-
-/// Deterministic, incompressible bytes.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// The registry, N agents and the network. Fields drop in order: processes first, then the namespaces.
 struct Swarm {
