@@ -13,7 +13,8 @@
 #
 # Settings (environment): SWARM_MBIT (50), SWARM_IMAGE_MIB (64),
 # SWARM_LAYERS (4), SWARM_TIMEOUT (seconds for the whole run, 900),
-# SWARM_LOG_DIR (copy the registry's and agents' logs there).
+# SWARM_LOG_DIR (copy the registry's and agents' logs there), SWARM_AGENT_LOG
+# (the agents' RUST_LOG filter; "info,damselfly_agent::piece=debug" logs every piece).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

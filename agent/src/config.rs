@@ -61,12 +61,24 @@ pub struct RunArgs {
     /// Directory of the blob cache [default: ./damselfly-agent-cache].
     #[arg(long, env = "DAMSELFLY_AGENT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Concurrent piece uploads to other agents [default: 8].
+    /// Concurrent piece uploads to other agents [default: 4].
     #[arg(long, env = "DAMSELFLY_AGENT_UPLOAD_SLOTS")]
     pub upload_slots: Option<u32>,
+    /// Most bytes per second sent to other agents, all uploads together [default: 0, no limit].
+    #[arg(long, env = "DAMSELFLY_AGENT_UPLOAD_RATE")]
+    pub upload_rate: Option<u64>,
+    /// Most bytes per second of pieces fetched from peers and the seed, all together [default: 0, no limit].
+    #[arg(long, env = "DAMSELFLY_AGENT_DOWNLOAD_RATE")]
+    pub download_rate: Option<u64>,
     /// Most bytes of completed blobs kept; least recently used ones go first [default: 0, no limit].
     #[arg(long, env = "DAMSELFLY_AGENT_CACHE_MAX_BYTES")]
     pub cache_max_bytes: Option<u64>,
+    /// Use of the cache's filesystem, in percent, at which least recently used blobs start to be evicted [default: 85].
+    #[arg(long, env = "DAMSELFLY_AGENT_CACHE_HIGH_WATERMARK", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub cache_high_watermark: Option<u8>,
+    /// Use of the cache's filesystem, in percent, that eviction brings it back down to [default: 75].
+    #[arg(long, env = "DAMSELFLY_AGENT_CACHE_LOW_WATERMARK", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub cache_low_watermark: Option<u8>,
     /// Testing only: flip a byte in every piece served to peers.
     #[arg(long, hide = true)]
     pub corrupt_pieces_for_testing: bool,
@@ -86,7 +98,11 @@ struct FileConfig {
     zone: Option<String>,
     cache_dir: Option<PathBuf>,
     upload_slots: Option<u32>,
+    upload_rate: Option<u64>,
+    download_rate: Option<u64>,
     cache_max_bytes: Option<u64>,
+    cache_high_watermark: Option<u8>,
+    cache_low_watermark: Option<u8>,
 }
 
 /// The settings in force.
@@ -112,8 +128,14 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// Upload slots.
     pub upload_slots: u32,
+    /// Upload limit in bytes per second, 0 for none.
+    pub upload_rate: u64,
+    /// Piece download limit in bytes per second, 0 for none.
+    pub download_rate: u64,
     /// Cache limit in bytes, 0 for none.
     pub cache_max_bytes: u64,
+    /// Filesystem use (percent) that starts eviction, and where it stops.
+    pub cache_watermarks: (u8, u8),
     /// Testing only: corrupt served pieces.
     pub corrupt_pieces: bool,
 }
@@ -148,11 +170,27 @@ impl Config {
             node_name: args.node_name.or(file.node_name).unwrap_or_else(hostname),
             zone: args.zone.or(file.zone).unwrap_or_default(),
             cache_dir: args.cache_dir.or(file.cache_dir).unwrap_or_else(|| "damselfly-agent-cache".into()),
-            upload_slots: args.upload_slots.or(file.upload_slots).unwrap_or(8).max(1),
+            upload_slots: args.upload_slots.or(file.upload_slots).unwrap_or(4).max(1),
+            upload_rate: args.upload_rate.or(file.upload_rate).unwrap_or(0),
+            download_rate: args.download_rate.or(file.download_rate).unwrap_or(0),
             cache_max_bytes: args.cache_max_bytes.or(file.cache_max_bytes).unwrap_or(0),
+            cache_watermarks: watermarks(
+                args.cache_high_watermark.or(file.cache_high_watermark).unwrap_or(85),
+                args.cache_low_watermark.or(file.cache_low_watermark).unwrap_or(75),
+            )?,
             corrupt_pieces: args.corrupt_pieces_for_testing,
         })
     }
+}
+
+fn watermarks(high: u8, low: u8) -> Result<(u8, u8), String> {
+    if !(1..=100).contains(&high) || low >= high {
+        return Err(format!(
+            "cache watermarks {high}% (high) and {low}% (low) do not fit: the low watermark must be below the high \
+             one, and the high one between 1 and 100, e.g. --cache-high-watermark 85 --cache-low-watermark 75"
+        ));
+    }
+    Ok((high, low))
 }
 
 fn hostname() -> String {

@@ -8,6 +8,7 @@ mod metrics;
 mod mirror;
 mod peer;
 mod piece;
+mod rate;
 mod registry;
 
 use std::sync::Arc;
@@ -54,7 +55,7 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, Str
 
 async fn run(config: Config) -> Result<(), String> {
     let metrics = metrics::Metrics::new();
-    let cache = cache::Cache::open(&config.cache_dir, config.cache_max_bytes, metrics.clone())
+    let cache = cache::Cache::open(&config.cache_dir, config.cache_max_bytes, config.cache_watermarks, metrics.clone())
         .map_err(|e| format!("cannot use the cache directory {}: {e}", config.cache_dir.display()))?;
     let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
     let relay = reqwest::Client::builder()
@@ -63,7 +64,7 @@ async fn run(config: Config) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let registry = registry::RegistryClient::new(config.clone(), http.clone());
-    let engine = piece::Engine::new(cache, registry.clone(), metrics.clone(), http);
+    let engine = piece::Engine::new(cache, registry.clone(), metrics.clone(), http, config.download_rate);
 
     let mirror_listener = bind(config.listen, "registry mirror").await?;
     let peer_listener = bind(config.peer_listen, "piece server").await?;
@@ -82,6 +83,7 @@ async fn run(config: Config) -> Result<(), String> {
         metrics: metrics.clone(),
         slots: Arc::new(tokio::sync::Semaphore::new(config.upload_slots as usize)),
         corrupt: config.corrupt_pieces,
+        upload_limit: Arc::new(rate::RateLimit::new(config.upload_rate)),
     });
     let metrics_app = metrics::router(metrics, registry.clone());
     tracing::info!(

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::piece::Engine;
+use crate::rate::RateLimit;
 use crate::registry::{RegistryClient, TicketClaims, TICKET_AUDIENCE};
 
 /// What the piece server needs.
@@ -31,7 +32,12 @@ pub struct PeerState {
     pub slots: Arc<Semaphore>,
     /// Testing only: flip a byte of every piece served.
     pub corrupt: bool,
+    /// The node's upload budget.
+    pub upload_limit: Arc<RateLimit>,
 }
+
+/// Bytes handed to the connection at a time, and taken from the upload budget.
+const UPLOAD_CHUNK: usize = 64 * 1024;
 
 /// `GET /pieces/{digest}/{index}`.
 pub fn router(state: PeerState) -> Router {
@@ -64,7 +70,7 @@ async fn piece(
         Some(_) => return refuse(StatusCode::FORBIDDEN, "the ticket is for another blob"),
         None => return refuse(StatusCode::FORBIDDEN, "the ticket is invalid or expired"),
     }
-    let Ok(_permit) = state.slots.clone().try_acquire_owned() else {
+    let Ok(permit) = state.slots.clone().try_acquire_owned() else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "every upload slot is busy; try another peer");
     };
     let Some(bytes) = state.engine.piece_for_peer(&digest, index).await else {
@@ -78,5 +84,25 @@ async fn piece(
         bytes
     };
     state.metrics.served(bytes.len() as u64);
-    ([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(bytes)).into_response()
+    // The upload slot is held until the last chunk is handed to the
+    // connection, not just until the piece is read: the slots bound how many
+    // transfers this node's uplink is split between.
+    let len = bytes.len();
+    let body = futures_util::stream::unfold(
+        (bytes, 0, permit, state.upload_limit.clone()),
+        |(bytes, at, permit, limit)| async move {
+            if at >= bytes.len() {
+                return None;
+            }
+            let end = (at + UPLOAD_CHUNK).min(bytes.len());
+            limit.take((end - at) as u64).await;
+            Some((Ok::<_, std::convert::Infallible>(bytes.slice(at..end)), (bytes, end, permit, limit)))
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        [(header::CONTENT_LENGTH, len.to_string())],
+        Body::from_stream(body),
+    )
+        .into_response()
 }

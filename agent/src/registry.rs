@@ -139,6 +139,8 @@ pub struct RegistryClient {
     challenge: RwLock<Option<Challenge>>,
     keys: RwLock<HashMap<String, DecodingKey>>,
     keys_fetched: Mutex<Option<Instant>>,
+    /// Held while registering again, so that concurrent notices register once.
+    reregistering: tokio::sync::Mutex<()>,
 }
 
 impl RegistryClient {
@@ -153,6 +155,7 @@ impl RegistryClient {
             challenge: RwLock::new(None),
             keys: RwLock::new(HashMap::new()),
             keys_fetched: Mutex::new(None),
+            reregistering: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -262,10 +265,21 @@ impl RegistryClient {
             .await
             .map_err(|e| e.to_string())?;
         if r.status() == reqwest::StatusCode::NOT_FOUND {
-            tracing::info!("the registry forgot this agent; registering again");
-            return self.register().await;
+            return self.register_again(&id).await;
         }
         Ok(())
+    }
+
+    /// Registers again after the registry forgot `stale` (it restarted), once
+    /// however many downloads and heartbeats notice at the same moment: only
+    /// the first to get here registers; the others find a new id in place.
+    async fn register_again(&self, stale: &str) -> Result<(), String> {
+        let _one_at_a_time = self.reregistering.lock().await;
+        if self.agent_id().is_some_and(|id| id != stale) {
+            return Ok(());
+        }
+        tracing::info!("the registry forgot this agent; registering again");
+        self.register().await
     }
 
     /// Asks to join a blob's swarm on behalf of a client. If the scheduler
@@ -277,10 +291,10 @@ impl RegistryClient {
         client_token: Option<&str>,
         have: Vec<u32>,
     ) -> Result<JoinResponse, SchedulerError> {
+        let stale = self.agent_id().unwrap_or_default();
         match self.join_once(repository, digest, client_token, have.clone()).await {
             Err(SchedulerError::UnknownAgent) => {
-                tracing::info!("the registry forgot this agent; registering again");
-                self.register().await.map_err(SchedulerError::Unreachable)?;
+                self.register_again(&stale).await.map_err(SchedulerError::Unreachable)?;
                 self.join_once(repository, digest, client_token, have).await
             }
             other => other,

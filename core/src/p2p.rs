@@ -101,6 +101,9 @@ pub struct JoinResponse {
     pub parents: Vec<Parent>,
     /// Pieces nobody in the swarm holds or is fetching: take them from the seed.
     pub seed_pieces: Vec<u32>,
+    /// For each piece, how many peers the scheduler knows to hold it; fetch the rarest first.
+    #[serde(default)]
+    pub availability: Vec<u32>,
     /// URL of the seed's piece endpoint for this blob: `<registry>/p2p/v1/seed/<digest>/pieces`.
     pub seed_url: String,
     /// Ticket accepted by parents and the seed for this blob, for this agent.

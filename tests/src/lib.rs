@@ -344,7 +344,11 @@ impl Agent {
     pub fn start(registry_url: &str, cluster_token: &str, extra: &[&str]) -> Agent {
         let tmp = tempfile::Builder::new().prefix("damselfly-agent-").tempdir().expect("temp dir");
         let (mirror, peer, metrics) = (free_port(), free_port(), free_port());
-        let cache_dir = tmp.path().join("cache");
+        // `--cache-dir` among the extra flags replaces the throwaway one.
+        let cache_dir = match extra.iter().position(|a| *a == "--cache-dir") {
+            Some(i) => PathBuf::from(extra.get(i + 1).expect("--cache-dir needs a value")),
+            None => tmp.path().join("cache"),
+        };
         let mut args: Vec<String> = vec![
             "run".into(),
             "--registry".into(),
@@ -359,9 +363,10 @@ impl Agent {
             "127.0.0.1".into(),
             "--node-name".into(),
             format!("node-{peer}"),
-            "--cache-dir".into(),
-            cache_dir.display().to_string(),
         ];
+        if !extra.contains(&"--cache-dir") {
+            args.extend(["--cache-dir".into(), cache_dir.display().to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut agent = Agent {
             mirror_url: format!("http://127.0.0.1:{mirror}"),
@@ -444,7 +449,9 @@ pub fn metric_value(page: &str, sample: &str) -> f64 {
 
 /// Deterministic, incompressible bytes (xorshift64*), for test blobs and layers.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
+    // Spread the seed over all 64 bits (an odd multiplier is a bijection), so
+    // that neighbouring seeds give different bytes; xorshift needs a state other than 0.
+    let mut state = seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
         state ^= state >> 12;

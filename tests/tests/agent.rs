@@ -291,6 +291,20 @@ async fn register_fake_agent(s: &Setup) -> String {
     r.json::<RegisterResponse>().await.expect("register JSON").agent_id
 }
 
+/// Whether the blob lands among the agent's completed blobs within 10 s: the
+/// agent checks the whole blob once more and moves it there just after the
+/// last bytes went to the client.
+async fn cached(agent: &Agent, digest: Digest) -> bool {
+    let path = agent.cache_dir.join("blobs").join(digest.hex());
+    for _ in 0..100 {
+        if path.exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_peer_serving_corrupt_pieces_is_reported_and_the_blob_arrives_intact() {
     let s = Setup::new().await;
@@ -314,7 +328,7 @@ async fn a_peer_serving_corrupt_pieces_is_reported_and_the_blob_arrives_intact()
     let page = agent_metrics(&s.http, &honest).await;
     assert!(metric_value(&page, "damselfly_agent_pieces_total{outcome=\"rejected\"}") >= 1.0, "{page}");
     assert!(s.reg.log().contains("peers sent corrupt pieces"), "the liar was reported to the scheduler");
-    assert!(honest.cache_dir.join("blobs").join(digest.hex()).exists());
+    assert!(cached(&honest, digest).await, "the verified blob is kept in the cache");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -348,6 +362,7 @@ async fn a_partial_blob_resumes_after_a_restart() {
     let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
     assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice());
     // Turn the completed blob back into a partial one holding pieces 0 and 2, then corrupt piece 2.
+    assert!(cached(&agent, digest).await);
     let complete = agent.cache_dir.join("blobs").join(digest.hex());
     let partial = agent.cache_dir.join("partial").join(digest.hex());
     let mut bytes = std::fs::read(&complete).expect("cached blob");
@@ -479,7 +494,7 @@ async fn a_blob_cached_from_one_repository_is_not_served_through_another() {
         .await
         .expect("pull");
     assert!(r.bytes().await.expect("body").as_ref() == secret.as_slice());
-    assert!(agent.cache_dir.join("blobs").join(digest.hex()).exists());
+    assert!(cached(&agent, digest).await);
 
     // A client who may pull accel/app asks for the secret's digest under accel/app.
     let token = s.pull_token(&s.robot("puller", true).await).await;
@@ -517,6 +532,87 @@ async fn the_cache_evicts_least_recently_used_blobs_beyond_its_limit() {
     // The evicted one is fetched again when asked for.
     let r = get_blob(&s.http, &agent, d1, Some(&token)).await;
     assert!(r.bytes().await.expect("body").as_ref() == first.as_slice());
+}
+
+/// A small tmpfs, mounted for one test (root only) and unmounted on drop:
+/// a real filesystem that really fills up.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(mib: usize) -> SmallDisk {
+        let dir = tempfile::Builder::new().prefix("damselfly-small-disk-").tempdir().expect("temp dir");
+        run(Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"]).arg(dir.path()));
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &str {
+        self.dir.path().to_str().expect("UTF-8 path")
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_full_disk_the_pull_passes_the_bytes_through() {
+    let s = Setup::new().await;
+    let blob = pseudo_random(16 * MIB, 71);
+    let digest = s.push_blob("accel/app", &blob).await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let disk = SmallDisk::new(6);
+    let agent = s.agent(&["--cache-dir", disk.path()]);
+
+    let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice(), "the client gets the whole blob");
+    let page = agent_metrics(&s.http, &agent).await;
+    assert_eq!(metric_value(&page, "damselfly_agent_bytes_received_total{source=\"passthrough\"}"), (16 * MIB) as f64);
+    assert_eq!(metric_value(&page, "damselfly_agent_bytes_received_total{source=\"seed\"}"), 0.0);
+    assert!(!agent.cache_dir.join("blobs").join(digest.hex()).exists());
+    assert!(!agent.cache_dir.join("partial").join(digest.hex()).exists(), "no partial file is left to fill the disk");
+    assert!(agent.log().contains("passing it through"), "{}", agent.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_high_watermark_least_recently_used_blobs_go_until_the_low_one() {
+    let s = Setup::new().await;
+    let blobs: Vec<Vec<u8>> = (0..3).map(|i| pseudo_random(8 * MIB, 80 + i)).collect();
+    let mut digests = Vec::new();
+    for b in &blobs {
+        digests.push(s.push_blob("accel/app", b).await);
+    }
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    // 40 MiB: two blobs fill it to 40 %, the third to 60 %, past the high watermark of 55 %;
+    // evicting one least recently used blob brings it to 40 %, under the low one of 45 %.
+    let disk = SmallDisk::new(40);
+    let agent = s.agent(&["--cache-dir", disk.path(), "--cache-high-watermark", "55", "--cache-low-watermark", "45"]);
+    let kept = |d: &Digest| agent.cache_dir.join("blobs").join(d.hex()).exists();
+    for (d, bytes) in digests.iter().zip(&blobs).take(2) {
+        let r = get_blob(&s.http, &agent, *d, Some(&token)).await;
+        assert!(r.bytes().await.expect("body").as_ref() == bytes.as_slice());
+        assert!(cached(&agent, *d).await);
+    }
+    // Reading the first makes the second the least recently used.
+    let r = get_blob(&s.http, &agent, digests[0], Some(&token)).await;
+    assert!(r.bytes().await.expect("body").as_ref() == blobs[0].as_slice());
+    let r = get_blob(&s.http, &agent, digests[2], Some(&token)).await;
+    assert!(r.bytes().await.expect("body").as_ref() == blobs[2].as_slice());
+    assert!(cached(&agent, digests[2]).await);
+    for _ in 0..100 {
+        if !kept(&digests[1]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!kept(&digests[1]), "the least recently used blob went first: {}", agent.log());
+    assert!(kept(&digests[0]) && kept(&digests[2]), "one eviction reached the low watermark: {}", agent.log());
 }
 
 #[test]

@@ -207,7 +207,8 @@ async fn agents_join_swarms_the_seed_splits_cold_starts_and_peers_trade(backend:
     assert_eq!((ja.size, ja.piece_size), (10 * MIB as u64, 4 * MIB as u64));
     let expected: Vec<String> = f.blob.chunks(4 * MIB).map(|c| Digest::of(c).hex()).collect();
     assert_eq!(ja.piece_digests, expected);
-    assert_eq!(ja.seed_pieces, [0, 1, 2], "the first agent takes every piece from the seed");
+    assert_eq!(ja.seed_pieces, [0, 1, 2], "alone in the swarm, the first agent may take every piece from the seed");
+    assert_eq!(ja.availability, [0, 0, 0]);
     assert!(ja.parents.is_empty());
     assert_eq!(ja.seed_url, format!("{}/p2p/v1/seed/{}/pieces", f.reg.url, f.digest));
 
@@ -229,7 +230,8 @@ async fn agents_join_swarms_the_seed_splits_cold_starts_and_peers_trade(backend:
     assert_eq!(jb.parents[0].agent_id, a);
     assert_eq!(jb.parents[0].url, "http://127.0.0.1:65002");
     assert_eq!(jb.parents[0].pieces, [0, 1, 2]);
-    assert!(jb.seed_pieces.is_empty());
+    assert!(jb.seed_pieces.is_empty(), "the seed is the last resort");
+    assert_eq!(jb.availability, [1, 1, 1]);
 
     // The seed sent the blob once, as the metrics count it.
     let metrics = f.http.get(format!("{}/metrics", f.reg.url)).send().await.unwrap().text().await.unwrap();

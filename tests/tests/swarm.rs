@@ -7,12 +7,13 @@
 //! Needs root and iproute2; fails (never skips) without them. The benchmark
 //! `bench_swarm` is `#[ignore]`d and driven by `scripts/bench-swarm.sh`.
 
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use damselfly_core::Digest;
 use damselfly_tests::netns::{Net, NsProcess};
-use damselfly_tests::{binary, metric_value, pseudo_random, ADMIN_PASSWORD, ADMIN_USER};
+use damselfly_tests::{binary, metric_value, pseudo_random, run, ADMIN_PASSWORD, ADMIN_USER};
 use serde_json::{json, Value};
 
 const MIB: usize = 1024 * 1024;
@@ -48,36 +49,47 @@ struct NodePull {
     layers: Vec<(String, String, bool, String)>,
 }
 
+/// Starts the registry in its namespace on SQLite under `dir`, logging to `dir/registry.log`.
+fn spawn_registry(net: &Net, reg_url: &str, dir: &std::path::Path) -> NsProcess {
+    let data = dir.join("registry");
+    let mut cmd = net.command(REG, binary("damselfly-registry"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DAMSELFLY_LISTEN", format!("{}:5000", net.nodes[REG].ip))
+        .env("DAMSELFLY_PUBLIC_URL", reg_url)
+        .env("DAMSELFLY_DATA_DIR", &data)
+        .env("DAMSELFLY_DATABASE_URL", format!("sqlite://{}/metadata.db", data.display()))
+        .env("DAMSELFLY_LOG_FORMAT", "json")
+        .env("DAMSELFLY_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("RUST_LOG", "info");
+    NsProcess::spawn(cmd, dir.join("registry.log"))
+}
+
+/// Waits up to 30 s for the registry to answer /readyz.
+fn wait_until_ready(net: &Net, reg_url: &str, registry: &mut NsProcess) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = registry.exited() {
+            panic!("registry exited during start with {status}; log:\n{}", registry.log());
+        }
+        let ready = net.command(CTL, "curl").args(["-fsS", "-o", "/dev/null", &format!("{reg_url}/readyz")]).output();
+        if ready.is_ok_and(|o| o.status.success()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "registry not ready in 30 s; log:\n{}", registry.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 impl Swarm {
     fn start(agents: usize) -> Swarm {
         let net = Net::new(FIRST_AGENT + agents);
         let tmp = tempfile::Builder::new().prefix("damselfly-swarm-").tempdir().expect("temp dir");
         let reg_ip = net.nodes[REG].ip.clone();
         let reg_url = format!("http://{reg_ip}:5000");
-        let data = tmp.path().join("registry");
-        let mut cmd = net.command(REG, binary("damselfly-registry"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DAMSELFLY_LISTEN", format!("{reg_ip}:5000"))
-            .env("DAMSELFLY_PUBLIC_URL", &reg_url)
-            .env("DAMSELFLY_DATA_DIR", &data)
-            .env("DAMSELFLY_DATABASE_URL", format!("sqlite://{}/metadata.db", data.display()))
-            .env("DAMSELFLY_LOG_FORMAT", "json")
-            .env("DAMSELFLY_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("RUST_LOG", "info");
-        let registry = NsProcess::spawn(cmd, tmp.path().join("registry.log"));
+        let registry = spawn_registry(&net, &reg_url, tmp.path());
         let mut s = Swarm { agents: Vec::new(), registry, net, reg_url, cluster_token: String::new(), tmp };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = s.registry.exited() {
-                panic!("registry exited during start with {status}; log:\n{}", s.registry.log());
-            }
-            if s.curl(&["-fsS", "-o", "/dev/null", &format!("{}/readyz", s.reg_url)]).0 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "registry not ready in 30 s; log:\n{}", s.registry.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until_ready(&s.net, &s.reg_url, &mut s.registry);
         let (code, body) = s.admin("POST", "/api/v1/tenants/default/clusters", &json!({"name": "swarm"}));
         assert_eq!(code, 201, "{body}");
         s.cluster_token = body["token"].as_str().expect("cluster token").to_owned();
@@ -85,6 +97,20 @@ impl Swarm {
             s.start_agent(i);
         }
         s
+    }
+
+    /// The fault scenarios' setting: six agents on 40 Mbit/s links with P2P on for
+    /// a 72 MiB image in three layers; (swarm, layers, pull token, agent indices).
+    fn fault_scenario() -> (Swarm, Vec<Layer>, String, Vec<usize>) {
+        const AGENTS: usize = 6;
+        let swarm = Swarm::start(AGENTS);
+        let layers = swarm.push_image(3, 24 * MIB);
+        swarm.set_p2p(true);
+        let token = swarm.pull_token();
+        for i in REG..swarm.net.nodes.len() {
+            swarm.net.limit(i, 40);
+        }
+        (swarm, layers, token, (0..AGENTS).collect())
     }
 
     fn agent_ip(&self, i: usize) -> &str {
@@ -106,7 +132,7 @@ impl Swarm {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DAMSELFLY_AGENT_CLUSTER_TOKEN", &self.cluster_token)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", std::env::var("SWARM_AGENT_LOG").unwrap_or_else(|_| "info".into()));
         let mut agent = NsProcess::spawn(cmd, self.tmp.path().join(format!("agent-{i}.log")));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -331,6 +357,18 @@ impl Swarm {
         results
     }
 
+    /// [`Swarm::pull_all`] through each node's own agent, bounded by 240 s.
+    fn pull_through_agents(
+        &self,
+        nodes: &[usize],
+        layers: &[Layer],
+        token: &str,
+        during: impl FnOnce(),
+    ) -> Vec<NodePull> {
+        let agent = |n: usize| format!("http://{}:65001", self.agent_ip(n));
+        self.pull_all(nodes, layers, token, agent, Duration::from_secs(240), during)
+    }
+
     fn logs(&self) -> String {
         let mut out = String::new();
         for (i, a) in self.agents.iter().enumerate() {
@@ -389,14 +427,7 @@ fn six_agents_in_their_own_namespaces_pull_a_64_mib_image_mostly_from_each_other
     let (seed0, blob0) = swarm.registry_blob_bytes();
     let nodes: Vec<usize> = (0..AGENTS).collect();
     let t = Instant::now();
-    let results = swarm.pull_all(
-        &nodes,
-        &layers,
-        &token,
-        |n| format!("http://{}:65001", swarm.agent_ip(n)),
-        Duration::from_secs(240),
-        || {},
-    );
+    let results = swarm.pull_through_agents(&nodes, &layers, &token, || {});
     let makespan = t.elapsed().as_secs_f64();
     let (seed1, blob1) = swarm.registry_blob_bytes();
     let (peer, seed, pass) = swarm.agent_bytes(&nodes);
@@ -422,31 +453,15 @@ fn six_agents_in_their_own_namespaces_pull_a_64_mib_image_mostly_from_each_other
 
 #[test]
 fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
-    const AGENTS: usize = 6;
-    const MBIT: u32 = 40;
     let _serial = serial();
-    let mut swarm = Swarm::start(AGENTS);
-    let layers = swarm.push_image(3, 24 * MIB);
-    swarm.set_p2p(true);
-    let token = swarm.pull_token();
-    for i in REG..swarm.net.nodes.len() {
-        swarm.net.limit(i, MBIT);
-    }
-    let nodes: Vec<usize> = (0..AGENTS).collect();
+    let (mut swarm, layers, token, nodes) = Swarm::fault_scenario();
     // Agent 0 is killed six seconds in: by then it holds pieces and serves them to the others.
     let victim = 0usize;
     let mut victim_proc = swarm.agents[victim].take().expect("victim agent");
-    let results = swarm.pull_all(
-        &nodes,
-        &layers,
-        &token,
-        |n| format!("http://{}:65001", swarm.agent_ip(n)),
-        Duration::from_secs(240),
-        || {
-            std::thread::sleep(Duration::from_secs(6));
-            victim_proc.kill();
-        },
-    );
+    let results = swarm.pull_through_agents(&nodes, &layers, &token, || {
+        std::thread::sleep(Duration::from_secs(6));
+        victim_proc.kill();
+    });
     let survivors: Vec<usize> = nodes.iter().copied().filter(|&n| n != victim).collect();
     let surviving: Vec<NodePull> = survivors.iter().map(|&n| results[n].clone()).collect();
     let (peer, seed, pass) = swarm.agent_bytes(&survivors);
@@ -455,6 +470,35 @@ fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
         surviving.iter().map(|r| format!("{:.1}", r.secs)).collect::<Vec<_>>()
     );
     assert_all_correct(&surviving, &survivors, &swarm);
+}
+
+#[test]
+fn a_registry_killed_and_restarted_mid_swarm_does_not_stop_the_pulls() {
+    let _serial = serial();
+    let (mut swarm, layers, token, nodes) = Swarm::fault_scenario();
+    let pid = swarm.registry.pid().expect("registry pid").to_string();
+    let mut restarted = None;
+    // Four seconds in, the registry (scheduler and seed) dies without warning; two seconds later
+    // it starts again with an empty scheduler. Agents keep trading with the tickets they hold, then
+    // register and join again.
+    let results = swarm.pull_through_agents(&nodes, &layers, &token, || {
+        std::thread::sleep(Duration::from_secs(4));
+        run(Command::new("kill").args(["-9", &pid]));
+        std::thread::sleep(Duration::from_secs(2));
+        let mut registry = spawn_registry(&swarm.net, &swarm.reg_url, swarm.tmp.path());
+        wait_until_ready(&swarm.net, &swarm.reg_url, &mut registry);
+        restarted = Some(registry);
+    });
+    swarm.registry = restarted.expect("the registry was restarted");
+    let (peer, seed, pass) = swarm.agent_bytes(&nodes);
+    eprintln!(
+        "fault: registry killed at 4 s, back at about 6 s; nodes finished at {:?} s; received peer {peer} seed {seed} passthrough {pass}",
+        results.iter().map(|r| format!("{:.1}", r.secs)).collect::<Vec<_>>()
+    );
+    assert_all_correct(&results, &nodes, &swarm);
+    let page = swarm.registry_metrics();
+    assert_eq!(metric_value(&page, "damselfly_p2p_agents"), nodes.len() as f64, "every agent registered again\n{page}");
+    assert!(peer > seed, "agents received {peer} bytes from peers and {seed} from the seed\n{}", swarm.logs());
 }
 
 /// The scenarios are heavy (a registry, six agents, shaped links): one at a time.

@@ -9,8 +9,11 @@
 //!
 //! Completed blobs survive restarts and are announced again when a client
 //! asks for them; partial ones resume from their bitmap, each piece
-//! re-verified before it counts. With a size limit, the least recently used
-//! completed blobs not being read are evicted.
+//! re-verified before it counts. Least recently used completed blobs that
+//! nobody is reading are evicted beyond a size limit, and when the
+//! filesystem passes its high watermark, down to the low one. A blob's
+//! space is claimed whole before its download starts: if the disk is full,
+//! the pull passes the bytes through instead.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -56,6 +59,8 @@ impl BlobLayout {
 pub struct Cache {
     dir: PathBuf,
     max_bytes: u64,
+    /// Filesystem use (percent) that starts eviction, and where it stops.
+    watermarks: (u8, u8),
     metrics: Arc<Metrics>,
     readers: Mutex<HashMap<Digest, usize>>,
 }
@@ -80,11 +85,22 @@ impl Drop for InUse {
 
 impl Cache {
     /// Opens (creating) the cache directory and drops partial blobs it cannot resume.
-    pub fn open(dir: &Path, max_bytes: u64, metrics: Arc<Metrics>) -> std::io::Result<Arc<Cache>> {
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        watermarks: (u8, u8),
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Arc<Cache>> {
         for sub in ["blobs", "partial", "meta"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
-        let cache = Arc::new(Cache { dir: dir.to_owned(), max_bytes, metrics, readers: Mutex::new(HashMap::new()) });
+        let cache = Arc::new(Cache {
+            dir: dir.to_owned(),
+            max_bytes,
+            watermarks,
+            metrics,
+            readers: Mutex::new(HashMap::new()),
+        });
         for entry in std::fs::read_dir(dir.join("partial"))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let hex = name.trim_end_matches(".bitmap");
@@ -182,10 +198,12 @@ impl Cache {
         self.update_gauge();
     }
 
-    fn evict(&self) {
-        if self.max_bytes == 0 {
-            return;
-        }
+    /// Evicts least recently used completed blobs that nobody is reading:
+    /// down to the byte limit, and, once the filesystem is fuller than the
+    /// high watermark, until it is no fuller than the low one.
+    pub fn evict(&self) {
+        let (high, low) = self.watermarks;
+        let disk_full = self.disk_use().is_some_and(|used| used >= f64::from(high));
         let mut blobs: Vec<(SystemTime, u64, PathBuf, String)> = std::fs::read_dir(self.dir.join("blobs"))
             .into_iter()
             .flatten()
@@ -196,10 +214,17 @@ impl Cache {
             })
             .collect();
         let mut total: u64 = blobs.iter().map(|b| b.1).sum();
+        let over = |total: u64| {
+            (self.max_bytes > 0 && total > self.max_bytes)
+                || (disk_full && self.disk_use().is_some_and(|used| used > f64::from(low)))
+        };
+        if !over(total) {
+            return;
+        }
         blobs.sort();
         let readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         for (_, len, path, hex) in blobs {
-            if total <= self.max_bytes {
+            if !over(total) {
                 break;
             }
             let busy = format!("sha256:{hex}").parse::<Digest>().is_ok_and(|d| readers.contains_key(&d));
@@ -211,7 +236,25 @@ impl Cache {
         }
     }
 
-    /// Recomputes the cache-bytes gauge.
+    /// How full the cache's filesystem is, in percent, as `df` counts it.
+    fn disk_use(&self) -> Option<f64> {
+        let s = rustix::fs::statvfs(&self.dir).ok()?;
+        let used = s.f_blocks.saturating_sub(s.f_bfree);
+        let usable = used + s.f_bavail;
+        (usable > 0).then(|| used as f64 * 100.0 / usable as f64)
+    }
+
+    /// Claims the disk space of a whole blob for its partial file up front,
+    /// so that a full disk shows at the start, when the pull can still pass
+    /// the bytes through, rather than halfway.
+    pub fn reserve(&self, file: &std::fs::File, size: u64) -> std::io::Result<()> {
+        self.evict();
+        if size == 0 {
+            return Ok(());
+        }
+        rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size).map_err(std::io::Error::from)
+    }
+
     pub fn update_gauge(&self) {
         let mut total = 0u64;
         for sub in ["blobs", "partial"] {

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use damselfly_core::p2p::{JoinResponse, Parent, ReportRequest, TICKET_AUTH_SCHEME};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 use super::{Download, Engine};
+use crate::rate::RateLimit;
 
 /// Pieces fetched at once per blob.
 const PARALLEL: usize = 4;
@@ -23,10 +25,20 @@ const REJOIN_EVERY: Duration = Duration::from_millis(300);
 const REPORT_EVERY: Duration = Duration::from_millis(200);
 /// A download with no new piece for this long gives up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
-/// Attempts at one piece from the seed before giving up on the blob.
-const SEED_ATTEMPTS: u32 = 5;
+/// Corrupt copies of one piece from the seed before giving up on the blob.
+const SEED_ATTEMPTS: u32 = 3;
+/// Seed fetches failing in a row before giving up on the blob. Between
+/// them the seed is left alone for a doubling pause (0.5, 1, 2, 4, 4… s):
+/// about 20 s in all, enough for a registry to restart.
+const SEED_FAILURES: u32 = 8;
 /// How long a parent that failed is not asked again.
 const FAILED_PARENT_PAUSE: Duration = Duration::from_secs(30);
+/// How long a parent whose upload slots were all busy is not asked again.
+/// Busy is not broken: it is neither reported nor avoided for long.
+const BUSY_PARENT_PAUSE: Duration = Duration::from_millis(500);
+/// Least time between two joins, when one is wanted at once (a seed piece
+/// arrived, so the seed can hand out the next).
+const REJOIN_AT_LEAST: Duration = Duration::from_millis(50);
 /// With nothing in flight for this long after a parent failed, the missing
 /// pieces are asked of the seed directly: the seed serves any piece to a
 /// ticket holder, while the scheduler keeps counting a failed parent's
@@ -43,7 +55,15 @@ enum Source {
     Parent { id: String, url: String },
 }
 
-type Fetched = (u32, Source, Result<Bytes, String>);
+/// Why a piece did not arrive.
+enum Failure {
+    /// Every upload slot of the source was taken: ask elsewhere, soon ask again.
+    Busy,
+    /// Refused, stalled, disconnected or sent the wrong length.
+    Broken(String),
+}
+
+type Fetched = (u32, Source, Instant, Result<Bytes, Failure>);
 
 /// What is owed to the scheduler at the next report.
 #[derive(Default)]
@@ -66,8 +86,15 @@ struct Fetch<'a> {
     seed_url: String,
     /// Parents not to ask: until a moment (failed), or for good (sent a corrupt piece).
     avoid: HashMap<String, Option<Instant>>,
+    /// Parents that were busy, not to ask until then.
+    busy: HashMap<String, Instant>,
+    /// Holders of each piece as of the last join: the rarest is fetched first.
+    availability: Vec<u32>,
     inflight: HashMap<u32, Source>,
     seed_attempts: HashMap<u32, u32>,
+    /// Seed fetches failed in a row, and until when the seed is not asked.
+    seed_failures: u32,
+    seed_paused_until: Option<Instant>,
     report: Report,
     last_join: Instant,
     last_progress: Instant,
@@ -93,8 +120,12 @@ impl Engine {
             ticket: plan.ticket,
             seed_url: plan.seed_url,
             avoid: HashMap::new(),
+            busy: HashMap::new(),
+            availability: plan.availability,
             inflight: HashMap::new(),
             seed_attempts: HashMap::new(),
+            seed_failures: 0,
+            seed_paused_until: None,
             // A resumed download announces what it holds already.
             report: Report { have: d.have_list(), ..Report::default() },
             last_join: Instant::now(),
@@ -104,10 +135,44 @@ impl Engine {
         let mut tasks: JoinSet<Fetched> = JoinSet::new();
         let mut tick = tokio::time::interval(REPORT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The wait for one of the node's fetch slots. It is kept across turns
+        // of the loop so that this download keeps its place in the queue; the
+        // source is chosen only once a slot is held, so it is never stale.
+        let mut slot: Option<SlotWait> = None;
         while !d.missing().is_empty() {
-            f.start_fetches(&mut tasks);
+            // Pieces the seed reserved for this agent go at once, without
+            // waiting for a fetch slot behind slower peer transfers: the
+            // seed's budget is the swarm's scarcest resource.
+            while let Some(i) = f.next_seed_piece() {
+                f.start_fetch(&mut tasks, None, i, Source::Seed);
+            }
+            if tasks.len() < PARALLEL && f.next_piece().is_some() {
+                slot.get_or_insert_with(|| Box::pin(self.fetch_slots.clone().acquire_owned()));
+            } else {
+                slot = None;
+            }
+            let wait_slot = async {
+                match slot.as_mut() {
+                    Some(wait) => wait.await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                Some(Ok(fetched)) = tasks.join_next(), if !tasks.is_empty() => f.received(fetched).await?,
+                Some(permit) = wait_slot => {
+                    slot = None;
+                    if let Some((i, source)) = f.next_piece() {
+                        f.start_fetch(&mut tasks, Some(permit), i, source);
+                    }
+                }
+                Some(Ok(fetched)) = tasks.join_next(), if !tasks.is_empty() => {
+                    let from_seed = matches!(fetched.1, Source::Seed);
+                    f.received(fetched).await?;
+                    // The seed hands out its next piece when this one is reported.
+                    if from_seed && f.seed.is_empty() {
+                        f.flush().await;
+                        f.rejoin(REJOIN_AT_LEAST).await;
+                    }
+                }
                 _ = tick.tick() => f.on_tick(tasks.is_empty()).await?,
             }
         }
@@ -116,51 +181,73 @@ impl Engine {
     }
 }
 
+type SlotWait = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>,
+>;
+
 impl Fetch<'_> {
-    /// Starts fetches up to [`PARALLEL`], lowest pieces first so that readers in order get going soonest.
-    fn start_fetches(&mut self, tasks: &mut JoinSet<Fetched>) {
-        for i in self.d.missing() {
-            if tasks.len() >= PARALLEL {
-                break;
-            }
-            if self.inflight.contains_key(&i) {
-                continue;
-            }
-            let Some(source) = self.source_of(i) else { continue };
-            let url = match &source {
-                Source::Seed => format!("{}/{i}", self.seed_url),
-                Source::Parent { url, .. } => format!("{url}/pieces/{}/{i}", self.d.digest),
-            };
-            self.inflight.insert(i, source.clone());
-            let http = self.engine.http.clone();
-            let ticket = self.ticket.clone();
-            let expected = self.d.layout.span(i).1;
-            let slots = self.engine.fetch_slots.clone();
-            tasks.spawn(async move {
-                let _slot = slots.acquire_owned().await;
-                (i, source, fetch_piece(&http, &url, &ticket, expected).await)
-            });
-        }
+    /// The missing piece to fetch next, with its source: the rarest in the
+    /// swarm first, then the lowest, so that readers in order get going soon.
+    fn next_piece(&self) -> Option<(u32, Source)> {
+        let rarity = |i: u32| self.availability.get(i as usize).copied().unwrap_or(0);
+        let mut missing: Vec<u32> = self.d.missing().into_iter().filter(|i| !self.inflight.contains_key(i)).collect();
+        missing.sort_by_key(|&i| (rarity(i), i));
+        missing.into_iter().find_map(|i| self.source_of(i).map(|s| (i, s)))
+    }
+
+    /// A piece reserved for this agent at the seed that no parent can give, not yet being fetched.
+    fn next_seed_piece(&self) -> Option<u32> {
+        self.seed
+            .iter()
+            .copied()
+            .filter(|i| !self.inflight.contains_key(i) && self.d.missing().contains(i))
+            .find(|&i| matches!(self.source_of(i), Some(Source::Seed)))
+    }
+
+    /// Starts fetching piece `i` from `source`, holding one of the node's fetch slots (if given) until it ends.
+    fn start_fetch(
+        &mut self,
+        tasks: &mut JoinSet<Fetched>,
+        slot: Option<OwnedSemaphorePermit>,
+        i: u32,
+        source: Source,
+    ) {
+        let url = match &source {
+            Source::Seed => format!("{}/{i}", self.seed_url),
+            Source::Parent { url, .. } => format!("{url}/pieces/{}/{i}", self.d.digest),
+        };
+        self.inflight.insert(i, source.clone());
+        let http = self.engine.http.clone();
+        let ticket = self.ticket.clone();
+        let expected = self.d.layout.span(i).1;
+        let limit = self.engine.download_limit.clone();
+        tasks.spawn(async move {
+            let _slot = slot;
+            let started = Instant::now();
+            (i, source, started, fetch_piece(&http, &url, &ticket, expected, &limit).await)
+        });
     }
 
     /// The least busy usable parent holding piece `i`, else the seed if it was handed the piece.
     fn source_of(&self, i: u32) -> Option<Source> {
+        let now = Instant::now();
         let busy =
             |id: &str| self.inflight.values().filter(|s| matches!(s, Source::Parent { id: p, .. } if p == id)).count();
         let parent = self
             .parents
             .iter()
             .filter(|p| !self.avoid.contains_key(&p.agent_id) && p.pieces.contains(&i))
+            .filter(|p| self.busy.get(&p.agent_id).is_none_or(|until| *until <= now))
             .min_by_key(|p| busy(&p.agent_id));
         match parent {
             Some(p) => Some(Source::Parent { id: p.agent_id.clone(), url: p.url.clone() }),
-            None if self.seed.contains(&i) => Some(Source::Seed),
+            None if self.seed.contains(&i) && self.seed_paused_until.is_none_or(|t| t <= now) => Some(Source::Seed),
             None => None,
         }
     }
 
     /// Verifies and stores what arrived, or notes who failed.
-    async fn received(&mut self, (i, source, result): Fetched) -> Result<(), String> {
+    async fn received(&mut self, (i, source, started, result): Fetched) -> Result<(), String> {
         self.inflight.remove(&i);
         let digest = self.d.digest;
         let metrics = &self.engine.metrics;
@@ -169,11 +256,19 @@ impl Fetch<'_> {
                 let len = bytes.len() as u64;
                 self.engine.store(self.d, i, bytes).await.map_err(|e| format!("cannot write to the cache: {e}"))?;
                 metrics.piece("verified");
+                let from = match &source {
+                    Source::Seed => "seed",
+                    Source::Parent { id, .. } => id.as_str(),
+                };
+                tracing::debug!(%digest, piece = i, from, millis = started.elapsed().as_millis() as u64, "piece verified");
                 self.last_progress = Instant::now();
                 self.report.have.push(i);
                 self.seed.remove(&i);
                 match source {
-                    Source::Seed => metrics.received("seed", len),
+                    Source::Seed => {
+                        self.seed_failures = 0;
+                        metrics.received("seed", len);
+                    }
                     Source::Parent { id, .. } => {
                         metrics.received("peer", len);
                         *self.report.bytes_from.entry(id).or_default() += len;
@@ -191,46 +286,54 @@ impl Fetch<'_> {
                 tracing::warn!(%digest, piece = i, "the seed sent a piece that does not match its digest");
                 *self.seed_attempts.entry(i).or_default() += 1;
             }
-            (Err(e), Source::Parent { id, .. }) => {
+            (Err(Failure::Busy), Source::Parent { id, .. }) => {
+                self.busy.insert(id, Instant::now() + BUSY_PARENT_PAUSE);
+            }
+            (Err(Failure::Busy), Source::Seed) => {
+                tracing::debug!(%digest, piece = i, "the seed is busy; will retry");
+                self.seed_failed();
+            }
+            (Err(Failure::Broken(e)), Source::Parent { id, .. }) => {
                 tracing::info!(%digest, piece = i, parent = id, error = e, "a parent failed; trying elsewhere");
                 self.avoid.insert(id.clone(), Some(Instant::now() + FAILED_PARENT_PAUSE));
                 self.report.failed.push(id);
             }
-            (Err(e), Source::Seed) => {
+            (Err(Failure::Broken(e)), Source::Seed) => {
                 tracing::info!(%digest, piece = i, error = e, "a seed fetch failed; will retry");
-                *self.seed_attempts.entry(i).or_default() += 1;
+                self.seed_failed();
             }
         }
         if self.seed_attempts.values().any(|&a| a >= SEED_ATTEMPTS) {
-            return Err("the seed failed the same piece repeatedly".into());
+            return Err("the seed sent corrupt copies of the same piece repeatedly".into());
+        }
+        if self.seed_failures >= SEED_FAILURES {
+            return Err(format!("the seed failed {SEED_FAILURES} times in a row"));
         }
         Ok(())
+    }
+
+    /// Leaves the seed alone for a while after a failure, longer each time.
+    fn seed_failed(&mut self) {
+        self.seed_failures += 1;
+        let pause = Duration::from_millis(250 << self.seed_failures.min(4));
+        self.seed_paused_until = Some(Instant::now() + pause);
     }
 
     /// Reports, joins again for new parents and seed pieces, and notices a stall.
     async fn on_tick(&mut self, idle: bool) -> Result<(), String> {
         self.flush().await;
         let waiting = self.d.missing().into_iter().any(|i| !self.inflight.contains_key(&i));
-        if waiting && self.last_join.elapsed() >= REJOIN_EVERY {
-            self.last_join = Instant::now();
-            let have = self.d.have_list();
-            match self.engine.registry.join(self.repository, self.d.digest, self.client_token, have).await {
-                Ok(next) => {
-                    self.parents = next.parents;
-                    self.seed.extend(next.seed_pieces);
-                    self.ticket = next.ticket;
-                    // A parent that failed gets another chance once its pause is over; a liar never does.
-                    self.avoid.retain(|_, until| until.is_none_or(|t| t > Instant::now()));
-                }
-                Err(e) => tracing::debug!(error = %e, "re-join failed"),
-            }
+        if waiting {
+            self.rejoin(REJOIN_EVERY).await;
         }
         if !idle {
             self.idle_since = None;
         } else {
             let idle_for = self.idle_since.get_or_insert_with(Instant::now).elapsed();
             if (idle_for >= STALL && !self.avoid.is_empty()) || idle_for >= STALL_ANYWAY {
-                let missing: Vec<u32> = self.d.missing().into_iter().take(PARALLEL).collect();
+                // One piece at a time: the seed's link is shared by the whole swarm.
+                let missing: Vec<u32> =
+                    self.d.missing().into_iter().filter(|i| !self.seed.contains(i)).take(1).collect();
                 tracing::info!(digest = %self.d.digest, pieces = ?missing, "no source for these; asking the seed");
                 self.seed.extend(missing);
                 self.idle_since = None;
@@ -240,6 +343,29 @@ impl Fetch<'_> {
             return Err(format!("no new piece for {} s", GIVE_UP_AFTER.as_secs()));
         }
         Ok(())
+    }
+
+    /// Joins again for fresh parents, seed pieces and piece counts, unless
+    /// the last join was less than `at_least` ago.
+    async fn rejoin(&mut self, at_least: Duration) {
+        if self.last_join.elapsed() < at_least {
+            return;
+        }
+        self.last_join = Instant::now();
+        let have = self.d.have_list();
+        match self.engine.registry.join(self.repository, self.d.digest, self.client_token, have).await {
+            Ok(next) => {
+                self.parents = next.parents;
+                self.seed.extend(next.seed_pieces);
+                self.availability = next.availability;
+                self.ticket = next.ticket;
+                // A parent that failed gets another chance once its pause is over; a liar never does.
+                let now = Instant::now();
+                self.avoid.retain(|_, until| until.is_none_or(|t| t > now));
+                self.busy.retain(|_, until| *until > now);
+            }
+            Err(e) => tracing::debug!(error = %e, "re-join failed"),
+        }
     }
 
     async fn flush(&mut self) {
@@ -261,35 +387,46 @@ impl Fetch<'_> {
     }
 }
 
-async fn fetch_piece(http: &reqwest::Client, url: &str, ticket: &str, expected: u64) -> Result<Bytes, String> {
+async fn fetch_piece(
+    http: &reqwest::Client,
+    url: &str,
+    ticket: &str,
+    expected: u64,
+    limit: &RateLimit,
+) -> Result<Bytes, Failure> {
     use futures_util::StreamExt;
+    let broken = Failure::Broken;
     let request = http.get(url).header(reqwest::header::AUTHORIZATION, format!("{TICKET_AUTH_SCHEME} {ticket}")).send();
     let r = tokio::time::timeout(STALL_TIMEOUT, request)
         .await
-        .map_err(|_| format!("no answer in {} s", STALL_TIMEOUT.as_secs()))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| broken(format!("no answer in {} s", STALL_TIMEOUT.as_secs())))?
+        .map_err(|e| broken(e.to_string()))?;
+    if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE || r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(Failure::Busy);
+    }
     if !r.status().is_success() {
-        return Err(format!("answered {}", r.status()));
+        return Err(broken(format!("answered {}", r.status())));
     }
     let mut body = r.bytes_stream();
     let mut piece = bytes::BytesMut::with_capacity(expected as usize);
     loop {
         let next = tokio::time::timeout(STALL_TIMEOUT, body.next())
             .await
-            .map_err(|_| format!("stalled for {} s after {} bytes", STALL_TIMEOUT.as_secs(), piece.len()))?;
+            .map_err(|_| broken(format!("stalled for {} s after {} bytes", STALL_TIMEOUT.as_secs(), piece.len())))?;
         match next {
             Some(chunk) => {
-                let chunk = chunk.map_err(|e| e.to_string())?;
+                let chunk = chunk.map_err(|e| broken(e.to_string()))?;
                 if piece.len() as u64 + chunk.len() as u64 > expected {
-                    return Err(format!("sent more than the piece's {expected} bytes"));
+                    return Err(broken(format!("sent more than the piece's {expected} bytes")));
                 }
                 piece.extend_from_slice(&chunk);
+                limit.take(chunk.len() as u64).await;
             }
             None => break,
         }
     }
     if piece.len() as u64 != expected {
-        return Err(format!("sent {} bytes instead of {expected}", piece.len()));
+        return Err(broken(format!("sent {} bytes instead of {expected}", piece.len())));
     }
     Ok(piece.freeze())
 }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::cache::{read_at, BlobLayout, Cache};
 use crate::metrics::Metrics;
+use crate::rate::RateLimit;
 use crate::registry::RegistryClient;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +112,8 @@ pub struct Engine {
     /// Piece fetches in flight on this node, across all downloads: more
     /// would only split the node's link into transfers that each crawl.
     fetch_slots: Arc<tokio::sync::Semaphore>,
+    /// The node's budget for piece downloads.
+    download_limit: Arc<RateLimit>,
 }
 
 /// Piece fetches one node runs at once, whatever the number of blobs it pulls.
@@ -123,6 +126,7 @@ impl Engine {
         registry: Arc<RegistryClient>,
         metrics: Arc<Metrics>,
         http: reqwest::Client,
+        download_rate: u64,
     ) -> Arc<Engine> {
         Arc::new(Engine {
             cache,
@@ -131,6 +135,7 @@ impl Engine {
             http,
             downloads: Mutex::new(HashMap::new()),
             fetch_slots: Arc::new(tokio::sync::Semaphore::new(NODE_FETCH_SLOTS)),
+            download_limit: Arc::new(RateLimit::new(download_rate)),
         })
     }
 
@@ -190,6 +195,11 @@ impl Engine {
             .truncate(false)
             .open(self.cache.partial_path(&digest))?;
         file.set_len(layout.size)?;
+        if let Err(e) = self.cache.reserve(&file, layout.size) {
+            drop(file);
+            self.cache.discard_partial(&digest);
+            return Err(e);
+        }
         let resumed = have.iter().filter(|h| **h).count();
         if resumed > 0 {
             tracing::info!(%digest, pieces = resumed, "resuming a partial blob");

@@ -130,7 +130,7 @@ async fn join(
     let (mode, plan) = if p2p_on {
         (JoinMode::P2p, state.scheduler.join(cluster.id, &agent.id, req.digest, piece_digests.len(), &req.have))
     } else {
-        (JoinMode::Passthrough, super::scheduler::Plan { parents: Vec::new(), seed_pieces: Vec::new() })
+        (JoinMode::Passthrough, super::scheduler::Plan::default())
     };
     let ticket = ticket::issue(&state.auth, &agent.id, cluster.id, req.digest, TICKET_TTL_SECS)
         .map_err(|e| RegistryError::Io(std::io::Error::other(e)))?;
@@ -141,6 +141,7 @@ async fn join(
         piece_digests,
         parents: plan.parents,
         seed_pieces: plan.seed_pieces,
+        availability: plan.availability,
         seed_url: format!("{}/p2p/v1/seed/{}/pieces", state.auth.issuer, req.digest),
         ticket,
         ticket_expires_in: TICKET_TTL_SECS as u64,

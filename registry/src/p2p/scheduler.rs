@@ -1,17 +1,25 @@
 //! Swarm scheduling, in memory.
 //!
 //! A swarm is one blob within one cluster. Every join returns up to
-//! [`MAX_PARENTS`] parents that hold pieces the requester lacks, best
-//! first: same zone, free upload slots, measured throughput. Pieces that no
-//! peer holds go to the seed, but each is handed to one agent at a time
-//! (and at most [`SEED_PIECES_PER_JOIN`] per join), so that agents starting
-//! cold at the same moment split the seed's pieces between them and then
-//! trade; the seed sends each piece into the swarm about once.
+//! [`MAX_PARENTS`] parents that hold pieces the requester lacks, chosen so
+//! that together they cover as many of those pieces as possible, and ranked
+//! by same zone, free upload slots (how many other agents were recently
+//! sent to them), then measured throughput, with ties broken at random so
+//! that a crowd of cold agents does not converge on one parent.
+//!
+//! Pieces that no usable peer holds come from the seed. The seed's uplink
+//! is the scarcest link of all, so each cluster has at most
+//! [`SEED_PIECES_IN_FLIGHT`] seed pieces out at a time, each reserved for one
+//! agent until it reports the piece or [`SEED_RESERVATION`] passes. Pieces
+//! then leave the seed one after another rather than all at once, and each
+//! is traded onwards by peers while the seed sends the next: the seed sends
+//! each piece into the swarm about once, and the swarm starts trading early.
 //!
 //! All state sits behind this one type, keyed by cluster, so that a later
 //! deployment can shard it across registry replicas by cluster.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,12 +30,21 @@ use crate::metadata::ClusterId;
 
 /// Most parents handed out per join.
 pub const MAX_PARENTS: usize = 4;
-/// Most seed pieces handed to one agent per join; it joins again for more.
-pub const SEED_PIECES_PER_JOIN: usize = 4;
+/// Seed pieces out at once per cluster. Each goes to a different agent
+/// whose downlink is also busy with peers, so one transfer alone would
+/// leave most of the seed's uplink idle; a few more than one fill it while
+/// still letting pieces leave early and be traded while the rest follow.
+pub const SEED_PIECES_IN_FLIGHT: usize = 4;
 /// How long a seed piece stays reserved for the agent it was handed to.
 const SEED_RESERVATION: Duration = Duration::from_secs(20);
-/// How long a parent assignment counts against the parent's upload slots.
+/// A swarm that stopped asking for the seed this long ago loses its turn.
+const SEED_QUEUE_STALE: Duration = Duration::from_secs(1);
+/// How long a requester counts against a parent's upload slots after it was
+/// last sent there.
 const ASSIGNMENT_WINDOW: Duration = Duration::from_secs(10);
+/// Throughputs closer than this (bytes per second) rank the same, so that
+/// small differences do not send every requester to one parent.
+const THROUGHPUT_STEP: f64 = 1e6;
 /// How long a parent reported as failing is skipped.
 const FAILURE_PENALTY: Duration = Duration::from_secs(30);
 
@@ -59,7 +76,20 @@ struct Peer {
     failed_until: Option<Instant>,
     /// Bytes per second, smoothed.
     throughput: f64,
-    assignments: VecDeque<Instant>,
+    /// Requesters recently sent to this peer, and when: its upload slots in use.
+    children: HashMap<String, Instant>,
+    /// When it was last a requester's first parent: among equals, the one
+    /// that waited longest goes first, so a crowd is dealt out in turn.
+    first_choice: Option<Instant>,
+}
+
+/// How a candidate parent compares for one requester; greater is better.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    same_zone: bool,
+    free: i64,
+    throughput: u64,
+    first_choice: Reverse<Option<Instant>>,
 }
 
 struct Swarm {
@@ -73,15 +103,19 @@ struct Swarm {
 struct State {
     agents: HashMap<String, Agent>,
     swarms: HashMap<(ClusterId, Digest), Swarm>,
+    /// Per cluster, swarms waiting for the seed, in turn, with when each last asked.
+    seed_queue: HashMap<ClusterId, VecDeque<(Digest, Instant)>>,
 }
 
 /// What a join gets: parents and seed pieces.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Parents, best first.
     pub parents: Vec<Parent>,
     /// Pieces to fetch from the seed.
     pub seed_pieces: Vec<u32>,
+    /// How many usable peers hold each piece: the requester fetches the rarest first.
+    pub availability: Vec<u32>,
 }
 
 /// Counts for the metrics and the console.
@@ -160,12 +194,16 @@ impl Scheduler {
         let limit = self.heartbeat * 3;
         let mut state = self.lock();
         state.agents.retain(|_, a| a.last_seen.elapsed() < limit);
-        let State { agents, swarms } = &mut *state;
+        let State { agents, swarms, seed_queue } = &mut *state;
         for swarm in swarms.values_mut() {
             swarm.peers.retain(|id, _| agents.contains_key(id));
             swarm.reserved.retain(|_, (id, _)| agents.contains_key(id));
         }
         swarms.retain(|_, s| !s.peers.is_empty());
+        for queue in seed_queue.values_mut() {
+            queue.retain(|(_, asked)| asked.elapsed() < SEED_QUEUE_STALE);
+        }
+        seed_queue.retain(|_, q| !q.is_empty());
     }
 
     /// Counts of live agents and swarms.
@@ -179,7 +217,16 @@ impl Scheduler {
         let now = Instant::now();
         let alive = self.heartbeat * 3;
         let mut state = self.lock();
-        let State { agents, swarms } = &mut *state;
+        let State { agents, swarms, seed_queue } = &mut *state;
+        let live = |id: &str| agents.get(id).is_some_and(|a| a.last_seen.elapsed() < alive);
+        let seed_budget = SEED_PIECES_IN_FLIGHT.saturating_sub(
+            swarms
+                .iter()
+                .filter(|((c, _), _)| *c == cluster)
+                .flat_map(|(_, s)| s.reserved.values())
+                .filter(|(_, at)| now.duration_since(*at) < SEED_RESERVATION)
+                .count(),
+        );
         let my_zone = agents.get(agent).map(|a| a.zone.clone()).unwrap_or_default();
         let swarm = swarms.entry((cluster, digest)).or_insert_with(|| Swarm {
             pieces,
@@ -194,67 +241,106 @@ impl Scheduler {
             }
         }
         let missing: Vec<u32> = (0..pieces as u32).filter(|&i| !me.have[i as usize]).collect();
+        swarm.reserved.retain(|i, (holder, _)| holder != agent || missing.contains(i));
 
-        // Rank the peers that can help.
-        let mut ranked: Vec<(f64, String, Vec<u32>)> = Vec::new();
+        // Peers that can help: alive, never caught lying, not in a failure penalty.
+        let usable = |id: &str, p: &Peer| id != agent && !p.bad && p.failed_until.is_none_or(|t| t <= now) && live(id);
+        let mut availability = vec![0u32; pieces];
+        for (id, p) in &swarm.peers {
+            if usable(id, p) {
+                for (n, held) in availability.iter_mut().zip(&p.have) {
+                    *n += u32::from(*held);
+                }
+            }
+        }
+
+        let mut ranked: Vec<(Rank, &String, Vec<u32>)> = Vec::new();
         for (id, peer) in swarm.peers.iter_mut() {
+            if !usable(id, peer) {
+                continue;
+            }
             let Some(info) = agents.get(id) else { continue };
-            if id == agent || peer.bad || info.last_seen.elapsed() >= alive {
-                continue;
-            }
-            if peer.failed_until.is_some_and(|t| t > now) {
-                continue;
-            }
             let useful: Vec<u32> =
                 missing.iter().copied().filter(|&i| peer.have.get(i as usize) == Some(&true)).collect();
             if useful.is_empty() {
                 continue;
             }
-            while peer.assignments.front().is_some_and(|t| now.duration_since(*t) > ASSIGNMENT_WINDOW) {
-                peer.assignments.pop_front();
-            }
-            let free = info.upload_slots as f64 - peer.assignments.len() as f64;
-            let zone = if !my_zone.is_empty() && info.zone == my_zone { 1.0 } else { 0.0 };
-            let score = zone * 1e6 + free.max(0.0) * 1e3 + peer.throughput / 1e6 + useful.len() as f64 / pieces as f64;
-            ranked.push((score, id.clone(), useful));
+            peer.children.retain(|child, at| child != agent && now.duration_since(*at) < ASSIGNMENT_WINDOW);
+            let free = i64::from(info.upload_slots) - peer.children.len() as i64;
+            let rank = Rank {
+                same_zone: !my_zone.is_empty() && info.zone == my_zone,
+                free,
+                throughput: (peer.throughput / THROUGHPUT_STEP) as u64,
+                first_choice: Reverse(peer.first_choice),
+            };
+            ranked.push((rank, id, useful));
         }
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        ranked.truncate(MAX_PARENTS);
-        let mut parents = Vec::with_capacity(ranked.len());
-        for (_, id, useful) in ranked {
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+
+        // Best first, but a parent that adds no piece the others lack is
+        // skipped while another could: spread over the holders of every piece.
+        let mut covered: HashSet<u32> = HashSet::new();
+        let mut chosen: Vec<(String, Vec<u32>)> = Vec::new();
+        for pass in 0..2 {
+            for (_, id, useful) in &ranked {
+                if chosen.len() == MAX_PARENTS {
+                    break;
+                }
+                let adds = useful.iter().any(|i| !covered.contains(i));
+                if chosen.iter().any(|(c, _)| c == *id) || (pass == 0 && !adds) {
+                    continue;
+                }
+                covered.extend(useful.iter().copied());
+                chosen.push(((*id).clone(), useful.clone()));
+            }
+        }
+        for peer in swarm.peers.values_mut() {
+            peer.children.remove(agent);
+        }
+        let mut parents = Vec::with_capacity(chosen.len());
+        for (id, useful) in chosen {
             if let (Some(peer), Some(info)) = (swarm.peers.get_mut(&id), agents.get(&id)) {
-                peer.assignments.push_back(now);
+                peer.children.insert(agent.to_owned(), now);
+                if parents.is_empty() {
+                    peer.first_choice = Some(now);
+                }
                 parents.push(Parent { agent_id: id, url: info.url.clone(), pieces: useful });
             }
         }
 
-        // Pieces only the seed can give: not held by a usable peer (alive, not
-        // reported bad, not in its failure penalty), not reserved for another agent.
-        let held_by_peer = |i: u32, peers: &HashMap<String, Peer>| {
-            peers.iter().any(|(id, p)| {
-                id != agent
-                    && !p.bad
-                    && !p.failed_until.is_some_and(|t| t > now)
-                    && p.have.get(i as usize) == Some(&true)
-                    && agents.get(id).is_some_and(|a| a.last_seen.elapsed() < alive)
-            })
-        };
-        let mut seed_pieces = Vec::new();
-        for &i in &missing {
-            if seed_pieces.len() == SEED_PIECES_PER_JOIN {
-                break;
+        // Pieces only the seed can give: no usable peer holds them and they
+        // are not reserved for another agent, rarest in the whole swarm first
+        // (nobody even fetching them). An agent alone in wanting pieces may
+        // take the whole budget; otherwise one piece each, so that pieces
+        // fan out to different agents and are traded from there. Swarms of
+        // a cluster take the budget in turn, so that no blob waits for the
+        // seed while another keeps it busy.
+        let reserved_for = |i: u32| swarm.reserved.get(&i).filter(|(_, at)| now.duration_since(*at) < SEED_RESERVATION);
+        let mut seed_pieces: Vec<u32> =
+            missing.iter().copied().filter(|&i| reserved_for(i).is_some_and(|(holder, _)| holder == agent)).collect();
+        let unclaimed: Vec<u32> =
+            missing.iter().copied().filter(|&i| availability[i as usize] == 0 && reserved_for(i).is_none()).collect();
+        let wanting = swarm.peers.iter().filter(|(id, p)| live(id) && p.have.iter().any(|h| !h)).count();
+        let my_cap = if wanting <= 1 { SEED_PIECES_IN_FLIGHT } else { 1 };
+        let room = my_cap.saturating_sub(seed_pieces.len());
+        if room > 0 && !unclaimed.is_empty() {
+            let queue = seed_queue.entry(cluster).or_default();
+            queue.retain(|(d, asked)| *d == digest || now.duration_since(*asked) < SEED_QUEUE_STALE);
+            match queue.iter_mut().find(|(d, _)| *d == digest) {
+                Some(entry) => entry.1 = now,
+                None => queue.push_back((digest, now)),
             }
-            if held_by_peer(i, &swarm.peers) {
-                continue;
+            let take = room.min(seed_budget);
+            if take > 0 && queue.front().is_some_and(|(d, _)| *d == digest) {
+                queue.pop_front();
+                for &i in unclaimed.iter().take(take) {
+                    swarm.reserved.insert(i, (agent.to_owned(), now));
+                    seed_pieces.push(i);
+                }
             }
-            match swarm.reserved.get(&i) {
-                Some((holder, at)) if holder != agent && now.duration_since(*at) < SEED_RESERVATION => continue,
-                _ => {}
-            }
-            swarm.reserved.insert(i, (agent.to_owned(), now));
-            seed_pieces.push(i);
         }
-        Plan { parents, seed_pieces }
+        seed_pieces.sort_unstable();
+        Plan { parents, seed_pieces, availability }
     }
 
     /// Records progress and trouble reported by an agent.
@@ -281,6 +367,12 @@ impl Scheduler {
         for &i in have {
             if swarm.reserved.get(&i).is_some_and(|(holder, _)| holder == agent) {
                 swarm.reserved.remove(&i);
+            }
+        }
+        // A finished agent no longer takes anyone's upload slots.
+        if swarm.peers.get(agent).is_some_and(|me| me.have.iter().all(|h| *h)) {
+            for p in swarm.peers.values_mut() {
+                p.children.remove(agent);
             }
         }
         for id in failed {
@@ -337,23 +429,69 @@ mod tests {
     const C: ClusterId = ClusterId(1);
 
     #[test]
-    fn cold_agents_split_the_seed_pieces_then_trade() {
+    fn the_seed_sends_a_few_pieces_at_a_time_to_different_agents_who_then_trade() {
         let s = Scheduler::new(Duration::from_secs(10));
         let d = Digest::of(b"blob");
         let a = s.register(C, &req("a", "z1"));
         let b = s.register(C, &req("b", "z1"));
+        let c = s.register(C, &req("c", "z1"));
         let pa = s.join(C, &a, d, 8, &[]);
+        assert_eq!(pa.seed_pieces, [0, 1, 2, 3], "alone in the swarm, an agent takes the whole seed budget");
         let pb = s.join(C, &b, d, 8, &[]);
-        assert_eq!(pa.seed_pieces, [0, 1, 2, 3]);
-        assert_eq!(pb.seed_pieces, [4, 5, 6, 7], "the second cold agent takes other pieces from the seed");
+        assert!(pb.seed_pieces.is_empty(), "the cluster's seed budget is spent");
         assert!(pa.parents.is_empty() && pb.parents.is_empty());
-        s.report(C, &a, d, &[0, 1, 2, 3], &[], &[], &[]);
-        let pb = s.join(C, &b, d, 8, &[4, 5]);
+        s.report(C, &a, d, &[0, 1], &[], &[], &[]);
+        let pb = s.join(C, &b, d, 8, &[]);
         assert_eq!(pb.parents.len(), 1);
         assert_eq!(pb.parents[0].agent_id, a);
-        assert_eq!(pb.parents[0].pieces, [0, 1, 2, 3]);
-        assert_eq!(pb.seed_pieces, [6, 7], "its own reservations stay its own");
-        assert_eq!(s.holders(C, d), [1, 1, 1, 1, 1, 1, 0, 0]);
+        assert_eq!(pb.parents[0].pieces, [0, 1]);
+        assert_eq!(pb.seed_pieces, [4], "with others wanting pieces, one seed piece per agent");
+        assert_eq!(pb.availability, [1, 1, 0, 0, 0, 0, 0, 0]);
+        let pc = s.join(C, &c, d, 8, &[]);
+        assert_eq!(pc.seed_pieces, [5], "each agent gets a different piece from the seed");
+        let pa = s.join(C, &a, d, 8, &[0, 1]);
+        assert_eq!(pa.seed_pieces, [2, 3], "its own reservations, nothing more: four pieces are out");
+        s.report(C, &b, d, &[4], &[], &[], &[]);
+        let pb = s.join(C, &b, d, 8, &[4]);
+        assert_eq!(pb.seed_pieces, [6], "a piece arrived, so the next goes out");
+        assert_eq!(s.holders(C, d), [1, 1, 0, 0, 1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn blobs_of_one_cluster_take_turns_at_the_seed() {
+        let s = Scheduler::new(Duration::from_secs(10));
+        let (x, y) = (Digest::of(b"x"), Digest::of(b"y"));
+        let xs: Vec<String> = (0..3).map(|i| s.register(C, &req(&format!("x{i}"), ""))).collect();
+        let ys: Vec<String> = (0..3).map(|i| s.register(C, &req(&format!("y{i}"), ""))).collect();
+        assert_eq!(s.join(C, &xs[0], x, 8, &[]).seed_pieces, [0, 1, 2, 3], "alone, x0 takes the whole budget");
+        // Both blobs now wait for the seed: y asked first.
+        assert!(s.join(C, &ys[0], y, 8, &[]).seed_pieces.is_empty());
+        assert!(s.join(C, &xs[1], x, 8, &[]).seed_pieces.is_empty());
+        s.report(C, &xs[0], x, &[0], &[], &[], &[]);
+        assert!(s.join(C, &xs[1], x, 8, &[]).seed_pieces.is_empty(), "y is first in line");
+        assert_eq!(s.join(C, &ys[1], y, 8, &[]).seed_pieces, [0], "y's turn");
+        s.report(C, &xs[0], x, &[1], &[], &[], &[]);
+        assert!(s.join(C, &ys[2], y, 8, &[]).seed_pieces.is_empty(), "x is first in line now");
+        assert_eq!(s.join(C, &xs[1], x, 8, &[]).seed_pieces, [4], "and x's turn again");
+    }
+
+    #[test]
+    fn a_crowd_spreads_over_the_holders_instead_of_converging_on_one() {
+        let s = Scheduler::new(Duration::from_secs(10));
+        let d = Digest::of(b"blob");
+        let holders: Vec<String> = (0..4).map(|i| s.register(C, &req(&format!("h{i}"), "z1"))).collect();
+        for h in &holders {
+            s.join(C, h, d, 4, &[0, 1, 2, 3]);
+        }
+        let mut load: HashMap<String, usize> = HashMap::new();
+        for i in 0..16 {
+            let me = s.register(C, &req(&format!("n{i}"), "z1"));
+            let plan = s.join(C, &me, d, 4, &[]);
+            assert!(!plan.parents.is_empty());
+            *load.entry(plan.parents[0].agent_id.clone()).or_default() += 1;
+        }
+        assert_eq!(load.len(), 4, "every holder is somebody's first choice: {load:?}");
+        assert!(load.values().all(|&n| n == 4), "first choices are dealt out in turn: {load:?}");
     }
 
     #[test]
