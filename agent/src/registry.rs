@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use damselfly_core::p2p::{
-    JoinRequest, JoinResponse, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME,
+    HeartbeatRequest, JoinRequest, JoinResponse, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME,
 };
 use damselfly_core::Digest;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -139,11 +139,13 @@ pub struct RegistryClient {
     challenge: RwLock<Option<Challenge>>,
     keys: RwLock<HashMap<String, DecodingKey>>,
     keys_fetched: Mutex<Option<Instant>>,
+    /// Read for the heartbeat, which tells the registry's console about cache use and bytes served.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl RegistryClient {
     /// A client for the configured registry; call [`RegistryClient::start`] next.
-    pub fn new(config: Config, http: reqwest::Client) -> Arc<RegistryClient> {
+    pub fn new(config: Config, http: reqwest::Client, metrics: Arc<crate::metrics::Metrics>) -> Arc<RegistryClient> {
         Arc::new(RegistryClient {
             http,
             config,
@@ -153,6 +155,7 @@ impl RegistryClient {
             challenge: RwLock::new(None),
             keys: RwLock::new(HashMap::new()),
             keys_fetched: Mutex::new(None),
+            metrics,
         })
     }
 
@@ -258,6 +261,10 @@ impl RegistryClient {
             .http
             .post(format!("{}/p2p/v1/agents/{id}/heartbeat", self.base()))
             .header(reqwest::header::AUTHORIZATION, self.cluster_auth())
+            .json(&HeartbeatRequest {
+                cache_bytes: Some(self.metrics.cache_bytes.get().max(0) as u64),
+                served_bytes: Some(self.metrics.served_total()),
+            })
             .send()
             .await
             .map_err(|e| e.to_string())?;
