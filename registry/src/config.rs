@@ -337,4 +337,16 @@ mod tests {
         let err = Config::load(Cli::parse_from(["r", "--database-url", "mysql://u:secret@h/db"])).unwrap_err();
         assert!(err.to_string().contains("u:***@h"), "{err}");
     }
+
+    #[test]
+    fn acceleration_host_defaults_to_p2p_dot_the_registry_host_on_the_agent_port() {
+        let with = |public: &str| Config { public_url: Some(public.to_owned()), ..Config::default() };
+        assert_eq!(with("https://registry.example.com").acceleration_host(), "p2p.registry.example.com:65001");
+        assert_eq!(with("http://registry.example.com:5000/").acceleration_host(), "p2p.registry.example.com:65001");
+        assert_eq!(with("http://registry.example.com:5000").registry_host(), "registry.example.com:5000");
+        assert!(with("https://registry.example.com").behind_tls());
+        assert!(!Config::default().behind_tls());
+        let set = Config { acceleration_host: Some("mirror.local:65001".into()), ..Config::default() };
+        assert_eq!(set.acceleration_host(), "mirror.local:65001");
+    }
 }

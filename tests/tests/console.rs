@@ -447,6 +447,108 @@ async fn failed_sign_ins_go_through_the_login_rate_limit(backend: Backend) {
     assert_eq!(r.status(), 429, "the console and the token endpoint share one limiter");
 }
 
+/// The number in the first `value="…"` after `marker`.
+fn number_after(html: &str, marker: &str) -> u64 {
+    let at = html.find(marker).unwrap_or_else(|| panic!("no {marker} in:\n{html}"));
+    let rest = &html[at..];
+    let v = &rest[rest.find("value=\"").expect("a value") + 7..];
+    v[..v.find('"').expect("closing quote")].parse().expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_counts_bytes_from_peers_and_the_seed_per_tenant_and_clusters_show_heartbeats() {
+    use reqwest::Method;
+    let reg = Registry::start_with(
+        Backend::Sqlite,
+        &[("DAMSELFLY_PIECE_SIZE", "65536"), ("DAMSELFLY_TRAFFIC_SAMPLE_SECS", "1")],
+    );
+    cast(&reg).await;
+    let (s, b) = api(&reg, Method::PATCH, "/api/v1/namespaces/web", Some(json!({ "p2p_enabled": true }))).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, cluster) = api(&reg, Method::POST, "/api/v1/tenants/acme/clusters", Some(json!({ "name": "edge" }))).await;
+    assert_eq!(s, 201, "{cluster}");
+    let cluster_token = cluster["token"].as_str().expect("cluster token");
+    // A second tenant with its own admin, who must see none of acme's traffic.
+    let (s, b) = api(&reg, Method::POST, "/api/v1/tenants", Some(json!({ "name": "globex" }))).await;
+    assert_eq!(s, 201, "{b}");
+    let gina = json!({ "username": "gina", "password": "gina-password" });
+    assert_eq!(api(&reg, Method::POST, "/api/v1/users", Some(gina)).await.0, 201);
+    let grant = json!({ "kind": "user", "name": "gina", "role": "admin" });
+    assert_eq!(api(&reg, Method::PUT, "/api/v1/tenants/globex/members", Some(grant)).await.0, 200);
+
+    let blob = damselfly_tests::pseudo_random(1024 * 1024, 11);
+    let digest = push_blob(&reg, "web/app", &blob).await;
+    let token: Value = http()
+        .get(format!("{}/auth/token?service=damselfly&scope=repository:web/app:pull", reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token JSON");
+    let token = token["token"].as_str().expect("token");
+    let first = Agent::start(&reg.url, cluster_token, &[]);
+    let second = Agent::start(&reg.url, cluster_token, &[]);
+    for agent in [&first, &second] {
+        let r = http()
+            .get(format!("{}/v2/web/app/blobs/{digest}", agent.mirror_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("pull through the agent");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.expect("blob").len(), blob.len());
+    }
+
+    // Each agent's bytes are counted once: the first's from the seed, most of the second's from the first.
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        let page = admin.get("/console/dashboard?tenant=acme").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let counted = number_after(&page.body, "id=\"total-peers\"") + number_after(&page.body, "id=\"total-seed\"");
+        if counted == 2 * blob.len() as u64 && page.body.contains("<polyline") {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "counted {counted} bytes, want {}:\n{}", 2 * blob.len(), page.body);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let peers = number_after(&page.body, "id=\"total-peers\"");
+    let seed = number_after(&page.body, "id=\"total-seed\"");
+    assert!(peers > 0 && seed >= blob.len() as u64, "peers {peers}, seed {seed}");
+    assert_eq!(number_after(&page.body, "<td>web</td>"), peers, "per namespace");
+    assert_eq!(number_after(&page.body, "<td>edge</td>"), peers, "per cluster");
+    let saved = format!("{:.1} %", peers as f64 * 100.0 / (peers + seed) as f64);
+    assert!(page.body.contains(&format!("<strong id=\"total-saved\">{saved}</strong>")), "{saved}:\n{}", page.body);
+    assert!(page.body.contains("<strong id=\"active-swarms\">1</strong>"), "one swarm was active:\n{}", page.body);
+
+    let gina = sign_in(&reg, "gina", "gina-password").await;
+    let own = gina.get("/console/dashboard").await;
+    assert_eq!(number_after(&own.body, "id=\"total-peers\""), 0, "{}", own.body);
+    assert_eq!(number_after(&own.body, "id=\"total-seed\""), 0, "{}", own.body);
+    assert!(!own.body.contains("<td>web</td>") && !own.body.contains("<td>edge</td>"), "{}", own.body);
+    assert_eq!(gina.get("/console/dashboard?tenant=acme").await.status, 403);
+    let browser = Browser::start().await;
+    browser.sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    browser.goto(&format!("{}/console/dashboard?tenant=acme", reg.url)).await;
+    browser.screenshot("dashboard-traffic").await;
+    drop(browser);
+
+    // The agents' heartbeats (every 10 s) bring cache use and bytes served to the clusters page.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let page = admin.get("/console/tenants/acme/clusters").await;
+        assert!(page.body.contains("2 agent(s) online"), "{}", page.body);
+        if !page.body.contains("not reported") {
+            assert!(page.body.contains("1.0 MiB"), "cache use of 1 MiB missing:\n{}", page.body);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat reported cache use:\n{}", page.body);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 // ---------------------------------------------------------------------------
 // A real browser.
 

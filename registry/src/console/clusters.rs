@@ -112,6 +112,7 @@ pub async fn create(
                 )),
                 secret: Some(Secret {
                     label: format!("Token of cluster {name}"),
+                    command_label: "Run this on each node of the cluster to start its agent".to_owned(),
                     command: Some(setup_command(&state, &created.token)),
                     value: created.token,
                 }),

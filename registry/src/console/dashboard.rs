@@ -23,7 +23,9 @@ use crate::state::AppState;
 struct Row {
     name: String,
     peers: String,
+    peer_bytes: u64,
     seed: String,
+    seed_bytes: u64,
     saved: String,
     active_swarms: Option<usize>,
 }
@@ -32,7 +34,9 @@ fn row(name: String, t: Traffic, active_swarms: Option<usize>) -> Row {
     Row {
         name,
         peers: human_bytes(t.peers),
+        peer_bytes: t.peers,
         seed: human_bytes(t.seed),
+        seed_bytes: t.seed,
         saved: format!("{:.1} %", t.saved_percent()),
         active_swarms,
     }

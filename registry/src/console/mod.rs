@@ -98,6 +98,8 @@ pub struct Secret {
     pub label: String,
     /// The secret.
     pub value: String,
+    /// What to do with the command, e.g. "Run this on each node of the cluster".
+    pub command_label: String,
     /// A command that uses it, if any.
     pub command: Option<String>,
 }

@@ -153,6 +153,7 @@ pub async fn create(State(state): State<AppState>, Path(tenant): Path<String>, p
                 secret: Some(Secret {
                     label: format!("Token of {login}"),
                     value: created.token,
+                    command_label: "Log in with it (paste the token when asked)".to_owned(),
                     command: Some(command),
                 }),
                 ..Flash::default()
