@@ -196,6 +196,18 @@ async fn form_post_without_the_csrf_token_is_rejected_and_changes_nothing(backen
     assert_eq!(admin.post_raw("/console/logout", &[]).await.status, 403);
     assert_eq!(admin.get("/console/tenants").await.status, 200);
 
+    // Pages that do not exist say so, and what to do, in a page.
+    let nowhere = admin.get("/console/nowhere").await;
+    assert_eq!(nowhere.status, 404);
+    assert!(
+        nowhere.body.contains("There is no such console page; pick one from the menu at the top."),
+        "{}",
+        nowhere.body
+    );
+    let no_tenant = admin.get("/console/tenants/forged").await;
+    assert_eq!(no_tenant.status, 404);
+    assert!(no_tenant.body.contains("Tenant forged does not exist"), "{}", no_tenant.body);
+
     let done = admin.post("/console/tenants", &[("name", "genuine")]).await;
     assert_eq!((done.status, done.location.as_deref()), (303, Some("/console/tenants/genuine")));
     let (status, _) = api(&reg, reqwest::Method::GET, "/api/v1/tenants/genuine", None).await;
@@ -615,8 +627,20 @@ impl Browser {
 
     /// Clicks and waits for the next page to show `then`.
     async fn click(&self, css: &str, then: &str) {
+        // Mark this page, so that `then` is looked for on the next one and not found on this one.
+        self.c().execute("document.body.dataset.left = 'yes'", vec![]).await.expect("mark the page");
         let button = self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}"));
         button.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let still_here =
+                self.c().execute("return document.body && document.body.dataset.left === 'yes'", vec![]).await;
+            if matches!(still_here, Ok(Value::Bool(false))) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "clicking {css} did not lead to another page");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.c()
             .wait()
             .at_most(Duration::from_secs(15))
@@ -709,6 +733,11 @@ async fn admin_sets_up_tenant_namespace_robot_p2p_and_cluster_in_a_browser() {
     assert_eq!(status, 200, "the robot's token from the page does not log in: {body}");
     browser.goto(&format!("{}/console/tenants/acme/robots", reg.url)).await;
     assert!(browser.c().find(Locator::Css("#secret-value")).await.is_err(), "the token was shown twice");
+    // Revoked, the same token no longer logs in.
+    browser.click("#robots button.danger", ".notice").await;
+    assert!(browser.text("#robots").await.contains("revoked"));
+    let (status, _) = api_as(&reg, "robot$acme+ci", &token, reqwest::Method::GET, "/api/v1/tenants/acme", None).await;
+    assert_eq!(status, 401, "a revoked robot's token still works");
 
     // A cluster; an agent started with the command on the page shows up on it.
     browser.goto(&format!("{}/console/tenants/acme/clusters", reg.url)).await;
@@ -743,7 +772,14 @@ async fn admin_sets_up_tenant_namespace_robot_p2p_and_cluster_in_a_browser() {
         assert!(browser.c().find(Locator::Css("main h1")).await.is_ok(), "{path} has no heading");
         browser.screenshot(name).await;
     }
-    assert!(browser.text("#audit").await.contains("namespace.update"));
+    // The audit log, filtered to one action.
+    browser.fill("#audit-action", "namespace.update").await;
+    browser.click("#audit-filter", "#audit").await;
+    let actions = browser.c().find_all(Locator::Css("#audit tbody td:nth-child(3)")).await.expect("audit rows");
+    assert_eq!(actions.len(), 1, "one P2P switch was made");
+    assert_eq!(actions[0].text().await.expect("text"), "namespace.update");
+    assert!(browser.text("#audit").await.contains("{\"p2p_enabled\":true}"));
+    browser.screenshot("audit-filtered").await;
     browser.c().set_window_size(390, 844).await.expect("phone-sized window");
     browser.goto(&format!("{}/console/namespaces/web", reg.url)).await;
     browser.screenshot("namespace-phone").await;

@@ -158,12 +158,29 @@ fn chart(series: &[Sample]) -> String {
             );
         }
     }
+    if let (Some(first), Some(last)) = (series.first(), series.last()) {
+        // Times only: the first and last sample, at the ends of the axis.
+        let _ = write!(
+            svg,
+            "<text x=\"{PAD}\" y=\"{y}\" font-size=\"11\" fill=\"#5b6675\">{}</text>\
+             <text x=\"{r}\" y=\"{y}\" font-size=\"11\" fill=\"#5b6675\" text-anchor=\"end\">{}</text>",
+            clock(first.at),
+            clock(last.at),
+            y = H - PAD + 14.0,
+            r = W - 10.0,
+        );
+    }
     let _ = write!(
         svg,
         "<text x=\"{PAD}\" y=\"{y}\" font-size=\"12\" fill=\"#0b6bcb\">from peers</text>\
          <text x=\"{x}\" y=\"{y}\" font-size=\"12\" fill=\"#d97706\">from the seed</text></svg>",
-        y = H - 12.0,
+        y = H - 6.0,
         x = PAD + 90.0
     );
     svg
+}
+
+/// `HH:MM:SS UTC` of a Unix time.
+fn clock(secs: i64) -> String {
+    super::utc(secs).split_once(' ').map_or_else(String::new, |(_, time)| time.to_owned())
 }

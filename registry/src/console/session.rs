@@ -17,7 +17,6 @@ use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 
 use super::{render, Chrome, ConsoleError, ConsoleResult, Flash, Posted};
@@ -173,8 +172,12 @@ pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Form(form): Form<Credentials>,
+    body: axum::body::Bytes,
 ) -> Response {
+    let form: Credentials = match super::parse_form(&body) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
     let source = addr.ip().to_string();
     if !cookie(&headers, LOGIN_COOKIE).is_some_and(|c| same_secret(c, &form.csrf)) {
         let message = "The sign-in form had expired. Enter your username and password again.";
