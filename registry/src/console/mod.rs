@@ -318,6 +318,17 @@ pub fn segment(s: &str) -> String {
     out
 }
 
+/// A role as people read it.
+pub fn role_name(r: crate::api::members::Role) -> &'static str {
+    use crate::api::members::Role;
+    match r {
+        Role::Owner => "owner",
+        Role::Admin => "admin",
+        Role::Developer => "developer",
+        Role::Viewer => "viewer",
+    }
+}
+
 /// `1.5 GiB`-style sizes.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

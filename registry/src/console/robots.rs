@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{done, failed, notice, render, segment, utc, Chrome, ConsoleResult, Flash, Posted, Secret, SignedIn};
+use super::{
+    done, failed, notice, render, role_name, segment, utc, Chrome, ConsoleResult, Flash, Posted, Secret, SignedIn,
+};
 use crate::api::members::Role;
 use crate::api::robots::{self, NewRobot, Robot, Scope};
 use crate::api::{Body, PathParams};
@@ -55,15 +57,6 @@ impl RobotsPage {
             None if r.expires_at.is_some_and(|e| e <= crate::metadata::now()) => "expired".to_owned(),
             None => "active".to_owned(),
         }
-    }
-}
-
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Owner => "owner",
-        Role::Admin => "admin",
-        Role::Developer => "developer",
-        Role::Viewer => "viewer",
     }
 }
 

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{done, failed, notice, render, segment, utc, Chrome, ConsoleResult, Posted, SignedIn};
+use super::{done, failed, notice, render, role_name, segment, utc, Chrome, ConsoleResult, Posted, SignedIn};
 use crate::api::error::ApiError;
 use crate::api::members::{Grant, Member, MemberKind, Revocation, Role};
 use crate::api::namespaces::Namespace;
@@ -93,15 +93,6 @@ impl TenantPage {
 
     fn scope(&self, m: &Member) -> String {
         m.namespace.clone().unwrap_or_default()
-    }
-}
-
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Owner => "owner",
-        Role::Admin => "admin",
-        Role::Developer => "developer",
-        Role::Viewer => "viewer",
     }
 }
 
