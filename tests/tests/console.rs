@@ -10,6 +10,7 @@
 //!   without their CSRF token, HTML in names, sessions that must end, role
 //!   checks on every action, and the login rate limit.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -459,6 +460,28 @@ async fn failed_sign_ins_go_through_the_login_rate_limit(backend: Backend) {
     assert_eq!(r.status(), 429, "the console and the token endpoint share one limiter");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn cookies_are_secure_behind_https_and_sign_in_needs_its_form_token() {
+    let reg = Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PUBLIC_URL", "https://registry.example.test")]);
+    // Without the login form's cookie and token, the password is not even checked.
+    let r = http()
+        .post(format!("{}/console/login", reg.url))
+        .form(&[("username", ADMIN_USER), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(r.status(), 403);
+    assert!(cookie_from(r.headers(), "damselfly_session").is_none());
+    assert!(r.text().await.unwrap_or_default().contains("The sign-in form had expired"));
+
+    let (page, headers) = post_sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let session = cookie_from(&headers, "damselfly_session").expect("session cookie");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Secure"] {
+        assert!(session.contains(attribute), "session cookie lacks {attribute}: {session}");
+    }
+}
+
 /// The number in the first `value="…"` after `marker`.
 fn number_after(html: &str, marker: &str) -> u64 {
     let at = html.find(marker).unwrap_or_else(|| panic!("no {marker} in:\n{html}"));
@@ -545,7 +568,7 @@ async fn dashboard_counts_bytes_from_peers_and_the_seed_per_tenant_and_clusters_
     browser.sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
     browser.goto(&format!("{}/console/dashboard?tenant=acme", reg.url)).await;
     browser.screenshot("dashboard-traffic").await;
-    drop(browser);
+    browser.quit().await;
 
     // The agents' heartbeats (every 10 s) bring cache use and bytes served to the clusters page.
     let deadline = Instant::now() + Duration::from_secs(25);
@@ -565,11 +588,14 @@ async fn dashboard_counts_bytes_from_peers_and_the_seed_per_tenant_and_clusters_
 // A real browser.
 
 /// A chromedriver on a free loopback port and a headless Chromium session
-/// through it. Both are ended on drop.
+/// through it. [`Browser::quit`] ends the session (Chromium exits); if a test
+/// fails first, drop kills chromedriver's whole process group, Chromium
+/// included, so no browser outlives its test.
 struct Browser {
     client: Option<Client>,
     driver: Child,
     shots: PathBuf,
+    _profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -577,6 +603,7 @@ impl Browser {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -587,13 +614,21 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not answer on {url} within 20 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let profile = tempfile::Builder::new().prefix("damselfly-chromium-").tempdir().expect("profile directory");
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
             json!({
                 "binary": "/usr/bin/chromium",
                 // Root in a container: no sandbox; a small /dev/shm: use /tmp.
-                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"],
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-dev-shm-usage",
+                    "--disable-gpu",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
             }),
         );
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -603,7 +638,14 @@ impl Browser {
             .expect("start a Chromium session through chromedriver");
         let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
         std::fs::create_dir_all(&shots).expect("screenshot directory");
-        Browser { client: Some(client), driver, shots }
+        Browser { client: Some(client), driver, shots, _profile: profile }
+    }
+
+    /// Ends the browser session; chromedriver then closes Chromium.
+    async fn quit(mut self) {
+        if let Some(client) = self.client.take() {
+            client.close().await.expect("end the browser session");
+        }
     }
 
     fn c(&self) -> &Client {
@@ -673,9 +715,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The session dies with chromedriver, which takes its Chromium with it.
         drop(self.client.take());
-        let _ = self.driver.kill();
+        // chromedriver leads its own process group; Chromium and its helpers are in it.
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.driver.id())]).status();
         let _ = self.driver.wait();
     }
 }
@@ -790,6 +832,7 @@ async fn admin_sets_up_tenant_namespace_robot_p2p_and_cluster_in_a_browser() {
     assert_eq!(browser.path().await, "/console/login");
     browser.goto(&format!("{}/console/tenants/acme", reg.url)).await;
     assert_eq!(browser.path().await, "/console/login");
+    browser.quit().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -812,4 +855,5 @@ async fn viewer_cannot_reach_admin_pages_by_url_in_a_browser() {
     browser.screenshot("viewer-refused").await;
     browser.goto(&format!("{}/console/dashboard", reg.url)).await;
     assert!(browser.text("main").await.contains("you manage none"));
+    browser.quit().await;
 }
