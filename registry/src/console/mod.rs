@@ -262,21 +262,11 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
 }
 
 fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> ConsoleResult<T> {
-    let request = Request::builder()
-        .method("POST")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(axum::body::Body::from(bytes.to_vec()))
-        .map_err(|e| ConsoleError::Api(ApiError::Internal(e.to_string())))?;
-    // `Form` needs a request; the body is already in memory, so this costs a copy of a small form.
-    let parsed = futures_util::FutureExt::now_or_never(axum::Form::<T>::from_request(request, &()));
-    match parsed {
-        Some(Ok(axum::Form(v))) => Ok(v),
-        Some(Err(e)) => Err(ConsoleError::Api(ApiError::InvalidRequest(format!(
-            "the form could not be read ({}); reload the page and fill it in again",
-            e.body_text()
-        )))),
-        None => Err(ConsoleError::Api(ApiError::Internal("form parsing did not complete".to_owned()))),
-    }
+    serde_urlencoded::from_bytes(bytes).map_err(|e| {
+        ConsoleError::Api(ApiError::InvalidRequest(format!(
+            "the form could not be read ({e}); reload the page and fill it in again"
+        )))
+    })
 }
 
 /// After an action: leave `flash` for the next page and send the browser to `to` (POST-redirect-GET).
