@@ -207,7 +207,8 @@ async fn form_post_without_the_csrf_token_is_rejected_and_changes_nothing(backen
     );
     let no_tenant = admin.get("/console/tenants/forged").await;
     assert_eq!(no_tenant.status, 404);
-    assert!(no_tenant.body.contains("Tenant forged does not exist"), "{}", no_tenant.body);
+    let sentence = "Tenant forged does not exist; list tenants on the Tenants page.";
+    assert!(no_tenant.body.contains(sentence), "{}", no_tenant.body);
 
     let done = admin.post("/console/tenants", &[("name", "genuine")]).await;
     assert_eq!((done.status, done.location.as_deref()), (303, Some("/console/tenants/genuine")));

@@ -176,7 +176,7 @@ fn sentence(e: ApiError) -> String {
                 .to_owned()
         }
         other => {
-            let mut text = other.to_string();
+            let mut text = console_hint(&other.to_string());
             if let Some(first) = text.get(0..1) {
                 let upper = first.to_uppercase();
                 text.replace_range(0..1, &upper);
@@ -187,6 +187,29 @@ fn sentence(e: ApiError) -> String {
             text
         }
     }
+}
+
+/// The API's messages point at API endpoints ("list tenants with GET
+/// /api/v1/tenants"); in the console, the page that does the same is the
+/// better pointer. Hints with no console page (creating users) stay as they are.
+fn console_hint(message: &str) -> String {
+    for verb in [" with GET ", " with POST "] {
+        let Some(at) = message.find(verb) else { continue };
+        let rest = &message[at + verb.len()..];
+        let path_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let path = rest[..path_end].trim_end_matches(['.', ';', ',']);
+        let page = if path == "/api/v1/tenants" {
+            "on the Tenants page"
+        } else if path.ends_with("/namespaces") || path.ends_with("/members") {
+            "on the tenant's page"
+        } else if path.ends_with("/robots") {
+            "on the tenant's Robot accounts page"
+        } else {
+            continue;
+        };
+        return format!("{} {page}{}", &message[..at], &rest[path.len()..]);
+    }
+    message.to_owned()
 }
 
 impl IntoResponse for ConsoleError {
@@ -371,5 +394,15 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
         assert_eq!(segment("a b/<c>"), "a%20b%2F%3Cc%3E");
+        assert_eq!(
+            console_hint("tenant x does not exist; list tenants with GET /api/v1/tenants"),
+            "tenant x does not exist; list tenants on the Tenants page"
+        );
+        assert_eq!(
+            console_hint("ana holds no role on tenant t; list roles with GET /api/v1/tenants/t/members"),
+            "ana holds no role on tenant t; list roles on the tenant's page"
+        );
+        let users = "user u does not exist; the system administrator creates users with POST /api/v1/users";
+        assert_eq!(console_hint(users), users);
     }
 }
