@@ -291,6 +291,7 @@ async fn viewer_cannot_act_through_admin_forms_posted_by_hand(backend: Backend) 
     assert!(!ns.body.contains("p2p-switch"), "{}", ns.body);
     let tenants = vera.get("/console/tenants").await;
     assert!(!tenants.body.contains("Create a tenant"), "{}", tenants.body);
+    assert!(!tenants.body.contains("/console/tenants/acme/robots"), "{}", tenants.body);
 
     // Posting the forms anyway changes nothing, and says why.
     let actions: [(&str, &[(&str, &str)]); 5] = [

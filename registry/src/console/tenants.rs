@@ -7,6 +7,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{done, failed, notice, render, role_name, segment, utc, Chrome, ConsoleResult, Posted, SignedIn};
+use crate::api::access::{self, TenantNeed};
 use crate::api::error::ApiError;
 use crate::api::members::{Grant, Member, MemberKind, Revocation, Role};
 use crate::api::namespaces::Namespace;
@@ -18,7 +19,8 @@ use crate::state::AppState;
 #[template(path = "tenants.html")]
 struct TenantsPage {
     chrome: Chrome,
-    tenants: Vec<Tenant>,
+    /// Each tenant, and whether the user manages it (robots and clusters are for its admins).
+    tenants: Vec<(Tenant, bool)>,
 }
 
 impl TenantsPage {
@@ -33,7 +35,13 @@ impl TenantsPage {
 
 /// `GET /console/tenants`: the tenants the user holds a role in (all, for the system administrator).
 pub async fn list(State(state): State<AppState>, who: SignedIn) -> ConsoleResult<Response> {
-    let axum::Json(tenants) = tenants::list(State(state.clone()), who.caller()).await?;
+    let axum::Json(listed) = tenants::list(State(state.clone()), who.caller()).await?;
+    let caller = who.caller();
+    let mut tenants = Vec::with_capacity(listed.len());
+    for t in listed {
+        let manages = access::tenant(&state, &caller, &t.name, TenantNeed::Admin, None).await.is_ok();
+        tenants.push((t, manages));
+    }
     Ok(render(&TenantsPage { chrome: who.chrome(&state, "tenants").await, tenants }))
 }
 
