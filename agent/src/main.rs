@@ -63,7 +63,7 @@ async fn run(config: Config) -> Result<(), String> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| e.to_string())?;
-    let registry = registry::RegistryClient::new(config.clone(), http.clone());
+    let registry = registry::RegistryClient::new(config.clone(), http.clone(), metrics.clone());
     let engine = piece::Engine::new(cache, registry.clone(), metrics.clone(), http, config.download_rate);
 
     let mirror_listener = bind(config.listen, "registry mirror").await?;

@@ -63,6 +63,11 @@ impl Metrics {
         self.served.inc_by(n);
     }
 
+    /// Piece bytes served to peers since the agent started, for the heartbeat.
+    pub fn served_total(&self) -> u64 {
+        self.served.get()
+    }
+
     /// Counts a piece by outcome.
     pub fn piece(&self, outcome: &str) {
         self.pieces.get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())]).inc();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use damselfly_core::p2p::{
-    JoinRequest, JoinResponse, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME,
+    HeartbeatRequest, JoinRequest, JoinResponse, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME,
 };
 use damselfly_core::Digest;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -141,11 +141,13 @@ pub struct RegistryClient {
     keys_fetched: Mutex<Option<Instant>>,
     /// Held while registering again, so that concurrent notices register once.
     reregistering: tokio::sync::Mutex<()>,
+    /// Read for the heartbeat, which tells the registry's console about cache use and bytes served.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl RegistryClient {
     /// A client for the configured registry; call [`RegistryClient::start`] next.
-    pub fn new(config: Config, http: reqwest::Client) -> Arc<RegistryClient> {
+    pub fn new(config: Config, http: reqwest::Client, metrics: Arc<crate::metrics::Metrics>) -> Arc<RegistryClient> {
         Arc::new(RegistryClient {
             http,
             config,
@@ -156,6 +158,7 @@ impl RegistryClient {
             keys: RwLock::new(HashMap::new()),
             keys_fetched: Mutex::new(None),
             reregistering: tokio::sync::Mutex::new(()),
+            metrics,
         })
     }
 
@@ -261,6 +264,10 @@ impl RegistryClient {
             .http
             .post(format!("{}/p2p/v1/agents/{id}/heartbeat", self.base()))
             .header(reqwest::header::AUTHORIZATION, self.cluster_auth())
+            .json(&HeartbeatRequest {
+                cache_bytes: Some(self.metrics.cache_bytes.get().max(0) as u64),
+                served_bytes: Some(self.metrics.served_total()),
+            })
             .send()
             .await
             .map_err(|e| e.to_string())?;

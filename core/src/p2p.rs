@@ -112,6 +112,18 @@ pub struct JoinResponse {
     pub ticket_expires_in: u64,
 }
 
+/// `POST /p2p/v1/agents/{agent}/heartbeat`: what the agent says about itself.
+/// The body is optional (older agents send none) and so is every field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// Bytes in the agent's cache.
+    #[serde(default)]
+    pub cache_bytes: Option<u64>,
+    /// Bytes the agent has served to peers since it started.
+    #[serde(default)]
+    pub served_bytes: Option<u64>,
+}
+
 /// `POST /p2p/v1/swarms/report`: progress and trouble.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportRequest {

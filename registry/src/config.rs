@@ -42,6 +42,13 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// Failed logins allowed per username and per address within a minute before `429`. Default 10.
     pub login_failures_per_minute: usize,
+    /// `host:port` workloads pull through P2P at (the agents' mirror), shown in the console's pull commands.
+    /// Default: `p2p.<host of public_url>:65001`.
+    pub acceleration_host: Option<String>,
+    /// Hours a console sign-in lasts. Default 12.
+    pub console_session_hours: u64,
+    /// Seconds between the points of the acceleration dashboard's traffic chart. Default 60.
+    pub traffic_sample_secs: u64,
 }
 
 /// How log lines are written.
@@ -71,6 +78,9 @@ impl Default for Config {
             refresh_token_ttl_secs: 7 * 86_400,
             admin_password: None,
             login_failures_per_minute: 10,
+            acceleration_host: None,
+            console_session_hours: 12,
+            traffic_sample_secs: 60,
         }
     }
 }
@@ -125,6 +135,15 @@ pub struct Cli {
     /// Failed logins allowed per user and per address per minute before 429 [default: 10].
     #[arg(long, env = "DAMSELFLY_LOGIN_FAILURES_PER_MINUTE")]
     pub login_failures_per_minute: Option<usize>,
+    /// `host:port` workloads pull through P2P at, shown in the console [default: p2p.<public host>:65001].
+    #[arg(long, env = "DAMSELFLY_ACCELERATION_HOST")]
+    pub acceleration_host: Option<String>,
+    /// Hours a console sign-in lasts [default: 12].
+    #[arg(long, env = "DAMSELFLY_CONSOLE_SESSION_HOURS")]
+    pub console_session_hours: Option<u64>,
+    /// Seconds between the points of the acceleration dashboard's traffic chart [default: 60].
+    #[arg(long, env = "DAMSELFLY_TRAFFIC_SAMPLE_SECS")]
+    pub traffic_sample_secs: Option<u64>,
 }
 
 /// Why the settings could not be assembled.
@@ -172,8 +191,13 @@ impl Config {
             token_service,
             token_ttl_secs,
             refresh_token_ttl_secs,
-            login_failures_per_minute
+            login_failures_per_minute,
+            console_session_hours,
+            traffic_sample_secs
         );
+        if cli.acceleration_host.is_some() {
+            config.acceleration_host = cli.acceleration_host;
+        }
         if cli.admin_password.is_some() {
             config.admin_password = cli.admin_password;
         }
@@ -208,6 +232,18 @@ impl Config {
         if self.upload_ttl_secs == 0 {
             return Err(ConfigError::Invalid("upload_ttl_secs must be positive".into()));
         }
+        if self.traffic_sample_secs == 0 {
+            return Err(ConfigError::Invalid("traffic_sample_secs must be positive".into()));
+        }
+        if self.console_session_hours == 0 {
+            return Err(ConfigError::Invalid("console_session_hours must be positive".into()));
+        }
+        if self.acceleration_host.as_deref().is_some_and(|h| h.is_empty() || h.contains('/')) {
+            return Err(ConfigError::Invalid(
+                "acceleration_host is a host and port such as p2p.registry.example.com:65001, without a scheme or path"
+                    .into(),
+            ));
+        }
         if self.max_manifest_bytes == 0 {
             return Err(ConfigError::Invalid("max_manifest_bytes must be positive".into()));
         }
@@ -225,6 +261,32 @@ impl Config {
     /// The database URL in use, defaulting to a SQLite file in the data directory.
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}/metadata.db", self.data_dir.display()))
+    }
+
+    /// The registry's `host[:port]` as image references name it.
+    pub fn registry_host(&self) -> String {
+        let url = self.public_url();
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        rest.split('/').next().unwrap_or(rest).to_owned()
+    }
+
+    /// The `host:port` workloads pull through P2P at.
+    pub fn acceleration_host(&self) -> String {
+        if let Some(h) = &self.acceleration_host {
+            return h.clone();
+        }
+        let host = self.registry_host();
+        // Drop the registry's port; a bracketed IPv6 literal keeps its brackets.
+        let bare = match host.rsplit_once(':') {
+            Some((h, port)) if !h.is_empty() && port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
+            _ => host.as_str(),
+        };
+        format!("p2p.{bare}:65001")
+    }
+
+    /// True when clients reach the registry over TLS, so cookies must be `Secure`.
+    pub fn behind_tls(&self) -> bool {
+        self.public_url().starts_with("https://")
     }
 
     /// The URL clients reach the registry at, without a trailing slash.
@@ -274,5 +336,17 @@ mod tests {
         assert!(err.to_string().contains("lisen"), "{err}");
         let err = Config::load(Cli::parse_from(["r", "--database-url", "mysql://u:secret@h/db"])).unwrap_err();
         assert!(err.to_string().contains("u:***@h"), "{err}");
+    }
+
+    #[test]
+    fn acceleration_host_defaults_to_p2p_dot_the_registry_host_on_the_agent_port() {
+        let with = |public: &str| Config { public_url: Some(public.to_owned()), ..Config::default() };
+        assert_eq!(with("https://registry.example.com").acceleration_host(), "p2p.registry.example.com:65001");
+        assert_eq!(with("http://registry.example.com:5000/").acceleration_host(), "p2p.registry.example.com:65001");
+        assert_eq!(with("http://registry.example.com:5000").registry_host(), "registry.example.com:5000");
+        assert!(with("https://registry.example.com").behind_tls());
+        assert!(!Config::default().behind_tls());
+        let set = Config { acceleration_host: Some("mirror.local:65001".into()), ..Config::default() };
+        assert_eq!(set.acceleration_host(), "mirror.local:65001");
     }
 }

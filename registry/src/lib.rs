@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod metadata;
 pub mod observe;
@@ -69,6 +70,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         uploads: Arc::new(UploadSessions::default()),
         auth: Arc::new(auth),
         scheduler: Arc::new(p2p::Scheduler::new(std::time::Duration::from_secs(10))),
+        p2p_stats: Arc::new(p2p::Stats::default()),
     })
 }
 
@@ -93,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(observe::readyz))
         .merge(api::router())
         .merge(p2p::router())
+        .merge(console::router())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track_requests))
         .with_state(state)
 }
@@ -108,6 +111,10 @@ pub async fn serve(
     let janitor = tokio::spawn(services::uploads::run_janitor(state.clone()));
     let key_refresh = tokio::spawn(auth::keys::refresh_periodically(state.auth.clone(), db.clone()));
     let forget_agents = tokio::spawn(p2p::scheduler::expire_periodically(state.scheduler.clone()));
+    let sample_traffic = tokio::spawn(p2p::stats::sample_periodically(
+        state.p2p_stats.clone(),
+        std::time::Duration::from_secs(state.config.traffic_sample_secs),
+    ));
     let app = router(state);
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
@@ -116,6 +123,7 @@ pub async fn serve(
     janitor.abort();
     key_refresh.abort();
     forget_agents.abort();
+    sample_traffic.abort();
     db.close().await;
     Ok(())
 }

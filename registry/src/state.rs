@@ -30,6 +30,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// The P2P swarms and their agents.
     pub scheduler: Arc<Scheduler>,
+    /// P2P traffic and agent reports, for the console.
+    pub p2p_stats: Arc<crate::p2p::Stats>,
 }
 
 /// The hashing state of each upload session this process has touched, so a

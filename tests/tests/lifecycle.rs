@@ -49,6 +49,9 @@ fn help_lists_every_setting_with_its_variable() {
         ("--refresh-token-ttl-secs", "DAMSELFLY_REFRESH_TOKEN_TTL_SECS"),
         ("--admin-password", "DAMSELFLY_ADMIN_PASSWORD"),
         ("--login-failures-per-minute", "DAMSELFLY_LOGIN_FAILURES_PER_MINUTE"),
+        ("--acceleration-host", "DAMSELFLY_ACCELERATION_HOST"),
+        ("--console-session-hours", "DAMSELFLY_CONSOLE_SESSION_HOURS"),
+        ("--traffic-sample-secs", "DAMSELFLY_TRAFFIC_SAMPLE_SECS"),
     ] {
         assert!(help.contains(flag) && help.contains(var), "--help lacks {flag} / {var}:\n{help}");
     }

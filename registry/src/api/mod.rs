@@ -7,17 +7,17 @@
 //! robot as `robot$<tenant>+<name>` with its token) or a Bearer token from
 //! `/auth/token`; `access.rs` says who may do what.
 
-mod access;
-mod audit;
-mod clusters;
+pub(crate) mod access;
+pub(crate) mod audit;
+pub(crate) mod clusters;
 pub mod error;
 mod keys;
-mod members;
+pub(crate) mod members;
 mod names;
-mod namespaces;
-mod robots;
-mod tenants;
-mod users;
+pub(crate) mod namespaces;
+pub(crate) mod robots;
+pub(crate) mod tenants;
+pub(crate) mod users;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;

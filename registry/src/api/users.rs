@@ -157,6 +157,8 @@ pub async fn set_password(
     check_password(&body.password)?;
     let hash = hash(&body.password).await?;
     state.db.accounts().set_password(user.id, &hash).await?;
+    // Console sign-ins end with the old password (the credentials version check would end them too).
+    state.db.console_sessions().delete_of_user(user.id).await?;
     state.auth.invalidate();
     caller.record(&state, attempt, None, None).await;
     Ok(StatusCode::NO_CONTENT)

@@ -13,6 +13,7 @@ mod clusters;
 mod keys;
 mod manifests;
 mod repositories;
+mod sessions;
 mod tags;
 mod tenancy;
 mod uploads;
@@ -30,7 +31,8 @@ pub use clusters::{Cluster, ClusterId, Clusters};
 pub use keys::{SigningKeys, StoredKey};
 pub use manifests::{ManifestRecord, Manifests, NewManifest, Referrer, TargetKind};
 pub use repositories::{Repositories, RepositoryId};
-pub use tags::Tags;
+pub use sessions::{ConsoleSession, ConsoleSessions};
+pub use tags::{TagDetail, Tags};
 pub use tenancy::{Namespace, NamespaceId, Tenancy, Tenant, TenantId};
 pub use uploads::Uploads;
 
@@ -168,6 +170,11 @@ impl Db {
     /// Clusters registered for P2P acceleration.
     pub fn clusters(&self) -> Clusters<'_> {
         Clusters { pool: &self.pool }
+    }
+
+    /// Web console sign-ins.
+    pub fn console_sessions(&self) -> ConsoleSessions<'_> {
+        ConsoleSessions { pool: &self.pool }
     }
 
     /// Token signing keys.

@@ -46,4 +46,20 @@ impl Repositories<'_> {
         .await?;
         rows.iter().map(|r| r.try_get(0)).collect()
     }
+
+    /// Names of the repositories of one namespace that hold a manifest, in byte-wise order.
+    pub async fn in_namespace(&self, namespace: &str, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        // A prefix range instead of LIKE: namespace names may contain `_`, a LIKE wildcard.
+        // '0' is the byte after '/', so [ns/, ns0) holds exactly the names under ns/.
+        let rows = sqlx::query(
+            "SELECT name FROM repositories r WHERE name > $1 AND name < $2 \
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id) ORDER BY name LIMIT $3",
+        )
+        .bind(format!("{namespace}/"))
+        .bind(format!("{namespace}0"))
+        .bind(limit)
+        .fetch_all(self.pool)
+        .await?;
+        rows.iter().map(|r| r.try_get(0)).collect()
+    }
 }

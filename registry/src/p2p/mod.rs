@@ -4,7 +4,9 @@
 
 mod routes;
 pub mod scheduler;
+pub mod stats;
 pub mod ticket;
 
 pub use routes::router;
 pub use scheduler::Scheduler;
+pub use stats::Stats;

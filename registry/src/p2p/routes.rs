@@ -9,14 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use damselfly_core::p2p::{
-    JoinMode, JoinRequest, JoinResponse, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME,
-    TICKET_AUTH_SCHEME,
+    HeartbeatRequest, JoinMode, JoinRequest, JoinResponse, RegisterRequest, RegisterResponse, ReportRequest,
+    CLUSTER_AUTH_SCHEME, TICKET_AUTH_SCHEME,
 };
 use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
+use super::stats::Traffic;
 use super::ticket;
 use crate::auth::password::token_sha256;
 use crate::auth::Principal;
@@ -75,6 +76,7 @@ async fn register(
         .with_status(StatusCode::BAD_REQUEST));
     }
     let agent_id = state.scheduler.register(cluster.id, &req);
+    state.p2p_stats.heard_from(cluster.id, &agent_id, None, None);
     tracing::info!(cluster = cluster.name, tenant = cluster.tenant, node = req.node, agent_id, "agent registered");
     Ok(Json(RegisterResponse { agent_id, heartbeat_secs: state.scheduler.heartbeat().as_secs() }))
 }
@@ -83,8 +85,13 @@ async fn heartbeat(
     State(state): State<AppState>,
     ClusterCaller(cluster): ClusterCaller,
     Path(agent): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<StatusCode> {
+    // Older agents send no body; a body that does not parse is ignored rather than
+    // refusing the heartbeat, which keeps the agent in its swarms.
+    let said: HeartbeatRequest = serde_json::from_slice(&body).unwrap_or_default();
     if state.scheduler.heartbeat_from(cluster.id, &agent) {
+        state.p2p_stats.heard_from(cluster.id, &agent, said.cache_bytes, said.served_bytes);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(unknown_agent())
@@ -125,7 +132,11 @@ async fn join(
     }
     let blob = state.db.blobs().find_in_repository(name.as_str(), &req.digest).await?;
     let blob = blob.ok_or_else(|| oci::blob_unknown(&name, &req.digest))?;
-    let p2p_on = state.auth.policy.namespace(&state.db, name.namespace()).await?.is_some_and(|n| n.p2p_enabled);
+    let namespace = state.auth.policy.namespace(&state.db, name.namespace()).await?;
+    let p2p_on = namespace.is_some_and(|n| n.p2p_enabled);
+    if p2p_on {
+        state.p2p_stats.joined(cluster.tenant_id, cluster.id, name.namespace(), req.digest);
+    }
     let piece_digests: Vec<String> = blob.pieces.digests().iter().map(Digest::hex).collect();
     let (mode, plan) = if p2p_on {
         (JoinMode::P2p, state.scheduler.join(cluster.id, &agent.id, req.digest, piece_digests.len(), &req.have))
@@ -163,6 +174,8 @@ async fn report(
         &req.bad_parents,
         &req.bytes_from,
     );
+    let from_peers = req.bytes_from.iter().map(|(_, n)| *n).sum();
+    state.p2p_stats.received(cluster.id, req.digest, Traffic { peers: from_peers, seed: 0 });
     if !req.bad_parents.is_empty() {
         tracing::warn!(reporter = req.agent_id, bad = ?req.bad_parents, digest = %req.digest, "peers sent corrupt pieces");
     }
@@ -182,7 +195,7 @@ async fn seed_piece(
             "pieces are served only with `Authorization: Ticket <ticket>` from a join",
         )
     })?;
-    ticket::verify(&state.auth, ticket, &digest)
+    let claims = ticket::verify(&state.auth, ticket, &digest)
         .map_err(|e| RegistryError::oci(ErrorCode::Denied, format!("ticket refused: {e}")))?;
     let blob = state.db.blobs().find(&digest).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
     let count = blob.pieces.digests().len() as u64;
@@ -197,9 +210,12 @@ async fn seed_piece(
     let mut file = state.blobs.open_blob(&digest).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
     file.seek(std::io::SeekFrom::Start(start)).await?;
     let metrics = state.metrics.clone();
+    let stats = state.p2p_stats.clone();
+    let cluster = crate::metadata::ClusterId(claims.cluster);
     let stream = ReaderStream::with_capacity(file.take(len), 256 * 1024).inspect(move |chunk| {
         if let Ok(c) = chunk {
             metrics.sent("seed", c.len() as u64);
+            stats.received(cluster, digest, Traffic { peers: 0, seed: c.len() as u64 });
         }
     });
     Ok((

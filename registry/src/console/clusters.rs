@@ -1,0 +1,125 @@
+//! A tenant's clusters: register one (its token and setup command shown
+//! once), and see each cluster's online agents with their last heartbeat,
+//! version, cache use and bytes served to peers. Tenant admins and owners
+//! only, as in the API.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::{done, failed, human_bytes, render, segment, utc, Chrome, ConsoleResult, Flash, Posted, Secret, SignedIn};
+use crate::api::access::{self, TenantNeed};
+use crate::api::clusters::{self, NewCluster};
+use crate::api::{Body, PathParams};
+use crate::state::AppState;
+
+/// One agent as listed.
+struct AgentRow {
+    node: String,
+    zone: String,
+    version: String,
+    last_heartbeat: String,
+    cache: String,
+    served: String,
+}
+
+/// One cluster as listed.
+struct ClusterRow {
+    name: String,
+    registered: String,
+    agents: Vec<AgentRow>,
+}
+
+#[derive(Template)]
+#[template(path = "clusters.html")]
+struct ClustersPage {
+    chrome: Chrome,
+    tenant: String,
+    clusters: Vec<ClusterRow>,
+    setup: String,
+}
+
+impl ClustersPage {
+    fn base(&self) -> String {
+        format!("/console/tenants/{}", segment(&self.tenant))
+    }
+}
+
+/// The command that starts an agent for this registry. Until the installer
+/// renders a one-line setup script, this is the agent's own command line.
+fn setup_command(state: &AppState, token: &str) -> String {
+    format!("DAMSELFLY_AGENT_CLUSTER_TOKEN={token} damselfly-agent run --registry {}", state.config.public_url())
+}
+
+/// `GET /console/tenants/{tenant}/clusters`.
+pub async fn list(State(state): State<AppState>, who: SignedIn, Path(tenant): Path<String>) -> ConsoleResult<Response> {
+    let (tenant, _) = access::tenant(&state, &who.caller(), &tenant, TenantNeed::Admin, None).await?;
+    let clusters = state.db.clusters().of_tenant(tenant.id).await?;
+    let rows = clusters
+        .into_iter()
+        .map(|c| {
+            let agents = state
+                .scheduler
+                .agents_of(c.id)
+                .into_iter()
+                .map(|a| {
+                    let said = state.p2p_stats.agent(c.id, &a.id).unwrap_or_default();
+                    AgentRow {
+                        node: a.node,
+                        zone: a.zone,
+                        version: a.version,
+                        last_heartbeat: if said.last_heartbeat > 0 { utc(said.last_heartbeat) } else { "-".into() },
+                        cache: said.cache_bytes.map_or_else(|| "not reported".into(), human_bytes),
+                        served: said.served_bytes.map_or_else(|| "not reported".into(), human_bytes),
+                    }
+                })
+                .collect();
+            ClusterRow { name: c.name, registered: utc(c.created_at), agents }
+        })
+        .collect();
+    let page = ClustersPage {
+        chrome: who.chrome(&state, "tenants").await,
+        tenant: tenant.name,
+        clusters: rows,
+        setup: setup_command(&state, "<the cluster's token>"),
+    };
+    Ok(render(&page))
+}
+
+/// The register-a-cluster form.
+#[derive(Deserialize)]
+pub struct ClusterForm {
+    #[serde(default)]
+    name: String,
+}
+
+/// `POST /console/tenants/{tenant}/clusters`: registers a cluster and shows its token and setup command once.
+pub async fn create(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    posted: Posted<ClusterForm>,
+) -> Response {
+    let Posted { who, form } = posted;
+    let back = format!("/console/tenants/{}/clusters", segment(&tenant));
+    let body = NewCluster { name: form.name.trim().to_owned() };
+    match clusters::create(State(state.clone()), who.caller(), PathParams(tenant), Body(body)).await {
+        Ok((_, axum::Json(created))) => {
+            let name = created.cluster.name;
+            let flash = Flash {
+                notice: Some(format!(
+                    "Cluster {name} registered. Start an agent on each of its nodes with the command below."
+                )),
+                secret: Some(Secret {
+                    label: format!("Token of cluster {name}"),
+                    command_label: "Run this on each node of the cluster to start its agent".to_owned(),
+                    command: Some(setup_command(&state, &created.token)),
+                    value: created.token,
+                }),
+                ..Flash::default()
+            };
+            done(&state, &who, &back, flash).await
+        }
+        Err(e) => failed(&state, &who, &back, e.into()).await,
+    }
+}

@@ -1,0 +1,408 @@
+//! The web console under `/console`: server-rendered pages (askama
+//! templates in `web/templates`) with plain forms and POST-redirect-GET, so
+//! it works without JavaScript.
+//!
+//! The console holds no permission rules of its own. Every page and action
+//! acts as the signed-in user through the management API's handlers and
+//! `access` checks (and the repository policy for tags), so what the console
+//! allows is exactly what the API allows, whatever the page shows or hides.
+
+mod audit;
+mod clusters;
+mod dashboard;
+mod namespaces;
+mod repositories;
+mod robots;
+mod session;
+mod tenants;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::api::access::Caller;
+use crate::api::error::ApiError;
+use crate::state::AppState;
+pub use session::SignedIn;
+
+/// The console's stylesheet, compiled into the binary.
+const STYLESHEET: &str = include_str!("../../../web/static/console.css");
+
+/// Every console route.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(|| async { Redirect::to("/console/tenants") }))
+        .route("/console/", get(|| async { Redirect::to("/console/tenants") }))
+        .route("/console/static/console.css", get(stylesheet))
+        .route("/console/login", get(session::login_page).post(session::login))
+        .route("/console/logout", post(session::logout))
+        .route("/console/tenants", get(tenants::list).post(tenants::create))
+        .route("/console/tenants/{tenant}", get(tenants::show))
+        .route("/console/tenants/{tenant}/namespaces", post(namespaces::create))
+        .route("/console/tenants/{tenant}/members", post(tenants::grant))
+        .route("/console/tenants/{tenant}/members/revoke", post(tenants::revoke))
+        .route("/console/tenants/{tenant}/robots", get(robots::list).post(robots::create))
+        .route("/console/tenants/{tenant}/robots/{robot}/revoke", post(robots::revoke))
+        .route("/console/tenants/{tenant}/clusters", get(clusters::list).post(clusters::create))
+        .route("/console/namespaces/{namespace}", get(namespaces::show).post(namespaces::update))
+        .route("/console/repository", get(repositories::show))
+        .route("/console/repository/delete-tag", post(repositories::delete_tag))
+        .route("/console/dashboard", get(dashboard::show))
+        .route("/console/audit", get(audit::list))
+        .route("/console/{*rest}", get(not_found))
+}
+
+async fn stylesheet() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")], STYLESHEET)
+        .into_response()
+}
+
+async fn not_found() -> ConsoleError {
+    ConsoleError::Api(ApiError::NotFound("there is no such console page; pick one from the menu at the top".to_owned()))
+}
+
+/// What every page shows around its content: who is signed in, the menu,
+/// the form token, and a message left by the previous action.
+pub struct Chrome {
+    /// The signed-in user's name.
+    pub user: String,
+    /// Whether they are the system administrator (shows the admin entries; the handlers check again).
+    pub system_admin: bool,
+    /// The CSRF token every form carries.
+    pub csrf: String,
+    /// The menu entry to highlight.
+    pub section: &'static str,
+    /// Left by the previous action.
+    pub flash: Flash,
+}
+
+/// A message for the next page, kept in the session across a redirect.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Flash {
+    /// What was done.
+    pub notice: Option<String>,
+    /// What went wrong and what to do.
+    pub error: Option<String>,
+    /// A secret shown this once (a robot's or a cluster's token).
+    pub secret: Option<Secret>,
+}
+
+/// A secret shown once, with what to do with it.
+#[derive(Serialize, Deserialize)]
+pub struct Secret {
+    /// What it is, e.g. "Token of robot$acme+ci".
+    pub label: String,
+    /// The secret.
+    pub value: String,
+    /// What to do with the command, e.g. "Run this on each node of the cluster".
+    pub command_label: String,
+    /// A command that uses it, if any.
+    pub command: Option<String>,
+}
+
+/// Why a console request failed; rendered as a page with a sentence saying what to do.
+#[derive(Debug)]
+pub enum ConsoleError {
+    /// Not signed in, or the session ended: go to the sign-in page.
+    SignIn,
+    /// A form without the session's CSRF token.
+    Forgery,
+    /// What the management API's rules said.
+    Api(ApiError),
+}
+
+impl From<ApiError> for ConsoleError {
+    fn from(e: ApiError) -> Self {
+        ConsoleError::Api(e)
+    }
+}
+
+impl From<sqlx::Error> for ConsoleError {
+    fn from(e: sqlx::Error) -> Self {
+        ConsoleError::Api(ApiError::Database(e))
+    }
+}
+
+/// Shorthand for console handler results.
+pub type ConsoleResult<T> = Result<T, ConsoleError>;
+
+#[derive(askama::Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    title: &'static str,
+    message: String,
+}
+
+impl ConsoleError {
+    fn status_title_message(self) -> (StatusCode, &'static str, String) {
+        match self {
+            ConsoleError::SignIn => (StatusCode::UNAUTHORIZED, "Sign in", "Sign in to continue.".to_owned()),
+            ConsoleError::Forgery => (
+                StatusCode::FORBIDDEN,
+                "Form expired",
+                "This form was not sent from a current console page (its security token is missing or stale). Go \
+                 back, reload the page and send the form again."
+                    .to_owned(),
+            ),
+            ConsoleError::Api(e) => {
+                let (status, title) = match &e {
+                    ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "Sign in"),
+                    ApiError::Denied(_) => (StatusCode::FORBIDDEN, "Not allowed"),
+                    ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+                    ApiError::Conflict(_) => (StatusCode::CONFLICT, "Already exists"),
+                    ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "Check the form"),
+                    ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "Too many attempts"),
+                    ApiError::Database(_) | ApiError::Internal(_) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong")
+                    }
+                };
+                (status, title, sentence(e))
+            }
+        }
+    }
+}
+
+/// The error as one sentence for a person: internal detail goes to the log.
+fn sentence(e: ApiError) -> String {
+    match e {
+        ApiError::Database(_) | ApiError::Internal(_) => {
+            tracing::error!(error = %e, "console request failed");
+            "The registry could not complete this. Try again in a moment; if it keeps failing, ask the operator to \
+             look at the registry's log."
+                .to_owned()
+        }
+        other => {
+            let mut text = console_hint(&other.to_string());
+            if let Some(first) = text.get(0..1) {
+                let upper = first.to_uppercase();
+                text.replace_range(0..1, &upper);
+            }
+            if !text.ends_with('.') {
+                text.push('.');
+            }
+            text
+        }
+    }
+}
+
+/// The API's messages point at API endpoints ("list tenants with GET
+/// /api/v1/tenants"); in the console, the page that does the same is the
+/// better pointer. Hints with no console page (creating users) stay as they are.
+fn console_hint(message: &str) -> String {
+    for verb in [" with GET ", " with POST "] {
+        let Some(at) = message.find(verb) else { continue };
+        let rest = &message[at + verb.len()..];
+        let path_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let path = rest[..path_end].trim_end_matches(['.', ';', ',']);
+        let page = if path == "/api/v1/tenants" {
+            "on the Tenants page"
+        } else if path.ends_with("/namespaces") || path.ends_with("/members") {
+            "on the tenant's page"
+        } else if path.ends_with("/robots") {
+            "on the tenant's Robot accounts page"
+        } else {
+            continue;
+        };
+        return format!("{} {page}{}", &message[..at], &rest[path.len()..]);
+    }
+    message.to_owned()
+}
+
+impl IntoResponse for ConsoleError {
+    fn into_response(self) -> Response {
+        if matches!(self, ConsoleError::SignIn) {
+            return Redirect::to("/console/login").into_response();
+        }
+        let (status, title, message) = self.status_title_message();
+        (status, render(&ErrorPage { title, message })).into_response()
+    }
+}
+
+/// Renders a template as an HTML response; a template that fails to render is logged
+/// and replaced by a short page, never a blank one.
+pub fn render<T: askama::Template>(page: &T) -> Response {
+    match page.render() {
+        Ok(html) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::X_FRAME_OPTIONS, "DENY"),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a console page failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                "<!doctype html><title>Error</title><p>This page could not be shown. Go back to \
+                 <a href=\"/console/tenants\">the console</a>; if it keeps happening, ask the operator to look at \
+                 the registry's log.",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A form posted by a signed-in user whose CSRF token matched their session.
+/// Every console POST but sign-in takes its fields through this extractor,
+/// so no action can forget the check.
+pub struct Posted<T> {
+    /// Who sent it.
+    pub who: SignedIn,
+    /// Its fields.
+    pub form: T,
+}
+
+#[derive(Deserialize)]
+struct CsrfField {
+    #[serde(default)]
+    csrf: String,
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
+    type Rejection = ConsoleError;
+
+    async fn from_request(request: Request, state: &AppState) -> ConsoleResult<Self> {
+        let (mut parts, body) = request.into_parts();
+        let who =
+            <SignedIn as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, state).await?;
+        let bytes = axum::body::to_bytes(body, 1024 * 1024).await.map_err(|_| {
+            ConsoleError::Api(ApiError::InvalidRequest("the form is too large; send less than 1 MiB".to_owned()))
+        })?;
+        let token: CsrfField = parse_form(&bytes)?;
+        if !session::same_secret(&token.csrf, &who.csrf) {
+            return Err(ConsoleError::Forgery);
+        }
+        let form: T = parse_form(&bytes)?;
+        Ok(Posted { who, form })
+    }
+}
+
+fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> ConsoleResult<T> {
+    serde_urlencoded::from_bytes(bytes).map_err(|e| {
+        ConsoleError::Api(ApiError::InvalidRequest(format!(
+            "the form could not be read ({e}); reload the page and fill it in again"
+        )))
+    })
+}
+
+/// After an action: leave `flash` for the next page and send the browser to `to` (POST-redirect-GET).
+pub async fn done(state: &AppState, who: &SignedIn, to: &str, flash: Flash) -> Response {
+    who.leave_flash(state, &flash).await;
+    Redirect::to(to).into_response()
+}
+
+/// After an action that failed. A form the user can correct (a bad or taken
+/// name) sends them back to it with the reason; a refusal, or a failure of
+/// the registry, is a page of its own with its status, since the page they
+/// came from may be closed to them too.
+pub async fn failed(state: &AppState, who: &SignedIn, to: &str, error: ConsoleError) -> Response {
+    match error {
+        ConsoleError::Api(e @ (ApiError::InvalidRequest(_) | ApiError::Conflict(_))) => {
+            let flash = Flash { error: Some(sentence(e)), ..Flash::default() };
+            done(state, who, to, flash).await
+        }
+        other => other.into_response(),
+    }
+}
+
+/// A notice for the next page.
+pub fn notice(text: impl Into<String>) -> Flash {
+    Flash { notice: Some(text.into()), ..Flash::default() }
+}
+
+/// Path-segment encoding for names put into links (names are validated, but a
+/// name typed into a URL by hand is not).
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A role as people read it.
+pub fn role_name(r: crate::api::members::Role) -> &'static str {
+    use crate::api::members::Role;
+    match r {
+        Role::Owner => "owner",
+        Role::Admin => "admin",
+        Role::Developer => "developer",
+        Role::Viewer => "viewer",
+    }
+}
+
+/// `1.5 GiB`-style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `2026-11-26 12:00:00 UTC` from Unix seconds.
+pub fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+impl SignedIn {
+    /// The caller as the management API knows it, for its handlers and checks.
+    pub fn caller(&self) -> Caller {
+        Caller { principal: self.principal.clone(), source: self.source.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_sizes_read_as_people_write_them() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_764_158_400), "2025-11-26 12:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+        assert_eq!(segment("a b/<c>"), "a%20b%2F%3Cc%3E");
+        assert_eq!(
+            console_hint("tenant x does not exist; list tenants with GET /api/v1/tenants"),
+            "tenant x does not exist; list tenants on the Tenants page"
+        );
+        assert_eq!(
+            console_hint("ana holds no role on tenant t; list roles with GET /api/v1/tenants/t/members"),
+            "ana holds no role on tenant t; list roles on the tenant's page"
+        );
+        let users = "user u does not exist; the system administrator creates users with POST /api/v1/users";
+        assert_eq!(console_hint(users), users);
+    }
+}

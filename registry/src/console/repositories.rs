@@ -1,0 +1,203 @@
+//! A repository's page: its tags with digest, size, media type, push time
+//! and, for indexes, their platforms; the pull commands through the registry
+//! and through the acceleration address; deleting a tag.
+//!
+//! Access is the repository policy the Distribution API uses: `pull` to see
+//! the page, `delete` to delete a tag.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use damselfly_core::RepositoryName;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    done, failed, human_bytes, notice, render, segment, utc, Chrome, ConsoleError, ConsoleResult, Posted, SignedIn,
+};
+use crate::api::error::ApiError;
+use crate::metadata::TagDetail;
+use crate::services::audit::{self, Event};
+use crate::state::AppState;
+
+/// Most tags a repository page lists.
+const MAX_LISTED: i64 = 1000;
+
+/// One tag as listed.
+struct TagRow {
+    name: String,
+    digest: String,
+    media_type: String,
+    size: String,
+    pushed: String,
+    platforms: Vec<String>,
+    /// `<registry>/<repo>:<tag>` and `<acceleration>/<repo>:<tag>`.
+    registry_ref: String,
+    accelerated_ref: String,
+}
+
+#[derive(Template)]
+#[template(path = "repository.html")]
+struct RepositoryPage {
+    chrome: Chrome,
+    name: String,
+    namespace: String,
+    tags: Vec<TagRow>,
+    may_delete: bool,
+}
+
+impl RepositoryPage {
+    fn namespace_link(&self) -> String {
+        format!("/console/namespaces/{}", segment(&self.namespace))
+    }
+}
+
+/// Which repository.
+#[derive(Deserialize)]
+pub struct Which {
+    #[serde(default)]
+    name: String,
+}
+
+fn denied(who: &SignedIn, name: &str) -> ConsoleError {
+    // The same words whether the repository exists or not.
+    ConsoleError::Api(ApiError::Denied(format!(
+        "{} may not pull from {name}, or it does not exist; ask an admin of its namespace for a role",
+        who.principal.actor()
+    )))
+}
+
+fn parse_name(name: &str) -> ConsoleResult<RepositoryName> {
+    name.parse().map_err(|e: damselfly_core::NameError| {
+        ConsoleError::Api(ApiError::InvalidRequest(format!(
+            "{name:?} is not a repository name ({e}); open it from its namespace's page"
+        )))
+    })
+}
+
+/// Sizes a manifest refers to: an image's config and layers, an index's manifests.
+fn total_size(content: &Value) -> u64 {
+    let sum = |key: &str| {
+        content[key].as_array().map_or(0, |items| items.iter().filter_map(|d| d["size"].as_u64()).sum::<u64>())
+    };
+    content["config"]["size"].as_u64().unwrap_or(0) + sum("layers") + sum("manifests") + sum("blobs")
+}
+
+fn platforms(content: &Value) -> Vec<String> {
+    let Some(manifests) = content["manifests"].as_array() else { return Vec::new() };
+    manifests
+        .iter()
+        .filter_map(|m| {
+            let p = &m["platform"];
+            let os = p["os"].as_str()?;
+            let arch = p["architecture"].as_str()?;
+            Some(match p["variant"].as_str() {
+                Some(v) => format!("{os}/{arch}/{v}"),
+                None => format!("{os}/{arch}"),
+            })
+        })
+        .collect()
+}
+
+fn row(state: &AppState, repo: &str, t: TagDetail) -> TagRow {
+    let content: Value = serde_json::from_slice(&t.content).unwrap_or(Value::Null);
+    let size = total_size(&content) + t.content.len() as u64;
+    TagRow {
+        registry_ref: format!("{}/{repo}:{}", state.config.registry_host(), t.name),
+        accelerated_ref: format!("{}/{repo}:{}", state.config.acceleration_host(), t.name),
+        platforms: platforms(&content),
+        size: human_bytes(size),
+        pushed: utc(t.pushed_at),
+        name: t.name,
+        digest: t.digest,
+        media_type: t.media_type,
+    }
+}
+
+/// `GET /console/repository?name=<repository>`: its tags and pull commands.
+pub async fn show(State(state): State<AppState>, who: SignedIn, Query(which): Query<Which>) -> ConsoleResult<Response> {
+    let name = parse_name(&which.name)?;
+    let actions = state.auth.policy.repository_actions(&state.db, &who.principal, &name).await?;
+    if !actions.pull {
+        return Err(denied(&who, name.as_str()));
+    }
+    let Some(repo) = state.db.repositories().find(name.as_str()).await? else {
+        return Err(ConsoleError::Api(ApiError::NotFound(format!(
+            "repository {name} has nothing in it yet; push an image to it first"
+        ))));
+    };
+    let tags = state.db.tags().details(repo, MAX_LISTED).await?;
+    let tags = tags.into_iter().map(|t| row(&state, name.as_str(), t)).collect();
+    let page = RepositoryPage {
+        chrome: who.chrome(&state, "tenants").await,
+        namespace: name.namespace().to_owned(),
+        name: name.as_str().to_owned(),
+        tags,
+        may_delete: actions.delete,
+    };
+    Ok(render(&page))
+}
+
+/// The delete-a-tag form.
+#[derive(Deserialize)]
+pub struct DeleteTag {
+    #[serde(default)]
+    repository: String,
+    #[serde(default)]
+    tag: String,
+}
+
+/// `POST /console/repository/delete-tag`: removes a tag; its manifest stays until collected.
+pub async fn delete_tag(State(state): State<AppState>, posted: Posted<DeleteTag>) -> Response {
+    let Posted { who, form } = posted;
+    let back = format!("/console/repository?name={}", segment(&form.repository));
+    match delete(&state, &who, &form).await {
+        Ok(()) => {
+            done(&state, &who, &back, notice(format!("Tag {} deleted from {}.", form.tag, form.repository))).await
+        }
+        Err(e) => failed(&state, &who, &back, e).await,
+    }
+}
+
+async fn delete(state: &AppState, who: &SignedIn, form: &DeleteTag) -> ConsoleResult<()> {
+    let name = parse_name(&form.repository)?;
+    let object = format!("{name}:{}", form.tag);
+    let ns = state.auth.policy.namespace(&state.db, name.namespace()).await?;
+    let tenant = ns.map(|n| n.tenant_id);
+    let record = |outcome: &'static str| {
+        let object = object.clone();
+        async move {
+            let event = Event {
+                actor: who.principal.actor(),
+                action: "tag.delete",
+                object: &object,
+                tenant,
+                source: &who.source,
+                outcome,
+                detail: Some(json!({ "via": "console" })),
+            };
+            audit::record(state, event).await;
+        }
+    };
+    let actions = state.auth.policy.repository_actions(&state.db, &who.principal, &name).await?;
+    if !actions.delete {
+        record("denied").await;
+        return Err(ConsoleError::Api(ApiError::Denied(format!(
+            "deleting tags in {name} takes the admin or owner role on its namespace or tenant, which {} does not hold",
+            who.principal.actor()
+        ))));
+    }
+    let repo = state.db.repositories().find(name.as_str()).await?;
+    let deleted = match repo {
+        Some(repo) => state.db.tags().delete(repo, &form.tag).await?,
+        None => false,
+    };
+    if !deleted {
+        return Err(ConsoleError::Api(ApiError::NotFound(format!(
+            "{name} has no tag {}; it may have been deleted already",
+            form.tag
+        ))));
+    }
+    record("success").await;
+    Ok(())
+}

@@ -1,0 +1,861 @@
+//! The web console of a real `damselfly-registry`, driven two ways:
+//!
+//! - in a real browser (Debian's Chromium through chromedriver, headless),
+//!   for the flows a person goes through: sign in, create a tenant, a
+//!   namespace and a robot account, switch P2P acceleration on, register a
+//!   cluster and start an agent with the command the page shows, sign out,
+//!   and a viewer who types admin URLs by hand. Screenshots of the main
+//!   pages go to `target/console-screenshots/`;
+//! - with plain HTTP requests, for what a browser would hide: forms posted
+//!   without their CSRF token, HTML in names, sessions that must end, role
+//!   checks on every action, and the login rate limit.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use damselfly_tests::{free_port, on_both_backends, Agent, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{json, Value};
+
+on_both_backends!(
+    form_post_without_the_csrf_token_is_rejected_and_changes_nothing,
+    html_in_names_and_descriptions_is_shown_as_text,
+    sign_out_and_a_password_change_end_the_session,
+    viewer_cannot_act_through_admin_forms_posted_by_hand,
+    repository_page_lists_tags_with_pull_commands_and_deletes_a_tag,
+    failed_sign_ins_go_through_the_login_rate_limit,
+);
+
+// ---------------------------------------------------------------------------
+// Plain HTTP against the registry.
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
+/// A management API call as the system administrator; returns status and JSON body.
+async fn api(reg: &Registry, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    api_as(reg, ADMIN_USER, ADMIN_PASSWORD, method, path, body).await
+}
+
+async fn api_as(
+    reg: &Registry,
+    user: &str,
+    password: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http().request(method, format!("{}{path}", reg.url)).basic_auth(user, Some(password));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("API request");
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Tenant `acme` with namespace `web`, and a user `vera` who is a viewer on the whole tenant.
+async fn cast(reg: &Registry) {
+    use reqwest::Method;
+    let (s, b) = api(reg, Method::POST, "/api/v1/tenants", Some(json!({ "name": "acme" }))).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = api(reg, Method::POST, "/api/v1/tenants/acme/namespaces", Some(json!({ "name": "web" }))).await;
+    assert_eq!(s, 201, "{b}");
+    let user = json!({ "username": "vera", "password": "vera-password" });
+    let (s, b) = api(reg, Method::POST, "/api/v1/users", Some(user)).await;
+    assert_eq!(s, 201, "{b}");
+    let grant = json!({ "kind": "user", "name": "vera", "role": "viewer" });
+    let (s, b) = api(reg, Method::PUT, "/api/v1/tenants/acme/members", Some(grant)).await;
+    assert_eq!(s, 200, "{b}");
+}
+
+fn cookie_from(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// The value of the first `name="csrf"` field on a page.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").unwrap_or_else(|| panic!("no CSRF field in:\n{html}"));
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').expect("closing quote")].to_owned()
+}
+
+/// A signed-in console session, as a browser would hold it.
+struct Session {
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+async fn page_of(r: reqwest::Response) -> Page {
+    let status = r.status().as_u16();
+    let location = r.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Page { status, location, body: r.text().await.unwrap_or_default() }
+}
+
+/// Posts the sign-in form the way a browser does (login cookie and its token); the raw answer.
+async fn post_sign_in(reg: &Registry, user: &str, password: &str) -> (Page, HeaderMap) {
+    let form = http().get(format!("{}/console/login", reg.url)).send().await.expect("login page");
+    assert_eq!(form.status(), 200);
+    let login_cookie = cookie_from(form.headers(), "damselfly_login").expect("login cookie");
+    assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Lax"), "{login_cookie}");
+    let pair = login_cookie.split(';').next().unwrap_or_default().to_owned();
+    let csrf = csrf_of(&form.text().await.unwrap_or_default());
+    let r = http()
+        .post(format!("{}/console/login", reg.url))
+        .header(COOKIE, pair)
+        .form(&[("username", user), ("password", password), ("csrf", &csrf)])
+        .send()
+        .await
+        .expect("sign in");
+    let headers = r.headers().clone();
+    (page_of(r).await, headers)
+}
+
+async fn sign_in(reg: &Registry, user: &str, password: &str) -> Session {
+    let (page, headers) = post_sign_in(reg, user, password).await;
+    assert_eq!((page.status, page.location.as_deref()), (303, Some("/console/tenants")), "{}", page.body);
+    let set = cookie_from(&headers, "damselfly_session").expect("session cookie");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/console"] {
+        assert!(set.contains(attribute), "session cookie lacks {attribute}: {set}");
+    }
+    assert!(!set.contains("Secure"), "plain-HTTP registry set a Secure cookie the browser would drop: {set}");
+    let cookie = set.split(';').next().unwrap_or_default().to_owned();
+    let mut session = Session { base: reg.url.clone(), cookie, csrf: String::new() };
+    let tenants = session.get("/console/tenants").await;
+    assert_eq!(tenants.status, 200, "{}", tenants.body);
+    session.csrf = csrf_of(&tenants.body);
+    session
+}
+
+impl Session {
+    async fn get(&self, path: &str) -> Page {
+        let r = http().get(format!("{}{path}", self.base)).header(COOKIE, &self.cookie).send().await.expect("GET");
+        page_of(r).await
+    }
+
+    /// Posts a form with the session's CSRF token.
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let mut all: Vec<(&str, &str)> = fields.to_vec();
+        all.push(("csrf", &self.csrf));
+        self.post_raw(path, &all).await
+    }
+
+    /// Posts exactly these fields.
+    async fn post_raw(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let r = http()
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .form(fields)
+            .send()
+            .await
+            .expect("POST");
+        page_of(r).await
+    }
+
+    /// Follows a POST's redirect and returns the page it lands on.
+    async fn post_and_follow(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let posted = self.post(path, fields).await;
+        assert_eq!(posted.status, 303, "POST {path} answered {}: {}", posted.status, posted.body);
+        self.get(posted.location.as_deref().expect("Location")).await
+    }
+}
+
+async fn form_post_without_the_csrf_token_is_rejected_and_changes_nothing(backend: Backend) {
+    let reg = Registry::start(backend);
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+
+    let missing = admin.post_raw("/console/tenants", &[("name", "forged")]).await;
+    assert_eq!(missing.status, 403, "{}", missing.body);
+    assert!(missing.body.contains("reload the page and send the form again"), "{}", missing.body);
+    let wrong = admin.post_raw("/console/tenants", &[("name", "forged"), ("csrf", "not-the-token")]).await;
+    assert_eq!(wrong.status, 403, "{}", wrong.body);
+    let (status, _) = api(&reg, reqwest::Method::GET, "/api/v1/tenants/forged", None).await;
+    assert_eq!(status, 404, "a forged form created the tenant");
+
+    // Signing out is a form too: without the token the session survives.
+    assert_eq!(admin.post_raw("/console/logout", &[]).await.status, 403);
+    assert_eq!(admin.get("/console/tenants").await.status, 200);
+
+    // Pages that do not exist say so, and what to do, in a page.
+    let nowhere = admin.get("/console/nowhere").await;
+    assert_eq!(nowhere.status, 404);
+    assert!(
+        nowhere.body.contains("There is no such console page; pick one from the menu at the top."),
+        "{}",
+        nowhere.body
+    );
+    let no_tenant = admin.get("/console/tenants/forged").await;
+    assert_eq!(no_tenant.status, 404);
+    let sentence = "Tenant forged does not exist; list tenants on the Tenants page.";
+    assert!(no_tenant.body.contains(sentence), "{}", no_tenant.body);
+
+    let done = admin.post("/console/tenants", &[("name", "genuine")]).await;
+    assert_eq!((done.status, done.location.as_deref()), (303, Some("/console/tenants/genuine")));
+    let (status, _) = api(&reg, reqwest::Method::GET, "/api/v1/tenants/genuine", None).await;
+    assert_eq!(status, 200);
+}
+
+/// Text as the browser shows it: the character references a template writes, decoded.
+fn unescape(html: &str) -> String {
+    [("&#60;", "<"), ("&lt;", "<"), ("&#62;", ">"), ("&gt;", ">"), ("&#34;", "\""), ("&quot;", "\""), ("&#39;", "'")]
+        .iter()
+        .fold(html.to_owned(), |text, (entity, c)| text.replace(entity, c))
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
+}
+
+async fn html_in_names_and_descriptions_is_shown_as_text(backend: Backend) {
+    let reg = Registry::start(backend);
+    cast(&reg).await;
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    let evil = "<img src=x onerror=alert(1)>";
+
+    // A namespace name with HTML is refused, and the refusal quotes it as text.
+    let page = admin.post_and_follow("/console/tenants/acme/namespaces", &[("name", evil)]).await;
+    assert!(!page.body.contains("<img src=x"), "raw HTML in the page:\n{}", page.body);
+    assert!(
+        unescape(&page.body).contains("Namespace name \"<img src=x onerror=alert(1)>\" is invalid"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("class=\"error\""), "{}", page.body);
+
+    // A robot's description is free text: it is shown, escaped.
+    let fields = [("name", "ci"), ("description", "<b>builds</b> & <script>x()</script>"), ("scope1_role", "none")];
+    let page = admin.post_and_follow("/console/tenants/acme/robots", &fields).await;
+    assert!(page.body.contains("Robot robot$acme+ci created."), "{}", page.body);
+    assert!(!page.body.contains("<b>builds</b>") && !page.body.contains("<script>x()"), "{}", page.body);
+    assert!(unescape(&page.body).contains("<td><b>builds</b> & <script>x()</script></td>"), "{}", page.body);
+
+    // A tag reference typed into the URL comes back as text as well.
+    let page = admin.get("/console/repository?name=%3Cb%3Ehi%3C%2Fb%3E").await;
+    assert_eq!(page.status, 400);
+    assert!(!page.body.contains("<b>hi</b>"), "{}", page.body);
+    assert!(unescape(&page.body).contains("\"<b>hi</b>\" is not a repository name"), "{}", page.body);
+}
+
+async fn sign_out_and_a_password_change_end_the_session(backend: Backend) {
+    let reg = Registry::start(backend);
+    cast(&reg).await;
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    let out = admin.post("/console/logout", &[]).await;
+    assert_eq!((out.status, out.location.as_deref()), (303, Some("/console/login")));
+    // The same cookie, replayed after sign-out, no longer opens anything.
+    let replay = admin.get("/console/tenants").await;
+    assert_eq!((replay.status, replay.location.as_deref()), (303, Some("/console/login")));
+
+    let vera = sign_in(&reg, "vera", "vera-password").await;
+    assert_eq!(vera.get("/console/tenants/acme").await.status, 200);
+    let change = json!({ "password": "a-new-password" });
+    let (s, b) = api(&reg, reqwest::Method::PUT, "/api/v1/users/vera/password", Some(change)).await;
+    assert_eq!(s, 204, "{b}");
+    let after = vera.get("/console/tenants/acme").await;
+    assert_eq!((after.status, after.location.as_deref()), (303, Some("/console/login")));
+    sign_in(&reg, "vera", "a-new-password").await;
+}
+
+async fn viewer_cannot_act_through_admin_forms_posted_by_hand(backend: Backend) {
+    let reg = Registry::start(backend);
+    cast(&reg).await;
+    let vera = sign_in(&reg, "vera", "vera-password").await;
+
+    for path in ["/console/tenants/acme/robots", "/console/tenants/acme/clusters", "/console/audit"] {
+        let page = vera.get(path).await;
+        assert_eq!(page.status, 403, "{path}: {}", page.body);
+        assert!(page.body.contains("Not allowed") && page.body.contains("vera"), "{path}: {}", page.body);
+    }
+    // The pages she may read do not offer what she may not do.
+    let ns = vera.get("/console/namespaces/web").await;
+    assert_eq!(ns.status, 200);
+    assert!(!ns.body.contains("p2p-switch"), "{}", ns.body);
+    let tenants = vera.get("/console/tenants").await;
+    assert!(!tenants.body.contains("Create a tenant"), "{}", tenants.body);
+    assert!(!tenants.body.contains("/console/tenants/acme/robots"), "{}", tenants.body);
+
+    // Posting the forms anyway changes nothing, and says why.
+    let actions: [(&str, &[(&str, &str)]); 5] = [
+        ("/console/tenants", &[("name", "sneaky")]),
+        ("/console/tenants/acme/namespaces", &[("name", "sneaky")]),
+        ("/console/namespaces/web", &[("p2p_enabled", "true")]),
+        ("/console/tenants/acme/robots", &[("name", "sneaky"), ("scope1_role", "none")]),
+        ("/console/tenants/acme/clusters", &[("name", "sneaky")]),
+    ];
+    for (path, fields) in actions {
+        let page = vera.post(path, fields).await;
+        assert_eq!(page.status, 403, "{path}: {}", page.body);
+        assert!(page.body.contains("Not allowed") && page.body.contains("vera"), "{path}: {}", page.body);
+    }
+    let (_, ns) = api(&reg, reqwest::Method::GET, "/api/v1/namespaces/web", None).await;
+    assert_eq!(ns["p2p_enabled"], false);
+    let (_, tenants) = api(&reg, reqwest::Method::GET, "/api/v1/tenants", None).await;
+    assert_eq!(tenants.as_array().map(Vec::len), Some(2), "{tenants}");
+    let (_, namespaces) = api(&reg, reqwest::Method::GET, "/api/v1/tenants/acme/namespaces", None).await;
+    assert_eq!(namespaces.as_array().map(Vec::len), Some(1), "{namespaces}");
+    let (_, robots) = api(&reg, reqwest::Method::GET, "/api/v1/tenants/acme/robots", None).await;
+    assert_eq!(robots, json!([]));
+    let (_, clusters) = api(&reg, reqwest::Method::GET, "/api/v1/tenants/acme/clusters", None).await;
+    assert_eq!(clusters, json!([]));
+    // Each refusal is in the audit log.
+    let (_, audit) = api(&reg, reqwest::Method::GET, "/api/v1/audit?actor=vera&limit=100", None).await;
+    let denied: Vec<&str> = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["outcome"] == "denied")
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in ["tenant.create", "namespace.create", "namespace.update", "robot.create", "cluster.create"] {
+        assert!(denied.contains(&action), "no denied {action} in {denied:?}");
+    }
+}
+
+/// Pushes a blob as the system administrator.
+async fn push_blob(reg: &Registry, repo: &str, bytes: &[u8]) -> String {
+    let digest = damselfly_tests::sha256_digest(bytes);
+    let r = http()
+        .post(format!("{}/v2/{repo}/blobs/uploads/?digest={digest}", reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .expect("push blob");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    digest
+}
+
+async fn push_manifest(reg: &Registry, repo: &str, tag: &str, media_type: &str, body: &str) {
+    let r = http()
+        .put(format!("{}/v2/{repo}/manifests/{tag}", reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .header("content-type", media_type)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("push manifest");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+}
+
+const IMAGE: &str = "application/vnd.oci.image.manifest.v1+json";
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// An image `web/app:1.0` (one 3000-byte layer) and an index `web/app:multi` for two platforms;
+/// the image's digest and its size (manifest, config and layer).
+async fn push_app(reg: &Registry) -> (String, usize) {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let layer = damselfly_tests::pseudo_random(3000, 7);
+    let config_digest = push_blob(reg, "web/app", config).await;
+    let layer_digest = push_blob(reg, "web/app", &layer).await;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": IMAGE,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len() },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len() }],
+    })
+    .to_string();
+    push_manifest(reg, "web/app", "1.0", IMAGE, &manifest).await;
+    let image_digest = damselfly_tests::sha256_digest(manifest.as_bytes());
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX,
+        "manifests": [
+            { "mediaType": IMAGE, "digest": image_digest, "size": manifest.len(), "platform": { "os": "linux", "architecture": "amd64" } },
+            { "mediaType": IMAGE, "digest": image_digest, "size": manifest.len(), "platform": { "os": "linux", "architecture": "arm64", "variant": "v8" } },
+        ],
+    })
+    .to_string();
+    push_manifest(reg, "web/app", "multi", INDEX, &index).await;
+    (image_digest, manifest.len() + config.len() + layer.len())
+}
+
+async fn repository_page_lists_tags_with_pull_commands_and_deletes_a_tag(backend: Backend) {
+    let reg = Registry::start_with(backend, &[("DAMSELFLY_ACCELERATION_HOST", "p2p.example.test:65001")]);
+    cast(&reg).await;
+    let (image_digest, image_size) = push_app(&reg).await;
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+
+    let ns = admin.get("/console/namespaces/web").await;
+    assert!(ns.body.contains("href=\"/console/repository?name=web%2Fapp\""), "{}", ns.body);
+    let page = admin.get("/console/repository?name=web%2Fapp").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for expected in [
+        format!("<code>{image_digest}</code>"),
+        format!("<code>{IMAGE}</code>"),
+        format!("<code>{INDEX}</code>"),
+        "linux/amd64, linux/arm64/v8".to_owned(),
+        format!("docker pull {}/web/app:1.0", reg.host),
+        format!("podman pull {}/web/app:1.0", reg.host),
+        "docker pull p2p.example.test:65001/web/app:1.0".to_owned(),
+        "podman pull p2p.example.test:65001/web/app:multi".to_owned(),
+        format!("<dd>{:.1} KiB</dd>", image_size as f64 / 1024.0),
+    ] {
+        assert!(page.body.contains(&expected), "repository page lacks {expected}:\n{}", page.body);
+    }
+
+    // A viewer sees the tags but is offered no delete, and a hand-made delete is refused.
+    let vera = sign_in(&reg, "vera", "vera-password").await;
+    let seen = vera.get("/console/repository?name=web%2Fapp").await;
+    assert_eq!(seen.status, 200);
+    assert!(!seen.body.contains("Delete tag"), "{}", seen.body);
+    let refused = vera.post("/console/repository/delete-tag", &[("repository", "web/app"), ("tag", "1.0")]).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    let after =
+        admin.post_and_follow("/console/repository/delete-tag", &[("repository", "web/app"), ("tag", "1.0")]).await;
+    assert!(after.body.contains("Tag 1.0 deleted from web/app."), "{}", after.body);
+    let r = http()
+        .get(format!("{}/v2/web/app/manifests/1.0", reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .header("accept", IMAGE)
+        .send()
+        .await
+        .expect("GET manifest");
+    assert_eq!(r.status(), 404, "the tag still resolves");
+    let (_, audit) = api(&reg, reqwest::Method::GET, "/api/v1/audit?action=tag.delete", None).await;
+    let outcomes: Vec<(&str, &str)> = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap_or(""), e["outcome"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(outcomes, vec![("vera", "denied"), ("admin", "success")]);
+}
+
+async fn failed_sign_ins_go_through_the_login_rate_limit(backend: Backend) {
+    let reg = Registry::start_with(backend, &[("DAMSELFLY_LOGIN_FAILURES_PER_MINUTE", "2")]);
+    for _ in 0..2 {
+        let (page, _) = post_sign_in(&reg, ADMIN_USER, "wrong-password").await;
+        assert_eq!(page.status, 401, "{}", page.body);
+        assert!(page.body.contains("Wrong username or password"), "{}", page.body);
+    }
+    // Now even the right password waits, as at the token endpoint.
+    let (page, headers) = post_sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    assert_eq!(page.status, 429, "{}", page.body);
+    assert!(page.body.contains("Too many failed sign-ins"), "{}", page.body);
+    assert!(cookie_from(&headers, "damselfly_session").is_none());
+    let r = http()
+        .get(format!("{}/auth/token?service=damselfly", reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), 429, "the console and the token endpoint share one limiter");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cookies_are_secure_behind_https_and_sign_in_needs_its_form_token() {
+    let reg = Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PUBLIC_URL", "https://registry.example.test")]);
+    // Without the login form's cookie and token, the password is not even checked.
+    let r = http()
+        .post(format!("{}/console/login", reg.url))
+        .form(&[("username", ADMIN_USER), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(r.status(), 403);
+    assert!(cookie_from(r.headers(), "damselfly_session").is_none());
+    assert!(r.text().await.unwrap_or_default().contains("The sign-in form had expired"));
+
+    let (page, headers) = post_sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let session = cookie_from(&headers, "damselfly_session").expect("session cookie");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Secure"] {
+        assert!(session.contains(attribute), "session cookie lacks {attribute}: {session}");
+    }
+}
+
+/// The number in the first `value="…"` after `marker`.
+fn number_after(html: &str, marker: &str) -> u64 {
+    let at = html.find(marker).unwrap_or_else(|| panic!("no {marker} in:\n{html}"));
+    let rest = &html[at..];
+    let v = &rest[rest.find("value=\"").expect("a value") + 7..];
+    v[..v.find('"').expect("closing quote")].parse().expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_counts_bytes_from_peers_and_the_seed_per_tenant_and_clusters_show_heartbeats() {
+    use reqwest::Method;
+    let reg = Registry::start_with(
+        Backend::Sqlite,
+        &[("DAMSELFLY_PIECE_SIZE", "65536"), ("DAMSELFLY_TRAFFIC_SAMPLE_SECS", "1")],
+    );
+    cast(&reg).await;
+    let (s, b) = api(&reg, Method::PATCH, "/api/v1/namespaces/web", Some(json!({ "p2p_enabled": true }))).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, cluster) = api(&reg, Method::POST, "/api/v1/tenants/acme/clusters", Some(json!({ "name": "edge" }))).await;
+    assert_eq!(s, 201, "{cluster}");
+    let cluster_token = cluster["token"].as_str().expect("cluster token");
+    // A second tenant with its own admin, who must see none of acme's traffic.
+    let (s, b) = api(&reg, Method::POST, "/api/v1/tenants", Some(json!({ "name": "globex" }))).await;
+    assert_eq!(s, 201, "{b}");
+    let gina = json!({ "username": "gina", "password": "gina-password" });
+    assert_eq!(api(&reg, Method::POST, "/api/v1/users", Some(gina)).await.0, 201);
+    let grant = json!({ "kind": "user", "name": "gina", "role": "admin" });
+    assert_eq!(api(&reg, Method::PUT, "/api/v1/tenants/globex/members", Some(grant)).await.0, 200);
+
+    let blob = damselfly_tests::pseudo_random(1024 * 1024, 11);
+    let digest = push_blob(&reg, "web/app", &blob).await;
+    let token: Value = http()
+        .get(format!("{}/auth/token?service=damselfly&scope=repository:web/app:pull", reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token JSON");
+    let token = token["token"].as_str().expect("token");
+    let first = Agent::start(&reg.url, cluster_token, &[]);
+    let second = Agent::start(&reg.url, cluster_token, &[]);
+    for agent in [&first, &second] {
+        let r = http()
+            .get(format!("{}/v2/web/app/blobs/{digest}", agent.mirror_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("pull through the agent");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.expect("blob").len(), blob.len());
+    }
+
+    // Each agent's bytes are counted once: the first's from the seed, most of the second's from the first.
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        let page = admin.get("/console/dashboard?tenant=acme").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let counted = number_after(&page.body, "id=\"total-peers\"") + number_after(&page.body, "id=\"total-seed\"");
+        if counted == 2 * blob.len() as u64 && page.body.contains("<polyline") {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "counted {counted} bytes, want {}:\n{}", 2 * blob.len(), page.body);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let peers = number_after(&page.body, "id=\"total-peers\"");
+    let seed = number_after(&page.body, "id=\"total-seed\"");
+    assert!(peers > 0 && seed >= blob.len() as u64, "peers {peers}, seed {seed}");
+    assert_eq!(number_after(&page.body, "<td>web</td>"), peers, "per namespace");
+    assert_eq!(number_after(&page.body, "<td>edge</td>"), peers, "per cluster");
+    let saved = format!("{:.1} %", peers as f64 * 100.0 / (peers + seed) as f64);
+    assert!(page.body.contains(&format!("<strong id=\"total-saved\">{saved}</strong>")), "{saved}:\n{}", page.body);
+    assert!(page.body.contains("<strong id=\"active-swarms\">1</strong>"), "one swarm was active:\n{}", page.body);
+
+    let gina = sign_in(&reg, "gina", "gina-password").await;
+    let own = gina.get("/console/dashboard").await;
+    assert_eq!(number_after(&own.body, "id=\"total-peers\""), 0, "{}", own.body);
+    assert_eq!(number_after(&own.body, "id=\"total-seed\""), 0, "{}", own.body);
+    assert!(!own.body.contains("<td>web</td>") && !own.body.contains("<td>edge</td>"), "{}", own.body);
+    assert_eq!(gina.get("/console/dashboard?tenant=acme").await.status, 403);
+    let browser = Browser::start().await;
+    browser.sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    browser.goto(&format!("{}/console/dashboard?tenant=acme", reg.url)).await;
+    browser.screenshot("dashboard-traffic").await;
+    browser.quit().await;
+
+    // The agents' heartbeats (every 10 s) bring cache use and bytes served to the clusters page.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let page = admin.get("/console/tenants/acme/clusters").await;
+        assert!(page.body.contains("2 agent(s) online"), "{}", page.body);
+        if !page.body.contains("not reported") {
+            assert!(page.body.contains("1.0 MiB"), "cache use of 1 MiB missing:\n{}", page.body);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat reported cache use:\n{}", page.body);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A real browser.
+
+/// A chromedriver on a free loopback port and a headless Chromium session
+/// through it. [`Browser::quit`] ends the session (Chromium exits); if a test
+/// fails first, drop kills chromedriver's whole process group, Chromium
+/// included, so no browser outlives its test.
+struct Browser {
+    client: Option<Client>,
+    driver: Child,
+    shots: PathBuf,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run chromedriver (apt package chromium-driver; scripts/test.sh installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http().get(format!("{url}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not answer on {url} within 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::Builder::new().prefix("damselfly-chromium-").tempdir().expect("profile directory");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                // Root in a container: no sandbox; a small /dev/shm: use /tmp.
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-dev-shm-usage",
+                    "--disable-gpu",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&url)
+            .await
+            .expect("start a Chromium session through chromedriver");
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+        std::fs::create_dir_all(&shots).expect("screenshot directory");
+        Browser { client: Some(client), driver, shots, _profile: profile }
+    }
+
+    /// Ends the browser session; chromedriver then closes Chromium.
+    async fn quit(mut self) {
+        if let Some(client) = self.client.take() {
+            client.close().await.expect("end the browser session");
+        }
+    }
+
+    fn c(&self) -> &Client {
+        self.client.as_ref().expect("browser session")
+    }
+
+    async fn goto(&self, url: &str) {
+        self.c().goto(url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let field = self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}"));
+        field.clear().await.unwrap_or_else(|e| panic!("clear {css}: {e}"));
+        field.send_keys(text).await.unwrap_or_else(|e| panic!("type into {css}: {e}"));
+    }
+
+    async fn select(&self, css: &str, value: &str) {
+        let field = self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}"));
+        field.select_by_value(value).await.unwrap_or_else(|e| panic!("select {value} in {css}: {e}"));
+    }
+
+    /// Clicks and waits for the next page to show `then`.
+    async fn click(&self, css: &str, then: &str) {
+        // Mark this page, so that `then` is looked for on the next one and not found on this one.
+        self.c().execute("document.body.dataset.left = 'yes'", vec![]).await.expect("mark the page");
+        let button = self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}"));
+        button.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let still_here =
+                self.c().execute("return document.body && document.body.dataset.left === 'yes'", vec![]).await;
+            if matches!(still_here, Ok(Value::Bool(false))) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "clicking {css} did not lead to another page");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.c()
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(Locator::Css(then))
+            .await
+            .unwrap_or_else(|e| panic!("after clicking {css}, {then} did not appear: {e}"));
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let el = self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}"));
+        el.text().await.unwrap_or_else(|e| panic!("text of {css}: {e}"))
+    }
+
+    async fn path(&self) -> String {
+        self.c().current_url().await.expect("current URL").path().to_owned()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.c().screenshot().await.unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
+        std::fs::write(self.shots.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    async fn sign_in(&self, reg: &Registry, user: &str, password: &str) {
+        self.goto(&format!("{}/console/login", reg.url)).await;
+        self.fill("#username", user).await;
+        self.fill("#password", password).await;
+        self.click("#sign-in", "header.top .who").await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        drop(self.client.take());
+        // chromedriver leads its own process group; Chromium and its helpers are in it.
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.driver.id())]).status();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_sets_up_tenant_namespace_robot_p2p_and_cluster_in_a_browser() {
+    let reg = Registry::start(Backend::Sqlite);
+    let browser = Browser::start().await;
+
+    // Sign in.
+    browser.goto(&format!("{}/console/tenants", reg.url)).await;
+    assert_eq!(browser.path().await, "/console/login", "the console asks who you are first");
+    browser.screenshot("login").await;
+    browser.sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    assert_eq!(browser.path().await, "/console/tenants");
+    assert!(browser.text("header.top .who").await.contains("Signed in as admin"));
+
+    // A tenant.
+    browser.fill("#tenant-name", "acme").await;
+    browser.click("#create-tenant", "#namespace-name").await;
+    assert_eq!(browser.path().await, "/console/tenants/acme");
+    assert_eq!(browser.text(".notice").await, "Tenant acme created. Add namespaces and members below.");
+
+    // A namespace.
+    browser.fill("#namespace-name", "web").await;
+    browser.click("#create-namespace", "#namespaces").await;
+    assert!(browser.text("#namespaces").await.contains("web"));
+    browser.fill("#member-name", ADMIN_USER).await;
+    browser.select("#member-role", "owner").await;
+    browser.click("#grant-role", "#members").await;
+    browser.screenshot("tenant").await;
+
+    // P2P acceleration on, as the API sees it.
+    browser.goto(&format!("{}/console/namespaces/web", reg.url)).await;
+    assert!(browser.text("#p2p-state").await.starts_with("off"));
+    browser.click("#p2p-switch", ".notice").await;
+    assert!(browser.text("#p2p-state").await.starts_with("on"));
+    let (_, ns) = api(&reg, reqwest::Method::GET, "/api/v1/namespaces/web", None).await;
+    assert_eq!(ns["p2p_enabled"], true, "{ns}");
+    browser.screenshot("namespace").await;
+
+    // A robot account with a scope and an expiry; its token, shown once, works.
+    browser.goto(&format!("{}/console/tenants/acme/robots", reg.url)).await;
+    browser.fill("#robot-name", "ci").await;
+    browser.fill("#robot-description", "CI pushes").await;
+    browser.fill("#robot-expiry", "30").await;
+    browser.fill("#robot-scope1-namespace", "web").await;
+    browser.select("#robot-scope1-role", "developer").await;
+    browser.click("#create-robot", "#secret-value").await;
+    let token = browser.text("#secret-value").await;
+    browser.screenshot("robots").await;
+    assert!(browser.text("#robots").await.contains("developer on web"));
+    let (status, body) =
+        api_as(&reg, "robot$acme+ci", &token, reqwest::Method::GET, "/api/v1/tenants/acme", None).await;
+    assert_eq!(status, 200, "the robot's token from the page does not log in: {body}");
+    browser.goto(&format!("{}/console/tenants/acme/robots", reg.url)).await;
+    assert!(browser.c().find(Locator::Css("#secret-value")).await.is_err(), "the token was shown twice");
+    // Revoked, the same token no longer logs in.
+    browser.click("#robots button.danger", ".notice").await;
+    assert!(browser.text("#robots").await.contains("revoked"));
+    let (status, _) = api_as(&reg, "robot$acme+ci", &token, reqwest::Method::GET, "/api/v1/tenants/acme", None).await;
+    assert_eq!(status, 401, "a revoked robot's token still works");
+
+    // A cluster; an agent started with the command on the page shows up on it.
+    browser.goto(&format!("{}/console/tenants/acme/clusters", reg.url)).await;
+    browser.fill("#cluster-name", "edge").await;
+    browser.click("#register-cluster", "#secret-command").await;
+    let command = browser.text("#secret-command").await;
+    browser.screenshot("cluster-registered").await;
+    let expected_tail = format!(" damselfly-agent run --registry {}", reg.url);
+    let token = command
+        .strip_prefix("DAMSELFLY_AGENT_CLUSTER_TOKEN=")
+        .and_then(|rest| rest.strip_suffix(&expected_tail))
+        .unwrap_or_else(|| panic!("unexpected setup command: {command}"));
+    let agent = Agent::start(&reg.url, token, &[]);
+    let node = agent.peer_url.rsplit(':').next().map(|p| format!("node-{p}")).expect("peer port");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        browser.goto(&format!("{}/console/tenants/acme/clusters", reg.url)).await;
+        if browser.text(".cluster").await.contains(&node) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "agent {node} never appeared on the clusters page");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(browser.text(".cluster").await.contains("1 agent(s) online"));
+    browser.screenshot("clusters").await;
+
+    // The other main pages render, on a laptop and on a phone.
+    for (name, path) in
+        [("tenants", "/console/tenants"), ("dashboard", "/console/dashboard"), ("audit", "/console/audit")]
+    {
+        browser.goto(&format!("{}{path}", reg.url)).await;
+        assert!(browser.c().find(Locator::Css("main h1")).await.is_ok(), "{path} has no heading");
+        browser.screenshot(name).await;
+    }
+    // The audit log, filtered to one action.
+    browser.fill("#audit-action", "namespace.update").await;
+    browser.click("#audit-filter", "#audit").await;
+    let actions = browser.c().find_all(Locator::Css("#audit tbody td:nth-child(3)")).await.expect("audit rows");
+    assert_eq!(actions.len(), 1, "one P2P switch was made");
+    assert_eq!(actions[0].text().await.expect("text"), "namespace.update");
+    assert!(browser.text("#audit").await.contains("{\"p2p_enabled\":true}"));
+    browser.screenshot("audit-filtered").await;
+    browser.c().set_window_size(390, 844).await.expect("phone-sized window");
+    browser.goto(&format!("{}/console/namespaces/web", reg.url)).await;
+    browser.screenshot("namespace-phone").await;
+    browser.c().set_window_size(1280, 900).await.expect("laptop-sized window");
+
+    // Sign out: the console is closed again.
+    browser.click("header.top .who button", "#username").await;
+    assert_eq!(browser.path().await, "/console/login");
+    browser.goto(&format!("{}/console/tenants/acme", reg.url)).await;
+    assert_eq!(browser.path().await, "/console/login");
+    browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn viewer_cannot_reach_admin_pages_by_url_in_a_browser() {
+    let reg = Registry::start(Backend::Sqlite);
+    cast(&reg).await;
+    let browser = Browser::start().await;
+    browser.sign_in(&reg, "vera", "vera-password").await;
+    assert!(browser.text("#tenants").await.contains("acme"));
+    assert!(browser.c().find(Locator::Css("#tenant-name")).await.is_err(), "a viewer is offered tenant creation");
+
+    for path in ["/console/tenants/acme/robots", "/console/tenants/acme/clusters", "/console/audit"] {
+        browser.goto(&format!("{}{path}", reg.url)).await;
+        let title = browser.text("main h1").await;
+        assert_eq!(title, "Not allowed", "{path}");
+        let message = browser.text("#error-message").await;
+        assert!(message.contains("vera") && message.ends_with('.'), "{path}: {message}");
+    }
+    browser.goto(&format!("{}/console/tenants/acme/robots", reg.url)).await;
+    browser.screenshot("viewer-refused").await;
+    browser.goto(&format!("{}/console/dashboard", reg.url)).await;
+    assert!(browser.text("main").await.contains("you manage none"));
+    browser.quit().await;
+}
