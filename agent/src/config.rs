@@ -25,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent: the mirror, the peer piece server and the metrics endpoint.
     Run(RunArgs),
+    /// Configure this node's container runtimes (containerd, CRI-O/podman, Docker) to pull the
+    /// acceleration host through the agent, falling back to the registry; or undo it.
+    NodeSetup(crate::node_setup::NodeSetupArgs),
 }
 
 /// Flags of `damselfly-agent run`. Every flag left out falls back to the

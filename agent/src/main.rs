@@ -6,6 +6,7 @@ mod cache;
 mod config;
 mod metrics;
 mod mirror;
+mod node_setup;
 mod peer;
 mod piece;
 mod registry;
@@ -21,7 +22,16 @@ use crate::config::{Cli, Command, Config};
 
 fn main() {
     let cli = Cli::parse();
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::NodeSetup(args) => {
+            if let Err(e) = node_setup::run(args) {
+                eprintln!("damselfly-agent node-setup: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+    };
     let config = match Config::load(args) {
         Ok(c) => c,
         Err(e) => {
