@@ -6,6 +6,7 @@
 //! Build the binaries first (`cargo build --workspace --bins`); the test
 //! script in `scripts/test.sh` does that.
 
+pub mod containerd;
 pub mod netns;
 pub mod workstation;
 use std::net::TcpListener;
