@@ -32,10 +32,29 @@ pub struct NodeSetupArgs {
     /// Put back every file node-setup changed, as it was, and remove what it added.
     #[arg(long)]
     pub uninstall: bool,
+    /// Then keep running until stopped (the main container of a one-shot DaemonSet).
+    #[arg(long)]
+    pub hold: bool,
 }
 
 /// Runs the subcommand; the error says what to do.
 pub fn run(args: NodeSetupArgs) -> Result<(), String> {
+    let hold = args.hold;
+    apply(args)?;
+    if hold {
+        hold_until_stopped();
+    }
+    Ok(())
+}
+
+/// Sleeps until SIGTERM or SIGINT, which end the process.
+fn hold_until_stopped() {
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+fn apply(args: NodeSetupArgs) -> Result<(), String> {
     if !args.root.is_dir() {
         return Err(format!(
             "the root {} is not a directory: pass --root with the node's filesystem",

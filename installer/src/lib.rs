@@ -2,4 +2,5 @@
 //! that `damselfly-agent node-setup` writes (containerd, CRI-O/podman,
 //! Docker) and its exact undoing.
 
+pub mod cluster;
 pub mod node;

@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(observe::readyz))
         .merge(api::router())
         .merge(p2p::router())
+        .merge(p2p::install::router())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track_requests))
         .with_state(state)
 }
