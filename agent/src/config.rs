@@ -28,6 +28,9 @@ pub enum Command {
     /// Configure this node's container runtimes (containerd, CRI-O/podman, Docker) to pull the
     /// acceleration host through the agent, falling back to the registry; or undo it.
     NodeSetup(crate::node_setup::NodeSetupArgs),
+    /// Serve the image-rewrite admission webhook over HTTPS: Pods of labelled Kubernetes
+    /// namespaces pull images of P2P-enabled registry namespaces from the acceleration address.
+    Webhook(crate::webhook::WebhookArgs),
 }
 
 /// Flags of `damselfly-agent run`. Every flag left out falls back to the

@@ -10,6 +10,7 @@ mod node_setup;
 mod peer;
 mod piece;
 mod registry;
+mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,17 @@ fn main() {
             }
             return;
         }
+        Command::Webhook(args) => {
+            init_logging();
+            let result = tokio::runtime::Runtime::new()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))
+                .and_then(|runtime| runtime.block_on(webhook::run(args)));
+            if let Err(e) = result {
+                tracing::error!("{e}");
+                std::process::exit(1);
+            }
+            return;
+        }
     };
     let config = match Config::load(args) {
         Ok(c) => c,
@@ -39,10 +51,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -53,6 +62,22 @@ fn main() {
     if let Err(e) = runtime.block_on(run(config)) {
         tracing::error!("{e}");
         std::process::exit(1);
+    }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated(term.as_mut()) => {}
     }
 }
 
@@ -100,11 +125,7 @@ async fn run(config: Config) -> Result<(), String> {
     );
     tokio::spawn(registry.start(peer_port));
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminated(term.as_mut()) => {}
-        }
+        shutdown_signal().await;
         tracing::info!("shutting down");
     };
     tokio::select! {

@@ -324,3 +324,173 @@ async fn the_node_dry_run_shows_the_unit_the_config_and_the_runtime_files() {
     let out = sh(&path, &["--node", "--dry-run"], &[("DAMSELFLY_AGENT_BIN", "/nonexistent/damselfly-agent")]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("the damselfly-agent binary is not on this host"));
 }
+
+// ----- the registry's answer to the webhook -----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_reads_the_p2p_switch_of_its_tenant_s_and_public_namespaces_only() {
+    let (reg, http, token) = registry_with_cluster().await;
+    let admin = |method: reqwest::Method, path: &str, body: Value| {
+        http.request(method, format!("{}{path}", reg.url)).basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD)).json(&body)
+    };
+    for (tenant, ns, public) in [("default", "team-a", false), ("other", "secret", false), ("other", "shared", true)] {
+        if tenant != "default" {
+            admin(reqwest::Method::POST, "/api/v1/tenants", json!({"name": tenant})).send().await.expect("tenant");
+        }
+        let r = admin(
+            reqwest::Method::POST,
+            &format!("/api/v1/tenants/{tenant}/namespaces"),
+            json!({"name": ns, "public": public}),
+        )
+        .send()
+        .await
+        .expect("namespace");
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap_or_default());
+    }
+    let ask = |ns: &str, tok: &str| {
+        http.get(format!("{}/p2p/v1/namespaces/{ns}/acceleration", reg.url))
+            .header("authorization", format!("Cluster {tok}"))
+            .send()
+    };
+    let r = ask("team-a", &token).await.expect("ask");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.expect("JSON"), json!({"namespace": "team-a", "p2p_enabled": false}));
+    for ns in ["team-a", "shared"] {
+        let r = admin(reqwest::Method::PATCH, &format!("/api/v1/namespaces/{ns}"), json!({"p2p_enabled": true}))
+            .send()
+            .await
+            .expect("switch on");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    // The registry caches namespaces for two seconds.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = ask("team-a", &token).await.expect("ask");
+    assert_eq!(r.json::<Value>().await.expect("JSON"), json!({"namespace": "team-a", "p2p_enabled": true}));
+    let r = ask("shared", &token).await.expect("ask");
+    assert_eq!(r.json::<Value>().await.expect("JSON"), json!({"namespace": "shared", "p2p_enabled": true}));
+    for hidden in ["secret", "nowhere"] {
+        let r = ask(hidden, &token).await.expect("ask");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{hidden}");
+        let body = r.json::<Value>().await.expect("JSON");
+        assert_eq!(body["errors"][0]["code"], "NAME_UNKNOWN");
+        assert_eq!(body["errors"][0]["message"], format!("no namespace {hidden} that cluster default/edge may see"));
+    }
+    assert_eq!(ask("team-a", "dfc_wrong").await.expect("ask").status(), StatusCode::UNAUTHORIZED);
+}
+
+// ----- the webhook process -----
+
+/// A running `damselfly-agent webhook`, killed on drop.
+struct WebhookProcess {
+    child: std::process::Child,
+    host: String,
+    ca: PathBuf,
+    log: PathBuf,
+}
+
+impl WebhookProcess {
+    /// `curl` to the webhook as the API server calls it: by its Service name, trusting the setup's CA.
+    fn curl(&self, args: &[&str], path: &str) -> Output {
+        let service = "damselfly-webhook.damselfly-system.svc";
+        let port = self.host.rsplit_once(':').expect("port").1;
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(&self.ca)
+            .args(["--resolve", &format!("{service}:{port}:127.0.0.1")])
+            .args(args)
+            .arg(format!("https://{service}:{port}{path}"))
+            .output()
+            .expect("curl")
+    }
+}
+
+impl Drop for WebhookProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the webhook with the TLS material a setup script's dry run made,
+/// against a Kubernetes API address where nothing listens.
+fn start_webhook(dir: &Path, yaml: &str, reg: &Registry, token: &str) -> WebhookProcess {
+    use base64::Engine as _;
+    let decode = |key: &str| base64::engine::general_purpose::STANDARD.decode(yaml_value(yaml, key)).expect("base64");
+    let account = dir.join("serviceaccount");
+    std::fs::create_dir_all(&account).expect("mkdir");
+    std::fs::write(dir.join("tls.crt"), decode("tls.crt")).expect("write");
+    std::fs::write(dir.join("tls.key"), decode("tls.key")).expect("write");
+    std::fs::write(dir.join("ca.crt"), decode("ca.crt")).expect("write");
+    std::fs::write(account.join("ca.crt"), decode("ca.crt")).expect("write");
+    std::fs::write(account.join("token"), "not-a-real-token").expect("write");
+    let host = format!("127.0.0.1:{}", damselfly_tests::free_port());
+    let log = dir.join("webhook.log");
+    let log_file = std::fs::File::create(&log).expect("log");
+    let child = Command::new(binary("damselfly-agent"))
+        .args(["webhook", "--listen", &host, "--registry", &reg.url, "--acceleration-host", "p2p.damselfly.test:65001"])
+        .args(["--kubernetes-api", &format!("https://127.0.0.1:{}", damselfly_tests::free_port())])
+        .arg("--tls-cert")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("tls.key"))
+        .arg("--service-account")
+        .arg(&account)
+        .env_clear()
+        .env("DAMSELFLY_AGENT_CLUSTER_TOKEN", token)
+        .stdout(Stdio::from(log_file.try_clone().expect("dup")))
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .expect("spawn the webhook");
+    let mut webhook = WebhookProcess { child, host, ca: dir.join("ca.crt"), log };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = webhook.child.try_wait() {
+            panic!("the webhook exited with {status}:\n{}", std::fs::read_to_string(&webhook.log).unwrap_or_default());
+        }
+        let out = webhook.curl(&[], "/healthz");
+        if out.status.success() && out.stdout == b"ok\n" {
+            return webhook;
+        }
+        assert!(std::time::Instant::now() < deadline, "the webhook did not answer over TLS in 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhook_serves_tls_with_the_setup_s_certificate_and_never_blocks_a_pod() {
+    let (reg, http, token) = registry_with_cluster().await;
+    let script = fetch_script(&reg, &http, &token, "").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let yaml = stdout_of(&sh(&save(dir.path(), "setup.sh", &script), &["--dry-run"], &[]));
+    let webhook = tokio::task::block_in_place(|| start_webhook(dir.path(), &yaml, &reg, &token));
+
+    // A real Pod review, with images from this registry: the Kubernetes API
+    // cannot be reached to read the namespace's labels, so the Pod is admitted
+    // unchanged, with a warning the person creating it sees.
+    let review = include_str!("../../installer/src/webhook/pod-review.json").replace("registry.example.com", &reg.host);
+    let review_file = save(dir.path(), "review.json", &review);
+    let post = |file: &Path| {
+        let data = format!("@{}", file.display());
+        webhook.curl(&["-X", "POST", "-H", "content-type: application/json", "--data-binary", &data], "/mutate")
+    };
+    let out = tokio::task::block_in_place(|| post(&review_file));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("an AdmissionReview");
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer["response"]["uid"], "7f0b2891-916f-4ed6-b7cd-27bff1815a8c");
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"].get("patch"), None);
+    let warning = answer["response"]["warnings"][0].as_str().expect("a warning");
+    assert!(warning.starts_with("damselfly: images left as they are: cannot reach the Kubernetes API"), "{warning}");
+
+    // A Pod with no image from the registry needs nobody: allowed, unchanged, silent.
+    let elsewhere = save(dir.path(), "elsewhere.json", &review.replace(&reg.host, "quay.io"));
+    let answer: Value = serde_json::from_slice(&tokio::task::block_in_place(|| post(&elsewhere)).stdout).expect("JSON");
+    assert_eq!(answer["response"], json!({"uid": "7f0b2891-916f-4ed6-b7cd-27bff1815a8c", "allowed": true}), "{answer}");
+
+    let not_a_review = save(dir.path(), "bad.json", "{\"kind\": \"Pod\"}");
+    let out = tokio::task::block_in_place(|| {
+        let data = format!("@{}", not_a_review.display());
+        webhook.curl(&["-w", "%{http_code}", "-X", "POST", "--data-binary", &data], "/mutate")
+    });
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "expected an admission.k8s.io/v1 AdmissionReview\n400");
+}

@@ -75,7 +75,8 @@ metadata:
   labels:
     {LABELS}
 ---
-# The webhook copies a Pod's pull secrets for the acceleration host, in the Pod's namespace.
+# The webhook reads the Pod's namespace labels, and copies the Pod's pull
+# secrets for the acceleration host in the Pod's namespace.
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata:
@@ -83,6 +84,9 @@ metadata:
   labels:
     {LABELS}
 rules:
+  - apiGroups: [""]
+    resources: ["namespaces"]
+    verbs: ["get"]
   - apiGroups: [""]
     resources: ["secrets"]
     verbs: ["get", "create", "update"]
