@@ -7,6 +7,7 @@
 //! script in `scripts/test.sh` does that.
 
 pub mod containerd;
+pub mod kubernetes;
 pub mod netns;
 pub mod workstation;
 use std::net::TcpListener;

@@ -4,11 +4,11 @@
 //! apply validates against the Kubernetes schemas (with `kubernetes-validate`,
 //! offline) and carries what the DaemonSet and the webhook need.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use damselfly_tests::kubernetes::validate;
 use damselfly_tests::{binary, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -61,42 +61,6 @@ fn sh(script: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 fn stdout_of(out: &Output) -> String {
     assert!(out.status.success(), "failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The `kubernetes-validate` that scripts/test.sh installs into target/pyenv.
-fn kubernetes_validate() -> PathBuf {
-    if let Ok(p) = std::env::var("DAMSELFLY_KUBERNETES_VALIDATE") {
-        return PathBuf::from(p);
-    }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/kubernetes-validate");
-    assert!(
-        path.exists(),
-        "{} not found: run scripts/test.sh (it installs it), or `python3 -m venv target/pyenv && \
-         target/pyenv/bin/pip install kubernetes-validate`, or set DAMSELFLY_KUBERNETES_VALIDATE",
-        path.display()
-    );
-    path
-}
-
-/// Validates a YAML stream strictly (unknown fields are errors) against
-/// Kubernetes 1.33's schemas; returns `kind/name` of every object, in order.
-fn validate(yaml: &str) -> Vec<String> {
-    let mut child = Command::new(kubernetes_validate())
-        .args(["--strict", "--kubernetes-version", "1.33.0", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubernetes-validate");
-    child.stdin.take().expect("stdin").write_all(yaml.as_bytes()).expect("feed YAML");
-    let out = child.wait_with_output().expect("kubernetes-validate output");
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "kubernetes-validate refused:\n{report}\n{yaml}");
-    report
-        .lines()
-        .filter_map(|l| l.split(" passed for resource ").nth(1))
-        .map(|l| l.split(' ').next().unwrap_or_default().to_owned())
-        .collect()
 }
 
 /// The value of the first `key:` in a YAML stream, unquoted.
