@@ -31,6 +31,9 @@ pub enum Command {
     /// Serve the image-rewrite admission webhook over HTTPS: Pods of labelled Kubernetes
     /// namespaces pull images of P2P-enabled registry namespaces from the acceleration address.
     Webhook(crate::webhook::WebhookArgs),
+    /// The agent's container image: build it from this executable and push it into the registry.
+    #[command(subcommand)]
+    Image(crate::image::ImageCommand),
 }
 
 /// Flags of `damselfly-agent run`. Every flag left out falls back to the

@@ -4,6 +4,7 @@
 
 mod cache;
 mod config;
+mod image;
 mod metrics;
 mod mirror;
 mod node_setup;
@@ -39,6 +40,16 @@ fn main() {
                 .and_then(|runtime| runtime.block_on(webhook::run(args)));
             if let Err(e) = result {
                 tracing::error!("{e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        Command::Image(command) => {
+            let result = tokio::runtime::Runtime::new()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))
+                .and_then(|runtime| runtime.block_on(image::run(command)));
+            if let Err(e) = result {
+                eprintln!("damselfly-agent image: {e}");
                 std::process::exit(1);
             }
             return;

@@ -3,5 +3,6 @@
 //! Docker) and its exact undoing.
 
 pub mod cluster;
+pub mod image;
 pub mod node;
 pub mod webhook;
