@@ -157,6 +157,13 @@ install_kubernetes() {
         || die "the agent is not ready on every node: see 'kubectl -n $NAMESPACE get pods -o wide' and the logs of a Pod that is not ready"
     kubectl -n "$NAMESPACE" rollout status deployment/damselfly-webhook --timeout=5m \
         || die "the webhook is not ready: see 'kubectl -n $NAMESPACE describe deployment damselfly-webhook'"
+    # node-setup cannot restart containerd from inside a Pod: say which nodes need it.
+    pending=$(kubectl -n "$NAMESPACE" logs -l app.kubernetes.io/name=damselfly-agent -c node-setup --prefix --tail=-1 2>/dev/null \
+        | grep 'config_path was added' || true)
+    restart_nodes=""
+    for pod in $(printf '%s\n' "$pending" | sed -n 's|^\[pod/\([^/]*\)/.*|\1|p' | sort -u); do
+        restart_nodes="$restart_nodes $(kubectl -n "$NAMESPACE" get pod "$pod" -o 'jsonpath={.spec.nodeName}')"
+    done
     ready=$(kubectl -n "$NAMESPACE" get daemonset damselfly-agent -o 'jsonpath={.status.numberReady}/{.status.desiredNumberScheduled}')
     labelled=$(kubectl get namespaces -l "$LABEL=p2p" -o 'jsonpath={.items[*].metadata.name}')
     say ""
@@ -165,6 +172,10 @@ install_kubernetes() {
     say "  accelerated namespaces: ${labelled:-none yet}"
     say "  accelerate another:     kubectl label namespace <name> $LABEL=p2p"
     say "Pods there pull from the agents for every registry namespace whose P2P switch is on in the console."
+    if [ -n "$restart_nodes" ]; then
+        say "containerd was not reading /etc/containerd/certs.d on these nodes; restart it there (systemctl restart containerd):"
+        say "  $restart_nodes"
+    fi
 }
 
 uninstall_kubernetes() {

@@ -1,7 +1,7 @@
 //! containerd: a `hosts.toml` per acceleration host, and `config_path` in
 //! `config.toml` so that the CRI plugin reads those files at all.
 
-use super::toml_text::{join_blocks, quoted, Sections};
+use super::toml_text::{join_blocks, quoted, string_assignment, Sections};
 use super::Error;
 
 /// Where containerd looks for `hosts.toml` files when `config_path` names it.
@@ -71,18 +71,37 @@ pub fn enable_config_path(existing: Option<&str>) -> Result<ConfigPath, Error> {
             return Ok(ConfigPath::AlreadySet(first.to_owned()));
         }
     }
-    if registry.is_some_and(|r| r.contains_key("mirrors") || r.contains_key("configs")) {
+    // containerd refuses config_path beside mirrors, or beside TLS settings in
+    // configs; the empty tables of its default configuration are harmless.
+    let non_empty =
+        |key: &str| registry.and_then(|r| r.get(key)).and_then(toml::Value::as_table).is_some_and(|t| !t.is_empty());
+    let tls_configs = registry
+        .and_then(|r| r.get("configs"))
+        .and_then(toml::Value::as_table)
+        .is_some_and(|t| t.values().any(|c| c.get("tls").is_some()));
+    if non_empty("mirrors") || tls_configs {
         return Ok(ConfigPath::Blocked(format!(
-            "{CONFIG_TOML} configures registry mirrors or configs, which containerd does not allow together with \
-             config_path: move them to hosts.toml files under {DEFAULT_HOSTS_DIR} and run node-setup again"
+            "{CONFIG_TOML} configures registry mirrors or TLS in registry configs, which containerd does not allow \
+             together with config_path: move them to hosts.toml files under {DEFAULT_HOSTS_DIR} and run node-setup again"
         )));
     }
     let header = registry_header(version);
     let mut out = String::with_capacity(existing.len() + 100);
     let mut inserted = false;
+    // `containerd config default` writes `config_path = ""` in the table: set that line.
+    let mut in_table = false;
     for l in existing.split_inclusive('\n') {
+        if l.trim_start().starts_with('[') {
+            in_table = l.trim() == header;
+        }
+        if !inserted && in_table && string_assignment(l, "config_path").as_deref() == Some("") {
+            let indent = &l[..l.len() - l.trim_start().len()];
+            out.push_str(&format!("{indent}config_path = {}\n", quoted(DEFAULT_HOSTS_DIR)));
+            inserted = true;
+            continue;
+        }
         out.push_str(l);
-        if !inserted && l.trim() == header {
+        if !inserted && l.trim() == header && !registry.is_some_and(|r| r.contains_key("config_path")) {
             if !l.ends_with('\n') {
                 out.push('\n');
             }
@@ -203,6 +222,19 @@ mod tests {
         );
         let set = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/k8s/certs.d:/etc/docker/certs.d\"\n";
         assert_eq!(enable_config_path(Some(set)).expect("set"), ConfigPath::AlreadySet("/etc/k8s/certs.d".into()));
+    }
+
+    #[test]
+    fn the_empty_config_path_of_containerd_s_default_config_is_set() {
+        let default = "version = 2\n\n[plugins]\n  [plugins.\"io.containerd.grpc.v1.cri\"]\n    sandbox_image = \"registry.k8s.io/pause:3.8\"\n\n    \
+                       [plugins.\"io.containerd.grpc.v1.cri\".registry]\n      config_path = \"\"\n\n      \
+                       [plugins.\"io.containerd.grpc.v1.cri\".registry.auths]\n\n      \
+                       [plugins.\"io.containerd.grpc.v1.cri\".registry.configs]\n\n      \
+                       [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors]\n";
+        assert_eq!(
+            enable_config_path(Some(default)).expect("set"),
+            ConfigPath::Enabled(default.replace("config_path = \"\"", "config_path = \"/etc/containerd/certs.d\""))
+        );
     }
 
     #[test]
