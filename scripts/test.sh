@@ -73,13 +73,14 @@ fi
 # ---------------------------------------------------------------------------
 section "Python tools"
 
-# kubernetes-validate carries the Kubernetes schemas and validates offline.
+# kubernetes-validate carries the Kubernetes schemas (1.37 the newest) and
+# validates offline; pinned, so the schemas the tests use do not move.
 pyenv="$repo_root/target/pyenv"
 if [ -x "$pyenv/bin/kubernetes-validate" ]; then
     echo "kubernetes-validate already in $pyenv"
 else
     python3 -m venv "$pyenv" || fail "python3 -m venv failed: install python3-venv"
-    "$pyenv/bin/pip" install --quiet kubernetes-validate || fail "pip could not install kubernetes-validate from PyPI"
+    "$pyenv/bin/pip" install --quiet "kubernetes-validate==1.37.0" || fail "pip could not install kubernetes-validate from PyPI"
     echo "installed kubernetes-validate into $pyenv"
 fi
 

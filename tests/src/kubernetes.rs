@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The Kubernetes release whose schemas objects are checked against.
-pub const KUBERNETES_VERSION: &str = "1.33.0";
+pub const KUBERNETES_VERSION: &str = "1.37.0";
 
 /// A program of the venv scripts/test.sh makes (`python`, `kubernetes-validate`).
 pub fn pyenv_bin(name: &str) -> PathBuf {
