@@ -436,6 +436,22 @@ impl Drop for Agent {
     }
 }
 
+impl Registry {
+    /// Registers a cluster `name` in the `default` tenant as the administrator; returns its token.
+    pub async fn register_cluster(&self, name: &str) -> String {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/tenants/default/clusters", self.url))
+            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .expect("register a cluster");
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED, "registering cluster {name}");
+        let body: serde_json::Value = r.json().await.expect("JSON");
+        body["token"].as_str().expect("the cluster token").to_owned()
+    }
+}
+
 /// The value of one sample (`name{labels}`, exactly as exposed) in a Prometheus text page, 0 if absent.
 pub fn metric_value(page: &str, sample: &str) -> f64 {
     page.lines()

@@ -17,15 +17,7 @@ use serde_json::{json, Value};
 async fn registry_with_cluster() -> (Registry, Client, String) {
     let reg = Registry::start(Backend::Sqlite);
     let http = Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-    let r = http
-        .post(format!("{}/api/v1/tenants/default/clusters", reg.url))
-        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-        .json(&json!({"name": "edge"}))
-        .send()
-        .await
-        .expect("register cluster");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let token = r.json::<Value>().await.expect("JSON")["token"].as_str().expect("token").to_owned();
+    let token = reg.register_cluster("edge").await;
     (reg, http, token)
 }
 

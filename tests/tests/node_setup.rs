@@ -215,15 +215,7 @@ impl World {
     async fn new() -> World {
         let reg = Registry::start(Backend::Sqlite);
         let http = Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
-        let r = http
-            .post(format!("{}/api/v1/tenants/default/clusters", reg.url))
-            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-            .json(&json!({"name": "edge"}))
-            .send()
-            .await
-            .expect("register cluster");
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let token = r.json::<Value>().await.expect("JSON")["token"].as_str().expect("token").to_owned();
+        let token = reg.register_cluster("edge").await;
         tokio::task::block_in_place(|| push_image(&reg));
         let r = http
             .patch(format!("{}/api/v1/namespaces/accel", reg.url))
