@@ -214,7 +214,12 @@ def main():
                 print(f"Error: {args.chart}/templates/{name}: {e}", file=sys.stderr)
                 sys.exit(1)
         if rendered.strip():
-            yaml.safe_load_all(rendered)
+            # As helm does, refuse a template that renders to something that is not YAML.
+            try:
+                list(yaml.safe_load_all(rendered))
+            except yaml.YAMLError as e:
+                print(f"Error: {args.chart}/templates/{name}: the output is not YAML: {e}", file=sys.stderr)
+                sys.exit(1)
             for doc in rendered.split("\n---\n"):
                 if doc.strip() and any(not l.startswith("#") and l.strip() for l in doc.splitlines()):
                     docs.append(f"# Source: {chart['name']}/templates/{name}\n{doc.strip()}\n")
