@@ -24,13 +24,19 @@ section "System packages"
 # (podman, skopeo, containerd's ctr) and what podman needs to run as root or
 # rootless, the load generator, a reference registry (CNCF Distribution),
 # and headless Chromium for the console. procps brings /bin/kill, which the
-# test harness uses to stop the registry gracefully.
+# test harness uses to stop the registry gracefully. The cluster setup tests
+# check the generated scripts with shellcheck, run them (openssl makes the
+# webhook's certificate, kubectl is probed for), and validate what they would
+# apply with kubernetes-validate, from PyPI, in a venv (python3-venv).
 packages=(
     postgresql postgresql-client
     podman skopeo containerd uidmap crun fuse-overlayfs slirp4netns containernetworking-plugins
     curl wrk docker-registry iproute2 procps
     chromium chromium-driver
+    shellcheck openssl python3-venv
 )
+# Any kubectl will do; Debian's comes in kubernetes-client.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 missing=()
 for pkg in "${packages[@]}"; do
     status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
@@ -62,6 +68,20 @@ else
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" || install_status=$?
     [ -z "$own_policy_rc" ] || "${as_root[@]}" rm -f "$policy_rc"
     [ "$install_status" -eq 0 ] || fail "apt-get install failed (exit $install_status)"
+fi
+
+# ---------------------------------------------------------------------------
+section "Python tools"
+
+# kubernetes-validate carries the Kubernetes schemas (1.37 the newest) and
+# validates offline; pinned, so the schemas the tests use do not move.
+pyenv="$repo_root/target/pyenv"
+if [ -x "$pyenv/bin/kubernetes-validate" ]; then
+    echo "kubernetes-validate already in $pyenv"
+else
+    python3 -m venv "$pyenv" || fail "python3 -m venv failed: install python3-venv"
+    "$pyenv/bin/pip" install --quiet "kubernetes-validate==1.37.0" || fail "pip could not install kubernetes-validate from PyPI"
+    echo "installed kubernetes-validate into $pyenv"
 fi
 
 # ---------------------------------------------------------------------------

@@ -25,6 +25,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent: the mirror, the peer piece server and the metrics endpoint.
     Run(RunArgs),
+    /// Configure this node's container runtimes (containerd, CRI-O/podman, Docker) to pull the
+    /// acceleration host through the agent, falling back to the registry; or undo it.
+    NodeSetup(crate::node_setup::NodeSetupArgs),
+    /// Serve the image-rewrite admission webhook over HTTPS: Pods of labelled Kubernetes
+    /// namespaces pull images of P2P-enabled registry namespaces from the acceleration address.
+    Webhook(crate::webhook::WebhookArgs),
+    /// The agent's container image: build it from this executable and push it into the registry.
+    #[command(subcommand)]
+    Image(crate::image::ImageCommand),
 }
 
 /// Flags of `damselfly-agent run`. Every flag left out falls back to the

@@ -4,12 +4,15 @@
 
 mod cache;
 mod config;
+mod image;
 mod metrics;
 mod mirror;
+mod node_setup;
 mod peer;
 mod piece;
 mod rate;
 mod registry;
+mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +25,37 @@ use crate::config::{Cli, Command, Config};
 
 fn main() {
     let cli = Cli::parse();
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::NodeSetup(args) => {
+            if let Err(e) = node_setup::run(args) {
+                eprintln!("damselfly-agent node-setup: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        Command::Webhook(args) => {
+            init_logging();
+            let result = tokio::runtime::Runtime::new()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))
+                .and_then(|runtime| runtime.block_on(webhook::run(args)));
+            if let Err(e) = result {
+                tracing::error!("{e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        Command::Image(command) => {
+            let result = tokio::runtime::Runtime::new()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))
+                .and_then(|runtime| runtime.block_on(image::run(command)));
+            if let Err(e) = result {
+                eprintln!("damselfly-agent image: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+    };
     let config = match Config::load(args) {
         Ok(c) => c,
         Err(e) => {
@@ -30,10 +63,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -44,6 +74,22 @@ fn main() {
     if let Err(e) = runtime.block_on(run(config)) {
         tracing::error!("{e}");
         std::process::exit(1);
+    }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated(term.as_mut()) => {}
     }
 }
 
@@ -92,11 +138,7 @@ async fn run(config: Config) -> Result<(), String> {
     );
     tokio::spawn(registry.start(peer_port));
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminated(term.as_mut()) => {}
-        }
+        shutdown_signal().await;
         tracing::info!("shutting down");
     };
     tokio::select! {

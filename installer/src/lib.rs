@@ -1,3 +1,8 @@
-//! Rendering of the cluster setup script and node runtime configuration.
-//! Filled in by the cluster-setup work; the crate exists so the workspace
-//! already has the shape the architecture describes.
+//! Rendering of Damselfly's cluster setup: the node runtime configuration
+//! that `damselfly-agent node-setup` writes (containerd, CRI-O/podman,
+//! Docker) and its exact undoing.
+
+pub mod cluster;
+pub mod image;
+pub mod node;
+pub mod webhook;

@@ -96,6 +96,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router())
         .merge(p2p::router())
         .merge(console::router())
+        .merge(p2p::install::router())
+        .merge(p2p::acceleration::router())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track_requests))
         .with_state(state)
 }

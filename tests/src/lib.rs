@@ -6,6 +6,8 @@
 //! Build the binaries first (`cargo build --workspace --bins`); the test
 //! script in `scripts/test.sh` does that.
 
+pub mod containerd;
+pub mod kubernetes;
 pub mod netns;
 pub mod workstation;
 use std::net::TcpListener;
@@ -436,6 +438,22 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+impl Registry {
+    /// Registers a cluster `name` in the `default` tenant as the administrator; returns its token.
+    pub async fn register_cluster(&self, name: &str) -> String {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/tenants/default/clusters", self.url))
+            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .expect("register a cluster");
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED, "registering cluster {name}");
+        let body: serde_json::Value = r.json().await.expect("JSON");
+        body["token"].as_str().expect("the cluster token").to_owned()
     }
 }
 

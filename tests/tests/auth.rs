@@ -11,12 +11,12 @@
 //! `<scenario>::sqlite` and `<scenario>::postgres`.
 
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use damselfly_tests::containerd::Containerd;
 use damselfly_tests::workstation::Workstation;
 use damselfly_tests::{on_both_backends, run, sha256_digest, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -1649,78 +1649,11 @@ async fn a_public_namespace_is_pulled_by_anyone_and_pushed_by_members_only(backe
 // Clients
 // ---------------------------------------------------------------------------
 
-fn write(path: &Path, content: impl AsRef<[u8]>) {
-    fs::write(path, content).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
 /// Runs a command that must fail; returns its stderr, lowercased.
 fn run_failing(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
     assert!(!out.status.success(), "{cmd:?} succeeded but must fail:\n{}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).to_lowercase()
-}
-
-/// A containerd of its own (root, state, socket in a temporary directory),
-/// without the CRI plugin, for `ctr`. Killed on drop.
-struct Containerd {
-    dir: tempfile::TempDir,
-    child: std::process::Child,
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        let dir = tempfile::Builder::new().prefix("damselfly-containerd-").tempdir().expect("temp dir");
-        let root = dir.path().display().to_string();
-        let config = dir.path().join("config.toml");
-        write(
-            &config,
-            format!(
-                "version = 2\nroot = \"{root}/root\"\nstate = \"{root}/state\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n\
-                 [grpc]\n  address = \"{root}/containerd.sock\"\n\n\
-                 [ttrpc]\n  address = \"{root}/containerd.sock.ttrpc\"\n\n\
-                 [debug]\n  address = \"\"\n\n[metrics]\n  address = \"\"\n"
-            ),
-        );
-        let log = fs::File::create(dir.path().join("containerd.log")).expect("log file");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::from(log.try_clone().expect("dup log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("run containerd (as root)");
-        let mut containerd = Containerd { dir, child };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = containerd.child.try_wait() {
-                panic!("containerd exited with {status}:\n{}", containerd.log());
-            }
-            if containerd.ctr().arg("version").output().is_ok_and(|o| o.status.success()) {
-                return containerd;
-            }
-            assert!(Instant::now() < deadline, "containerd did not come up in 20 s:\n{}", containerd.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
-    }
-
-    /// `ctr` talking to this containerd.
-    fn ctr(&self) -> Command {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address").arg(self.dir.path().join("containerd.sock"));
-        cmd
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The `Docker-Content-Digest` of a manifest, as the admin sees it.

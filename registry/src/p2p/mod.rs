@@ -2,6 +2,8 @@
 //! and hands agents their parents, the tickets that let peers and the seed
 //! serve pieces, and the seed itself, serving pieces from the blob store.
 
+pub mod acceleration;
+pub mod install;
 mod routes;
 pub mod scheduler;
 pub mod stats;

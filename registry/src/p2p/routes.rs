@@ -38,14 +38,14 @@ pub fn router() -> Router<AppState> {
         .route("/p2p/v1/seed/{digest}/pieces/{index}", get(seed_piece))
 }
 
-fn scheme_value<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+pub(super) fn scheme_value<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (s, rest) = value.split_once(' ')?;
     s.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }
 
 /// An agent's cluster, established from `Authorization: Cluster <token>`.
-struct ClusterCaller(Cluster);
+pub(super) struct ClusterCaller(pub(super) Cluster);
 
 impl FromRequestParts<AppState> for ClusterCaller {
     type Rejection = RegistryError;

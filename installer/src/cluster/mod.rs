@@ -1,0 +1,69 @@
+//! Cluster setup: the Kubernetes manifests of the agent DaemonSet and the
+//! image-rewrite webhook, and the POSIX `sh` script the registry serves to
+//! install, upgrade or remove them (or, with `--node`, to set up a host
+//! without Kubernetes).
+
+mod manifests;
+mod script;
+
+pub use manifests::{cleanup_manifest, manifests};
+pub use script::script;
+
+/// The Kubernetes namespace everything is installed in.
+pub const NAMESPACE: &str = "damselfly-system";
+
+/// The label that turns acceleration on for a Kubernetes namespace.
+pub const ACCELERATION_LABEL: &str = "damselfly.io/acceleration";
+
+/// The label's value.
+pub const ACCELERATION_LABEL_VALUE: &str = "p2p";
+
+/// The port the webhook serves HTTPS on inside its Pod.
+pub const WEBHOOK_PORT: u16 = 8443;
+
+/// Everything a setup script is rendered from.
+#[derive(Clone, Debug)]
+pub struct ClusterSetup {
+    /// The registry's public URL, e.g. `https://registry.example.com`.
+    pub registry_url: String,
+    /// `tenant/cluster`, for people reading the script.
+    pub cluster: String,
+    /// The cluster token the agents authenticate with.
+    pub cluster_token: String,
+    /// The address workloads pull from, e.g. `p2p.registry.example.com:65001`.
+    pub acceleration_host: String,
+    /// The agent's container image.
+    pub agent_image: String,
+    /// The agent's cache on each node is kept under this many bytes.
+    pub cache_max_bytes: u64,
+}
+
+impl ClusterSetup {
+    /// The agent's configuration file, as the ConfigMap and `--node` install it.
+    pub fn agent_toml(&self, cache_dir: &str) -> String {
+        let q = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
+        format!(
+            "# The Damselfly agent's settings; the cluster token comes from the environment.\n\
+             registry = {}\n\
+             listen = \"127.0.0.1:65001\"\n\
+             peer_listen = \"0.0.0.0:65002\"\n\
+             metrics_listen = \"0.0.0.0:65003\"\n\
+             cache_dir = {}\n\
+             cache_max_bytes = {}\n",
+            q(&self.registry_url),
+            q(cache_dir),
+            self.cache_max_bytes
+        )
+    }
+}
+
+/// A short, stable fingerprint of some text (64-bit FNV-1a), so that a Pod
+/// template changes, and its Pods roll, exactly when their configuration does.
+pub fn fingerprint(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
