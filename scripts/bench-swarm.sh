@@ -12,7 +12,7 @@
 # egress against the image size, and the Kumar & Ross lower bound for P2P.
 #
 # Settings (environment): SWARM_MBIT (50), SWARM_IMAGE_MIB (64),
-# SWARM_LAYERS (4), SWARM_TIMEOUT (seconds for the whole run, 900),
+# SWARM_LAYERS (4), SWARM_DIRECT (0 skips the direct baseline), SWARM_TIMEOUT (seconds for the whole run, 900),
 # SWARM_LOG_DIR (copy the registry's and agents' logs there), SWARM_AGENT_LOG
 # (the agents' RUST_LOG filter; "info,damselfly_agent::piece=debug" logs every piece).
 set -euo pipefail
@@ -40,7 +40,12 @@ cleanup_orphans() {
 }
 trap cleanup_orphans EXIT
 
-echo "==> building binaries and the swarm test"
+echo "==> building release binaries and the swarm test"
+# The registry and agents run as release builds, as in production: 17
+# processes on a small machine would otherwise measure the debug build's CPU.
+cargo build --release --workspace --bins --quiet
+export DAMSELFLY_REGISTRY_BIN="$repo_root/target/release/damselfly-registry"
+export DAMSELFLY_AGENT_BIN="$repo_root/target/release/damselfly-agent"
 cargo build --workspace --bins --quiet
 cargo test -p damselfly-tests --test swarm --no-run --quiet 2>/dev/null
 

@@ -112,6 +112,7 @@ fn the_agent_chart_renders_the_daemonset_and_the_webhook_as_the_script_installs_
         "failurePolicy: Ignore",
         "cluster-token: \"dfc_token\"",
         "cache_max_bytes = 21474836480",
+        "cache_high_watermark = 85\n    cache_low_watermark = 75",
         "\"--acceleration-host\", \"p2p.registry.example.com:65001\"",
     ] {
         assert!(yaml.contains(wanted), "{wanted:?} missing:\n{yaml}");

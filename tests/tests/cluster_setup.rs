@@ -152,6 +152,7 @@ async fn the_dry_run_prints_objects_that_validate_against_the_kubernetes_schemas
         "tolerations:\n        - operator: Exists",
         "path: /var/lib/damselfly/cache\n            type: DirectoryOrCreate",
         "cache_max_bytes = 21474836480",
+        "cache_high_watermark = 85\n    cache_low_watermark = 75",
         "args: [\"node-setup\", \"--root\", \"/host\", \"--registry\", \"http://127.0.0.1:",
         "\"--acceleration-host\", \"p2p.registry.example.com:65001\"",
         "image: \"registry.example.com/damselfly/agent:1.0\"",

@@ -543,12 +543,20 @@ fn bench_swarm() {
     let p2p_egress = (after.0 - before.0) + (after.1 - before.1);
 
     let reg_url = swarm.reg_url.clone();
-    let direct = swarm.pull_all(&nodes, &layers, &token, |_| reg_url.clone(), timeout, || {});
+    // SWARM_DIRECT=0 skips the baseline, for quick comparisons of P2P settings only.
+    let direct = if env("SWARM_DIRECT", 1) == 0 {
+        Vec::new()
+    } else {
+        swarm.pull_all(&nodes, &layers, &token, |_| reg_url.clone(), timeout, || {})
+    };
     let after2 = swarm.registry_blob_bytes();
     let direct_egress = (after2.0 - after.0) + (after2.1 - after.1);
 
     let stats = |r: &[NodePull]| {
         let mut t: Vec<f64> = r.iter().map(|x| x.secs).collect();
+        if t.is_empty() {
+            return (f64::NAN, f64::NAN, f64::NAN);
+        }
         t.sort_by(f64::total_cmp);
         let pct = |p: f64| t[((p * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1];
         (pct(0.5), pct(0.95), t[t.len() - 1])

@@ -49,7 +49,10 @@ impl ClusterSetup {
              peer_listen = \"0.0.0.0:65002\"\n\
              metrics_listen = \"0.0.0.0:65003\"\n\
              cache_dir = {}\n\
-             cache_max_bytes = {}\n",
+             cache_max_bytes = {}\n\
+             # Past this share of the node's disk, least recently used blobs go until the low mark.\n\
+             cache_high_watermark = 85\n\
+             cache_low_watermark = 75\n",
             q(&self.registry_url),
             q(cache_dir),
             self.cache_max_bytes
