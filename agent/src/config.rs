@@ -70,7 +70,7 @@ pub struct RunArgs {
     /// Directory of the blob cache [default: ./damselfly-agent-cache].
     #[arg(long, env = "DAMSELFLY_AGENT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Concurrent piece uploads to other agents [default: 4].
+    /// Concurrent piece uploads to other agents [default: 2].
     #[arg(long, env = "DAMSELFLY_AGENT_UPLOAD_SLOTS")]
     pub upload_slots: Option<u32>,
     /// Most bytes per second sent to other agents, all uploads together [default: 0, no limit].
@@ -179,7 +179,7 @@ impl Config {
             node_name: args.node_name.or(file.node_name).unwrap_or_else(hostname),
             zone: args.zone.or(file.zone).unwrap_or_default(),
             cache_dir: args.cache_dir.or(file.cache_dir).unwrap_or_else(|| "damselfly-agent-cache".into()),
-            upload_slots: args.upload_slots.or(file.upload_slots).unwrap_or(4).max(1),
+            upload_slots: args.upload_slots.or(file.upload_slots).unwrap_or(2).max(1),
             upload_rate: args.upload_rate.or(file.upload_rate).unwrap_or(0),
             download_rate: args.download_rate.or(file.download_rate).unwrap_or(0),
             cache_max_bytes: args.cache_max_bytes.or(file.cache_max_bytes).unwrap_or(0),

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use damselfly_tests::{free_port, on_both_backends, Agent, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use damselfly_tests::{free_port, on_both_backends, run, Agent, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{json, Value};
@@ -789,11 +789,15 @@ async fn admin_sets_up_tenant_namespace_robot_p2p_and_cluster_in_a_browser() {
     browser.click("#register-cluster", "#secret-command").await;
     let command = browser.text("#secret-command").await;
     browser.screenshot("cluster-registered").await;
-    let expected_tail = format!(" damselfly-agent run --registry {}", reg.url);
+    let expected_tail = format!("' {}/p2p/v1/install.sh | sh", reg.url);
     let token = command
-        .strip_prefix("DAMSELFLY_AGENT_CLUSTER_TOKEN=")
+        .strip_prefix("curl -fsSL -H 'Authorization: Cluster ")
         .and_then(|rest| rest.strip_suffix(&expected_tail))
         .unwrap_or_else(|| panic!("unexpected setup command: {command}"));
+    // The command's own fetch, without the pipe, gets the setup script for this cluster.
+    let fetch = command.strip_suffix(" | sh").expect("piped to sh");
+    let script = run(Command::new("sh").args(["-c", fetch]));
+    assert!(script.starts_with("#!/bin/sh") && script.contains("damselfly-system"), "{script}");
     let agent = Agent::start(&reg.url, token, &[]);
     let node = agent.peer_url.rsplit(':').next().map(|p| format!("node-{p}")).expect("peer port");
     let deadline = Instant::now() + Duration::from_secs(20);

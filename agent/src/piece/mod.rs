@@ -116,8 +116,11 @@ pub struct Engine {
     download_limit: Arc<RateLimit>,
 }
 
-/// Piece fetches one node runs at once, whatever the number of blobs it pulls.
-pub const NODE_FETCH_SLOTS: usize = 4;
+/// Piece fetches one node runs at once, whatever the number of blobs it
+/// pulls (seed pieces aside). Two, like the default upload slots: a piece
+/// that arrives sooner is passed on sooner, and a swarm grows fastest when
+/// each transfer gets a large share of a link rather than a quarter of it.
+pub const NODE_FETCH_SLOTS: usize = 2;
 
 impl Engine {
     /// The engine over the cache.

@@ -46,10 +46,12 @@ impl ClustersPage {
     }
 }
 
-/// The command that starts an agent for this registry. Until the installer
-/// renders a one-line setup script, this is the agent's own command line.
+/// The one-line cluster setup: the installer script, fetched with the
+/// cluster token in a header (never in the URL, which lands in logs), piped
+/// to `sh` where `kubectl` reaches the cluster. `sh -s -- --node` instead
+/// sets up a single machine without Kubernetes.
 fn setup_command(state: &AppState, token: &str) -> String {
-    format!("DAMSELFLY_AGENT_CLUSTER_TOKEN={token} damselfly-agent run --registry {}", state.config.public_url())
+    format!("curl -fsSL -H 'Authorization: Cluster {token}' {}/p2p/v1/install.sh | sh", state.config.public_url())
 }
 
 /// `GET /console/tenants/{tenant}/clusters`.
@@ -108,11 +110,13 @@ pub async fn create(
             let name = created.cluster.name;
             let flash = Flash {
                 notice: Some(format!(
-                    "Cluster {name} registered. Start an agent on each of its nodes with the command below."
+                    "Cluster {name} registered. Run the command below where kubectl reaches the cluster; \
+                     it installs the agent on every node. For one machine without Kubernetes, end it with \
+                     `sh -s -- --node` instead of `sh`."
                 )),
                 secret: Some(Secret {
                     label: format!("Token of cluster {name}"),
-                    command_label: "Run this on each node of the cluster to start its agent".to_owned(),
+                    command_label: "Set up the cluster with".to_owned(),
                     command: Some(setup_command(&state, &created.token)),
                     value: created.token,
                 }),
