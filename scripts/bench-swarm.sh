@@ -11,10 +11,13 @@
 # Prints makespan, per-node completion p50/p95/max, the registry's blob
 # egress against the image size, and the Kumar & Ross lower bound for P2P.
 #
-# Settings (environment): SWARM_MBIT (50), SWARM_IMAGE_MIB (64),
-# SWARM_LAYERS (4), SWARM_DIRECT (0 skips the direct baseline), SWARM_TIMEOUT (seconds for the whole run, 900),
-# SWARM_LOG_DIR (copy the registry's and agents' logs there), SWARM_AGENT_LOG
-# (the agents' RUST_LOG filter; "info,damselfly_agent::piece=debug" logs every piece).
+# Settings (environment):
+#   SWARM_MBIT (50), SWARM_IMAGE_MIB (64), SWARM_LAYERS (4), SWARM_PIECE_KIB (4096)
+#   SWARM_DIRECT      0 skips the direct baseline, for quick P2P comparisons
+#   SWARM_TIMEOUT     seconds for the whole run (900)
+#   SWARM_LOG_DIR     copy the registry's and agents' logs there
+#   SWARM_AGENT_LOG   the agents' RUST_LOG; "info,damselfly_agent::piece=debug" logs every piece
+#   DAMSELFLY_AGENT_* passed to every agent, e.g. DAMSELFLY_AGENT_UPLOAD_SLOTS=4
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -62,6 +62,10 @@ fn spawn_registry(net: &Net, reg_url: &str, dir: &std::path::Path) -> NsProcess 
         .env("DAMSELFLY_LOG_FORMAT", "json")
         .env("DAMSELFLY_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", "info");
+    // The benchmark can try other piece sizes (SWARM_PIECE_KIB); the tests use the default.
+    if let Ok(kib) = std::env::var("SWARM_PIECE_KIB") {
+        cmd.env("DAMSELFLY_PIECE_SIZE", (kib.parse::<u64>().expect("SWARM_PIECE_KIB is a number") * 1024).to_string());
+    }
     NsProcess::spawn(cmd, dir.join("registry.log"))
 }
 
@@ -133,6 +137,8 @@ impl Swarm {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DAMSELFLY_AGENT_CLUSTER_TOKEN", &self.cluster_token)
             .env("RUST_LOG", std::env::var("SWARM_AGENT_LOG").unwrap_or_else(|_| "info".into()));
+        // The benchmark passes agent settings through (e.g. DAMSELFLY_AGENT_UPLOAD_SLOTS).
+        cmd.envs(std::env::vars().filter(|(k, _)| k.starts_with("DAMSELFLY_AGENT_") && !k.ends_with("_BIN")));
         let mut agent = NsProcess::spawn(cmd, self.tmp.path().join(format!("agent-{i}.log")));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -566,7 +572,7 @@ fn bench_swarm() {
     let (d50, d95, dmax) = stats(&direct);
     let mib = |b: f64| b / MIB as f64;
     println!();
-    println!("swarm benchmark: N={n} agents, {mbit} Mbit/s per node up and down (registry node too), image {:.1} MiB in {nlayers} layers, 4 MiB pieces", mib(s));
+    println!("swarm benchmark: N={n} agents, {mbit} Mbit/s per node up and down (registry node too), image {:.1} MiB in {nlayers} layers, {} KiB pieces", mib(s), env("SWARM_PIECE_KIB", 4096));
     println!("| mode   | makespan s | p50 s | p95 s | max s | registry egress MiB | egress / image | bad layers |");
     println!("|--------|-----------:|------:|------:|------:|--------------------:|---------------:|-----------:|");
     println!(
