@@ -27,13 +27,14 @@ section "System packages"
 # test harness uses to stop the registry gracefully. The cluster setup tests
 # check the generated scripts with shellcheck, run them (openssl makes the
 # webhook's certificate, kubectl is probed for), and validate what they would
-# apply with kubernetes-validate, from PyPI, in a venv (python3-venv).
+# apply with kubernetes-validate, from PyPI, in a venv (python3-venv). socat
+# puts TLS in front of the registry, as an ingress would, for the agent.
 packages=(
     postgresql postgresql-client
     podman skopeo containerd uidmap crun fuse-overlayfs slirp4netns containernetworking-plugins
     curl wrk docker-registry iproute2 procps
     chromium chromium-driver
-    shellcheck openssl python3-venv
+    shellcheck openssl python3-venv socat
 )
 # Any kubectl will do; Debian's comes in kubernetes-client.
 command -v kubectl >/dev/null || packages+=(kubernetes-client)

@@ -121,7 +121,9 @@ def truthy(v):
 def call(fn, args):
     if fn == "quote":
         v = args[-1]
-        return '"' + ("" if v is None else str(v)).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # Go's %q, as sprig's quote uses: control characters escaped too.
+        text = ("" if v is None else str(v)).replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + '"'
     if fn == "toYaml":
         return to_yaml(args[-1])
     if fn == "nindent":

@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// The registry's URL, e.g. http://registry.example.com:5000 (required).
     #[arg(long, env = "DAMSELFLY_AGENT_REGISTRY")]
     pub registry: Option<String>,
+    /// PEM file of the CA that signed the registry's TLS certificate, when
+    /// it is not in the system's store [default: the system's CAs only].
+    #[arg(long, env = "DAMSELFLY_AGENT_REGISTRY_CA")]
+    pub registry_ca: Option<PathBuf>,
     /// The cluster token the console showed when the cluster was registered (required).
     #[arg(long, env = "DAMSELFLY_AGENT_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,
@@ -98,6 +102,7 @@ pub struct RunArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     registry: Option<String>,
+    registry_ca: Option<PathBuf>,
     cluster_token: Option<String>,
     listen: Option<SocketAddr>,
     peer_listen: Option<SocketAddr>,
@@ -119,6 +124,8 @@ struct FileConfig {
 pub struct Config {
     /// Registry base URL, without a trailing slash.
     pub registry: String,
+    /// Extra CA for the registry's certificate.
+    pub registry_ca: Option<PathBuf>,
     /// Cluster token.
     pub cluster_token: String,
     /// Mirror address.
@@ -171,6 +178,7 @@ impl Config {
         let parse = |s: &str| s.parse().map_err(|e| format!("{s}: {e}"));
         Ok(Config {
             registry: registry.trim_end_matches('/').to_owned(),
+            registry_ca: args.registry_ca.or(file.registry_ca),
             cluster_token,
             listen: args.listen.or(file.listen).map_or_else(|| parse("127.0.0.1:65001"), Ok)?,
             peer_listen: args.peer_listen.or(file.peer_listen).map_or_else(|| parse("0.0.0.0:65002"), Ok)?,

@@ -25,6 +25,9 @@ use crate::config::{Cli, Command, Config};
 
 fn main() {
     let cli = Cli::parse();
+    // Every HTTPS client of the process (the registry, the Kubernetes API)
+    // uses rustls with ring; an error only means it is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = match cli.command {
         Command::Run(args) => args,
         Command::NodeSetup(args) => {
@@ -99,16 +102,36 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, Str
         .map_err(|e| format!("cannot listen on {addr} for the {what}: {e}; is another agent running?"))
 }
 
+/// An HTTP client for the registry. HTTPS trusts the system's CAs and the
+/// one in `--registry-ca`. The relay does not follow redirects: the client
+/// it relays for follows them itself.
+fn registry_client(config: &Config, follow_redirects: bool) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+    if !follow_redirects {
+        builder = builder.redirect(reqwest::redirect::Policy::none());
+    }
+    if let Some(path) = &config.registry_ca {
+        let what = |e: &dyn std::fmt::Display| {
+            format!("cannot use the registry CA {}: {e}; pass a PEM file with --registry-ca", path.display())
+        };
+        let pem = std::fs::read(path).map_err(|e| what(&e))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| what(&e))?;
+        if certs.is_empty() {
+            return Err(what(&"no certificate in it"));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| format!("cannot set up the HTTP client: {e}"))
+}
+
 async fn run(config: Config) -> Result<(), String> {
     let metrics = metrics::Metrics::new();
     let cache = cache::Cache::open(&config.cache_dir, config.cache_max_bytes, config.cache_watermarks, metrics.clone())
         .map_err(|e| format!("cannot use the cache directory {}: {e}", config.cache_dir.display()))?;
-    let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
-    let relay = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = registry_client(&config, true)?;
+    let relay = registry_client(&config, false)?;
     let registry = registry::RegistryClient::new(config.clone(), http.clone(), metrics.clone());
     let engine = piece::Engine::new(cache, registry.clone(), metrics.clone(), http, config.download_rate);
 

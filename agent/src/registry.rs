@@ -199,7 +199,8 @@ impl RegistryClient {
                         registry = self.base(),
                         error = %e,
                         retry_in = ?backoff,
-                        "cannot register with the registry: is it running and is the cluster token right?"
+                        "cannot register with the registry: is it running, is the cluster token right, and for \
+                         https, is its certificate's CA trusted (--registry-ca)?"
                     );
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -217,7 +218,7 @@ impl RegistryClient {
 
     async fn bootstrap(&self) -> Result<(), String> {
         if self.challenge().is_none() {
-            let r = self.http.get(format!("{}/v2/", self.base())).send().await.map_err(|e| e.to_string())?;
+            let r = self.http.get(format!("{}/v2/", self.base())).send().await.map_err(|e| explain(&e))?;
             let header = r
                 .headers()
                 .get(reqwest::header::WWW_AUTHENTICATE)
@@ -247,11 +248,11 @@ impl RegistryClient {
             .json(&req)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| explain(&e))?;
         if !r.status().is_success() {
             return Err(format!("registration answered {}", r.status()));
         }
-        let body: RegisterResponse = r.json().await.map_err(|e| e.to_string())?;
+        let body: RegisterResponse = r.json().await.map_err(|e| explain(&e))?;
         tracing::info!(agent_id = body.agent_id, heartbeat_secs = body.heartbeat_secs, "registered with the registry");
         *self.heartbeat.write().unwrap_or_else(|p| p.into_inner()) = Duration::from_secs(body.heartbeat_secs.max(1));
         *self.agent_id.write().unwrap_or_else(|p| p.into_inner()) = Some(body.agent_id);
@@ -270,7 +271,7 @@ impl RegistryClient {
             })
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| explain(&e))?;
         if r.status() == reqwest::StatusCode::NOT_FOUND {
             return self.register_again(&id).await;
         }
@@ -366,7 +367,7 @@ impl RegistryClient {
     }
 
     async fn refresh_keys(&self) -> Result<(), String> {
-        let r = self.http.get(format!("{}/auth/jwks.json", self.base())).send().await.map_err(|e| e.to_string())?;
+        let r = self.http.get(format!("{}/auth/jwks.json", self.base())).send().await.map_err(|e| explain(&e))?;
         let set: JwkSet = r.json().await.map_err(|e| format!("the registry's JWKS is not valid: {e}"))?;
         let mut keys = HashMap::new();
         for k in set.keys {
@@ -416,4 +417,20 @@ impl RegistryClient {
         let Some(service) = self.challenge().map(|c| c.service) else { return false };
         self.verify::<AccessClaims>(token, &service).await.is_some_and(|c| c.may_pull(name))
     }
+}
+
+/// An error with its causes, which reqwest keeps out of its own message
+/// ("error sending request" says nothing about an untrusted certificate).
+pub fn explain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }

@@ -45,6 +45,9 @@ pub struct Config {
     /// `host:port` workloads pull through P2P at (the agents' mirror), shown in the console's pull commands.
     /// Default: `p2p.<host of public_url>:65001`.
     pub acceleration_host: Option<String>,
+    /// PEM file of the CA that signed the certificate behind `public_url`,
+    /// when it is not a public one: cluster setup hands it to the agents.
+    pub public_ca_file: Option<PathBuf>,
     /// Hours a console sign-in lasts. Default 12.
     pub console_session_hours: u64,
     /// Seconds between the points of the acceleration dashboard's traffic chart. Default 60.
@@ -79,6 +82,7 @@ impl Default for Config {
             admin_password: None,
             login_failures_per_minute: 10,
             acceleration_host: None,
+            public_ca_file: None,
             console_session_hours: 12,
             traffic_sample_secs: 60,
         }
@@ -138,6 +142,9 @@ pub struct Cli {
     /// `host:port` workloads pull through P2P at, shown in the console [default: p2p.<public host>:65001].
     #[arg(long, env = "DAMSELFLY_ACCELERATION_HOST")]
     pub acceleration_host: Option<String>,
+    /// PEM file of the CA behind public_url's certificate, handed to agents by cluster setup [default: none].
+    #[arg(long, env = "DAMSELFLY_PUBLIC_CA_FILE")]
+    pub public_ca_file: Option<PathBuf>,
     /// Hours a console sign-in lasts [default: 12].
     #[arg(long, env = "DAMSELFLY_CONSOLE_SESSION_HOURS")]
     pub console_session_hours: Option<u64>,
@@ -197,6 +204,9 @@ impl Config {
         );
         if cli.acceleration_host.is_some() {
             config.acceleration_host = cli.acceleration_host;
+        }
+        if cli.public_ca_file.is_some() {
+            config.public_ca_file = cli.public_ca_file;
         }
         if cli.admin_password.is_some() {
             config.admin_password = cli.admin_password;

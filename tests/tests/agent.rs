@@ -27,7 +27,11 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Setup {
-        let reg = Registry::start(Backend::Sqlite);
+        Setup::with(Registry::start(Backend::Sqlite)).await
+    }
+
+    /// The same around a registry started by the caller.
+    async fn with(reg: Registry) -> Setup {
         let http = Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
         let mut s = Setup { reg, http, cluster_token: String::new() };
         let (status, body) =
@@ -534,6 +538,123 @@ async fn the_cache_evicts_least_recently_used_blobs_beyond_its_limit() {
     assert!(r.bytes().await.expect("body").as_ref() == first.as_slice());
 }
 
+/// TLS in front of the registry, as an ingress would put it: socat with a
+/// certificate for 127.0.0.1 from a throwaway CA. Stopped on drop.
+struct TlsFront {
+    child: std::process::Child,
+    ca: std::path::PathBuf,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsFront {
+    fn new(port: u16, backend: &str) -> TlsFront {
+        let dir = tempfile::Builder::new().prefix("damselfly-tls-").tempdir().expect("temp dir");
+        let d = dir.path();
+        let openssl = |args: &[&str]| run(Command::new("openssl").current_dir(d).args(args));
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=Test CA"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
+        );
+        std::fs::write(d.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "san.cnf",
+        ]);
+        let child = Command::new("socat")
+            .current_dir(d)
+            .arg(format!("OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert=server.pem,key=server.key,verify=0"))
+            .arg(format!("TCP:{backend}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start socat");
+        let front = TlsFront { child, ca: d.join("ca.pem"), url: format!("https://127.0.0.1:{port}"), _dir: dir };
+        for _ in 0..100 {
+            let ok = Command::new("curl")
+                .args(["-fsS", "-o", "/dev/null", "--cacert"])
+                .arg(&front.ca)
+                .arg(format!("{}/v2/", front.url))
+                .status()
+                .is_ok_and(|s| s.code() == Some(22)); // 401 from the registry, through TLS
+            if ok {
+                return front;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("TLS in front of the registry did not come up");
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_reaches_a_registry_behind_https_with_its_ca() {
+    let port = damselfly_tests::free_port();
+    let public = format!("https://127.0.0.1:{port}");
+    let s = Setup::with(Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PUBLIC_URL", &public)])).await;
+    let tls = TlsFront::new(port, &s.reg.host);
+    let blob = pseudo_random(9 * MIB, 91);
+    let digest = s.push_blob("accel/app", &blob).await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    // Without the CA, the agent does not trust the registry and says so.
+    let untrusting = Command::new("timeout")
+        .arg("3")
+        .arg(damselfly_tests::binary("damselfly-agent"))
+        .args(["run", "--registry", &tls.url, "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--cache-dir"])
+        .arg(tls._dir.path().join("cache"))
+        .env("DAMSELFLY_AGENT_CLUSTER_TOKEN", &s.cluster_token)
+        .output()
+        .expect("run the agent");
+    let log = String::from_utf8_lossy(&untrusting.stderr).into_owned() + &String::from_utf8_lossy(&untrusting.stdout);
+    assert!(log.contains("cannot register with the registry") && log.contains("certificate"), "{log}");
+
+    let ca = tls.ca.display().to_string();
+    let agent = Agent::start(&tls.url, &s.cluster_token, &["--registry-ca", &ca]);
+
+    // The challenge, the keys, the join and the seed's pieces all go over TLS.
+    let r = s.http.get(format!("{}/v2/", agent.mirror_url)).send().await.expect("/v2/");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = r.headers()["www-authenticate"].to_str().expect("header").to_owned();
+    assert!(challenge.contains(&format!("realm=\"{public}/auth/token\"")), "{challenge}");
+    let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice());
+    let page = agent_metrics(&s.http, &agent).await;
+    assert_eq!(
+        metric_value(&page, "damselfly_agent_bytes_received_total{source=\"seed\"}"),
+        (9 * MIB) as f64,
+        "{page}"
+    );
+}
+
 /// A small tmpfs, mounted for one test (root only) and unmounted on drop:
 /// a real filesystem that really fills up.
 struct SmallDisk {
@@ -638,8 +759,15 @@ fn the_agent_explains_what_is_missing_and_documents_every_flag() {
         "--zone",
         "--cache-dir",
         "--upload-slots",
+        "--upload-rate",
+        "--download-rate",
+        "--cache-max-bytes",
+        "--cache-high-watermark",
+        "--cache-low-watermark",
+        "--registry-ca",
         "--config",
         "DAMSELFLY_AGENT_LISTEN",
+        "DAMSELFLY_AGENT_CACHE_HIGH_WATERMARK",
     ] {
         assert!(help.contains(flag), "--help mentions {flag}:\n{help}");
     }

@@ -120,6 +120,23 @@ fn the_agent_chart_renders_the_daemonset_and_the_webhook_as_the_script_installs_
 }
 
 #[test]
+fn the_agent_chart_hands_a_private_registry_ca_to_the_agents() {
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
+    let with_token = format!("{AGENT}clusterToken:\n  value: dfc_token\n");
+    let values =
+        with_token.replacen("registry:\n", &format!("registry:\n  ca: {}\n", serde_json::Value::String(ca.into())), 1);
+    let yaml = rendered("damselfly-agent", &values);
+    validate(&yaml);
+    assert!(
+        yaml.contains("    cache_low_watermark = 75\n    registry_ca = \"/etc/damselfly/registry-ca.pem\"\n"),
+        "{yaml}"
+    );
+    assert!(yaml.contains(&format!("  registry-ca.pem: {}\n", serde_json::Value::String(ca.into()))), "{yaml}");
+    let without = rendered("damselfly-agent", &with_token);
+    assert!(!without.contains("registry_ca") && !without.contains("registry-ca.pem"), "{without}");
+}
+
+#[test]
 fn the_agent_chart_takes_the_token_from_an_existing_secret_and_can_leave_the_webhook_out() {
     let values = format!("{AGENT}clusterToken:\n  existingSecret: from-vault\n")
         .replace("webhook:\n", "webhook:\n  enabled: false\n");

@@ -15,7 +15,11 @@ use serde_json::{json, Value};
 
 /// A registry with a cluster `edge`, and its token.
 async fn registry_with_cluster() -> (Registry, Client, String) {
-    let reg = Registry::start(Backend::Sqlite);
+    registry_with_cluster_and(&[]).await
+}
+
+async fn registry_with_cluster_and(env: &[(&str, &str)]) -> (Registry, Client, String) {
+    let reg = Registry::start_with(Backend::Sqlite, env);
     let http = Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let token = reg.register_cluster("edge").await;
     (reg, http, token)
@@ -114,6 +118,28 @@ async fn the_scripts_pass_shellcheck() {
         let script = fetch_script(&reg, &http, &token, query).await;
         tokio::task::block_in_place(|| shellcheck(&save(dir.path(), name, &script)));
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_registry_ca_reaches_the_agents_through_the_secret_and_their_config() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIBfake0nlyForTheManifests\n-----END CERTIFICATE-----\n";
+    let ca_path = save(dir.path(), "ca.pem", ca);
+    let ca_file = ca_path.display().to_string();
+    let (reg, http, token) = registry_with_cluster_and(&[("DAMSELFLY_PUBLIC_CA_FILE", &ca_file)]).await;
+    let script = fetch_script(&reg, &http, &token, "?agent_image=registry.example.com/damselfly/agent:1.0").await;
+    let path = save(dir.path(), "setup.sh", &script);
+    let yaml = stdout_of(&sh(&path, &["--dry-run"], &[]));
+    tokio::task::block_in_place(|| validate(&yaml));
+    let quoted = serde_json::Value::String(ca.into()).to_string();
+    assert_eq!(yaml_value(&yaml, "registry-ca.pem"), quoted.trim_matches('"'));
+    assert!(yaml.contains("registry_ca = \"/etc/damselfly/registry-ca.pem\""), "{yaml}");
+    assert!(
+        yaml.contains("- secret:\n                  name: damselfly-cluster\n                  optional: true\n                  items:\n                    - key: registry-ca.pem"),
+        "the agent's config directory carries the CA from the Secret, and only it:\n{yaml}"
+    );
+    let node = stdout_of(&sh(&path, &["--node", "--dry-run"], &[("DAMSELFLY_AGENT_BIN", "/bin/true")]));
+    assert!(node.contains("registry_ca = \"/etc/damselfly/registry-ca.pem\""), "{node}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

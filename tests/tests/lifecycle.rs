@@ -52,6 +52,7 @@ fn help_lists_every_setting_with_its_variable() {
         ("--acceleration-host", "DAMSELFLY_ACCELERATION_HOST"),
         ("--console-session-hours", "DAMSELFLY_CONSOLE_SESSION_HOURS"),
         ("--traffic-sample-secs", "DAMSELFLY_TRAFFIC_SAMPLE_SECS"),
+        ("--public-ca-file", "DAMSELFLY_PUBLIC_CA_FILE"),
     ] {
         assert!(help.contains(flag) && help.contains(var), "--help lacks {flag} / {var}:\n{help}");
     }

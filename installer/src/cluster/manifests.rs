@@ -23,6 +23,11 @@ pub fn manifests(setup: &ClusterSetup) -> String {
     let indented_toml: String = agent_toml.lines().map(|l| format!("    {l}\n")).collect();
     let token = q(&setup.cluster_token);
     let cluster = q(&setup.cluster);
+    // The registry's private CA, if any, beside the token; the agent reads it from its config directory.
+    let registry_ca = match &setup.registry_ca {
+        Some(pem) => format!("  registry-ca.pem: {}\n", q(pem)),
+        None => String::new(),
+    };
     format!(
         r#"# Damselfly cluster setup for {cluster_plain}: the agent on every node, and
 # the webhook that points Pods of labelled namespaces at {accel_plain}.
@@ -47,7 +52,7 @@ metadata:
 type: Opaque
 stringData:
   cluster-token: {token}
----
+{registry_ca}---
 apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -228,8 +233,16 @@ spec:
               mountPath: /var/lib/damselfly/cache
       volumes:
         - name: config
-          configMap:
-            name: damselfly-agent
+          projected:
+            sources:
+              - configMap:
+                  name: damselfly-agent
+              - secret:
+                  name: damselfly-cluster
+                  optional: true
+                  items:
+                    - key: registry-ca.pem
+                      path: registry-ca.pem
         - name: host-etc
           hostPath:
             path: /etc

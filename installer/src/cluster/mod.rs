@@ -21,11 +21,16 @@ pub const ACCELERATION_LABEL_VALUE: &str = "p2p";
 /// The port the webhook serves HTTPS on inside its Pod.
 pub const WEBHOOK_PORT: u16 = 8443;
 
+/// Where the agent finds the registry's CA, on a node and in its Pod.
+pub const REGISTRY_CA_PATH: &str = "/etc/damselfly/registry-ca.pem";
+
 /// Everything a setup script is rendered from.
 #[derive(Clone, Debug)]
 pub struct ClusterSetup {
     /// The registry's public URL, e.g. `https://registry.example.com`.
     pub registry_url: String,
+    /// PEM of the CA behind the registry's certificate, if it is a private one.
+    pub registry_ca: Option<String>,
     /// `tenant/cluster`, for people reading the script.
     pub cluster: String,
     /// The cluster token the agents authenticate with.
@@ -42,6 +47,10 @@ impl ClusterSetup {
     /// The agent's configuration file, as the ConfigMap and `--node` install it.
     pub fn agent_toml(&self, cache_dir: &str) -> String {
         let q = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
+        let ca = match self.registry_ca {
+            Some(_) => format!("registry_ca = {}\n", q(REGISTRY_CA_PATH)),
+            None => String::new(),
+        };
         format!(
             "# The Damselfly agent's settings; the cluster token comes from the environment.\n\
              registry = {}\n\
@@ -56,7 +65,7 @@ impl ClusterSetup {
             q(&self.registry_url),
             q(cache_dir),
             self.cache_max_bytes
-        )
+        ) + &ca
     }
 }
 

@@ -38,6 +38,7 @@ pub fn script(setup: &ClusterSetup) -> String {
         .replace("@@REGISTRY_URL@@", &shell_quoted(&setup.registry_url))
         .replace("@@CLUSTER@@", &shell_quoted(&setup.cluster))
         .replace("@@ACCELERATION_HOST@@", &shell_quoted(&setup.acceleration_host))
+        .replace("@@REGISTRY_CA@@", &shell_quoted(setup.registry_ca.as_deref().unwrap_or_default().trim_end()))
         .replace("@@CLEANUP_MANIFEST@@", cleanup_manifest(setup).trim_end())
         .replace("@@NODE_CONFIG@@", &node_config)
         .replace("@@MANIFESTS@@", &objects)

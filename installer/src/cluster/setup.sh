@@ -11,6 +11,8 @@ set -eu
 REGISTRY_URL=@@REGISTRY_URL@@
 CLUSTER=@@CLUSTER@@
 ACCELERATION_HOST=@@ACCELERATION_HOST@@
+# The CA behind the registry's certificate when it is a private one, else empty.
+REGISTRY_CA_PEM=@@REGISTRY_CA@@
 NAMESPACE=damselfly-system
 LABEL=damselfly.io/acceleration
 
@@ -256,6 +258,9 @@ install_node() {
     node_preflight
     mkdir -p /etc/damselfly /var/lib/damselfly/cache
     (umask 077 && node_config >/etc/damselfly/agent.toml)
+    if [ -n "$REGISTRY_CA_PEM" ]; then
+        printf '%s\n' "$REGISTRY_CA_PEM" >/etc/damselfly/registry-ca.pem
+    fi
     node_unit "$agent" >/etc/systemd/system/damselfly-agent.service
     report=$("$agent" node-setup --registry "$REGISTRY_URL" --acceleration-host "$ACCELERATION_HOST")
     say "$report"
@@ -279,7 +284,7 @@ uninstall_node() {
     fi
     node_preflight
     systemctl disable --now damselfly-agent 2>/dev/null || true
-    rm -f /etc/systemd/system/damselfly-agent.service /etc/damselfly/agent.toml
+    rm -f /etc/systemd/system/damselfly-agent.service /etc/damselfly/agent.toml /etc/damselfly/registry-ca.pem
     rmdir /etc/damselfly 2>/dev/null || true
     systemctl daemon-reload
     "$agent" node-setup --uninstall

@@ -70,8 +70,18 @@ async fn install_script(
             "agent_image `{agent_image}` is not an image reference: give it as host/repository:tag or host/repository@sha256:…"
         )));
     }
+    let registry_ca = match &state.config.public_ca_file {
+        Some(path) => Some(tokio::fs::read_to_string(path).await.map_err(|e| {
+            RegistryError::Io(std::io::Error::other(format!(
+                "cannot read the public CA file {} (public_ca_file): {e}",
+                path.display()
+            )))
+        })?),
+        None => None,
+    };
     let setup = ClusterSetup {
         registry_url,
+        registry_ca,
         cluster: format!("{}/{}", cluster.tenant, cluster.name),
         cluster_token: token,
         acceleration_host,
