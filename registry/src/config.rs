@@ -45,6 +45,10 @@ pub struct Config {
     /// `host:port` workloads pull through P2P at (the agents' mirror), shown in the console's pull commands.
     /// Default: `p2p.<host of public_url>:65001`.
     pub acceleration_host: Option<String>,
+    /// PEM file of an ES256 (P-256, PKCS#8) private key that signs tokens,
+    /// e.g. from a Kubernetes Secret. It becomes the active key the first time
+    /// it is seen; without it, the registry generates and rotates its own.
+    pub signing_key_file: Option<PathBuf>,
     /// PEM file of the CA that signed the certificate behind `public_url`,
     /// when it is not a public one: cluster setup hands it to the agents.
     pub public_ca_file: Option<PathBuf>,
@@ -83,6 +87,7 @@ impl Default for Config {
             login_failures_per_minute: 10,
             acceleration_host: None,
             public_ca_file: None,
+            signing_key_file: None,
             console_session_hours: 12,
             traffic_sample_secs: 60,
         }
@@ -142,6 +147,9 @@ pub struct Cli {
     /// `host:port` workloads pull through P2P at, shown in the console [default: p2p.<public host>:65001].
     #[arg(long, env = "DAMSELFLY_ACCELERATION_HOST")]
     pub acceleration_host: Option<String>,
+    /// PEM file of an ES256 (P-256, PKCS#8) token signing key to use [default: keys generated and kept in the database].
+    #[arg(long, env = "DAMSELFLY_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
     /// PEM file of the CA behind public_url's certificate, handed to agents by cluster setup [default: none].
     #[arg(long, env = "DAMSELFLY_PUBLIC_CA_FILE")]
     pub public_ca_file: Option<PathBuf>,
@@ -207,6 +215,9 @@ impl Config {
         }
         if cli.public_ca_file.is_some() {
             config.public_ca_file = cli.public_ca_file;
+        }
+        if cli.signing_key_file.is_some() {
+            config.signing_key_file = cli.signing_key_file;
         }
         if cli.admin_password.is_some() {
             config.admin_password = cli.admin_password;

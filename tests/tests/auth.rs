@@ -847,6 +847,58 @@ async fn tokens_for_another_service_or_issuer_are_refused_though_the_keys_are_sh
 /// database: seconds, like the registry's other caches (which live 2 s).
 const REPLICA_CONVERGENCE: Duration = Duration::from_secs(15);
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signing_key_file_signs_for_every_replica_until_the_api_rotates_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("key.pem");
+    let public = dir.path().join("public.pem");
+    run(Command::new("openssl")
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .arg(&key));
+    run(Command::new("openssl").arg("pkey").arg("-in").arg(&key).arg("-pubout").arg("-out").arg(&public));
+    let key_file = key.display().to_string();
+    let env = [("DAMSELFLY_SIGNING_KEY_FILE", key_file.as_str())];
+    let reg = Registry::start_with(Backend::Sqlite, &env);
+    let http = Http::new(&reg);
+    management_api_is_up(&http).await;
+
+    // Tokens verify with the file's public key, under the id every replica derives from it.
+    let scope = ["repository:team/app:pull"];
+    let (token, _) = http.token(&Cred::admin(), &scope).await;
+    let kid = jwt(&token).0["kid"].as_str().expect("kid").to_owned();
+    let verifying = DecodingKey::from_ec_pem(&fs::read(&public).expect("public key")).expect("PEM public key");
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_audience(&[SERVICE]);
+    jsonwebtoken::decode::<Value>(&token, &verifying, &validation).expect("signed with the file's key");
+    let replica = Registry::start_sharing(&reg, &[("DAMSELFLY_PUBLIC_URL", reg.url.as_str()), env[0]]);
+    let (from_replica, _) = Http::new(&replica).token(&Cred::admin(), &scope).await;
+    assert_eq!(jwt(&from_replica).0["kid"], kid.as_str(), "a replica with the same file signs with the same key");
+
+    // Rotated through the API, the file's key is not brought back by a replica starting with it.
+    let rotated = http.admin_api(Method::POST, "/api/v1/signing-keys/rotate", Value::Null).await["kid"]
+        .as_str()
+        .expect("kid")
+        .to_owned();
+    let late = Registry::start_sharing(&reg, &[("DAMSELFLY_PUBLIC_URL", reg.url.as_str()), env[0]]);
+    let (from_late, _) = Http::new(&late).token(&Cred::admin(), &scope).await;
+    assert_eq!(jwt(&from_late).0["kid"], rotated.as_str());
+
+    // A file that is not a P-256 PKCS#8 key stops the start with what to do.
+    fs::write(&key, "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n").expect("write");
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg(damselfly_tests::binary("damselfly-registry"))
+        .env_clear()
+        .env("DAMSELFLY_LISTEN", format!("127.0.0.1:{}", damselfly_tests::free_port()))
+        .env("DAMSELFLY_DATA_DIR", dir.path().join("data"))
+        .env("DAMSELFLY_SIGNING_KEY_FILE", &key)
+        .output()
+        .expect("run the registry");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("signing key file") && err.contains("openssl genpkey"), "{err}");
+}
+
 async fn a_rotated_signing_key_is_published_and_used_by_every_replica(backend: Backend) {
     let reg = Registry::start(backend);
     let http = Http::new(&reg);

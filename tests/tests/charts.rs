@@ -65,6 +65,7 @@ fn the_registry_chart_renders_valid_objects_with_its_defaults() {
 fn the_registry_chart_with_postgres_an_ingress_and_an_existing_claim_renders_valid_objects() {
     let values = format!(
         "{REGISTRY}replicas: 3\ndatabase:\n  existingSecret: pg\nadmin:\n  existingSecret: admin\n\
+         signingKey:\n  existingSecret: token-key\n\
          persistence:\n  existingClaim: shared-blobs\n\
          ingress:\n  enabled: true\n  className: nginx\n  host: registry.example.com\n  \
          annotations:\n    nginx.ingress.kubernetes.io/proxy-body-size: \"0\"\n  tls:\n    secretName: registry-tls\n"
@@ -76,6 +77,8 @@ fn the_registry_chart_with_postgres_an_ingress_and_an_existing_claim_renders_val
         "name: DAMSELFLY_DATABASE_URL\n              valueFrom:\n                secretKeyRef:\n                  name: pg\n                  key: url",
         "name: DAMSELFLY_ADMIN_PASSWORD\n              valueFrom:\n                secretKeyRef:\n                  name: admin\n                  key: password",
         "claimName: shared-blobs",
+        "name: DAMSELFLY_SIGNING_KEY_FILE\n              value: /etc/damselfly/signing-key/key.pem",
+        "secretName: token-key\n            defaultMode: 0440\n            items:\n              - key: signing-key.pem\n                path: key.pem",
         "nginx.ingress.kubernetes.io/proxy-body-size: '0'",
         "secretName: registry-tls",
     ] {

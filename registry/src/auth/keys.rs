@@ -40,6 +40,17 @@ pub enum KeyError {
     /// A stored key is not a valid P-256 PKCS#8 key.
     #[error("signing key {0} in the database is not a valid ES256 key")]
     Invalid(String),
+    /// The configured key file cannot be used.
+    #[error(
+        "cannot use the signing key file {path}: {problem}; give a P-256 private key in PKCS#8 PEM, \
+         e.g. from `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`"
+    )]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// One entry of the JWKS document.
@@ -70,11 +81,55 @@ fn load(kid: &str, pkcs8: &[u8], retired: bool) -> Result<LoadedKey, KeyError> {
     Ok(LoadedKey { kid: kid.to_owned(), encoding: EncodingKey::from_ec_der(pkcs8), decoding, x, y, retired })
 }
 
+/// The key in a PKCS#8 PEM file, checked, with its id: the first 16 hex
+/// digits of the SHA-256 of its public point.
+async fn read_key_file(path: &std::path::Path) -> Result<(String, Vec<u8>), KeyError> {
+    use base64::Engine as _;
+    let problem = |problem: String| KeyError::File { path: path.display().to_string(), problem };
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| problem(e.to_string()))?;
+    let body: String = text
+        .lines()
+        .skip_while(|l| l.trim() != "-----BEGIN PRIVATE KEY-----")
+        .skip(1)
+        .take_while(|l| l.trim() != "-----END PRIVATE KEY-----")
+        .collect();
+    if body.is_empty() {
+        return Err(problem("no `BEGIN PRIVATE KEY` block in it".into()));
+    }
+    let pkcs8 = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|e| problem(format!("its PEM is not base64: {e}")))?;
+    let rng = ring::rand::SystemRandom::new();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
+        .map_err(|_| problem("it is not a P-256 key in PKCS#8".into()))?;
+    use ring::signature::KeyPair as _;
+    use sha2::Digest as _;
+    let kid = hex::encode(sha2::Sha256::digest(pair.public_key().as_ref()))[..16].to_owned();
+    Ok((kid, pkcs8))
+}
+
 impl KeyRing {
-    /// Loads the keys, creating the first one on a new database.
-    pub async fn open(db: &Db, verify_grace: i64) -> Result<KeyRing, KeyError> {
+    /// Loads the keys, creating the first one on a new database. A key from
+    /// `key_file` becomes the active one the first time it is seen (and only
+    /// then); its id comes from its public key, so every replica agrees on it.
+    pub async fn open(db: &Db, verify_grace: i64, key_file: Option<&std::path::Path>) -> Result<KeyRing, KeyError> {
         let ring = KeyRing { keys: RwLock::new(HashMap::new()), active: RwLock::new(None), verify_grace };
         ring.reload(db).await?;
+        if let Some(path) = key_file {
+            let (kid, pkcs8) = read_key_file(path).await?;
+            // A key seen before stays as the API left it: rotating through the
+            // API, or to a new file, is never undone by a restart.
+            if !db.signing_keys().contains(&kid).await? {
+                // Another replica starting with the same file may have added it first.
+                if let Err(e) = db.signing_keys().rotate_in(&kid, &pkcs8).await {
+                    if !db.signing_keys().contains(&kid).await? {
+                        return Err(e.into());
+                    }
+                }
+                tracing::info!(kid, file = %path.display(), "signing with the key from the key file");
+                ring.reload(db).await?;
+            }
+        }
         if ring.active.read().unwrap_or_else(|p| p.into_inner()).is_none() {
             ring.rotate(db).await?;
         }

@@ -114,7 +114,7 @@ impl Auth {
         let refresh_ttl = config.refresh_token_ttl_secs as i64;
         let public = config.public_url();
         Ok(Auth {
-            keys: KeyRing::open(db, token_ttl.max(refresh_ttl) + 60).await?,
+            keys: KeyRing::open(db, token_ttl.max(refresh_ttl) + 60, config.signing_key_file.as_deref()).await?,
             authenticator: Authenticator::default(),
             policy: Policy::default(),
             limiter: LoginLimiter::new(config.login_failures_per_minute.max(1), Duration::from_secs(60)),

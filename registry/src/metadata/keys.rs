@@ -21,6 +21,12 @@ pub struct SigningKeys<'a> {
 }
 
 impl SigningKeys<'_> {
+    /// Whether a key with this id was ever stored, retired or not.
+    pub async fn contains(&self, kid: &str) -> Result<bool, sqlx::Error> {
+        let row = sqlx::query("SELECT 1 FROM signing_keys WHERE kid = $1").bind(kid).fetch_optional(self.pool).await?;
+        Ok(row.is_some())
+    }
+
     /// Keys that sign or may still verify: active ones and those retired after `retired_after`.
     pub async fn usable(&self, retired_after: i64) -> Result<Vec<StoredKey>, sqlx::Error> {
         let rows = sqlx::query(
