@@ -165,15 +165,7 @@ async fn report(
     Json(req): Json<ReportRequest>,
 ) -> Result<StatusCode> {
     state.scheduler.agent(cluster.id, &req.agent_id).ok_or_else(unknown_agent)?;
-    state.scheduler.report(
-        cluster.id,
-        &req.agent_id,
-        req.digest,
-        &req.have,
-        &req.failed_parents,
-        &req.bad_parents,
-        &req.bytes_from,
-    );
+    state.scheduler.report(cluster.id, &req);
     let from_peers = req.bytes_from.iter().map(|(_, n)| *n).sum();
     state.p2p_stats.received(cluster.id, req.digest, Traffic { peers: from_peers, seed: 0 });
     if !req.bad_parents.is_empty() {

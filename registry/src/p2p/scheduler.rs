@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use damselfly_core::p2p::{Parent, RegisterRequest};
+use damselfly_core::p2p::{Parent, RegisterRequest, ReportRequest};
 use damselfly_core::Digest;
 
 use crate::metadata::ClusterId;
@@ -344,16 +344,9 @@ impl Scheduler {
     }
 
     /// Records progress and trouble reported by an agent.
-    pub fn report(
-        &self,
-        cluster: ClusterId,
-        agent: &str,
-        digest: Digest,
-        have: &[u32],
-        failed: &[String],
-        bad: &[String],
-        bytes_from: &[(String, u64)],
-    ) {
+    pub fn report(&self, cluster: ClusterId, report: &ReportRequest) {
+        let ReportRequest { agent_id, digest, have, failed_parents: failed, bad_parents: bad, bytes_from } = report;
+        let (agent, digest) = (agent_id.as_str(), *digest);
         let now = Instant::now();
         let mut state = self.lock();
         let Some(swarm) = state.swarms.get_mut(&(cluster, digest)) else { return };
@@ -428,6 +421,17 @@ mod tests {
 
     const C: ClusterId = ClusterId(1);
 
+    fn progress(agent: &str, digest: Digest, have: &[u32], failed: &[String], bad: &[String]) -> ReportRequest {
+        ReportRequest {
+            agent_id: agent.to_owned(),
+            digest,
+            have: have.to_vec(),
+            failed_parents: failed.to_vec(),
+            bad_parents: bad.to_vec(),
+            bytes_from: Vec::new(),
+        }
+    }
+
     #[test]
     fn the_seed_sends_a_few_pieces_at_a_time_to_different_agents_who_then_trade() {
         let s = Scheduler::new(Duration::from_secs(10));
@@ -440,7 +444,7 @@ mod tests {
         let pb = s.join(C, &b, d, 8, &[]);
         assert!(pb.seed_pieces.is_empty(), "the cluster's seed budget is spent");
         assert!(pa.parents.is_empty() && pb.parents.is_empty());
-        s.report(C, &a, d, &[0, 1], &[], &[], &[]);
+        s.report(C, &progress(&a, d, &[0, 1], &[], &[]));
         let pb = s.join(C, &b, d, 8, &[]);
         assert_eq!(pb.parents.len(), 1);
         assert_eq!(pb.parents[0].agent_id, a);
@@ -451,7 +455,7 @@ mod tests {
         assert_eq!(pc.seed_pieces, [5], "each agent gets a different piece from the seed");
         let pa = s.join(C, &a, d, 8, &[0, 1]);
         assert_eq!(pa.seed_pieces, [2, 3], "its own reservations, nothing more: four pieces are out");
-        s.report(C, &b, d, &[4], &[], &[], &[]);
+        s.report(C, &progress(&b, d, &[4], &[], &[]));
         let pb = s.join(C, &b, d, 8, &[4]);
         assert_eq!(pb.seed_pieces, [6], "a piece arrived, so the next goes out");
         assert_eq!(s.holders(C, d), [1, 1, 0, 0, 1, 0, 0, 0]);
@@ -467,10 +471,10 @@ mod tests {
         // Both blobs now wait for the seed: y asked first.
         assert!(s.join(C, &ys[0], y, 8, &[]).seed_pieces.is_empty());
         assert!(s.join(C, &xs[1], x, 8, &[]).seed_pieces.is_empty());
-        s.report(C, &xs[0], x, &[0], &[], &[], &[]);
+        s.report(C, &progress(&xs[0], x, &[0], &[], &[]));
         assert!(s.join(C, &xs[1], x, 8, &[]).seed_pieces.is_empty(), "y is first in line");
         assert_eq!(s.join(C, &ys[1], y, 8, &[]).seed_pieces, [0], "y's turn");
-        s.report(C, &xs[0], x, &[1], &[], &[], &[]);
+        s.report(C, &progress(&xs[0], x, &[1], &[], &[]));
         assert!(s.join(C, &ys[2], y, 8, &[]).seed_pieces.is_empty(), "x is first in line now");
         assert_eq!(s.join(C, &xs[1], x, 8, &[]).seed_pieces, [4], "and x's turn again");
     }
@@ -510,13 +514,13 @@ mod tests {
         assert_eq!(order.len(), 3);
         assert_eq!(order[2], far.as_str(), "another zone ranks last");
         assert!(plan.seed_pieces.is_empty(), "the seed is the last resort");
-        s.report(C, &me, d, &[], &[near.clone()], &[liar.clone()], &[]);
+        s.report(C, &progress(&me, d, &[], std::slice::from_ref(&near), std::slice::from_ref(&liar)));
         let plan = s.join(C, &me, d, 2, &[]);
         let order: Vec<&str> = plan.parents.iter().map(|p| p.agent_id.as_str()).collect();
         assert_eq!(order, [far.as_str()]);
         assert!(plan.seed_pieces.is_empty(), "a healthy peer still holds every piece");
         // With every holder failing or bad, the seed serves the pieces.
-        s.report(C, &me, d, &[], &[far.clone()], &[], &[]);
+        s.report(C, &progress(&me, d, &[], std::slice::from_ref(&far), &[]));
         let plan = s.join(C, &me, d, 2, &[]);
         assert!(plan.parents.is_empty());
         assert_eq!(plan.seed_pieces, [0, 1]);
