@@ -369,3 +369,124 @@ async fn podman_pulls_the_acceleration_host_through_the_agent_and_from_the_regis
     assert_eq!(w.registry_sent().await - sent_before, w.blob_bytes, "every blob came straight from the registry");
     assert_eq!(ws.image_id(&image), id);
 }
+
+/// A Docker engine of the test's own (data root, socket, `daemon.json` from the
+/// node root), in a mount namespace where the node root's `/etc/hosts` stands
+/// in for the machine's. Stopped on drop.
+struct DockerEngine {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl DockerEngine {
+    fn start(root: &Path) -> DockerEngine {
+        let dir = tempfile::Builder::new().prefix("damselfly-docker-").tempdir().expect("temp dir");
+        let d = dir.path().display();
+        let script = format!(
+            "mount --bind {root}/etc/hosts /etc/hosts && exec dockerd --config-file {root}/etc/docker/daemon.json \
+             --data-root {d}/data --exec-root {d}/exec --pidfile {d}/dockerd.pid --host unix://{d}/docker.sock \
+             --iptables=false --bridge=none --storage-driver vfs",
+            root = root.display()
+        );
+        let log = fs::File::create(dir.path().join("dockerd.log")).expect("log");
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd (apt-get install docker.io)");
+        let engine = DockerEngine { child, dir };
+        for _ in 0..300 {
+            if engine.docker().arg("version").output().is_ok_and(|o| o.status.success()) {
+                return engine;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "dockerd did not answer in 30 s:\n{}",
+            fs::read_to_string(engine.dir.path().join("dockerd.log")).unwrap_or_default()
+        );
+    }
+
+    /// The docker CLI, talking to this engine, with its own credentials store.
+    fn docker(&self) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.arg("--host")
+            .arg(format!("unix://{}/docker.sock", self.dir.path().display()))
+            .env("DOCKER_CONFIG", self.dir.path().join("client"));
+        cmd
+    }
+}
+
+impl Drop for DockerEngine {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_pulls_the_acceleration_host_through_the_agent() {
+    let w = World::new().await;
+    let root = tempfile::tempdir().expect("node root");
+    let root = root.path();
+    fs::create_dir_all(root.join("etc/docker")).expect("mkdir");
+    fs::copy("/etc/hosts", root.join("etc/hosts")).expect("the machine's hosts file");
+    // Docker has no mirrors for other registries: it reaches the acceleration
+    // host itself, by the hosts entry, on the port its name carries, which is
+    // where the agent listens.
+    let port = w.agent().mirror_host.rsplit(':').next().expect("port");
+    let accel = format!("p2p.damselfly.test:{port}");
+    node_setup(
+        root,
+        &[
+            "--registry",
+            &w.reg.url,
+            "--acceleration-host",
+            &accel,
+            "--mirror",
+            &w.agent().mirror_host,
+            "--runtime",
+            "docker",
+        ],
+    );
+    let engine = tokio::task::block_in_place(|| DockerEngine::start(root));
+    let mut login = engine.docker();
+    login.args(["login", "--username", ADMIN_USER, "--password-stdin", &accel]).stdin(std::process::Stdio::piped());
+    let mut child = login.stdout(std::process::Stdio::null()).spawn().expect("docker login");
+    {
+        use std::io::Write as _;
+        child.stdin.take().expect("stdin").write_all(ADMIN_PASSWORD.as_bytes()).expect("password");
+    }
+    assert!(child.wait().expect("docker login").success(), "docker login to {accel} through the agent");
+
+    let image = format!("{accel}/accel/app:1.0");
+    tokio::task::block_in_place(|| run(engine.docker().args(["pull", "--quiet", &image])));
+    assert_eq!(w.agent_received().await, w.blob_bytes, "every blob came through the agent");
+    let id = run(engine.docker().args(["image", "inspect", "--format", "{{.Id}}", &image]));
+    let config = w
+        .http
+        .get(format!("{}/v2/accel/app/manifests/1.0", w.reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .await
+        .expect("manifest")
+        .json::<Value>()
+        .await
+        .expect("manifest JSON")["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_owned();
+    assert_eq!(id.trim(), config, "Docker holds the pushed image");
+}
