@@ -4,6 +4,7 @@
 
 mod cache;
 mod config;
+mod get;
 mod image;
 mod metrics;
 mod mirror;
@@ -45,6 +46,7 @@ fn main() {
             }
             return;
         }
+        Command::Get(args) => std::process::exit(get::main(args)),
         Command::Image(command) => {
             let result = tokio::runtime::Runtime::new()
                 .map_err(|e| format!("cannot start the async runtime: {e}"))
@@ -93,13 +95,27 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
+pub(crate) async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} for the {what}: {e}; is another agent running?"))
 }
 
-async fn run(config: Config) -> Result<(), String> {
+/// The agent's parts wired together, before they listen anywhere: the
+/// daemon serves them on its configured ports, a one-shot `get` on ephemeral ones.
+pub(crate) struct Node {
+    /// The registry client; its `start` registers and keeps the heartbeat going.
+    pub registry: Arc<registry::RegistryClient>,
+    /// The registry mirror.
+    pub mirror: axum::Router,
+    /// The piece server.
+    pub peer: axum::Router,
+    /// The counters.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// Opens the cache and builds the engine, the mirror and the piece server for `config`.
+pub(crate) fn assemble(config: &Config) -> Result<Node, String> {
     let metrics = metrics::Metrics::new();
     let cache = cache::Cache::open(&config.cache_dir, config.cache_max_bytes, config.cache_watermarks, metrics.clone())
         .map_err(|e| format!("cannot use the cache directory {}: {e}", config.cache_dir.display()))?;
@@ -111,12 +127,6 @@ async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let registry = registry::RegistryClient::new(config.clone(), http.clone(), metrics.clone());
     let engine = piece::Engine::new(cache, registry.clone(), metrics.clone(), http, config.download_rate);
-
-    let mirror_listener = bind(config.listen, "registry mirror").await?;
-    let peer_listener = bind(config.peer_listen, "piece server").await?;
-    let metrics_listener = bind(config.metrics_listen, "metrics").await?;
-    let peer_port = peer_listener.local_addr().map_err(|e| e.to_string())?.port();
-
     let mirror = mirror::router(mirror::MirrorState {
         registry: registry.clone(),
         engine: engine.clone(),
@@ -131,6 +141,15 @@ async fn run(config: Config) -> Result<(), String> {
         corrupt: config.corrupt_pieces,
         upload_limit: Arc::new(rate::RateLimit::new(config.upload_rate)),
     });
+    Ok(Node { registry, mirror, peer, metrics })
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let Node { registry, mirror, peer, metrics } = assemble(&config)?;
+    let mirror_listener = bind(config.listen, "registry mirror").await?;
+    let peer_listener = bind(config.peer_listen, "piece server").await?;
+    let metrics_listener = bind(config.metrics_listen, "metrics").await?;
+    let peer_port = peer_listener.local_addr().map_err(|e| e.to_string())?.port();
     let metrics_app = metrics::router(metrics, registry.clone());
     tracing::info!(
         mirror = %config.listen, peer = %config.peer_listen, metrics = %config.metrics_listen,

@@ -56,7 +56,8 @@ impl Challenge {
         v
     }
 
-    fn parse(header: &str) -> Option<Challenge> {
+    /// Parses a `WWW-Authenticate: Bearer realm=…,service=…` header.
+    pub fn parse(header: &str) -> Option<Challenge> {
         let rest = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer "))?;
         let mut realm = None;
         let mut service = None;
