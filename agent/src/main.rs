@@ -11,6 +11,7 @@ mod mirror;
 mod node_setup;
 mod peer;
 mod piece;
+mod preheat;
 mod rate;
 mod registry;
 mod webhook;
@@ -112,6 +113,8 @@ pub(crate) struct Node {
     pub peer: axum::Router,
     /// The counters.
     pub metrics: Arc<metrics::Metrics>,
+    /// The download engine, for a daemon's preheat worker.
+    pub engine: Arc<piece::Engine>,
 }
 
 /// Opens the cache and builds the engine, the mirror and the piece server for `config`.
@@ -134,18 +137,21 @@ pub(crate) fn assemble(config: &Config) -> Result<Node, String> {
         relay,
     });
     let peer = peer::router(peer::PeerState {
-        engine,
+        engine: engine.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         slots: Arc::new(tokio::sync::Semaphore::new(config.upload_slots as usize)),
         corrupt: config.corrupt_pieces,
         upload_limit: Arc::new(rate::RateLimit::new(config.upload_rate)),
     });
-    Ok(Node { registry, mirror, peer, metrics })
+    Ok(Node { registry, mirror, peer, metrics, engine })
 }
 
 async fn run(config: Config) -> Result<(), String> {
-    let Node { registry, mirror, peer, metrics } = assemble(&config)?;
+    let Node { registry, mirror, peer, metrics, engine } = assemble(&config)?;
+    let (work, tasks) = tokio::sync::mpsc::unbounded_channel();
+    registry.take_preheat_work(work);
+    tokio::spawn(preheat::work(engine, registry.clone(), tasks));
     let mirror_listener = bind(config.listen, "registry mirror").await?;
     let peer_listener = bind(config.peer_listen, "piece server").await?;
     let metrics_listener = bind(config.metrics_listen, "metrics").await?;

@@ -475,6 +475,32 @@ impl Registry {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// Pushes an OCI image manifest under `tag` as the administrator; returns its digest.
+    pub async fn push_manifest(
+        &self,
+        repository: &str,
+        tag: &str,
+        manifest: &serde_json::Value,
+    ) -> damselfly_core::Digest {
+        let body = manifest.to_string();
+        let r = reqwest::Client::new()
+            .put(format!("{}/v2/{repository}/manifests/{tag}", self.url))
+            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("push a manifest");
+        let status = r.status();
+        assert_eq!(
+            status,
+            reqwest::StatusCode::CREATED,
+            "pushing {repository}:{tag}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        damselfly_core::Digest::of(body.as_bytes())
+    }
+
     /// Pushes `blob` into `repository` as the administrator, in one monolithic upload; returns its digest.
     pub async fn push_blob(&self, repository: &str, blob: &[u8]) -> damselfly_core::Digest {
         let digest = damselfly_core::Digest::of(blob);

@@ -1,7 +1,9 @@
 //! `damselfly-agent get`: files pushed as an OCI artifact fetched by name,
 //! by digest, to a path and to standard output, through a running agent and
 //! as a one-shot peer without one; interrupted and resumed; and the errors a
-//! person sees for a wrong digest, an unknown tag and a missing permission.
+//! person sees for a wrong digest, an unknown tag and a missing permission;
+//! and preheat, which puts an artifact's files into the caches of a
+//! cluster's agents before anything pulls them.
 //! Everything runs on loopback against a real registry on SQLite (the
 //! scheduler keeps its state in memory; the backend changes nothing here).
 
@@ -76,19 +78,8 @@ impl Setup {
             "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
             "layers": layers,
             "annotations": {"org.opencontainers.image.description": "test files"},
-        })
-        .to_string();
-        let r = self
-            .http
-            .put(format!("{}/v2/{REPO}/manifests/{tag}", self.reg.url))
-            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-            .body(manifest.clone())
-            .send()
-            .await
-            .expect("push manifest");
-        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap_or_default());
-        Digest::of(manifest.as_bytes())
+        });
+        self.reg.push_manifest(REPO, tag, &manifest).await
     }
 
     /// A robot of the default tenant; `viewer` of `files` if `may_pull`. Returns (login, secret).
@@ -100,6 +91,19 @@ impl Setup {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         (body["login"].as_str().expect("login").to_owned(), body["token"].as_str().expect("token").to_owned())
+    }
+
+    /// A token for pulling from `REPO` with the robot's credentials, from the registry's token endpoint.
+    async fn pull_token(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/auth/token?service=damselfly&scope=repository:{REPO}:pull", self.reg.url))
+            .basic_auth(&self.robot.0, Some(&self.robot.1))
+            .send()
+            .await
+            .expect("token request");
+        let body: Value = r.json().await.expect("token JSON");
+        body["token"].as_str().expect("token").to_owned()
     }
 
     /// Bytes the registry sent as whole blobs and as seed pieces.
@@ -189,19 +193,10 @@ async fn get_through_the_agent_fetches_files_by_name_by_digest_and_to_stdout() {
     assert_eq!(s.registry_bytes().await, (0.0, (s.files[0].1.len() + s.files[1].1.len()) as f64));
 
     // With a token from the registry's token endpoint instead of a password.
-    let token: Value = s
-        .http
-        .get(format!("{}/auth/token?service=damselfly&scope=repository:{REPO}:pull", s.reg.url))
-        .basic_auth(&s.robot.0, Some(&s.robot.1))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("JSON");
+    let token = s.pull_token().await;
     let mut cmd = s.get(Some(&agent), &[&format!("{REPO}:v1"), "--file", "part-1.bin", "-o", "-"]);
     cmd.env_remove("DAMSELFLY_AGENT_USERNAME").env_remove("DAMSELFLY_AGENT_PASSWORD");
-    cmd.env("DAMSELFLY_AGENT_TOKEN", token["token"].as_str().expect("token"));
+    cmd.env("DAMSELFLY_AGENT_TOKEN", &token);
     let out = output(cmd).await;
     assert_ok(&out);
     assert_eq!(out.stdout, s.files[1].1);
@@ -365,4 +360,93 @@ async fn get_fails_with_a_precise_error_for_a_wrong_digest_an_unknown_tag_and_no
             )
         );
     }
+}
+
+/// Polls a preheat job until it is no longer running (60 s at most); returns it.
+async fn settled(s: &Setup, job: &Value) -> Value {
+    let path = format!("/api/v1/tenants/default/clusters/edge/preheat/{}", job["id"].as_str().expect("job id"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = s.reg.admin(reqwest::Method::GET, &path, Value::Null).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["state"] != "running" {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "the preheat job still runs after 60 s: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preheat_fills_the_chosen_agents_caches_so_that_pulls_cost_no_registry_or_peer_bytes() {
+    let s = Setup::new(&[6 * MIB, 3 * MIB + 1]).await;
+    let agents: Vec<Agent> = (0..3).map(|_| Agent::start(&s.reg.url, &s.cluster_token, &[])).collect();
+    let preheat = "/api/v1/tenants/default/clusters/edge/preheat";
+
+    let (status, body) = s.reg.admin(reqwest::Method::POST, preheat, json!({"repository": REPO, "tag": "v9"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["errors"][0]["message"], format!("{REPO}:v9 does not exist in tenant default"));
+    let (status, body) =
+        s.reg.admin(reqwest::Method::POST, preheat, json!({"repository": REPO, "tag": "v1", "percent": 0})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // A third of three agents, rounded up, is one; all of them is three. Both jobs run side by side.
+    let (status, third) =
+        s.reg.admin(reqwest::Method::POST, preheat, json!({"repository": REPO, "tag": "v1", "percent": 34})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{third}");
+    let (status, every) = s.reg.admin(reqwest::Method::POST, preheat, json!({"repository": REPO, "tag": "v1"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{every}");
+    assert_eq!(every["manifest"], s.manifest.to_string());
+    // The config and both files.
+    assert_eq!(every["blobs"].as_array().map(Vec::len), Some(3));
+    let third = settled(&s, &third).await;
+    let every = settled(&s, &every).await;
+    assert_eq!(third["nodes"].as_array().map(Vec::len), Some(2), "{third}");
+    assert_eq!(every["nodes"].as_array().map(Vec::len), Some(3), "{every}");
+    for job in [&third, &every] {
+        assert_eq!(job["state"], "done", "{job}");
+        for node in job["nodes"].as_array().expect("nodes") {
+            assert_eq!(node["state"], "done", "{job}");
+        }
+    }
+    // Through the swarm: the registry sent about one copy for three caches.
+    let blobs: usize = 2 + s.files.iter().map(|f| f.1.len()).sum::<usize>();
+    let (blob_bytes, seed_bytes) = s.registry_bytes().await;
+    assert_eq!(blob_bytes, 0.0);
+    assert!(seed_bytes <= 1.25 * blobs as f64, "the registry sent {seed_bytes} seed bytes for {blobs} bytes of blobs");
+
+    // Every node now serves every blob from its own cache: no new registry, seed or peer bytes.
+    let mut before = Vec::new();
+    for a in &agents {
+        before.push((
+            agent_received(&s.http, a, "peer").await,
+            agent_received(&s.http, a, "seed").await,
+            agent_received(&s.http, a, "passthrough").await,
+        ));
+    }
+    let token = s.pull_token().await;
+    let mut expected: Vec<(Digest, Vec<u8>)> = vec![(Digest::of(b"{}"), b"{}".to_vec())];
+    expected.extend(s.files.iter().map(|f| (f.2, f.1.clone())));
+    for a in &agents {
+        for (digest, bytes) in &expected {
+            let r = s
+                .http
+                .get(format!("{}/v2/{REPO}/blobs/{digest}", a.mirror_url))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("pull through the agent");
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(&r.bytes().await.expect("body")[..], &bytes[..], "{digest} through {}", a.mirror_url);
+        }
+    }
+    for (a, was) in agents.iter().zip(before) {
+        let now = (
+            agent_received(&s.http, a, "peer").await,
+            agent_received(&s.http, a, "seed").await,
+            agent_received(&s.http, a, "passthrough").await,
+        );
+        assert_eq!(now, was, "bytes received by {} (peer, seed, passthrough) during the pulls", a.mirror_url);
+    }
+    assert_eq!(s.registry_bytes().await, (0.0, seed_bytes));
 }
