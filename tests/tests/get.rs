@@ -12,9 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use damselfly_core::Digest;
-use damselfly_tests::{
-    binary, free_port, metric_value, pseudo_random, Agent, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER,
-};
+use damselfly_tests::{binary, free_port, metric_value, pseudo_random, Agent, Backend, Registry};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
