@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::{Body, PathParams};
 use crate::auth::token::Access;
 use crate::metadata;
-use crate::p2p::preheat::{Job, NewJob};
+use crate::p2p::preheat::{NewJob, PreheatJob};
 use crate::state::AppState;
 
 /// The body of `POST …/preheat`.
@@ -70,7 +70,7 @@ async fn cluster(state: &AppState, tenant: &metadata::Tenant, name: &str) -> Api
     ),
     request_body = NewPreheat,
     responses(
-        (status = 202, description = "Started; poll the job", body = Job),
+        (status = 202, description = "Started; poll the job", body = PreheatJob),
         (status = 400, description = "Invalid body, or the tag is an index", body = ErrorBody),
         (status = 401, description = "No or bad credentials", body = ErrorBody),
         (status = 403, description = "Not an admin or owner of the tenant", body = ErrorBody),
@@ -83,7 +83,7 @@ pub async fn start(
     caller: Caller,
     PathParams((tenant, cluster_name)): PathParams<(String, String)>,
     Body(body): Body<NewPreheat>,
-) -> ApiResult<(StatusCode, Json<Job>)> {
+) -> ApiResult<(StatusCode, Json<PreheatJob>)> {
     let object = format!("cluster/{tenant}/{cluster_name}");
     let attempt = Attempt { action: "cluster.preheat", object: &object };
     let (tenant, _) = access::tenant(&state, &caller, &tenant, TenantNeed::Admin, Some(attempt)).await?;
@@ -158,7 +158,7 @@ pub async fn start(
         ("job" = String, Path, description = "Job id"),
     ),
     responses(
-        (status = 200, description = "The job", body = Job),
+        (status = 200, description = "The job", body = PreheatJob),
         (status = 401, description = "No or bad credentials", body = ErrorBody),
         (status = 403, description = "Not an admin or owner of the tenant", body = ErrorBody),
         (status = 404, description = "No such cluster or job (jobs are kept for an hour)", body = ErrorBody),
@@ -168,7 +168,7 @@ pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
     PathParams((tenant, cluster_name, id)): PathParams<(String, String, String)>,
-) -> ApiResult<Json<Job>> {
+) -> ApiResult<Json<PreheatJob>> {
     let (tenant, _) = access::tenant(&state, &caller, &tenant, TenantNeed::Admin, None).await?;
     let cluster = cluster(&state, &tenant, &cluster_name).await?;
     let online = |agent: &str| state.scheduler.agent(cluster.id, agent).is_some();

@@ -24,7 +24,7 @@ const JOB_TTL_SECS: i64 = 3600;
 /// Where one node stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum NodeState {
+pub enum PreheatState {
     /// Waiting for the agent's next heartbeat.
     Pending,
     /// The agent took the work and is fetching.
@@ -37,13 +37,13 @@ pub enum NodeState {
 
 /// One node of a job.
 #[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct NodeStatus {
+pub struct PreheatNode {
     /// Agent id.
     pub agent_id: String,
     /// Node name.
     pub node: String,
     /// Where it stands.
-    pub state: NodeState,
+    pub state: PreheatState,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -51,7 +51,7 @@ pub struct NodeStatus {
 
 /// A preheat job.
 #[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct Job {
+pub struct PreheatJob {
     /// Job id.
     pub id: String,
     /// The repository.
@@ -65,26 +65,26 @@ pub struct Job {
     #[schema(value_type = Vec<String>)]
     pub blobs: Vec<Digest>,
     /// `running` until every node is done or failed; then `done`, or `failed` if any node failed.
-    pub state: NodeState,
+    pub state: PreheatState,
     /// Unix seconds.
     pub created_at: i64,
     /// The chosen nodes.
-    pub nodes: Vec<NodeStatus>,
+    pub nodes: Vec<PreheatNode>,
     #[serde(skip)]
     cluster: ClusterId,
     #[serde(skip)]
     token: String,
 }
 
-impl Job {
+impl PreheatJob {
     fn settle(&mut self) {
-        let all_over = self.nodes.iter().all(|n| matches!(n.state, NodeState::Done | NodeState::Failed));
+        let all_over = self.nodes.iter().all(|n| matches!(n.state, PreheatState::Done | PreheatState::Failed));
         self.state = if !all_over {
-            NodeState::Running
-        } else if self.nodes.iter().any(|n| n.state == NodeState::Failed) {
-            NodeState::Failed
+            PreheatState::Running
+        } else if self.nodes.iter().any(|n| n.state == PreheatState::Failed) {
+            PreheatState::Failed
         } else {
-            NodeState::Done
+            PreheatState::Done
         };
     }
 }
@@ -108,33 +108,33 @@ pub struct NewJob {
 /// Every job, by id.
 #[derive(Default)]
 pub struct Preheats {
-    jobs: Mutex<HashMap<String, Job>>,
+    jobs: Mutex<HashMap<String, PreheatJob>>,
 }
 
 impl Preheats {
-    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Job>> {
+    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, PreheatJob>> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts a job on `agents`.
-    pub fn create(&self, new: NewJob, agents: &[Agent]) -> Job {
+    pub fn create(&self, new: NewJob, agents: &[Agent]) -> PreheatJob {
         self.create_on(new, agents.iter().map(|a| (a.id.clone(), a.node.clone())).collect())
     }
 
     /// Starts a job on agents given as (id, node name).
-    fn create_on(&self, new: NewJob, agents: Vec<(String, String)>) -> Job {
+    fn create_on(&self, new: NewJob, agents: Vec<(String, String)>) -> PreheatJob {
         let now = crate::metadata::now();
         let nodes = agents
             .into_iter()
-            .map(|(agent_id, node)| NodeStatus { agent_id, node, state: NodeState::Pending, error: None })
+            .map(|(agent_id, node)| PreheatNode { agent_id, node, state: PreheatState::Pending, error: None })
             .collect();
-        let job = Job {
+        let job = PreheatJob {
             id: uuid::Uuid::new_v4().to_string(),
             repository: new.repository,
             tag: new.tag,
             manifest: new.manifest,
             blobs: new.blobs,
-            state: NodeState::Running,
+            state: PreheatState::Running,
             created_at: now,
             nodes,
             cluster: new.cluster,
@@ -148,12 +148,12 @@ impl Preheats {
 
     /// The job `id` of `cluster`, with nodes whose agent `online` no longer
     /// knows marked failed.
-    pub fn job(&self, cluster: ClusterId, id: &str, online: impl Fn(&str) -> bool) -> Option<Job> {
+    pub fn job(&self, cluster: ClusterId, id: &str, online: impl Fn(&str) -> bool) -> Option<PreheatJob> {
         let mut jobs = self.jobs();
         let job = jobs.get_mut(id).filter(|j| j.cluster == cluster)?;
         for n in &mut job.nodes {
-            if matches!(n.state, NodeState::Pending | NodeState::Running) && !online(&n.agent_id) {
-                n.state = NodeState::Failed;
+            if matches!(n.state, PreheatState::Pending | PreheatState::Running) && !online(&n.agent_id) {
+                n.state = PreheatState::Failed;
                 n.error = Some("the agent went offline before it finished".into());
             }
         }
@@ -166,8 +166,8 @@ impl Preheats {
         let mut jobs = self.jobs();
         let mut work = Vec::new();
         for job in jobs.values_mut().filter(|j| j.cluster == cluster) {
-            for n in job.nodes.iter_mut().filter(|n| n.agent_id == agent && n.state == NodeState::Pending) {
-                n.state = NodeState::Running;
+            for n in job.nodes.iter_mut().filter(|n| n.agent_id == agent && n.state == PreheatState::Pending) {
+                n.state = PreheatState::Running;
                 work.push(PreheatTask {
                     job: job.id.clone(),
                     repository: job.repository.clone(),
@@ -184,7 +184,7 @@ impl Preheats {
         let mut jobs = self.jobs();
         let Some(job) = jobs.get_mut(id).filter(|j| j.cluster == cluster) else { return false };
         let Some(node) = job.nodes.iter_mut().find(|n| n.agent_id == agent) else { return false };
-        node.state = if ok { NodeState::Done } else { NodeState::Failed };
+        node.state = if ok { PreheatState::Done } else { PreheatState::Failed };
         node.error = if ok { None } else { Some(error.unwrap_or_else(|| "the agent gave no reason".into())) };
         job.settle();
         true
@@ -220,17 +220,17 @@ mod tests {
         let seen = p.job(ClusterId(1), &job.id, |_| true).expect("job");
         assert_eq!(
             (seen.state, seen.nodes[0].state, seen.nodes[1].state),
-            (NodeState::Running, NodeState::Done, NodeState::Pending)
+            (PreheatState::Running, PreheatState::Done, PreheatState::Pending)
         );
         // y goes offline before it takes the work.
         let seen = p.job(ClusterId(1), &job.id, |a| a != "y").expect("job");
-        assert_eq!((seen.state, seen.nodes[1].state), (NodeState::Failed, NodeState::Failed));
+        assert_eq!((seen.state, seen.nodes[1].state), (PreheatState::Failed, PreheatState::Failed));
         assert!(p.job(ClusterId(2), &job.id, |_| true).is_none(), "another cluster's job is not visible");
 
         let job = p.create_on(new("v2"), vec![agent("x")]);
         p.take_work(ClusterId(1), "x");
         assert!(p.report(ClusterId(1), &job.id, "x", true, None));
-        assert_eq!(p.job(ClusterId(1), &job.id, |_| true).expect("job").state, NodeState::Done);
+        assert_eq!(p.job(ClusterId(1), &job.id, |_| true).expect("job").state, PreheatState::Done);
         assert!(!p.report(ClusterId(1), &job.id, "z", true, None));
     }
 }
