@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use damselfly_core::Digest;
-use damselfly_tests::{binary, free_port, metric_value, pseudo_random, Agent, Backend, Registry};
+use damselfly_tests::{binary, free_port, metric_value, pseudo_random, run, Agent, Backend, Registry};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -160,6 +160,41 @@ async fn agent_received(http: &Client, agent: &Agent, source: &str) -> f64 {
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn get_help_lists_every_flag_with_its_environment_variable() {
+    let help = run(Command::new(binary("damselfly-agent")).args(["get", "--help"]));
+    for flag in [
+        "--output",
+        "--registry",
+        "--username",
+        "--password",
+        "--token",
+        "--file",
+        "--digest",
+        "--agent",
+        "--cluster-token",
+        "--cache-dir",
+        "--peer-listen",
+        "--advertise-ip",
+        "--zone",
+        "--download-rate",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+    for var in [
+        "DAMSELFLY_AGENT_REGISTRY",
+        "DAMSELFLY_AGENT_USERNAME",
+        "DAMSELFLY_AGENT_PASSWORD",
+        "DAMSELFLY_AGENT_TOKEN",
+        "DAMSELFLY_AGENT_MIRROR",
+        "DAMSELFLY_AGENT_CLUSTER_TOKEN",
+        "DAMSELFLY_AGENT_CACHE_DIR",
+        "DAMSELFLY_AGENT_DOWNLOAD_RATE",
+    ] {
+        assert!(help.contains(var), "{var} missing from:\n{help}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

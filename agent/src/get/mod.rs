@@ -61,7 +61,7 @@ pub struct GetArgs {
     pub cluster_token: Option<String>,
     /// One-shot peer: cache directory, where an interrupted download resumes from
     /// [default: $XDG_CACHE_HOME/damselfly-agent, else ~/.cache/damselfly-agent].
-    #[arg(long)]
+    #[arg(long, env = "DAMSELFLY_AGENT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// One-shot peer: address of the piece server that serves other peers while this one downloads.
     #[arg(long, default_value = "0.0.0.0:0")]
@@ -73,7 +73,7 @@ pub struct GetArgs {
     #[arg(long, env = "DAMSELFLY_AGENT_ZONE")]
     pub zone: Option<String>,
     /// One-shot peer: most bytes per second of pieces fetched [default: 0, no limit].
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "DAMSELFLY_AGENT_DOWNLOAD_RATE", default_value_t = 0)]
     pub download_rate: u64,
 }
 
