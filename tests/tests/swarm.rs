@@ -545,6 +545,53 @@ fn six_nodes_get_a_256_mib_artifact_file_at_once_and_the_registry_sends_it_about
     );
 }
 
+/// Preheat to all six agents of a cluster, each in its own namespace: afterwards every
+/// node's pull of every layer is served from its own cache, with no byte from the
+/// registry or a peer, and the preheat itself cost the registry about one copy.
+#[test]
+fn after_a_preheat_to_six_agents_every_pull_comes_from_the_local_cache() {
+    let _serial = serial();
+    let (swarm, layers, token, nodes) = Swarm::fault_scenario();
+    let image: usize = layers.iter().map(|l| l.len).sum();
+    let (code, job) = swarm.admin(
+        "POST",
+        "/api/v1/tenants/default/clusters/swarm/preheat",
+        &json!({"repository": REPO, "tag": "v1"}),
+    );
+    assert_eq!(code, 202, "{job}");
+    let path = format!("/api/v1/tenants/default/clusters/swarm/preheat/{}", job["id"].as_str().expect("job id"));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let job = loop {
+        let (code, job) = swarm.admin("GET", &path, &Value::Null);
+        assert_eq!(code, 200, "{job}");
+        if job["state"] != "running" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "preheat still running after 90 s: {job}\n{}", swarm.logs());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(job["state"], "done", "{job}\n{}", swarm.logs());
+    assert_eq!(job["nodes"].as_array().map(Vec::len), Some(nodes.len()), "{job}");
+    let (seed, blob) = swarm.registry_blob_bytes();
+    eprintln!("preheat: the registry sent {} B for a {image} B image to {} nodes", seed + blob, nodes.len());
+    // The config (a few hundred bytes) was preheated too.
+    assert!(seed + blob <= 1.25 * image as f64, "the preheat cost the registry {} bytes for {image}", seed + blob);
+
+    let received = swarm.agent_bytes(&nodes);
+    let results = swarm.pull_through_agents(&nodes, &layers, &token, || {});
+    assert_all_correct(&results, &nodes, &swarm);
+    assert_eq!(
+        swarm.agent_bytes(&nodes),
+        received,
+        "(peer, seed, passthrough) bytes the agents received while pulling"
+    );
+    assert_eq!(
+        swarm.registry_blob_bytes(),
+        (seed, blob),
+        "(seed, blob) bytes the registry sent while the nodes pulled"
+    );
+}
+
 #[test]
 fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
     let _serial = serial();
