@@ -265,6 +265,38 @@ async fn get_without_an_agent_joins_the_swarm_as_a_one_shot_peer() {
     assert_eq!(s.registry_bytes().await.0, s.files[0].1.len() as f64);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_get_shows_progress_with_rate_and_eta_and_in_a_pipe_nothing() {
+    let s = Setup::new(&[12 * MIB]).await;
+    let agent = Agent::start(&s.reg.url, &s.cluster_token, &["--download-rate", &(4 * MIB).to_string()]);
+    // `script` gives the command a terminal and copies what it draws there to its own standard output.
+    let inner = s.get(Some(&agent), &[&format!("{REPO}:v1"), "-o", "shown.bin"]);
+    let line: Vec<String> = std::iter::once(inner.get_program())
+        .chain(inner.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut cmd = Command::new("script");
+    // A terminal comes with its TERM.
+    cmd.args(["-qec", &line.join(" "), "/dev/null"]).env_clear().env("TERM", "xterm").current_dir(s.tmp.path());
+    for (key, value) in inner.get_envs() {
+        if let Some(value) = value {
+            cmd.env(key, value);
+        }
+    }
+    let out = output(cmd).await;
+    assert_ok(&out);
+    let drawn = String::from_utf8_lossy(&out.stdout);
+    // A bar with bytes so far out of the whole size, rate and ETA, redrawn in place.
+    assert!(drawn.contains("/s ETA ") && drawn.contains("\r\u{1b}[2K"), "the terminal showed: {drawn:?}");
+    assert!(drawn.contains(" MiB/12.00 MiB "), "the terminal showed: {drawn:?}");
+    assert_eq!(read(&s.path("shown.bin")), s.files[0].1);
+
+    let out = output(s.get(Some(&agent), &[&format!("{REPO}:v1"), "-o", "piped.bin"])).await;
+    assert_ok(&out);
+    assert_eq!(stderr(&out), "", "nothing is drawn into a pipe");
+    assert_eq!(read(&s.path("piped.bin")), s.files[0].1);
+}
+
 /// Starts `get`, waits until its `.part` file holds at least `at_least` bytes, and kills it.
 async fn interrupt(mut cmd: Command, part: &Path, at_least: u64) -> u64 {
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn get");
