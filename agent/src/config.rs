@@ -31,6 +31,9 @@ pub enum Command {
     /// Serve the image-rewrite admission webhook over HTTPS: Pods of labelled Kubernetes
     /// namespaces pull images of P2P-enabled registry namespaces from the acceleration address.
     Webhook(crate::webhook::WebhookArgs),
+    /// Fetch a file (a layer of an OCI artifact, or any blob) through this node's agent, or as a
+    /// one-shot peer when no agent runs; resumes, verifies the digest, shows progress on a terminal.
+    Get(crate::get::GetArgs),
     /// The agent's container image: build it from this executable and push it into the registry.
     #[command(subcommand)]
     Image(crate::image::ImageCommand),
@@ -210,7 +213,8 @@ fn watermarks(high: u8, low: u8) -> Result<(u8, u8), String> {
     Ok((high, low))
 }
 
-fn hostname() -> String {
+/// This machine's host name, for the node name.
+pub(crate) fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())

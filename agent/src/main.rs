@@ -4,12 +4,14 @@
 
 mod cache;
 mod config;
+mod get;
 mod image;
 mod metrics;
 mod mirror;
 mod node_setup;
 mod peer;
 mod piece;
+mod preheat;
 mod rate;
 mod registry;
 mod webhook;
@@ -48,6 +50,7 @@ fn main() {
             }
             return;
         }
+        Command::Get(args) => std::process::exit(get::main(args)),
         Command::Image(command) => {
             let result = tokio::runtime::Runtime::new()
                 .map_err(|e| format!("cannot start the async runtime: {e}"))
@@ -96,7 +99,7 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
+pub(crate) async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} for the {what}: {e}; is another agent running?"))
@@ -105,12 +108,12 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, Str
 /// An HTTP client for the registry. HTTPS trusts the system's CAs and the
 /// one in `--registry-ca`. The relay does not follow redirects: the client
 /// it relays for follows them itself.
-fn registry_client(config: &Config, follow_redirects: bool) -> Result<reqwest::Client, String> {
+pub(crate) fn registry_client(ca: Option<&std::path::Path>, follow_redirects: bool) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
     if !follow_redirects {
         builder = builder.redirect(reqwest::redirect::Policy::none());
     }
-    if let Some(path) = &config.registry_ca {
+    if let Some(path) = ca {
         let what = |e: &dyn std::fmt::Display| {
             format!("cannot use the registry CA {}: {e}; pass a PEM file with --registry-ca", path.display())
         };
@@ -126,20 +129,30 @@ fn registry_client(config: &Config, follow_redirects: bool) -> Result<reqwest::C
     builder.build().map_err(|e| format!("cannot set up the HTTP client: {e}"))
 }
 
-async fn run(config: Config) -> Result<(), String> {
+/// The agent's parts wired together, before they listen anywhere: the
+/// daemon serves them on its configured ports, a one-shot `get` on ephemeral ones.
+pub(crate) struct Node {
+    /// The registry client; its `start` registers and keeps the heartbeat going.
+    pub registry: Arc<registry::RegistryClient>,
+    /// The registry mirror.
+    pub mirror: axum::Router,
+    /// The piece server.
+    pub peer: axum::Router,
+    /// The counters.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The download engine, for a daemon's preheat worker.
+    pub engine: Arc<piece::Engine>,
+}
+
+/// Opens the cache and builds the engine, the mirror and the piece server for `config`.
+pub(crate) fn assemble(config: &Config) -> Result<Node, String> {
     let metrics = metrics::Metrics::new();
     let cache = cache::Cache::open(&config.cache_dir, config.cache_max_bytes, config.cache_watermarks, metrics.clone())
         .map_err(|e| format!("cannot use the cache directory {}: {e}", config.cache_dir.display()))?;
-    let http = registry_client(&config, true)?;
-    let relay = registry_client(&config, false)?;
+    let http = registry_client(config.registry_ca.as_deref(), true)?;
+    let relay = registry_client(config.registry_ca.as_deref(), false)?;
     let registry = registry::RegistryClient::new(config.clone(), http.clone(), metrics.clone());
     let engine = piece::Engine::new(cache, registry.clone(), metrics.clone(), http, config.download_rate);
-
-    let mirror_listener = bind(config.listen, "registry mirror").await?;
-    let peer_listener = bind(config.peer_listen, "piece server").await?;
-    let metrics_listener = bind(config.metrics_listen, "metrics").await?;
-    let peer_port = peer_listener.local_addr().map_err(|e| e.to_string())?.port();
-
     let mirror = mirror::router(mirror::MirrorState {
         registry: registry.clone(),
         engine: engine.clone(),
@@ -147,13 +160,25 @@ async fn run(config: Config) -> Result<(), String> {
         relay,
     });
     let peer = peer::router(peer::PeerState {
-        engine,
+        engine: engine.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         slots: Arc::new(tokio::sync::Semaphore::new(config.upload_slots as usize)),
         corrupt: config.corrupt_pieces,
         upload_limit: Arc::new(rate::RateLimit::new(config.upload_rate)),
     });
+    Ok(Node { registry, mirror, peer, metrics, engine })
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let Node { registry, mirror, peer, metrics, engine } = assemble(&config)?;
+    let (work, tasks) = tokio::sync::mpsc::unbounded_channel();
+    registry.take_preheat_work(work);
+    tokio::spawn(preheat::work(engine, registry.clone(), tasks));
+    let mirror_listener = bind(config.listen, "registry mirror").await?;
+    let peer_listener = bind(config.peer_listen, "piece server").await?;
+    let metrics_listener = bind(config.metrics_listen, "metrics").await?;
+    let peer_port = peer_listener.local_addr().map_err(|e| e.to_string())?.port();
     let metrics_app = metrics::router(metrics, registry.clone());
     tracing::info!(
         mirror = %config.listen, peer = %config.peer_listen, metrics = %config.metrics_listen,

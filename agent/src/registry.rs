@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use damselfly_core::p2p::{
-    HeartbeatRequest, JoinRequest, JoinResponse, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME,
+    HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, PreheatReport, PreheatTask, RegisterRequest,
+    RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME,
 };
 use damselfly_core::Digest;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -56,7 +57,8 @@ impl Challenge {
         v
     }
 
-    fn parse(header: &str) -> Option<Challenge> {
+    /// Parses a `WWW-Authenticate: Bearer realm=…,service=…` header.
+    pub fn parse(header: &str) -> Option<Challenge> {
         let rest = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer "))?;
         let mut realm = None;
         let mut service = None;
@@ -143,6 +145,8 @@ pub struct RegistryClient {
     reregistering: tokio::sync::Mutex<()>,
     /// Read for the heartbeat, which tells the registry's console about cache use and bytes served.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Where preheat work from heartbeat answers goes; none on a one-shot `get` peer.
+    preheat: Mutex<Option<tokio::sync::mpsc::UnboundedSender<PreheatTask>>>,
 }
 
 impl RegistryClient {
@@ -159,7 +163,13 @@ impl RegistryClient {
             keys_fetched: Mutex::new(None),
             reregistering: tokio::sync::Mutex::new(()),
             metrics,
+            preheat: Mutex::new(None),
         })
+    }
+
+    /// Hands preheat work found in heartbeat answers to `worker`.
+    pub fn take_preheat_work(&self, worker: tokio::sync::mpsc::UnboundedSender<PreheatTask>) {
+        *self.preheat.lock().unwrap_or_else(|p| p.into_inner()) = Some(worker);
     }
 
     /// The registry's base URL.
@@ -275,7 +285,36 @@ impl RegistryClient {
         if r.status() == reqwest::StatusCode::NOT_FOUND {
             return self.register_again(&id).await;
         }
+        if r.status() == reqwest::StatusCode::OK {
+            let answer: HeartbeatResponse = r.json().await.unwrap_or_default();
+            for task in answer.preheat {
+                let worker = self.preheat.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match worker {
+                    Some(w) if w.send(task.clone()).is_ok() => {}
+                    _ => {
+                        let error = "this peer takes no preheat work (a one-shot get)".to_owned();
+                        self.report_preheat(&task.job, false, Some(error)).await;
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Tells the registry how this node's share of preheat job `job` ended; failures are only logged.
+    pub async fn report_preheat(&self, job: &str, ok: bool, error: Option<String>) {
+        let Some(agent_id) = self.agent_id() else { return };
+        let r = self
+            .http
+            .post(format!("{}/p2p/v1/preheat/{job}/report", self.base()))
+            .header(reqwest::header::AUTHORIZATION, self.cluster_auth())
+            .timeout(Duration::from_secs(10))
+            .json(&PreheatReport { agent_id, ok, error })
+            .send()
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(job, error = %e, "cannot report a preheat job's outcome");
+        }
     }
 
     /// Registers again after the registry forgot `stale` (it restarted), once

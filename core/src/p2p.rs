@@ -144,3 +144,38 @@ pub struct ReportRequest {
     #[serde(default)]
     pub bytes_from: Vec<(String, u64)>,
 }
+
+/// The answer to a heartbeat when the registry has work for the agent
+/// (`200`); `204` without a body when it has none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// Blobs to fetch into the cache before any workload asks for them.
+    #[serde(default)]
+    pub preheat: Vec<PreheatTask>,
+}
+
+/// One node's share of a preheat job: fetch these blobs of `repository`
+/// through the swarm into the cache, then report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreheatTask {
+    /// The job, for the report.
+    pub job: String,
+    /// The repository the blobs belong to.
+    pub repository: String,
+    /// The blobs: a tag's config and layers.
+    pub blobs: Vec<Digest>,
+    /// A short-lived pull token for `repository`, joined with like a client's.
+    pub token: String,
+}
+
+/// `POST /p2p/v1/preheat/{job}/report`: how one node's share of a job ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreheatReport {
+    /// The reporting agent.
+    pub agent_id: String,
+    /// Every blob is verified and in the cache.
+    pub ok: bool,
+    /// Why not, when not.
+    #[serde(default)]
+    pub error: Option<String>,
+}

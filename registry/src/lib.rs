@@ -71,6 +71,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         auth: Arc::new(auth),
         scheduler: Arc::new(p2p::Scheduler::new(std::time::Duration::from_secs(10))),
         p2p_stats: Arc::new(p2p::Stats::default()),
+        preheats: Arc::new(p2p::Preheats::default()),
     })
 }
 

@@ -32,6 +32,8 @@ pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     /// P2P traffic and agent reports, for the console.
     pub p2p_stats: Arc<crate::p2p::Stats>,
+    /// Preheat jobs and the work they hand agents.
+    pub preheats: Arc<crate::p2p::Preheats>,
 }
 
 /// The hashing state of each upload session this process has touched, so a

@@ -455,6 +455,65 @@ impl Registry {
         let body: serde_json::Value = r.json().await.expect("JSON");
         body["token"].as_str().expect("the cluster token").to_owned()
     }
+
+    /// A management API call as the administrator; `body` is sent as JSON unless it is null.
+    /// Returns the status and the JSON answer (null if there is none).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD));
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let r = req.send().await.expect("admin request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Pushes an OCI image manifest under `tag` as the administrator; returns its digest.
+    pub async fn push_manifest(
+        &self,
+        repository: &str,
+        tag: &str,
+        manifest: &serde_json::Value,
+    ) -> damselfly_core::Digest {
+        let body = manifest.to_string();
+        let r = reqwest::Client::new()
+            .put(format!("{}/v2/{repository}/manifests/{tag}", self.url))
+            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("push a manifest");
+        let status = r.status();
+        assert_eq!(
+            status,
+            reqwest::StatusCode::CREATED,
+            "pushing {repository}:{tag}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        damselfly_core::Digest::of(body.as_bytes())
+    }
+
+    /// Pushes `blob` into `repository` as the administrator, in one monolithic upload; returns its digest.
+    pub async fn push_blob(&self, repository: &str, blob: &[u8]) -> damselfly_core::Digest {
+        let digest = damselfly_core::Digest::of(blob);
+        let r = reqwest::Client::new()
+            .post(format!("{}/v2/{repository}/blobs/uploads/?digest={digest}", self.url))
+            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+            .body(blob.to_vec())
+            .send()
+            .await
+            .expect("push a blob");
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED, "pushing {digest} into {repository}");
+        digest
+    }
 }
 
 /// The value of one sample (`name{labels}`, exactly as exposed) in a Prometheus text page, 0 if absent.

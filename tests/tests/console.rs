@@ -441,6 +441,60 @@ async fn repository_page_lists_tags_with_pull_commands_and_deletes_a_tag(backend
     assert_eq!(outcomes, vec![("vera", "denied"), ("admin", "success")]);
 }
 
+/// A tenant admin preheats a tag from its repository page into a cluster and follows the job
+/// node by node; a viewer is offered no preheat.
+#[tokio::test(flavor = "multi_thread")]
+async fn repository_page_preheats_a_tag_into_a_cluster_and_shows_each_node() {
+    use reqwest::Method;
+    let reg = Registry::start(Backend::Sqlite);
+    cast(&reg).await;
+    push_app(&reg).await;
+    let (s, b) = api(&reg, Method::PATCH, "/api/v1/namespaces/web", Some(json!({"p2p_enabled": true}))).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, cluster) = api(&reg, Method::POST, "/api/v1/tenants/acme/clusters", Some(json!({"name": "edge"}))).await;
+    assert_eq!(s, 201, "{cluster}");
+    let agent = Agent::start(&reg.url, cluster["token"].as_str().expect("token"), &[]);
+    let node = format!("node-{}", agent.peer_url.rsplit(':').next().expect("port"));
+    // The registry caches namespaces for two seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+
+    let vera = sign_in(&reg, "vera", "vera-password").await;
+    let seen = vera.get("/console/repository?name=web%2Fapp").await;
+    assert!(!seen.body.contains("Preheat 1.0"), "{}", seen.body);
+
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    let page = admin.get("/console/repository?name=web%2Fapp").await;
+    assert!(page.body.contains("<option value=\"edge\">edge</option>"), "{}", page.body);
+    assert!(page.body.contains("Preheat 1.0"), "{}", page.body);
+    let form = [("repository", "web/app"), ("tag", "1.0"), ("cluster", "edge")];
+    let refused =
+        admin.post_and_follow("/console/repository/preheat", &[&form[..], &[("percent", "0")]].concat()).await;
+    assert!(refused.body.contains("Percent 0 is out of range: give 1 to 100"), "{}", refused.body);
+
+    let posted = admin.post("/console/repository/preheat", &[&form[..], &[("percent", "100")]].concat()).await;
+    assert_eq!(posted.status, 303, "{}", posted.body);
+    let job_page = posted.location.expect("Location");
+    assert!(job_page.starts_with("/console/tenants/acme/clusters/edge/preheat/"), "{job_page}");
+    let first = admin.get(&job_page).await;
+    assert!(first.body.contains("Preheat of web/app:1.0 into cluster edge started."), "{}", first.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = admin.get(&job_page).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        if page.body.contains("<strong id=\"preheat-state\">done</strong>") {
+            assert!(page.body.contains(&format!("<tr><td>{node}</td><td>done</td><td></td></tr>")), "{}", page.body);
+            assert!(page.body.contains("2 blob(s) per node"), "{}", page.body);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job is not done after 30 s:\n{}", page.body);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    // Through the console too, a viewer of the tenant may not follow (or start) a preheat.
+    assert_eq!(vera.get(&job_page).await.status, 403);
+    let refused = vera.post("/console/repository/preheat", &[&form[..], &[("percent", "100")]].concat()).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+}
+
 async fn failed_sign_ins_go_through_the_login_rate_limit(backend: Backend) {
     let reg = Registry::start_with(backend, &[("DAMSELFLY_LOGIN_FAILURES_PER_MINUTE", "2")]);
     for _ in 0..2 {

@@ -1029,6 +1029,8 @@ async fn openapi_document_lists_every_endpoint_with_its_schemas(backend: Backend
         "POST /api/v1/tenants/{tenant}/clusters",
         "GET /api/v1/tenants/{tenant}",
         "GET /api/v1/tenants/{tenant}/clusters",
+        "POST /api/v1/tenants/{tenant}/clusters/{cluster}/preheat",
+        "GET /api/v1/tenants/{tenant}/clusters/{cluster}/preheat/{job}",
         "GET /api/v1/tenants/{tenant}/namespaces",
         "POST /api/v1/tenants/{tenant}/namespaces",
         "GET /api/v1/namespaces/{namespace}",
@@ -1084,6 +1086,10 @@ async fn openapi_document_lists_every_endpoint_with_its_schemas(backend: Backend
         "AuditEvent",
         "AuditPage",
         "SigningKey",
+        "NewPreheat",
+        "PreheatJob",
+        "PreheatNode",
+        "PreheatState",
         "ErrorBody",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");

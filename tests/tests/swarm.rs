@@ -218,10 +218,16 @@ impl Swarm {
                 "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": l.digest.to_string(), "size": l.len,
             })).collect::<Vec<_>>(),
         });
+        self.push_manifest(&manifest, "v1");
+        out
+    }
+
+    /// Pushes an OCI manifest under `tag` with admin Basic auth.
+    fn push_manifest(&self, manifest: &Value, tag: &str) {
         let path = self.tmp.path().join("manifest.json");
         std::fs::write(&path, manifest.to_string()).expect("write manifest");
         let user = format!("{ADMIN_USER}:{ADMIN_PASSWORD}");
-        let url = format!("{}/v2/{REPO}/manifests/v1", self.reg_url);
+        let url = format!("{}/v2/{REPO}/manifests/{tag}", self.reg_url);
         let file = format!("@{}", path.display());
         let (_, code) = self.curl(&[
             "-sS",
@@ -240,7 +246,6 @@ impl Swarm {
             &url,
         ]);
         assert_eq!(code.trim(), "201", "manifest push");
-        out
     }
 
     fn set_p2p(&self, on: bool) {
@@ -320,8 +325,7 @@ impl Swarm {
         timeout: Duration,
         during: impl FnOnce(),
     ) -> Vec<NodePull> {
-        let barrier = Arc::new(Barrier::new(nodes.len() * layers.len() + 1));
-        let mut handles = Vec::new();
+        let mut cmds = Vec::new();
         for &n in nodes {
             for layer in layers {
                 let url = format!("{}/v2/{REPO}/blobs/{}", base(n), layer.digest);
@@ -333,32 +337,16 @@ impl Swarm {
                 .env("TOKEN", token)
                 .env("URL", &url)
                 .env("MAXT", timeout.as_secs().to_string());
-                let barrier = barrier.clone();
-                let digest = layer.digest.to_string();
-                handles.push((
-                    n,
-                    std::thread::spawn(move || {
-                        barrier.wait();
-                        let t0 = Instant::now();
-                        let out = cmd.output().expect("run curl in the node namespace");
-                        let sum =
-                            String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_owned();
-                        let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-                        (t0, t0.elapsed(), digest, format!("sha256:{sum}"), out.status.success(), err)
-                    }),
-                ));
+                cmds.push((n, layer.digest.to_string(), cmd));
             }
         }
-        barrier.wait();
-        let start = Instant::now();
-        during();
         let mut results: Vec<NodePull> = nodes.iter().map(|_| NodePull { secs: 0.0, layers: Vec::new() }).collect();
-        for (n, h) in handles {
-            let (t0, took, digest, sum, ok, err) = h.join().expect("pull thread");
+        for (n, digest, end, out) in run_at_once(cmds, during) {
             let slot = nodes.iter().position(|&x| x == n).expect("node");
-            let end = (t0 + took).saturating_duration_since(start).as_secs_f64();
+            let sum = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_owned();
+            let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
             results[slot].secs = results[slot].secs.max(end);
-            results[slot].layers.push((digest, sum, ok, err));
+            results[slot].layers.push((digest, format!("sha256:{sum}"), out.status.success(), err));
         }
         results
     }
@@ -403,6 +391,39 @@ impl Drop for Swarm {
             }
         }
     }
+}
+
+/// Runs every command at the same moment, each on its own thread; `during` runs once all
+/// have started. Returns (node, label, seconds from the common start to its end, output).
+fn run_at_once(
+    cmds: Vec<(usize, String, Command)>,
+    during: impl FnOnce(),
+) -> Vec<(usize, String, f64, std::process::Output)> {
+    let barrier = Arc::new(Barrier::new(cmds.len() + 1));
+    let mut handles = Vec::new();
+    for (n, label, mut cmd) in cmds {
+        let barrier = barrier.clone();
+        handles.push((
+            n,
+            label,
+            std::thread::spawn(move || {
+                barrier.wait();
+                let t0 = Instant::now();
+                let out = cmd.output().expect("run a command in the node namespace");
+                (t0, t0.elapsed(), out)
+            }),
+        ));
+    }
+    barrier.wait();
+    let start = Instant::now();
+    during();
+    handles
+        .into_iter()
+        .map(|(n, label, h)| {
+            let (t0, took, out) = h.join().expect("command thread");
+            (n, label, (t0 + took).saturating_duration_since(start).as_secs_f64(), out)
+        })
+        .collect()
 }
 
 fn assert_all_correct(results: &[NodePull], nodes: &[usize], swarm: &Swarm) {
@@ -455,6 +476,126 @@ fn six_agents_in_their_own_namespaces_pull_a_64_mib_image_mostly_from_each_other
         swarm.logs()
     );
     assert!(peer > seed, "agents received {peer} bytes from peers and {seed} from the seed\n{}", swarm.logs());
+}
+
+/// `damselfly-agent get` on six nodes at the same moment, each through its own agent, of
+/// one 256 MiB file pushed as an OCI artifact: every copy verifies, and the registry
+/// sends the file about once.
+#[test]
+fn six_nodes_get_a_256_mib_artifact_file_at_once_and_the_registry_sends_it_about_once() {
+    const AGENTS: usize = 6;
+    const MBIT: u32 = 100;
+    let _serial = serial();
+    let swarm = Swarm::start(AGENTS);
+    let file = pseudo_random(256 * MIB, 4242);
+    let (digest, size) = (swarm.push_blob(&file), file.len());
+    drop(file);
+    let config = swarm.push_blob(b"{}");
+    swarm.push_manifest(
+        &json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.damselfly.test.model",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config.to_string(), "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": digest.to_string(), "size": size,
+                "annotations": {"org.opencontainers.image.title": "model.bin"}}],
+        }),
+        "model",
+    );
+    swarm.set_p2p(true);
+    let token = swarm.pull_token();
+    for i in REG..swarm.net.nodes.len() {
+        swarm.net.limit(i, MBIT);
+    }
+    let nodes: Vec<usize> = (0..AGENTS).collect();
+    let cmds = nodes
+        .iter()
+        .map(|&n| {
+            let out = swarm.tmp.path().join(format!("model-{n}.bin"));
+            let mut cmd = swarm.net.command(FIRST_AGENT + n, binary("damselfly-agent"));
+            cmd.args(["get", &format!("{REPO}:model"), "--file", "model.bin", "--registry", &swarm.reg_url])
+                .args(["--agent", &format!("{}:65001", swarm.agent_ip(n)), "-o"])
+                .arg(&out)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("DAMSELFLY_AGENT_TOKEN", &token);
+            (n, out.display().to_string(), cmd)
+        })
+        .collect();
+    let before = swarm.registry_blob_bytes();
+    let results = run_at_once(cmds, || {});
+    let after = swarm.registry_blob_bytes();
+    let (peer, seed, pass) = swarm.agent_bytes(&nodes);
+    let sent = (after.0 - before.0) + (after.1 - before.1);
+    eprintln!(
+        "get swarm: {AGENTS} nodes, {MBIT} Mbit/s per node, file {size} B; nodes finished at {:?} s; registry sent \
+         {sent} B ({:.2}×); agents received peer {peer} seed {seed} passthrough {pass}",
+        results.iter().map(|r| format!("{:.1}", r.2)).collect::<Vec<_>>(),
+        sent / size as f64
+    );
+    for (n, path, secs, out) in &results {
+        assert!(
+            out.status.success(),
+            "node {n}: get failed after {secs:.1} s: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            swarm.logs()
+        );
+        let sum = run(Command::new("sha256sum").arg(path));
+        assert_eq!(sum.split_whitespace().next(), Some(digest.hex().as_str()), "node {n}'s copy");
+    }
+    assert!(
+        sent <= 1.25 * size as f64,
+        "the registry sent {sent} bytes for a {size} byte file ({:.2}×)\n{}",
+        sent / size as f64,
+        swarm.logs()
+    );
+}
+
+/// Preheat to all six agents of a cluster, each in its own namespace: afterwards every
+/// node's pull of every layer is served from its own cache, with no byte from the
+/// registry or a peer, and the preheat itself cost the registry about one copy.
+#[test]
+fn after_a_preheat_to_six_agents_every_pull_comes_from_the_local_cache() {
+    let _serial = serial();
+    let (swarm, layers, token, nodes) = Swarm::fault_scenario();
+    let image: usize = layers.iter().map(|l| l.len).sum();
+    let (code, job) = swarm.admin(
+        "POST",
+        "/api/v1/tenants/default/clusters/swarm/preheat",
+        &json!({"repository": REPO, "tag": "v1"}),
+    );
+    assert_eq!(code, 202, "{job}");
+    let path = format!("/api/v1/tenants/default/clusters/swarm/preheat/{}", job["id"].as_str().expect("job id"));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let job = loop {
+        let (code, job) = swarm.admin("GET", &path, &Value::Null);
+        assert_eq!(code, 200, "{job}");
+        if job["state"] != "running" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "preheat still running after 90 s: {job}\n{}", swarm.logs());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(job["state"], "done", "{job}\n{}", swarm.logs());
+    assert_eq!(job["nodes"].as_array().map(Vec::len), Some(nodes.len()), "{job}");
+    let (seed, blob) = swarm.registry_blob_bytes();
+    eprintln!("preheat: the registry sent {} B for a {image} B image to {} nodes", seed + blob, nodes.len());
+    // The config (a few hundred bytes) was preheated too.
+    assert!(seed + blob <= 1.25 * image as f64, "the preheat cost the registry {} bytes for {image}", seed + blob);
+
+    let received = swarm.agent_bytes(&nodes);
+    let results = swarm.pull_through_agents(&nodes, &layers, &token, || {});
+    assert_all_correct(&results, &nodes, &swarm);
+    assert_eq!(
+        swarm.agent_bytes(&nodes),
+        received,
+        "(peer, seed, passthrough) bytes the agents received while pulling"
+    );
+    assert_eq!(
+        swarm.registry_blob_bytes(),
+        (seed, blob),
+        "(seed, blob) bytes the registry sent while the nodes pulled"
+    );
 }
 
 #[test]

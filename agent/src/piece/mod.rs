@@ -84,6 +84,21 @@ impl Download {
         }
     }
 
+    /// Waits until the download ends; `Ok` once the whole blob is verified and in the cache.
+    pub async fn wait_done(&self) -> Result<(), DownloadFailed> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            match self.book().outcome {
+                Outcome::Complete => return Ok(()),
+                Outcome::Failed => return Err(DownloadFailed),
+                Outcome::Running => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(DownloadFailed);
+            }
+        }
+    }
+
     /// Reads verified bytes (the caller waited for their pieces).
     pub async fn read(&self, offset: u64, len: u64) -> std::io::Result<Bytes> {
         let file = self.file.clone();

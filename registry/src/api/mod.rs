@@ -15,6 +15,7 @@ mod keys;
 pub(crate) mod members;
 mod names;
 pub(crate) mod namespaces;
+pub(crate) mod preheat;
 pub(crate) mod robots;
 pub(crate) mod tenants;
 pub(crate) mod users;
@@ -43,6 +44,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/tenants/{tenant}/robots/{robot}", axum::routing::delete(robots::revoke))
         .route("/api/v1/tenants/{tenant}/robots/{robot}/rotate", post(robots::rotate))
         .route("/api/v1/tenants/{tenant}/clusters", get(clusters::list).post(clusters::create))
+        .route("/api/v1/tenants/{tenant}/clusters/{cluster}/preheat", post(preheat::start))
+        .route("/api/v1/tenants/{tenant}/clusters/{cluster}/preheat/{job}", get(preheat::show))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route("/api/v1/users/{username}/password", put(users::set_password))
         .route("/api/v1/audit", get(audit::list))
@@ -79,6 +82,8 @@ pub fn router() -> Router<AppState> {
         robots::revoke,
         clusters::list,
         clusters::create,
+        preheat::start,
+        preheat::show,
         users::list,
         users::create,
         users::set_password,

@@ -11,7 +11,9 @@ use serde::Deserialize;
 use super::{done, failed, human_bytes, render, segment, utc, Chrome, ConsoleResult, Flash, Posted, Secret, SignedIn};
 use crate::api::access::{self, TenantNeed};
 use crate::api::clusters::{self, NewCluster};
+use crate::api::preheat;
 use crate::api::{Body, PathParams};
+use crate::p2p::preheat::PreheatState;
 use crate::state::AppState;
 
 /// One agent as listed.
@@ -126,4 +128,60 @@ pub async fn create(
         }
         Err(e) => failed(&state, &who, &back, e.into()).await,
     }
+}
+
+/// One node of a preheat job as listed.
+struct PreheatRow {
+    node: String,
+    state: String,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "preheat.html")]
+struct PreheatPage {
+    chrome: Chrome,
+    tenant: String,
+    cluster: String,
+    reference: String,
+    state: String,
+    started: String,
+    blobs: usize,
+    nodes: Vec<PreheatRow>,
+}
+
+impl PreheatPage {
+    fn base(&self) -> String {
+        format!("/console/tenants/{}", segment(&self.tenant))
+    }
+}
+
+/// `GET /console/tenants/{tenant}/clusters/{cluster}/preheat/{job}`: a preheat job, node by node.
+pub async fn preheat_job(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path((tenant, cluster, job)): Path<(String, String, String)>,
+) -> ConsoleResult<Response> {
+    let path = PathParams((tenant.clone(), cluster.clone(), job));
+    let axum::Json(job) = preheat::show(State(state.clone()), who.caller(), path).await?;
+    let word = |s: PreheatState| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned));
+    let page = PreheatPage {
+        chrome: who.chrome(&state, "tenants").await,
+        tenant,
+        cluster,
+        reference: format!("{}:{}", job.repository, job.tag),
+        state: word(job.state).unwrap_or_default(),
+        started: utc(job.created_at),
+        blobs: job.blobs.len(),
+        nodes: job
+            .nodes
+            .into_iter()
+            .map(|n| PreheatRow {
+                node: n.node,
+                state: word(n.state).unwrap_or_default(),
+                error: n.error.unwrap_or_default(),
+            })
+            .collect(),
+    };
+    Ok(render(&page))
 }

@@ -51,6 +51,8 @@ pub fn router() -> Router<AppState> {
         .route("/console/namespaces/{namespace}", get(namespaces::show).post(namespaces::update))
         .route("/console/repository", get(repositories::show))
         .route("/console/repository/delete-tag", post(repositories::delete_tag))
+        .route("/console/repository/preheat", post(repositories::preheat))
+        .route("/console/tenants/{tenant}/clusters/{cluster}/preheat/{job}", get(clusters::preheat_job))
         .route("/console/dashboard", get(dashboard::show))
         .route("/console/audit", get(audit::list))
         .route("/console/{*rest}", get(not_found))

@@ -1,9 +1,11 @@
 //! A repository's page: its tags with digest, size, media type, push time
 //! and, for indexes, their platforms; the pull commands through the registry
-//! and through the acceleration address; deleting a tag.
+//! and through the acceleration address; deleting a tag; preheating a tag
+//! into a cluster's agents.
 //!
 //! Access is the repository policy the Distribution API uses: `pull` to see
-//! the page, `delete` to delete a tag.
+//! the page, `delete` to delete a tag; preheat, as in the API, is for admins
+//! and owners of the namespace's tenant.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -15,7 +17,10 @@ use serde_json::{json, Value};
 use super::{
     done, failed, human_bytes, notice, render, segment, utc, Chrome, ConsoleError, ConsoleResult, Posted, SignedIn,
 };
+use crate::api::access::{self, TenantNeed};
 use crate::api::error::ApiError;
+use crate::api::preheat::{self as api_preheat, NewPreheat};
+use crate::api::{Body, PathParams};
 use crate::metadata::TagDetail;
 use crate::services::audit::{self, Event};
 use crate::state::AppState;
@@ -44,6 +49,8 @@ struct RepositoryPage {
     namespace: String,
     tags: Vec<TagRow>,
     may_delete: bool,
+    /// The tenant's clusters, when the user may preheat into them.
+    clusters: Vec<String>,
 }
 
 impl RepositoryPage {
@@ -128,12 +135,14 @@ pub async fn show(State(state): State<AppState>, who: SignedIn, Query(which): Qu
     };
     let tags = state.db.tags().details(repo, MAX_LISTED).await?;
     let tags = tags.into_iter().map(|t| row(&state, name.as_str(), t)).collect();
+    let clusters = preheat_clusters(&state, &who, &name).await?;
     let page = RepositoryPage {
         chrome: who.chrome(&state, "tenants").await,
         namespace: name.namespace().to_owned(),
         name: name.as_str().to_owned(),
         tags,
         may_delete: actions.delete,
+        clusters,
     };
     Ok(render(&page))
 }
@@ -200,4 +209,65 @@ async fn delete(state: &AppState, who: &SignedIn, form: &DeleteTag) -> ConsoleRe
     }
     record("success").await;
     Ok(())
+}
+
+/// The clusters of the repository's tenant, if the user administers that tenant; none otherwise.
+async fn preheat_clusters(state: &AppState, who: &SignedIn, name: &RepositoryName) -> ConsoleResult<Vec<String>> {
+    let Some(namespace) = state.db.tenancy().namespace(name.namespace()).await? else { return Ok(Vec::new()) };
+    let admin = access::tenant(state, &who.caller(), &namespace.tenant, TenantNeed::Admin, None).await.is_ok();
+    if !admin {
+        return Ok(Vec::new());
+    }
+    let clusters = state.db.clusters().of_tenant(namespace.tenant_id).await?;
+    Ok(clusters.into_iter().map(|c| c.name).collect())
+}
+
+/// The preheat form of a tag.
+#[derive(Deserialize)]
+pub struct PreheatForm {
+    #[serde(default)]
+    repository: String,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    cluster: String,
+    #[serde(default)]
+    percent: String,
+}
+
+/// `POST /console/repository/preheat`: starts a preheat job and shows it.
+pub async fn preheat(State(state): State<AppState>, posted: Posted<PreheatForm>) -> Response {
+    let Posted { who, form } = posted;
+    let back = format!("/console/repository?name={}", segment(&form.repository));
+    match start_preheat(&state, &who, &form).await {
+        Ok((tenant, job)) => {
+            let to = format!(
+                "/console/tenants/{}/clusters/{}/preheat/{}",
+                segment(&tenant),
+                segment(&form.cluster),
+                segment(&job)
+            );
+            let text = format!("Preheat of {}:{} into cluster {} started.", form.repository, form.tag, form.cluster);
+            done(&state, &who, &to, notice(text)).await
+        }
+        Err(e) => failed(&state, &who, &back, e).await,
+    }
+}
+
+/// Starts the job through the management API's rules; (tenant, job id).
+async fn start_preheat(state: &AppState, who: &SignedIn, form: &PreheatForm) -> ConsoleResult<(String, String)> {
+    let name = parse_name(&form.repository)?;
+    let percent = form.percent.trim().parse::<u8>().map_err(|_| {
+        ApiError::InvalidRequest(format!("{:?} is not a percentage: give a whole number from 1 to 100", form.percent))
+    })?;
+    let namespace = state
+        .db
+        .tenancy()
+        .namespace(name.namespace())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("namespace {} does not exist", name.namespace())))?;
+    let body = NewPreheat { repository: name.as_str().to_owned(), tag: form.tag.clone(), percent };
+    let path = PathParams((namespace.tenant.clone(), form.cluster.clone()));
+    let (_, axum::Json(job)) = api_preheat::start(State(state.clone()), who.caller(), path, Body(body)).await?;
+    Ok((namespace.tenant, job.id))
 }

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use damselfly_core::p2p::{
-    HeartbeatRequest, JoinMode, JoinRequest, JoinResponse, RegisterRequest, RegisterResponse, ReportRequest,
-    CLUSTER_AUTH_SCHEME, TICKET_AUTH_SCHEME,
+    HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse, PreheatReport, RegisterRequest,
+    RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME, TICKET_AUTH_SCHEME,
 };
 use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use futures_util::StreamExt;
@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/p2p/v1/agents/{agent}/heartbeat", post(heartbeat))
         .route("/p2p/v1/swarms/join", post(join))
         .route("/p2p/v1/swarms/report", post(report))
+        .route("/p2p/v1/preheat/{job}/report", post(preheat_report))
         .route("/p2p/v1/seed/{digest}/pieces/{index}", get(seed_piece))
 }
 
@@ -86,15 +87,34 @@ async fn heartbeat(
     ClusterCaller(cluster): ClusterCaller,
     Path(agent): Path<String>,
     body: axum::body::Bytes,
-) -> Result<StatusCode> {
+) -> Result<Response> {
     // Older agents send no body; a body that does not parse is ignored rather than
     // refusing the heartbeat, which keeps the agent in its swarms.
     let said: HeartbeatRequest = serde_json::from_slice(&body).unwrap_or_default();
-    if state.scheduler.heartbeat_from(cluster.id, &agent) {
-        state.p2p_stats.heard_from(cluster.id, &agent, said.cache_bytes, said.served_bytes);
+    if !state.scheduler.heartbeat_from(cluster.id, &agent) {
+        return Err(unknown_agent());
+    }
+    state.p2p_stats.heard_from(cluster.id, &agent, said.cache_bytes, said.served_bytes);
+    // Work rides on the heartbeat's answer: agents behind NAT cannot be called.
+    let preheat = state.preheats.take_work(cluster.id, &agent);
+    if preheat.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(Json(HeartbeatResponse { preheat }).into_response())
+}
+
+/// An agent says how its share of a preheat job ended.
+async fn preheat_report(
+    State(state): State<AppState>,
+    ClusterCaller(cluster): ClusterCaller,
+    Path(job): Path<String>,
+    Json(req): Json<PreheatReport>,
+) -> Result<StatusCode> {
+    if state.preheats.report(cluster.id, &job, &req.agent_id, req.ok, req.error) {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(unknown_agent())
+        Err(RegistryError::oci(ErrorCode::NameUnknown, "no such preheat job for this agent")
+            .with_status(StatusCode::NOT_FOUND))
     }
 }
 

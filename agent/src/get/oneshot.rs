@@ -1,0 +1,76 @@
+//! A one-shot peer for `get` on a node without an agent: the agent's own
+//! engine, mirror and piece server, in this process, on ephemeral ports. It
+//! registers with the cluster token, joins the blob's swarm through its
+//! mirror (the same path a container runtime's pull takes), serves pieces to
+//! other peers while it downloads, and ends with the process.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::GetArgs;
+use crate::config::Config;
+
+/// How long registering may take before `get` gives up.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running one-shot peer; its tasks stop with the runtime.
+pub struct OneShot {
+    /// `http://127.0.0.1:<port>` of its mirror.
+    pub mirror_url: String,
+}
+
+impl OneShot {
+    /// Starts the peer and waits until the registry has registered it.
+    pub async fn start(registry: &str, cluster_token: &str, args: &GetArgs) -> Result<OneShot, String> {
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let config = Config {
+            registry: registry.to_owned(),
+            registry_ca: args.registry_ca.clone(),
+            cluster_token: cluster_token.to_owned(),
+            listen: loopback,
+            peer_listen: args.peer_listen,
+            metrics_listen: loopback,
+            advertise_ip: args.advertise_ip.unwrap_or([127, 0, 0, 1].into()),
+            // One name per run: two gets on one host are two peers.
+            node_name: format!("{}-get-{}", crate::config::hostname(), std::process::id()),
+            zone: args.zone.clone().unwrap_or_default(),
+            cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
+            upload_slots: 2,
+            upload_rate: 0,
+            download_rate: args.download_rate,
+            cache_max_bytes: 0,
+            cache_watermarks: (85, 75),
+            corrupt_pieces: false,
+        };
+        let node = crate::assemble(&config)?;
+        let mirror = crate::bind(config.listen, "one-shot mirror").await?;
+        let peer = crate::bind(config.peer_listen, "one-shot piece server").await?;
+        let mirror_url = format!("http://{}", mirror.local_addr().map_err(|e| e.to_string())?);
+        let peer_port = peer.local_addr().map_err(|e| e.to_string())?.port();
+        tokio::spawn(async move { axum::serve(mirror, node.mirror).await });
+        tokio::spawn(async move { axum::serve(peer, node.peer).await });
+        tokio::spawn(node.registry.clone().start(peer_port));
+        let deadline = Instant::now() + REGISTER_TIMEOUT;
+        while !node.registry.ready() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "cannot join the swarm as a one-shot peer: the registry at {registry} did not register this \
+                     node within {}s; check the cluster token (--cluster-token, DAMSELFLY_AGENT_CLUSTER_TOKEN)",
+                    REGISTER_TIMEOUT.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(OneShot { mirror_url })
+    }
+}
+
+/// `$XDG_CACHE_HOME/damselfly-agent`, else `~/.cache/damselfly-agent`, else `./damselfly-agent-cache`.
+fn default_cache_dir() -> PathBuf {
+    let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache"));
+    match xdg.or(home) {
+        Some(dir) => dir.join("damselfly-agent"),
+        None => "damselfly-agent-cache".into(),
+    }
+}

@@ -1,0 +1,301 @@
+//! From a reference to one blob: the registry's URL, a pull token with the
+//! caller's credentials, and the manifest's layer the caller chose.
+
+use std::collections::BTreeMap;
+
+use damselfly_core::{Digest, Reference, RepositoryName};
+use serde::Deserialize;
+
+use super::GetArgs;
+use crate::registry::Challenge;
+
+/// The annotation that names a file inside an artifact (`oras push` sets it).
+const TITLE: &str = "org.opencontainers.image.title";
+
+/// Manifest media types `get` asks for.
+const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
+                      application/vnd.docker.distribution.manifest.v2+json, \
+                      application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// A parsed reference.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Registry base URL, without a trailing slash.
+    pub registry: String,
+    /// The repository.
+    pub repository: RepositoryName,
+    /// Tag or manifest digest; `None` for `<repo>` alone (with --digest).
+    pub reference: Option<Reference>,
+}
+
+impl Target {
+    /// Parses `[<host>/]<namespace>/<repo>[:<tag>|@<digest>]`; `registry` (the
+    /// --registry flag) wins over a host in the reference.
+    pub fn parse(text: &str, registry: Option<&str>) -> Result<Target, String> {
+        let (mut path, host) = match text.split_once('/') {
+            // A first segment with a dot or a port, or `localhost`, is a host, as in Docker references.
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (rest, Some(first)),
+            _ => (text, None),
+        };
+        let registry = match (registry, host) {
+            (Some(url), _) => url.trim_end_matches('/').to_owned(),
+            (None, Some(host)) => {
+                let local = host.starts_with("localhost") || host.starts_with("127.") || host.starts_with("[::1]");
+                format!("{}://{host}", if local { "http" } else { "https" })
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{text:?} names no registry: pass --registry http(s)://<registry> or set \
+                     DAMSELFLY_AGENT_REGISTRY, or write the reference as <registry-host>/{text}"
+                ))
+            }
+        };
+        let mut reference = None;
+        if let Some((name, digest)) = path.split_once('@') {
+            let digest: Digest =
+                digest.parse().map_err(|e| format!("{text:?}: the manifest digest is invalid: {e}"))?;
+            reference = Some(Reference::Digest(digest));
+            path = name;
+        } else if let Some((name, tag)) = path.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')) {
+            reference = Some(Reference::Tag(tag.parse().map_err(|e| format!("{text:?}: {e}"))?));
+            path = name;
+        }
+        let repository = path.parse().map_err(|e| format!("{text:?}: {e}"))?;
+        Ok(Target { registry, repository, reference })
+    }
+
+    /// The reference as the user would write it, for messages.
+    pub fn display(&self) -> String {
+        match &self.reference {
+            Some(Reference::Tag(t)) => format!("{}:{t}", self.repository.as_str()),
+            Some(Reference::Digest(d)) => format!("{}@{d}", self.repository.as_str()),
+            None => self.repository.as_str().to_owned(),
+        }
+    }
+}
+
+/// The blob to fetch.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size, when a manifest said it.
+    pub size: Option<u64>,
+    /// Its file name in the artifact, if it has one.
+    pub title: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Descriptor {
+    digest: Digest,
+    size: u64,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+/// One error of an OCI error body.
+#[derive(Deserialize, Default)]
+struct OciError {
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize, Default)]
+struct OciErrors {
+    #[serde(default)]
+    errors: Vec<OciError>,
+}
+
+/// The first `code: message` of an OCI error body, or the status.
+pub async fn registry_error(r: reqwest::Response) -> (u16, String, String) {
+    let status = r.status().as_u16();
+    let body: OciErrors = r.json().await.unwrap_or_default();
+    match body.errors.into_iter().next() {
+        Some(e) => (status, e.code, e.message),
+        None => (status, format!("HTTP {status}"), String::new()),
+    }
+}
+
+/// The registry's challenge, and a pull token for the repository from its
+/// token endpoint (or the one given with --token).
+pub async fn pull_token(
+    http: &reqwest::Client,
+    target: &Target,
+    args: &GetArgs,
+) -> Result<(Option<Challenge>, Option<String>), String> {
+    let url = format!("{}/v2/", target.registry);
+    let r = http.get(&url).send().await.map_err(|e| {
+        format!("cannot reach the registry at {}: {e}; is the URL right and the registry running?", target.registry)
+    })?;
+    let challenge =
+        r.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(Challenge::parse);
+    if args.token.is_some() {
+        return Ok((challenge, args.token.clone()));
+    }
+    let Some(c) = challenge.clone() else { return Ok((None, None)) };
+    let name = target.repository.as_str();
+    let mut req =
+        http.get(&c.realm).query(&[("service", c.service.as_str()), ("scope", &format!("repository:{name}:pull"))]);
+    match (&args.username, &args.password) {
+        (Some(user), Some(password)) => req = req.basic_auth(user, Some(password)),
+        (Some(_), None) => {
+            return Err("--username needs --password (or DAMSELFLY_AGENT_PASSWORD)".into());
+        }
+        (None, Some(_)) => return Err("--password needs --username (or DAMSELFLY_AGENT_USERNAME)".into()),
+        (None, None) => {}
+    }
+    let r = req.send().await.map_err(|e| format!("cannot reach the registry's token endpoint {}: {e}", c.realm))?;
+    if !r.status().is_success() {
+        let (status, code, message) = registry_error(r).await;
+        return Err(format!(
+            "the registry refused the credentials ({code}, HTTP {status}: {message}): check --username and \
+             --password (DAMSELFLY_AGENT_USERNAME/PASSWORD)"
+        ));
+    }
+    #[derive(Deserialize)]
+    struct TokenBody {
+        token: String,
+    }
+    let body: TokenBody = r.json().await.map_err(|e| format!("the registry's token answer is not valid: {e}"))?;
+    Ok((challenge, Some(body.token)))
+}
+
+/// What the reference designates: the --digest blob, or the manifest's one
+/// file (the one named by --file in a multi-file artifact).
+pub async fn blob(
+    http: &reqwest::Client,
+    target: &Target,
+    token: Option<&str>,
+    args: &GetArgs,
+) -> Result<Blob, String> {
+    let shown = target.display();
+    let reference = match (&target.reference, args.digest) {
+        (None, Some(digest)) => return Ok(Blob { digest, size: None, title: None }),
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "{shown}: give either a tag or manifest digest in the reference, or --digest, not both"
+            ))
+        }
+        (None, None) => {
+            return Err(format!("{shown} names no tag: write {shown}:<tag>, {shown}@sha256:<hex>, or pass --digest"))
+        }
+        (Some(r), None) => r,
+    };
+    let reference_text = match reference {
+        Reference::Tag(t) => t.to_string(),
+        Reference::Digest(d) => d.to_string(),
+    };
+    let url = format!("{}/v2/{}/manifests/{reference_text}", target.registry, target.repository.as_str());
+    let mut req = http.get(url).header(reqwest::header::ACCEPT, ACCEPT);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.map_err(|e| format!("cannot reach the registry at {}: {e}", target.registry))?;
+    if !r.status().is_success() {
+        let (status, code, message) = registry_error(r).await;
+        return Err(match code.as_str() {
+            "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" => {
+                format!("{shown} does not exist ({code}: {message}); check the repository and tag")
+            }
+            "UNAUTHORIZED" | "DENIED" => format!(
+                "no permission to pull {} ({code}, HTTP {status}: {message}); sign in with --username/--password \
+                 of an account that may pull it",
+                target.repository.as_str()
+            ),
+            _ => format!("the registry answered {shown} with {code} (HTTP {status}): {message}"),
+        });
+    }
+    let bytes = r.bytes().await.map_err(|e| format!("reading the manifest of {shown}: {e}"))?;
+    if let Reference::Digest(d) = reference {
+        if Digest::of(&bytes) != *d {
+            return Err(format!("the manifest the registry sent for {shown} does not match its digest"));
+        }
+    }
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| format!("the manifest of {shown} is not valid: {e}"))?;
+    choose(manifest, args.file.as_deref(), &shown)
+}
+
+fn choose(manifest: Manifest, file: Option<&str>, shown: &str) -> Result<Blob, String> {
+    if manifest.layers.is_empty() && !manifest.manifests.is_empty() {
+        let digests: Vec<String> = manifest.manifests.iter().map(|m| m.digest.to_string()).collect();
+        return Err(format!(
+            "{shown} is an index of several manifests; get one of them by digest: {}",
+            digests.join(", ")
+        ));
+    }
+    let title = |d: &Descriptor| d.annotations.get(TITLE).cloned();
+    let names: Vec<String> = manifest.layers.iter().map(|d| title(d).unwrap_or_else(|| d.digest.to_string())).collect();
+    let layer = match file {
+        Some(name) => manifest
+            .layers
+            .iter()
+            .find(|d| title(d).as_deref() == Some(name))
+            .ok_or_else(|| format!("{shown} has no file named {name:?}; its files are: {}", names.join(", ")))?,
+        None => match manifest.layers.as_slice() {
+            [one] => one,
+            [] => return Err(format!("{shown} holds no files")),
+            _ => {
+                return Err(format!(
+                    "{shown} holds {} files ({}): choose one with --file <name>",
+                    names.len(),
+                    names.join(", ")
+                ))
+            }
+        },
+    };
+    Ok(Blob { digest: layer.digest, size: Some(layer.size), title: title(layer) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_take_a_host_a_tag_or_a_digest() {
+        let t = Target::parse("registry.example.com:5000/ml/models:v1", None).expect("parse");
+        assert_eq!(t.registry, "https://registry.example.com:5000");
+        assert_eq!(t.repository.as_str(), "ml/models");
+        assert_eq!(t.reference, Some(Reference::Tag("v1".parse().expect("tag"))));
+
+        let t = Target::parse("localhost:5000/ml/models", None).expect("parse");
+        assert_eq!((t.registry.as_str(), t.reference), ("http://localhost:5000", None));
+
+        let d = Digest::of(b"m");
+        let t = Target::parse(&format!("ml/models@{d}"), Some("http://r:1/")).expect("parse");
+        assert_eq!((t.registry.as_str(), t.reference), ("http://r:1", Some(Reference::Digest(d))));
+
+        assert!(Target::parse("ml/models:v1", None).expect_err("no registry").contains("--registry"));
+        assert!(Target::parse("ML/x:v1", Some("http://r")).is_err());
+    }
+
+    #[test]
+    fn a_file_is_chosen_by_its_title() {
+        let json = |titles: &[&str]| {
+            let layers: Vec<serde_json::Value> = titles
+                .iter()
+                .map(|t| {
+                    serde_json::json!({"mediaType": "application/octet-stream", "digest": Digest::of(t.as_bytes()),
+                        "size": t.len(), "annotations": {TITLE: t}})
+                })
+                .collect();
+            serde_json::from_value::<Manifest>(serde_json::json!({"layers": layers})).expect("manifest")
+        };
+        let b = choose(json(&["a.bin", "b.bin"]), Some("b.bin"), "x").expect("b");
+        assert_eq!((b.digest, b.size, b.title.as_deref()), (Digest::of(b"b.bin"), Some(5), Some("b.bin")));
+        let e = choose(json(&["a.bin", "b.bin"]), Some("c.bin"), "x").expect_err("no c");
+        assert_eq!(e, "x has no file named \"c.bin\"; its files are: a.bin, b.bin");
+        let e = choose(json(&["a.bin", "b.bin"]), None, "x").expect_err("ambiguous");
+        assert_eq!(e, "x holds 2 files (a.bin, b.bin): choose one with --file <name>");
+        assert_eq!(choose(json(&["a.bin"]), None, "x").expect("one").title.as_deref(), Some("a.bin"));
+    }
+}
