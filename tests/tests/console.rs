@@ -917,3 +917,50 @@ async fn viewer_cannot_reach_admin_pages_by_url_in_a_browser() {
     assert!(browser.text("main").await.contains("you manage none"));
     browser.quit().await;
 }
+
+/// An artifact pushed with `oci-client` (an artifact type, a title per file, as
+/// `oras push` writes them) is listed like an image, with its type and files,
+/// and `damselfly-agent get` takes one file of it back by name.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_artifact_pushed_with_oci_client_is_listed_with_its_files_and_fetched_by_name() {
+    use oci_client::client::{ClientConfig, ClientProtocol, Config as OciConfig, ImageLayer};
+    use oci_client::manifest::OciImageManifest;
+    use std::collections::BTreeMap;
+
+    let reg = Registry::start(Backend::Sqlite);
+    let title = |name: &str| Some(BTreeMap::from([("org.opencontainers.image.title".to_owned(), name.to_owned())]));
+    let model = damselfly_tests::pseudo_random(3 * 1024 * 1024 + 17, 5);
+    let layers = vec![
+        ImageLayer::new(b"weights and biases\n".to_vec(), "text/plain".to_owned(), title("README.txt")),
+        ImageLayer::new(model.clone(), "application/vnd.example.model.layer.v1".to_owned(), title("model.bin")),
+    ];
+    let config = OciConfig::new(b"{}".to_vec(), "application/vnd.oci.empty.v1+json".to_owned(), None);
+    let annotations = BTreeMap::from([("org.opencontainers.image.description".to_owned(), "a model".to_owned())]);
+    let mut manifest = OciImageManifest::build(&layers, &config, Some(annotations));
+    manifest.artifact_type = Some("application/vnd.example.model.v1".to_owned());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = oci_client::Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
+    let reference: oci_client::Reference = format!("{}/files/model:v1", reg.host).parse().expect("reference");
+    let auth = oci_client::secrets::RegistryAuth::Basic(ADMIN_USER.into(), ADMIN_PASSWORD.into());
+    client.push(&reference, &layers, config, &auth, Some(manifest)).await.expect("oci-client push");
+
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    let page = admin.get("/console/repository?name=files%2Fmodel").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for expected in ["<code>application/vnd.example.model.v1</code>", "README.txt, model.bin", "podman pull"] {
+        assert!(page.body.contains(expected), "repository page lacks {expected}:\n{}", page.body);
+    }
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("model.bin");
+    let got = Command::new(damselfly_tests::binary("damselfly-agent"))
+        .args(["get", "files/model:v1", "--file", "model.bin", "--registry", &reg.url, "--username", ADMIN_USER])
+        .args(["--agent", &format!("127.0.0.1:{}", free_port()), "-o"])
+        .arg(&out)
+        .env_clear()
+        .env("DAMSELFLY_AGENT_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .expect("damselfly-agent get");
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    assert!(std::fs::read(&out).expect("the file") == model, "the file arrives intact");
+}

@@ -36,6 +36,10 @@ struct TagRow {
     size: String,
     pushed: String,
     platforms: Vec<String>,
+    /// An artifact's type (its `artifactType`, else a config media type that is not an image's).
+    artifact_type: Option<String>,
+    /// The titles of an artifact's files (`org.opencontainers.image.title` of its layers).
+    files: Vec<String>,
     /// `<registry>/<repo>:<tag>` and `<acceleration>/<repo>:<tag>`.
     registry_ref: String,
     accelerated_ref: String,
@@ -106,6 +110,26 @@ fn platforms(content: &Value) -> Vec<String> {
         .collect()
 }
 
+/// What an artifact (not an image) says it is: its `artifactType`, or else a
+/// config media type other than an image config's.
+fn artifact_type(content: &Value) -> Option<String> {
+    const IMAGE_CONFIGS: [&str; 2] =
+        ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+    let declared = content["artifactType"].as_str();
+    let config = content["config"]["mediaType"].as_str().filter(|t| !IMAGE_CONFIGS.contains(t));
+    declared.or(config).filter(|t| !t.is_empty()).map(str::to_owned)
+}
+
+/// The titles of a manifest's layers, as `oras push` and `damselfly-agent get --file` name files.
+fn files(content: &Value) -> Vec<String> {
+    let Some(layers) = content["layers"].as_array() else { return Vec::new() };
+    layers
+        .iter()
+        .filter_map(|l| l["annotations"]["org.opencontainers.image.title"].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn row(state: &AppState, repo: &str, t: TagDetail) -> TagRow {
     let content: Value = serde_json::from_slice(&t.content).unwrap_or(Value::Null);
     let size = total_size(&content) + t.content.len() as u64;
@@ -113,6 +137,8 @@ fn row(state: &AppState, repo: &str, t: TagDetail) -> TagRow {
         registry_ref: format!("{}/{repo}:{}", state.config.registry_host(), t.name),
         accelerated_ref: format!("{}/{repo}:{}", state.config.acceleration_host(), t.name),
         platforms: platforms(&content),
+        artifact_type: artifact_type(&content),
+        files: files(&content),
         size: human_bytes(size),
         pushed: utc(t.pushed_at),
         name: t.name,
