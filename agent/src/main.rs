@@ -184,17 +184,19 @@ async fn run(config: Config) -> Result<(), String> {
         mirror = %config.listen, peer = %config.peer_listen, metrics = %config.metrics_listen,
         registry = config.registry, "damselfly-agent {} starting", env!("CARGO_PKG_VERSION")
     );
-    tokio::spawn(registry.start(peer_port));
+    tokio::spawn(registry.clone().start(peer_port));
     let shutdown = async {
         shutdown_signal().await;
         tracing::info!("shutting down");
     };
-    tokio::select! {
+    let served = tokio::select! {
         r = axum::serve(mirror_listener, mirror) => r.map_err(|e| e.to_string()),
         r = axum::serve(peer_listener, peer) => r.map_err(|e| e.to_string()),
         r = axum::serve(metrics_listener, metrics_app) => r.map_err(|e| e.to_string()),
         _ = shutdown => Ok(()),
-    }
+    };
+    registry.unregister().await;
+    served
 }
 
 async fn terminated(signal: Option<&mut tokio::signal::unix::Signal>) {

@@ -317,6 +317,25 @@ impl RegistryClient {
         }
     }
 
+    /// Tells the registry this agent is leaving, so that it stops naming it as
+    /// a parent at once. Best effort: a registry that does not answer forgets
+    /// the agent after three missed heartbeats anyway.
+    pub async fn unregister(&self) {
+        let Some(id) = self.agent_id() else { return };
+        let r = self
+            .http
+            .delete(format!("{}/p2p/v1/agents/{id}", self.base()))
+            .header(reqwest::header::AUTHORIZATION, self.cluster_auth())
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => tracing::info!(agent_id = id, "left the registry's swarms"),
+            Ok(r) => tracing::debug!(status = %r.status(), "unregistering was refused"),
+            Err(e) => tracing::debug!(error = %explain(&e), "could not unregister"),
+        }
+    }
+
     /// Registers again after the registry forgot `stale` (it restarted), once
     /// however many downloads and heartbeats notice at the same moment: only
     /// the first to get here registers; the others find a new id in place.

@@ -248,6 +248,10 @@ async fn get_without_an_agent_joins_the_swarm_as_a_one_shot_peer() {
     assert_eq!(s.registry_bytes().await, (0.0, s.files[0].1.len() as f64));
     // The one-shot peer kept the verified blob in its cache.
     assert_eq!(read(&cache.join("blobs").join(s.files[0].2.hex())), s.files[0].1);
+    // And it left the swarm when it was done: the cluster lists no agent.
+    let (_, clusters) =
+        s.reg.admin(reqwest::Method::GET, "/api/v1/tenants/default/clusters", serde_json::Value::Null).await;
+    assert_eq!(clusters[0]["agents"], serde_json::json!([]), "{clusters}");
 
     // An agent that joins afterwards can still take the blob from the registry's seed.
     let agent = Agent::start(&s.reg.url, &s.cluster_token, &[]);

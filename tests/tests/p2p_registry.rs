@@ -14,6 +14,7 @@ on_both_backends!(
     joins_refuse_clients_without_pull_and_blobs_of_other_repositories,
     the_seed_serves_pieces_only_with_a_ticket_for_that_blob,
     another_tenant_neither_sees_nor_registers_clusters_here,
+    an_agent_that_leaves_is_forgotten_at_once,
 );
 
 const MIB: usize = 1024 * 1024;
@@ -377,4 +378,30 @@ async fn another_tenant_neither_sees_nor_registers_clusters_here(backend: Backen
         admin(&f.http, &f.reg, reqwest::Method::GET, "/api/v1/tenants/default/clusters", Value::Null).await;
     let names: Vec<&str> = default_clusters.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["edge"]);
+}
+
+async fn an_agent_that_leaves_is_forgotten_at_once(backend: Backend) {
+    let f = fixture(backend).await;
+    let a = f.register("node-a", "").await;
+    let leave = |token: String| {
+        f.http.delete(format!("{}/p2p/v1/agents/{a}", f.reg.url)).header("authorization", format!("Cluster {token}"))
+    };
+    let r = leave("dfc_wrong".into()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "only its cluster can make it leave");
+    let r = leave(f.cluster_token.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = f
+        .http
+        .post(format!("{}/p2p/v1/agents/{a}/heartbeat", f.reg.url))
+        .header("authorization", format!("Cluster {}", f.cluster_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "a heartbeat after leaving means registering again");
+    let r = leave(f.cluster_token.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let (status, clusters) =
+        admin(&f.http, &f.reg, reqwest::Method::GET, "/api/v1/tenants/default/clusters", Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(clusters[0]["agents"], json!([]), "{clusters}");
 }

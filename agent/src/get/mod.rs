@@ -114,14 +114,14 @@ async fn get(args: GetArgs) -> Result<(), String> {
     let blob = resolve::blob(&http, &target, token.as_deref(), &args).await?;
     let output = transfer::Output::choose(args.output.as_deref(), &blob)?;
 
-    let mut _one_shot = None;
+    let mut one_shot = None;
     let base = match mirror_of(&http, &args.agent, challenge.as_ref()).await {
         Some(url) => url,
         None => match &args.cluster_token {
             Some(cluster_token) => {
                 let peer = oneshot::OneShot::start(&target.registry, cluster_token, &args).await?;
                 let url = peer.mirror_url.clone();
-                _one_shot = Some(peer);
+                one_shot = Some(peer);
                 url
             }
             None => {
@@ -134,7 +134,11 @@ async fn get(args: GetArgs) -> Result<(), String> {
             }
         },
     };
-    transfer::fetch(&http, &base, &target.repository, &blob, token.as_deref(), &output).await
+    let fetched = transfer::fetch(&http, &base, &target.repository, &blob, token.as_deref(), &output).await;
+    if let Some(peer) = one_shot {
+        peer.leave().await;
+    }
+    fetched
 }
 
 /// The agent's mirror URL if one answers at `addr` for the same registry:

@@ -17,6 +17,7 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct OneShot {
     /// `http://127.0.0.1:<port>` of its mirror.
     pub mirror_url: String,
+    registry: std::sync::Arc<crate::registry::RegistryClient>,
 }
 
 impl OneShot {
@@ -61,7 +62,13 @@ impl OneShot {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(OneShot { mirror_url })
+        Ok(OneShot { mirror_url, registry: node.registry })
+    }
+
+    /// Leaves the swarms, so that the registry stops naming this peer as a
+    /// parent (or sending it preheat work) the moment the download is over.
+    pub async fn leave(self) {
+        self.registry.unregister().await;
     }
 }
 

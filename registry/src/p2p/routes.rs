@@ -32,6 +32,7 @@ const TICKET_TTL_SECS: i64 = 300;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/p2p/v1/agents", post(register))
+        .route("/p2p/v1/agents/{agent}", axum::routing::delete(unregister))
         .route("/p2p/v1/agents/{agent}/heartbeat", post(heartbeat))
         .route("/p2p/v1/swarms/join", post(join))
         .route("/p2p/v1/swarms/report", post(report))
@@ -80,6 +81,21 @@ async fn register(
     state.p2p_stats.heard_from(cluster.id, &agent_id, None, None);
     tracing::info!(cluster = cluster.name, tenant = cluster.tenant, node = req.node, agent_id, "agent registered");
     Ok(Json(RegisterResponse { agent_id, heartbeat_secs: state.scheduler.heartbeat().as_secs() }))
+}
+
+/// `DELETE /p2p/v1/agents/{agent}`: an agent leaving (a stopping daemon, a
+/// finished one-shot `get`) stops being anyone's parent at once, rather than
+/// after three missed heartbeats.
+async fn unregister(
+    State(state): State<AppState>,
+    ClusterCaller(cluster): ClusterCaller,
+    Path(agent): Path<String>,
+) -> Result<StatusCode> {
+    if !state.scheduler.forget(cluster.id, &agent) {
+        return Err(unknown_agent());
+    }
+    tracing::info!(agent, cluster = cluster.id.0, "agent left");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn heartbeat(

@@ -189,6 +189,24 @@ impl Scheduler {
         self.lock().agents.values().filter(|a| a.cluster == cluster && a.last_seen.elapsed() < limit).cloned().collect()
     }
 
+    /// Forgets an agent that is leaving (it said so); false if the cluster has no such agent.
+    pub fn forget(&self, cluster: ClusterId, agent: &str) -> bool {
+        let mut state = self.lock();
+        if !state.agents.get(agent).is_some_and(|a| a.cluster == cluster) {
+            return false;
+        }
+        state.agents.remove(agent);
+        for swarm in state.swarms.values_mut() {
+            swarm.peers.remove(agent);
+            swarm.reserved.retain(|_, (holder, _)| holder != agent);
+            for peer in swarm.peers.values_mut() {
+                peer.children.remove(agent);
+            }
+        }
+        state.swarms.retain(|_, s| !s.peers.is_empty());
+        true
+    }
+
     /// Forgets agents silent for three heartbeats, and swarms left empty.
     pub fn expire(&self) {
         let limit = self.heartbeat * 3;
@@ -524,6 +542,23 @@ mod tests {
         let plan = s.join(C, &me, d, 2, &[]);
         assert!(plan.parents.is_empty());
         assert_eq!(plan.seed_pieces, [0, 1]);
+    }
+
+    #[test]
+    fn an_agent_that_leaves_is_no_parent_and_holds_no_seed_piece() {
+        let s = Scheduler::new(Duration::from_secs(10));
+        let d = Digest::of(b"blob");
+        let a = s.register(C, &req("a", ""));
+        let b = s.register(C, &req("b", ""));
+        s.join(C, &a, d, 8, &[0, 1]);
+        assert_eq!(s.join(C, &b, d, 8, &[]).parents.len(), 1);
+        assert!(!s.forget(ClusterId(2), &a), "only its own cluster can make it leave");
+        assert!(s.forget(C, &a));
+        assert!(s.agent(C, &a).is_none());
+        let plan = s.join(C, &b, d, 8, &[]);
+        assert!(plan.parents.is_empty());
+        assert_eq!(plan.availability, [0; 8]);
+        assert_eq!(s.census().agents, 1);
     }
 
     #[test]
