@@ -192,7 +192,7 @@ impl Scheduler {
     /// Forgets an agent that is leaving (it said so); false if the cluster has no such agent.
     pub fn forget(&self, cluster: ClusterId, agent: &str) -> bool {
         let mut state = self.lock();
-        if !state.agents.get(agent).is_some_and(|a| a.cluster == cluster) {
+        if state.agents.get(agent).is_none_or(|a| a.cluster != cluster) {
             return false;
         }
         state.agents.remove(agent);
