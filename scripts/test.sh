@@ -178,6 +178,6 @@ cargo build --workspace --bins --tests
 section "Tests"
 
 # damselfly-tests is not a default member, so --workspace is what includes it.
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"
 
 section "All tests passed"

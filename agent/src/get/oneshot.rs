@@ -13,11 +13,15 @@ use crate::config::Config;
 /// How long registering may take before `get` gives up.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long leaving waits for the last blob to be checked and kept.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A running one-shot peer; its tasks stop with the runtime.
 pub struct OneShot {
     /// `http://127.0.0.1:<port>` of its mirror.
     pub mirror_url: String,
     registry: std::sync::Arc<crate::registry::RegistryClient>,
+    engine: std::sync::Arc<crate::piece::Engine>,
 }
 
 impl OneShot {
@@ -62,12 +66,16 @@ impl OneShot {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(OneShot { mirror_url, registry: node.registry })
+        Ok(OneShot { mirror_url, registry: node.registry, engine: node.engine })
     }
 
-    /// Leaves the swarms, so that the registry stops naming this peer as a
-    /// parent (or sending it preheat work) the moment the download is over.
+    /// Lets the downloads end (the blob verified and kept in the cache, so a
+    /// later `get` finds it), then leaves the swarms, so that the registry
+    /// stops naming this peer as a parent the moment the download is over.
     pub async fn leave(self) {
+        if tokio::time::timeout(SETTLE_TIMEOUT, self.engine.settle()).await.is_err() {
+            tracing::warn!("the cache still verifies a blob; a later get may fetch it again");
+        }
         self.registry.unregister().await;
     }
 }

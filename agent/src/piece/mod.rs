@@ -171,6 +171,17 @@ impl Engine {
         self.downloads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Waits until every download now running has ended: verified and
+    /// moved into the cache, or given up. A one-shot peer waits for this
+    /// before it exits, because its reader has the last byte a moment
+    /// before the whole blob is checked and kept.
+    pub async fn settle(&self) {
+        let running: Vec<Arc<Download>> = self.downloads().values().cloned().collect();
+        for d in running {
+            let _ = d.wait_done().await;
+        }
+    }
+
     /// The pieces held of a blob, for a join.
     pub fn have(&self, digest: &Digest) -> Vec<u32> {
         if let Some(d) = self.downloads().get(digest) {
