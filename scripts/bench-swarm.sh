@@ -52,6 +52,7 @@ export DAMSELFLY_AGENT_BIN="$repo_root/target/release/damselfly-agent"
 cargo build --workspace --bins --quiet
 cargo test -p damselfly-tests --test swarm --no-run --quiet 2>/dev/null
 
-echo "==> swarm benchmark, N=$n"
+bench="${BENCH_TEST:-bench_swarm}"
+echo "==> ${BENCH_LABEL:-swarm benchmark}, N=$n"
 SWARM_NODES="$n" timeout --kill-after=10 "${SWARM_TIMEOUT:-900}" \
-    cargo test -p damselfly-tests --test swarm --quiet -- --ignored --exact bench_swarm --nocapture --test-threads 1
+    cargo test -p damselfly-tests --test swarm --quiet -- --ignored --exact "$bench" --nocapture --test-threads 1

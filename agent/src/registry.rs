@@ -250,6 +250,7 @@ impl RegistryClient {
             zone: self.config.zone.clone(),
             upload_slots: self.config.upload_slots,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            platform: damselfly_core::p2p::this_platform(),
         };
         let r = self
             .http

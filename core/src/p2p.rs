@@ -33,6 +33,25 @@ pub struct RegisterRequest {
     /// Agent version, for the console.
     #[serde(default)]
     pub version: String,
+    /// The node's OCI platform, `<os>/<architecture>[/<variant>]` (e.g. `linux/arm64`): preheating
+    /// a multi-platform tag fetches the manifest of this platform. Empty means `linux/amd64`.
+    #[serde(default)]
+    pub platform: String,
+}
+
+/// The OCI platform of the machine this code runs on, `<os>/<architecture>`
+/// in the image-index spelling (Go's GOOS/GOARCH).
+pub fn this_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
+        "loongarch64" => "loong64",
+        other => other,
+    };
+    format!("{}/{arch}", std::env::consts::OS)
 }
 
 fn default_upload_slots() -> u32 {

@@ -283,6 +283,7 @@ async fn register_fake_agent(s: &Setup) -> String {
         zone: String::new(),
         upload_slots: 1,
         version: "test".into(),
+        platform: "linux/amd64".into(),
     };
     let r = s
         .http

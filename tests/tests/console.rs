@@ -482,8 +482,10 @@ async fn repository_page_preheats_a_tag_into_a_cluster_and_shows_each_node() {
         let page = admin.get(&job_page).await;
         assert_eq!(page.status, 200, "{}", page.body);
         if page.body.contains("<strong id=\"preheat-state\">done</strong>") {
-            assert!(page.body.contains(&format!("<tr><td>{node}</td><td>done</td><td></td></tr>")), "{}", page.body);
-            assert!(page.body.contains("2 blob(s) per node"), "{}", page.body);
+            let platform = damselfly_core::p2p::this_platform();
+            let row = format!("<tr><td>{node}</td><td>{platform}</td><td>done</td><td></td></tr>");
+            assert!(page.body.contains(&row), "{}", page.body);
+            assert!(page.body.contains("by a request: 2 blob(s)."), "{}", page.body);
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the job is not done after 30 s:\n{}", page.body);
@@ -493,6 +495,53 @@ async fn repository_page_preheats_a_tag_into_a_cluster_and_shows_each_node() {
     assert_eq!(vera.get(&job_page).await.status, 403);
     let refused = vera.post("/console/repository/preheat", &[&form[..], &[("percent", "100")]].concat()).await;
     assert_eq!(refused.status, 403, "{}", refused.body);
+}
+
+/// A namespace admin chooses on the namespace page which clusters new tags are preheated
+/// into; a push then starts a job that the cluster page lists. A viewer sees no such form.
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_page_preheats_new_tags_into_chosen_clusters() {
+    use reqwest::Method;
+    let reg = Registry::start(Backend::Sqlite);
+    cast(&reg).await;
+    let (s, b) = api(&reg, Method::PATCH, "/api/v1/namespaces/web", Some(json!({"p2p_enabled": true}))).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, cluster) = api(&reg, Method::POST, "/api/v1/tenants/acme/clusters", Some(json!({"name": "edge"}))).await;
+    assert_eq!(s, 201, "{cluster}");
+    let _agent = Agent::start(&reg.url, cluster["token"].as_str().expect("token"), &[]);
+
+    let vera = sign_in(&reg, "vera", "vera-password").await;
+    assert!(!vera.get("/console/namespaces/web").await.body.contains("Preheat new tags"));
+    let refused = vera.post("/console/namespaces/web/preheat", &[("cluster", "edge"), ("percent", "100")]).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    let page = admin.get("/console/namespaces/web").await;
+    assert!(page.body.contains("<tr><td>edge</td><td>not preheated</td>"), "{}", page.body);
+    let unknown = admin.post("/console/namespaces/web/preheat", &[("cluster", "nowhere"), ("percent", "50")]).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    assert!(unknown.body.contains("cluster nowhere does not exist in tenant acme"), "{}", unknown.body);
+    let set = admin.post_and_follow("/console/namespaces/web/preheat", &[("cluster", "edge"), ("percent", "50")]).await;
+    assert!(
+        set.body.contains("New tags of web are preheated into cluster edge (50% of its online agents)."),
+        "{}",
+        set.body
+    );
+    assert!(set.body.contains("<tr><td>edge</td><td>50% of the online agents</td>"), "{}", set.body);
+    let (_, ns) = api(&reg, Method::GET, "/api/v1/namespaces/web", None).await;
+    assert_eq!(ns["preheat_on_push"], json!([{"cluster": "edge", "percent": 50}]));
+
+    // A push starts a job at once.
+    push_app(&reg).await;
+    let clusters = admin.get("/console/tenants/acme/clusters").await;
+    assert!(clusters.body.contains("Preheat jobs of the last hour"), "{}", clusters.body);
+    assert!(clusters.body.contains(">web/app:1.0</a></td><td>push</td>"), "{}", clusters.body);
+
+    let stopped =
+        admin.post_and_follow("/console/namespaces/web/preheat", &[("cluster", "edge"), ("percent", "0")]).await;
+    assert!(stopped.body.contains("New tags of web are no longer preheated into cluster edge."), "{}", stopped.body);
+    let (_, ns) = api(&reg, Method::GET, "/api/v1/namespaces/web", None).await;
+    assert_eq!(ns["preheat_on_push"], json!([]));
 }
 
 async fn failed_sign_ins_go_through_the_login_rate_limit(backend: Backend) {

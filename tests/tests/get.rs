@@ -519,3 +519,158 @@ async fn preheat_fills_the_chosen_agents_caches_so_that_pulls_cost_no_registry_o
     }
     assert_eq!(s.registry_bytes().await, (0.0, seed_bytes));
 }
+
+/// Pushes a multi-platform index under `tag`: `native` (this machine's platform) and a foreign
+/// platform, each an image with its own layer. Returns (index, native manifest, native layers, foreign layer).
+async fn push_two_platform_index(
+    s: &Setup,
+    tag: &str,
+    sizes: (usize, usize),
+) -> (Digest, Digest, Vec<Vec<u8>>, Digest) {
+    let config = s.reg.push_blob(REPO, b"{}").await;
+    let image = |layer: &[u8], digest: Digest| {
+        json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": layer.len()}],
+        })
+    };
+    let native_layer = pseudo_random(sizes.0, 900 + sizes.0 as u64);
+    let foreign_layer = pseudo_random(sizes.1, 901 + sizes.1 as u64);
+    let native_digest = s.reg.push_blob(REPO, &native_layer).await;
+    let foreign_digest = s.reg.push_blob(REPO, &foreign_layer).await;
+    let native = image(&native_layer, native_digest);
+    let foreign = image(&foreign_layer, foreign_digest);
+    let native_manifest = s.reg.push_manifest(REPO, &format!("{tag}-native"), &native).await;
+    let foreign_manifest = s.reg.push_manifest(REPO, &format!("{tag}-foreign"), &foreign).await;
+    let here = damselfly_core::p2p::this_platform();
+    let (os, arch) = here.split_once('/').expect("os/arch");
+    let other_arch = if arch == "s390x" { "riscv64" } else { "s390x" };
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": foreign_manifest,
+             "size": foreign.to_string().len(), "platform": {"os": os, "architecture": other_arch}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": native_manifest,
+             "size": native.to_string().len(), "platform": {"os": os, "architecture": arch}},
+        ],
+    })
+    .to_string();
+    let r = s
+        .http
+        .put(format!("{}/v2/{REPO}/manifests/{tag}", s.reg.url))
+        .basic_auth(damselfly_tests::ADMIN_USER, Some(damselfly_tests::ADMIN_PASSWORD))
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .body(index.clone())
+        .send()
+        .await
+        .expect("push the index");
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap_or_default());
+    (Digest::of(index.as_bytes()), native_manifest, vec![b"{}".to_vec(), native_layer], foreign_digest)
+}
+
+/// The preheat jobs of cluster `edge`, newest first.
+async fn jobs(s: &Setup) -> Vec<Value> {
+    let (status, body) =
+        s.reg.admin(reqwest::Method::GET, "/api/v1/tenants/default/clusters/edge/preheat", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body.as_array().expect("a list of jobs").clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_that_preheats_on_push_sends_each_new_tag_into_the_chosen_clusters_caches() {
+    let s = Setup::new(&[MIB]).await;
+    let agents: Vec<Agent> = (0..2).map(|_| Agent::start(&s.reg.url, &s.cluster_token, &[])).collect();
+    let namespace = "/api/v1/namespaces/files";
+    let set = |targets: Value| s.reg.admin(reqwest::Method::PATCH, namespace, json!({"preheat_on_push": targets}));
+
+    // Only the tenant's own clusters, each once, with a sensible share.
+    let (status, body) = s.reg.admin(reqwest::Method::POST, "/api/v1/tenants", json!({"name": "acme"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) =
+        s.reg.admin(reqwest::Method::POST, "/api/v1/tenants/acme/clusters", json!({"name": "far"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = set(json!([{"cluster": "far"}])).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(
+        body["errors"][0]["message"],
+        "preheat_on_push: cluster far does not exist in tenant default; list them with GET \
+         /api/v1/tenants/default/clusters"
+    );
+    let (status, body) = set(json!([{"cluster": "edge", "percent": 0}])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = set(json!([{"cluster": "edge"}, {"cluster": "edge", "percent": 50}])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (_, shown) = s.reg.admin(reqwest::Method::GET, namespace, Value::Null).await;
+    assert_eq!(shown["preheat_on_push"], json!([]), "a refused change leaves nothing behind");
+
+    let (status, body) = set(json!([{"cluster": "edge"}])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["preheat_on_push"], json!([{"cluster": "edge", "percent": 100}]));
+
+    // A multi-platform tag: each node gets the manifest of its own platform, and nothing of the other.
+    let before = jobs(&s).await.len();
+    let (index, native, blobs, foreign) = push_two_platform_index(&s, "v2", (3 * MIB + 7, 4 * MIB)).await;
+    // The two per-platform tags pushed on the way were preheated too; the index is the newest job.
+    let listed = jobs(&s).await;
+    assert_eq!(listed.len(), before + 3, "{listed:#?}");
+    let job = &listed[0];
+    assert_eq!((job["tag"].as_str(), job["trigger"].as_str()), (Some("v2"), Some("push")), "{job}");
+    assert_eq!(job["manifest"], index.to_string());
+    for node in job["nodes"].as_array().expect("nodes") {
+        assert_eq!(node["manifest"], native.to_string(), "{job}");
+        assert_eq!(node["platform"], damselfly_core::p2p::this_platform());
+    }
+    assert!(!job["blobs"].as_array().expect("blobs").contains(&json!(foreign.to_string())), "{job}");
+    for j in &listed[..3] {
+        assert_eq!(settled(&s, j).await["state"], "done");
+    }
+
+    // Every node serves the tag's blobs from its own cache.
+    let token = s.pull_token().await;
+    for a in &agents {
+        let was = (agent_received(&s.http, a, "peer").await, agent_received(&s.http, a, "seed").await);
+        for blob in &blobs {
+            let r = s
+                .http
+                .get(format!("{}/v2/{REPO}/blobs/{}", a.mirror_url, Digest::of(blob)))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("pull through the agent");
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(&r.bytes().await.expect("body")[..], &blob[..]);
+        }
+        let now = (agent_received(&s.http, a, "peer").await, agent_received(&s.http, a, "seed").await);
+        assert_eq!(now, was, "bytes received by {} from peers and the seed during the pulls", a.mirror_url);
+    }
+
+    // A push by digest names no tag, and with P2P off nothing is preheated.
+    let count = jobs(&s).await.len();
+    let untagged = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": Digest::of(b"{}"), "size": 2},
+        "layers": [],
+        "annotations": {"n": "1"},
+    });
+    s.reg.push_manifest(REPO, &Digest::of(untagged.to_string().as_bytes()).to_string(), &untagged).await;
+    assert_eq!(jobs(&s).await.len(), count);
+    let (status, _) = s.reg.admin(reqwest::Method::PATCH, namespace, json!({"p2p_enabled": false})).await;
+    assert_eq!(status, StatusCode::OK);
+    s.push_artifact("v3").await;
+    assert_eq!(jobs(&s).await.len(), count);
+
+    // The audit log names the pusher and the trigger.
+    let (_, audit) = s.reg.admin(reqwest::Method::GET, "/api/v1/audit?action=cluster.preheat", Value::Null).await;
+    let entries = audit["events"].as_array().expect("audit events").clone();
+    assert!(
+        entries.iter().any(|e| e["object"] == format!("{REPO}:v2") && e["detail"]["trigger"] == "push"),
+        "{audit:#}"
+    );
+
+    let (status, body) = set(json!([])).await;
+    assert_eq!((status, &body["preheat_on_push"]), (StatusCode::OK, &json!([])));
+}

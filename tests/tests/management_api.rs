@@ -221,7 +221,7 @@ async fn cast(api: &Api) -> Cast {
 }
 
 fn namespace_json(name: &str, tenant: &str, public: bool, p2p: bool, created_at: &Value) -> Value {
-    json!({"name": name, "tenant": tenant, "public": public, "p2p_enabled": p2p, "created_at": created_at})
+    json!({"name": name, "tenant": tenant, "public": public, "p2p_enabled": p2p, "preheat_on_push": [], "created_at": created_at})
 }
 
 /// Every authenticated endpoint, with a body where one is needed.
@@ -1030,6 +1030,7 @@ async fn openapi_document_lists_every_endpoint_with_its_schemas(backend: Backend
         "GET /api/v1/tenants/{tenant}",
         "GET /api/v1/tenants/{tenant}/clusters",
         "POST /api/v1/tenants/{tenant}/clusters/{cluster}/preheat",
+        "GET /api/v1/tenants/{tenant}/clusters/{cluster}/preheat",
         "GET /api/v1/tenants/{tenant}/clusters/{cluster}/preheat/{job}",
         "GET /api/v1/tenants/{tenant}/namespaces",
         "POST /api/v1/tenants/{tenant}/namespaces",

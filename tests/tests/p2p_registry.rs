@@ -70,6 +70,7 @@ impl Fixture {
             zone: zone.into(),
             upload_slots: 8,
             version: "test".into(),
+            platform: "linux/amd64".into(),
         };
         let r = self
             .http

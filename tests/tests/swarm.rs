@@ -109,11 +109,7 @@ impl Swarm {
         const AGENTS: usize = 6;
         let swarm = Swarm::start(AGENTS);
         let layers = swarm.push_image(3, 24 * MIB);
-        swarm.set_p2p(true);
-        let token = swarm.pull_token();
-        for i in REG..swarm.net.nodes.len() {
-            swarm.net.limit(i, 40);
-        }
+        let token = swarm.limited(40);
         (swarm, layers, token, (0..AGENTS).collect())
     }
 
@@ -199,6 +195,37 @@ impl Swarm {
         assert_eq!(code.trim(), "201", "push of {digest}");
         let _ = std::fs::remove_file(&path);
         digest
+    }
+
+    /// Pushes `len` random bytes as a one-file artifact titled `title` under `tag`; returns its digest and size.
+    fn push_file(&self, len: usize, tag: &str, title: &str) -> (Digest, usize) {
+        let file = pseudo_random(len, 4242 + len as u64);
+        let digest = self.push_blob(&file);
+        drop(file);
+        let config = self.push_blob(b"{}");
+        self.push_manifest(
+            &json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": "application/vnd.damselfly.test.file",
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config.to_string(), "size": 2},
+                "layers": [{"mediaType": "application/octet-stream", "digest": digest.to_string(), "size": len,
+                    "annotations": {"org.opencontainers.image.title": title}}],
+            }),
+            tag,
+        );
+        (digest, len)
+    }
+
+    /// Switches P2P on, limits every node (the registry's too) to `mbit` up and down, and
+    /// returns a pull token.
+    fn limited(&self, mbit: u32) -> String {
+        self.set_p2p(true);
+        let token = self.pull_token();
+        for i in REG..self.net.nodes.len() {
+            self.net.limit(i, mbit);
+        }
+        token
     }
 
     /// Pushes an image of `layers` random layers of `layer_bytes` each, a config and an OCI manifest.
@@ -446,11 +473,7 @@ fn six_agents_in_their_own_namespaces_pull_a_64_mib_image_mostly_from_each_other
     let swarm = Swarm::start(AGENTS);
     let layers = swarm.push_image(3, 24 * MIB);
     let image: usize = layers.iter().map(|l| l.len).sum();
-    swarm.set_p2p(true);
-    let token = swarm.pull_token();
-    for i in REG..swarm.net.nodes.len() {
-        swarm.net.limit(i, MBIT);
-    }
+    let token = swarm.limited(MBIT);
     let (seed0, blob0) = swarm.registry_blob_bytes();
     let nodes: Vec<usize> = (0..AGENTS).collect();
     let t = Instant::now();
@@ -487,26 +510,8 @@ fn six_nodes_get_a_256_mib_artifact_file_at_once_and_the_registry_sends_it_about
     const MBIT: u32 = 100;
     let _serial = serial();
     let swarm = Swarm::start(AGENTS);
-    let file = pseudo_random(256 * MIB, 4242);
-    let (digest, size) = (swarm.push_blob(&file), file.len());
-    drop(file);
-    let config = swarm.push_blob(b"{}");
-    swarm.push_manifest(
-        &json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "artifactType": "application/vnd.damselfly.test.model",
-            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config.to_string(), "size": 2},
-            "layers": [{"mediaType": "application/octet-stream", "digest": digest.to_string(), "size": size,
-                "annotations": {"org.opencontainers.image.title": "model.bin"}}],
-        }),
-        "model",
-    );
-    swarm.set_p2p(true);
-    let token = swarm.pull_token();
-    for i in REG..swarm.net.nodes.len() {
-        swarm.net.limit(i, MBIT);
-    }
+    let (digest, size) = swarm.push_file(256 * MIB, "model", "model.bin");
+    let token = swarm.limited(MBIT);
     let nodes: Vec<usize> = (0..AGENTS).collect();
     let cmds = nodes
         .iter()
@@ -670,11 +675,7 @@ fn bench_swarm() {
     let swarm = Swarm::start(n);
     let layers = swarm.push_image(nlayers, image_mib * MIB / nlayers);
     let s: f64 = layers.iter().map(|l| l.len as f64).sum();
-    swarm.set_p2p(true);
-    let token = swarm.pull_token();
-    for i in REG..swarm.net.nodes.len() {
-        swarm.net.limit(i, mbit);
-    }
+    let token = swarm.limited(mbit);
     let rate = mbit as f64 * 1e6 / 8.0; // bytes/s, every node up and down
     let (u_seed, d_min, u_peers) = (rate, rate, n as f64 * rate);
     let bound = (s / u_seed).max(s / d_min).max(n as f64 * s / (u_seed + u_peers));
@@ -744,4 +745,101 @@ fn bench_swarm() {
         }
         println!("{}", swarm.logs());
     }
+}
+
+/// `damselfly-agent get` benchmark (run by scripts/bench-get.sh): one file of
+/// GET_FILE_MIB MiB (default 1024) to N=SWARM_NODES nodes (default 8) at
+/// SWARM_MBIT per node up and down (default 200, the registry's node too).
+/// Every node runs `get` through its own agent at the same moment; then every
+/// node runs `get` straight from the registry (no agent, no cluster token). Both
+/// write to standard output into `sha256sum`, so the disk holds only the caches.
+#[test]
+#[ignore = "benchmark; run scripts/bench-get.sh"]
+fn bench_get() {
+    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let n = env("SWARM_NODES", 8);
+    let mbit = env("SWARM_MBIT", 200) as u32;
+    let file_mib = env("GET_FILE_MIB", 1024);
+    let _serial = serial();
+    let swarm = Swarm::start(n);
+    let (digest, size) = swarm.push_file(file_mib * MIB, "big", "big.bin");
+    let size = size as f64;
+    let token = swarm.limited(mbit);
+    let rate = mbit as f64 * 1e6 / 8.0;
+    let bound = (size / rate).max(n as f64 * size / (rate + n as f64 * rate));
+    let direct_ideal = n as f64 * size / rate;
+    let nodes: Vec<usize> = (0..n).collect();
+    // `agent`: the node's own agent's mirror, or a closed port, so that get downloads directly.
+    let run = |agent: &dyn Fn(usize) -> String| {
+        let cmds = nodes
+            .iter()
+            .map(|&i| {
+                let mut cmd = swarm.net.command(FIRST_AGENT + i, "bash");
+                cmd.args(["-c", "set -o pipefail; \"$GET\" get \"$REF\" --file big.bin -o - | sha256sum"])
+                    .env_clear()
+                    .env("PATH", std::env::var("PATH").unwrap_or_default())
+                    .env("GET", binary("damselfly-agent"))
+                    .env("REF", format!("{REPO}:big"))
+                    .env("DAMSELFLY_AGENT_REGISTRY", &swarm.reg_url)
+                    .env("DAMSELFLY_AGENT_MIRROR", agent(i))
+                    .env("DAMSELFLY_AGENT_TOKEN", &token);
+                (i, String::new(), cmd)
+            })
+            .collect();
+        let before = swarm.registry_blob_bytes();
+        let results = run_at_once(cmds, || {});
+        let after = swarm.registry_blob_bytes();
+        let mut times: Vec<f64> = Vec::new();
+        for (i, _, secs, out) in &results {
+            let sum = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && sum.split_whitespace().next() == Some(digest.hex().as_str()),
+                "node {i}: get failed after {secs:.1} s: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                swarm.logs()
+            );
+            times.push(*secs);
+        }
+        times.sort_by(f64::total_cmp);
+        let egress = (after.0 - before.0) + (after.1 - before.1);
+        (times, egress)
+    };
+    let (p2p, p2p_egress) = run(&|i| format!("{}:65001", swarm.agent_ip(i)));
+    let (peer, seed, pass) = swarm.agent_bytes(&nodes);
+    let (direct, direct_egress) = run(&|_| "127.0.0.1:9".to_owned());
+    let pct = |t: &[f64], p: f64| t[((p * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1];
+    let mib = |b: f64| b / MIB as f64;
+    println!();
+    println!(
+        "get benchmark: N={n} nodes, {mbit} Mbit/s per node up and down (registry node too), one file of {:.0} MiB",
+        mib(size)
+    );
+    println!("| mode | makespan s | p50 s | p95 s | makespan / bound | registry egress MiB | egress / file |");
+    println!("|------|-----------:|------:|------:|-----------------:|--------------------:|--------------:|");
+    for (mode, t, egress) in
+        [("get via agents (P2P)", &p2p, p2p_egress), ("get direct from the registry", &direct, direct_egress)]
+    {
+        let max = t[t.len() - 1];
+        println!(
+            "| {mode} | {max:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} |",
+            pct(t, 0.5),
+            pct(t, 0.95),
+            max / bound,
+            mib(egress),
+            egress / size
+        );
+    }
+    println!("| P2P lower bound max(S/u, N·S/((N+1)·u)) | {bound:.1} | | | 1.00 | {:.1} | 1.00 |", mib(size));
+    println!(
+        "| direct lower bound N·S/u | {direct_ideal:.1} | | | {:.2} | {:.1} | {n}.00 |",
+        direct_ideal / bound,
+        mib(size) * n as f64
+    );
+    println!(
+        "direct / P2P makespan: {:.2}×; agents received: peer {:.1} MiB, seed {:.1} MiB, passthrough {:.1} MiB",
+        direct[direct.len() - 1] / p2p[p2p.len() - 1],
+        mib(peer),
+        mib(seed),
+        mib(pass)
+    );
 }

@@ -40,6 +40,8 @@ pub struct Agent {
     pub zone: String,
     /// Agent version.
     pub version: String,
+    /// The node's platform, e.g. `linux/amd64`.
+    pub platform: String,
 }
 
 /// A cluster just registered, with its token (shown only here).
@@ -65,7 +67,7 @@ fn view(state: &AppState, c: metadata::Cluster) -> Cluster {
         .scheduler
         .agents_of(c.id)
         .into_iter()
-        .map(|a| Agent { id: a.id, node: a.node, url: a.url, zone: a.zone, version: a.version })
+        .map(|a| Agent { id: a.id, node: a.node, url: a.url, zone: a.zone, version: a.version, platform: a.platform })
         .collect();
     Cluster { name: c.name, created_at: c.created_at, agents }
 }

@@ -44,7 +44,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/tenants/{tenant}/robots/{robot}", axum::routing::delete(robots::revoke))
         .route("/api/v1/tenants/{tenant}/robots/{robot}/rotate", post(robots::rotate))
         .route("/api/v1/tenants/{tenant}/clusters", get(clusters::list).post(clusters::create))
-        .route("/api/v1/tenants/{tenant}/clusters/{cluster}/preheat", post(preheat::start))
+        .route("/api/v1/tenants/{tenant}/clusters/{cluster}/preheat", get(preheat::list).post(preheat::start))
         .route("/api/v1/tenants/{tenant}/clusters/{cluster}/preheat/{job}", get(preheat::show))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route("/api/v1/users/{username}/password", put(users::set_password))
@@ -82,6 +82,7 @@ pub fn router() -> Router<AppState> {
         robots::revoke,
         clusters::list,
         clusters::create,
+        preheat::list,
         preheat::start,
         preheat::show,
         users::list,

@@ -13,7 +13,6 @@ use crate::api::access::{self, TenantNeed};
 use crate::api::clusters::{self, NewCluster};
 use crate::api::preheat;
 use crate::api::{Body, PathParams};
-use crate::p2p::preheat::PreheatState;
 use crate::state::AppState;
 
 /// One agent as listed.
@@ -26,11 +25,29 @@ struct AgentRow {
     served: String,
 }
 
+/// A preheat job as listed on its cluster.
+struct JobRow {
+    id: String,
+    reference: String,
+    trigger: String,
+    state: String,
+    started: String,
+}
+
 /// One cluster as listed.
 struct ClusterRow {
     name: String,
     registered: String,
     agents: Vec<AgentRow>,
+    /// Its preheat jobs of the last hour, newest first (at most [`JOBS_LISTED`]).
+    jobs: Vec<JobRow>,
+}
+
+/// Most preheat jobs a cluster's card lists.
+const JOBS_LISTED: usize = 10;
+
+fn word<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 #[derive(Template)]
@@ -79,7 +96,21 @@ pub async fn list(State(state): State<AppState>, who: SignedIn, Path(tenant): Pa
                     }
                 })
                 .collect();
-            ClusterRow { name: c.name, registered: utc(c.created_at), agents }
+            let online = |agent: &str| state.scheduler.agent(c.id, agent).is_some();
+            let jobs = state
+                .preheats
+                .jobs_of(c.id, online)
+                .into_iter()
+                .take(JOBS_LISTED)
+                .map(|j| JobRow {
+                    reference: format!("{}:{}", j.repository, j.tag),
+                    trigger: word(j.trigger),
+                    state: word(j.state),
+                    started: utc(j.created_at),
+                    id: j.id,
+                })
+                .collect();
+            ClusterRow { name: c.name, registered: utc(c.created_at), agents, jobs }
         })
         .collect();
     let page = ClustersPage {
@@ -133,6 +164,7 @@ pub async fn create(
 /// One node of a preheat job as listed.
 struct PreheatRow {
     node: String,
+    platform: String,
     state: String,
     error: String,
 }
@@ -146,6 +178,7 @@ struct PreheatPage {
     reference: String,
     state: String,
     started: String,
+    trigger: String,
     blobs: usize,
     nodes: Vec<PreheatRow>,
 }
@@ -164,21 +197,22 @@ pub async fn preheat_job(
 ) -> ConsoleResult<Response> {
     let path = PathParams((tenant.clone(), cluster.clone(), job));
     let axum::Json(job) = preheat::show(State(state.clone()), who.caller(), path).await?;
-    let word = |s: PreheatState| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned));
     let page = PreheatPage {
         chrome: who.chrome(&state, "tenants").await,
         tenant,
         cluster,
         reference: format!("{}:{}", job.repository, job.tag),
-        state: word(job.state).unwrap_or_default(),
+        state: word(job.state),
         started: utc(job.created_at),
+        trigger: word(job.trigger),
         blobs: job.blobs.len(),
         nodes: job
             .nodes
             .into_iter()
             .map(|n| PreheatRow {
                 node: n.node,
-                state: word(n.state).unwrap_or_default(),
+                platform: n.platform,
+                state: word(n.state),
                 error: n.error.unwrap_or_default(),
             })
             .collect(),

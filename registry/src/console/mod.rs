@@ -49,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/tenants/{tenant}/robots/{robot}/revoke", post(robots::revoke))
         .route("/console/tenants/{tenant}/clusters", get(clusters::list).post(clusters::create))
         .route("/console/namespaces/{namespace}", get(namespaces::show).post(namespaces::update))
+        .route("/console/namespaces/{namespace}/preheat", post(namespaces::preheat))
         .route("/console/repository", get(repositories::show))
         .route("/console/repository/delete-tag", post(repositories::delete_tag))
         .route("/console/repository/preheat", post(repositories::preheat))

@@ -1,5 +1,6 @@
 //! Namespaces: creating one in a tenant, and a namespace's page with its
-//! repositories, its visibility and the P2P acceleration switch.
+//! repositories, its visibility, the P2P acceleration switch and the
+//! clusters its new tags are preheated into.
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -8,7 +9,7 @@ use serde::Deserialize;
 
 use super::{done, failed, notice, render, segment, Chrome, ConsoleResult, Posted, SignedIn};
 use crate::api::access::{self, NamespaceNeed};
-use crate::api::namespaces::{self, Namespace, NamespaceChange, NewNamespace};
+use crate::api::namespaces::{self, Namespace, NamespaceChange, NewNamespace, PreheatTarget};
 use crate::api::{Body, PathParams};
 use crate::state::AppState;
 
@@ -22,6 +23,8 @@ struct NamespacePage {
     ns: Namespace,
     repositories: Vec<String>,
     may_change: bool,
+    /// The tenant's clusters with the share of their agents new tags go to (0: none), for admins.
+    clusters: Vec<(String, u8)>,
 }
 
 impl NamespacePage {
@@ -31,6 +34,10 @@ impl NamespacePage {
 
     fn tenant_link(&self) -> String {
         format!("/console/tenants/{}", segment(&self.ns.tenant))
+    }
+
+    fn preheat_action(&self) -> String {
+        format!("/console/namespaces/{}/preheat", segment(&self.ns.name))
     }
 
     fn repo_link(&self, name: &str) -> String {
@@ -45,7 +52,17 @@ pub async fn show(State(state): State<AppState>, who: SignedIn, Path(name): Path
     // The same check the PATCH endpoint makes decides whether the switches are shown; the POST checks again.
     let may_change = access::namespace(&state, &who.caller(), &name, NamespaceNeed::Admin, None).await.is_ok();
     let repositories = state.db.repositories().in_namespace(&ns.name, MAX_LISTED).await?;
-    Ok(render(&NamespacePage { chrome: who.chrome(&state, "tenants").await, ns, repositories, may_change }))
+    let mut clusters = Vec::new();
+    if may_change {
+        if let Some(tenant) = state.db.tenancy().tenant(&ns.tenant).await? {
+            for c in state.db.clusters().of_tenant(tenant.id).await? {
+                let percent = ns.preheat_on_push.iter().find(|t| t.cluster == c.name).map_or(0, |t| t.percent);
+                clusters.push((c.name, percent));
+            }
+        }
+    }
+    let chrome = who.chrome(&state, "tenants").await;
+    Ok(render(&NamespacePage { chrome, ns, repositories, may_change, clusters }))
 }
 
 /// The new-namespace form.
@@ -90,7 +107,7 @@ pub struct SwitchForm {
 pub async fn update(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<SwitchForm>) -> Response {
     let Posted { who, form } = posted;
     let back = format!("/console/namespaces/{}", segment(&name));
-    let change = NamespaceChange { public: form.public, p2p_enabled: form.p2p_enabled };
+    let change = NamespaceChange { public: form.public, p2p_enabled: form.p2p_enabled, preheat_on_push: None };
     match namespaces::update(State(state.clone()), who.caller(), PathParams(name), Body(change)).await {
         Ok(axum::Json(ns)) => {
             let mut said = Vec::new();
@@ -105,6 +122,47 @@ pub async fn update(State(state): State<AppState>, Path(name): Path<String>, pos
                 said.push(if p { "it is public: anyone may pull".to_owned() } else { "it is private".to_owned() });
             }
             let text = format!("Namespace {}: {}.", ns.name, said.join("; "));
+            done(&state, &who, &back, notice(text)).await
+        }
+        Err(e) => failed(&state, &who, &back, e.into()).await,
+    }
+}
+
+/// One row of the preheat-on-push form.
+#[derive(Deserialize)]
+pub struct PreheatForm {
+    #[serde(default)]
+    cluster: String,
+    /// Share of the cluster's agents; 0 stops preheating new tags there.
+    #[serde(default)]
+    percent: u8,
+}
+
+/// `POST /console/namespaces/{namespace}/preheat`: starts or stops preheating the namespace's
+/// new tags into one cluster (namespace admin or owner; the API checks the cluster is the tenant's).
+pub async fn preheat(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<PreheatForm>) -> Response {
+    let Posted { who, form } = posted;
+    let back = format!("/console/namespaces/{}", segment(&name));
+    let current = match namespaces::show(State(state.clone()), who.caller(), PathParams(name.clone())).await {
+        Ok(axum::Json(ns)) => ns.preheat_on_push,
+        Err(e) => return failed(&state, &who, &back, e.into()).await,
+    };
+    let mut targets: Vec<PreheatTarget> = current.into_iter().filter(|t| t.cluster != form.cluster).collect();
+    if form.percent > 0 {
+        targets.push(PreheatTarget { cluster: form.cluster.clone(), percent: form.percent });
+    }
+    let change = NamespaceChange { public: None, p2p_enabled: None, preheat_on_push: Some(targets) };
+    match namespaces::update(State(state.clone()), who.caller(), PathParams(name), Body(change)).await {
+        Ok(axum::Json(ns)) => {
+            let text = if form.percent > 0 {
+                let off = if ns.p2p_enabled { "" } else { " once P2P acceleration is on" };
+                format!(
+                    "New tags of {} are preheated into cluster {} ({}% of its online agents){off}.",
+                    ns.name, form.cluster, form.percent
+                )
+            } else {
+                format!("New tags of {} are no longer preheated into cluster {}.", ns.name, form.cluster)
+            };
             done(&state, &who, &back, notice(text)).await
         }
         Err(e) => failed(&state, &who, &back, e.into()).await,

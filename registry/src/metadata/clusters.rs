@@ -1,6 +1,6 @@
 use sqlx::{AnyPool, Row};
 
-use super::{now, TenantId};
+use super::{now, NamespaceId, TenantId};
 
 /// Primary key of a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,5 +70,42 @@ impl Clusters<'_> {
             .fetch_all(self.pool)
             .await?;
         rows.iter().map(cluster).collect()
+    }
+
+    /// Where new tags of a namespace are preheated: (cluster, percent of its agents), by cluster name.
+    pub async fn preheat_targets(&self, namespace: NamespaceId) -> Result<Vec<(Cluster, u8)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.tenant_id, t.name, c.name, c.created_at, p.percent FROM namespace_preheat_targets p \
+             JOIN clusters c ON c.id = p.cluster_id JOIN tenants t ON t.id = c.tenant_id \
+             WHERE p.namespace_id = $1 ORDER BY c.name",
+        )
+        .bind(namespace.0)
+        .fetch_all(self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((cluster(r)?, u8::try_from(r.try_get::<i64, _>(5)?).unwrap_or(100)))).collect()
+    }
+
+    /// Replaces where new tags of a namespace are preheated.
+    pub async fn set_preheat_targets(
+        &self,
+        namespace: NamespaceId,
+        targets: &[(ClusterId, u8)],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM namespace_preheat_targets WHERE namespace_id = $1")
+            .bind(namespace.0)
+            .execute(&mut *tx)
+            .await?;
+        for (cluster, percent) in targets {
+            sqlx::query(
+                "INSERT INTO namespace_preheat_targets (namespace_id, cluster_id, percent) VALUES ($1, $2, $3)",
+            )
+            .bind(namespace.0)
+            .bind(cluster.0)
+            .bind(i64::from(*percent))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 }

@@ -125,6 +125,9 @@ pub(super) async fn put(
     };
     record(state, call, "manifest.push", &object, name, Some(serde_json::json!({ "digest": digest.to_string() })))
         .await;
+    if let Some(tag) = tag {
+        preheat_new_tag(state, call, name, tag).await;
+    }
     let mut headers = vec![
         ("location", format!("/v2/{name}/manifests/{digest}")),
         ("docker-content-digest", digest.to_string()),
@@ -134,6 +137,22 @@ pub(super) async fn put(
         headers.push(("oci-subject", subject.to_string()));
     }
     Ok(response(StatusCode::CREATED, &headers, Body::empty()))
+}
+
+/// Starts the preheat jobs a namespace asks for on every new tag; what
+/// cannot start is logged, and the push stands either way.
+async fn preheat_new_tag(state: &AppState, call: &Call, name: &RepositoryName, tag: &str) {
+    for (cluster, job) in crate::api::preheat::on_push(state, name, tag, &call.caller.principal).await {
+        match job {
+            Ok(job) => {
+                tracing::info!(repository = %name, tag, cluster, job = job.id, nodes = job.nodes.len(), "preheating the new tag");
+                let object = format!("{name}:{tag}");
+                let detail = serde_json::json!({ "trigger": "push", "cluster": cluster, "job": job.id, "nodes": job.nodes.len() });
+                record(state, call, "cluster.preheat", &object, name, Some(detail)).await;
+            }
+            Err(e) => tracing::warn!(repository = %name, tag, cluster, error = %e, "the new tag is not preheated"),
+        }
+    }
 }
 
 fn missing(name: &RepositoryName, digest: &Digest, what: &str) -> RegistryError {

@@ -65,6 +65,8 @@ pub struct Agent {
     pub upload_slots: u32,
     /// Its version.
     pub version: String,
+    /// `<os>/<architecture>[/<variant>]`.
+    pub platform: String,
     last_seen: Instant,
 }
 
@@ -159,6 +161,7 @@ impl Scheduler {
             zone: req.zone.clone(),
             upload_slots: req.upload_slots.max(1),
             version: req.version.clone(),
+            platform: if req.platform.is_empty() { "linux/amd64".into() } else { req.platform.clone() },
             last_seen: Instant::now(),
         };
         self.lock().agents.insert(id.clone(), agent);
@@ -434,6 +437,7 @@ mod tests {
             zone: zone.into(),
             upload_slots: 4,
             version: "test".into(),
+            platform: String::new(),
         }
     }
 
