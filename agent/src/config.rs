@@ -80,6 +80,9 @@ pub struct RunArgs {
     /// Concurrent piece uploads to other agents [default: 2].
     #[arg(long, env = "DAMSELFLY_AGENT_UPLOAD_SLOTS")]
     pub upload_slots: Option<u32>,
+    /// Concurrent piece downloads from peers, all blobs together (seed pieces aside) [default: 2].
+    #[arg(long, env = "DAMSELFLY_AGENT_FETCH_SLOTS")]
+    pub fetch_slots: Option<u32>,
     /// Most bytes per second sent to other agents, all uploads together [default: 0, no limit].
     #[arg(long, env = "DAMSELFLY_AGENT_UPLOAD_RATE")]
     pub upload_rate: Option<u64>,
@@ -115,6 +118,7 @@ struct FileConfig {
     zone: Option<String>,
     cache_dir: Option<PathBuf>,
     upload_slots: Option<u32>,
+    fetch_slots: Option<u32>,
     upload_rate: Option<u64>,
     download_rate: Option<u64>,
     cache_max_bytes: Option<u64>,
@@ -147,6 +151,8 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// Upload slots.
     pub upload_slots: u32,
+    /// Piece fetches from peers at once.
+    pub fetch_slots: u32,
     /// Upload limit in bytes per second, 0 for none.
     pub upload_rate: u64,
     /// Piece download limit in bytes per second, 0 for none.
@@ -191,6 +197,7 @@ impl Config {
             zone: args.zone.or(file.zone).unwrap_or_default(),
             cache_dir: args.cache_dir.or(file.cache_dir).unwrap_or_else(|| "damselfly-agent-cache".into()),
             upload_slots: args.upload_slots.or(file.upload_slots).unwrap_or(2).max(1),
+            fetch_slots: args.fetch_slots.or(file.fetch_slots).unwrap_or(crate::piece::NODE_FETCH_SLOTS as u32).max(1),
             upload_rate: args.upload_rate.or(file.upload_rate).unwrap_or(0),
             download_rate: args.download_rate.or(file.download_rate).unwrap_or(0),
             cache_max_bytes: args.cache_max_bytes.or(file.cache_max_bytes).unwrap_or(0),

@@ -152,7 +152,7 @@ pub(crate) fn assemble(config: &Config) -> Result<Node, String> {
     let http = registry_client(config.registry_ca.as_deref(), true)?;
     let relay = registry_client(config.registry_ca.as_deref(), false)?;
     let registry = registry::RegistryClient::new(config.clone(), http.clone(), metrics.clone());
-    let engine = piece::Engine::new(cache, registry.clone(), metrics.clone(), http, config.download_rate);
+    let engine = piece::Engine::new(cache, registry.clone(), metrics.clone(), http, config);
     let mirror = mirror::router(mirror::MirrorState {
         registry: registry.clone(),
         engine: engine.clone(),

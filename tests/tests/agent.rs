@@ -760,6 +760,8 @@ fn the_agent_explains_what_is_missing_and_documents_every_flag() {
         "--zone",
         "--cache-dir",
         "--upload-slots",
+        "--fetch-slots",
+        "DAMSELFLY_AGENT_FETCH_SLOTS",
         "--upload-rate",
         "--download-rate",
         "--cache-max-bytes",

@@ -131,8 +131,8 @@ pub struct Engine {
     download_limit: Arc<RateLimit>,
 }
 
-/// Piece fetches one node runs at once, whatever the number of blobs it
-/// pulls (seed pieces aside). Two, like the default upload slots: a piece
+/// Piece fetches one node runs at once by default (`--fetch-slots`),
+/// whatever the number of blobs it pulls (seed pieces aside). Two, like the default upload slots: a piece
 /// that arrives sooner is passed on sooner, and a swarm grows fastest when
 /// each transfer gets a large share of a link rather than a quarter of it.
 pub const NODE_FETCH_SLOTS: usize = 2;
@@ -144,7 +144,7 @@ impl Engine {
         registry: Arc<RegistryClient>,
         metrics: Arc<Metrics>,
         http: reqwest::Client,
-        download_rate: u64,
+        config: &crate::config::Config,
     ) -> Arc<Engine> {
         Arc::new(Engine {
             cache,
@@ -152,8 +152,8 @@ impl Engine {
             metrics,
             http,
             downloads: Mutex::new(HashMap::new()),
-            fetch_slots: Arc::new(tokio::sync::Semaphore::new(NODE_FETCH_SLOTS)),
-            download_limit: Arc::new(RateLimit::new(download_rate)),
+            fetch_slots: Arc::new(tokio::sync::Semaphore::new(config.fetch_slots as usize)),
+            download_limit: Arc::new(RateLimit::new(config.download_rate)),
         })
     }
 
