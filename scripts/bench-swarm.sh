@@ -17,6 +17,7 @@
 #   SWARM_TIMEOUT     seconds for the whole run (900)
 #   SWARM_LOG_DIR     copy the registry's and agents' logs there
 #   SWARM_AGENT_LOG   the agents' RUST_LOG; "info,damselfly_agent::piece=debug" logs every piece
+#                     (scripts/swarm-timeline.py SWARM_LOG_DIR then shows where the time went)
 #   DAMSELFLY_AGENT_* passed to every agent, e.g. DAMSELFLY_AGENT_UPLOAD_SLOTS=4
 set -euo pipefail
 
@@ -25,7 +26,7 @@ cd "$repo_root"
 
 n="${1:-8}"
 [ "$(id -u)" = 0 ] || { echo "error: bench-swarm builds network namespaces and needs root" >&2; exit 1; }
-command -v ip >/dev/null && ip netns list >/dev/null || { echo "error: 'ip netns' unavailable: apt-get install iproute2" >&2; exit 1; }
+if ! command -v ip >/dev/null || ! ip netns list >/dev/null; then echo "error: 'ip netns' unavailable: apt-get install iproute2" >&2; exit 1; fi
 command -v tc >/dev/null || { echo "error: 'tc' unavailable: apt-get install iproute2" >&2; exit 1; }
 
 # Namespaces are named dfsw-<pid>-<k> / dfn-<pid>-<k>-<i> after the test

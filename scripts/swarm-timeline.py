@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Where a swarm benchmark's time went, second by second.
+
+Reads the agents' logs of a benchmark run with piece logging on:
+
+    SWARM_DIRECT=0 SWARM_AGENT_LOG="info,damselfly_agent::piece=debug" \
+        SWARM_LOG_DIR=/tmp/swarm bash scripts/bench-swarm.sh 16
+    scripts/swarm-timeline.py /tmp/swarm --mbit 50 --piece-kib 4096
+
+and prints, per one-second step from the first piece request:
+
+  * download: how much of each agent's link its piece transfers used (%);
+  * upload: how much of each uploader's link (agents and the seed) was used;
+  * starved: uploaders that sent nothing while holding pieces, with the
+    number of other agents that lacked one of those pieces and were not
+    already fetching it (0 means the swarm had nothing new to trade: it
+    waited for the seed);
+  * per piece, when its first copy and its last copy were complete.
+
+A transfer's bytes are spread evenly over its duration (from the request to
+the verified piece), which is what the agents log.
+"""
+
+import argparse
+import datetime
+import glob
+import re
+
+PIECE = re.compile(r"^(\S+)\s+DEBUG.*piece verified.*digest=(\S+) piece=(\d+) from=\"?([^\"\s]+)\"? millis=(\d+)")
+REGISTERED = re.compile(r"registered with the registry agent_id=\"?([0-9a-f]+)")
+
+
+def seconds(stamp):
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def read(directory):
+    """(start, end, agent, piece, source) of every verified piece; sources are agent names or 'seed'."""
+    ids, raw = {}, []
+    for path in glob.glob(f"{directory}/agent-*.log"):
+        agent = "a" + path.rsplit("-", 1)[1].split(".")[0]
+        for line in open(path, encoding="utf-8", errors="replace"):
+            m = REGISTERED.search(line)
+            if m:
+                ids[m.group(1)] = agent
+            m = PIECE.search(line)
+            if m:
+                end = seconds(m.group(1))
+                piece = f"{m.group(2)[-6:]}:{m.group(3)}"
+                raw.append((end - int(m.group(5)) / 1000, end, agent, piece, m.group(4)))
+    return [(s, e, a, p, ids.get(src, src)) for s, e, a, p, src in raw]
+
+
+def spread(rows, key, t0, steps, weight):
+    """Per key, per step: the sum of weight(row) over the overlap of each row with the step."""
+    out = {}
+    for row in rows:
+        start, end = row[0], row[1]
+        line = out.setdefault(key(row), [0.0] * steps)
+        for b in range(int(start - t0), min(steps, int(end - t0) + 1)):
+            overlap = min(end, t0 + b + 1) - max(start, t0 + b)
+            if overlap > 0:
+                line[b] += weight(row) * overlap
+    return out
+
+
+def order(name):
+    return (name == "seed", int(name[1:]) if name[1:].isdigit() else 0, name)
+
+
+def table(title, lines, fmt):
+    print(title)
+    for name in sorted(lines, key=order):
+        print(f"{name:>5} |" + "".join(fmt(v) for v in lines[name]))
+    print()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("logs", help="the SWARM_LOG_DIR of a benchmark run with piece logging")
+    ap.add_argument("--mbit", type=float, default=50, help="every node's link, as SWARM_MBIT (50)")
+    ap.add_argument("--piece-kib", type=int, default=4096, help="piece size, as SWARM_PIECE_KIB (4096)")
+    args = ap.parse_args()
+    rows = read(args.logs)
+    if not rows:
+        raise SystemExit(f"no 'piece verified' lines in {args.logs}/agent-*.log: run with piece logging on")
+    link = args.mbit * 1e6 / 8
+    piece = args.piece_kib * 1024
+    t0 = min(r[0] for r in rows)
+    steps = int(max(r[1] for r in rows) - t0) + 1
+    rate = lambda r: piece / max(r[1] - r[0], 1e-3)
+    pct = lambda v: f"{min(99, int(100 * v / link)):3d}"
+    print(f"{len(rows)} pieces verified over {steps} s; columns are seconds from the first request\n")
+    table("download, % of each agent's link", spread(rows, lambda r: r[2], t0, steps, rate), pct)
+    table("upload, % of each uploader's link", spread(rows, lambda r: r[4], t0, steps, rate), pct)
+
+    agents = sorted({r[2] for r in rows}, key=order)
+    print("starved: idle uploaders as <agent>:<pieces held>/<agents that could use one of them>")
+    for b in range(steps):
+        t = t0 + b + 0.5
+        have = {a: {r[3] for r in rows if r[2] == a and r[1] <= t} for a in agents}
+        fetching = {a: {r[3] for r in rows if r[2] == a and r[0] <= t < r[1]} for a in agents}
+        sending = {r[4] for r in rows if r[0] <= t < r[1]}
+        idle = []
+        for u in agents:
+            if u not in sending and have[u]:
+                wanting = sum(1 for o in agents if o != u and have[u] - have[o] - fetching[o])
+                idle.append(f"{u}:{len(have[u])}/{wanting}")
+        print(f"{b:3d} " + " ".join(idle))
+    print()
+
+    first, last = {}, {}
+    for _, end, _, p, _ in rows:
+        first[p] = min(first.get(p, end), end)
+        last[p] = max(last.get(p, end), end)
+    print("piece         first copy  last copy  (s)")
+    for p in sorted(first, key=first.get):
+        print(f"{p:12s} {first[p] - t0:10.1f} {last[p] - t0:10.1f}")
+
+
+if __name__ == "__main__":
+    main()
