@@ -173,6 +173,8 @@ command -v cargo >/dev/null || fail "cargo not found: install Rust (rustup) firs
 cargo --version
 # The end-to-end tests run the real binaries, so build those before any test runs.
 cargo build --workspace --bins --tests
+# The agent's image is built from a static agent (tests/tests/agent_image.rs).
+bash scripts/build-static-agent.sh
 
 # ---------------------------------------------------------------------------
 section "Tests"

@@ -1,7 +1,8 @@
-//! `damselfly-agent image push`: packs this very agent (the executable and
-//! the shared libraries it loads, found with `ldd`) into a one-layer OCI
+//! `damselfly-agent image push`: packs this very agent into a one-layer OCI
 //! image and pushes it into the registry, so that clusters pull the agent
-//! from the registry they accelerate. No Docker, no build daemon.
+//! from the registry they accelerate. No Docker, no build daemon. A static
+//! agent (scripts/build-static-agent.sh) goes in alone; a dynamically
+//! linked one with the shared libraries it loads, found with `ldd`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

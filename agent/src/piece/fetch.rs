@@ -254,8 +254,11 @@ impl Fetch<'_> {
         match (result, source) {
             (Ok(bytes), source) if self.d.layout.verify(i, &bytes) => {
                 let len = bytes.len() as u64;
-                self.engine.store(self.d, i, bytes).await.map_err(|e| format!("cannot write to the cache: {e}"))?;
+                // Counted before the piece is stored: once stored, a reader
+                // may send it on, and whoever saw those bytes sees them counted.
                 metrics.piece("verified");
+                metrics.received(if matches!(source, Source::Seed) { "seed" } else { "peer" }, len);
+                self.engine.store(self.d, i, bytes).await.map_err(|e| format!("cannot write to the cache: {e}"))?;
                 let from = match &source {
                     Source::Seed => "seed",
                     Source::Parent { id, .. } => id.as_str(),
@@ -265,14 +268,8 @@ impl Fetch<'_> {
                 self.report.have.push(i);
                 self.seed.remove(&i);
                 match source {
-                    Source::Seed => {
-                        self.seed_failures = 0;
-                        metrics.received("seed", len);
-                    }
-                    Source::Parent { id, .. } => {
-                        metrics.received("peer", len);
-                        *self.report.bytes_from.entry(id).or_default() += len;
-                    }
+                    Source::Seed => self.seed_failures = 0,
+                    Source::Parent { id, .. } => *self.report.bytes_from.entry(id).or_default() += len,
                 }
             }
             (Ok(_), Source::Parent { id, .. }) => {
