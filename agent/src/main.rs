@@ -163,7 +163,7 @@ pub(crate) fn assemble(config: &Config) -> Result<Node, String> {
         engine: engine.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
-        slots: Arc::new(tokio::sync::Semaphore::new(config.upload_slots as usize)),
+        slots: registry.upload_slots(),
         corrupt: config.corrupt_pieces,
         upload_limit: Arc::new(rate::RateLimit::new(config.upload_rate)),
     });

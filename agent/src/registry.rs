@@ -147,6 +147,9 @@ pub struct RegistryClient {
     metrics: Arc<crate::metrics::Metrics>,
     /// Where preheat work from heartbeat answers goes; none on a one-shot `get` peer.
     preheat: Mutex<Option<tokio::sync::mpsc::UnboundedSender<PreheatTask>>>,
+    /// The piece server's upload slots; how many are taken goes with every
+    /// join and report, so that the scheduler sends requesters to free parents.
+    upload_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl RegistryClient {
@@ -154,7 +157,6 @@ impl RegistryClient {
     pub fn new(config: Config, http: reqwest::Client, metrics: Arc<crate::metrics::Metrics>) -> Arc<RegistryClient> {
         Arc::new(RegistryClient {
             http,
-            config,
             agent_id: RwLock::new(None),
             heartbeat: RwLock::new(Duration::from_secs(10)),
             peer_port: std::sync::atomic::AtomicU16::new(0),
@@ -162,9 +164,22 @@ impl RegistryClient {
             keys: RwLock::new(HashMap::new()),
             keys_fetched: Mutex::new(None),
             reregistering: tokio::sync::Mutex::new(()),
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(config.upload_slots as usize)),
             metrics,
             preheat: Mutex::new(None),
+            config,
         })
+    }
+
+    /// The piece server's upload slots.
+    pub fn upload_slots(&self) -> Arc<tokio::sync::Semaphore> {
+        self.upload_slots.clone()
+    }
+
+    /// Piece uploads running now.
+    pub fn uploading(&self) -> Option<u32> {
+        let free = self.upload_slots.available_permits() as u32;
+        Some(self.config.upload_slots.saturating_sub(free))
     }
 
     /// Hands preheat work found in heartbeat answers to `worker`.
@@ -382,6 +397,7 @@ impl RegistryClient {
             digest,
             client_token: client_token.map(str::to_owned),
             have,
+            uploading: self.uploading(),
         };
         let r = self
             .http

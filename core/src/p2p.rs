@@ -82,6 +82,10 @@ pub struct JoinRequest {
     /// Pieces the agent holds already (after a restart or an earlier partial pull).
     #[serde(default)]
     pub have: Vec<u32>,
+    /// Piece uploads the agent runs right now, all blobs together: the
+    /// scheduler sends requesters to parents with free upload slots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploading: Option<u32>,
 }
 
 /// How the agent should get the blob.
@@ -162,6 +166,9 @@ pub struct ReportRequest {
     /// Bytes received from each parent since the last report, for throughput.
     #[serde(default)]
     pub bytes_from: Vec<(String, u64)>,
+    /// Piece uploads the agent runs right now, as in [`JoinRequest::uploading`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploading: Option<u32>,
 }
 
 /// The answer to a heartbeat when the registry has work for the agent

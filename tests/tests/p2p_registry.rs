@@ -99,6 +99,7 @@ impl Fixture {
             digest,
             client_token: client_token.map(str::to_owned),
             have: Vec::new(),
+            uploading: None,
         };
         self.http
             .post(format!("{}/p2p/v1/swarms/join", self.reg.url))
@@ -173,6 +174,7 @@ impl Fixture {
             failed_parents: Vec::new(),
             bad_parents: Vec::new(),
             bytes_from: Vec::new(),
+            uploading: None,
         };
         let r = self
             .http

@@ -174,6 +174,9 @@ async fn join(
         state.p2p_stats.joined(cluster.tenant_id, cluster.id, name.namespace(), req.digest);
     }
     let piece_digests: Vec<String> = blob.pieces.digests().iter().map(Digest::hex).collect();
+    if let Some(running) = req.uploading {
+        state.scheduler.uploads(cluster.id, &agent.id, running);
+    }
     let (mode, plan) = if p2p_on {
         (JoinMode::P2p, state.scheduler.join(cluster.id, &agent.id, req.digest, piece_digests.len(), &req.have))
     } else {

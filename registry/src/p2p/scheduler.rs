@@ -3,9 +3,13 @@
 //! A swarm is one blob within one cluster. Every join returns up to
 //! [`MAX_PARENTS`] parents that hold pieces the requester lacks, chosen so
 //! that together they cover as many of those pieces as possible, and ranked
-//! by same zone, free upload slots (how many other agents were recently
-//! sent to them), then measured throughput, with ties broken at random so
-//! that a crowd of cold agents does not converge on one parent.
+//! by same zone, free upload slots, then measured throughput, with ties
+//! going to the parent that was longest nobody's first choice, so that a
+//! crowd of cold agents does not converge on one parent. Free slots come
+//! from the parent's own count of running uploads, which every join and
+//! report carries, less requesters sent its way in the last half second;
+//! for a parent that has not said so within a second, from the requesters
+//! sent its way in the last ten.
 //!
 //! Pieces that no usable peer holds come from the seed. The seed's uplink
 //! is the scarcest link of all, so each cluster has at most
@@ -42,6 +46,13 @@ const SEED_QUEUE_STALE: Duration = Duration::from_secs(1);
 /// How long a requester counts against a parent's upload slots after it was
 /// last sent there.
 const ASSIGNMENT_WINDOW: Duration = Duration::from_secs(10);
+/// How long an agent's own count of its running uploads stands in for the
+/// requesters sent to it. It says so with every join and report, several
+/// times a second while it downloads.
+const UPLOADS_FRESH: Duration = Duration::from_secs(1);
+/// With a fresh upload count, requesters sent to a parent this recently
+/// still count against its slots: they may not have asked it yet.
+const JUST_SENT: Duration = Duration::from_millis(500);
 /// Throughputs closer than this (bytes per second) rank the same, so that
 /// small differences do not send every requester to one parent.
 const THROUGHPUT_STEP: f64 = 1e6;
@@ -67,6 +78,8 @@ pub struct Agent {
     pub version: String,
     /// `<os>/<architecture>[/<variant>]`.
     pub platform: String,
+    /// Uploads it said it runs, and when it said so.
+    uploading: Option<(u32, Instant)>,
     last_seen: Instant,
 }
 
@@ -162,6 +175,7 @@ impl Scheduler {
             upload_slots: req.upload_slots.max(1),
             version: req.version.clone(),
             platform: if req.platform.is_empty() { "linux/amd64".into() } else { req.platform.clone() },
+            uploading: None,
             last_seen: Instant::now(),
         };
         self.lock().agents.insert(id.clone(), agent);
@@ -233,6 +247,13 @@ impl Scheduler {
         Census { agents: state.agents.len(), swarms: state.swarms.len() }
     }
 
+    /// Records how many piece uploads an agent of the cluster runs right now.
+    pub fn uploads(&self, cluster: ClusterId, agent: &str, running: u32) {
+        if let Some(me) = self.lock().agents.get_mut(agent).filter(|a| a.cluster == cluster) {
+            me.uploading = Some((running, Instant::now()));
+        }
+    }
+
     /// Adds the agent to the blob's swarm with the pieces it holds, and plans its next fetches.
     pub fn join(&self, cluster: ClusterId, agent: &str, digest: Digest, pieces: usize, have: &[u32]) -> Plan {
         let now = Instant::now();
@@ -287,7 +308,16 @@ impl Scheduler {
                 continue;
             }
             peer.children.retain(|child, at| child != agent && now.duration_since(*at) < ASSIGNMENT_WINDOW);
-            let free = i64::from(info.upload_slots) - peer.children.len() as i64;
+            // Its own count of running uploads when fresh, plus requesters just
+            // sent its way; else every requester sent there lately.
+            let busy = match info.uploading.filter(|(_, at)| now.duration_since(*at) < UPLOADS_FRESH) {
+                Some((n, _)) => {
+                    i64::from(n)
+                        + peer.children.values().filter(|at| now.duration_since(**at) < JUST_SENT).count() as i64
+                }
+                None => peer.children.len() as i64,
+            };
+            let free = i64::from(info.upload_slots) - busy;
             let rank = Rank {
                 same_zone: !my_zone.is_empty() && info.zone == my_zone,
                 free,
@@ -366,7 +396,11 @@ impl Scheduler {
 
     /// Records progress and trouble reported by an agent.
     pub fn report(&self, cluster: ClusterId, report: &ReportRequest) {
-        let ReportRequest { agent_id, digest, have, failed_parents: failed, bad_parents: bad, bytes_from } = report;
+        let ReportRequest { agent_id, digest, have, failed_parents: failed, bad_parents: bad, bytes_from, uploading } =
+            report;
+        if let Some(n) = uploading {
+            self.uploads(cluster, agent_id, *n);
+        }
         let (agent, digest) = (agent_id.as_str(), *digest);
         let now = Instant::now();
         let mut state = self.lock();
@@ -451,6 +485,7 @@ mod tests {
             failed_parents: failed.to_vec(),
             bad_parents: bad.to_vec(),
             bytes_from: Vec::new(),
+            uploading: None,
         }
     }
 
@@ -576,5 +611,25 @@ mod tests {
         assert!(plan.parents.is_empty(), "an agent of another cluster is never a parent");
         assert_eq!(plan.seed_pieces, [0]);
         assert!(s.agent(C, &other).is_none());
+    }
+
+    #[test]
+    fn a_parent_that_says_its_uploads_are_idle_goes_first() {
+        let s = Scheduler::new(Duration::from_secs(10));
+        let d = Digest::of(b"blob");
+        // req() gives every agent 4 upload slots.
+        let (busy, idle) = (s.register(C, &req("busy", "")), s.register(C, &req("idle", "")));
+        s.join(C, &busy, d, 2, &[0, 1]);
+        s.join(C, &idle, d, 2, &[0, 1]);
+        // By name "busy" would win the tie; its own count says all four slots are taken.
+        s.uploads(C, &busy, 4);
+        s.uploads(C, &idle, 0);
+        s.uploads(ClusterId(2), &idle, 4);
+        let me = s.register(C, &req("me", ""));
+        assert_eq!(s.join(C, &me, d, 2, &[]).parents[0].agent_id, idle);
+        // Both free again: the one that was not just somebody's first choice goes first.
+        s.uploads(C, &busy, 0);
+        let other = s.register(C, &req("other", ""));
+        assert_eq!(s.join(C, &other, d, 2, &[]).parents[0].agent_id, busy, "idle was just my first choice");
     }
 }
