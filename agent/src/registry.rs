@@ -177,9 +177,8 @@ impl RegistryClient {
     }
 
     /// Piece uploads running now.
-    pub fn uploading(&self) -> Option<u32> {
-        let free = self.upload_slots.available_permits() as u32;
-        Some(self.config.upload_slots.saturating_sub(free))
+    pub fn uploading(&self) -> u32 {
+        self.config.upload_slots.saturating_sub(self.upload_slots.available_permits() as u32)
     }
 
     /// Hands preheat work found in heartbeat answers to `worker`.
@@ -303,9 +302,9 @@ impl RegistryClient {
         }
         if r.status() == reqwest::StatusCode::OK {
             let answer: HeartbeatResponse = r.json().await.unwrap_or_default();
+            let worker = self.preheat.lock().unwrap_or_else(|p| p.into_inner()).clone();
             for task in answer.preheat {
-                let worker = self.preheat.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                match worker {
+                match &worker {
                     Some(w) if w.send(task.clone()).is_ok() => {}
                     _ => {
                         let error = "this peer takes no preheat work (a one-shot get)".to_owned();
@@ -397,7 +396,7 @@ impl RegistryClient {
             digest,
             client_token: client_token.map(str::to_owned),
             have,
-            uploading: self.uploading(),
+            uploading: Some(self.uploading()),
         };
         let r = self
             .http

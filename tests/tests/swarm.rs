@@ -654,6 +654,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A benchmark setting from the environment, or its default.
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// The benchmark behind `scripts/bench-swarm.sh`: SWARM_NODES agents (default 8),
 /// SWARM_MBIT per node up and down (default 50, the registry's node too),
 /// SWARM_IMAGE_MIB (default 64) in SWARM_LAYERS layers (default 4). P2P pull
@@ -661,11 +666,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 #[test]
 #[ignore = "benchmark; run scripts/bench-swarm.sh"]
 fn bench_swarm() {
-    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let n = env("SWARM_NODES", 8);
-    let mbit = env("SWARM_MBIT", 50) as u32;
-    let image_mib = env("SWARM_IMAGE_MIB", 64);
-    let nlayers = env("SWARM_LAYERS", 4).max(1);
+    let n = setting("SWARM_NODES", 8);
+    let mbit = setting("SWARM_MBIT", 50) as u32;
+    let image_mib = setting("SWARM_IMAGE_MIB", 64);
+    let nlayers = setting("SWARM_LAYERS", 4).max(1);
     let _serial = serial();
     let swarm = Swarm::start(n);
     let layers = swarm.push_image(nlayers, image_mib * MIB / nlayers);
@@ -687,7 +691,7 @@ fn bench_swarm() {
 
     let reg_url = swarm.reg_url.clone();
     // SWARM_DIRECT=0 skips the baseline, for quick comparisons of P2P settings only.
-    let direct = if env("SWARM_DIRECT", 1) == 0 {
+    let direct = if setting("SWARM_DIRECT", 1) == 0 {
         Vec::new()
     } else {
         swarm.pull_all(&nodes, &layers, &token, |_| reg_url.clone(), timeout, || {})
@@ -709,7 +713,7 @@ fn bench_swarm() {
     let (d50, d95, dmax) = stats(&direct);
     let mib = |b: f64| b / MIB as f64;
     println!();
-    println!("swarm benchmark: N={n} agents, {mbit} Mbit/s per node up and down (registry node too), image {:.1} MiB in {nlayers} layers, {} KiB pieces", mib(s), env("SWARM_PIECE_KIB", 4096));
+    println!("swarm benchmark: N={n} agents, {mbit} Mbit/s per node up and down (registry node too), image {:.1} MiB in {nlayers} layers, {} KiB pieces", mib(s), setting("SWARM_PIECE_KIB", 4096));
     println!("| mode   | makespan s | p50 s | p95 s | max s | registry egress MiB | egress / image | bad layers |");
     println!("|--------|-----------:|------:|------:|------:|--------------------:|---------------:|-----------:|");
     println!(
@@ -751,10 +755,9 @@ fn bench_swarm() {
 #[test]
 #[ignore = "benchmark; run scripts/bench-get.sh"]
 fn bench_get() {
-    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let n = env("SWARM_NODES", 8);
-    let mbit = env("SWARM_MBIT", 200) as u32;
-    let file_mib = env("GET_FILE_MIB", 1024);
+    let n = setting("SWARM_NODES", 8);
+    let mbit = setting("SWARM_MBIT", 200) as u32;
+    let file_mib = setting("GET_FILE_MIB", 1024);
     let _serial = serial();
     let swarm = Swarm::start(n);
     let (digest, size) = swarm.push_file(file_mib * MIB, "big", "big.bin");
@@ -803,7 +806,7 @@ fn bench_get() {
     let (peer, seed, pass) = swarm.agent_bytes(&nodes);
     // SWARM_DIRECT=0 skips the baseline, for quick comparisons of P2P settings only.
     let (direct, direct_egress) =
-        if env("SWARM_DIRECT", 1) == 0 { (vec![f64::NAN], f64::NAN) } else { run(&|_| "127.0.0.1:9".to_owned()) };
+        if setting("SWARM_DIRECT", 1) == 0 { (vec![f64::NAN], f64::NAN) } else { run(&|_| "127.0.0.1:9".to_owned()) };
     let pct = |t: &[f64], p: f64| t[((p * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1];
     let mib = |b: f64| b / MIB as f64;
     println!();

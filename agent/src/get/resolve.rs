@@ -125,6 +125,15 @@ pub async fn registry_error(r: reqwest::Response) -> (u16, String, String) {
     }
 }
 
+/// What `get` says when the registry refuses to let the caller pull.
+pub fn no_permission(repository: &RepositoryName, status: u16, code: &str, message: &str) -> String {
+    format!(
+        "no permission to pull {} ({code}, HTTP {status}: {message}); sign in with --username/--password of an \
+         account that may pull it",
+        repository.as_str()
+    )
+}
+
 /// The registry's challenge, and a pull token for the repository from its
 /// token endpoint (or the one given with --token).
 pub async fn pull_token(
@@ -190,11 +199,7 @@ pub async fn blob(
         }
         (Some(r), None) => r,
     };
-    let reference_text = match reference {
-        Reference::Tag(t) => t.to_string(),
-        Reference::Digest(d) => d.to_string(),
-    };
-    let url = format!("{}/v2/{}/manifests/{reference_text}", target.registry, target.repository.as_str());
+    let url = format!("{}/v2/{}/manifests/{reference}", target.registry, target.repository.as_str());
     let mut req = http.get(url).header(reqwest::header::ACCEPT, ACCEPT);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -206,11 +211,7 @@ pub async fn blob(
             "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" => {
                 format!("{shown} does not exist ({code}: {message}); check the repository and tag")
             }
-            "UNAUTHORIZED" | "DENIED" => format!(
-                "no permission to pull {} ({code}, HTTP {status}: {message}); sign in with --username/--password \
-                 of an account that may pull it",
-                target.repository.as_str()
-            ),
+            "UNAUTHORIZED" | "DENIED" => no_permission(&target.repository, status, &code, &message),
             _ => format!("the registry answered {shown} with {code} (HTTP {status}): {message}"),
         });
     }

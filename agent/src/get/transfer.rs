@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::resolve::{registry_error, Blob};
+use super::resolve::{no_permission, registry_error, Blob};
 
 /// Where the bytes go.
 pub enum Output {
@@ -84,11 +84,7 @@ pub async fn fetch(
             "BLOB_UNKNOWN" | "NAME_UNKNOWN" => {
                 format!("blob {digest} is not in {} ({code}); check the digest and the repository", repository.as_str())
             }
-            "UNAUTHORIZED" | "DENIED" => format!(
-                "no permission to pull {} ({code}, HTTP {status}: {message}); sign in with --username/--password \
-                 of an account that may pull it",
-                repository.as_str()
-            ),
+            "UNAUTHORIZED" | "DENIED" => no_permission(repository, status, &code, &message),
             _ => format!("fetching blob {digest} answered {code} (HTTP {status}): {message}"),
         });
     }

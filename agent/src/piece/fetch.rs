@@ -379,7 +379,7 @@ impl Fetch<'_> {
             failed_parents: r.failed,
             bad_parents: r.bad,
             bytes_from: r.bytes_from.into_iter().collect(),
-            uploading: self.engine.registry.uploading(),
+            uploading: Some(self.engine.registry.uploading()),
         };
         self.engine.registry.report(report).await;
     }

@@ -244,7 +244,8 @@ pub(crate) async fn on_push(
     principal: &Principal,
 ) -> Vec<(String, ApiResult<PreheatJob>)> {
     let found = async {
-        let Some(ns) = state.db.tenancy().namespace(name.namespace()).await? else { return Ok(None) };
+        // Through the policy cache, as every push already looks the namespace up there.
+        let Some(ns) = state.auth.policy.namespace(&state.db, name.namespace()).await? else { return Ok(None) };
         if !ns.p2p_enabled {
             return Ok(None);
         }
