@@ -19,6 +19,8 @@
 #   SWARM_AGENT_LOG   the agents' RUST_LOG; "info,damselfly_agent::piece=debug" logs every piece
 #                     (scripts/swarm-timeline.py SWARM_LOG_DIR then shows where the time went)
 #   DAMSELFLY_AGENT_* passed to every agent, e.g. DAMSELFLY_AGENT_UPLOAD_SLOTS=4
+#   SWARM_TBF_LATENCY_MS  queue of each tbf limit in ms (50)
+#   SWARM_SYSCTL      one "key=value" set in every node's namespace, e.g. "net.ipv4.tcp_wmem=4096 16384 131072"
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

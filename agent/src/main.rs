@@ -191,7 +191,7 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let served = tokio::select! {
         r = axum::serve(mirror_listener, mirror) => r.map_err(|e| e.to_string()),
-        r = axum::serve(peer_listener, peer) => r.map_err(|e| e.to_string()),
+        r = peer::serve(peer_listener, peer) => r.map_err(|e| e.to_string()),
         r = axum::serve(metrics_listener, metrics_app) => r.map_err(|e| e.to_string()),
         _ = shutdown => Ok(()),
     };

@@ -363,20 +363,23 @@ impl RegistryClient {
         self.register().await
     }
 
-    /// Asks to join a blob's swarm on behalf of a client. If the scheduler
-    /// forgot this agent (a registry restart), registers again and retries once.
+    /// Asks to join a blob's swarm on behalf of a client; with `wait_ms`,
+    /// the registry may hold the answer that long until there is something
+    /// to fetch. If the scheduler forgot this agent (a registry restart),
+    /// registers again and retries once.
     pub async fn join(
         &self,
         repository: &str,
         digest: Digest,
         client_token: Option<&str>,
         have: Vec<u32>,
+        wait_ms: Option<u32>,
     ) -> Result<JoinResponse, SchedulerError> {
         let stale = self.agent_id().unwrap_or_default();
-        match self.join_once(repository, digest, client_token, have.clone()).await {
+        match self.join_once(repository, digest, client_token, have.clone(), wait_ms).await {
             Err(SchedulerError::UnknownAgent) => {
                 self.register_again(&stale).await.map_err(SchedulerError::Unreachable)?;
-                self.join_once(repository, digest, client_token, have).await
+                self.join_once(repository, digest, client_token, have, wait_ms).await
             }
             other => other,
         }
@@ -388,6 +391,7 @@ impl RegistryClient {
         digest: Digest,
         client_token: Option<&str>,
         have: Vec<u32>,
+        wait_ms: Option<u32>,
     ) -> Result<JoinResponse, SchedulerError> {
         let agent_id = self.agent_id().ok_or(SchedulerError::NotRegistered)?;
         let req = JoinRequest {
@@ -397,6 +401,7 @@ impl RegistryClient {
             client_token: client_token.map(str::to_owned),
             have,
             uploading: Some(self.uploading()),
+            wait_ms,
         };
         let r = self
             .http

@@ -86,7 +86,16 @@ pub struct JoinRequest {
     /// scheduler sends requesters to parents with free upload slots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uploading: Option<u32>,
+    /// An agent with nothing to fetch asks the registry to hold its answer
+    /// up to this many milliseconds (at most [`MAX_JOIN_WAIT_MS`]) until a
+    /// seed piece is handed to it or a peer has a piece it lacks, rather
+    /// than learn of either only at its next join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u32>,
 }
+
+/// The longest the registry holds a join's answer (see [`JoinRequest::wait_ms`]).
+pub const MAX_JOIN_WAIT_MS: u32 = 2000;
 
 /// How the agent should get the blob.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

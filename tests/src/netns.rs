@@ -108,6 +108,10 @@ impl Net {
             must(ip(&["-n", &sw, "link", "set", &node.switch_if, "up"]));
             must(ip(&["-n", &node.ns, "addr", "add", &format!("{}/24", node.ip), "dev", "eth0"]));
             must(ip(&["-n", &node.ns, "link", "set", "eth0", "up"]));
+            if let Ok(setting) = std::env::var("SWARM_SYSCTL") {
+                let ok = Command::new("ip").args(["netns", "exec", &node.ns, "sysctl", "-qw", &setting]).status();
+                assert!(ok.is_ok_and(|s| s.success()), "sysctl {setting} failed");
+            }
         }
         net
     }
@@ -118,13 +122,14 @@ impl Net {
         let rate = format!("{mbit}mbit");
         // Burst must hold at least one timer tick's worth of bytes at this rate.
         let burst = format!("{}kb", (mbit as u64 * 1000 / 8 / 100).max(64));
+        let latency = format!("{}ms", std::env::var("SWARM_TBF_LATENCY_MS").unwrap_or_else(|_| "50".into()));
         for (ns, dev) in [(&node.ns, "eth0"), (&self.switch_ns, node.switch_if.as_str())] {
             let _ =
                 Command::new("tc").args(["-n", ns, "qdisc", "del", "dev", dev, "root"]).stderr(Stdio::null()).status();
             let out = Command::new("tc")
                 .args([
                     "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst", &burst, "latency",
-                    "50ms",
+                    &latency,
                 ])
                 .output()
                 .expect("run tc");

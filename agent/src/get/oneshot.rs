@@ -54,7 +54,7 @@ impl OneShot {
         let mirror_url = format!("http://{}", mirror.local_addr().map_err(|e| e.to_string())?);
         let peer_port = peer.local_addr().map_err(|e| e.to_string())?.port();
         tokio::spawn(async move { axum::serve(mirror, node.mirror).await });
-        tokio::spawn(async move { axum::serve(peer, node.peer).await });
+        tokio::spawn(async move { crate::peer::serve(peer, node.peer).await });
         tokio::spawn(node.registry.clone().start(peer_port));
         let deadline = Instant::now() + REGISTER_TIMEOUT;
         while !node.registry.ready() {

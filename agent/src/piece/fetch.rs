@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use damselfly_core::p2p::{JoinResponse, Parent, ReportRequest, TICKET_AUTH_SCHEME};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
+use super::slots::Slot;
 use super::{Download, Engine};
 use crate::rate::RateLimit;
 
@@ -21,6 +21,9 @@ const PARALLEL: usize = 4;
 const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often to ask the scheduler again while pieces remain.
 const REJOIN_EVERY: Duration = Duration::from_millis(300);
+/// How long the registry may hold a join while this download has nothing
+/// to fetch; reports and stall checks wait meanwhile, with nothing in flight.
+const JOIN_WAIT_MS: u32 = 1000;
 /// How often progress is reported.
 const REPORT_EVERY: Duration = Duration::from_millis(200);
 /// A download with no new piece for this long gives up.
@@ -45,8 +48,11 @@ const REJOIN_AT_LEAST: Duration = Duration::from_millis(50);
 /// pieces as held (a crashed peer until it misses three heartbeats) and so
 /// hands them to nobody.
 const STALL: Duration = Duration::from_secs(3);
-/// Idle this long, the seed is asked even if no parent failed: as long as
-/// the scheduler reserves a seed piece for another agent.
+/// Idle this long without a successful join, the seed is asked even if no
+/// parent failed. While joins succeed the scheduler is trusted to move
+/// things along: a swarm waiting its turn at a busy seed is idle by design,
+/// and a seed piece reserved for an agent that went quiet is handed to
+/// another when its reservation lapses.
 const STALL_ANYWAY: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Debug)]
@@ -97,6 +103,8 @@ struct Fetch<'a> {
     seed_paused_until: Option<Instant>,
     report: Report,
     last_join: Instant,
+    /// When a join last succeeded.
+    last_plan: Instant,
     last_progress: Instant,
     idle_since: Option<Instant>,
 }
@@ -129,6 +137,7 @@ impl Engine {
             // A resumed download announces what it holds already.
             report: Report { have: d.have_list(), ..Report::default() },
             last_join: Instant::now(),
+            last_plan: Instant::now(),
             last_progress: Instant::now(),
             idle_since: None,
         };
@@ -144,16 +153,16 @@ impl Engine {
             // waiting for a fetch slot behind slower peer transfers: the
             // seed's budget is the swarm's scarcest resource.
             while let Some(i) = f.next_seed_piece() {
-                f.start_fetch(&mut tasks, None, i, Source::Seed);
+                f.start_fetch(&mut tasks, self.fetch_slots.seed(), i, Source::Seed);
             }
             if tasks.len() < PARALLEL && f.next_piece().is_some() {
-                slot.get_or_insert_with(|| Box::pin(self.fetch_slots.clone().acquire_owned()));
+                slot.get_or_insert_with(|| Box::pin(self.fetch_slots.clone().peer()));
             } else {
                 slot = None;
             }
             let wait_slot = async {
                 match slot.as_mut() {
-                    Some(wait) => wait.await.ok(),
+                    Some(wait) => Some(wait.await),
                     None => std::future::pending().await,
                 }
             };
@@ -161,7 +170,7 @@ impl Engine {
                 Some(permit) = wait_slot => {
                     slot = None;
                     if let Some((i, source)) = f.next_piece() {
-                        f.start_fetch(&mut tasks, Some(permit), i, source);
+                        f.start_fetch(&mut tasks, permit, i, source);
                     }
                 }
                 Some(Ok(fetched)) = tasks.join_next(), if !tasks.is_empty() => {
@@ -170,7 +179,7 @@ impl Engine {
                     // The seed hands out its next piece when this one is reported.
                     if from_seed && f.seed.is_empty() {
                         f.flush().await;
-                        f.rejoin(REJOIN_AT_LEAST).await;
+                        f.rejoin(REJOIN_AT_LEAST, None).await;
                     }
                 }
                 _ = tick.tick() => f.on_tick(tasks.is_empty()).await?,
@@ -181,9 +190,7 @@ impl Engine {
     }
 }
 
-type SlotWait = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>,
->;
+type SlotWait = std::pin::Pin<Box<dyn std::future::Future<Output = Slot> + Send>>;
 
 impl Fetch<'_> {
     /// The missing piece to fetch next, with its source: the rarest in the
@@ -204,14 +211,8 @@ impl Fetch<'_> {
             .find(|&i| matches!(self.source_of(i), Some(Source::Seed)))
     }
 
-    /// Starts fetching piece `i` from `source`, holding one of the node's fetch slots (if given) until it ends.
-    fn start_fetch(
-        &mut self,
-        tasks: &mut JoinSet<Fetched>,
-        slot: Option<OwnedSemaphorePermit>,
-        i: u32,
-        source: Source,
-    ) {
+    /// Starts fetching piece `i` from `source`, holding one of the node's fetch slots until it ends.
+    fn start_fetch(&mut self, tasks: &mut JoinSet<Fetched>, slot: Slot, i: u32, source: Source) {
         let url = match &source {
             Source::Seed => format!("{}/{i}", self.seed_url),
             Source::Parent { url, .. } => format!("{url}/pieces/{}/{i}", self.d.digest),
@@ -321,13 +322,17 @@ impl Fetch<'_> {
         self.flush().await;
         let waiting = self.d.missing().into_iter().any(|i| !self.inflight.contains_key(&i));
         if waiting {
-            self.rejoin(REJOIN_EVERY).await;
+            // With nothing to fetch at all, the registry holds the answer
+            // until there is: the seed's next piece goes out at once.
+            let stuck = idle && self.next_piece().is_none() && self.next_seed_piece().is_none();
+            self.rejoin(REJOIN_EVERY, stuck.then_some(JOIN_WAIT_MS)).await;
         }
         if !idle {
             self.idle_since = None;
         } else {
             let idle_for = self.idle_since.get_or_insert_with(Instant::now).elapsed();
-            if (idle_for >= STALL && !self.avoid.is_empty()) || idle_for >= STALL_ANYWAY {
+            let unplanned = self.last_plan.elapsed() >= STALL_ANYWAY;
+            if (idle_for >= STALL && !self.avoid.is_empty()) || (idle_for >= STALL_ANYWAY && unplanned) {
                 // One piece at a time: the seed's link is shared by the whole swarm.
                 let missing: Vec<u32> =
                     self.d.missing().into_iter().filter(|i| !self.seed.contains(i)).take(1).collect();
@@ -344,14 +349,16 @@ impl Fetch<'_> {
 
     /// Joins again for fresh parents, seed pieces and piece counts, unless
     /// the last join was less than `at_least` ago.
-    async fn rejoin(&mut self, at_least: Duration) {
+    async fn rejoin(&mut self, at_least: Duration, wait_ms: Option<u32>) {
         if self.last_join.elapsed() < at_least {
             return;
         }
         self.last_join = Instant::now();
         let have = self.d.have_list();
-        match self.engine.registry.join(self.repository, self.d.digest, self.client_token, have).await {
+        let registry = &self.engine.registry;
+        match registry.join(self.repository, self.d.digest, self.client_token, have, wait_ms).await {
             Ok(next) => {
+                self.last_plan = Instant::now();
                 self.parents = next.parents;
                 self.seed.extend(next.seed_pieces);
                 self.availability = next.availability;

@@ -4,6 +4,7 @@
 //! follow along in order while the rest are still arriving.
 
 mod fetch;
+mod slots;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -126,7 +127,7 @@ pub struct Engine {
     downloads: Mutex<HashMap<Digest, Arc<Download>>>,
     /// Piece fetches in flight on this node, across all downloads: more
     /// would only split the node's link into transfers that each crawl.
-    fetch_slots: Arc<tokio::sync::Semaphore>,
+    fetch_slots: Arc<slots::FetchSlots>,
     /// The node's budget for piece downloads.
     download_limit: Arc<RateLimit>,
 }
@@ -152,7 +153,7 @@ impl Engine {
             metrics,
             http,
             downloads: Mutex::new(HashMap::new()),
-            fetch_slots: Arc::new(tokio::sync::Semaphore::new(config.fetch_slots as usize)),
+            fetch_slots: slots::FetchSlots::new(config.fetch_slots as usize),
             download_limit: Arc::new(RateLimit::new(config.download_rate)),
         })
     }

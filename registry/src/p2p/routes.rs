@@ -1,6 +1,8 @@
 //! The P2P API agents call (`/p2p/v1/…`), authenticated by their cluster
 //! token, and the seed's piece endpoint, authenticated by a ticket.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -10,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use damselfly_core::p2p::{
     HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse, PreheatReport, RegisterRequest,
-    RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME, TICKET_AUTH_SCHEME,
+    RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME, MAX_JOIN_WAIT_MS, TICKET_AUTH_SCHEME,
 };
 use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use futures_util::StreamExt;
@@ -22,7 +24,7 @@ use super::ticket;
 use crate::auth::password::token_sha256;
 use crate::auth::Principal;
 use crate::error::{oci, RegistryError, Result};
-use crate::metadata::Cluster;
+use crate::metadata::{Cluster, ClusterId};
 use crate::state::AppState;
 
 /// Lifetime of the tickets handed out with a join.
@@ -178,7 +180,7 @@ async fn join(
         state.scheduler.uploads(cluster.id, &agent.id, running);
     }
     let (mode, plan) = if p2p_on {
-        (JoinMode::P2p, state.scheduler.join(cluster.id, &agent.id, req.digest, piece_digests.len(), &req.have))
+        (JoinMode::P2p, plan_held(&state.scheduler, cluster.id, &agent.id, &req, piece_digests.len()).await)
     } else {
         (JoinMode::Passthrough, super::scheduler::Plan::default())
     };
@@ -196,6 +198,31 @@ async fn join(
         ticket,
         ticket_expires_in: TICKET_TTL_SECS as u64,
     }))
+}
+
+/// The scheduler's plan for a join. An agent with nothing to fetch may ask
+/// for the answer to be held (`wait_ms`) until the plan has something for
+/// it: a seed piece then goes out the moment the seed can send one, not at
+/// the agent's next join.
+async fn plan_held(
+    scheduler: &super::scheduler::Scheduler,
+    cluster: ClusterId,
+    agent: &str,
+    req: &JoinRequest,
+    pieces: usize,
+) -> super::scheduler::Plan {
+    let wait = Duration::from_millis(u64::from(req.wait_ms.unwrap_or(0).min(MAX_JOIN_WAIT_MS)));
+    let until = tokio::time::Instant::now() + wait;
+    let changes = scheduler.changes(cluster);
+    loop {
+        let changed = changes.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let plan = scheduler.join(cluster, agent, req.digest, pieces, &req.have);
+        if !plan.is_idle() || tokio::time::timeout_at(until, changed).await.is_err() {
+            return plan;
+        }
+    }
 }
 
 async fn report(

@@ -24,8 +24,10 @@
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use damselfly_core::p2p::{Parent, RegisterRequest, ReportRequest};
 use damselfly_core::Digest;
@@ -34,11 +36,12 @@ use crate::metadata::ClusterId;
 
 /// Most parents handed out per join.
 pub const MAX_PARENTS: usize = 4;
-/// Seed pieces out at once per cluster. Each goes to a different agent
-/// whose downlink is also busy with peers, so one transfer alone would
-/// leave most of the seed's uplink idle; a few more than one fill it while
-/// still letting pieces leave early and be traded while the rest follow.
-pub const SEED_PIECES_IN_FLIGHT: usize = 4;
+/// Seed pieces out at once per cluster. The seed's uplink is split between
+/// them, so each more delays every piece's arrival, and the swarm can trade
+/// a piece only once it has arrived whole; but with one alone the uplink
+/// would idle while an agent reports a piece and the next is handed out.
+/// Two keep it busy, and the first piece is traded after two piece-times.
+pub const SEED_PIECES_IN_FLIGHT: usize = 2;
 /// How long a seed piece stays reserved for the agent it was handed to.
 const SEED_RESERVATION: Duration = Duration::from_secs(20);
 /// A swarm that stopped asking for the seed this long ago loses its turn.
@@ -120,6 +123,10 @@ struct State {
     swarms: HashMap<(ClusterId, Digest), Swarm>,
     /// Per cluster, swarms waiting for the seed, in turn, with when each last asked.
     seed_queue: HashMap<ClusterId, VecDeque<(Digest, Instant)>>,
+    /// Per cluster, woken when a seed piece arrives (the seed can hand out
+    /// another) or a piece gets its first holder: joins held open for
+    /// agents with nothing to fetch look again.
+    changes: HashMap<ClusterId, Arc<Notify>>,
 }
 
 /// What a join gets: parents and seed pieces.
@@ -131,6 +138,13 @@ pub struct Plan {
     pub seed_pieces: Vec<u32>,
     /// How many usable peers hold each piece: the requester fetches the rarest first.
     pub availability: Vec<u32>,
+}
+
+impl Plan {
+    /// Nothing to fetch: no parent holds a piece the requester lacks, and no seed piece is its to take.
+    pub fn is_idle(&self) -> bool {
+        self.parents.is_empty() && self.seed_pieces.is_empty()
+    }
 }
 
 /// Counts for the metrics and the console.
@@ -229,7 +243,7 @@ impl Scheduler {
         let limit = self.heartbeat * 3;
         let mut state = self.lock();
         state.agents.retain(|_, a| a.last_seen.elapsed() < limit);
-        let State { agents, swarms, seed_queue } = &mut *state;
+        let State { agents, swarms, seed_queue, .. } = &mut *state;
         for swarm in swarms.values_mut() {
             swarm.peers.retain(|id, _| agents.contains_key(id));
             swarm.reserved.retain(|_, (id, _)| agents.contains_key(id));
@@ -259,7 +273,7 @@ impl Scheduler {
         let now = Instant::now();
         let alive = self.heartbeat * 3;
         let mut state = self.lock();
-        let State { agents, swarms, seed_queue } = &mut *state;
+        let State { agents, swarms, seed_queue, .. } = &mut *state;
         let live = |id: &str| agents.get(id).is_some_and(|a| a.last_seen.elapsed() < alive);
         let seed_budget = SEED_PIECES_IN_FLIGHT.saturating_sub(
             swarms
@@ -275,8 +289,11 @@ impl Scheduler {
             peers: HashMap::new(),
             reserved: HashMap::new(),
         });
+        let newcomer = !swarm.peers.contains_key(agent);
         let me = swarm.peers.entry(agent.to_owned()).or_default();
-        me.have.resize(pieces, false);
+        // A join says all the agent holds now (reports only add to it): a
+        // blob evicted from its cache is no longer counted.
+        me.have = vec![false; pieces];
         for &i in have {
             if let Some(slot) = me.have.get_mut(i as usize) {
                 *slot = true;
@@ -361,9 +378,11 @@ impl Scheduler {
 
         // Pieces only the seed can give: no usable peer holds them and they
         // are not reserved for another agent, rarest in the whole swarm first
-        // (nobody even fetching them). An agent alone in wanting pieces may
-        // take the whole budget; otherwise one piece each, so that pieces
-        // fan out to different agents and are traded from there. Swarms of
+        // (nobody even fetching them). One piece each, so that pieces fan out
+        // to different agents and are traded from there; an agent still
+        // alone in wanting pieces when it comes back may take the whole
+        // budget (not on its first join: when a crowd starts cold, the first
+        // to arrive is alone only for a moment). Swarms of
         // a cluster take the budget in turn, so that no blob waits for the
         // seed while another keeps it busy.
         let reserved_for = |i: u32| swarm.reserved.get(&i).filter(|(_, at)| now.duration_since(*at) < SEED_RESERVATION);
@@ -372,7 +391,7 @@ impl Scheduler {
         let unclaimed: Vec<u32> =
             missing.iter().copied().filter(|&i| availability[i as usize] == 0 && reserved_for(i).is_none()).collect();
         let wanting = swarm.peers.iter().filter(|(id, p)| live(id) && p.have.iter().any(|h| !h)).count();
-        let my_cap = if wanting <= 1 { SEED_PIECES_IN_FLIGHT } else { 1 };
+        let my_cap = if wanting <= 1 && !newcomer { SEED_PIECES_IN_FLIGHT } else { 1 };
         let room = my_cap.saturating_sub(seed_pieces.len());
         if room > 0 && !unclaimed.is_empty() {
             let queue = seed_queue.entry(cluster).or_default();
@@ -394,6 +413,12 @@ impl Scheduler {
         Plan { parents, seed_pieces, availability }
     }
 
+    /// What wakes the cluster's held joins: take `notified()` of it before
+    /// [`Scheduler::join`], so that nothing between the two is missed.
+    pub fn changes(&self, cluster: ClusterId) -> Arc<Notify> {
+        self.lock().changes.entry(cluster).or_default().clone()
+    }
+
     /// Records progress and trouble reported by an agent.
     pub fn report(&self, cluster: ClusterId, report: &ReportRequest) {
         let ReportRequest { agent_id, digest, have, failed_parents: failed, bad_parents: bad, bytes_from, uploading } =
@@ -404,7 +429,10 @@ impl Scheduler {
         let (agent, digest) = (agent_id.as_str(), *digest);
         let now = Instant::now();
         let mut state = self.lock();
-        let Some(swarm) = state.swarms.get_mut(&(cluster, digest)) else { return };
+        let State { swarms, changes, .. } = &mut *state;
+        let Some(swarm) = swarms.get_mut(&(cluster, digest)) else { return };
+        let first_copies =
+            have.iter().filter(|&&i| !swarm.peers.values().any(|p| p.have.get(i as usize) == Some(&true))).count();
         if let Some(me) = swarm.peers.get_mut(agent) {
             for &i in have {
                 if let Some(slot) = me.have.get_mut(i as usize) {
@@ -412,9 +440,16 @@ impl Scheduler {
                 }
             }
         }
+        let mut seed_done = 0;
         for &i in have {
             if swarm.reserved.get(&i).is_some_and(|(holder, _)| holder == agent) {
                 swarm.reserved.remove(&i);
+                seed_done += 1;
+            }
+        }
+        if first_copies + seed_done > 0 {
+            if let Some(notify) = changes.get(&cluster) {
+                notify.notify_waiters();
             }
         }
         // A finished agent no longer takes anyone's upload slots.
@@ -497,7 +532,9 @@ mod tests {
         let b = s.register(C, &req("b", "z1"));
         let c = s.register(C, &req("c", "z1"));
         let pa = s.join(C, &a, d, 8, &[]);
-        assert_eq!(pa.seed_pieces, [0, 1, 2, 3], "alone in the swarm, an agent takes the whole seed budget");
+        assert_eq!(pa.seed_pieces, [0], "a newcomer gets one piece: others of a crowd may be a moment behind");
+        let pa = s.join(C, &a, d, 8, &[]);
+        assert_eq!(pa.seed_pieces, [0, 1], "still alone when it comes back, it takes the whole seed budget");
         let pb = s.join(C, &b, d, 8, &[]);
         assert!(pb.seed_pieces.is_empty(), "the cluster's seed budget is spent");
         assert!(pa.parents.is_empty() && pb.parents.is_empty());
@@ -506,16 +543,16 @@ mod tests {
         assert_eq!(pb.parents.len(), 1);
         assert_eq!(pb.parents[0].agent_id, a);
         assert_eq!(pb.parents[0].pieces, [0, 1]);
-        assert_eq!(pb.seed_pieces, [4], "with others wanting pieces, one seed piece per agent");
+        assert_eq!(pb.seed_pieces, [2], "with others wanting pieces, one seed piece per agent");
         assert_eq!(pb.availability, [1, 1, 0, 0, 0, 0, 0, 0]);
         let pc = s.join(C, &c, d, 8, &[]);
-        assert_eq!(pc.seed_pieces, [5], "each agent gets a different piece from the seed");
+        assert_eq!(pc.seed_pieces, [3], "each agent gets a different piece from the seed");
         let pa = s.join(C, &a, d, 8, &[0, 1]);
-        assert_eq!(pa.seed_pieces, [2, 3], "its own reservations, nothing more: four pieces are out");
-        s.report(C, &progress(&b, d, &[4], &[], &[]));
-        let pb = s.join(C, &b, d, 8, &[4]);
-        assert_eq!(pb.seed_pieces, [6], "a piece arrived, so the next goes out");
-        assert_eq!(s.holders(C, d), [1, 1, 0, 0, 1, 0, 0, 0]);
+        assert!(pa.seed_pieces.is_empty(), "two pieces are out: nothing more");
+        s.report(C, &progress(&b, d, &[2], &[], &[]));
+        let pa = s.join(C, &a, d, 8, &[0, 1]);
+        assert_eq!(pa.seed_pieces, [4], "a piece arrived, so the next goes out");
+        assert_eq!(s.holders(C, d), [1, 1, 1, 0, 0, 0, 0, 0]);
     }
 
     #[test]
@@ -524,7 +561,8 @@ mod tests {
         let (x, y) = (Digest::of(b"x"), Digest::of(b"y"));
         let xs: Vec<String> = (0..3).map(|i| s.register(C, &req(&format!("x{i}"), ""))).collect();
         let ys: Vec<String> = (0..3).map(|i| s.register(C, &req(&format!("y{i}"), ""))).collect();
-        assert_eq!(s.join(C, &xs[0], x, 8, &[]).seed_pieces, [0, 1, 2, 3], "alone, x0 takes the whole budget");
+        assert_eq!(s.join(C, &xs[0], x, 8, &[]).seed_pieces, [0], "a newcomer takes one piece");
+        assert_eq!(s.join(C, &xs[0], x, 8, &[]).seed_pieces, [0, 1], "alone, x0 takes the whole budget");
         // Both blobs now wait for the seed: y asked first.
         assert!(s.join(C, &ys[0], y, 8, &[]).seed_pieces.is_empty());
         assert!(s.join(C, &xs[1], x, 8, &[]).seed_pieces.is_empty());
@@ -533,7 +571,7 @@ mod tests {
         assert_eq!(s.join(C, &ys[1], y, 8, &[]).seed_pieces, [0], "y's turn");
         s.report(C, &progress(&xs[0], x, &[1], &[], &[]));
         assert!(s.join(C, &ys[2], y, 8, &[]).seed_pieces.is_empty(), "x is first in line now");
-        assert_eq!(s.join(C, &xs[1], x, 8, &[]).seed_pieces, [4], "and x's turn again");
+        assert_eq!(s.join(C, &xs[1], x, 8, &[]).seed_pieces, [2], "and x's turn again");
     }
 
     #[test]
@@ -581,6 +619,22 @@ mod tests {
         let plan = s.join(C, &me, d, 2, &[]);
         assert!(plan.parents.is_empty());
         assert_eq!(plan.seed_pieces, [0, 1]);
+    }
+
+    #[test]
+    fn a_join_says_what_the_agent_holds_now_so_an_evicted_blob_is_fetched_again() {
+        let s = Scheduler::new(Duration::from_secs(10));
+        let d = Digest::of(b"blob");
+        let a = s.register(C, &req("a", "z1"));
+        let b = s.register(C, &req("b", "z1"));
+        s.join(C, &a, d, 2, &[]);
+        s.report(C, &progress(&a, d, &[0, 1], &[], &[]));
+        assert_eq!(s.holders(C, d), [1, 1]);
+        // Its cache evicted the blob; it asks again with nothing.
+        let plan = s.join(C, &a, d, 2, &[]);
+        assert_eq!(s.holders(C, d), [0, 0], "it is no holder any more");
+        assert_eq!(plan.seed_pieces, [0, 1], "alone, it takes the pieces from the seed again");
+        assert!(s.join(C, &b, d, 2, &[]).parents.is_empty(), "nobody is sent to it for pieces it lost");
     }
 
     #[test]
