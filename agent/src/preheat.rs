@@ -40,7 +40,7 @@ async fn fetch(
     digest: Digest,
 ) -> Result<(), String> {
     let plan = registry
-        .join(&task.repository, digest, Some(&task.token), engine.have(&digest), None)
+        .join(&task.repository, digest, Some(&task.token), engine.have(&digest), Default::default())
         .await
         .map_err(|e| format!("cannot join the swarm of {digest}: {e}"))?;
     if plan.mode != JoinMode::P2p {

@@ -131,6 +131,17 @@ struct JwkSet {
     keys: Vec<Jwk>,
 }
 
+/// What a download's later join adds to its first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rejoin {
+    /// Hold the answer up to this long until there is something to fetch.
+    pub wait_ms: Option<u32>,
+    /// The download holds the piece digests and a ticket with time to run.
+    pub brief: bool,
+    /// Piece downloads the node runs now.
+    pub fetching: Option<u32>,
+}
+
 /// The client of the registry's P2P and auth endpoints.
 pub struct RegistryClient {
     http: reqwest::Client,
@@ -363,23 +374,23 @@ impl RegistryClient {
         self.register().await
     }
 
-    /// Asks to join a blob's swarm on behalf of a client; with `wait_ms`,
-    /// the registry may hold the answer that long until there is something
-    /// to fetch. If the scheduler forgot this agent (a registry restart),
-    /// registers again and retries once.
+    /// Asks to join a blob's swarm on behalf of a client (a download's
+    /// later joins say so in `again`). If the scheduler forgot this agent (a
+    /// registry restart), registers again and retries once.
     pub async fn join(
         &self,
         repository: &str,
         digest: Digest,
         client_token: Option<&str>,
         have: Vec<u32>,
-        wait_ms: Option<u32>,
+        again: Rejoin,
     ) -> Result<JoinResponse, SchedulerError> {
         let stale = self.agent_id().unwrap_or_default();
-        match self.join_once(repository, digest, client_token, have.clone(), wait_ms).await {
+        match self.join_once(repository, digest, client_token, have.clone(), again).await {
             Err(SchedulerError::UnknownAgent) => {
                 self.register_again(&stale).await.map_err(SchedulerError::Unreachable)?;
-                self.join_once(repository, digest, client_token, have, wait_ms).await
+                // A new registration invalidates tickets: ask for everything.
+                self.join_once(repository, digest, client_token, have, Rejoin { brief: false, ..again }).await
             }
             other => other,
         }
@@ -391,7 +402,7 @@ impl RegistryClient {
         digest: Digest,
         client_token: Option<&str>,
         have: Vec<u32>,
-        wait_ms: Option<u32>,
+        again: Rejoin,
     ) -> Result<JoinResponse, SchedulerError> {
         let agent_id = self.agent_id().ok_or(SchedulerError::NotRegistered)?;
         let req = JoinRequest {
@@ -401,7 +412,9 @@ impl RegistryClient {
             client_token: client_token.map(str::to_owned),
             have,
             uploading: Some(self.uploading()),
-            wait_ms,
+            wait_ms: again.wait_ms,
+            brief: again.brief,
+            fetching: again.fetching,
         };
         let r = self
             .http

@@ -92,7 +92,20 @@ pub struct JoinRequest {
     /// than learn of either only at its next join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u32>,
+    /// The agent holds the blob's piece digests and a ticket with more than
+    /// [`BRIEF_TICKET_LEFT_SECS`] to run: the answer leaves both out
+    /// (`piece_digests` and `ticket` empty). A swarm's agents join several
+    /// times a second, and these answers share the seed's uplink.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub brief: bool,
+    /// Piece downloads the agent runs right now, all blobs together: a
+    /// seed piece goes to an agent whose downlink is free, if one asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetching: Option<u32>,
 }
+
+/// A ticket with less than this many seconds left is renewed at the next join.
+pub const BRIEF_TICKET_LEFT_SECS: u64 = 60;
 
 /// The longest the registry holds a join's answer (see [`JoinRequest::wait_ms`]).
 pub const MAX_JOIN_WAIT_MS: u32 = 2000;

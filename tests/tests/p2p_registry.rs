@@ -93,7 +93,7 @@ impl Fixture {
         digest: Digest,
         client_token: Option<&str>,
     ) -> reqwest::Response {
-        let req = JoinRequest {
+        self.send_join(JoinRequest {
             agent_id: agent.into(),
             repository: repository.into(),
             digest,
@@ -101,7 +101,13 @@ impl Fixture {
             have: Vec::new(),
             uploading: None,
             wait_ms: None,
-        };
+            brief: false,
+            fetching: None,
+        })
+        .await
+    }
+
+    async fn send_join(&self, req: JoinRequest) -> reqwest::Response {
         self.http
             .post(format!("{}/p2p/v1/swarms/join", self.reg.url))
             .header("authorization", format!("Cluster {}", self.cluster_token))
@@ -223,6 +229,27 @@ async fn agents_join_swarms_the_seed_splits_cold_starts_and_peers_trade(backend:
     assert!(jb.seed_pieces.is_empty(), "pieces already handed out are not sent by the seed twice");
     assert!(jb.parents.is_empty());
 
+    // With nothing to fetch, B asks the registry to hold its next join; it
+    // is answered as soon as A reports its pieces, not when the wait ends.
+    let held = JoinRequest {
+        agent_id: b.clone(),
+        repository: "accel/app".into(),
+        digest: f.digest,
+        client_token: Some(token.clone()),
+        have: Vec::new(),
+        uploading: None,
+        wait_ms: Some(60_000),
+        brief: true,
+        fetching: Some(0),
+    };
+    let asked = std::time::Instant::now();
+    let held = f.send_join(held);
+    tokio::pin!(held);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), held.as_mut()).await.is_err(),
+        "held while there is nothing to fetch"
+    );
+
     // Agent A fetches its pieces from the seed and verifies them (the
     // seed serves any piece of the blob to a holder of its ticket).
     for i in 0..3u32 {
@@ -232,6 +259,11 @@ async fn agents_join_swarms_the_seed_splits_cold_starts_and_peers_trade(backend:
         assert_eq!(Digest::of(&bytes).hex(), ja.piece_digests[i as usize]);
     }
     f.report(&a, &[0, 1, 2]).await;
+    let held: JoinResponse = held.await.json().await.unwrap();
+    assert!(asked.elapsed().as_secs() < 10, "answered when A's pieces arrived, within the 2 s cap at most");
+    assert_eq!(held.parents.len(), 1, "A holds what B lacks");
+    assert_eq!(held.parents[0].agent_id, a);
+    assert!(held.piece_digests.is_empty() && held.ticket.is_empty(), "a brief join leaves out digests and ticket");
 
     let jb = f.join(&b, &token).await;
     assert_eq!(jb.parents.len(), 1);

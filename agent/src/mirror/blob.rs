@@ -43,7 +43,7 @@ pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, 
         );
     }
     let have = state.engine.have(&digest);
-    let plan = match state.registry.join(name, digest, Some(&token), have, None).await {
+    let plan = match state.registry.join(name, digest, Some(&token), have, Default::default()).await {
         Ok(plan) if plan.mode == JoinMode::P2p => plan,
         Ok(_) => return passthrough(state, head, name, digest, headers).await,
         Err(e @ (SchedulerError::Unreachable(_) | SchedulerError::NotRegistered | SchedulerError::UnknownAgent)) => {

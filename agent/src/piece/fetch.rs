@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use damselfly_core::p2p::{JoinResponse, Parent, ReportRequest, TICKET_AUTH_SCHEME};
+use damselfly_core::p2p::{JoinResponse, Parent, ReportRequest, BRIEF_TICKET_LEFT_SECS, TICKET_AUTH_SCHEME};
 use tokio::task::JoinSet;
 
 use super::slots::Slot;
 use super::{Download, Engine};
 use crate::rate::RateLimit;
+use crate::registry::Rejoin;
 
 /// Pieces fetched at once per blob.
 const PARALLEL: usize = 4;
@@ -89,6 +90,8 @@ struct Fetch<'a> {
     parents: Vec<Parent>,
     seed: BTreeSet<u32>,
     ticket: String,
+    /// When the ticket expires.
+    ticket_until: Instant,
     seed_url: String,
     /// Parents not to ask: until a moment (failed), or for good (sent a corrupt piece).
     avoid: HashMap<String, Option<Instant>>,
@@ -126,6 +129,7 @@ impl Engine {
             parents: plan.parents,
             seed: plan.seed_pieces.into_iter().collect(),
             ticket: plan.ticket,
+            ticket_until: Instant::now() + Duration::from_secs(plan.ticket_expires_in),
             seed_url: plan.seed_url,
             avoid: HashMap::new(),
             busy: HashMap::new(),
@@ -356,13 +360,18 @@ impl Fetch<'_> {
         self.last_join = Instant::now();
         let have = self.d.have_list();
         let registry = &self.engine.registry;
-        match registry.join(self.repository, self.d.digest, self.client_token, have, wait_ms).await {
+        let brief = self.ticket_until.saturating_duration_since(Instant::now()).as_secs() > BRIEF_TICKET_LEFT_SECS;
+        let again = Rejoin { wait_ms, brief, fetching: Some(self.engine.fetch_slots.running()) };
+        match registry.join(self.repository, self.d.digest, self.client_token, have, again).await {
             Ok(next) => {
                 self.last_plan = Instant::now();
                 self.parents = next.parents;
                 self.seed.extend(next.seed_pieces);
                 self.availability = next.availability;
-                self.ticket = next.ticket;
+                if !next.ticket.is_empty() {
+                    self.ticket = next.ticket;
+                    self.ticket_until = Instant::now() + Duration::from_secs(next.ticket_expires_in);
+                }
                 // A parent that failed gets another chance once its pause is over; a liar never does.
                 let now = Instant::now();
                 self.avoid.retain(|_, until| until.is_none_or(|t| t > now));

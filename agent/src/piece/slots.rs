@@ -27,8 +27,13 @@ impl FetchSlots {
         Arc::new(FetchSlots { slots: slots.max(1), running: Mutex::new(0), freed: Notify::new() })
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, usize> {
+    fn count(&self) -> std::sync::MutexGuard<'_, usize> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Transfers running now.
+    pub fn running(&self) -> u32 {
+        *self.count() as u32
     }
 
     /// A slot for a peer fetch, once one is free.
@@ -38,7 +43,7 @@ impl FetchSlots {
             tokio::pin!(freed);
             freed.as_mut().enable();
             {
-                let mut running = self.running();
+                let mut running = self.count();
                 if *running < self.slots {
                     *running += 1;
                     return Slot(self.clone());
@@ -50,14 +55,14 @@ impl FetchSlots {
 
     /// A slot for a seed fetch, at once, even if every slot is taken.
     pub fn seed(self: &Arc<Self>) -> Slot {
-        *self.running() += 1;
+        *self.count() += 1;
         Slot(self.clone())
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut running = self.0.running();
+        let mut running = self.0.count();
         *running = running.saturating_sub(1);
         drop(running);
         self.0.freed.notify_waiters();
@@ -84,6 +89,6 @@ mod tests {
         drop(seed);
         let b = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("a slot was freed").unwrap();
         drop((b, seed2));
-        assert_eq!(*slots.running(), 0);
+        assert_eq!(slots.running(), 0);
     }
 }

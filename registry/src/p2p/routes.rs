@@ -179,13 +179,21 @@ async fn join(
     if let Some(running) = req.uploading {
         state.scheduler.uploads(cluster.id, &agent.id, running);
     }
+    if let Some(running) = req.fetching {
+        state.scheduler.fetches(cluster.id, &agent.id, running);
+    }
     let (mode, plan) = if p2p_on {
         (JoinMode::P2p, plan_held(&state.scheduler, cluster.id, &agent.id, &req, piece_digests.len()).await)
     } else {
         (JoinMode::Passthrough, super::scheduler::Plan::default())
     };
-    let ticket = ticket::issue(&state.auth, &agent.id, cluster.id, req.digest, TICKET_TTL_SECS)
-        .map_err(|e| RegistryError::Io(std::io::Error::other(e)))?;
+    let (piece_digests, ticket, ticket_expires_in) = if req.brief && p2p_on {
+        (Vec::new(), String::new(), 0)
+    } else {
+        let ticket = ticket::issue(&state.auth, &agent.id, cluster.id, req.digest, TICKET_TTL_SECS)
+            .map_err(|e| RegistryError::Io(std::io::Error::other(e)))?;
+        (piece_digests, ticket, TICKET_TTL_SECS as u64)
+    };
     Ok(Json(JoinResponse {
         mode,
         size: blob.size,
@@ -196,7 +204,7 @@ async fn join(
         availability: plan.availability,
         seed_url: format!("{}/p2p/v1/seed/{}/pieces", state.auth.issuer, req.digest),
         ticket,
-        ticket_expires_in: TICKET_TTL_SECS as u64,
+        ticket_expires_in,
     }))
 }
 

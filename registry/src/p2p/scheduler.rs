@@ -42,6 +42,8 @@ pub const MAX_PARENTS: usize = 4;
 /// would idle while an agent reports a piece and the next is handed out.
 /// Two keep it busy, and the first piece is traded after two piece-times.
 pub const SEED_PIECES_IN_FLIGHT: usize = 2;
+/// How long a seed piece may wait for an idle agent while busy ones ask.
+const SEED_WAITS_FOR_IDLE: Duration = Duration::from_millis(300);
 /// How long a seed piece stays reserved for the agent it was handed to.
 const SEED_RESERVATION: Duration = Duration::from_secs(20);
 /// A swarm that stopped asking for the seed this long ago loses its turn.
@@ -83,6 +85,8 @@ pub struct Agent {
     pub platform: String,
     /// Uploads it said it runs, and when it said so.
     uploading: Option<(u32, Instant)>,
+    /// Piece downloads it said it runs (all blobs), and when it said so.
+    fetching: Option<(u32, Instant)>,
     last_seen: Instant,
 }
 
@@ -123,6 +127,9 @@ struct State {
     swarms: HashMap<(ClusterId, Digest), Swarm>,
     /// Per cluster, swarms waiting for the seed, in turn, with when each last asked.
     seed_queue: HashMap<ClusterId, VecDeque<(Digest, Instant)>>,
+    /// Per cluster, since when a seed piece has been held back from busy
+    /// agents for an idle one to take.
+    seed_held_back: HashMap<ClusterId, Instant>,
     /// Per cluster, woken when a seed piece arrives (the seed can hand out
     /// another) or a piece gets its first holder: joins held open for
     /// agents with nothing to fetch look again.
@@ -190,6 +197,7 @@ impl Scheduler {
             version: req.version.clone(),
             platform: if req.platform.is_empty() { "linux/amd64".into() } else { req.platform.clone() },
             uploading: None,
+            fetching: None,
             last_seen: Instant::now(),
         };
         self.lock().agents.insert(id.clone(), agent);
@@ -268,12 +276,19 @@ impl Scheduler {
         }
     }
 
+    /// Records how many piece downloads an agent of the cluster runs right now.
+    pub fn fetches(&self, cluster: ClusterId, agent: &str, running: u32) {
+        if let Some(me) = self.lock().agents.get_mut(agent).filter(|a| a.cluster == cluster) {
+            me.fetching = Some((running, Instant::now()));
+        }
+    }
+
     /// Adds the agent to the blob's swarm with the pieces it holds, and plans its next fetches.
     pub fn join(&self, cluster: ClusterId, agent: &str, digest: Digest, pieces: usize, have: &[u32]) -> Plan {
         let now = Instant::now();
         let alive = self.heartbeat * 3;
         let mut state = self.lock();
-        let State { agents, swarms, seed_queue, .. } = &mut *state;
+        let State { agents, swarms, seed_queue, seed_held_back, .. } = &mut *state;
         let live = |id: &str| agents.get(id).is_some_and(|a| a.last_seen.elapsed() < alive);
         let seed_budget = SEED_PIECES_IN_FLIGHT.saturating_sub(
             swarms
@@ -400,8 +415,23 @@ impl Scheduler {
                 Some(entry) => entry.1 = now,
                 None => queue.push_back((digest, now)),
             }
+            // A seed piece shares its receiver's downlink with whatever else
+            // that node fetches: while another agent of the swarm said it
+            // fetches nothing, a busy one leaves the piece to it, for a
+            // moment (it may not be asking).
+            let fetching = |id: &str| agents.get(id).and_then(|a| a.fetching).map(|(n, _)| n);
+            let busy = fetching(agent).is_some_and(|n| n > 0)
+                && swarm
+                    .peers
+                    .iter()
+                    .any(|(id, p)| id != agent && live(id) && p.have.iter().any(|h| !h) && fetching(id) == Some(0));
             let take = room.min(seed_budget);
-            if take > 0 && queue.front().is_some_and(|(d, _)| *d == digest) {
+            let my_turn = take > 0 && queue.front().is_some_and(|(d, _)| *d == digest);
+            let defer = my_turn
+                && busy
+                && now.duration_since(*seed_held_back.entry(cluster).or_insert(now)) < SEED_WAITS_FOR_IDLE;
+            if my_turn && !defer {
+                seed_held_back.remove(&cluster);
                 queue.pop_front();
                 for &i in unclaimed.iter().take(take) {
                     swarm.reserved.insert(i, (agent.to_owned(), now));
@@ -619,6 +649,25 @@ mod tests {
         let plan = s.join(C, &me, d, 2, &[]);
         assert!(plan.parents.is_empty());
         assert_eq!(plan.seed_pieces, [0, 1]);
+    }
+
+    #[test]
+    fn a_busy_agent_leaves_a_seed_piece_to_an_idle_one_for_a_moment() {
+        let s = Scheduler::new(Duration::from_secs(10));
+        let d = Digest::of(b"blob");
+        let [a, b, c] = ["a", "b", "c"].map(|n| s.register(C, &req(n, "z1")));
+        assert_eq!(s.join(C, &a, d, 8, &[]).seed_pieces, [0]);
+        assert_eq!(s.join(C, &b, d, 8, &[]).seed_pieces, [1]);
+        assert!(s.join(C, &c, d, 8, &[]).seed_pieces.is_empty(), "the budget of two is spent");
+        s.report(C, &progress(&a, d, &[0], &[], &[]));
+        s.fetches(C, &b, 2);
+        s.fetches(C, &c, 0);
+        assert_eq!(s.join(C, &b, d, 8, &[]).seed_pieces, [1], "only its own: b's downlink is busy and c's is free");
+        assert_eq!(s.join(C, &c, d, 8, &[]).seed_pieces, [2], "the idle agent takes it");
+        s.report(C, &progress(&b, d, &[1], &[], &[]));
+        assert!(s.join(C, &b, d, 8, &[1]).seed_pieces.is_empty(), "c said it is idle");
+        std::thread::sleep(SEED_WAITS_FOR_IDLE + Duration::from_millis(50));
+        assert_eq!(s.join(C, &b, d, 8, &[1]).seed_pieces, [3], "nobody idle came: the busy agent takes it after all");
     }
 
     #[test]
