@@ -179,9 +179,12 @@ impl Engine {
                 }
                 Some(Ok(fetched)) = tasks.join_next(), if !tasks.is_empty() => {
                     let from_seed = matches!(fetched.1, Source::Seed);
+                    let busy = matches!(fetched.3, Err(Failure::Busy));
                     f.received(fetched).await?;
-                    // The seed hands out its next piece when this one is reported.
-                    if from_seed && f.seed.is_empty() {
+                    // The seed hands out its next piece when this one is
+                    // reported; a busy parent means the plan's upload counts
+                    // are stale, and with no other source a fresh plan is due.
+                    if (from_seed && f.seed.is_empty()) || (busy && f.next_piece().is_none()) {
                         f.flush().await;
                         f.rejoin(REJOIN_AT_LEAST, None).await;
                     }
