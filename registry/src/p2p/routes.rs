@@ -175,24 +175,20 @@ async fn join(
     if p2p_on {
         state.p2p_stats.joined(cluster.tenant_id, cluster.id, name.namespace(), req.digest);
     }
-    let piece_digests: Vec<String> = blob.pieces.digests().iter().map(Digest::hex).collect();
-    if let Some(running) = req.uploading {
-        state.scheduler.uploads(cluster.id, &agent.id, running);
-    }
-    if let Some(running) = req.fetching {
-        state.scheduler.fetches(cluster.id, &agent.id, running);
-    }
+    state.scheduler.load(cluster.id, &agent.id, req.uploading, req.fetching);
+    let pieces = blob.pieces.digests().len();
     let (mode, plan) = if p2p_on {
-        (JoinMode::P2p, plan_held(&state.scheduler, cluster.id, &agent.id, &req, piece_digests.len()).await)
+        (JoinMode::P2p, plan_held(&state.scheduler, cluster.id, &agent.id, &req, pieces).await)
     } else {
         (JoinMode::Passthrough, super::scheduler::Plan::default())
     };
+    // A brief join's agent holds the digests and a ticket: neither is made again.
     let (piece_digests, ticket, ticket_expires_in) = if req.brief && p2p_on {
         (Vec::new(), String::new(), 0)
     } else {
         let ticket = ticket::issue(&state.auth, &agent.id, cluster.id, req.digest, TICKET_TTL_SECS)
             .map_err(|e| RegistryError::Io(std::io::Error::other(e)))?;
-        (piece_digests, ticket, TICKET_TTL_SECS as u64)
+        (blob.pieces.digests().iter().map(Digest::hex).collect(), ticket, TICKET_TTL_SECS as u64)
     };
     Ok(Json(JoinResponse {
         mode,

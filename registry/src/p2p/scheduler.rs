@@ -85,8 +85,8 @@ pub struct Agent {
     pub platform: String,
     /// Uploads it said it runs, and when it said so.
     uploading: Option<(u32, Instant)>,
-    /// Piece downloads it said it runs (all blobs), and when it said so.
-    fetching: Option<(u32, Instant)>,
+    /// Piece downloads it last said it runs (all blobs).
+    fetching: Option<u32>,
     last_seen: Instant,
 }
 
@@ -269,17 +269,16 @@ impl Scheduler {
         Census { agents: state.agents.len(), swarms: state.swarms.len() }
     }
 
-    /// Records how many piece uploads an agent of the cluster runs right now.
-    pub fn uploads(&self, cluster: ClusterId, agent: &str, running: u32) {
+    /// Records how many piece uploads and downloads an agent of the cluster
+    /// runs right now, as far as it said.
+    pub fn load(&self, cluster: ClusterId, agent: &str, uploading: Option<u32>, fetching: Option<u32>) {
         if let Some(me) = self.lock().agents.get_mut(agent).filter(|a| a.cluster == cluster) {
-            me.uploading = Some((running, Instant::now()));
-        }
-    }
-
-    /// Records how many piece downloads an agent of the cluster runs right now.
-    pub fn fetches(&self, cluster: ClusterId, agent: &str, running: u32) {
-        if let Some(me) = self.lock().agents.get_mut(agent).filter(|a| a.cluster == cluster) {
-            me.fetching = Some((running, Instant::now()));
+            if let Some(n) = uploading {
+                me.uploading = Some((n, Instant::now()));
+            }
+            if fetching.is_some() {
+                me.fetching = fetching;
+            }
         }
     }
 
@@ -419,7 +418,7 @@ impl Scheduler {
             // that node fetches: while another agent of the swarm said it
             // fetches nothing, a busy one leaves the piece to it, for a
             // moment (it may not be asking).
-            let fetching = |id: &str| agents.get(id).and_then(|a| a.fetching).map(|(n, _)| n);
+            let fetching = |id: &str| agents.get(id).and_then(|a| a.fetching);
             let busy = fetching(agent).is_some_and(|n| n > 0)
                 && swarm
                     .peers
@@ -453,9 +452,7 @@ impl Scheduler {
     pub fn report(&self, cluster: ClusterId, report: &ReportRequest) {
         let ReportRequest { agent_id, digest, have, failed_parents: failed, bad_parents: bad, bytes_from, uploading } =
             report;
-        if let Some(n) = uploading {
-            self.uploads(cluster, agent_id, *n);
-        }
+        self.load(cluster, agent_id, *uploading, None);
         let (agent, digest) = (agent_id.as_str(), *digest);
         let now = Instant::now();
         let mut state = self.lock();
@@ -660,8 +657,8 @@ mod tests {
         assert_eq!(s.join(C, &b, d, 8, &[]).seed_pieces, [1]);
         assert!(s.join(C, &c, d, 8, &[]).seed_pieces.is_empty(), "the budget of two is spent");
         s.report(C, &progress(&a, d, &[0], &[], &[]));
-        s.fetches(C, &b, 2);
-        s.fetches(C, &c, 0);
+        s.load(C, &b, None, Some(2));
+        s.load(C, &c, None, Some(0));
         assert_eq!(s.join(C, &b, d, 8, &[]).seed_pieces, [1], "only its own: b's downlink is busy and c's is free");
         assert_eq!(s.join(C, &c, d, 8, &[]).seed_pieces, [2], "the idle agent takes it");
         s.report(C, &progress(&b, d, &[1], &[], &[]));
@@ -725,13 +722,13 @@ mod tests {
         s.join(C, &busy, d, 2, &[0, 1]);
         s.join(C, &idle, d, 2, &[0, 1]);
         // By name "busy" would win the tie; its own count says all four slots are taken.
-        s.uploads(C, &busy, 4);
-        s.uploads(C, &idle, 0);
-        s.uploads(ClusterId(2), &idle, 4);
+        s.load(C, &busy, Some(4), None);
+        s.load(C, &idle, Some(0), None);
+        s.load(ClusterId(2), &idle, Some(4), None);
         let me = s.register(C, &req("me", ""));
         assert_eq!(s.join(C, &me, d, 2, &[]).parents[0].agent_id, idle);
         // Both free again: the one that was not just somebody's first choice goes first.
-        s.uploads(C, &busy, 0);
+        s.load(C, &busy, Some(0), None);
         let other = s.register(C, &req("other", ""));
         assert_eq!(s.join(C, &other, d, 2, &[]).parents[0].agent_id, busy, "idle was just my first choice");
     }
