@@ -21,6 +21,10 @@
 #   DAMSELFLY_AGENT_* passed to every agent, e.g. DAMSELFLY_AGENT_UPLOAD_SLOTS=4
 #   SWARM_TBF_LATENCY_MS  queue of each tbf limit in ms (50)
 #   SWARM_SYSCTL      one "key=value" set in every node's namespace, e.g. "net.ipv4.tcp_wmem=4096 16384 131072"
+#   SWARM_TCP_CC      TCP congestion control of the nodes (cubic, the Linux default). A new
+#                     namespace takes the host's, and some hosts run bbr: over these tbf
+#                     queues bbr re-sent about a sixth of the seed's bytes. The host's
+#                     setting is changed while the namespaces are made, and put back.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,7 +48,12 @@ cleanup_orphans() {
         fi
     done
 }
-trap cleanup_orphans EXIT
+host_cc="$(sysctl -n net.ipv4.tcp_congestion_control)"
+restore() {
+    sysctl -qw net.ipv4.tcp_congestion_control="$host_cc" || true
+    cleanup_orphans
+}
+trap restore EXIT
 
 echo "==> building release binaries and the swarm test"
 # The registry and agents run as release builds, as in production: 17
@@ -56,6 +65,9 @@ cargo build --workspace --bins --quiet
 cargo test -p damselfly-tests --test swarm --no-run --quiet 2>/dev/null
 
 bench="${BENCH_TEST:-bench_swarm}"
+cc="${SWARM_TCP_CC:-cubic}"
+sysctl -qw net.ipv4.tcp_congestion_control="$cc" || { echo "error: cannot use TCP congestion control '$cc': see net.ipv4.tcp_available_congestion_control" >&2; exit 1; }
+echo "==> TCP congestion control in the namespaces: $cc (the host's own, $host_cc, is put back at the end)"
 echo "==> ${BENCH_LABEL:-swarm benchmark}, N=$n"
 SWARM_NODES="$n" timeout --kill-after=10 "${SWARM_TIMEOUT:-900}" \
     cargo test -p damselfly-tests --test swarm --quiet -- --ignored --exact "$bench" --nocapture --test-threads 1

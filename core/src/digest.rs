@@ -127,7 +127,7 @@ impl PieceDigests {
 
     /// Rebuilds the list from [`PieceDigests::to_bytes`] output; `None` if the length is not a multiple of 32.
     pub fn from_bytes(piece_size: u64, bytes: &[u8]) -> Option<Self> {
-        if bytes.len() % 32 != 0 {
+        if !bytes.len().is_multiple_of(32) {
             return None;
         }
         let digests = bytes

@@ -713,7 +713,9 @@ fn bench_swarm() {
     let (d50, d95, dmax) = stats(&direct);
     let mib = |b: f64| b / MIB as f64;
     println!();
-    println!("swarm benchmark: N={n} agents, {mbit} Mbit/s per node up and down (registry node too), image {:.1} MiB in {nlayers} layers, {} KiB pieces", mib(s), setting("SWARM_PIECE_KIB", 4096));
+    // New namespaces took the host's congestion control when they were made.
+    let cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap_or_default();
+    println!("swarm benchmark: N={n} agents, {mbit} Mbit/s per node up and down (registry node too), image {:.1} MiB in {nlayers} layers, {} KiB pieces, TCP {}", mib(s), setting("SWARM_PIECE_KIB", 4096), cc.trim());
     println!("| mode   | makespan s | p50 s | p95 s | max s | registry egress MiB | egress / image | bad layers |");
     println!("|--------|-----------:|------:|------:|------:|--------------------:|---------------:|-----------:|");
     println!(

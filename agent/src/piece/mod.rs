@@ -40,6 +40,8 @@ pub struct Download {
     pub layout: BlobLayout,
     file: Arc<std::fs::File>,
     book: Mutex<Book>,
+    /// Held while the piece bitmap is saved.
+    saving: Mutex<()>,
     changed: watch::Sender<u64>,
 }
 
@@ -239,6 +241,7 @@ impl Engine {
             layout,
             file: Arc::new(file),
             book: Mutex::new(Book { have, outcome: Outcome::Running }),
+            saving: Mutex::new(()),
             changed: watch::channel(0).0,
         });
         downloads.insert(digest, download.clone());
@@ -278,7 +281,7 @@ impl Engine {
         })
         .await;
         match hash {
-            Ok(Ok(h)) if h == d.digest.hex() => match self.cache.promote(&d.digest) {
+            Ok(Ok(h)) if h == d.digest.hex() => match self.promote(d).await {
                 Ok(()) => {
                     tracing::info!(digest = %d.digest, size, "blob complete");
                     Outcome::Complete
@@ -294,6 +297,18 @@ impl Engine {
                 Outcome::Failed
             }
         }
+    }
+
+    /// Moves the verified blob among the completed ones (a rename, then
+    /// eviction), off the runtime's threads, after any bitmap save.
+    async fn promote(&self, d: &Arc<Download>) -> std::io::Result<()> {
+        let (download, cache) = (d.clone(), self.cache.clone());
+        tokio::task::spawn_blocking(move || {
+            let _saving = download.saving.lock().unwrap_or_else(|p| p.into_inner());
+            cache.promote(&download.digest)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// A piece for a peer, from a download in progress or a completed blob.
@@ -314,21 +329,28 @@ impl Engine {
             .ok()
     }
 
+    /// Writes a verified piece and marks it held. The bitmap that lets a
+    /// restart resume is saved in the same blocking task: creating and
+    /// renaming a file can wait on the filesystem's journal for a second
+    /// while a lot of data is being written back, and on the runtime's own
+    /// threads that wait would stall every upload of this node with it.
     async fn store(&self, d: &Arc<Download>, i: u32, bytes: Bytes) -> std::io::Result<()> {
-        let file = d.file.clone();
         let (offset, _) = d.layout.span(i);
+        let (download, cache) = (d.clone(), self.cache.clone());
         tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::FileExt;
-            file.write_all_at(&bytes, offset)
+            download.file.write_all_at(&bytes, offset)?;
+            download.book().have[i as usize] = true;
+            // One save at a time, each of the bitmap as it is then, so that
+            // a slow save never puts back an older one. A restart checks
+            // every piece the bitmap names anyway.
+            let _saving = download.saving.lock().unwrap_or_else(|p| p.into_inner());
+            let have = download.book().have.clone();
+            let _ = cache.save_bitmap(&download.digest, &have);
+            Ok::<_, std::io::Error>(())
         })
         .await
         .map_err(std::io::Error::other)??;
-        let have = {
-            let mut book = d.book();
-            book.have[i as usize] = true;
-            book.have.clone()
-        };
-        let _ = self.cache.save_bitmap(&d.digest, &have);
         d.changed.send_modify(|v| *v += 1);
         Ok(())
     }

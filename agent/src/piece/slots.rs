@@ -36,6 +36,11 @@ impl FetchSlots {
         *self.count() as u32
     }
 
+    /// Whether a peer fetch could start now.
+    pub fn free(&self) -> bool {
+        *self.count() < self.slots
+    }
+
     /// A slot for a peer fetch, once one is free.
     pub async fn peer(self: Arc<Self>) -> Slot {
         loop {
@@ -87,7 +92,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "two seed fetches still fill both slots");
         drop(seed);
-        let b = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("a slot was freed").unwrap();
+        let b = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a slot was freed")
+            .expect("the waiting task ran");
         drop((b, seed2));
         assert_eq!(slots.running(), 0);
     }

@@ -36,7 +36,7 @@ pub async fn ensure_admin(db: &Db, configured_password: Option<&str>) -> Result<
         Some(p) => (p.to_owned(), false),
         None => (password::random_secret(), true),
     };
-    let hash = password::hash(secret.clone()).await.map_err(|e| sqlx::Error::Protocol(e))?;
+    let hash = password::hash(secret.clone()).await.map_err(sqlx::Error::Protocol)?;
     let id = match db.accounts().create_user(ADMIN_USER, &hash, true).await {
         Ok(id) => id,
         Err(e) if is_unique_violation(&e) => return Ok(Bootstrap::Existing),
