@@ -15,7 +15,9 @@ and prints, per one-second step from the first piece request:
     number of other agents that lacked one of those pieces and were not
     already fetching it (0 means the swarm had nothing new to trade: it
     waited for the seed);
-  * per piece, when its first copy and its last copy were complete.
+  * per piece, when its first copy and its last copy were complete;
+  * how many requests a parent turned away because its upload slots were
+    all busy (each costs the requester a round trip with a fetch slot).
 
 A transfer's bytes are spread evenly over its duration (from the request to
 the verified piece), which is what the agents log.
@@ -49,6 +51,15 @@ def read(directory):
                 piece = f"{m.group(2)[-6:]}:{m.group(3)}"
                 raw.append((end - int(m.group(5)) / 1000, end, agent, piece, m.group(4)))
     return [(s, e, a, p, ids.get(src, src)) for s, e, a, p, src in raw]
+
+
+def busy_answers(directory):
+    """Requests refused by a parent whose upload slots were all busy."""
+    return sum(
+        line.count("upload slot of the parent is busy")
+        for path in glob.glob(f"{directory}/agent-*.log")
+        for line in open(path, encoding="utf-8", errors="replace")
+    )
 
 
 def spread(rows, key, t0, steps, weight):
@@ -90,7 +101,8 @@ def main():
     steps = int(max(r[1] for r in rows) - t0) + 1
     rate = lambda r: piece / max(r[1] - r[0], 1e-3)
     pct = lambda v: f"{min(99, int(100 * v / link)):3d}"
-    print(f"{len(rows)} pieces verified over {steps} s; columns are seconds from the first request\n")
+    print(f"{len(rows)} pieces verified over {steps} s; columns are seconds from the first request")
+    print(f"{busy_answers(args.logs)} requests turned away by a parent with every upload slot busy\n")
     table("download, % of each agent's link", spread(rows, lambda r: r[2], t0, steps, rate), pct)
     table("upload, % of each uploader's link", spread(rows, lambda r: r[4], t0, steps, rate), pct)
 

@@ -300,6 +300,7 @@ impl Fetch<'_> {
                 *self.seed_attempts.entry(i).or_default() += 1;
             }
             (Err(Failure::Busy), Source::Parent { id, .. }) => {
+                tracing::debug!(%digest, piece = i, parent = id, "every upload slot of the parent is busy");
                 self.busy.insert(id, Instant::now() + BUSY_PARENT_PAUSE);
             }
             (Err(Failure::Busy), Source::Seed) => {
