@@ -59,9 +59,37 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A port on loopback that was free a moment ago.
+/// A port on loopback that was free a moment ago, for a server a test starts.
+///
+/// It comes from below the kernel's ephemeral range: a port the kernel
+/// handed out for binding to port 0 is in that range, and once released it
+/// may be given to any outgoing connection on the machine (a client, the
+/// Docker engine, a server's own requests) before the test's server binds it.
+/// Each test process walks its own stretch of the ports below the range.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u32 = 10_000;
+    if ephemeral_from <= LOWEST + 1_000 {
+        return TcpListener::bind("127.0.0.1:0")
+            .expect("bind an ephemeral port")
+            .local_addr()
+            .expect("local addr")
+            .port();
+    }
+    let span = ephemeral_from - LOWEST;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let port = (LOWEST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {LOWEST} and {ephemeral_from}");
 }
 
 /// Creates an empty PostgreSQL database for one test and returns its URL.
