@@ -13,11 +13,19 @@
 #   pairs   fetcher k of node i always asks node i+k+1: a perfect matching
 #   random  each piece from a random other node; a 503 means ask another
 #   sticky  keep asking the same node until it answers 503, then pick another
+#   lease   before each piece, ask a coordinator on node 1 for a node with a
+#           free upload slot; it counts every slot it hands out, and a
+#           fetcher's next request gives its last one back
+#   lease-ahead  the same, but the next lease is asked for when 85 % of the
+#           current piece has arrived, so its round trip overlaps the transfer
 #
-# and prints each pattern's mean download goodput as a share of the link.
-# "pairs" is the ceiling any piece schedule can reach on these links; the
-# swarm benchmark's downlinks, seen with scripts/swarm-timeline.py, say how
-# far its matching of children to parents falls short of it.
+# and prints each pattern's mean download goodput as a share of the link,
+# and for the lease patterns the median time a lease took to come back (the
+# coordinator's answers queue behind node 1's uploads, as the scheduler's
+# queue behind the seed's). "pairs" is the ceiling any piece schedule can
+# reach on these links; the swarm benchmark's downlinks, seen with
+# scripts/swarm-timeline.py, say how far its matching of children to parents
+# falls short of it.
 #
 # Settings (environment): SWARM_MBIT (20), SWARM_TBF_LATENCY_MS (50),
 # SWARM_PIECE_KIB (1024), SECONDS_EACH (15).
@@ -49,7 +57,8 @@ cleanup() {
 trap cleanup EXIT
 
 cat >"$work/node.py" <<'EOF'
-"""One node: a piece server with two upload slots, then two fetchers for a while."""
+"""One node: a piece server with two upload slots, then two fetchers for a
+while. Node 0 also runs the lease coordinator."""
 import http.client, http.server, os, random, socketserver, sys, threading, time
 
 me, n, secs, pattern, size = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], int(sys.argv[5])
@@ -79,12 +88,80 @@ class Pieces(http.server.BaseHTTPRequestHandler):
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
+class Coordinator(http.server.BaseHTTPRequestHandler):
+    """GET /lease?me=I[&back=J]: gives back a slot of node J, then hands out
+    a slot of a random other node with one free (-1 if none)."""
+
+    protocol_version = "HTTP/1.1"
+    free = [2] * n
+    guard = threading.Lock()
+
+    def do_GET(self):
+        query = dict(kv.split("=") for kv in self.path.split("?", 1)[1].split("&"))
+        asker = int(query["me"])
+        with self.guard:
+            if "back" in query:
+                self.free[int(query["back"])] += 1
+            candidates = [j for j in range(n) if j != asker and self.free[j] > 0]
+            granted = random.choice(candidates) if candidates else -1
+            if granted >= 0:
+                self.free[granted] -= 1
+        body = str(granted).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
 threading.Thread(target=Server(("0.0.0.0", 8000), Pieces).serve_forever, daemon=True).start()
+if me == 0:
+    threading.Thread(target=Server(("0.0.0.0", 8001), Coordinator).serve_forever, daemon=True).start()
 time.sleep(1.0)  # every node's server is up before anyone asks
 start = time.time()
 received = [0, 0]
+lease_times = []
+
+def leased_fetcher(k):
+    """Fetches from whichever node the coordinator names, giving each slot back with the next ask."""
+    coordinator = http.client.HTTPConnection("10.77.0.1", 8001)
+
+    def lease(back):
+        asked = time.time()
+        coordinator.request("GET", f"/lease?me={me}" + ("" if back is None else f"&back={back}"))
+        granted = int(coordinator.getresponse().read())
+        lease_times.append(time.time() - asked)
+        return granted
+
+    conns, end = {}, start + secs
+    source = lease(None)
+    while time.time() < end:
+        if source < 0:
+            time.sleep(0.02)
+            source = lease(None)
+            continue
+        conn = conns.setdefault(source, http.client.HTTPConnection(f"10.77.0.{source + 1}", 8000))
+        ahead, answer, body = [None], None, b""
+        try:
+            conn.request("GET", "/piece")
+            answer = conn.getresponse()
+            if pattern == "lease-ahead" and answer.status == 200:
+                body = answer.read(size * 85 // 100)
+                asking = threading.Thread(target=lambda: ahead.__setitem__(0, lease(source)))
+                asking.start()
+                body += answer.read()
+                asking.join()
+            else:
+                body = answer.read()
+        except (OSError, http.client.HTTPException) as e:
+            print(f"node {me}: node {source} failed: {e!r}", file=sys.stderr)
+            conns.pop(source).close()
+        if answer is not None and answer.status == 200 and len(body) == size and time.time() < end:
+            received[k] += len(body)
+        source = ahead[0] if ahead[0] is not None else lease(source)
 
 def fetcher(k):
+    if pattern.startswith("lease"):
+        return leased_fetcher(k)
     others = [j for j in range(n) if j != me]
     conns, source, end = {}, None, start + secs
     while time.time() < end:
@@ -110,7 +187,8 @@ def fetcher(k):
 workers = [threading.Thread(target=fetcher, args=(k,)) for k in range(2)]
 [w.start() for w in workers]
 [w.join() for w in workers]
-print(sum(received), flush=True)
+lease_times.sort()
+print(sum(received), round(lease_times[len(lease_times) // 2] * 1000) if lease_times else "-", flush=True)
 time.sleep(3.0)  # others may still be fetching a last piece from this node
 EOF
 
@@ -133,14 +211,17 @@ for i in $(seq 1 "$n"); do
 done
 
 echo "links: $n nodes, $mbit Mbit/s up and down, tbf queue ${latency} ms, TCP cubic, ${kib} KiB pieces, ${secs} s per pattern"
-echo "| pattern | download goodput / link |"
-echo "|---------|------------------------:|"
-for pattern in pairs random sticky; do
+echo "| pattern     | download goodput / link | median lease round trip |"
+echo "|-------------|------------------------:|------------------------:|"
+for pattern in pairs random sticky lease lease-ahead; do
     for i in $(seq 1 "$n"); do
         ip netns exec "$tag-$i" python3 "$work/node.py" "$((i - 1))" "$n" "$secs" "$pattern" "$((kib * 1024))" \
             >"$work/$pattern-$i" &
     done
     wait
-    cat "$work/$pattern"-* | awk -v n="$n" -v s="$secs" -v m="$mbit" -v p="$pattern" \
-        '{ bytes += $1 } END { printf "| %-7s | %22.1f%% |\n", p, bytes * 8 / s / n / (m * 1e6) * 100 }'
+    goodput="$(cat "$work/$pattern"-* | awk -v n="$n" -v s="$secs" -v m="$mbit" \
+        '{ bytes += $1 } END { printf "%.1f%%", bytes * 8 / s / n / (m * 1e6) * 100 }')"
+    # The median over the nodes of each node's median lease time (node 1 asks itself).
+    lease="$(cat "$work/$pattern"-* | awk '$2 != "-" { print $2 }' | sort -n | awk '{ t[NR] = $1 } END { print NR ? t[int((NR + 1) / 2)] " ms" : "-" }')"
+    printf "| %-11s | %23s | %23s |\n" "$pattern" "$goodput" "$lease"
 done
