@@ -140,7 +140,7 @@ def leased_fetcher(k):
             source = lease(None)
             continue
         conn = conns.setdefault(source, http.client.HTTPConnection(f"10.77.0.{source + 1}", 8000))
-        ahead, answer, body = [None], None, b""
+        ahead, answer, body, asking = [None], None, b"", None
         try:
             conn.request("GET", "/piece")
             answer = conn.getresponse()
@@ -148,13 +148,12 @@ def leased_fetcher(k):
                 body = answer.read(size * 85 // 100)
                 asking = threading.Thread(target=lambda: ahead.__setitem__(0, lease(source)))
                 asking.start()
-                body += answer.read()
-                asking.join()
-            else:
-                body = answer.read()
+            body += answer.read()
         except (OSError, http.client.HTTPException) as e:
             print(f"node {me}: node {source} failed: {e!r}", file=sys.stderr)
             conns.pop(source).close()
+        if asking is not None:
+            asking.join()  # the next lease, which also gave this one back
         if answer is not None and answer.status == 200 and len(body) == size and time.time() < end:
             received[k] += len(body)
         source = ahead[0] if ahead[0] is not None else lease(source)
