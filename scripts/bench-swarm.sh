@@ -20,6 +20,11 @@
 #                     (scripts/swarm-timeline.py SWARM_LOG_DIR then shows where the time went)
 #   DAMSELFLY_AGENT_* passed to every agent, e.g. DAMSELFLY_AGENT_UPLOAD_SLOTS=4
 #   SWARM_TBF_LATENCY_MS  queue of each tbf limit in ms (50)
+#   TMPDIR            where the registry's data and the agents' caches go. Every node writes to
+#                     this machine's one disk, and page-cache writeback about 30 s into a run can
+#                     hold up all agents' cache writes at once for up to a second (swarm-timeline.py
+#                     shows it); a directory on a tmpfs avoids that, e.g.
+#                     mkdir -p /dev/shm/swarm && TMPDIR=/dev/shm/swarm scripts/bench-swarm.sh 16
 #   SWARM_SYSCTL      one "key=value" set in every node's namespace, e.g. "net.ipv4.tcp_wmem=4096 16384 131072"
 #   SWARM_TCP_CC      TCP congestion control of the nodes (cubic, the Linux default). A new
 #                     namespace takes the host's, and some hosts run bbr: over these tbf

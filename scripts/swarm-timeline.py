@@ -17,7 +17,16 @@ and prints, per one-second step from the first piece request:
     waited for the seed);
   * per piece, when its first copy and its last copy were complete;
   * how many requests a parent turned away because its upload slots were
-    all busy (each costs the requester a round trip with a fetch slot).
+    all busy (each costs the requester a round trip with a fetch slot);
+  * the seed and the backlog: when the seed's last piece arrived, how much
+    of its link it used until then, and how many piece copies the agents
+    still lacked at that moment. With every link the same speed the
+    Kumar & Ross bound is S/u_seed, so the makespan is about the seed's
+    last arrival plus the time the agents need for that backlog;
+  * the longest moment in which no piece arrived anywhere, once every
+    agent held one: with every
+    node's cache on one shared disk, page-cache writeback can hold up every
+    agent's writes at once (scripts/bench-swarm.sh explains how to avoid it).
 
 A transfer's bytes are spread evenly over its duration (from the request to
 the verified piece), which is what the agents log.
@@ -75,6 +84,28 @@ def spread(rows, key, t0, steps, weight):
     return out
 
 
+def seed_backlog(rows, t0, link, piece, agents):
+    """When the seed finished, how busy its link was, and what the agents still lacked then."""
+    seed = [r for r in rows if r[4] == "seed"]
+    if not seed:
+        print("seed: sent no piece (the agents held the image already)\n")
+        return
+    done = max(r[1] for r in seed) - t0
+    end = max(r[1] for r in rows) - t0
+    share = 100 * len(seed) * piece / (link * done)
+    after = sum(1 for r in rows if r[1] - t0 > done)
+    before = len(rows) - after - len(seed)
+    print(
+        f"seed: {len(seed)} pieces, the last arrived at {done:.1f} s; its link was {share:.0f} % used until then "
+        f"(at full rate they take {len(seed) * piece / link:.1f} s)"
+    )
+    print(
+        f"backlog: {after} of {len(rows)} piece copies ({after / agents:.1f} per agent) still to come at that moment; "
+        f"the agents traded {before / done:.1f} copies/s until then and {after / max(end - done, 1e-3):.1f} after, "
+        f"for {end - done:.1f} s more (every link full: {agents * link / piece:.1f} copies/s)\n"
+    )
+
+
 def order(name):
     return (name == "seed", int(name[1:]) if name[1:].isdigit() else 0, name)
 
@@ -120,6 +151,13 @@ def main():
                 idle.append(f"{u}:{len(have[u])}/{wanting}")
         print(f"{b:3d} " + " ".join(idle))
     print()
+
+    seed_backlog(rows, t0, link, piece, len(agents))
+    # From when every agent holds a piece: before, gaps are the first transfers themselves.
+    going = max(min(r[1] for r in rows if r[2] == a) for a in agents)
+    ends = sorted(r[1] for r in rows if r[1] >= going)
+    gap, at = max(((b - a, a) for a, b in zip(ends, ends[1:])), default=(0.0, going))
+    print(f"longest moment with no piece arriving anywhere, once every agent held one: {gap:.2f} s, from {at - t0:.1f} s\n")
 
     first, last = {}, {}
     for _, end, _, p, _ in rows:
