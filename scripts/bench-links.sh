@@ -28,7 +28,10 @@
 # falls short of it.
 #
 # Settings (environment): SWARM_MBIT (20), SWARM_TBF_LATENCY_MS (50),
-# SWARM_PIECE_KIB (1024), SECONDS_EACH (15).
+# SWARM_PIECE_KIB (1024), SECONDS_EACH (15). Only whole pieces received
+# within SECONDS_EACH count, so with pieces that take a good part of it
+# (4 MiB at 20 Mbit/s takes 3.4 s at half a link) every pattern reads low:
+# raise SECONDS_EACH with the piece size.
 set -euo pipefail
 
 n="${1:-8}"

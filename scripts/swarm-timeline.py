@@ -24,9 +24,9 @@ and prints, per one-second step from the first piece request:
     Kumar & Ross bound is S/u_seed, so the makespan is about the seed's
     last arrival plus the time the agents need for that backlog;
   * the longest moment in which no piece arrived anywhere, once every
-    agent held one: with every
-    node's cache on one shared disk, page-cache writeback can hold up every
-    agent's writes at once (scripts/bench-swarm.sh explains how to avoid it).
+    agent held one: with every node's cache on one shared disk, page-cache
+    writeback can hold up every agent's writes at once (scripts/bench-swarm.sh
+    explains how to avoid it).
 
 A transfer's bytes are spread evenly over its duration (from the request to
 the verified piece), which is what the agents log.
