@@ -620,6 +620,38 @@ fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
 }
 
 #[test]
+fn an_agent_frozen_mid_transfer_is_replaced_and_catches_up_when_it_wakes() {
+    let _serial = serial();
+    let (swarm, layers, token, nodes) = Swarm::fault_scenario();
+    // Agent 0 stops six seconds in, its connections open and silent, as on a
+    // hung node; twenty seconds later it goes on. Its children must notice
+    // the stall and fetch elsewhere meanwhile.
+    let victim = 0usize;
+    let pid = swarm.agents[victim].as_ref().and_then(NsProcess::pid).expect("victim pid").to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill").args([sig, &pid]).status().is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid} failed");
+    };
+    let results = swarm.pull_through_agents(&nodes, &layers, &token, || {
+        std::thread::sleep(Duration::from_secs(6));
+        signal("-STOP");
+        std::thread::sleep(Duration::from_secs(20));
+        signal("-CONT");
+    });
+    let survivors: Vec<usize> = nodes.iter().copied().filter(|&n| n != victim).collect();
+    eprintln!(
+        "fault: agent {victim} frozen from 6 s to 26 s; nodes finished at {:?} s",
+        results.iter().map(|r| format!("{:.1}", r.secs)).collect::<Vec<_>>()
+    );
+    assert_all_correct(&results, &nodes, &swarm);
+    let noticed = survivors.iter().any(|&n| {
+        let log = swarm.agents[n].as_ref().map(NsProcess::log).unwrap_or_default();
+        log.lines().any(|l| l.contains("a parent failed") && (l.contains("stalled for") || l.contains("no answer in")))
+    });
+    assert!(noticed, "no survivor reported the frozen parent as stalled\n{}", swarm.logs());
+}
+
+#[test]
 fn a_registry_killed_and_restarted_mid_swarm_does_not_stop_the_pulls() {
     let _serial = serial();
     let (mut swarm, layers, token, nodes) = Swarm::fault_scenario();
