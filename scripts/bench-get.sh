@@ -12,6 +12,7 @@
 #
 # Settings (environment):
 #   SWARM_MBIT (200), GET_FILE_MIB (1024), SWARM_PIECE_KIB (4096)
+#   SWARM_SEED_MBIT, SWARM_UP_MBIT, SWARM_DOWN_MBIT   as in scripts/bench-swarm.sh
 #   SWARM_DIRECT      0 skips the direct baseline, for quick P2P comparisons
 #   SWARM_TIMEOUT     seconds for the whole run (3600)
 #   SWARM_LOG_DIR     copy the registry's and agents' logs there

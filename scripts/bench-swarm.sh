@@ -13,6 +13,12 @@
 #
 # Settings (environment):
 #   SWARM_MBIT (50), SWARM_IMAGE_MIB (64), SWARM_LAYERS (4), SWARM_PIECE_KIB (4096)
+#   SWARM_SEED_MBIT   the registry node's link instead of SWARM_MBIT
+#   SWARM_UP_MBIT, SWARM_DOWN_MBIT   each agent's uplink and downlink instead of SWARM_MBIT.
+#                     With every link the same, all three terms of the bound nearly tie
+#                     (S/u_seed = S/d_min, and N·S/(u_seed+Σu_peers) just below), so every
+#                     link must run nearly full all the time; a faster registry, or agents
+#                     with more bandwidth than the registry, leave one term alone in front
 #   SWARM_DIRECT      0 skips the direct baseline, for quick P2P comparisons
 #   SWARM_TIMEOUT     seconds for the whole run (900)
 #   SWARM_LOG_DIR     copy the registry's and agents' logs there

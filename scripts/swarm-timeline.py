@@ -7,6 +7,9 @@ Reads the agents' logs of a benchmark run with piece logging on:
         SWARM_LOG_DIR=/tmp/swarm bash scripts/bench-swarm.sh 16
     scripts/swarm-timeline.py /tmp/swarm --mbit 50 --piece-kib 4096
 
+(with SWARM_SEED_MBIT, SWARM_UP_MBIT or SWARM_DOWN_MBIT set, pass the same
+as --seed-mbit, --up-mbit and --down-mbit)
+
 and prints, per one-second step from the first piece request:
 
   * download: how much of each agent's link its piece transfers used (%);
@@ -84,7 +87,7 @@ def spread(rows, key, t0, steps, weight):
     return out
 
 
-def seed_backlog(rows, t0, link, piece, agents):
+def seed_backlog(rows, t0, link, down, piece, agents):
     """When the seed finished, how busy its link was, and what the agents still lacked then."""
     seed = [r for r in rows if r[4] == "seed"]
     if not seed:
@@ -102,7 +105,7 @@ def seed_backlog(rows, t0, link, piece, agents):
     print(
         f"backlog: {after} of {len(rows)} piece copies ({after / agents:.1f} per agent) still to come at that moment; "
         f"the agents traded {before / done:.1f} copies/s until then and {after / max(end - done, 1e-3):.1f} after, "
-        f"for {end - done:.1f} s more (every link full: {agents * link / piece:.1f} copies/s)\n"
+        f"for {end - done:.1f} s more (every downlink full: {agents * down / piece:.1f} copies/s)\n"
     )
 
 
@@ -113,7 +116,7 @@ def order(name):
 def table(title, lines, fmt):
     print(title)
     for name in sorted(lines, key=order):
-        print(f"{name:>5} |" + "".join(fmt(v) for v in lines[name]))
+        print(f"{name:>5} |" + "".join(fmt(name)(v) for v in lines[name]))
     print()
 
 
@@ -121,21 +124,29 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("logs", help="the SWARM_LOG_DIR of a benchmark run with piece logging")
     ap.add_argument("--mbit", type=float, default=50, help="every node's link, as SWARM_MBIT (50)")
+    ap.add_argument("--seed-mbit", type=float, help="the registry node's link, as SWARM_SEED_MBIT (--mbit)")
+    ap.add_argument("--up-mbit", type=float, help="each agent's uplink, as SWARM_UP_MBIT (--mbit)")
+    ap.add_argument("--down-mbit", type=float, help="each agent's downlink, as SWARM_DOWN_MBIT (--mbit)")
     ap.add_argument("--piece-kib", type=int, default=4096, help="piece size, as SWARM_PIECE_KIB (4096)")
     args = ap.parse_args()
     rows = read(args.logs)
     if not rows:
         raise SystemExit(f"no 'piece verified' lines in {args.logs}/agent-*.log: run with piece logging on")
-    link = args.mbit * 1e6 / 8
+    bytes_per_s = lambda mbit: (mbit if mbit is not None else args.mbit) * 1e6 / 8
+    seed_link, up, down = bytes_per_s(args.seed_mbit), bytes_per_s(args.up_mbit), bytes_per_s(args.down_mbit)
     piece = args.piece_kib * 1024
     t0 = min(r[0] for r in rows)
     steps = int(max(r[1] for r in rows) - t0) + 1
     rate = lambda r: piece / max(r[1] - r[0], 1e-3)
-    pct = lambda v: f"{min(99, int(100 * v / link)):3d}"
+    pct = lambda link: lambda v: f"{min(99, int(100 * v / link)):3d}"
     print(f"{len(rows)} pieces verified over {steps} s; columns are seconds from the first request")
     print(f"{busy_answers(args.logs)} requests turned away by a parent with every upload slot busy\n")
-    table("download, % of each agent's link", spread(rows, lambda r: r[2], t0, steps, rate), pct)
-    table("upload, % of each uploader's link", spread(rows, lambda r: r[4], t0, steps, rate), pct)
+    table("download, % of each agent's link", spread(rows, lambda r: r[2], t0, steps, rate), lambda _: pct(down))
+    table(
+        "upload, % of each uploader's link",
+        spread(rows, lambda r: r[4], t0, steps, rate),
+        lambda name: pct(seed_link if name == "seed" else up),
+    )
 
     agents = sorted({r[2] for r in rows}, key=order)
     print("starved: idle uploaders as <agent>:<pieces held>/<agents that could use one of them>")
@@ -152,7 +163,7 @@ def main():
         print(f"{b:3d} " + " ".join(idle))
     print()
 
-    seed_backlog(rows, t0, link, piece, len(agents))
+    seed_backlog(rows, t0, seed_link, down, piece, len(agents))
     # From when every agent holds a piece: before, gaps are the first transfers themselves.
     going = max(min(r[1] for r in rows if r[2] == a) for a in agents)
     ends = sorted(r[1] for r in rows if r[1] >= going)

@@ -118,12 +118,17 @@ impl Net {
 
     /// Limits node `i`'s upload and download to `mbit` Mbit/s each (tbf on both veth ends).
     pub fn limit(&self, i: usize, mbit: u32) {
+        self.limit_each(i, mbit, mbit);
+    }
+
+    /// Limits node `i`'s upload to `up` and its download to `down` Mbit/s.
+    pub fn limit_each(&self, i: usize, up: u32, down: u32) {
         let node = &self.nodes[i];
-        let rate = format!("{mbit}mbit");
-        // Burst must hold at least one timer tick's worth of bytes at this rate.
-        let burst = format!("{}kb", (mbit as u64 * 1000 / 8 / 100).max(64));
         let latency = format!("{}ms", std::env::var("SWARM_TBF_LATENCY_MS").unwrap_or_else(|_| "50".into()));
-        for (ns, dev) in [(&node.ns, "eth0"), (&self.switch_ns, node.switch_if.as_str())] {
+        for (ns, dev, mbit) in [(&node.ns, "eth0", up), (&self.switch_ns, node.switch_if.as_str(), down)] {
+            let rate = format!("{mbit}mbit");
+            // Burst must hold at least one timer tick's worth of bytes at this rate.
+            let burst = format!("{}kb", (mbit as u64 * 1000 / 8 / 100).max(64));
             let _ =
                 Command::new("tc").args(["-n", ns, "qdisc", "del", "dev", dev, "root"]).stderr(Stdio::null()).status();
             let out = Command::new("tc")

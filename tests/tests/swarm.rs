@@ -215,10 +215,17 @@ impl Swarm {
     /// Switches P2P on, limits every node (the registry's too) to `mbit` up and down, and
     /// returns a pull token.
     fn limited(&self, mbit: u32) -> String {
+        self.limited_to(&Links { seed: mbit, up: mbit, down: mbit })
+    }
+
+    /// Switches P2P on, limits the registry's node to `links.seed` up and down and every
+    /// agent's to `links.up` and `links.down`, and returns a pull token.
+    fn limited_to(&self, links: &Links) -> String {
         self.set_p2p(true);
         let token = self.pull_token();
-        for i in REG..self.net.nodes.len() {
-            self.net.limit(i, mbit);
+        self.net.limit(REG, links.seed);
+        for i in FIRST_AGENT..self.net.nodes.len() {
+            self.net.limit_each(i, links.up, links.down);
         }
         token
     }
@@ -691,26 +698,68 @@ fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// A benchmark's link rates in Mbit/s: the registry's node (the seed), and every agent's node up and down.
+struct Links {
+    seed: u32,
+    up: u32,
+    down: u32,
+}
+
+impl Links {
+    /// SWARM_MBIT (else `default`) for every link, each overridden by
+    /// SWARM_SEED_MBIT, SWARM_UP_MBIT and SWARM_DOWN_MBIT.
+    fn from_env(default: usize) -> Links {
+        let mbit = setting("SWARM_MBIT", default);
+        let rate = |name: &str| setting(name, mbit) as u32;
+        Links { seed: rate("SWARM_SEED_MBIT"), up: rate("SWARM_UP_MBIT"), down: rate("SWARM_DOWN_MBIT") }
+    }
+
+    /// Bytes per second of `mbit`.
+    fn bytes(mbit: u32) -> f64 {
+        mbit as f64 * 1e6 / 8.0
+    }
+
+    /// The least time in which `n` nodes can all receive `s` bytes from the seed and each
+    /// other (Kumar & Ross): max(S/u_seed, S/d_min, N·S/(u_seed + Σu_peers)).
+    fn p2p_bound(&self, n: usize, s: f64) -> f64 {
+        let (u_seed, d_min, u_peers) =
+            (Self::bytes(self.seed), Self::bytes(self.down), n as f64 * Self::bytes(self.up));
+        (s / u_seed).max(s / d_min).max(n as f64 * s / (u_seed + u_peers))
+    }
+
+    /// The least time in which `n` nodes can all receive `s` bytes from the seed alone: max(N·S/u_seed, S/d_min).
+    fn direct_bound(&self, n: usize, s: f64) -> f64 {
+        (n as f64 * s / Self::bytes(self.seed)).max(s / Self::bytes(self.down))
+    }
+
+    fn describe(&self) -> String {
+        if self.seed == self.up && self.up == self.down {
+            format!("{} Mbit/s per node up and down (registry node too)", self.seed)
+        } else {
+            format!("agents {} Mbit/s up and {} down, registry node {} Mbit/s", self.up, self.down, self.seed)
+        }
+    }
+}
+
 /// The benchmark behind `scripts/bench-swarm.sh`: SWARM_NODES agents (default 8),
-/// SWARM_MBIT per node up and down (default 50, the registry's node too),
-/// SWARM_IMAGE_MIB (default 64) in SWARM_LAYERS layers (default 4). P2P pull
-/// through the agents, then the same nodes pulling straight from the registry.
+/// SWARM_MBIT per node up and down (default 50, the registry's node too; see
+/// [`Links::from_env`]), SWARM_IMAGE_MIB (default 64) in SWARM_LAYERS layers
+/// (default 4). P2P pull through the agents, then the same nodes pulling
+/// straight from the registry.
 #[test]
 #[ignore = "benchmark; run scripts/bench-swarm.sh"]
 fn bench_swarm() {
     let n = setting("SWARM_NODES", 8);
-    let mbit = setting("SWARM_MBIT", 50) as u32;
+    let links = Links::from_env(50);
     let image_mib = setting("SWARM_IMAGE_MIB", 64);
     let nlayers = setting("SWARM_LAYERS", 4).max(1);
     let _serial = serial();
     let swarm = Swarm::start(n);
     let layers = swarm.push_image(nlayers, image_mib * MIB / nlayers);
     let s: f64 = layers.iter().map(|l| l.len as f64).sum();
-    let token = swarm.limited(mbit);
-    let rate = mbit as f64 * 1e6 / 8.0; // bytes/s, every node up and down
-    let (u_seed, d_min, u_peers) = (rate, rate, n as f64 * rate);
-    let bound = (s / u_seed).max(s / d_min).max(n as f64 * s / (u_seed + u_peers));
-    let direct_ideal = n as f64 * s / rate;
+    let token = swarm.limited_to(&links);
+    let bound = links.p2p_bound(n, s);
+    let direct_ideal = links.direct_bound(n, s);
     let timeout = Duration::from_secs_f64(direct_ideal * 3.0 + 120.0);
     let nodes: Vec<usize> = (0..n).collect();
 
@@ -747,7 +796,13 @@ fn bench_swarm() {
     println!();
     // New namespaces took the host's congestion control when they were made.
     let cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap_or_default();
-    println!("swarm benchmark: N={n} agents, {mbit} Mbit/s per node up and down (registry node too), image {:.1} MiB in {nlayers} layers, {} KiB pieces, TCP {}", mib(s), setting("SWARM_PIECE_KIB", 4096), cc.trim());
+    println!(
+        "swarm benchmark: N={n} agents, {}, image {:.1} MiB in {nlayers} layers, {} KiB pieces, TCP {}",
+        links.describe(),
+        mib(s),
+        setting("SWARM_PIECE_KIB", 4096),
+        cc.trim()
+    );
     println!("| mode   | makespan s | p50 s | p95 s | max s | registry egress MiB | egress / image | bad layers |");
     println!("|--------|-----------:|------:|------:|------:|--------------------:|---------------:|-----------:|");
     println!(
@@ -766,7 +821,7 @@ fn bench_swarm() {
         "P2P lower bound (Kumar & Ross, max(S/u_seed, S/d_min, N·S/(u_seed+Σu_peers))) = {bound:.1} s; makespan/bound = {:.2}",
         pmax / bound
     );
-    println!("direct lower bound N·S/u_seed = {direct_ideal:.1} s");
+    println!("direct lower bound max(N·S/u_seed, S/d_min) = {direct_ideal:.1} s");
     println!("agents received: peer {:.1} MiB, seed {:.1} MiB, passthrough {:.1} MiB", mib(peer), mib(seed), mib(pass));
     if bad(&p2p) > 0 {
         for (i, r) in p2p.iter().enumerate() {
@@ -782,7 +837,7 @@ fn bench_swarm() {
 
 /// `damselfly-agent get` benchmark (run by scripts/bench-get.sh): one file of
 /// GET_FILE_MIB MiB (default 1024) to N=SWARM_NODES nodes (default 8) at
-/// SWARM_MBIT per node up and down (default 200, the registry's node too).
+/// SWARM_MBIT per node up and down (default 200, the registry's node too; see [`Links::from_env`]).
 /// Every node runs `get` through its own agent at the same moment; then every
 /// node runs `get` straight from the registry (no agent, no cluster token). Both
 /// write to standard output into `sha256sum`, so the disk holds only the caches.
@@ -790,16 +845,15 @@ fn bench_swarm() {
 #[ignore = "benchmark; run scripts/bench-get.sh"]
 fn bench_get() {
     let n = setting("SWARM_NODES", 8);
-    let mbit = setting("SWARM_MBIT", 200) as u32;
+    let links = Links::from_env(200);
     let file_mib = setting("GET_FILE_MIB", 1024);
     let _serial = serial();
     let swarm = Swarm::start(n);
     let (digest, size) = swarm.push_file(file_mib * MIB, "big", "big.bin");
     let size = size as f64;
-    let token = swarm.limited(mbit);
-    let rate = mbit as f64 * 1e6 / 8.0;
-    let bound = (size / rate).max(n as f64 * size / (rate + n as f64 * rate));
-    let direct_ideal = n as f64 * size / rate;
+    let token = swarm.limited_to(&links);
+    let bound = links.p2p_bound(n, size);
+    let direct_ideal = links.direct_bound(n, size);
     let nodes: Vec<usize> = (0..n).collect();
     // `agent`: the node's own agent's mirror, or a closed port, so that get downloads directly.
     let run = |agent: &dyn Fn(usize) -> String| {
@@ -844,10 +898,7 @@ fn bench_get() {
     let pct = |t: &[f64], p: f64| t[((p * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1];
     let mib = |b: f64| b / MIB as f64;
     println!();
-    println!(
-        "get benchmark: N={n} nodes, {mbit} Mbit/s per node up and down (registry node too), one file of {:.0} MiB",
-        mib(size)
-    );
+    println!("get benchmark: N={n} nodes, {}, one file of {:.0} MiB", links.describe(), mib(size));
     println!("| mode | makespan s | p50 s | p95 s | makespan / bound | registry egress MiB | egress / file |");
     println!("|------|-----------:|------:|------:|-----------------:|--------------------:|--------------:|");
     for (mode, t, egress) in
@@ -863,9 +914,12 @@ fn bench_get() {
             egress / size
         );
     }
-    println!("| P2P lower bound max(S/u, N·S/((N+1)·u)) | {bound:.1} | | | 1.00 | {:.1} | 1.00 |", mib(size));
     println!(
-        "| direct lower bound N·S/u | {direct_ideal:.1} | | | {:.2} | {:.1} | {n}.00 |",
+        "| P2P lower bound max(S/u_seed, S/d_min, N·S/(u_seed+Σu_peers)) | {bound:.1} | | | 1.00 | {:.1} | 1.00 |",
+        mib(size)
+    );
+    println!(
+        "| direct lower bound max(N·S/u_seed, S/d_min) | {direct_ideal:.1} | | | {:.2} | {:.1} | {n}.00 |",
         direct_ideal / bound,
         mib(size) * n as f64
     );
