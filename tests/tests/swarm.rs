@@ -630,32 +630,56 @@ fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
 fn an_agent_frozen_mid_transfer_is_replaced_and_catches_up_when_it_wakes() {
     let _serial = serial();
     let (swarm, layers, token, nodes) = Swarm::fault_scenario();
-    // Agent 0 stops six seconds in, its connections open and silent, as on a
-    // hung node; twenty seconds later it goes on. Its children must notice
-    // the stall and fetch elsewhere meanwhile.
+    // Agent 0 stops, its connections open and silent, as on a hung node;
+    // twenty seconds later it goes on. It stops the moment it starts sending
+    // a piece (its served-bytes counter moves when it does), four seconds in
+    // at the earliest, so that a child is mid-piece: one stopped between
+    // uploads might not be anybody's parent again before the others finish.
+    // Its children must notice the stall and fetch elsewhere meanwhile.
     let victim = 0usize;
     let pid = swarm.agents[victim].as_ref().and_then(NsProcess::pid).expect("victim pid").to_string();
     let signal = |sig: &str| {
         let ok = Command::new("kill").args([sig, &pid]).status().is_ok_and(|s| s.success());
         assert!(ok, "kill {sig} {pid} failed");
     };
+    let served = || metric_value(&swarm.agent_metrics(victim), "damselfly_agent_bytes_served_to_peers_total");
+    let mut frozen_at = Duration::ZERO;
     let results = swarm.pull_through_agents(&nodes, &layers, &token, || {
-        std::thread::sleep(Duration::from_secs(6));
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_secs(4));
+        let mut before = served();
+        while start.elapsed() < Duration::from_secs(20) {
+            let now = served();
+            if now > before {
+                break;
+            }
+            before = now;
+            std::thread::sleep(Duration::from_millis(20));
+        }
         signal("-STOP");
+        frozen_at = start.elapsed();
         std::thread::sleep(Duration::from_secs(20));
         signal("-CONT");
     });
     let survivors: Vec<usize> = nodes.iter().copied().filter(|&n| n != victim).collect();
     eprintln!(
-        "fault: agent {victim} frozen from 6 s to 26 s; nodes finished at {:?} s",
+        "fault: agent {victim} frozen from {:.1} s for 20 s; nodes finished at {:?} s",
+        frozen_at.as_secs_f64(),
         results.iter().map(|r| format!("{:.1}", r.secs)).collect::<Vec<_>>()
     );
     assert_all_correct(&results, &nodes, &swarm);
-    let noticed = survivors.iter().any(|&n| {
-        let log = swarm.agents[n].as_ref().map(NsProcess::log).unwrap_or_default();
-        log.lines().any(|l| l.contains("a parent failed") && (l.contains("stalled for") || l.contains("no answer in")))
-    });
-    assert!(noticed, "no survivor reported the frozen parent as stalled\n{}", swarm.logs());
+    let noticed: Vec<String> = survivors
+        .iter()
+        .flat_map(|&n| {
+            let log = swarm.agents[n].as_ref().map(NsProcess::log).unwrap_or_default();
+            log.lines()
+                .filter(|l| l.contains("a parent failed") && (l.contains("stalled for") || l.contains("no answer in")))
+                .map(|l| format!("agent {n}: {l}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(!noticed.is_empty(), "no survivor reported the frozen parent as stalled\n{}", swarm.logs());
+    eprintln!("{}", noticed.join("\n"));
 }
 
 #[test]
