@@ -847,14 +847,16 @@ fn bench_swarm() {
     );
     println!("direct lower bound max(N·S/u_seed, S/d_min) = {direct_ideal:.1} s");
     println!("agents received: peer {:.1} MiB, seed {:.1} MiB, passthrough {:.1} MiB", mib(peer), mib(seed), mib(pass));
-    if bad(&p2p) > 0 {
-        for (i, r) in p2p.iter().enumerate() {
+    for (mode, pulls) in [("p2p", &p2p), ("direct", &direct)] {
+        for (i, r) in pulls.iter().enumerate() {
             for (d, s, ok, e) in &r.layers {
                 if !ok || d != s {
-                    println!("agent {i}: {d} -> {s} ok={ok} {e}");
+                    println!("{mode}, node {i}: {d} -> {s} ok={ok} {e}");
                 }
             }
         }
+    }
+    if bad(&p2p) > 0 {
         println!("{}", swarm.logs());
     }
 }
