@@ -121,10 +121,17 @@ impl Net {
         self.limit_each(i, mbit, mbit);
     }
 
-    /// Limits node `i`'s upload to `up` and its download to `down` Mbit/s.
+    /// Limits node `i`'s upload to `up` and its download to `down` Mbit/s,
+    /// each with a queue of SWARM_TBF_LATENCY_MS (50 ms).
     pub fn limit_each(&self, i: usize, up: u32, down: u32) {
+        let queue_ms = std::env::var("SWARM_TBF_LATENCY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+        self.limit_queued(i, up, down, queue_ms);
+    }
+
+    /// Limits node `i`'s upload to `up` and its download to `down` Mbit/s, each with a queue of `queue_ms`.
+    pub fn limit_queued(&self, i: usize, up: u32, down: u32, queue_ms: u64) {
         let node = &self.nodes[i];
-        let latency = format!("{}ms", std::env::var("SWARM_TBF_LATENCY_MS").unwrap_or_else(|_| "50".into()));
+        let latency = format!("{queue_ms}ms");
         for (ns, dev, mbit) in [(&node.ns, "eth0", up), (&self.switch_ns, node.switch_if.as_str(), down)] {
             let rate = format!("{mbit}mbit");
             // Burst must hold at least one timer tick's worth of bytes at this rate.
