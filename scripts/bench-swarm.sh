@@ -25,7 +25,9 @@
 #   SWARM_AGENT_LOG   the agents' RUST_LOG; "info,damselfly_agent::piece=debug" logs every piece
 #                     (scripts/swarm-timeline.py SWARM_LOG_DIR then shows where the time went)
 #   DAMSELFLY_AGENT_* passed to every agent, e.g. DAMSELFLY_AGENT_UPLOAD_SLOTS=4
-#   SWARM_TBF_LATENCY_MS  queue of each tbf limit in ms (50)
+#   SWARM_TBF_LATENCY_MS  queue of each tbf limit in ms (50). For the direct baseline the registry's
+#                     uplink gets 500 ms: 64 flows through a short queue on its own interface
+#                     make its kernel reset some of them (DIRECT_QUEUE_MS in tests/tests/swarm.rs)
 #   TMPDIR            where the registry's data and the agents' caches go. Every node writes to
 #                     this machine's one disk, and page-cache writeback about 30 s into a run can
 #                     hold up all agents' cache writes at once for up to a second (swarm-timeline.py
