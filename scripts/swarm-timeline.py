@@ -116,7 +116,8 @@ def order(name):
 def table(title, lines, fmt):
     print(title)
     for name in sorted(lines, key=order):
-        print(f"{name:>5} |" + "".join(fmt(name)(v) for v in lines[name]))
+        cell = fmt(name)
+        print(f"{name:>5} |" + "".join(cell(v) for v in lines[name]))
     print()
 
 

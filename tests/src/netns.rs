@@ -116,13 +116,8 @@ impl Net {
         net
     }
 
-    /// Limits node `i`'s upload and download to `mbit` Mbit/s each (tbf on both veth ends).
-    pub fn limit(&self, i: usize, mbit: u32) {
-        self.limit_each(i, mbit, mbit);
-    }
-
-    /// Limits node `i`'s upload to `up` and its download to `down` Mbit/s,
-    /// each with a queue of SWARM_TBF_LATENCY_MS (50 ms).
+    /// Limits node `i`'s upload to `up` and its download to `down` Mbit/s
+    /// (tbf on both veth ends), each with a queue of SWARM_TBF_LATENCY_MS (50 ms).
     pub fn limit_each(&self, i: usize, up: u32, down: u32) {
         let queue_ms = std::env::var("SWARM_TBF_LATENCY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
         self.limit_queued(i, up, down, queue_ms);

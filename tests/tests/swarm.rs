@@ -223,7 +223,7 @@ impl Swarm {
     fn limited_to(&self, links: &Links) -> String {
         self.set_p2p(true);
         let token = self.pull_token();
-        self.net.limit(REG, links.seed);
+        self.net.limit_each(REG, links.seed, links.seed);
         for i in FIRST_AGENT..self.net.nodes.len() {
             self.net.limit_each(i, links.up, links.down);
         }
@@ -647,13 +647,8 @@ fn an_agent_frozen_mid_transfer_is_replaced_and_catches_up_when_it_wakes() {
     let results = swarm.pull_through_agents(&nodes, &layers, &token, || {
         let start = Instant::now();
         std::thread::sleep(Duration::from_secs(4));
-        let mut before = served();
-        while start.elapsed() < Duration::from_secs(20) {
-            let now = served();
-            if now > before {
-                break;
-            }
-            before = now;
+        let before = served();
+        while start.elapsed() < Duration::from_secs(20) && served() <= before {
             std::thread::sleep(Duration::from_millis(20));
         }
         signal("-STOP");
