@@ -25,6 +25,10 @@
 #   SWARM_AGENT_LOG   the agents' RUST_LOG; "info,damselfly_agent::piece=debug" logs every piece
 #                     (scripts/swarm-timeline.py SWARM_LOG_DIR then shows where the time went)
 #   DAMSELFLY_AGENT_* passed to every agent, e.g. DAMSELFLY_AGENT_UPLOAD_SLOTS=4
+#   DAMSELFLY_P2P_STRIPES  passed to the registry: stripe trees per swarm (2); 0 leaves every
+#                     agent to pull pieces from the parents it is given, for a comparison
+#   SWARM_REGISTRY_LOG the registry's RUST_LOG ("info"); "info,damselfly_registry::p2p::scheduler=debug"
+#                     logs every seed piece handed out and every join the seed turned away
 #   SWARM_TBF_LATENCY_MS  queue of each tbf limit in ms (50). For the direct baseline the registry's
 #                     uplink gets 500 ms: 64 flows through a short queue on its own interface
 #                     make its kernel reset some of them (DIRECT_QUEUE_MS in tests/tests/swarm.rs)

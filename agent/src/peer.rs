@@ -11,9 +11,9 @@ use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use damselfly_core::p2p::TICKET_AUTH_SCHEME;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use damselfly_core::p2p::{bitmap_from_hex, FeedRequest, TICKET_AUTH_SCHEME};
 use damselfly_core::Digest;
 use tokio::sync::Semaphore;
 
@@ -39,12 +39,16 @@ pub struct PeerState {
     pub upload_limit: Arc<RateLimit>,
 }
 
+/// How long a feed request waits for this agent's download of the blob to start.
+const FEED_START_WAIT: Duration = Duration::from_secs(2);
+
 /// Bytes handed to the connection at a time, and taken from the upload budget.
 const UPLOAD_CHUNK: usize = 64 * 1024;
 
-/// `GET /pieces/{digest}/{index}`.
+/// `GET /pieces/{digest}/{index}`, and `POST /feeds/{digest}` (a stripe's
+/// pieces streamed as they arrive, see [`FeedRequest`]).
 pub fn router(state: PeerState) -> Router {
-    Router::new().route("/pieces/{digest}/{index}", get(piece)).with_state(state)
+    Router::new().route("/pieces/{digest}/{index}", get(piece)).route("/feeds/{digest}", post(feed)).with_state(state)
 }
 
 /// Serves the piece server's `router` on `listener`.
@@ -100,14 +104,10 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], format!("{message}\n")).into_response()
 }
 
-async fn piece(
-    State(state): State<PeerState>,
-    Path((digest, index)): Path<(String, u32)>,
-    ConnectInfo(connection): ConnectInfo<Connection>,
-    headers: HeaderMap,
-) -> Response {
+/// The blob a request names, if it carries a valid ticket for that blob.
+async fn authorize(state: &PeerState, digest: &str, headers: &HeaderMap) -> Result<Digest, Response> {
     let Ok(digest) = digest.parse::<Digest>() else {
-        return refuse(StatusCode::BAD_REQUEST, "not a digest");
+        return Err(refuse(StatusCode::BAD_REQUEST, "not a digest"));
     };
     let ticket = headers
         .get(header::AUTHORIZATION)
@@ -116,26 +116,42 @@ async fn piece(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(TICKET_AUTH_SCHEME))
         .map(|(_, t)| t.trim().to_owned());
     let Some(ticket) = ticket else {
-        return refuse(StatusCode::UNAUTHORIZED, "pieces are served only with `Authorization: Ticket <ticket>`");
+        return Err(refuse(StatusCode::UNAUTHORIZED, "pieces are served only with `Authorization: Ticket <ticket>`"));
     };
     match state.registry.verify::<TicketClaims>(&ticket, TICKET_AUDIENCE).await {
-        Some(claims) if claims.blob == digest => {}
-        Some(_) => return refuse(StatusCode::FORBIDDEN, "the ticket is for another blob"),
-        None => return refuse(StatusCode::FORBIDDEN, "the ticket is invalid or expired"),
+        Some(claims) if claims.blob == digest => Ok(digest),
+        Some(_) => Err(refuse(StatusCode::FORBIDDEN, "the ticket is for another blob")),
+        None => Err(refuse(StatusCode::FORBIDDEN, "the ticket is invalid or expired")),
     }
+}
+
+/// Flips a byte of a piece when the agent runs with the testing flag that says so.
+fn maybe_corrupt(state: &PeerState, bytes: bytes::Bytes) -> bytes::Bytes {
+    if !state.corrupt || bytes.is_empty() {
+        return bytes;
+    }
+    let mut v = bytes.to_vec();
+    v[0] ^= 0xff;
+    bytes::Bytes::from(v)
+}
+
+async fn piece(
+    State(state): State<PeerState>,
+    Path((digest, index)): Path<(String, u32)>,
+    ConnectInfo(connection): ConnectInfo<Connection>,
+    headers: HeaderMap,
+) -> Response {
+    let digest = match authorize(&state, &digest, &headers).await {
+        Ok(digest) => digest,
+        Err(refused) => return refused,
+    };
     let Ok(permit) = state.slots.clone().try_acquire_owned() else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "every upload slot is busy; try another peer");
     };
     let Some(bytes) = state.engine.piece_for_peer(&digest, index).await else {
         return refuse(StatusCode::NOT_FOUND, "this agent does not hold that piece");
     };
-    let bytes = if state.corrupt && !bytes.is_empty() {
-        let mut v = bytes.to_vec();
-        v[0] ^= 0xff;
-        bytes::Bytes::from(v)
-    } else {
-        bytes
-    };
+    let bytes = maybe_corrupt(&state, bytes);
     state.metrics.served(bytes.len() as u64);
     // The upload slot is held until the bytes before the last chunk are
     // acknowledged: the body ends once its declared length is written, so
@@ -162,4 +178,73 @@ async fn piece(
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// Streams one stripe of a blob to a child in its stripe tree: every piece
+/// of the stripe the child lacks, each the moment this agent holds it
+/// verified, as frames of the piece's index (four bytes, big-endian) and
+/// the piece. A child takes every stripe from one parent each, so these
+/// streams use no upload slot: the scheduler gave this agent those children.
+async fn feed(
+    State(state): State<PeerState>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+    Json(req): Json<FeedRequest>,
+) -> Response {
+    let digest = match authorize(&state, &digest, &headers).await {
+        Ok(digest) => digest,
+        Err(refused) => return refused,
+    };
+    // The scheduler names a parent as soon as it joined, and its download
+    // starts when the join's answer reaches it: give it a moment.
+    let mut pieces = state.engine.pieces_of(&digest);
+    let until = Instant::now() + FEED_START_WAIT;
+    while pieces.is_none() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pieces = state.engine.pieces_of(&digest);
+    }
+    let Some(pieces) = pieces else {
+        return refuse(StatusCode::NOT_FOUND, "this agent is not fetching that blob and does not hold it");
+    };
+    if req.stripes == 0 || req.stripe >= req.stripes {
+        return refuse(StatusCode::BAD_REQUEST, "stripe must be below stripes, and stripes at least 1");
+    }
+    let Some(have) = bitmap_from_hex(&req.have, pieces as usize) else {
+        return refuse(StatusCode::BAD_REQUEST, "have is not a bitmap in hex");
+    };
+    let wanted: Vec<u32> = (0..pieces).filter(|i| i % req.stripes == req.stripe && !have[*i as usize]).collect();
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(2);
+    tokio::spawn(send_stripe(state, digest, wanted, tx));
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+    });
+    ([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(body)).into_response()
+}
+
+/// Sends the `wanted` pieces down a feed as this agent gets them, until all
+/// are sent, the child hangs up, or this agent's own download fails (the
+/// feed then ends early, and the child takes the rest elsewhere).
+async fn send_stripe(
+    state: PeerState,
+    digest: Digest,
+    mut wanted: Vec<u32>,
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+) {
+    while !wanted.is_empty() {
+        let Some(i) = state.engine.first_held(&digest, &wanted).await else { return };
+        wanted.retain(|w| *w != i);
+        let Some(bytes) = state.engine.piece_for_peer(&digest, i).await else { return };
+        let bytes = maybe_corrupt(&state, bytes);
+        state.metrics.served(bytes.len() as u64);
+        if tx.send(bytes::Bytes::copy_from_slice(&i.to_be_bytes())).await.is_err() {
+            return;
+        }
+        for at in (0..bytes.len()).step_by(UPLOAD_CHUNK) {
+            let chunk = bytes.slice(at..(at + UPLOAD_CHUNK).min(bytes.len()));
+            state.upload_limit.take(chunk.len() as u64).await;
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    }
 }

@@ -155,6 +155,58 @@ pub struct JoinResponse {
     pub ticket: String,
     /// Seconds until the ticket expires; join again before then.
     pub ticket_expires_in: u64,
+    /// The agent's place in the swarm's stripe trees, one entry per stripe
+    /// (empty: no trees, fetch every piece as [`JoinResponse::parents`] and
+    /// [`JoinResponse::seed_pieces`] say). Piece `i` belongs to stripe
+    /// `i % feeds.len()`. `Some` names the parent that streams the stripe's
+    /// pieces to the agent as it gets them ([`FeedRequest`]); `None` makes
+    /// the agent the stripe's root, which takes the stripe from the seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feeds: Vec<Option<Feed>>,
+}
+
+/// The parent that streams one stripe of a blob to an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feed {
+    /// The parent's agent id.
+    pub agent_id: String,
+    /// `http://<ip>:<peer_port>` of its piece server.
+    pub url: String,
+}
+
+/// `POST /feeds/{digest}` on a peer's piece server, with a ticket for the
+/// blob: stream me the pieces of one stripe as you get them.
+///
+/// The answer is a stream of frames, each the piece's index as four
+/// big-endian bytes followed by the piece, every piece of the stripe the
+/// parent holds or gets that the requester did not say it has, lowest
+/// index first among those the parent holds. It ends once every such piece
+/// is sent, or early if the parent's own download fails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedRequest {
+    /// Stripes the blob is cut into (the length of [`JoinResponse::feeds`]).
+    pub stripes: u32,
+    /// The stripe wanted: pieces `i` with `i % stripes == stripe`.
+    pub stripe: u32,
+    /// Pieces the requester holds already, as a bitmap in lowercase hex
+    /// (see [`bitmap_hex`]).
+    #[serde(default)]
+    pub have: String,
+}
+
+/// A set of piece indexes as a bitmap in hex: bit `i % 8` (least significant
+/// first) of byte `i / 8`, two lowercase digits per byte.
+pub fn bitmap_hex(have: &[bool]) -> String {
+    let bytes: Vec<u8> =
+        have.chunks(8).map(|c| c.iter().enumerate().fold(0u8, |b, (k, h)| b | (u8::from(*h) << k))).collect();
+    hex::encode(bytes)
+}
+
+/// The pieces of a [`bitmap_hex`] bitmap, for a blob of `pieces` pieces;
+/// `None` if it is not hex. Bits past the last piece are ignored.
+pub fn bitmap_from_hex(bitmap: &str, pieces: usize) -> Option<Vec<bool>> {
+    let bytes = hex::decode(bitmap).ok()?;
+    Some((0..pieces).map(|i| bytes.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1)).collect())
 }
 
 /// `POST /p2p/v1/agents/{agent}/heartbeat`: what the agent says about itself.
@@ -226,4 +278,21 @@ pub struct PreheatReport {
     /// Why not, when not.
     #[serde(default)]
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bitmap_in_hex_round_trips_and_rejects_what_is_not_hex() {
+        let have = [true, false, false, true, false, false, false, false, true, true];
+        let hex = bitmap_hex(&have);
+        assert_eq!(hex, "0903");
+        assert_eq!(bitmap_from_hex(&hex, have.len()).as_deref(), Some(&have[..]));
+        assert_eq!(bitmap_from_hex("", 3).as_deref(), Some(&[false; 3][..]), "missing bytes are pieces not held");
+        assert_eq!(bitmap_from_hex("ff", 3).as_deref(), Some(&[true; 3][..]), "bits past the last piece are ignored");
+        assert_eq!(bitmap_from_hex("zz", 3), None);
+        assert_eq!(bitmap_from_hex("f", 3), None);
+    }
 }

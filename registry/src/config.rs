@@ -25,6 +25,11 @@ pub struct Config {
     pub max_manifest_bytes: usize,
     /// Size of the pieces whose SHA-256 is recorded for every blob. Default 4 MiB.
     pub piece_size: u64,
+    /// Stripe trees the P2P scheduler places the agents of a swarm in: each
+    /// agent forwards one stripe of the blob's pieces to this many children
+    /// and takes every stripe from one parent. 0 (or 1) turns the trees off,
+    /// leaving every agent to pull pieces from the parents it is given. Default 2.
+    pub p2p_stripes: usize,
     /// Most connections held open to the metadata database. Default 16.
     pub database_max_connections: u32,
     /// Log format: `text` for people, `json` for log pipelines. Default `text`.
@@ -77,6 +82,7 @@ impl Default for Config {
             public_url: None,
             max_manifest_bytes: 4 * 1024 * 1024,
             piece_size: damselfly_core::PIECE_SIZE,
+            p2p_stripes: crate::p2p::DEFAULT_STRIPES,
             database_max_connections: 16,
             log_format: LogFormat::Text,
             upload_ttl_secs: 86_400,
@@ -120,6 +126,9 @@ pub struct Cli {
     /// Piece size for per-piece digests, in bytes [default: 4194304].
     #[arg(long, env = "DAMSELFLY_PIECE_SIZE")]
     pub piece_size: Option<u64>,
+    /// Stripe trees per P2P swarm, each agent forwarding one stripe to this many children; 0 turns them off [default: 2].
+    #[arg(long, env = "DAMSELFLY_P2P_STRIPES")]
+    pub p2p_stripes: Option<usize>,
     /// Most open connections to the metadata database [default: 16].
     #[arg(long, env = "DAMSELFLY_DATABASE_MAX_CONNECTIONS")]
     pub database_max_connections: Option<u32>,
@@ -200,6 +209,7 @@ impl Config {
             data_dir,
             max_manifest_bytes,
             piece_size,
+            p2p_stripes,
             database_max_connections,
             log_format,
             upload_ttl_secs,
@@ -242,6 +252,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "piece_size {} is too small: use at least 65536 bytes (the default is 4194304)",
                 self.piece_size
+            )));
+        }
+        if self.p2p_stripes > 16 {
+            return Err(ConfigError::Invalid(format!(
+                "p2p_stripes {} is too many: each agent would forward to that many children at once; use 0 to 16 (the default is 2)",
+                self.p2p_stripes
             )));
         }
         if self.token_ttl_secs == 0 || self.refresh_token_ttl_secs == 0 {
@@ -346,6 +362,11 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(c.piece_size, 1048576);
         assert_eq!(c.database_url(), "sqlite://damselfly-data/metadata.db");
+        assert_eq!(c.p2p_stripes, 2);
+        let c = Config::load(Cli::parse_from(["r", "--p2p-stripes", "0"])).unwrap();
+        assert_eq!(c.p2p_stripes, 0);
+        let err = Config::load(Cli::parse_from(["r", "--p2p-stripes", "40"])).unwrap_err();
+        assert!(err.to_string().contains("p2p_stripes 40 is too many"), "{err}");
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     let blobs = BlobStore::open(&config.data_dir, config.piece_size).await.map_err(data_error)?;
     let db = Db::open(&config.database_url(), config.database_max_connections).await?;
     let auth = auth::Auth::open(&db, &config).await?;
+    let stripes = config.p2p_stripes;
     Ok(AppState {
         config: Arc::new(config),
         db,
@@ -69,7 +70,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         metrics: Arc::new(observe::Metrics::new()),
         uploads: Arc::new(UploadSessions::default()),
         auth: Arc::new(auth),
-        scheduler: Arc::new(p2p::Scheduler::new(std::time::Duration::from_secs(10))),
+        scheduler: Arc::new(p2p::Scheduler::new(std::time::Duration::from_secs(10)).with_stripes(stripes)),
         p2p_stats: Arc::new(p2p::Stats::default()),
         preheats: Arc::new(p2p::Preheats::default()),
     })

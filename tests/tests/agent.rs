@@ -225,24 +225,9 @@ async fn nothing_cached_reaches_a_client_or_peer_the_registry_would_refuse() {
     assert_eq!(head.headers()["docker-content-digest"], digest.to_string().as_str());
 
     // Peers: a ticket this agent accepts comes from a join for that very blob.
-    let fake = register_fake_agent(&s).await;
-    let ticket_for = |d: Digest| {
-        let (s, fake, token) = (&s, fake.clone(), token.clone());
-        async move {
-            let r = s
-                .http
-                .post(format!("{}/p2p/v1/swarms/join", s.reg.url))
-                .header("authorization", format!("Cluster {}", s.cluster_token))
-                .json(&json!({"agent_id": fake, "repository": "accel/app", "digest": d, "client_token": token}))
-                .send()
-                .await
-                .expect("join");
-            assert_eq!(r.status(), StatusCode::OK);
-            r.json::<JoinResponse>().await.expect("join JSON").ticket
-        }
-    };
-    let right = ticket_for(digest).await;
-    let wrong = ticket_for(other).await;
+    let fake = register_fake_agent(&s, 9).await;
+    let right = join_as(&s, &fake, digest, &token, &[]).await.ticket;
+    let wrong = join_as(&s, &fake, other, &token, &[]).await.ticket;
     let piece = |auth: Option<String>| {
         let mut req = s.http.get(format!("{}/pieces/{digest}/0", agent.peer_url));
         if let Some(a) = auth {
@@ -273,13 +258,122 @@ async fn nothing_cached_reaches_a_client_or_peer_the_registry_would_refuse() {
         .await
         .expect("piece");
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "a piece the agent does not hold");
+
+    // Feeds take the same tickets, and stream the stripe's pieces as frames:
+    // the index in four big-endian bytes, then the piece (4 MiB pieces: 0 and 1).
+    let feed = |auth: String, body: Value| {
+        s.http.post(format!("{}/feeds/{digest}", agent.peer_url)).header("authorization", auth).json(&body).send()
+    };
+    let stripe_1 = json!({"stripes": 2, "stripe": 1, "have": ""});
+    for auth in [format!("Ticket {wrong}"), format!("Bearer {right}"), "Ticket garbage.garbage.garbage".to_owned()] {
+        let r = feed(auth.clone(), stripe_1.clone()).await.expect("feed");
+        assert!(matches!(r.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN), "{auth}: {}", r.status());
+        assert!(r.bytes().await.expect("body").len() < 1024);
+    }
+    for bad in [
+        json!({"stripes": 2, "stripe": 2}),
+        json!({"stripes": 0, "stripe": 0}),
+        json!({"stripes": 2, "stripe": 0, "have": "xyz"}),
+    ] {
+        let r = feed(format!("Ticket {right}"), bad.clone()).await.expect("feed");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let r = feed(format!("Ticket {right}"), stripe_1).await.expect("feed");
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.bytes().await.expect("feed body");
+    assert_eq!(body.len(), 4 + 2 * MIB, "one frame: piece 1");
+    assert_eq!(&body[..4], &[0, 0, 0, 1]);
+    assert!(body[4..] == blob[4 * MIB..]);
+    let r = feed(format!("Ticket {right}"), json!({"stripes": 2, "stripe": 1, "have": "02"})).await.expect("feed");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.bytes().await.expect("feed body").is_empty(), "nothing the requester holds already");
 }
 
-async fn register_fake_agent(s: &Setup) -> String {
+/// A parent in the stripe trees that answers with garbage: a frame for a
+/// piece of the wrong stripe. The agent drops the feed, reports the parent,
+/// and still delivers the right blob.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parent_whose_feed_sends_garbage_is_dropped_and_the_blob_still_arrives() {
+    let s = Setup::new().await;
+    let blob = pseudo_random(8 * MIB, 17);
+    let digest = s.push_blob("accel/app", &blob).await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    // A peer server that answers every request with one frame claiming piece 1 (stripe 1 of 2).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The request's head, then as much body as it says it has.
+                while let Ok(n @ 1..) = conn.read(&mut buf).await {
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let frame = [&[0u8, 0, 0, 1][..], &[0xab; 64][..]].concat();
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", frame.len());
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(&frame).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    // Registered first, it comes first in the trees: the agent's parent in stripe 0.
+    let liar = register_fake_agent(&s, port).await;
+    join_as(&s, &liar, digest, &token, &[0, 1]).await;
+    let agent = s.agent(&[]);
+    let body = pull_within(&s, &agent, digest, &token, 60).await;
+    assert!(body == blob, "the blob arrives intact");
+    let log = agent.log();
+    assert!(log.contains("sent piece 1, which is not one of stripe 0 of 2"), "{log}");
+    assert!(log.contains(&liar), "the parent is named: {log}");
+    server.abort();
+}
+
+/// Joins the blob's swarm as the agent `agent_id`, holding the pieces `have`.
+async fn join_as(s: &Setup, agent_id: &str, digest: Digest, token: &str, have: &[u32]) -> JoinResponse {
+    let r = s
+        .http
+        .post(format!("{}/p2p/v1/swarms/join", s.reg.url))
+        .header("authorization", format!("Cluster {}", s.cluster_token))
+        .json(&json!({"agent_id": agent_id, "repository": "accel/app", "digest": digest, "client_token": token, "have": have}))
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json::<JoinResponse>().await.expect("join JSON")
+}
+
+/// The blob pulled through `agent`, which must answer `200` and finish within `secs`.
+async fn pull_within(s: &Setup, agent: &Agent, digest: Digest, token: &str, secs: u64) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        let r = get_blob(&s.http, agent, digest, Some(token)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.bytes().await.expect("body").to_vec()
+    })
+    .await
+    .unwrap_or_else(|_| panic!("pull in {secs} s"))
+}
+
+async fn register_fake_agent(s: &Setup, peer_port: u16) -> String {
     let req = RegisterRequest {
         node: "test".into(),
         ip: "127.0.0.1".into(),
-        peer_port: 9,
+        peer_port,
         zone: String::new(),
         upload_slots: 1,
         version: "test".into(),
@@ -322,14 +416,8 @@ async fn a_peer_serving_corrupt_pieces_is_reported_and_the_blob_arrives_intact()
 
     let r = get_blob(&s.http, &liar, digest, Some(&token)).await;
     assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice(), "the liar itself has the right bytes");
-    let r = tokio::time::timeout(Duration::from_secs(90), async {
-        let r = get_blob(&s.http, &honest, digest, Some(&token)).await;
-        assert_eq!(r.status(), StatusCode::OK);
-        r.bytes().await.expect("body")
-    })
-    .await
-    .expect("pull in 90 s");
-    assert!(r.as_ref() == blob.as_slice(), "the blob arrives intact");
+    let r = pull_within(&s, &honest, digest, &token, 90).await;
+    assert!(r == blob, "the blob arrives intact");
     let page = agent_metrics(&s.http, &honest).await;
     assert!(metric_value(&page, "damselfly_agent_pieces_total{outcome=\"rejected\"}") >= 1.0, "{page}");
     assert!(s.reg.log().contains("peers sent corrupt pieces"), "the liar was reported to the scheduler");

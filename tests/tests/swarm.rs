@@ -61,10 +61,14 @@ fn spawn_registry(net: &Net, reg_url: &str, dir: &std::path::Path) -> NsProcess 
         .env("DAMSELFLY_DATABASE_URL", format!("sqlite://{}/metadata.db", data.display()))
         .env("DAMSELFLY_LOG_FORMAT", "json")
         .env("DAMSELFLY_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", std::env::var("SWARM_REGISTRY_LOG").unwrap_or_else(|_| "info".into()));
     // The benchmark can try other piece sizes (SWARM_PIECE_KIB); the tests use the default.
     if let Ok(kib) = std::env::var("SWARM_PIECE_KIB") {
         cmd.env("DAMSELFLY_PIECE_SIZE", (kib.parse::<u64>().expect("SWARM_PIECE_KIB is a number") * 1024).to_string());
+    }
+    // ... and the scheduler's stripe trees (DAMSELFLY_P2P_STRIPES=0 turns them off).
+    if let Ok(stripes) = std::env::var("DAMSELFLY_P2P_STRIPES") {
+        cmd.env("DAMSELFLY_P2P_STRIPES", stripes);
     }
     NsProcess::spawn(cmd, dir.join("registry.log"))
 }

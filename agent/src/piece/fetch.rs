@@ -6,9 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use damselfly_core::p2p::{JoinResponse, Parent, ReportRequest, BRIEF_TICKET_LEFT_SECS, TICKET_AUTH_SCHEME};
-use tokio::task::JoinSet;
+use damselfly_core::p2p::{
+    bitmap_hex, Feed, FeedRequest, JoinResponse, Parent, ReportRequest, BRIEF_TICKET_LEFT_SECS, TICKET_AUTH_SCHEME,
+};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
 
+use super::feed::{FeedEvent, FeedItem, FeedSpec};
 use super::slots::Slot;
 use super::{Download, Engine};
 use crate::rate::RateLimit;
@@ -19,7 +23,13 @@ const PARALLEL: usize = 4;
 /// A source that sends no byte of a piece for this long has stalled. A slow
 /// but moving transfer is left alone: cutting it would throw away what was
 /// sent and fetch it again.
-const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A feed that brought no piece for this long, while a usable peer has
+/// held one of its stripe's missing pieces as long, hangs: its pieces are
+/// then fetched like any other. A feed that keeps bringing pieces is left
+/// alone however far behind it is, since a fetch from elsewhere would take
+/// the link it needs.
+const FEED_LAG: Duration = Duration::from_secs(6);
 /// How often to ask the scheduler again while a piece waits for a source
 /// and the node has a fetch slot free for it.
 const REJOIN_EVERY: Duration = Duration::from_millis(300);
@@ -118,6 +128,26 @@ struct Fetch<'a> {
     last_plan: Instant,
     last_progress: Instant,
     idle_since: Option<Instant>,
+    /// The stripe trees' parents as of the last join (see [`JoinResponse::feeds`]).
+    feeds: Vec<Option<Feed>>,
+    /// Each stripe's running feed.
+    streams: Vec<Option<Stream>>,
+    stream_tasks: JoinSet<()>,
+    events: mpsc::UnboundedSender<FeedEvent>,
+    /// When a join first said that a usable peer holds each missing piece.
+    seen: HashMap<u32, Instant>,
+    /// When a feed last brought a piece.
+    last_fed: Option<Instant>,
+}
+
+/// A stripe's feed: who streams it and the task receiving it.
+struct Stream {
+    parent: String,
+    task: AbortHandle,
+    /// The parent sent all it was asked for.
+    done: bool,
+    /// When it last brought a piece, or opened.
+    last_piece: Instant,
 }
 
 impl Engine {
@@ -129,6 +159,7 @@ impl Engine {
         repository: &str,
         client_token: Option<&str>,
     ) -> Result<(), String> {
+        let (events, mut feed_events) = mpsc::unbounded_channel();
         let mut f = Fetch {
             engine: self,
             d,
@@ -152,7 +183,15 @@ impl Engine {
             last_plan: Instant::now(),
             last_progress: Instant::now(),
             idle_since: None,
+            feeds: plan.feeds,
+            streams: Vec::new(),
+            stream_tasks: JoinSet::new(),
+            events,
+            seen: HashMap::new(),
+            last_fed: None,
         };
+        f.saw_holders();
+        f.ensure_feeds();
         let mut tasks: JoinSet<Fetched> = JoinSet::new();
         let mut tick = tokio::time::interval(REPORT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -192,12 +231,16 @@ impl Engine {
                     // The seed hands out its next piece when this one is
                     // reported; a busy parent means the plan's upload counts
                     // are stale, and with no other source a fresh plan is due.
-                    if (from_seed && f.seed.is_empty()) || (busy && f.next_piece().is_none()) {
+                    if from_seed || (busy && f.next_piece().is_none()) {
                         f.flush().await;
                         f.rejoin(REJOIN_AT_LEAST, None).await;
                     }
                 }
-                _ = tick.tick() => f.on_tick(tasks.is_empty()).await?,
+                Some(event) = feed_events.recv() => f.on_feed(event).await?,
+                _ = tick.tick() => {
+                    let idle = tasks.is_empty() && f.last_fed.is_none_or(|t| t.elapsed() >= STALL);
+                    f.on_tick(idle).await?;
+                }
             }
         }
         f.flush().await;
@@ -212,7 +255,8 @@ impl Fetch<'_> {
     /// swarm first, then the lowest, so that readers in order get going soon.
     fn next_piece(&self) -> Option<(u32, Source)> {
         let rarity = |i: u32| self.availability.get(i as usize).copied().unwrap_or(0);
-        let mut missing: Vec<u32> = self.d.missing().into_iter().filter(|i| !self.inflight.contains_key(i)).collect();
+        let mut missing: Vec<u32> =
+            self.d.missing().into_iter().filter(|i| !self.inflight.contains_key(i) && !self.fed(*i)).collect();
         missing.sort_by_key(|&i| (rarity(i), i));
         missing.into_iter().find_map(|i| self.source_of(i).map(|s| (i, s)))
     }
@@ -268,32 +312,8 @@ impl Fetch<'_> {
         let digest = self.d.digest;
         let metrics = &self.engine.metrics;
         match (result, source) {
-            (Ok(bytes), source) if self.d.layout.verify(i, &bytes) => {
-                let len = bytes.len() as u64;
-                // Counted before the piece is stored: once stored, a reader
-                // may send it on, and whoever saw those bytes sees them counted.
-                metrics.piece("verified");
-                metrics.received(if matches!(source, Source::Seed) { "seed" } else { "peer" }, len);
-                self.engine.store(self.d, i, bytes).await.map_err(|e| format!("cannot write to the cache: {e}"))?;
-                let from = match &source {
-                    Source::Seed => "seed",
-                    Source::Parent { id, .. } => id.as_str(),
-                };
-                tracing::debug!(%digest, piece = i, from, millis = started.elapsed().as_millis() as u64, "piece verified");
-                self.last_progress = Instant::now();
-                self.report.have.push(i);
-                self.seed.remove(&i);
-                match source {
-                    Source::Seed => self.seed_failures = 0,
-                    Source::Parent { id, .. } => *self.report.bytes_from.entry(id).or_default() += len,
-                }
-            }
-            (Ok(_), Source::Parent { id, .. }) => {
-                metrics.piece("rejected");
-                tracing::warn!(%digest, piece = i, parent = id, "a parent sent a corrupt piece; avoiding it");
-                self.avoid.insert(id.clone(), None);
-                self.report.bad.push(id);
-            }
+            (Ok(bytes), source) if self.d.layout.verify(i, &bytes) => self.keep(i, bytes, source, started).await?,
+            (Ok(_), Source::Parent { id, .. }) => self.caught_lying(i, id),
             (Ok(_), Source::Seed) => {
                 metrics.piece("rejected");
                 tracing::warn!(%digest, piece = i, "the seed sent a piece that does not match its digest");
@@ -326,6 +346,140 @@ impl Fetch<'_> {
         Ok(())
     }
 
+    /// Stores a verified piece and notes where it came from.
+    async fn keep(&mut self, i: u32, bytes: Bytes, source: Source, started: Instant) -> Result<(), String> {
+        if self.d.has(i) {
+            // A feed and a fetch both brought it.
+            return Ok(());
+        }
+        let metrics = &self.engine.metrics;
+        let len = bytes.len() as u64;
+        // Counted before the piece is stored: once stored, a reader
+        // may send it on, and whoever saw those bytes sees them counted.
+        metrics.piece("verified");
+        metrics.received(if matches!(source, Source::Seed) { "seed" } else { "peer" }, len);
+        self.engine.store(self.d, i, bytes).await.map_err(|e| format!("cannot write to the cache: {e}"))?;
+        let from = match &source {
+            Source::Seed => "seed",
+            Source::Parent { id, .. } => id.as_str(),
+        };
+        let millis = started.elapsed().as_millis() as u64;
+        tracing::debug!(digest = %self.d.digest, piece = i, from, millis, "piece verified");
+        self.last_progress = Instant::now();
+        self.report.have.push(i);
+        self.seed.remove(&i);
+        match source {
+            Source::Seed => self.seed_failures = 0,
+            Source::Parent { id, .. } => *self.report.bytes_from.entry(id).or_default() += len,
+        }
+        Ok(())
+    }
+
+    /// A parent sent piece `i` with the wrong bytes: never asked again, and reported.
+    fn caught_lying(&mut self, i: u32, id: String) {
+        self.engine.metrics.piece("rejected");
+        tracing::warn!(digest = %self.d.digest, piece = i, parent = id, "a parent sent a corrupt piece; avoiding it");
+        for stream in &mut self.streams {
+            if stream.as_ref().is_some_and(|s| s.parent == id) {
+                if let Some(gone) = stream.take() {
+                    gone.task.abort();
+                }
+            }
+        }
+        self.avoid.insert(id.clone(), None);
+        self.report.bad.push(id);
+    }
+
+    /// Whether piece `i` is left to its stripe's feed: the feed runs, and
+    /// it does not hang (see [`FEED_LAG`]).
+    fn fed(&self, i: u32) -> bool {
+        let k = self.streams.len();
+        let Some(stream) = (k > 0).then(|| self.streams[i as usize % k].as_ref()).flatten() else { return false };
+        !stream.done
+            && (stream.last_piece.elapsed() < FEED_LAG || self.seen.get(&i).is_none_or(|at| at.elapsed() < FEED_LAG))
+    }
+
+    /// Whether this agent is the root of a stripe tree that it lacks pieces of.
+    fn rooted(&self, missing: &[u32]) -> bool {
+        let k = self.feeds.len();
+        k > 0 && missing.iter().any(|&i| self.feeds[i as usize % k].is_none())
+    }
+
+    /// Notes when a usable peer was first said to hold each missing piece.
+    fn saw_holders(&mut self) {
+        let now = Instant::now();
+        for (i, n) in self.availability.iter().enumerate() {
+            if *n > 0 {
+                self.seen.entry(i as u32).or_insert(now);
+            }
+        }
+    }
+
+    /// Opens, moves or closes each stripe's feed to follow the last join:
+    /// from the parent it names, unless that parent is avoided or the agent
+    /// holds the whole stripe.
+    fn ensure_feeds(&mut self) {
+        while self.stream_tasks.try_join_next().is_some() {}
+        let k = self.feeds.len();
+        for gone in self.streams.drain(k.min(self.streams.len())..).flatten() {
+            gone.task.abort();
+        }
+        self.streams.resize_with(k, || None);
+        let have = self.d.have_bits();
+        for s in 0..k {
+            let lacking = have.iter().enumerate().any(|(i, h)| !h && i % k == s);
+            let want = self.feeds[s].as_ref().filter(|p| lacking && !self.avoid.contains_key(&p.agent_id));
+            let running = self.streams[s].as_ref().map(|st| st.parent.as_str());
+            if want.map(|p| p.agent_id.as_str()) == running {
+                continue;
+            }
+            if let Some(old) = self.streams[s].take() {
+                old.task.abort();
+            }
+            let Some(parent) = want else { continue };
+            let spec = FeedSpec {
+                parent: parent.agent_id.clone(),
+                url: format!("{}/feeds/{}", parent.url, self.d.digest),
+                ticket: self.ticket.clone(),
+                request: FeedRequest { stripes: k as u32, stripe: s as u32, have: bitmap_hex(&have) },
+                download: self.d.clone(),
+            };
+            let (http, limit) = (self.engine.http.clone(), self.engine.download_limit.clone());
+            let task = self.stream_tasks.spawn(super::feed::run(http, spec, limit, self.events.clone()));
+            self.streams[s] =
+                Some(Stream { parent: parent.agent_id.clone(), task, done: false, last_piece: Instant::now() });
+        }
+    }
+
+    /// A piece, the end, or a failure from a stripe's feed.
+    async fn on_feed(&mut self, FeedEvent { stripe, parent, what }: FeedEvent) -> Result<(), String> {
+        let current = self.streams.get(stripe).and_then(Option::as_ref).is_some_and(|s| s.parent == parent);
+        match what {
+            FeedItem::Piece(i, bytes) if self.d.layout.verify(i, &bytes) => {
+                self.last_fed = Some(Instant::now());
+                if let Some(s) = self.streams.get_mut(stripe).and_then(Option::as_mut).filter(|_| current) {
+                    s.last_piece = Instant::now();
+                }
+                self.keep(i, bytes, Source::Parent { id: parent, url: String::new() }, Instant::now()).await?;
+            }
+            FeedItem::Piece(i, _) => self.caught_lying(i, parent),
+            FeedItem::Ended => {
+                if let Some(s) = self.streams.get_mut(stripe).and_then(Option::as_mut).filter(|_| current) {
+                    s.done = true;
+                }
+            }
+            FeedItem::Broken(e) if current => {
+                tracing::info!(digest = %self.d.digest, stripe, parent, error = e, "a stripe's feed failed; fetching its pieces elsewhere");
+                self.streams[stripe] = None;
+                self.avoid.insert(parent.clone(), Some(Instant::now() + FAILED_PARENT_PAUSE));
+                self.report.failed.push(parent);
+            }
+            FeedItem::Unknown if current => self.streams[stripe] = None,
+            FeedItem::Broken(_) | FeedItem::Unknown => {}
+        }
+        Ok(())
+    }
+
     /// Leaves the seed alone for a while after a failure, longer each time.
     fn seed_failed(&mut self) {
         self.seed_failures += 1;
@@ -336,14 +490,21 @@ impl Fetch<'_> {
     /// Reports, joins again for new parents and seed pieces, and notices a stall.
     async fn on_tick(&mut self, idle: bool) -> Result<(), String> {
         self.flush().await;
-        let waiting = self.d.missing().into_iter().any(|i| !self.inflight.contains_key(&i));
+        let missing = self.d.missing();
+        let waiting = missing.iter().any(|&i| !self.inflight.contains_key(&i) && !self.fed(i));
         if waiting {
             // With nothing to fetch at all, the registry holds the answer
-            // until there is: the seed's next piece goes out at once.
+            // until there is: the seed's next piece goes out at once. A
+            // stripe's root asks often even while its fetch slots are taken:
+            // the seed's pieces do not wait for a slot.
             let sourceless = self.next_piece().is_none() && self.next_seed_piece().is_none();
-            let starved = sourceless && self.engine.fetch_slots.free();
+            let starved = sourceless && (self.engine.fetch_slots.free() || self.rooted(&missing));
             let every = if starved { REJOIN_EVERY } else { REFRESH_EVERY };
             self.rejoin(every, (idle && sourceless).then_some(JOIN_WAIT_MS)).await;
+        } else if !missing.is_empty() {
+            // Only pieces the feeds bring are missing: the feeds' parents
+            // and the pieces' holders are still worth hearing of.
+            self.rejoin(REFRESH_EVERY, None).await;
         }
         if !idle {
             self.idle_since = None;
@@ -382,6 +543,8 @@ impl Fetch<'_> {
                 self.parents = next.parents;
                 self.seed.extend(next.seed_pieces);
                 self.availability = next.availability;
+                self.feeds = next.feeds;
+                self.saw_holders();
                 if !next.ticket.is_empty() {
                     self.ticket = next.ticket;
                     self.ticket_until = Instant::now() + Duration::from_secs(next.ticket_expires_in);
@@ -390,6 +553,7 @@ impl Fetch<'_> {
                 let now = Instant::now();
                 self.avoid.retain(|_, until| until.is_none_or(|t| t > now));
                 self.busy.retain(|_, until| *until > now);
+                self.ensure_feeds();
             }
             Err(e) => tracing::debug!(error = %e, "re-join failed"),
         }

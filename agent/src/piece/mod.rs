@@ -3,6 +3,7 @@
 //! SHA-256 before it is written, served or announced, and lets readers
 //! follow along in order while the rest are still arriving.
 
+mod feed;
 mod fetch;
 mod slots;
 
@@ -57,6 +58,14 @@ impl Download {
 
     fn have_list(&self) -> Vec<u32> {
         self.book().have.iter().enumerate().filter(|(_, h)| **h).map(|(i, _)| i as u32).collect()
+    }
+
+    fn has(&self, i: u32) -> bool {
+        self.book().have.get(i as usize) == Some(&true)
+    }
+
+    fn have_bits(&self) -> Vec<bool> {
+        self.book().have.clone()
     }
 
     fn missing(&self) -> Vec<u32> {
@@ -309,6 +318,37 @@ impl Engine {
         })
         .await
         .map_err(std::io::Error::other)?
+    }
+
+    /// How many pieces a blob has, if it is being fetched or complete in the cache.
+    pub fn pieces_of(&self, digest: &Digest) -> Option<u32> {
+        if let Some(d) = self.downloads().get(digest) {
+            return Some(d.layout.pieces());
+        }
+        self.cache.layout(digest).filter(|_| self.cache.is_complete(digest)).map(|l| l.pieces())
+    }
+
+    /// The first of `wanted` that this agent holds, waiting until it holds
+    /// one; `None` if the blob is neither being fetched nor complete, or its
+    /// download failed.
+    pub async fn first_held(&self, digest: &Digest, wanted: &[u32]) -> Option<u32> {
+        loop {
+            let running = self.downloads().get(digest).cloned();
+            let Some(d) = running else {
+                return wanted.first().copied().filter(|_| self.cache.is_complete(digest));
+            };
+            let mut changed = d.changed.subscribe();
+            {
+                let book = d.book();
+                if let Some(i) = wanted.iter().copied().find(|&i| book.have.get(i as usize) == Some(&true)) {
+                    return Some(i);
+                }
+                if book.outcome == Outcome::Failed {
+                    return None;
+                }
+            }
+            changed.changed().await.ok()?;
+        }
     }
 
     /// A piece for a peer, from a download in progress or a completed blob.

@@ -12,5 +12,5 @@ pub mod ticket;
 
 pub use preheat::Preheats;
 pub use routes::router;
-pub use scheduler::Scheduler;
+pub use scheduler::{Scheduler, DEFAULT_STRIPES};
 pub use stats::Stats;

@@ -201,6 +201,7 @@ async fn join(
         seed_url: format!("{}/p2p/v1/seed/{}/pieces", state.auth.issuer, req.digest),
         ticket,
         ticket_expires_in,
+        feeds: plan.feeds,
     }))
 }
 

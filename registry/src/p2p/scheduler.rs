@@ -19,6 +19,18 @@
 //! is traded onwards by peers while the seed sends the next: the seed sends
 //! each piece into the swarm about once, and the swarm starts trading early.
 //!
+//! Agents that start a blob together are also placed in stripe trees
+//! (`stripes` of them, 2 by default; 0 turns them off). Piece `i` belongs
+//! to stripe `i % stripes`; in each stripe's tree every agent has one
+//! parent, which streams it the stripe's pieces the moment it has them
+//! verified, and the root takes the stripe from the seed. An agent is an
+//! inner node of one tree and a leaf of the others, so each uplink carries
+//! one stripe to `stripes` children and each downlink takes every stripe
+//! from one parent: every link runs full with no matching of pieces to
+//! parents, and a piece is `log(N)` hops from the seed. The join's parents
+//! and the pull loop stay for everything a tree does not bring: stragglers,
+//! failed parents, late joiners.
+//!
 //! All state sits behind this one type, keyed by cluster, so that a later
 //! deployment can shard it across registry replicas by cluster.
 
@@ -29,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use damselfly_core::p2p::{Parent, RegisterRequest, ReportRequest};
+use damselfly_core::p2p::{Feed, Parent, RegisterRequest, ReportRequest};
 use damselfly_core::Digest;
 
 use crate::metadata::ClusterId;
@@ -45,6 +57,15 @@ pub const MAX_PARENTS: usize = 4;
 /// stays full: in the 16-agent benchmark the seed sent the image in 30 s
 /// rather than 33 s with two.
 pub const SEED_PIECES_IN_FLIGHT: usize = 3;
+/// Seed pieces out at once to the root of one stripe tree: the next is on
+/// its way while one is reported, so the seed's link never idles.
+const SEED_PIECES_PER_ROOT: usize = 2;
+/// A new swarm with stripe trees sends nothing from the seed for this long:
+/// a crowd that starts together joins within it, and the roots are then the
+/// agents the trees name, not whoever happened to join first.
+const TREES_SETTLE: Duration = Duration::from_millis(250);
+/// Stripe trees per swarm unless configured otherwise.
+pub const DEFAULT_STRIPES: usize = 2;
 /// How long a seed piece may wait for an idle agent while busy ones ask.
 const SEED_WAITS_FOR_IDLE: Duration = Duration::from_millis(300);
 /// How long a seed piece stays reserved for the agent it was handed to.
@@ -84,6 +105,8 @@ pub struct Agent {
     pub upload_slots: u32,
     /// Its version.
     pub version: String,
+    /// Order of registration: an agent's place in the stripe trees.
+    seq: u64,
     /// `<os>/<architecture>[/<variant>]`.
     pub platform: String,
     /// Uploads it said it runs, and when it said so.
@@ -122,11 +145,15 @@ struct Swarm {
     peers: HashMap<String, Peer>,
     /// Seed pieces handed out: piece → (agent, when).
     reserved: HashMap<u32, (String, Instant)>,
+    /// When its first member joined.
+    born: Instant,
 }
 
 #[derive(Default)]
 struct State {
     agents: HashMap<String, Agent>,
+    /// The next registration's `seq`.
+    registered: u64,
     swarms: HashMap<(ClusterId, Digest), Swarm>,
     /// Per cluster, swarms waiting for the seed, in turn, with when each last asked.
     seed_queue: HashMap<ClusterId, VecDeque<(Digest, Instant)>>,
@@ -148,6 +175,9 @@ pub struct Plan {
     pub seed_pieces: Vec<u32>,
     /// How many usable peers hold each piece: the requester fetches the rarest first.
     pub availability: Vec<u32>,
+    /// The requester's parent in each stripe tree, `None` where it is the
+    /// root; empty when the swarm has no trees.
+    pub feeds: Vec<Option<Feed>>,
 }
 
 impl Plan {
@@ -170,12 +200,19 @@ pub struct Census {
 pub struct Scheduler {
     state: Mutex<State>,
     heartbeat: Duration,
+    stripes: usize,
 }
 
 impl Scheduler {
     /// Agents silent for three heartbeats are forgotten.
     pub fn new(heartbeat: Duration) -> Scheduler {
-        Scheduler { state: Mutex::new(State::default()), heartbeat }
+        Scheduler { state: Mutex::new(State::default()), heartbeat, stripes: DEFAULT_STRIPES }
+    }
+
+    /// Places the agents of a swarm in `stripes` trees (below 2: none).
+    pub fn with_stripes(mut self, stripes: usize) -> Scheduler {
+        self.stripes = stripes;
+        self
     }
 
     /// The heartbeat period agents are told to keep.
@@ -190,6 +227,8 @@ impl Scheduler {
     /// Registers an agent and returns its id.
     pub fn register(&self, cluster: ClusterId, req: &RegisterRequest) -> String {
         let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut state = self.lock();
+        state.registered += 1;
         let agent = Agent {
             id: id.clone(),
             cluster,
@@ -202,8 +241,9 @@ impl Scheduler {
             uploading: None,
             fetching: None,
             last_seen: Instant::now(),
+            seq: state.registered,
         };
-        self.lock().agents.insert(id.clone(), agent);
+        state.agents.insert(id.clone(), agent);
         id
     }
 
@@ -292,7 +332,8 @@ impl Scheduler {
         let mut state = self.lock();
         let State { agents, swarms, seed_queue, seed_held_back, .. } = &mut *state;
         let live = |id: &str| agents.get(id).is_some_and(|a| a.last_seen.elapsed() < alive);
-        let seed_budget = SEED_PIECES_IN_FLIGHT.saturating_sub(
+        let budget = SEED_PIECES_IN_FLIGHT.max(self.stripes * SEED_PIECES_PER_ROOT);
+        let seed_budget = budget.saturating_sub(
             swarms
                 .iter()
                 .filter(|((c, _), _)| *c == cluster)
@@ -305,6 +346,7 @@ impl Scheduler {
             pieces,
             peers: HashMap::new(),
             reserved: HashMap::new(),
+            born: now,
         });
         let newcomer = !swarm.peers.contains_key(agent);
         let me = swarm.peers.entry(agent.to_owned()).or_default();
@@ -329,6 +371,31 @@ impl Scheduler {
                 }
             }
         }
+
+        // The stripe trees, over the members this agent may fetch from and
+        // itself, in order of registration. Zones come first: a swarm that
+        // spans several has no trees, and the pull loop keeps its
+        // transfers within a zone where it can.
+        let mut members: Vec<(u64, &String)> = swarm
+            .peers
+            .iter()
+            .filter(|(id, p)| *id == agent || usable(id, p))
+            .filter_map(|(id, _)| agents.get(id).map(|a| (a.seq, id)))
+            .collect();
+        let one_zone = members.iter().all(|(_, id)| agents.get(*id).is_some_and(|a| a.zone == my_zone));
+        members.sort_unstable();
+        let me_at = members.iter().position(|(_, id)| *id == agent);
+        let feeds: Vec<Option<Feed>> = match me_at {
+            Some(me_at) if self.stripes >= 1 && one_zone => tree_parents(members.len(), me_at, self.stripes)
+                .into_iter()
+                .map(|parent| {
+                    let id = members[parent?].1;
+                    agents.get(id).map(|a| Feed { agent_id: id.clone(), url: a.url.clone() })
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let root_of = |i: u32| feeds.is_empty() || feeds[i as usize % feeds.len()].is_none();
 
         let mut ranked: Vec<(Rank, &String, Vec<u32>)> = Vec::new();
         for (id, peer) in swarm.peers.iter_mut() {
@@ -402,27 +469,47 @@ impl Scheduler {
         // to arrive is alone only for a moment). Swarms of
         // a cluster take the budget in turn, so that no blob waits for the
         // seed while another keeps it busy.
+        //
+        // With stripe trees, a stripe's pieces go to its root only, a few at
+        // a time, and the swarms of a cluster have the seed one after
+        // another, each until every piece has left it: a tree carries a blob
+        // at the rate the seed feeds it, and a seed split between four blobs
+        // would make every hop of every tree four times as slow.
+        let trees = !feeds.is_empty();
         let reserved_for = |i: u32| swarm.reserved.get(&i).filter(|(_, at)| now.duration_since(*at) < SEED_RESERVATION);
         let mut seed_pieces: Vec<u32> =
             missing.iter().copied().filter(|&i| reserved_for(i).is_some_and(|(holder, _)| holder == agent)).collect();
-        let unclaimed: Vec<u32> =
+        let unsent: Vec<u32> =
             missing.iter().copied().filter(|&i| availability[i as usize] == 0 && reserved_for(i).is_none()).collect();
+        let unclaimed: Vec<u32> = unsent.iter().copied().filter(|&i| root_of(i)).collect();
         let wanting = swarm.peers.iter().filter(|(id, p)| live(id) && p.have.iter().any(|h| !h)).count();
-        let my_cap = if wanting <= 1 && !newcomer { SEED_PIECES_IN_FLIGHT } else { 1 };
+        let settling = trees && now.duration_since(swarm.born) < TREES_SETTLE;
+        let my_cap = match (trees, newcomer) {
+            _ if settling => 0,
+            (_, true) => 1,
+            (true, false) => SEED_PIECES_PER_ROOT * feeds.iter().filter(|f| f.is_none()).count(),
+            (false, false) if wanting <= 1 => SEED_PIECES_IN_FLIGHT,
+            (false, false) => 1,
+        };
         let room = my_cap.saturating_sub(seed_pieces.len());
-        if room > 0 && !unclaimed.is_empty() {
+        let asking = room > 0 && !unclaimed.is_empty();
+        if asking || (trees && !unsent.is_empty()) {
             let queue = seed_queue.entry(cluster).or_default();
             queue.retain(|(d, asked)| *d == digest || now.duration_since(*asked) < SEED_QUEUE_STALE);
             match queue.iter_mut().find(|(d, _)| *d == digest) {
                 Some(entry) => entry.1 = now,
                 None => queue.push_back((digest, now)),
             }
+        }
+        if asking {
+            let queue = seed_queue.entry(cluster).or_default();
             // A seed piece shares its receiver's downlink with whatever else
             // that node fetches: while another agent of the swarm said it
             // fetches nothing, a busy one leaves the piece to it, for a
             // moment (it may not be asking).
             let fetching = |id: &str| agents.get(id).and_then(|a| a.fetching);
-            let busy = fetching(agent).is_some_and(|n| n > 0)
+            let busy = !trees
+                && fetching(agent).is_some_and(|n| n > 0)
                 && swarm
                     .peers
                     .iter()
@@ -434,15 +521,26 @@ impl Scheduler {
                 && now.duration_since(*seed_held_back.entry(cluster).or_insert(now)) < SEED_WAITS_FOR_IDLE;
             if my_turn && !defer {
                 seed_held_back.remove(&cluster);
-                queue.pop_front();
-                for &i in unclaimed.iter().take(take) {
+                let taken = if trees {
+                    in_step(&unclaimed, &unsent, pieces, feeds.len(), take)
+                } else {
+                    unclaimed.iter().copied().take(take).collect()
+                };
+                if !trees || taken.len() == unsent.len() {
+                    queue.pop_front();
+                }
+                tracing::debug!(%digest, agent, pieces = ?taken, "seed pieces handed out");
+                for i in taken {
                     swarm.reserved.insert(i, (agent.to_owned(), now));
                     seed_pieces.push(i);
                 }
+            } else {
+                let front = queue.front().map(|(d, _)| d.to_string());
+                tracing::debug!(%digest, agent, take, ?front, defer, "seed pieces held back");
             }
         }
         seed_pieces.sort_unstable();
-        Plan { parents, seed_pieces, availability }
+        Plan { parents, seed_pieces, availability, feeds }
     }
 
     /// What wakes the cluster's held joins: take `notified()` of it before
@@ -488,6 +586,10 @@ impl Scheduler {
                 p.children.remove(agent);
             }
         }
+        for id in failed.iter().chain(bad) {
+            // A seed piece it was given goes to another, rather than wait out its reservation.
+            swarm.reserved.retain(|_, (holder, _)| holder != id);
+        }
         for id in failed {
             if let Some(p) = swarm.peers.get_mut(id) {
                 p.failed_until = Some(now + FAILURE_PENALTY);
@@ -512,6 +614,53 @@ impl Scheduler {
         let Some(swarm) = state.swarms.get(&(cluster, digest)) else { return Vec::new() };
         (0..swarm.pieces).map(|i| swarm.peers.values().filter(|p| p.have.get(i) == Some(&true)).count()).collect()
     }
+}
+
+/// Up to `take` of the `unclaimed` pieces (lowest first) for a root to
+/// fetch from the seed, keeping the stripes in step: a piece of a stripe
+/// goes out only while no other stripe with pieces still to send has had
+/// [`SEED_PIECES_PER_ROOT`] fewer sent. Every agent needs every stripe, so
+/// a stripe the seed runs ahead of gains nothing, and its tree's links,
+/// which carry their stripe at full speed already, would only fall behind.
+fn in_step(unclaimed: &[u32], unsent: &[u32], pieces: usize, stripes: usize, take: usize) -> Vec<u32> {
+    let mut left = vec![0usize; stripes];
+    for &i in unsent {
+        left[i as usize % stripes] += 1;
+    }
+    let total = |s: usize| (pieces + stripes - 1 - s) / stripes;
+    let mut sent: Vec<usize> = (0..stripes).map(|s| total(s) - left[s]).collect();
+    let mut taken = Vec::new();
+    for &i in unclaimed {
+        let s = i as usize % stripes;
+        let behind = (0..stripes).filter(|&o| left[o] > 0).map(|o| sent[o]).min().unwrap_or(0);
+        if taken.len() == take || sent[s] >= behind + SEED_PIECES_PER_ROOT {
+            continue;
+        }
+        taken.push(i);
+        sent[s] += 1;
+        left[s] -= 1;
+    }
+    taken
+}
+
+/// The parent of the agent at `me` (of `members`, in order of registration)
+/// in each of `stripes` trees, as an index into the members; `None` where it
+/// is the root. Tree `s` is a `stripes`-ary heap whose first (inner) places
+/// go to the members `p` with `p % stripes == s`, the rest being leaves: every
+/// member is an inner node of one tree, its uplink is shared by that tree's
+/// children alone, and a tree of N members is about `log(N, stripes)` deep.
+/// A member that joins later may move some leaves to another parent: a
+/// crowd joins within moments, and a changed parent changes only where the
+/// stripe's next pieces come from.
+fn tree_parents(members: usize, me: usize, stripes: usize) -> Vec<Option<usize>> {
+    (0..stripes)
+        .map(|s| {
+            let inner = (0..members).filter(|p| p % stripes == s);
+            let order: Vec<usize> = inner.chain((0..members).filter(|p| p % stripes != s)).collect();
+            let place = order.iter().position(|&p| p == me)?;
+            (place > 0).then(|| order[(place - 1) / stripes])
+        })
+        .collect()
 }
 
 /// Forgets silent agents every heartbeat period until the process stops.
@@ -542,6 +691,11 @@ mod tests {
 
     const C: ClusterId = ClusterId(1);
 
+    /// A scheduler without stripe trees: every agent pulls.
+    fn pull_only() -> Scheduler {
+        Scheduler::new(Duration::from_secs(10)).with_stripes(0)
+    }
+
     fn progress(agent: &str, digest: Digest, have: &[u32], failed: &[String], bad: &[String]) -> ReportRequest {
         ReportRequest {
             agent_id: agent.to_owned(),
@@ -556,7 +710,7 @@ mod tests {
 
     #[test]
     fn the_seed_sends_a_few_pieces_at_a_time_to_different_agents_who_then_trade() {
-        let s = Scheduler::new(Duration::from_secs(10));
+        let s = pull_only();
         let d = Digest::of(b"blob");
         let a = s.register(C, &req("a", "z1"));
         let b = s.register(C, &req("b", "z1"));
@@ -589,7 +743,7 @@ mod tests {
 
     #[test]
     fn blobs_of_one_cluster_take_turns_at_the_seed() {
-        let s = Scheduler::new(Duration::from_secs(10));
+        let s = pull_only();
         let (x, y) = (Digest::of(b"x"), Digest::of(b"y"));
         let xs: Vec<String> = (0..3).map(|i| s.register(C, &req(&format!("x{i}"), ""))).collect();
         let ys: Vec<String> = (0..3).map(|i| s.register(C, &req(&format!("y{i}"), ""))).collect();
@@ -608,7 +762,7 @@ mod tests {
 
     #[test]
     fn a_crowd_spreads_over_the_holders_instead_of_converging_on_one() {
-        let s = Scheduler::new(Duration::from_secs(10));
+        let s = pull_only();
         let d = Digest::of(b"blob");
         let holders: Vec<String> = (0..4).map(|i| s.register(C, &req(&format!("h{i}"), "z1"))).collect();
         for h in &holders {
@@ -627,7 +781,7 @@ mod tests {
 
     #[test]
     fn bad_and_failing_parents_are_avoided_and_same_zone_comes_first() {
-        let s = Scheduler::new(Duration::from_secs(10));
+        let s = pull_only();
         let d = Digest::of(b"blob");
         let near = s.register(C, &req("near", "z1"));
         let far = s.register(C, &req("far", "z2"));
@@ -655,7 +809,7 @@ mod tests {
 
     #[test]
     fn a_busy_agent_leaves_a_seed_piece_to_an_idle_one_for_a_moment() {
-        let s = Scheduler::new(Duration::from_secs(10));
+        let s = pull_only();
         let d = Digest::of(b"blob");
         let [a, b, c, e] = ["a", "b", "c", "e"].map(|n| s.register(C, &req(n, "z1")));
         assert_eq!(s.join(C, &a, d, 8, &[]).seed_pieces, [0]);
@@ -675,7 +829,7 @@ mod tests {
 
     #[test]
     fn a_join_says_what_the_agent_holds_now_so_an_evicted_blob_is_fetched_again() {
-        let s = Scheduler::new(Duration::from_secs(10));
+        let s = pull_only();
         let d = Digest::of(b"blob");
         let a = s.register(C, &req("a", "z1"));
         let b = s.register(C, &req("b", "z1"));
@@ -691,7 +845,7 @@ mod tests {
 
     #[test]
     fn an_agent_that_leaves_is_no_parent_and_holds_no_seed_piece() {
-        let s = Scheduler::new(Duration::from_secs(10));
+        let s = pull_only();
         let d = Digest::of(b"blob");
         let a = s.register(C, &req("a", ""));
         let b = s.register(C, &req("b", ""));
@@ -708,7 +862,7 @@ mod tests {
 
     #[test]
     fn swarms_are_per_cluster() {
-        let s = Scheduler::new(Duration::from_secs(10));
+        let s = pull_only();
         let d = Digest::of(b"blob");
         let a = s.register(C, &req("a", ""));
         let other = s.register(ClusterId(2), &req("b", ""));
@@ -721,7 +875,7 @@ mod tests {
 
     #[test]
     fn a_parent_that_says_its_uploads_are_idle_goes_first() {
-        let s = Scheduler::new(Duration::from_secs(10));
+        let s = pull_only();
         let d = Digest::of(b"blob");
         // req() gives every agent 4 upload slots.
         let (busy, idle) = (s.register(C, &req("busy", "")), s.register(C, &req("idle", "")));
@@ -737,5 +891,87 @@ mod tests {
         s.load(C, &busy, Some(0), None);
         let other = s.register(C, &req("other", ""));
         assert_eq!(s.join(C, &other, d, 2, &[]).parents[0].agent_id, busy, "idle was just my first choice");
+    }
+    #[test]
+    fn every_agent_has_one_parent_per_stripe_and_children_in_one_stripe_only() {
+        for n in [1usize, 2, 3, 5, 8, 16, 33] {
+            let parents: Vec<Vec<Option<usize>>> = (0..n).map(|me| tree_parents(n, me, 2)).collect();
+            for s in 0..2 {
+                let roots: Vec<usize> = (0..n).filter(|&m| parents[m][s].is_none()).collect();
+                assert_eq!(roots, [if s < n { s } else { 0 }], "n={n}: one root per stripe");
+                for m in 0..n {
+                    let children = (0..n).filter(|&c| parents[c][s] == Some(m)).count();
+                    assert!(children <= 2, "n={n}: {m} has {children} children in stripe {s}");
+                    // Up the tree to the root, within log2(n) + 1 hops.
+                    let (mut at, mut hops) = (m, 0);
+                    while let Some(p) = parents[at][s] {
+                        (at, hops) = (p, hops + 1);
+                        assert!(hops <= n.ilog2() as usize + 1, "n={n}: {m} is {hops} hops deep in stripe {s}");
+                    }
+                }
+            }
+            for m in 0..n {
+                let feeds = (0..2).filter(|&s| (0..n).any(|c| parents[c][s] == Some(m))).count();
+                assert!(feeds <= 1, "n={n}: {m} forwards more than one stripe");
+            }
+        }
+    }
+
+    #[test]
+    fn with_stripe_trees_each_stripe_leaves_the_seed_for_its_root_only() {
+        let s = Scheduler::new(Duration::from_secs(10));
+        let d = Digest::of(b"blob");
+        let ids: Vec<String> = (0..4).map(|i| s.register(C, &req(&format!("n{i}"), "z1"))).collect();
+        let plans: Vec<Plan> = ids.iter().map(|id| s.join(C, id, d, 8, &[])).collect();
+        assert!(plans.iter().all(|p| p.seed_pieces.is_empty()), "a new swarm waits a moment for the crowd to join");
+        std::thread::sleep(TREES_SETTLE);
+        let feeds = |p: &Plan| p.feeds.iter().map(|f| f.as_ref().map(|f| f.agent_id.clone())).collect::<Vec<_>>();
+        let mut plans: Vec<Plan> = ids.iter().map(|id| s.join(C, id, d, 8, &[])).collect();
+        // Stripe 0's tree: n0 → n2, n1; n2 → n3. Stripe 1's: n1 → n3, n0; n3 → n2.
+        assert_eq!(feeds(&plans[0]), [None, Some(ids[1].clone())]);
+        assert_eq!(feeds(&plans[1]), [Some(ids[0].clone()), None]);
+        assert_eq!(feeds(&plans[2]), [Some(ids[0].clone()), Some(ids[3].clone())]);
+        assert_eq!(feeds(&plans[3]), [Some(ids[2].clone()), Some(ids[1].clone())]);
+        assert_eq!(plans[0].feeds[1].as_ref().map(|f| f.url.as_str()), Some("http://10.0.0.1:65002"));
+        assert_eq!(plans[0].seed_pieces, [0, 2], "the root of stripe 0 takes its stripe's pieces");
+        assert_eq!(plans[1].seed_pieces, [1, 3], "and the root of stripe 1 its own");
+        assert!(plans[2].seed_pieces.is_empty() && plans[3].seed_pieces.is_empty(), "the others take none");
+        s.report(C, &progress(&ids[0], d, &[0, 2], &[], &[]));
+        plans[0] = s.join(C, &ids[0], d, 8, &[0, 2]);
+        assert_eq!(plans[0].seed_pieces, [4, 6], "two more of stripe 0 go out as two arrive");
+        s.report(C, &progress(&ids[0], d, &[4, 6], &[], &[]));
+        plans[0] = s.join(C, &ids[0], d, 8, &[0, 2, 4, 6]);
+        assert!(plans[0].seed_pieces.is_empty(), "stripe 0 is all sent");
+        // A root reported failing loses its place, and its seed pieces go to the new root.
+        s.report(C, &progress(&ids[2], d, &[], std::slice::from_ref(&ids[1]), &[]));
+        let p2 = s.join(C, &ids[2], d, 8, &[]);
+        assert_eq!(feeds(&p2), [Some(ids[0].clone()), None], "n2 is stripe 1's root now");
+        assert_eq!(p2.seed_pieces, [1, 3], "and takes the pieces n1 was given");
+    }
+
+    #[test]
+    fn the_seed_keeps_the_stripes_in_step() {
+        // Ten pieces in two stripes; stripe 0 has had four sent, stripe 1 two.
+        let unsent = [5, 7, 8, 9];
+        assert_eq!(in_step(&[8], &unsent, 10, 2, 2), Vec::<u32>::new(), "stripe 0 is two ahead");
+        assert_eq!(in_step(&[5, 7, 9], &unsent, 10, 2, 2), [5, 7], "stripe 1 catches up");
+        assert_eq!(in_step(&[8], &[8], 10, 2, 2), [8], "a stripe with nothing left holds nobody back");
+    }
+
+    #[test]
+    fn with_stripe_trees_the_seed_sends_one_blob_before_the_next() {
+        let s = Scheduler::new(Duration::from_secs(10));
+        let (x, y) = (Digest::of(b"x"), Digest::of(b"y"));
+        let (a, b) = (s.register(C, &req("a", "")), s.register(C, &req("b", "")));
+        for d in [x, y] {
+            s.join(C, &a, d, 4, &[]);
+            s.join(C, &b, d, 4, &[]);
+        }
+        std::thread::sleep(TREES_SETTLE);
+        assert_eq!(s.join(C, &a, x, 4, &[]).seed_pieces, [0, 2]);
+        assert!(s.join(C, &a, y, 4, &[]).seed_pieces.is_empty(), "x has pieces the seed has not sent yet");
+        assert_eq!(s.join(C, &b, x, 4, &[]).seed_pieces, [1, 3], "x's last pieces leave the seed");
+        s.report(C, &progress(&a, x, &[0, 2], &[], &[]));
+        assert_eq!(s.join(C, &a, y, 4, &[]).seed_pieces, [0, 2], "now y's turn");
     }
 }

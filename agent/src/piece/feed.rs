@@ -1,0 +1,137 @@
+//! The receiving end of a stripe feed: one parent of the swarm's stripe
+//! trees streams this agent a stripe's pieces as it gets them (see
+//! [`damselfly_core::p2p::FeedRequest`]). The task here only cuts the
+//! stream into pieces; the fetch loop verifies each before it is kept.
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use damselfly_core::p2p::{FeedRequest, TICKET_AUTH_SCHEME};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::fetch::STALL_TIMEOUT;
+use super::Download;
+use crate::rate::RateLimit;
+
+/// What a feed task tells the fetch loop.
+pub(super) struct FeedEvent {
+    /// The stripe.
+    pub stripe: usize,
+    /// The parent streaming it.
+    pub parent: String,
+    /// What happened.
+    pub what: FeedItem,
+}
+
+/// One piece, or the end of the feed.
+pub(super) enum FeedItem {
+    /// A piece as it arrived, not verified yet.
+    Piece(u32, Bytes),
+    /// The parent sent every piece asked for.
+    Ended,
+    /// The parent does not have the blob (yet): it may have joined a moment
+    /// ago, or restarted. Not held against it.
+    Unknown,
+    /// The feed broke: refused, disconnected, stalled mid-piece, or framed wrongly.
+    Broken(String),
+}
+
+/// Where a feed comes from and what it asks for.
+pub(super) struct FeedSpec {
+    /// The parent's agent id.
+    pub parent: String,
+    /// `<parent's piece server>/feeds/<digest>`.
+    pub url: String,
+    /// The blob's ticket.
+    pub ticket: String,
+    /// Stripe, stripe count and the pieces held.
+    pub request: FeedRequest,
+    /// The download, for each piece's length.
+    pub download: Arc<Download>,
+}
+
+/// Runs one feed until it ends or breaks, handing each piece to `events`.
+pub(super) async fn run(
+    http: reqwest::Client,
+    spec: FeedSpec,
+    limit: Arc<RateLimit>,
+    events: UnboundedSender<FeedEvent>,
+) {
+    let stripe = spec.request.stripe as usize;
+    let parent = spec.parent.clone();
+    let send = |what| events.send(FeedEvent { stripe, parent: parent.clone(), what }).is_ok();
+    send(receive(&http, &spec, &limit, &send).await.err().unwrap_or(FeedItem::Ended));
+}
+
+/// Receives the feed until it ends; `Err` says how it did not.
+async fn receive(
+    http: &reqwest::Client,
+    spec: &FeedSpec,
+    limit: &RateLimit,
+    send: &impl Fn(FeedItem) -> bool,
+) -> Result<(), FeedItem> {
+    use futures_util::StreamExt;
+    let broken = FeedItem::Broken;
+    let request = http
+        .post(&spec.url)
+        .header(reqwest::header::AUTHORIZATION, format!("{TICKET_AUTH_SCHEME} {}", spec.ticket))
+        .json(&spec.request)
+        .send();
+    let r = tokio::time::timeout(STALL_TIMEOUT, request)
+        .await
+        .map_err(|_| broken(format!("no answer in {} s", STALL_TIMEOUT.as_secs())))?
+        .map_err(|e| broken(e.to_string()))?;
+    if r.status() == reqwest::StatusCode::NOT_FOUND {
+        return Err(FeedItem::Unknown);
+    }
+    if !r.status().is_success() {
+        return Err(broken(format!("answered {}", r.status())));
+    }
+    let layout = &spec.download.layout;
+    let (pieces, stripes, stripe) = (layout.pieces(), spec.request.stripes, spec.request.stripe);
+    let mut body = r.bytes_stream();
+    let mut buf = BytesMut::new();
+    // The piece being received, and its length.
+    let mut current: Option<(u32, usize)> = None;
+    loop {
+        loop {
+            match current {
+                None if buf.len() >= 4 => {
+                    let i = buf.get_u32();
+                    if i >= pieces || i % stripes != stripe {
+                        return Err(broken(format!(
+                            "sent piece {i}, which is not one of stripe {stripe} of {stripes}"
+                        )));
+                    }
+                    current = Some((i, layout.span(i).1 as usize));
+                }
+                Some((i, len)) if buf.len() >= len => {
+                    if !send(FeedItem::Piece(i, buf.split_to(len).freeze())) {
+                        return Ok(());
+                    }
+                    current = None;
+                }
+                _ => break,
+            }
+        }
+        // Between pieces the parent may be waiting for its own next piece;
+        // within one, it has the bytes and silence is a stall.
+        let next = if current.is_some() || !buf.is_empty() {
+            let held = buf.len();
+            tokio::time::timeout(STALL_TIMEOUT, body.next())
+                .await
+                .map_err(|_| broken(format!("stalled for {} s in a piece ({held} bytes)", STALL_TIMEOUT.as_secs())))?
+        } else {
+            body.next().await
+        };
+        match next {
+            Some(Ok(chunk)) => {
+                limit.take(chunk.len() as u64).await;
+                buf.extend_from_slice(&chunk);
+            }
+            Some(Err(e)) => return Err(broken(e.to_string())),
+            None if current.is_none() && buf.is_empty() => return Ok(()),
+            None => return Err(broken("the feed ended in the middle of a piece".into())),
+        }
+    }
+}
