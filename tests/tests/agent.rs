@@ -294,7 +294,8 @@ async fn nothing_cached_reaches_a_client_or_peer_the_registry_would_refuse() {
 /// and still delivers the right blob.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_parent_whose_feed_sends_garbage_is_dropped_and_the_blob_still_arrives() {
-    let s = Setup::new().await;
+    // 256 KiB pieces: small enough for the scheduler's stripe trees.
+    let s = Setup::with(Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PIECE_SIZE", "262144")])).await;
     let blob = pseudo_random(8 * MIB, 17);
     let digest = s.push_blob("accel/app", &blob).await;
     s.set_p2p(true).await;
@@ -334,7 +335,7 @@ async fn a_parent_whose_feed_sends_garbage_is_dropped_and_the_blob_still_arrives
     });
     // Registered first, it comes first in the trees: the agent's parent in stripe 0.
     let liar = register_fake_agent(&s, port).await;
-    join_as(&s, &liar, digest, &token, &[0, 1]).await;
+    join_as(&s, &liar, digest, &token, &(0..32).collect::<Vec<u32>>()).await;
     let agent = s.agent(&[]);
     let body = pull_within(&s, &agent, digest, &token, 60).await;
     assert!(body == blob, "the blob arrives intact");
@@ -406,7 +407,20 @@ async fn cached(agent: &Agent, digest: Digest) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_peer_serving_corrupt_pieces_is_reported_and_the_blob_arrives_intact() {
-    let s = Setup::new().await;
+    corrupt_pieces_are_caught(Setup::new().await).await;
+}
+
+/// The same with pieces small enough for the stripe trees: the corrupt
+/// pieces come down the liar's feed rather than one request at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parent_feeding_corrupt_pieces_is_reported_and_the_blob_arrives_intact() {
+    corrupt_pieces_are_caught(
+        Setup::with(Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PIECE_SIZE", "262144")])).await,
+    )
+    .await;
+}
+
+async fn corrupt_pieces_are_caught(s: Setup) {
     let blob = pseudo_random(16 * MIB, 23);
     let digest = s.push_blob("accel/app", &blob).await;
     s.set_p2p(true).await;

@@ -22,6 +22,8 @@ const REPO: &str = "accel/app";
 const CTL: usize = 0;
 const REG: usize = 1;
 const FIRST_AGENT: usize = 2;
+/// A piece size for which the scheduler places agents in stripe trees.
+const TREE_PIECE_KIB: u64 = 256;
 
 /// The registry, N agents and the network. Fields drop in order: processes first, then the namespaces.
 struct Swarm {
@@ -31,6 +33,8 @@ struct Swarm {
     reg_url: String,
     cluster_token: String,
     tmp: tempfile::TempDir,
+    /// The registry's piece size in KiB, when not its default.
+    piece_kib: Option<u64>,
 }
 
 /// One layer of the pushed image.
@@ -50,7 +54,9 @@ struct NodePull {
 }
 
 /// Starts the registry in its namespace on SQLite under `dir`, logging to `dir/registry.log`.
-fn spawn_registry(net: &Net, reg_url: &str, dir: &std::path::Path) -> NsProcess {
+/// The registry in its namespace, with pieces of `piece_kib` KiB (its default
+/// if `None`; SWARM_PIECE_KIB overrides both, for the benchmark).
+fn spawn_registry(net: &Net, reg_url: &str, dir: &std::path::Path, piece_kib: Option<u64>) -> NsProcess {
     let data = dir.join("registry");
     let mut cmd = net.command(REG, binary("damselfly-registry"));
     cmd.env_clear()
@@ -62,9 +68,9 @@ fn spawn_registry(net: &Net, reg_url: &str, dir: &std::path::Path) -> NsProcess 
         .env("DAMSELFLY_LOG_FORMAT", "json")
         .env("DAMSELFLY_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", std::env::var("SWARM_REGISTRY_LOG").unwrap_or_else(|_| "info".into()));
-    // The benchmark can try other piece sizes (SWARM_PIECE_KIB); the tests use the default.
-    if let Ok(kib) = std::env::var("SWARM_PIECE_KIB") {
-        cmd.env("DAMSELFLY_PIECE_SIZE", (kib.parse::<u64>().expect("SWARM_PIECE_KIB is a number") * 1024).to_string());
+    let kib = std::env::var("SWARM_PIECE_KIB").ok().map(|k| k.parse::<u64>().expect("SWARM_PIECE_KIB is a number"));
+    if let Some(kib) = kib.or(piece_kib) {
+        cmd.env("DAMSELFLY_PIECE_SIZE", (kib * 1024).to_string());
     }
     // ... and the scheduler's stripe trees (DAMSELFLY_P2P_STRIPES=0 turns them off).
     if let Ok(stripes) = std::env::var("DAMSELFLY_P2P_STRIPES") {
@@ -91,12 +97,17 @@ fn wait_until_ready(net: &Net, reg_url: &str, registry: &mut NsProcess) {
 
 impl Swarm {
     fn start(agents: usize) -> Swarm {
+        Swarm::start_with_pieces(agents, None)
+    }
+
+    /// Pieces of `piece_kib` KiB: 512 or less gets the scheduler's stripe trees.
+    fn start_with_pieces(agents: usize, piece_kib: Option<u64>) -> Swarm {
         let net = Net::new(FIRST_AGENT + agents);
         let tmp = tempfile::Builder::new().prefix("damselfly-swarm-").tempdir().expect("temp dir");
         let reg_ip = net.nodes[REG].ip.clone();
         let reg_url = format!("http://{reg_ip}:5000");
-        let registry = spawn_registry(&net, &reg_url, tmp.path());
-        let mut s = Swarm { agents: Vec::new(), registry, net, reg_url, cluster_token: String::new(), tmp };
+        let registry = spawn_registry(&net, &reg_url, tmp.path(), piece_kib);
+        let mut s = Swarm { agents: Vec::new(), registry, net, reg_url, cluster_token: String::new(), tmp, piece_kib };
         wait_until_ready(&s.net, &s.reg_url, &mut s.registry);
         let (code, body) = s.admin("POST", "/api/v1/tenants/default/clusters", &json!({"name": "swarm"}));
         assert_eq!(code, 201, "{body}");
@@ -108,10 +119,11 @@ impl Swarm {
     }
 
     /// The fault scenarios' setting: six agents on 40 Mbit/s links with P2P on for
-    /// a 72 MiB image in three layers; (swarm, layers, pull token, agent indices).
+    /// a 72 MiB image in three layers, in 256 KiB pieces, so that the stripe trees
+    /// carry most of it; (swarm, layers, pull token, agent indices).
     fn fault_scenario() -> (Swarm, Vec<Layer>, String, Vec<usize>) {
         const AGENTS: usize = 6;
-        let swarm = Swarm::start(AGENTS);
+        let swarm = Swarm::start_with_pieces(AGENTS, Some(TREE_PIECE_KIB));
         let layers = swarm.push_image(3, 24 * MIB);
         let token = swarm.limited(40);
         (swarm, layers, token, (0..AGENTS).collect())
@@ -476,7 +488,9 @@ fn six_agents_in_their_own_namespaces_pull_a_64_mib_image_mostly_from_each_other
     const AGENTS: usize = 6;
     const MBIT: u32 = 40;
     let _serial = serial();
-    let swarm = Swarm::start(AGENTS);
+    // Pieces small enough for the stripe trees; the other tests here and the
+    // single-node ones cover the pull schedule of larger pieces.
+    let swarm = Swarm::start_with_pieces(AGENTS, Some(TREE_PIECE_KIB));
     let layers = swarm.push_image(3, 24 * MIB);
     let image: usize = layers.iter().map(|l| l.len).sum();
     let token = swarm.limited(MBIT);
@@ -672,7 +686,8 @@ fn an_agent_frozen_mid_transfer_is_replaced_and_catches_up_when_it_wakes() {
         .flat_map(|&n| {
             let log = swarm.agents[n].as_ref().map(NsProcess::log).unwrap_or_default();
             log.lines()
-                .filter(|l| l.contains("a parent failed") && (l.contains("stalled for") || l.contains("no answer in")))
+                .filter(|l| l.contains("a parent failed") || l.contains("a stripe's feed failed"))
+                .filter(|l| l.contains("stalled for") || l.contains("no answer in"))
                 .map(|l| format!("agent {n}: {l}"))
                 .collect::<Vec<_>>()
         })
@@ -694,7 +709,7 @@ fn a_registry_killed_and_restarted_mid_swarm_does_not_stop_the_pulls() {
         std::thread::sleep(Duration::from_secs(4));
         run(Command::new("kill").args(["-9", &pid]));
         std::thread::sleep(Duration::from_secs(2));
-        let mut registry = spawn_registry(&swarm.net, &swarm.reg_url, swarm.tmp.path());
+        let mut registry = spawn_registry(&swarm.net, &swarm.reg_url, swarm.tmp.path(), swarm.piece_kib);
         wait_until_ready(&swarm.net, &swarm.reg_url, &mut registry);
         restarted = Some(registry);
     });

@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
+use super::scheduler::Blob;
 use super::stats::Traffic;
 use super::ticket;
 use crate::auth::password::token_sha256;
@@ -176,9 +177,9 @@ async fn join(
         state.p2p_stats.joined(cluster.tenant_id, cluster.id, name.namespace(), req.digest);
     }
     state.scheduler.load(cluster.id, &agent.id, req.uploading, req.fetching);
-    let pieces = blob.pieces.digests().len();
+    let shape = Blob { pieces: blob.pieces.digests().len(), piece_size: blob.pieces.piece_size() };
     let (mode, plan) = if p2p_on {
-        (JoinMode::P2p, plan_held(&state.scheduler, cluster.id, &agent.id, &req, pieces).await)
+        (JoinMode::P2p, plan_held(&state.scheduler, cluster.id, &agent.id, &req, shape).await)
     } else {
         (JoinMode::Passthrough, super::scheduler::Plan::default())
     };
@@ -214,7 +215,7 @@ async fn plan_held(
     cluster: ClusterId,
     agent: &str,
     req: &JoinRequest,
-    pieces: usize,
+    blob: Blob,
 ) -> super::scheduler::Plan {
     let wait = Duration::from_millis(u64::from(req.wait_ms.unwrap_or(0).min(MAX_JOIN_WAIT_MS)));
     let until = tokio::time::Instant::now() + wait;
@@ -223,7 +224,7 @@ async fn plan_held(
         let changed = changes.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let plan = scheduler.join(cluster, agent, req.digest, pieces, &req.have);
+        let plan = scheduler.join(cluster, agent, req.digest, blob, &req.have);
         if !plan.is_idle() || tokio::time::timeout_at(until, changed).await.is_err() {
             return plan;
         }

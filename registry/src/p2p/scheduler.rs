@@ -19,8 +19,9 @@
 //! is traded onwards by peers while the seed sends the next: the seed sends
 //! each piece into the swarm about once, and the swarm starts trading early.
 //!
-//! Agents that start a blob together are also placed in stripe trees
-//! (`stripes` of them, 2 by default; 0 turns them off). Piece `i` belongs
+//! Agents that start a blob of small pieces (up to [`TREE_MAX_PIECE_SIZE`])
+//! together are also placed in stripe trees (`stripes` of them, 2 by
+//! default; 0 turns them off). Piece `i` belongs
 //! to stripe `i % stripes`; in each stripe's tree every agent has one
 //! parent, which streams it the stripe's pieces the moment it has them
 //! verified, and the root takes the stripe from the seed. An agent is an
@@ -64,6 +65,13 @@ const SEED_PIECES_PER_ROOT: usize = 2;
 /// a crowd that starts together joins within it, and the roots are then the
 /// agents the trees name, not whoever happened to join first.
 const TREES_SETTLE: Duration = Duration::from_millis(250);
+/// Largest piece size for which a swarm gets stripe trees. A piece goes on
+/// from an agent only once it is whole and verified, so every level of a
+/// tree adds a piece's transfer time at half a link's speed. In the 16-agent
+/// benchmark on 20 Mbit/s links the trees beat the pull schedule with
+/// pieces of 256 KiB (34 s against 57) and 512 KiB (36 s against 40), and
+/// lost with 1 MiB (39 s against 36) and 4 MiB pieces.
+pub const TREE_MAX_PIECE_SIZE: u64 = 512 * 1024;
 /// Stripe trees per swarm unless configured otherwise.
 pub const DEFAULT_STRIPES: usize = 2;
 /// How long a seed piece may wait for an idle agent while busy ones ask.
@@ -164,6 +172,15 @@ struct State {
     /// another) or a piece gets its first holder: joins held open for
     /// agents with nothing to fetch look again.
     changes: HashMap<ClusterId, Arc<Notify>>,
+}
+
+/// The shape of a blob, as its per-piece digests were recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blob {
+    /// How many pieces.
+    pub pieces: usize,
+    /// Bytes per piece (the last may be shorter).
+    pub piece_size: u64,
 }
 
 /// What a join gets: parents and seed pieces.
@@ -326,7 +343,8 @@ impl Scheduler {
     }
 
     /// Adds the agent to the blob's swarm with the pieces it holds, and plans its next fetches.
-    pub fn join(&self, cluster: ClusterId, agent: &str, digest: Digest, pieces: usize, have: &[u32]) -> Plan {
+    pub fn join(&self, cluster: ClusterId, agent: &str, digest: Digest, blob: Blob, have: &[u32]) -> Plan {
+        let Blob { pieces, piece_size } = blob;
         let now = Instant::now();
         let alive = self.heartbeat * 3;
         let mut state = self.lock();
@@ -386,13 +404,15 @@ impl Scheduler {
         members.sort_unstable();
         let me_at = members.iter().position(|(_, id)| *id == agent);
         let feeds: Vec<Option<Feed>> = match me_at {
-            Some(me_at) if self.stripes >= 1 && one_zone => tree_parents(members.len(), me_at, self.stripes)
-                .into_iter()
-                .map(|parent| {
-                    let id = members[parent?].1;
-                    agents.get(id).map(|a| Feed { agent_id: id.clone(), url: a.url.clone() })
-                })
-                .collect(),
+            Some(me_at) if self.stripes >= 1 && one_zone && piece_size <= TREE_MAX_PIECE_SIZE => {
+                tree_parents(members.len(), me_at, self.stripes)
+                    .into_iter()
+                    .map(|parent| {
+                        let id = members[parent?].1;
+                        agents.get(id).map(|a| Feed { agent_id: id.clone(), url: a.url.clone() })
+                    })
+                    .collect()
+            }
             _ => Vec::new(),
         };
         let root_of = |i: u32| feeds.is_empty() || feeds[i as usize % feeds.len()].is_none();
@@ -691,6 +711,11 @@ mod tests {
 
     const C: ClusterId = ClusterId(1);
 
+    /// A blob of `pieces` pieces small enough for stripe trees.
+    fn blob(pieces: usize) -> Blob {
+        Blob { pieces, piece_size: 256 * 1024 }
+    }
+
     /// A scheduler without stripe trees: every agent pulls.
     fn pull_only() -> Scheduler {
         Scheduler::new(Duration::from_secs(10)).with_stripes(0)
@@ -715,28 +740,28 @@ mod tests {
         let a = s.register(C, &req("a", "z1"));
         let b = s.register(C, &req("b", "z1"));
         let c = s.register(C, &req("c", "z1"));
-        let pa = s.join(C, &a, d, 8, &[]);
+        let pa = s.join(C, &a, d, blob(8), &[]);
         assert_eq!(pa.seed_pieces, [0], "a newcomer gets one piece: others of a crowd may be a moment behind");
-        let pa = s.join(C, &a, d, 8, &[]);
+        let pa = s.join(C, &a, d, blob(8), &[]);
         assert_eq!(pa.seed_pieces, [0, 1, 2], "still alone when it comes back, it takes the whole seed budget");
-        let pb = s.join(C, &b, d, 8, &[]);
+        let pb = s.join(C, &b, d, blob(8), &[]);
         assert!(pb.seed_pieces.is_empty(), "the cluster's seed budget is spent");
         assert!(pa.parents.is_empty() && pb.parents.is_empty());
         s.report(C, &progress(&a, d, &[0, 1, 2], &[], &[]));
-        let pb = s.join(C, &b, d, 8, &[]);
+        let pb = s.join(C, &b, d, blob(8), &[]);
         assert_eq!(pb.parents.len(), 1);
         assert_eq!(pb.parents[0].agent_id, a);
         assert_eq!(pb.parents[0].pieces, [0, 1, 2]);
         assert_eq!(pb.seed_pieces, [3], "with others wanting pieces, one seed piece per agent");
         assert_eq!(pb.availability, [1, 1, 1, 0, 0, 0, 0, 0]);
-        let pc = s.join(C, &c, d, 8, &[]);
+        let pc = s.join(C, &c, d, blob(8), &[]);
         assert_eq!(pc.seed_pieces, [4], "each agent gets a different piece from the seed");
-        let pa = s.join(C, &a, d, 8, &[0, 1, 2]);
+        let pa = s.join(C, &a, d, blob(8), &[0, 1, 2]);
         assert_eq!(pa.seed_pieces, [5], "a third piece goes out");
-        let pb = s.join(C, &b, d, 8, &[]);
+        let pb = s.join(C, &b, d, blob(8), &[]);
         assert_eq!(pb.seed_pieces, [3], "three pieces are out: b keeps its own, and nothing more");
         s.report(C, &progress(&b, d, &[3], &[], &[]));
-        let pb = s.join(C, &b, d, 8, &[3]);
+        let pb = s.join(C, &b, d, blob(8), &[3]);
         assert_eq!(pb.seed_pieces, [6], "a piece arrived, so the next goes out");
         assert_eq!(s.holders(C, d), [1, 1, 1, 1, 0, 0, 0, 0]);
     }
@@ -747,17 +772,17 @@ mod tests {
         let (x, y) = (Digest::of(b"x"), Digest::of(b"y"));
         let xs: Vec<String> = (0..3).map(|i| s.register(C, &req(&format!("x{i}"), ""))).collect();
         let ys: Vec<String> = (0..3).map(|i| s.register(C, &req(&format!("y{i}"), ""))).collect();
-        assert_eq!(s.join(C, &xs[0], x, 8, &[]).seed_pieces, [0], "a newcomer takes one piece");
-        assert_eq!(s.join(C, &xs[0], x, 8, &[]).seed_pieces, [0, 1, 2], "alone, x0 takes the whole budget");
+        assert_eq!(s.join(C, &xs[0], x, blob(8), &[]).seed_pieces, [0], "a newcomer takes one piece");
+        assert_eq!(s.join(C, &xs[0], x, blob(8), &[]).seed_pieces, [0, 1, 2], "alone, x0 takes the whole budget");
         // Both blobs now wait for the seed: y asked first.
-        assert!(s.join(C, &ys[0], y, 8, &[]).seed_pieces.is_empty());
-        assert!(s.join(C, &xs[1], x, 8, &[]).seed_pieces.is_empty());
+        assert!(s.join(C, &ys[0], y, blob(8), &[]).seed_pieces.is_empty());
+        assert!(s.join(C, &xs[1], x, blob(8), &[]).seed_pieces.is_empty());
         s.report(C, &progress(&xs[0], x, &[0], &[], &[]));
-        assert!(s.join(C, &xs[1], x, 8, &[]).seed_pieces.is_empty(), "y is first in line");
-        assert_eq!(s.join(C, &ys[1], y, 8, &[]).seed_pieces, [0], "y's turn");
+        assert!(s.join(C, &xs[1], x, blob(8), &[]).seed_pieces.is_empty(), "y is first in line");
+        assert_eq!(s.join(C, &ys[1], y, blob(8), &[]).seed_pieces, [0], "y's turn");
         s.report(C, &progress(&xs[0], x, &[1], &[], &[]));
-        assert!(s.join(C, &ys[2], y, 8, &[]).seed_pieces.is_empty(), "x is first in line now");
-        assert_eq!(s.join(C, &xs[1], x, 8, &[]).seed_pieces, [3], "and x's turn again");
+        assert!(s.join(C, &ys[2], y, blob(8), &[]).seed_pieces.is_empty(), "x is first in line now");
+        assert_eq!(s.join(C, &xs[1], x, blob(8), &[]).seed_pieces, [3], "and x's turn again");
     }
 
     #[test]
@@ -766,12 +791,12 @@ mod tests {
         let d = Digest::of(b"blob");
         let holders: Vec<String> = (0..4).map(|i| s.register(C, &req(&format!("h{i}"), "z1"))).collect();
         for h in &holders {
-            s.join(C, h, d, 4, &[0, 1, 2, 3]);
+            s.join(C, h, d, blob(4), &[0, 1, 2, 3]);
         }
         let mut load: HashMap<String, usize> = HashMap::new();
         for i in 0..16 {
             let me = s.register(C, &req(&format!("n{i}"), "z1"));
-            let plan = s.join(C, &me, d, 4, &[]);
+            let plan = s.join(C, &me, d, blob(4), &[]);
             assert!(!plan.parents.is_empty());
             *load.entry(plan.parents[0].agent_id.clone()).or_default() += 1;
         }
@@ -788,21 +813,21 @@ mod tests {
         let liar = s.register(C, &req("liar", "z1"));
         let me = s.register(C, &req("me", "z1"));
         for id in [&near, &far, &liar] {
-            s.join(C, id, d, 2, &[0, 1]);
+            s.join(C, id, d, blob(2), &[0, 1]);
         }
-        let plan = s.join(C, &me, d, 2, &[]);
+        let plan = s.join(C, &me, d, blob(2), &[]);
         let order: Vec<&str> = plan.parents.iter().map(|p| p.agent_id.as_str()).collect();
         assert_eq!(order.len(), 3);
         assert_eq!(order[2], far.as_str(), "another zone ranks last");
         assert!(plan.seed_pieces.is_empty(), "the seed is the last resort");
         s.report(C, &progress(&me, d, &[], std::slice::from_ref(&near), std::slice::from_ref(&liar)));
-        let plan = s.join(C, &me, d, 2, &[]);
+        let plan = s.join(C, &me, d, blob(2), &[]);
         let order: Vec<&str> = plan.parents.iter().map(|p| p.agent_id.as_str()).collect();
         assert_eq!(order, [far.as_str()]);
         assert!(plan.seed_pieces.is_empty(), "a healthy peer still holds every piece");
         // With every holder failing or bad, the seed serves the pieces.
         s.report(C, &progress(&me, d, &[], std::slice::from_ref(&far), &[]));
-        let plan = s.join(C, &me, d, 2, &[]);
+        let plan = s.join(C, &me, d, blob(2), &[]);
         assert!(plan.parents.is_empty());
         assert_eq!(plan.seed_pieces, [0, 1]);
     }
@@ -812,19 +837,27 @@ mod tests {
         let s = pull_only();
         let d = Digest::of(b"blob");
         let [a, b, c, e] = ["a", "b", "c", "e"].map(|n| s.register(C, &req(n, "z1")));
-        assert_eq!(s.join(C, &a, d, 8, &[]).seed_pieces, [0]);
-        assert_eq!(s.join(C, &b, d, 8, &[]).seed_pieces, [1]);
-        assert_eq!(s.join(C, &c, d, 8, &[]).seed_pieces, [2]);
-        assert!(s.join(C, &e, d, 8, &[]).seed_pieces.is_empty(), "the budget of three is spent");
+        assert_eq!(s.join(C, &a, d, blob(8), &[]).seed_pieces, [0]);
+        assert_eq!(s.join(C, &b, d, blob(8), &[]).seed_pieces, [1]);
+        assert_eq!(s.join(C, &c, d, blob(8), &[]).seed_pieces, [2]);
+        assert!(s.join(C, &e, d, blob(8), &[]).seed_pieces.is_empty(), "the budget of three is spent");
         s.report(C, &progress(&a, d, &[0], &[], &[]));
         s.load(C, &b, None, Some(2));
         s.load(C, &e, None, Some(0));
-        assert_eq!(s.join(C, &b, d, 8, &[]).seed_pieces, [1], "only its own: b's downlink is busy and e's is free");
-        assert_eq!(s.join(C, &e, d, 8, &[]).seed_pieces, [3], "the idle agent takes it");
+        assert_eq!(
+            s.join(C, &b, d, blob(8), &[]).seed_pieces,
+            [1],
+            "only its own: b's downlink is busy and e's is free"
+        );
+        assert_eq!(s.join(C, &e, d, blob(8), &[]).seed_pieces, [3], "the idle agent takes it");
         s.report(C, &progress(&b, d, &[1], &[], &[]));
-        assert!(s.join(C, &b, d, 8, &[1]).seed_pieces.is_empty(), "e said it is idle");
+        assert!(s.join(C, &b, d, blob(8), &[1]).seed_pieces.is_empty(), "e said it is idle");
         std::thread::sleep(SEED_WAITS_FOR_IDLE + Duration::from_millis(50));
-        assert_eq!(s.join(C, &b, d, 8, &[1]).seed_pieces, [4], "nobody idle came: the busy agent takes it after all");
+        assert_eq!(
+            s.join(C, &b, d, blob(8), &[1]).seed_pieces,
+            [4],
+            "nobody idle came: the busy agent takes it after all"
+        );
     }
 
     #[test]
@@ -833,14 +866,14 @@ mod tests {
         let d = Digest::of(b"blob");
         let a = s.register(C, &req("a", "z1"));
         let b = s.register(C, &req("b", "z1"));
-        s.join(C, &a, d, 2, &[]);
+        s.join(C, &a, d, blob(2), &[]);
         s.report(C, &progress(&a, d, &[0, 1], &[], &[]));
         assert_eq!(s.holders(C, d), [1, 1]);
         // Its cache evicted the blob; it asks again with nothing.
-        let plan = s.join(C, &a, d, 2, &[]);
+        let plan = s.join(C, &a, d, blob(2), &[]);
         assert_eq!(s.holders(C, d), [0, 0], "it is no holder any more");
         assert_eq!(plan.seed_pieces, [0, 1], "alone, it takes the pieces from the seed again");
-        assert!(s.join(C, &b, d, 2, &[]).parents.is_empty(), "nobody is sent to it for pieces it lost");
+        assert!(s.join(C, &b, d, blob(2), &[]).parents.is_empty(), "nobody is sent to it for pieces it lost");
     }
 
     #[test]
@@ -849,12 +882,12 @@ mod tests {
         let d = Digest::of(b"blob");
         let a = s.register(C, &req("a", ""));
         let b = s.register(C, &req("b", ""));
-        s.join(C, &a, d, 8, &[0, 1]);
-        assert_eq!(s.join(C, &b, d, 8, &[]).parents.len(), 1);
+        s.join(C, &a, d, blob(8), &[0, 1]);
+        assert_eq!(s.join(C, &b, d, blob(8), &[]).parents.len(), 1);
         assert!(!s.forget(ClusterId(2), &a), "only its own cluster can make it leave");
         assert!(s.forget(C, &a));
         assert!(s.agent(C, &a).is_none());
-        let plan = s.join(C, &b, d, 8, &[]);
+        let plan = s.join(C, &b, d, blob(8), &[]);
         assert!(plan.parents.is_empty());
         assert_eq!(plan.availability, [0; 8]);
         assert_eq!(s.census().agents, 1);
@@ -866,8 +899,8 @@ mod tests {
         let d = Digest::of(b"blob");
         let a = s.register(C, &req("a", ""));
         let other = s.register(ClusterId(2), &req("b", ""));
-        s.join(C, &a, d, 1, &[0]);
-        let plan = s.join(ClusterId(2), &other, d, 1, &[]);
+        s.join(C, &a, d, blob(1), &[0]);
+        let plan = s.join(ClusterId(2), &other, d, blob(1), &[]);
         assert!(plan.parents.is_empty(), "an agent of another cluster is never a parent");
         assert_eq!(plan.seed_pieces, [0]);
         assert!(s.agent(C, &other).is_none());
@@ -879,18 +912,18 @@ mod tests {
         let d = Digest::of(b"blob");
         // req() gives every agent 4 upload slots.
         let (busy, idle) = (s.register(C, &req("busy", "")), s.register(C, &req("idle", "")));
-        s.join(C, &busy, d, 2, &[0, 1]);
-        s.join(C, &idle, d, 2, &[0, 1]);
+        s.join(C, &busy, d, blob(2), &[0, 1]);
+        s.join(C, &idle, d, blob(2), &[0, 1]);
         // By name "busy" would win the tie; its own count says all four slots are taken.
         s.load(C, &busy, Some(4), None);
         s.load(C, &idle, Some(0), None);
         s.load(ClusterId(2), &idle, Some(4), None);
         let me = s.register(C, &req("me", ""));
-        assert_eq!(s.join(C, &me, d, 2, &[]).parents[0].agent_id, idle);
+        assert_eq!(s.join(C, &me, d, blob(2), &[]).parents[0].agent_id, idle);
         // Both free again: the one that was not just somebody's first choice goes first.
         s.load(C, &busy, Some(0), None);
         let other = s.register(C, &req("other", ""));
-        assert_eq!(s.join(C, &other, d, 2, &[]).parents[0].agent_id, busy, "idle was just my first choice");
+        assert_eq!(s.join(C, &other, d, blob(2), &[]).parents[0].agent_id, busy, "idle was just my first choice");
     }
     #[test]
     fn every_agent_has_one_parent_per_stripe_and_children_in_one_stripe_only() {
@@ -922,11 +955,11 @@ mod tests {
         let s = Scheduler::new(Duration::from_secs(10));
         let d = Digest::of(b"blob");
         let ids: Vec<String> = (0..4).map(|i| s.register(C, &req(&format!("n{i}"), "z1"))).collect();
-        let plans: Vec<Plan> = ids.iter().map(|id| s.join(C, id, d, 8, &[])).collect();
+        let plans: Vec<Plan> = ids.iter().map(|id| s.join(C, id, d, blob(8), &[])).collect();
         assert!(plans.iter().all(|p| p.seed_pieces.is_empty()), "a new swarm waits a moment for the crowd to join");
         std::thread::sleep(TREES_SETTLE);
         let feeds = |p: &Plan| p.feeds.iter().map(|f| f.as_ref().map(|f| f.agent_id.clone())).collect::<Vec<_>>();
-        let mut plans: Vec<Plan> = ids.iter().map(|id| s.join(C, id, d, 8, &[])).collect();
+        let mut plans: Vec<Plan> = ids.iter().map(|id| s.join(C, id, d, blob(8), &[])).collect();
         // Stripe 0's tree: n0 → n2, n1; n2 → n3. Stripe 1's: n1 → n3, n0; n3 → n2.
         assert_eq!(feeds(&plans[0]), [None, Some(ids[1].clone())]);
         assert_eq!(feeds(&plans[1]), [Some(ids[0].clone()), None]);
@@ -937,14 +970,14 @@ mod tests {
         assert_eq!(plans[1].seed_pieces, [1, 3], "and the root of stripe 1 its own");
         assert!(plans[2].seed_pieces.is_empty() && plans[3].seed_pieces.is_empty(), "the others take none");
         s.report(C, &progress(&ids[0], d, &[0, 2], &[], &[]));
-        plans[0] = s.join(C, &ids[0], d, 8, &[0, 2]);
+        plans[0] = s.join(C, &ids[0], d, blob(8), &[0, 2]);
         assert_eq!(plans[0].seed_pieces, [4, 6], "two more of stripe 0 go out as two arrive");
         s.report(C, &progress(&ids[0], d, &[4, 6], &[], &[]));
-        plans[0] = s.join(C, &ids[0], d, 8, &[0, 2, 4, 6]);
+        plans[0] = s.join(C, &ids[0], d, blob(8), &[0, 2, 4, 6]);
         assert!(plans[0].seed_pieces.is_empty(), "stripe 0 is all sent");
         // A root reported failing loses its place, and its seed pieces go to the new root.
         s.report(C, &progress(&ids[2], d, &[], std::slice::from_ref(&ids[1]), &[]));
-        let p2 = s.join(C, &ids[2], d, 8, &[]);
+        let p2 = s.join(C, &ids[2], d, blob(8), &[]);
         assert_eq!(feeds(&p2), [Some(ids[0].clone()), None], "n2 is stripe 1's root now");
         assert_eq!(p2.seed_pieces, [1, 3], "and takes the pieces n1 was given");
     }
@@ -964,14 +997,27 @@ mod tests {
         let (x, y) = (Digest::of(b"x"), Digest::of(b"y"));
         let (a, b) = (s.register(C, &req("a", "")), s.register(C, &req("b", "")));
         for d in [x, y] {
-            s.join(C, &a, d, 4, &[]);
-            s.join(C, &b, d, 4, &[]);
+            s.join(C, &a, d, blob(4), &[]);
+            s.join(C, &b, d, blob(4), &[]);
         }
         std::thread::sleep(TREES_SETTLE);
-        assert_eq!(s.join(C, &a, x, 4, &[]).seed_pieces, [0, 2]);
-        assert!(s.join(C, &a, y, 4, &[]).seed_pieces.is_empty(), "x has pieces the seed has not sent yet");
-        assert_eq!(s.join(C, &b, x, 4, &[]).seed_pieces, [1, 3], "x's last pieces leave the seed");
+        assert_eq!(s.join(C, &a, x, blob(4), &[]).seed_pieces, [0, 2]);
+        assert!(s.join(C, &a, y, blob(4), &[]).seed_pieces.is_empty(), "x has pieces the seed has not sent yet");
+        assert_eq!(s.join(C, &b, x, blob(4), &[]).seed_pieces, [1, 3], "x's last pieces leave the seed");
         s.report(C, &progress(&a, x, &[0, 2], &[], &[]));
-        assert_eq!(s.join(C, &a, y, 4, &[]).seed_pieces, [0, 2], "now y's turn");
+        assert_eq!(s.join(C, &a, y, blob(4), &[]).seed_pieces, [0, 2], "now y's turn");
+    }
+    #[test]
+    fn swarms_across_zones_and_blobs_of_large_pieces_have_no_trees() {
+        let s = Scheduler::new(Duration::from_secs(10));
+        let d = Digest::of(b"blob");
+        let (a, b) = (s.register(C, &req("a", "z1")), s.register(C, &req("b", "z1")));
+        s.join(C, &a, d, blob(4), &[]);
+        assert_eq!(s.join(C, &b, d, blob(4), &[]).feeds.len(), 2, "one zone, small pieces");
+        let large = Blob { pieces: 4, piece_size: 4 << 20 };
+        assert!(s.join(C, &b, Digest::of(b"large"), large, &[]).feeds.is_empty(), "4 MiB pieces");
+        let far = s.register(C, &req("far", "z2"));
+        assert!(s.join(C, &far, d, blob(4), &[]).feeds.is_empty(), "a second zone");
+        assert!(s.join(C, &b, d, blob(4), &[]).feeds.is_empty(), "for everyone in the swarm");
     }
 }
