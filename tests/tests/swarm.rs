@@ -681,6 +681,12 @@ fn an_agent_frozen_mid_transfer_is_replaced_and_catches_up_when_it_wakes() {
         results.iter().map(|r| format!("{:.1}", r.secs)).collect::<Vec<_>>()
     );
     assert_all_correct(&results, &nodes, &swarm);
+    let last_survivor = survivors.iter().map(|&n| results[n].secs).fold(0.0, f64::max);
+    assert!(
+        last_survivor < results[victim].secs,
+        "the survivors went on without the frozen agent: the last finished at {last_survivor:.1} s, it at {:.1} s",
+        results[victim].secs
+    );
     let noticed: Vec<String> = survivors
         .iter()
         .flat_map(|&n| {
@@ -692,7 +698,14 @@ fn an_agent_frozen_mid_transfer_is_replaced_and_catches_up_when_it_wakes() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    assert!(!noticed.is_empty(), "no survivor reported the frozen parent as stalled\n{}", swarm.logs());
+    // With the stripe trees a hung root may be sending nothing when it
+    // stops; the scheduler then passes it over for its silence.
+    let passed_over = swarm.registry.log().contains("an agent went silent holding seed pieces");
+    assert!(
+        !noticed.is_empty() || passed_over,
+        "no survivor reported the frozen parent as stalled, nor did the scheduler pass it over\n{}",
+        swarm.logs()
+    );
     eprintln!("{}", noticed.join("\n"));
 }
 

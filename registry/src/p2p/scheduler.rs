@@ -93,6 +93,12 @@ const JUST_SENT: Duration = Duration::from_millis(500);
 /// Throughputs closer than this (bytes per second) rank the same, so that
 /// small differences do not send every requester to one parent.
 const THROUGHPUT_STEP: f64 = 1e6;
+/// An agent still fetching a blob joins or reports at least every 2 s. One
+/// silent for this long (a hung node, its connections open) is passed over
+/// as a parent and a tree member, and the seed pieces it holds go to
+/// another, long before its heartbeats lapse: a hung stripe root would
+/// otherwise hold up its whole tree.
+const SILENT_FOR: Duration = Duration::from_secs(6);
 /// How long a parent reported as failing is skipped.
 const FAILURE_PENALTY: Duration = Duration::from_secs(30);
 
@@ -115,6 +121,8 @@ pub struct Agent {
     pub version: String,
     /// Order of registration: an agent's place in the stripe trees.
     seq: u64,
+    /// When it last joined or reported.
+    heard: Instant,
     /// `<os>/<architecture>[/<variant>]`.
     pub platform: String,
     /// Uploads it said it runs, and when it said so.
@@ -259,6 +267,7 @@ impl Scheduler {
             fetching: None,
             last_seen: Instant::now(),
             seq: state.registered,
+            heard: Instant::now(),
         };
         state.agents.insert(id.clone(), agent);
         id
@@ -333,6 +342,7 @@ impl Scheduler {
     /// runs right now, as far as it said.
     pub fn load(&self, cluster: ClusterId, agent: &str, uploading: Option<u32>, fetching: Option<u32>) {
         if let Some(me) = self.lock().agents.get_mut(agent).filter(|a| a.cluster == cluster) {
+            me.heard = Instant::now();
             if let Some(n) = uploading {
                 me.uploading = Some((n, Instant::now()));
             }
@@ -378,9 +388,22 @@ impl Scheduler {
         }
         let missing: Vec<u32> = (0..pieces as u32).filter(|&i| !me.have[i as usize]).collect();
         swarm.reserved.retain(|i, (holder, _)| holder != agent || missing.contains(i));
+        let fetching = |p: &Peer| p.have.iter().any(|h| !h);
+        let silent = |id: &str| agents.get(id).is_none_or(|a| now.duration_since(a.heard) > SILENT_FOR);
+        let hung: HashSet<&String> =
+            swarm.peers.iter().filter(|(id, p)| *id != agent && fetching(p) && silent(id)).map(|(id, _)| id).collect();
+        let orphaned: Vec<u32> =
+            swarm.reserved.iter().filter(|(_, (holder, _))| hung.contains(holder)).map(|(i, _)| *i).collect();
+        if !orphaned.is_empty() {
+            tracing::info!(%digest, silent = ?hung, pieces = ?orphaned, "an agent went silent holding seed pieces; they go to another");
+            swarm.reserved.retain(|i, _| !orphaned.contains(i));
+        }
 
-        // Peers that can help: alive, never caught lying, not in a failure penalty.
-        let usable = |id: &str, p: &Peer| id != agent && !p.bad && p.failed_until.is_none_or(|t| t <= now) && live(id);
+        // Peers that can help: alive, heard from if still fetching, never
+        // caught lying, not in a failure penalty.
+        let usable = |id: &str, p: &Peer| {
+            id != agent && !p.bad && p.failed_until.is_none_or(|t| t <= now) && live(id) && !(fetching(p) && silent(id))
+        };
         let mut availability = vec![0u32; pieces];
         for (id, p) in &swarm.peers {
             if usable(id, p) {
