@@ -25,10 +25,11 @@ pub struct Config {
     pub max_manifest_bytes: usize,
     /// Size of the pieces whose SHA-256 is recorded for every blob. Default 4 MiB.
     pub piece_size: u64,
-    /// Stripe trees the P2P scheduler places the agents of a swarm in: each
-    /// agent forwards one stripe of the blob's pieces to this many children
-    /// and takes every stripe from one parent. 0 (or 1) turns the trees off,
-    /// leaving every agent to pull pieces from the parents it is given. Default 2.
+    /// Stripe trees the P2P scheduler places the agents of a swarm in, for
+    /// blobs whose pieces are 512 KiB or smaller: each agent forwards one
+    /// stripe of the blob's pieces to this many children and takes every
+    /// stripe from one parent. 0 turns the trees off, leaving every agent to
+    /// pull pieces from the parents it is given. Default 2.
     pub p2p_stripes: usize,
     /// Most connections held open to the metadata database. Default 16.
     pub database_max_connections: u32,
@@ -126,7 +127,7 @@ pub struct Cli {
     /// Piece size for per-piece digests, in bytes [default: 4194304].
     #[arg(long, env = "DAMSELFLY_PIECE_SIZE")]
     pub piece_size: Option<u64>,
-    /// Stripe trees per P2P swarm, each agent forwarding one stripe to this many children; 0 turns them off [default: 2].
+    /// Stripe trees per P2P swarm of a blob with pieces up to 512 KiB, each agent forwarding one stripe to this many children; 0 turns them off [default: 2].
     #[arg(long, env = "DAMSELFLY_P2P_STRIPES")]
     pub p2p_stripes: Option<usize>,
     /// Most open connections to the metadata database [default: 16].
@@ -256,9 +257,14 @@ impl Config {
         }
         if self.p2p_stripes > 16 {
             return Err(ConfigError::Invalid(format!(
-                "p2p_stripes {} is too many: each agent would forward to that many children at once; use 0 to 16 (the default is 2)",
+                "p2p_stripes {} is too many: each agent would forward to that many children at once; use 0 or 2 to 16 (the default is 2)",
                 self.p2p_stripes
             )));
+        }
+        if self.p2p_stripes == 1 {
+            return Err(ConfigError::Invalid(
+                "p2p_stripes 1 would queue every agent behind the one before it; use 0 to turn the trees off, or 2 to 16".into(),
+            ));
         }
         if self.token_ttl_secs == 0 || self.refresh_token_ttl_secs == 0 {
             return Err(ConfigError::Invalid("token lifetimes must be positive".into()));
@@ -367,6 +373,8 @@ mod tests {
         assert_eq!(c.p2p_stripes, 0);
         let err = Config::load(Cli::parse_from(["r", "--p2p-stripes", "40"])).unwrap_err();
         assert!(err.to_string().contains("p2p_stripes 40 is too many"), "{err}");
+        let err = Config::load(Cli::parse_from(["r", "--p2p-stripes", "1"])).unwrap_err();
+        assert!(err.to_string().contains("use 0 to turn the trees off"), "{err}");
     }
 
     #[test]

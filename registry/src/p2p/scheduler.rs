@@ -236,7 +236,7 @@ impl Scheduler {
 
     /// Places the agents of a swarm in `stripes` trees (below 2: none).
     pub fn with_stripes(mut self, stripes: usize) -> Scheduler {
-        self.stripes = stripes;
+        self.stripes = if stripes >= 2 { stripes } else { 0 };
         self
     }
 
@@ -427,7 +427,7 @@ impl Scheduler {
         members.sort_unstable();
         let me_at = members.iter().position(|(_, id)| *id == agent);
         let feeds: Vec<Option<Feed>> = match me_at {
-            Some(me_at) if self.stripes >= 1 && one_zone && piece_size <= TREE_MAX_PIECE_SIZE => {
+            Some(me_at) if self.stripes >= 2 && one_zone && piece_size <= TREE_MAX_PIECE_SIZE => {
                 tree_parents(members.len(), me_at, self.stripes)
                     .into_iter()
                     .map(|parent| {
