@@ -30,6 +30,11 @@ impl Setup {
         Setup::with(Registry::start(Backend::Sqlite)).await
     }
 
+    /// The same with 256 KiB pieces: small enough for the scheduler's stripe trees.
+    async fn with_tree_pieces() -> Setup {
+        Setup::with(Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PIECE_SIZE", "262144")])).await
+    }
+
     /// The same around a registry started by the caller.
     async fn with(reg: Registry) -> Setup {
         let http = Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
@@ -294,8 +299,7 @@ async fn nothing_cached_reaches_a_client_or_peer_the_registry_would_refuse() {
 /// and still delivers the right blob.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_parent_whose_feed_sends_garbage_is_dropped_and_the_blob_still_arrives() {
-    // 256 KiB pieces: small enough for the scheduler's stripe trees.
-    let s = Setup::with(Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PIECE_SIZE", "262144")])).await;
+    let s = Setup::with_tree_pieces().await;
     let blob = pseudo_random(8 * MIB, 17);
     let digest = s.push_blob("accel/app", &blob).await;
     s.set_p2p(true).await;
@@ -303,36 +307,8 @@ async fn a_parent_whose_feed_sends_garbage_is_dropped_and_the_blob_still_arrives
     // A peer server that answers every request with one frame claiming piece 1 (stripe 1 of 2).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let server = tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                // The request's head, then as much body as it says it has.
-                while let Ok(n @ 1..) = conn.read(&mut buf).await {
-                    request.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&request).to_lowercase();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let length = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if request.len() >= end + 4 + length {
-                            break;
-                        }
-                    }
-                }
-                let frame = [&[0u8, 0, 0, 1][..], &[0xab; 64][..]].concat();
-                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", frame.len());
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(&frame).await;
-                let _ = conn.shutdown().await;
-            });
-        }
-    });
+    let garbage = axum::Router::new().fallback(|| async { [&[0u8, 0, 0, 1][..], &[0xab; 64][..]].concat() });
+    let server = tokio::spawn(async move { axum::serve(listener, garbage).await });
     // Registered first, it comes first in the trees: the agent's parent in stripe 0.
     let liar = register_fake_agent(&s, port).await;
     join_as(&s, &liar, digest, &token, &(0..32).collect::<Vec<u32>>()).await;
@@ -414,10 +390,7 @@ async fn a_peer_serving_corrupt_pieces_is_reported_and_the_blob_arrives_intact()
 /// pieces come down the liar's feed rather than one request at a time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_parent_feeding_corrupt_pieces_is_reported_and_the_blob_arrives_intact() {
-    corrupt_pieces_are_caught(
-        Setup::with(Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PIECE_SIZE", "262144")])).await,
-    )
-    .await;
+    corrupt_pieces_are_caught(Setup::with_tree_pieces().await).await;
 }
 
 async fn corrupt_pieces_are_caught(s: Setup) {

@@ -53,9 +53,10 @@ struct NodePull {
     layers: Vec<(String, String, bool, String)>,
 }
 
-/// Starts the registry in its namespace on SQLite under `dir`, logging to `dir/registry.log`.
-/// The registry in its namespace, with pieces of `piece_kib` KiB (its default
-/// if `None`; SWARM_PIECE_KIB overrides both, for the benchmark).
+/// Starts the registry in its namespace on SQLite under `dir`, logging to
+/// `dir/registry.log`, with pieces of `piece_kib` KiB (its default if `None`).
+/// The benchmark's SWARM_PIECE_KIB overrides both, and DAMSELFLY_P2P_STRIPES
+/// is passed on.
 fn spawn_registry(net: &Net, reg_url: &str, dir: &std::path::Path, piece_kib: Option<u64>) -> NsProcess {
     let data = dir.join("registry");
     let mut cmd = net.command(REG, binary("damselfly-registry"));
@@ -72,7 +73,6 @@ fn spawn_registry(net: &Net, reg_url: &str, dir: &std::path::Path, piece_kib: Op
     if let Some(kib) = kib.or(piece_kib) {
         cmd.env("DAMSELFLY_PIECE_SIZE", (kib * 1024).to_string());
     }
-    // ... and the scheduler's stripe trees (DAMSELFLY_P2P_STRIPES=0 turns them off).
     if let Ok(stripes) = std::env::var("DAMSELFLY_P2P_STRIPES") {
         cmd.env("DAMSELFLY_P2P_STRIPES", stripes);
     }

@@ -121,7 +121,7 @@ impl Download {
 
     /// Piece `i`, if it is held.
     pub async fn piece(&self, i: u32) -> Option<Bytes> {
-        if self.book().have.get(i as usize) != Some(&true) {
+        if !self.has(i) {
             return None;
         }
         let (start, len) = self.layout.span(i);

@@ -360,6 +360,9 @@ impl Scheduler {
         let mut state = self.lock();
         let State { agents, swarms, seed_queue, seed_held_back, .. } = &mut *state;
         let live = |id: &str| agents.get(id).is_some_and(|a| a.last_seen.elapsed() < alive);
+        // The cluster's budget makes room for every root's pieces whenever
+        // trees are configured, and the cluster's pull-scheduled swarms
+        // (pieces above TREE_MAX_PIECE_SIZE) share it.
         let budget = SEED_PIECES_IN_FLIGHT.max(self.stripes * SEED_PIECES_PER_ROOT);
         let seed_budget = budget.saturating_sub(
             swarms
@@ -388,10 +391,10 @@ impl Scheduler {
         }
         let missing: Vec<u32> = (0..pieces as u32).filter(|&i| !me.have[i as usize]).collect();
         swarm.reserved.retain(|i, (holder, _)| holder != agent || missing.contains(i));
-        let fetching = |p: &Peer| p.have.iter().any(|h| !h);
+        let lacking = |p: &Peer| p.have.iter().any(|h| !h);
         let silent = |id: &str| agents.get(id).is_none_or(|a| now.duration_since(a.heard) > SILENT_FOR);
         let hung: HashSet<&String> =
-            swarm.peers.iter().filter(|(id, p)| *id != agent && fetching(p) && silent(id)).map(|(id, _)| id).collect();
+            swarm.peers.iter().filter(|(id, p)| *id != agent && lacking(p) && silent(id)).map(|(id, _)| id).collect();
         let orphaned: Vec<u32> =
             swarm.reserved.iter().filter(|(_, (holder, _))| hung.contains(holder)).map(|(i, _)| *i).collect();
         if !orphaned.is_empty() {
@@ -402,7 +405,7 @@ impl Scheduler {
         // Peers that can help: alive, heard from if still fetching, never
         // caught lying, not in a failure penalty.
         let usable = |id: &str, p: &Peer| {
-            id != agent && !p.bad && p.failed_until.is_none_or(|t| t <= now) && live(id) && !(fetching(p) && silent(id))
+            id != agent && !p.bad && p.failed_until.is_none_or(|t| t <= now) && live(id) && !(lacking(p) && silent(id))
         };
         let mut availability = vec![0u32; pieces];
         for (id, p) in &swarm.peers {
@@ -525,7 +528,7 @@ impl Scheduler {
         let unsent: Vec<u32> =
             missing.iter().copied().filter(|&i| availability[i as usize] == 0 && reserved_for(i).is_none()).collect();
         let unclaimed: Vec<u32> = unsent.iter().copied().filter(|&i| root_of(i)).collect();
-        let wanting = swarm.peers.iter().filter(|(id, p)| live(id) && p.have.iter().any(|h| !h)).count();
+        let wanting = swarm.peers.iter().filter(|(id, p)| live(id) && lacking(p)).count();
         let settling = trees && now.duration_since(swarm.born) < TREES_SETTLE;
         let my_cap = match (trees, newcomer) {
             _ if settling => 0,
@@ -536,8 +539,8 @@ impl Scheduler {
         };
         let room = my_cap.saturating_sub(seed_pieces.len());
         let asking = room > 0 && !unclaimed.is_empty();
+        let queue = seed_queue.entry(cluster).or_default();
         if asking || (trees && !unsent.is_empty()) {
-            let queue = seed_queue.entry(cluster).or_default();
             queue.retain(|(d, asked)| *d == digest || now.duration_since(*asked) < SEED_QUEUE_STALE);
             match queue.iter_mut().find(|(d, _)| *d == digest) {
                 Some(entry) => entry.1 = now,
@@ -545,7 +548,6 @@ impl Scheduler {
             }
         }
         if asking {
-            let queue = seed_queue.entry(cluster).or_default();
             // A seed piece shares its receiver's downlink with whatever else
             // that node fetches: while another agent of the swarm said it
             // fetches nothing, a busy one leaves the piece to it, for a
@@ -553,10 +555,7 @@ impl Scheduler {
             let fetching = |id: &str| agents.get(id).and_then(|a| a.fetching);
             let busy = !trees
                 && fetching(agent).is_some_and(|n| n > 0)
-                && swarm
-                    .peers
-                    .iter()
-                    .any(|(id, p)| id != agent && live(id) && p.have.iter().any(|h| !h) && fetching(id) == Some(0));
+                && swarm.peers.iter().any(|(id, p)| id != agent && live(id) && lacking(p) && fetching(id) == Some(0));
             let take = room.min(seed_budget);
             let my_turn = take > 0 && queue.front().is_some_and(|(d, _)| *d == digest);
             let defer = my_turn
