@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// Concurrent piece uploads to other agents [default: 2].
     #[arg(long, env = "DAMSELFLY_AGENT_UPLOAD_SLOTS")]
     pub upload_slots: Option<u32>,
+    /// Stripe feeds streamed to children in the stripe trees at once, all blobs together; one per child,
+    /// blob and stripe; 0 streams none, and children pull instead [default: 32].
+    #[arg(long, env = "DAMSELFLY_AGENT_FEED_SLOTS")]
+    pub feed_slots: Option<u32>,
     /// Concurrent piece downloads from peers, all blobs together (seed pieces aside) [default: 2].
     #[arg(long, env = "DAMSELFLY_AGENT_FETCH_SLOTS")]
     pub fetch_slots: Option<u32>,
@@ -118,6 +122,7 @@ struct FileConfig {
     zone: Option<String>,
     cache_dir: Option<PathBuf>,
     upload_slots: Option<u32>,
+    feed_slots: Option<u32>,
     fetch_slots: Option<u32>,
     upload_rate: Option<u64>,
     download_rate: Option<u64>,
@@ -151,6 +156,8 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// Upload slots.
     pub upload_slots: u32,
+    /// Stripe feeds streamed at once.
+    pub feed_slots: u32,
     /// Piece fetches from peers at once.
     pub fetch_slots: u32,
     /// Upload limit in bytes per second, 0 for none.
@@ -197,6 +204,7 @@ impl Config {
             zone: args.zone.or(file.zone).unwrap_or_default(),
             cache_dir: args.cache_dir.or(file.cache_dir).unwrap_or_else(|| "damselfly-agent-cache".into()),
             upload_slots: args.upload_slots.or(file.upload_slots).unwrap_or(2).max(1),
+            feed_slots: args.feed_slots.or(file.feed_slots).unwrap_or(DEFAULT_FEED_SLOTS),
             fetch_slots: args.fetch_slots.or(file.fetch_slots).unwrap_or(crate::piece::NODE_FETCH_SLOTS as u32).max(1),
             upload_rate: args.upload_rate.or(file.upload_rate).unwrap_or(0),
             download_rate: args.download_rate.or(file.download_rate).unwrap_or(0),
@@ -209,6 +217,11 @@ impl Config {
         })
     }
 }
+
+/// Feeds streamed at once by default: a child takes each stripe from one
+/// parent, and the trees give a parent at most one child per stripe and
+/// blob, so 32 covers several layers pulled together with room to spare.
+pub const DEFAULT_FEED_SLOTS: u32 = 32;
 
 fn watermarks(high: u8, low: u8) -> Result<(u8, u8), String> {
     if !(1..=100).contains(&high) || low >= high {

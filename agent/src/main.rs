@@ -164,6 +164,7 @@ pub(crate) fn assemble(config: &Config) -> Result<Node, String> {
         registry: registry.clone(),
         metrics: metrics.clone(),
         slots: registry.upload_slots(),
+        feeds: peer::FeedSlots::new(config.feed_slots, metrics.feeds.clone()),
         corrupt: config.corrupt_pieces,
         upload_limit: Arc::new(rate::RateLimit::new(config.upload_rate)),
     });

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub cache_bytes: Gauge,
     /// Blob downloads in progress.
     pub active_downloads: Gauge,
+    /// Stripe feeds streaming to children.
+    pub feeds: Gauge,
 }
 
 impl Metrics {
@@ -37,6 +39,7 @@ impl Metrics {
         let pieces = Family::<Labels, Counter>::default();
         let cache_bytes = Gauge::default();
         let active_downloads = Gauge::default();
+        let feeds = Gauge::default();
         registry.register(
             "damselfly_agent_bytes_received",
             "Blob bytes received, by source: peer, seed, or passthrough (streamed from the registry)",
@@ -50,7 +53,8 @@ impl Metrics {
         );
         registry.register("damselfly_agent_cache_bytes", "Bytes of blobs in the cache", cache_bytes.clone());
         registry.register("damselfly_agent_active_downloads", "Blob downloads in progress", active_downloads.clone());
-        Arc::new(Metrics { registry, bytes, served, pieces, cache_bytes, active_downloads })
+        registry.register("damselfly_agent_feeds", "Stripe feeds streaming pieces to children", feeds.clone());
+        Arc::new(Metrics { registry, bytes, served, pieces, cache_bytes, active_downloads, feeds })
     }
 
     /// Counts blob bytes received from `source`.

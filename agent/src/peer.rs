@@ -2,8 +2,10 @@
 //! A piece is served only to a holder of a ticket the registry issued for
 //! that blob, verified offline against the registry's JWKS.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -33,6 +35,8 @@ pub struct PeerState {
     pub metrics: Arc<Metrics>,
     /// Upload slots.
     pub slots: Arc<Semaphore>,
+    /// The stripe feeds streaming, and how many may.
+    pub feeds: Arc<FeedSlots>,
     /// Testing only: flip a byte of every piece served.
     pub corrupt: bool,
     /// The node's upload budget.
@@ -104,8 +108,8 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], format!("{message}\n")).into_response()
 }
 
-/// The blob a request names, if it carries a valid ticket for that blob.
-async fn authorize(state: &PeerState, digest: &str, headers: &HeaderMap) -> Result<Digest, Response> {
+/// The blob a request names and the agent asking, if it carries a valid ticket for that blob.
+async fn authorize(state: &PeerState, digest: &str, headers: &HeaderMap) -> Result<(Digest, String), Response> {
     let Ok(digest) = digest.parse::<Digest>() else {
         return Err(refuse(StatusCode::BAD_REQUEST, "not a digest"));
     };
@@ -119,7 +123,7 @@ async fn authorize(state: &PeerState, digest: &str, headers: &HeaderMap) -> Resu
         return Err(refuse(StatusCode::UNAUTHORIZED, "pieces are served only with `Authorization: Ticket <ticket>`"));
     };
     match state.registry.verify::<TicketClaims>(&ticket, TICKET_AUDIENCE).await {
-        Some(claims) if claims.blob == digest => Ok(digest),
+        Some(claims) if claims.blob == digest => Ok((digest, claims.sub)),
         Some(_) => Err(refuse(StatusCode::FORBIDDEN, "the ticket is for another blob")),
         None => Err(refuse(StatusCode::FORBIDDEN, "the ticket is invalid or expired")),
     }
@@ -142,7 +146,7 @@ async fn piece(
     headers: HeaderMap,
 ) -> Response {
     let digest = match authorize(&state, &digest, &headers).await {
-        Ok(digest) => digest,
+        Ok((digest, _)) => digest,
         Err(refused) => return refused,
     };
     let Ok(permit) = state.slots.clone().try_acquire_owned() else {
@@ -185,14 +189,15 @@ async fn piece(
 /// verified, as frames of the piece's index (four bytes, big-endian) and
 /// the piece. A child takes every stripe from one parent each, so these
 /// streams use no upload slot: the scheduler gave this agent those children.
+/// They take a feed slot instead (see [`FeedSlots`]).
 async fn feed(
     State(state): State<PeerState>,
     Path(digest): Path<String>,
     headers: HeaderMap,
     Json(req): Json<FeedRequest>,
 ) -> Response {
-    let digest = match authorize(&state, &digest, &headers).await {
-        Ok(digest) => digest,
+    let (digest, child) = match authorize(&state, &digest, &headers).await {
+        Ok(asked) => asked,
         Err(refused) => return refused,
     };
     // The scheduler names a parent as soon as it joined, and its download
@@ -214,7 +219,15 @@ async fn feed(
     };
     let wanted: Vec<u32> = (0..pieces).filter(|i| i % req.stripes == req.stripe && !have[*i as usize]).collect();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(2);
-    tokio::spawn(send_stripe(state, digest, wanted, tx));
+    let key = FeedKey { child, digest, stripe: req.stripe };
+    let feeds = state.feeds.clone();
+    let started = feeds.start(key, |slot| async move {
+        let _slot = slot;
+        send_stripe(state, digest, wanted, tx).await;
+    });
+    if !started {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "every feed slot is busy; pull the stripe's pieces instead");
+    }
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
     });
@@ -231,7 +244,13 @@ async fn send_stripe(
     tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
 ) {
     while !wanted.is_empty() {
-        let Some(i) = state.engine.first_held(&digest, &wanted).await else { return };
+        // A child that hung up frees the feed's slot now, not when this
+        // agent gets its next piece.
+        let held = tokio::select! {
+            held = state.engine.first_held(&digest, &wanted) => held,
+            () = tx.closed() => return,
+        };
+        let Some(i) = held else { return };
         wanted.retain(|w| *w != i);
         let Some(bytes) = state.engine.piece_for_peer(&digest, i).await else { return };
         let bytes = maybe_corrupt(&state, bytes);
@@ -246,5 +265,127 @@ async fn send_stripe(
                 return;
             }
         }
+    }
+}
+
+/// Who a feed streams to, and what.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FeedKey {
+    /// The child's agent id, from its ticket.
+    child: String,
+    digest: Digest,
+    stripe: u32,
+}
+
+/// The stripe feeds this agent streams: at most `limit` at once, and one per
+/// child, blob and stripe. A child that asks again for a stripe it is being
+/// fed (it lost the connection, or restarted) replaces that feed rather than
+/// taking a second slot; the old stream ends.
+pub struct FeedSlots {
+    limit: usize,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    running: Mutex<HashMap<FeedKey, (u64, tokio::task::AbortHandle)>>,
+    next: AtomicU64,
+}
+
+/// One running feed's hold on its slot, given back when its task ends or is aborted.
+struct FeedSlot {
+    slots: Arc<FeedSlots>,
+    key: FeedKey,
+    id: u64,
+}
+
+impl Drop for FeedSlot {
+    fn drop(&mut self) {
+        let mut running = self.slots.lock();
+        if running.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            running.remove(&self.key);
+            self.slots.gauge.set(running.len() as i64);
+        }
+    }
+}
+
+impl FeedSlots {
+    /// Room for `limit` feeds at once; `gauge` follows how many stream.
+    pub fn new(limit: u32, gauge: prometheus_client::metrics::gauge::Gauge) -> Arc<FeedSlots> {
+        Arc::new(FeedSlots { limit: limit as usize, gauge, running: Mutex::default(), next: AtomicU64::new(0) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FeedKey, (u64, tokio::task::AbortHandle)>> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Feeds streaming now.
+    #[cfg(test)]
+    fn running(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Spawns the feed `key` as `task`, which holds its slot for as long as
+    /// it runs. False, and nothing spawned, when every slot is taken by other feeds.
+    fn start<F>(self: &Arc<Self>, key: FeedKey, task: impl FnOnce(FeedSlot) -> F) -> bool
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let replaced = {
+            let mut running = self.lock();
+            if !running.contains_key(&key) && running.len() >= self.limit {
+                return false;
+            }
+            let id = self.next.fetch_add(1, Ordering::Relaxed);
+            let slot = FeedSlot { slots: self.clone(), key: key.clone(), id };
+            let handle = tokio::spawn(task(slot)).abort_handle();
+            let replaced = running.insert(key, (id, handle));
+            self.gauge.set(running.len() as i64);
+            replaced
+        };
+        if let Some((_, old)) = replaced {
+            old.abort();
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(child: &str, stripe: u32) -> FeedKey {
+        FeedKey { child: child.into(), digest: Digest::of(b"blob"), stripe }
+    }
+
+    /// A feed that runs until aborted.
+    async fn forever(slot: FeedSlot) {
+        let _slot = slot;
+        std::future::pending::<()>().await;
+    }
+
+    async fn settle(slots: &FeedSlots, running: usize) {
+        for _ in 0..100 {
+            if slots.running() == running {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(slots.running(), running);
+    }
+
+    #[tokio::test]
+    async fn feeds_are_capped_and_a_childs_second_ask_replaces_its_first() {
+        let gauge = prometheus_client::metrics::gauge::Gauge::default();
+        let slots = FeedSlots::new(2, gauge.clone());
+        assert!(slots.start(key("a", 0), forever));
+        assert!(slots.start(key("b", 0), forever));
+        assert!(!slots.start(key("c", 0), forever), "both slots are taken");
+        assert!(!slots.start(key("a", 1), forever), "another stripe is another feed");
+        assert!(slots.start(key("a", 0), forever), "the same child and stripe replaces its feed");
+        settle(&slots, 2).await;
+        assert!(!slots.start(key("c", 0), forever), "the replaced feed's slot went to its successor");
+        // A feed that ends gives its slot back.
+        assert!(slots.start(key("b", 0), |slot| async move { drop(slot) }));
+        settle(&slots, 1).await;
+        assert!(slots.start(key("c", 0), forever));
+        assert_eq!(gauge.get(), 2, "the gauge follows");
+        assert!(!FeedSlots::new(0, Default::default()).start(key("a", 0), forever), "no slots, no feeds");
     }
 }

@@ -117,6 +117,8 @@ impl AccessClaims {
 pub struct TicketClaims {
     /// The blob the ticket opens.
     pub blob: Digest,
+    /// The agent the ticket was issued to.
+    pub sub: String,
 }
 
 #[derive(Deserialize)]

@@ -321,6 +321,45 @@ async fn a_parent_whose_feed_sends_garbage_is_dropped_and_the_blob_still_arrives
     server.abort();
 }
 
+/// A parent in the stripe trees whose feed slots are all taken (here it has
+/// none) answers 503; its child pulls that stripe's pieces instead, from it
+/// or the seed, and does not report it as failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_refused_a_feed_for_want_of_slots_pulls_the_stripe_instead() {
+    let s = Setup::with_tree_pieces().await;
+    let blob = pseudo_random(8 * MIB, 23);
+    let digest = s.push_blob("accel/app", &blob).await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    // Joined first, the parent comes first in the trees: the child's parent in stripe 0.
+    let parent = s.agent(&["--feed-slots", "0"]);
+    assert!(pull_within(&s, &parent, digest, &token, 60).await == blob);
+
+    let child = s.agent(&[]);
+    assert!(pull_within(&s, &child, digest, &token, 60).await == blob, "the blob arrives intact");
+    let log = child.log();
+    assert!(log.contains("every feed slot of the parent is busy; pulling the stripe meanwhile"), "{log}");
+    assert!(!log.contains("a stripe's feed failed"), "busy is not failed: {log}");
+    let page = agent_metrics(&s.http, &parent).await;
+    let served = metric_value(&page, "damselfly_agent_bytes_served_to_peers_total");
+    assert!(served >= (blob.len() / 4) as f64, "the parent still served pieces: {page}");
+    assert!(page.contains("damselfly_agent_feeds 0"), "{page}");
+
+    // Asked directly (after the child, which would otherwise take it for a parent).
+    let fake = register_fake_agent(&s, 9).await;
+    let ticket = join_as(&s, &fake, digest, &token, &[]).await.ticket;
+    let r = s
+        .http
+        .post(format!("{}/feeds/{digest}", parent.peer_url))
+        .header("authorization", format!("Ticket {ticket}"))
+        .json(&json!({"stripes": 2, "stripe": 0, "have": ""}))
+        .send()
+        .await
+        .expect("feed");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().await.expect("body").contains("every feed slot is busy"));
+}
+
 /// Joins the blob's swarm as the agent `agent_id`, holding the pieces `have`.
 async fn join_as(s: &Setup, agent_id: &str, digest: Digest, token: &str, have: &[u32]) -> JoinResponse {
     let r = s

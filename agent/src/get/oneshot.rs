@@ -41,6 +41,7 @@ impl OneShot {
             zone: args.zone.clone().unwrap_or_default(),
             cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
             upload_slots: 2,
+            feed_slots: crate::config::DEFAULT_FEED_SLOTS,
             fetch_slots: crate::piece::NODE_FETCH_SLOTS as u32,
             upload_rate: 0,
             download_rate: args.download_rate,

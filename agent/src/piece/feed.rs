@@ -32,6 +32,8 @@ pub(super) enum FeedItem {
     /// The parent does not have the blob (yet): it may have joined a moment
     /// ago, or restarted. Not held against it.
     Unknown,
+    /// Every feed slot of the parent is taken: not held against it either.
+    Busy,
     /// The feed broke: refused, disconnected, stalled mid-piece, or framed wrongly.
     Broken(String),
 }
@@ -81,8 +83,10 @@ async fn receive(
         .await
         .map_err(|_| broken(format!("no answer in {} s", STALL_TIMEOUT.as_secs())))?
         .map_err(|e| broken(e.to_string()))?;
-    if r.status() == reqwest::StatusCode::NOT_FOUND {
-        return Err(FeedItem::Unknown);
+    match r.status() {
+        reqwest::StatusCode::NOT_FOUND => return Err(FeedItem::Unknown),
+        reqwest::StatusCode::SERVICE_UNAVAILABLE => return Err(FeedItem::Busy),
+        _ => {}
     }
     if !r.status().is_success() {
         return Err(broken(format!("answered {}", r.status())));

@@ -58,6 +58,9 @@ const FAILED_PARENT_PAUSE: Duration = Duration::from_secs(30);
 /// How long a parent whose upload slots were all busy is not asked again.
 /// Busy is not broken: it is neither reported nor avoided for long.
 const BUSY_PARENT_PAUSE: Duration = Duration::from_millis(500);
+/// How long a parent whose feed slots were all busy is not asked for a feed
+/// again; its stripe's pieces are pulled meanwhile.
+const BUSY_FEED_PAUSE: Duration = Duration::from_secs(2);
 /// Least time between two joins, when one is wanted at once (a seed piece
 /// arrived, so the seed can hand out the next).
 const REJOIN_AT_LEAST: Duration = Duration::from_millis(50);
@@ -132,6 +135,8 @@ struct Fetch<'a> {
     feeds: Vec<Option<Feed>>,
     /// Each stripe's running feed.
     streams: Vec<Option<Stream>>,
+    /// Parents whose feed slots were busy, not to ask for a feed until then.
+    busy_feeds: HashMap<String, Instant>,
     stream_tasks: JoinSet<()>,
     events: mpsc::UnboundedSender<FeedEvent>,
     /// When a join first said that a usable peer holds each missing piece.
@@ -185,6 +190,7 @@ impl Engine {
             idle_since: None,
             feeds: plan.feeds,
             streams: Vec::new(),
+            busy_feeds: HashMap::new(),
             stream_tasks: JoinSet::new(),
             events,
             seen: HashMap::new(),
@@ -428,7 +434,11 @@ impl Fetch<'_> {
         let have = self.d.have_bits();
         for s in 0..k {
             let lacking = have.iter().enumerate().any(|(i, h)| !h && i % k == s);
-            let want = self.feeds[s].as_ref().filter(|p| lacking && !self.avoid.contains_key(&p.agent_id));
+            let usable = |p: &&Feed| {
+                !self.avoid.contains_key(&p.agent_id)
+                    && self.busy_feeds.get(&p.agent_id).is_none_or(|until| *until <= Instant::now())
+            };
+            let want = self.feeds[s].as_ref().filter(|p| lacking && usable(p));
             let running = self.streams[s].as_ref().map(|st| st.parent.as_str());
             if want.map(|p| p.agent_id.as_str()) == running {
                 continue;
@@ -475,7 +485,12 @@ impl Fetch<'_> {
                 self.report.failed.push(parent);
             }
             FeedItem::Unknown if current => self.streams[stripe] = None,
-            FeedItem::Broken(_) | FeedItem::Unknown => {}
+            FeedItem::Busy if current => {
+                tracing::info!(digest = %self.d.digest, stripe, parent, "every feed slot of the parent is busy; pulling the stripe meanwhile");
+                self.streams[stripe] = None;
+                self.busy_feeds.insert(parent, Instant::now() + BUSY_FEED_PAUSE);
+            }
+            FeedItem::Broken(_) | FeedItem::Unknown | FeedItem::Busy => {}
         }
         Ok(())
     }

@@ -360,18 +360,13 @@ impl Scheduler {
         let mut state = self.lock();
         let State { agents, swarms, seed_queue, seed_held_back, .. } = &mut *state;
         let live = |id: &str| agents.get(id).is_some_and(|a| a.last_seen.elapsed() < alive);
-        // The cluster's budget makes room for every root's pieces whenever
-        // trees are configured, and the cluster's pull-scheduled swarms
-        // (pieces above TREE_MAX_PIECE_SIZE) share it.
-        let budget = SEED_PIECES_IN_FLIGHT.max(self.stripes * SEED_PIECES_PER_ROOT);
-        let seed_budget = budget.saturating_sub(
-            swarms
-                .iter()
-                .filter(|((c, _), _)| *c == cluster)
-                .flat_map(|(_, s)| s.reserved.values())
-                .filter(|(_, at)| now.duration_since(*at) < SEED_RESERVATION)
-                .count(),
-        );
+        // Seed pieces the cluster's agents are fetching now, all swarms together.
+        let seed_in_flight = swarms
+            .iter()
+            .filter(|((c, _), _)| *c == cluster)
+            .flat_map(|(_, s)| s.reserved.values())
+            .filter(|(_, at)| now.duration_since(*at) < SEED_RESERVATION)
+            .count();
         let my_zone = agents.get(agent).map(|a| a.zone.clone()).unwrap_or_default();
         let swarm = swarms.entry((cluster, digest)).or_insert_with(|| Swarm {
             pieces,
@@ -556,7 +551,14 @@ impl Scheduler {
             let busy = !trees
                 && fetching(agent).is_some_and(|n| n > 0)
                 && swarm.peers.iter().any(|(id, p)| id != agent && live(id) && lacking(p) && fetching(id) == Some(0));
-            let take = room.min(seed_budget);
+            // The cluster's budget: room for every root's pieces when this
+            // swarm has trees, the pull schedule's few otherwise.
+            let budget = if trees {
+                SEED_PIECES_IN_FLIGHT.max(self.stripes * SEED_PIECES_PER_ROOT)
+            } else {
+                SEED_PIECES_IN_FLIGHT
+            };
+            let take = room.min(budget.saturating_sub(seed_in_flight));
             let my_turn = take > 0 && queue.front().is_some_and(|(d, _)| *d == digest);
             let defer = my_turn
                 && busy
@@ -852,6 +854,20 @@ mod tests {
         let plan = s.join(C, &me, d, blob(2), &[]);
         assert!(plan.parents.is_empty());
         assert_eq!(plan.seed_pieces, [0, 1]);
+    }
+
+    #[test]
+    fn a_swarm_of_large_pieces_keeps_the_pull_schedules_seed_budget_while_trees_are_configured() {
+        let s = Scheduler::new(Duration::from_secs(10));
+        let large = Blob { pieces: 8, piece_size: 4 << 20 };
+        let d = Digest::of(b"large");
+        let [a, b, c, e] = ["a", "b", "c", "e"].map(|n| s.register(C, &req(n, "z1")));
+        for (agent, piece) in [(&a, 0), (&b, 1), (&c, 2)] {
+            let plan = s.join(C, agent, d, large, &[]);
+            assert!(plan.feeds.is_empty(), "no trees for pieces above the limit");
+            assert_eq!(plan.seed_pieces, [piece]);
+        }
+        assert!(s.join(C, &e, d, large, &[]).seed_pieces.is_empty(), "three, not the trees' four");
     }
 
     #[test]
