@@ -360,6 +360,68 @@ async fn a_child_refused_a_feed_for_want_of_slots_pulls_the_stripe_instead() {
     assert!(r.text().await.expect("body").contains("every feed slot is busy"));
 }
 
+/// A feed holds one of the piece server's feed slots while it streams: a
+/// second child waits its turn (503), the same child asking again for the
+/// same stripe takes over its own slot, and a child that hangs up gives the
+/// slot back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feed_holds_a_feed_slot_until_its_child_hangs_up() {
+    let s = Setup::new().await;
+    let blob = pseudo_random(8 * MIB, 29);
+    let digest = s.push_blob("accel/app", &blob).await;
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    // 64 KiB/s to peers: a 4 MiB piece takes a minute, so a feed stays open.
+    let parent = s.agent(&["--feed-slots", "1", "--upload-rate", "65536"]);
+    assert!(pull_within(&s, &parent, digest, &token, 60).await == blob);
+    let (a, b) = (register_fake_agent(&s, 9).await, register_fake_agent(&s, 9).await);
+    let ticket_a = join_as(&s, &a, digest, &token, &[]).await.ticket;
+    let ticket_b = join_as(&s, &b, digest, &token, &[]).await.ticket;
+    let feed = |ticket: &str| {
+        s.http
+            .post(format!("{}/feeds/{digest}", parent.peer_url))
+            .header("authorization", format!("Ticket {ticket}"))
+            .json(&json!({"stripes": 2, "stripe": 0, "have": ""}))
+            .send()
+    };
+    let mut first = feed(&ticket_a).await.expect("feed");
+    assert_eq!(first.status(), StatusCode::OK);
+    let frame = first.chunk().await.expect("frame").expect("bytes");
+    assert_eq!(&frame[..4], &[0, 0, 0, 0], "piece 0 starts");
+    let page = agent_metrics(&s.http, &parent).await;
+    assert!(page.contains("damselfly_agent_feeds 1"), "{page}");
+    let r = feed(&ticket_b).await.expect("feed");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "the only slot is a's");
+
+    // a asks again: its new feed replaces the first, which ends short.
+    let again = feed(&ticket_a).await.expect("feed");
+    assert_eq!(again.status(), StatusCode::OK);
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut n = frame.len();
+        while let Ok(Some(chunk)) = first.chunk().await {
+            n += chunk.len();
+        }
+        n
+    })
+    .await
+    .expect("the replaced feed ends");
+    assert!(rest < 4 + 4 * MIB, "the replaced feed ended before its piece: {rest} bytes");
+    assert_eq!(feed(&ticket_b).await.expect("feed").status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // a hangs up: b gets the slot.
+    drop(again);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = feed(&ticket_b).await.expect("feed");
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(std::time::Instant::now() < deadline, "the slot came back within 10 s of a hanging up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Joins the blob's swarm as the agent `agent_id`, holding the pieces `have`.
 async fn join_as(s: &Setup, agent_id: &str, digest: Digest, token: &str, have: &[u32]) -> JoinResponse {
     let r = s
