@@ -163,6 +163,11 @@ pub struct JoinResponse {
     /// the agent the stripe's root, which takes the stripe from the seed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub feeds: Vec<Option<Feed>>,
+    /// The blob has pieces only the seed can give, and waits its turn there
+    /// behind other blobs of the cluster: the download is not stalled, even
+    /// if no piece arrives for a long while.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
 }
 
 /// The parent that streams one stripe of a blob to an agent.

@@ -26,7 +26,8 @@ pub struct Config {
     /// Size of the pieces whose SHA-256 is recorded for every blob. Default 4 MiB.
     pub piece_size: u64,
     /// Stripe trees the P2P scheduler places the agents of a swarm in, for
-    /// blobs whose pieces are 512 KiB or smaller: each agent forwards one
+    /// blobs whose pieces are 512 KiB or smaller, or that have 32 pieces or
+    /// more: each agent forwards one
     /// stripe of the blob's pieces to this many children and takes every
     /// stripe from one parent. 0 turns the trees off, leaving every agent to
     /// pull pieces from the parents it is given. Default 2.
@@ -127,7 +128,7 @@ pub struct Cli {
     /// Piece size for per-piece digests, in bytes [default: 4194304].
     #[arg(long, env = "DAMSELFLY_PIECE_SIZE")]
     pub piece_size: Option<u64>,
-    /// Stripe trees per P2P swarm of a blob with pieces up to 512 KiB, each agent forwarding one stripe to this many children; 0 turns them off [default: 2].
+    /// Stripe trees per P2P swarm of a blob with pieces up to 512 KiB or with 32 pieces or more, each agent forwarding one stripe to this many children; 0 turns them off [default: 2].
     #[arg(long, env = "DAMSELFLY_P2P_STRIPES")]
     pub p2p_stripes: Option<usize>,
     /// Most open connections to the metadata database [default: 16].

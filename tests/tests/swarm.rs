@@ -521,6 +521,28 @@ fn six_agents_in_their_own_namespaces_pull_a_64_mib_image_mostly_from_each_other
     assert!(peer > seed, "agents received {peer} bytes from peers and {seed} from the seed\n{}", swarm.logs());
 }
 
+/// A slow registry and stripe trees: a cluster's blobs have the seed one
+/// after another, so the last layer waits longer than an agent's stall limit
+/// (60 s without a piece) for its first piece. The joins say that the blob is
+/// queued, and every layer arrives.
+#[test]
+fn a_layer_that_waits_over_a_minute_for_the_seed_is_not_given_up() {
+    const AGENTS: usize = 2;
+    let _serial = serial();
+    let swarm = Swarm::start_with_pieces(AGENTS, Some(TREE_PIECE_KIB));
+    // Three 12 MiB layers from a 3 Mbit/s registry: over 33 s each, so the
+    // third has waited more than 67 s when its first piece leaves the seed.
+    let layers = swarm.push_image(3, 12 * MIB);
+    let token = swarm.limited_to(&Links { seed: 3, up: 40, down: 40 });
+    let nodes: Vec<usize> = (0..AGENTS).collect();
+    let results = swarm.pull_through_agents(&nodes, &layers, &token, || {});
+    assert_all_correct(&results, &nodes, &swarm);
+    let slowest = results.iter().map(|r| r.secs).fold(0.0, f64::max);
+    assert!(slowest > 67.0, "the last layer should have waited past the stall limit; all done in {slowest:.1} s");
+    let logs = swarm.logs();
+    assert!(!logs.contains("no new piece for"), "a queued download was given up:\n{logs}");
+}
+
 /// `damselfly-agent get` on six nodes at the same moment, each through its own agent, of
 /// one 256 MiB file pushed as an OCI artifact: every copy verifies, and the registry
 /// sends the file about once.

@@ -45,7 +45,8 @@ const REFRESH_EVERY: Duration = Duration::from_secs(2);
 const JOIN_WAIT_MS: u32 = 1000;
 /// How often progress is reported.
 const REPORT_EVERY: Duration = Duration::from_millis(200);
-/// A download with no new piece for this long gives up.
+/// A download with no new piece for this long gives up, unless the
+/// scheduler says that its blob waits its turn at the seed.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 /// Corrupt copies of one piece from the seed before giving up on the blob.
 const SEED_ATTEMPTS: u32 = 3;
@@ -555,6 +556,10 @@ impl Fetch<'_> {
         match registry.join(self.repository, self.d.digest, self.client_token, have, again).await {
             Ok(next) => {
                 self.last_plan = Instant::now();
+                if next.queued {
+                    // Waiting for the seed is not a stall (see `GIVE_UP_AFTER`).
+                    self.last_progress = Instant::now();
+                }
                 self.parents = next.parents;
                 self.seed.extend(next.seed_pieces);
                 self.availability = next.availability;

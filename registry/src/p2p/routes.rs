@@ -203,6 +203,7 @@ async fn join(
         ticket,
         ticket_expires_in,
         feeds: plan.feeds,
+        queued: plan.queued,
     }))
 }
 
