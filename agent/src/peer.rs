@@ -200,6 +200,9 @@ async fn feed(
         Ok(asked) => asked,
         Err(refused) => return refused,
     };
+    if req.stripes == 0 || req.stripe >= req.stripes {
+        return refuse(StatusCode::BAD_REQUEST, "stripe must be below stripes, and stripes at least 1");
+    }
     // The scheduler names a parent as soon as it joined, and its download
     // starts when the join's answer reaches it: give it a moment.
     let mut pieces = state.engine.pieces_of(&digest);
@@ -211,9 +214,6 @@ async fn feed(
     let Some(pieces) = pieces else {
         return refuse(StatusCode::NOT_FOUND, "this agent is not fetching that blob and does not hold it");
     };
-    if req.stripes == 0 || req.stripe >= req.stripes {
-        return refuse(StatusCode::BAD_REQUEST, "stripe must be below stripes, and stripes at least 1");
-    }
     let Some(have) = bitmap_from_hex(&req.have, pieces as usize) else {
         return refuse(StatusCode::BAD_REQUEST, "have is not a bitmap in hex");
     };

@@ -94,6 +94,14 @@ impl Setup {
         body["token"].as_str().expect("token").to_owned()
     }
 
+    /// Pushes `blob` to `accel/app`, turns P2P on for `accel`, and makes the
+    /// robot `puller`: (the blob's digest, a pull token of the robot).
+    async fn accelerated(&self, blob: &[u8]) -> (Digest, String) {
+        let digest = self.push_blob("accel/app", blob).await;
+        self.set_p2p(true).await;
+        (digest, self.pull_token(&self.robot("puller", true).await).await)
+    }
+
     async fn set_p2p(&self, on: bool) {
         let (status, body) =
             self.admin(reqwest::Method::PATCH, "/api/v1/namespaces/accel", json!({"p2p_enabled": on})).await;
@@ -134,9 +142,7 @@ async fn get_blob(http: &Client, agent: &Agent, digest: Digest, token: Option<&s
 async fn three_agents_pull_one_blob_and_the_registry_sends_it_about_once() {
     let s = Setup::new().await;
     let blob = pseudo_random(24 * MIB, 7);
-    let digest = s.push_blob("accel/app", &blob).await;
-    s.set_p2p(true).await;
-    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let (digest, token) = s.accelerated(&blob).await;
     let agents = [s.agent(&[]), s.agent(&[]), s.agent(&[])];
     let before = s.registry_blob_bytes().await;
 
@@ -301,9 +307,7 @@ async fn nothing_cached_reaches_a_client_or_peer_the_registry_would_refuse() {
 async fn a_parent_whose_feed_sends_garbage_is_dropped_and_the_blob_still_arrives() {
     let s = Setup::with_tree_pieces().await;
     let blob = pseudo_random(8 * MIB, 17);
-    let digest = s.push_blob("accel/app", &blob).await;
-    s.set_p2p(true).await;
-    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let (digest, token) = s.accelerated(&blob).await;
     // A peer server that answers every request with one frame claiming piece 1 (stripe 1 of 2).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -328,9 +332,7 @@ async fn a_parent_whose_feed_sends_garbage_is_dropped_and_the_blob_still_arrives
 async fn a_child_refused_a_feed_for_want_of_slots_pulls_the_stripe_instead() {
     let s = Setup::with_tree_pieces().await;
     let blob = pseudo_random(8 * MIB, 23);
-    let digest = s.push_blob("accel/app", &blob).await;
-    s.set_p2p(true).await;
-    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let (digest, token) = s.accelerated(&blob).await;
     // Joined first, the parent comes first in the trees: the child's parent in stripe 0.
     let parent = s.agent(&["--feed-slots", "0"]);
     assert!(pull_within(&s, &parent, digest, &token, 60).await == blob);
@@ -368,9 +370,7 @@ async fn a_child_refused_a_feed_for_want_of_slots_pulls_the_stripe_instead() {
 async fn a_feed_holds_a_feed_slot_until_its_child_hangs_up() {
     let s = Setup::new().await;
     let blob = pseudo_random(8 * MIB, 29);
-    let digest = s.push_blob("accel/app", &blob).await;
-    s.set_p2p(true).await;
-    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let (digest, token) = s.accelerated(&blob).await;
     // 64 KiB/s to peers: a 4 MiB piece takes a minute, so a feed stays open.
     let parent = s.agent(&["--feed-slots", "1", "--upload-rate", "65536"]);
     assert!(pull_within(&s, &parent, digest, &token, 60).await == blob);
@@ -496,9 +496,7 @@ async fn a_parent_feeding_corrupt_pieces_is_reported_and_the_blob_arrives_intact
 
 async fn corrupt_pieces_are_caught(s: Setup) {
     let blob = pseudo_random(16 * MIB, 23);
-    let digest = s.push_blob("accel/app", &blob).await;
-    s.set_p2p(true).await;
-    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let (digest, token) = s.accelerated(&blob).await;
     let liar = s.agent(&["--corrupt-pieces-for-testing"]);
     let honest = s.agent(&[]);
 
@@ -516,9 +514,7 @@ async fn corrupt_pieces_are_caught(s: Setup) {
 async fn a_restarted_agent_keeps_its_blobs_and_needs_no_seed_bytes() {
     let s = Setup::new().await;
     let blob = pseudo_random(9 * MIB, 31);
-    let digest = s.push_blob("accel/app", &blob).await;
-    s.set_p2p(true).await;
-    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let (digest, token) = s.accelerated(&blob).await;
     let mut agent = s.agent(&[]);
     let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
     assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice());
@@ -536,9 +532,7 @@ async fn a_restarted_agent_keeps_its_blobs_and_needs_no_seed_bytes() {
 async fn a_partial_blob_resumes_after_a_restart() {
     let s = Setup::new().await;
     let blob = pseudo_random(12 * MIB, 41);
-    let digest = s.push_blob("accel/app", &blob).await;
-    s.set_p2p(true).await;
-    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let (digest, token) = s.accelerated(&blob).await;
     let mut agent = s.agent(&[]);
     let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
     assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice());
@@ -797,9 +791,7 @@ async fn the_agent_reaches_a_registry_behind_https_with_its_ca() {
     let s = Setup::with(Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PUBLIC_URL", &public)])).await;
     let tls = TlsFront::new(port, &s.reg.host);
     let blob = pseudo_random(9 * MIB, 91);
-    let digest = s.push_blob("accel/app", &blob).await;
-    s.set_p2p(true).await;
-    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let (digest, token) = s.accelerated(&blob).await;
     // Without the CA, the agent does not trust the registry and says so.
     let untrusting = Command::new("timeout")
         .arg("3")
@@ -860,9 +852,7 @@ impl Drop for SmallDisk {
 async fn on_a_full_disk_the_pull_passes_the_bytes_through() {
     let s = Setup::new().await;
     let blob = pseudo_random(16 * MIB, 71);
-    let digest = s.push_blob("accel/app", &blob).await;
-    s.set_p2p(true).await;
-    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let (digest, token) = s.accelerated(&blob).await;
     let disk = SmallDisk::new(6);
     let agent = s.agent(&["--cache-dir", disk.path()]);
 
@@ -1016,9 +1006,7 @@ async fn the_agent_reads_its_settings_from_a_toml_file() {
 async fn after_a_registry_restart_the_agent_registers_again_and_keeps_accelerating() {
     let mut s = Setup::new().await;
     let blob = pseudo_random(6 * MIB, 71);
-    let digest = s.push_blob("accel/app", &blob).await;
-    s.set_p2p(true).await;
-    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let (digest, token) = s.accelerated(&blob).await;
     let agent = s.agent(&[]);
 
     // The scheduler lives in memory: a restarted registry knows no agent.
@@ -1042,9 +1030,7 @@ async fn the_mirror_streams_the_first_pieces_before_the_blob_is_complete() {
     let s = Setup::new().await;
     // Ten pieces: the scheduler hands out at most four seed pieces per join, so the rest take more joins.
     let blob = pseudo_random(40 * MIB, 83);
-    let digest = s.push_blob("accel/app", &blob).await;
-    s.set_p2p(true).await;
-    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let (digest, token) = s.accelerated(&blob).await;
     let agent = s.agent(&[]);
     let mut r = get_blob(&s.http, &agent, digest, Some(&token)).await;
     assert_eq!(r.status(), StatusCode::OK);

@@ -435,10 +435,9 @@ impl Fetch<'_> {
         let have = self.d.have_bits();
         for s in 0..k {
             let lacking = have.iter().enumerate().any(|(i, h)| !h && i % k == s);
-            let usable = |p: &&Feed| {
-                !self.avoid.contains_key(&p.agent_id)
-                    && self.busy_feeds.get(&p.agent_id).is_none_or(|until| *until <= Instant::now())
-            };
+            // Both maps are pruned of lapsed entries before this runs.
+            let usable =
+                |p: &&Feed| !self.avoid.contains_key(&p.agent_id) && !self.busy_feeds.contains_key(&p.agent_id);
             let want = self.feeds[s].as_ref().filter(|p| lacking && usable(p));
             let running = self.streams[s].as_ref().map(|st| st.parent.as_str());
             if want.map(|p| p.agent_id.as_str()) == running {
@@ -573,6 +572,7 @@ impl Fetch<'_> {
                 let now = Instant::now();
                 self.avoid.retain(|_, until| until.is_none_or(|t| t > now));
                 self.busy.retain(|_, until| *until > now);
+                self.busy_feeds.retain(|_, until| *until > now);
                 self.ensure_feeds();
             }
             Err(e) => tracing::debug!(error = %e, "re-join failed"),

@@ -19,10 +19,10 @@
 //! is traded onwards by peers while the seed sends the next: the seed sends
 //! each piece into the swarm about once, and the swarm starts trading early.
 //!
-//! Agents that start a blob of small pieces (up to [`TREE_MAX_PIECE_SIZE`]),
-//! or of many pieces ([`TREE_MIN_PIECES`] or more), together are also placed in stripe trees (`stripes` of them, 2 by
-//! default; 0 turns them off). Piece `i` belongs
-//! to stripe `i % stripes`; in each stripe's tree every agent has one
+//! Agents that start a blob of small pieces (up to [`TREE_MAX_PIECE_SIZE`])
+//! or of many pieces ([`TREE_MIN_PIECES`] or more) together are also
+//! placed in stripe trees (`stripes` of them, 2 by default; 0 turns them
+//! off). Piece `i` belongs to stripe `i % stripes`; in each stripe's tree every agent has one
 //! parent, which streams it the stripe's pieces the moment it has them
 //! verified, and the root takes the stripe from the seed. An agent is an
 //! inner node of one tree and a leaf of the others, so each uplink carries
@@ -78,10 +78,6 @@ pub const TREE_MAX_PIECE_SIZE: u64 = 512 * 1024;
 /// the trees took 220 s against the pull schedule's 237 (bound 172).
 pub const TREE_MIN_PIECES: usize = 32;
 
-/// Whether a blob's swarm gets stripe trees: its pieces are small, or many.
-fn treelike(blob: Blob) -> bool {
-    blob.piece_size <= TREE_MAX_PIECE_SIZE || blob.pieces >= TREE_MIN_PIECES
-}
 /// Stripe trees per swarm unless configured otherwise.
 pub const DEFAULT_STRIPES: usize = 2;
 /// How long a seed piece may wait for an idle agent while busy ones ask.
@@ -673,6 +669,11 @@ impl Scheduler {
         let Some(swarm) = state.swarms.get(&(cluster, digest)) else { return Vec::new() };
         (0..swarm.pieces).map(|i| swarm.peers.values().filter(|p| p.have.get(i) == Some(&true)).count()).collect()
     }
+}
+
+/// Whether a blob's swarm gets stripe trees: its pieces are small, or many.
+fn treelike(blob: Blob) -> bool {
+    blob.piece_size <= TREE_MAX_PIECE_SIZE || blob.pieces >= TREE_MIN_PIECES
 }
 
 /// Up to `take` of the `unclaimed` pieces (lowest first) for a root to
