@@ -13,7 +13,7 @@ pub struct NodeSetupArgs {
     /// The registry's URL, e.g. https://registry.example.com; runtimes fall back to it when the agent is down.
     #[arg(long, env = "DAMSELFLY_AGENT_REGISTRY", required_unless_present = "uninstall")]
     pub registry: Option<String>,
-    /// The address workloads pull from [default: p2p.<registry host>:65001].
+    /// The address workloads pull from [default: p2p.<registry host>:65001; 127.0.0.1:65001 for a registry addressed by IP].
     #[arg(long, env = "DAMSELFLY_AGENT_ACCELERATION_HOST")]
     pub acceleration_host: Option<String>,
     /// The agent's mirror as runtimes on this node reach it.

@@ -49,8 +49,9 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// Failed logins allowed per username and per address within a minute before `429`. Default 10.
     pub login_failures_per_minute: usize,
-    /// `host:port` workloads pull through P2P at (the agents' mirror), shown in the console's pull commands.
-    /// Default: `p2p.<host of public_url>:65001`.
+    /// `host:port` workloads pull through P2P at (the agents' mirror), shown in the console's pull commands
+    /// and installed by the setup script. Default: `p2p.<host of public_url>:65001`, or `127.0.0.1:65001`
+    /// (each node's own agent) when `public_url` names an IP address.
     pub acceleration_host: Option<String>,
     /// PEM file of an ES256 (P-256, PKCS#8) private key that signs tokens,
     /// e.g. from a Kubernetes Secret. It becomes the active key the first time
@@ -155,7 +156,8 @@ pub struct Cli {
     /// Failed logins allowed per user and per address per minute before 429 [default: 10].
     #[arg(long, env = "DAMSELFLY_LOGIN_FAILURES_PER_MINUTE")]
     pub login_failures_per_minute: Option<usize>,
-    /// `host:port` workloads pull through P2P at, shown in the console [default: p2p.<public host>:65001].
+    /// `host:port` workloads pull through P2P at, shown in the console and installed by cluster setup
+    /// [default: p2p.<public host>:65001; 127.0.0.1:65001 for a public URL with an IP address].
     #[arg(long, env = "DAMSELFLY_ACCELERATION_HOST")]
     pub acceleration_host: Option<String>,
     /// PEM file of an ES256 (P-256, PKCS#8) token signing key to use [default: keys generated and kept in the database].
@@ -319,13 +321,8 @@ impl Config {
         if let Some(h) = &self.acceleration_host {
             return h.clone();
         }
-        let host = self.registry_host();
-        // Drop the registry's port; a bracketed IPv6 literal keeps its brackets.
-        let bare = match host.rsplit_once(':') {
-            Some((h, port)) if !h.is_empty() && port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
-            _ => host.as_str(),
-        };
-        format!("p2p.{bare}:65001")
+        // The same default the setup script installs, so the console's pull commands match the cluster.
+        damselfly_installer::node::default_acceleration_host(&self.registry_host())
     }
 
     /// True when clients reach the registry over TLS, so cookies must be `Secure`.
@@ -395,6 +392,7 @@ mod tests {
         assert_eq!(with("https://registry.example.com").acceleration_host(), "p2p.registry.example.com:65001");
         assert_eq!(with("http://registry.example.com:5000/").acceleration_host(), "p2p.registry.example.com:65001");
         assert_eq!(with("http://registry.example.com:5000").registry_host(), "registry.example.com:5000");
+        assert_eq!(with("http://10.0.0.5:5000").acceleration_host(), "127.0.0.1:65001", "no name for an IP");
         assert!(with("https://registry.example.com").behind_tls());
         assert!(!Config::default().behind_tls());
         let set = Config { acceleration_host: Some("mirror.local:65001".into()), ..Config::default() };

@@ -116,6 +116,26 @@ fn node_setup_writes_exactly_these_files_and_uninstall_restores_the_node_byte_fo
 }
 
 #[test]
+fn a_registry_addressed_by_ip_is_pulled_through_the_node_s_own_agent_with_no_hosts_entry() {
+    let root = tempfile::tempdir().expect("root");
+    let root = root.path();
+    let before = tree(root);
+    let out = node_setup(root, &["--registry", "http://10.0.0.9:5000", "--runtime", "containerd,crio,docker"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:65001"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let hosts = read(root, "/etc/containerd/certs.d/127.0.0.1:65001/hosts.toml");
+    assert!(hosts.contains("server = \"http://10.0.0.9:5000\"\n\n[host.\"http://127.0.0.1:65001\"]"), "{hosts}");
+    let drop_in = read(root, "/etc/containers/registries.conf.d/50-damselfly-127.0.0.1_65001.conf");
+    assert!(drop_in.contains("prefix = \"127.0.0.1:65001\"\nlocation = \"10.0.0.9:5000\""), "{drop_in}");
+    assert!(!root.join("etc/hosts").exists(), "an address needs no hosts entry");
+    node_setup(root, &["--uninstall"]);
+    assert_eq!(tree(root), before);
+}
+
+#[test]
 fn merging_keeps_what_the_files_held_and_uninstall_puts_back_the_originals() {
     let root = tempfile::tempdir().expect("root");
     let root = root.path();
@@ -178,7 +198,7 @@ fn uninstall_leaves_a_file_changed_since_setup_and_says_so() {
     let root = root.path();
     write(root, "/etc/docker/daemon.json", "{}\n");
     node_setup(root, &["--registry", "http://10.0.0.9:5000"]);
-    let edited = "{\"debug\": true, \"insecure-registries\": [\"p2p.10.0.0.9:65001\"]}\n";
+    let edited = "{\"debug\": true, \"insecure-registries\": [\"127.0.0.1:65001\"]}\n";
     write(root, "/etc/docker/daemon.json", edited);
     let out = node_setup(root, &["--uninstall"]);
     let stdout = String::from_utf8_lossy(&out.stdout);

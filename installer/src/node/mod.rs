@@ -146,6 +146,25 @@ fn host_without_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
+/// The acceleration host workloads pull from when none is chosen, for a
+/// registry reached at `host[:port]`: `p2p.<host name>:65001`, a name the
+/// platform team points at the nodes (node-setup maps it on each node too).
+///
+/// A registry addressed by an IP literal gets `127.0.0.1:65001` instead:
+/// `p2p.10.0.0.5` is a name no resolver knows, so a Pod rewritten to it
+/// could not pull on a node whose runtime does not read node-setup's files
+/// yet (before its agent starts, or before containerd is restarted to read
+/// `certs.d`), while every runtime reaches the node's own agent on its
+/// loopback without any configuration (containerd and Docker speak plain
+/// HTTP to a loopback registry by default).
+pub fn default_acceleration_host(registry_host: &str) -> String {
+    let name = host_without_port(registry_host);
+    if name.starts_with('[') || name.parse::<std::net::IpAddr>().is_ok() {
+        return format!("127.0.0.1:{MIRROR_PORT}");
+    }
+    format!("p2p.{name}:{MIRROR_PORT}")
+}
+
 /// What to configure on a node.
 #[derive(Clone, Debug)]
 pub struct NodeSetup {
@@ -163,9 +182,9 @@ pub struct NodeSetup {
 pub const MIRROR_PORT: u16 = 65001;
 
 impl NodeSetup {
-    /// The default acceleration host for a registry: `p2p.<registry host name>:65001`.
+    /// The default acceleration host for a registry: see [`default_acceleration_host`].
     pub fn default_acceleration_host(registry: &RegistryUrl) -> String {
-        format!("p2p.{}:{MIRROR_PORT}", registry.hostname())
+        default_acceleration_host(&registry.host)
     }
 
     /// Checks the settings.
@@ -438,4 +457,20 @@ fn write_file(path: &Path, content: &str) -> Result<(), Error> {
         std::fs::set_permissions(&tmp, meta.permissions()).map_err(|e| io("set the permissions of", e))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| io("replace", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_acceleration_host_is_p2p_dot_a_registry_name_or_the_local_agent_for_an_ip() {
+        assert_eq!(default_acceleration_host("registry.example.com"), "p2p.registry.example.com:65001");
+        assert_eq!(default_acceleration_host("registry.example.com:5000"), "p2p.registry.example.com:65001");
+        assert_eq!(default_acceleration_host("10.0.0.5:5000"), "127.0.0.1:65001");
+        assert_eq!(default_acceleration_host("127.0.0.1"), "127.0.0.1:65001");
+        assert_eq!(default_acceleration_host("[fd00::5]:5000"), "127.0.0.1:65001");
+        let registry = RegistryUrl::parse("http://192.168.1.20:5000").expect("URL");
+        assert_eq!(NodeSetup::default_acceleration_host(&registry), "127.0.0.1:65001");
+    }
 }

@@ -31,7 +31,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Choices {
-    /// The address workloads pull from [default: p2p.<registry host>:65001].
+    /// The address workloads pull from [default: the registry's `acceleration_host`].
     acceleration_host: Option<String>,
     /// The agent's image [default: <registry host>/damselfly/agent:<version>].
     agent_image: Option<String>,
@@ -54,8 +54,8 @@ async fn install_script(
     let registry = RegistryUrl::parse(&registry_url).map_err(|e| {
         RegistryError::Io(std::io::Error::other(format!("the registry's public URL cannot be used: {e}")))
     })?;
-    let acceleration_host =
-        choices.acceleration_host.unwrap_or_else(|| NodeSetup::default_acceleration_host(&registry));
+    // The registry's own acceleration host (its console shows pull commands for it) unless the owner chose one.
+    let acceleration_host = choices.acceleration_host.unwrap_or_else(|| state.config.acceleration_host());
     // Checked the way node-setup checks it, so a script never fails on the nodes for it.
     NodeSetup::new(&registry_url, Some(&acceleration_host), "127.0.0.1:65001", Vec::new())
         .map_err(|e| bad_choice(format!("acceleration_host: {e}")))?;
