@@ -23,7 +23,7 @@ use clap::Args;
 use damselfly_core::p2p::CLUSTER_AUTH_SCHEME;
 use damselfly_installer::node::{NodeSetup, RegistryUrl};
 use damselfly_installer::webhook::{
-    namespace_is_labelled, parse_review, pull_secret_patch, response, Request, Rewriter,
+    namespace_is_labelled, parse_review, pull_secret_patch, response, secret_write, Request, Rewriter, SecretWrite,
 };
 use serde_json::Value;
 
@@ -48,7 +48,7 @@ pub struct WebhookArgs {
     /// The cluster token, to ask the registry which namespaces have P2P on.
     #[arg(long, env = "DAMSELFLY_AGENT_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: String,
-    /// The address images are rewritten to [default: p2p.<registry host>:65001].
+    /// The address images are rewritten to [default: p2p.<registry host>:65001; 127.0.0.1:65001 for a registry addressed by IP].
     #[arg(long, env = "DAMSELFLY_AGENT_ACCELERATION_HOST")]
     pub acceleration_host: Option<String>,
     /// The Kubernetes API [default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT].
@@ -179,7 +179,12 @@ impl Webhook {
                 match self.copy_secret(kube, &request.namespace, name).await {
                     Ok(Some(copy)) => copied.push(copy),
                     Ok(None) => {}
-                    Err(e) => warnings.push(format!("damselfly: pull secret {name} not copied: {e}")),
+                    // Moved without its credentials, a private image could not be pulled: move nothing.
+                    Err(e) => {
+                        warnings
+                            .push(format!("damselfly: images left as they are: pull secret {name} not copied: {e}"));
+                        return (Vec::new(), warnings);
+                    }
                 }
             }
         }
@@ -221,20 +226,29 @@ impl Webhook {
 
     /// Creates or updates the copy of a pull secret for the acceleration
     /// address; its name, or `None` if the secret holds nothing for the registry.
+    ///
+    /// The webhook's RBAC lets it read and write any Secret of a namespace
+    /// (RBAC cannot name Secrets that do not exist yet, nor select them by
+    /// label), so the narrower rule is kept here: it reads only the pull
+    /// secret the Pod names (a valid object name, in the Pod's namespace) and
+    /// the copy's own name, and writes only a Secret carrying its label.
     async fn copy_secret(&self, kube: &kube::Kube, namespace: &str, name: &str) -> Result<Option<String>, String> {
-        let Some(secret) = kube.get(&format!("/api/v1/namespaces/{namespace}/secrets/{name}")).await? else {
+        let collection = format!("/api/v1/namespaces/{namespace}/secrets");
+        let Some(secret) = kube.get(&format!("{collection}/{name}")).await? else {
             return Ok(None);
         };
         let Some(copy) = self.rewriter.accelerated_secret(&secret) else {
             return Ok(None);
         };
         let copy_name = copy["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        let collection = format!("/api/v1/namespaces/{namespace}/secrets");
-        let (status, body) = kube.call(Method::POST, &collection, Some(&copy)).await?;
-        let (status, body) = if status == StatusCode::CONFLICT {
-            kube.call(Method::PUT, &format!("{collection}/{copy_name}"), Some(&copy)).await?
-        } else {
-            (status, body)
+        let existing = kube.get(&format!("{collection}/{copy_name}")).await?;
+        let (status, body) = match secret_write(existing.as_ref(), &copy) {
+            SecretWrite::Unchanged => return Ok(Some(copy_name)),
+            SecretWrite::Refuse(reason) => return Err(reason),
+            SecretWrite::Create(copy) => kube.call(Method::POST, &collection, Some(&copy)).await?,
+            SecretWrite::Update(copy) => {
+                kube.call(Method::PUT, &format!("{collection}/{copy_name}"), Some(&copy)).await?
+            }
         };
         if !status.is_success() {
             return Err(format!("{status}: {}", body["message"].as_str().unwrap_or_default()));

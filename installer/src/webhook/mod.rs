@@ -12,6 +12,22 @@ use crate::cluster::{ACCELERATION_LABEL, ACCELERATION_LABEL_VALUE};
 /// Appended to a pull secret's name for its copy for the acceleration host.
 pub const SECRET_SUFFIX: &str = "-damselfly-p2p";
 
+/// The label every Secret the webhook writes carries, and the only Secrets
+/// it will ever overwrite; the uninstall deletes what carries it.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "damselfly-webhook");
+
+/// Whether `name` is a Kubernetes object name (an RFC 1123 subdomain), so
+/// that it can go into an API path as it is. The webhook runs before the API
+/// server validates the Pod, so the names a Pod gives are checked here.
+pub fn is_object_name(name: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    name.len() <= 253
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.split('.').all(|label| !label.is_empty() && label.len() <= 63)
+}
+
 /// The containers of a Pod spec whose images may be rewritten.
 const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
@@ -36,6 +52,9 @@ pub fn parse_review(review: &Value) -> Result<Request, String> {
     let request = &review["request"];
     let uid = request["uid"].as_str().ok_or("the AdmissionReview has no request.uid")?.to_owned();
     let namespace = request["namespace"].as_str().unwrap_or_default().to_owned();
+    if !is_object_name(&namespace) {
+        return Err(format!("request.namespace {:?} is not a Kubernetes namespace name", namespace));
+    }
     if request["kind"]["kind"] != "Pod" {
         return Err(format!("expected a Pod, got {}", request["kind"]["kind"]));
     }
@@ -75,8 +94,59 @@ pub struct Rewriter {
 pub struct PodPlan {
     /// JSON patch operations for the images.
     pub patch: Vec<Value>,
-    /// Names of the Pod's pull secrets, to copy for the acceleration host.
+    /// Names of the Pod's pull secrets, to copy for the acceleration host:
+    /// the only Secrets the webhook reads.
     pub pull_secrets: Vec<String>,
+}
+
+/// What to do about the copy of a pull secret, given the Secret of that
+/// name that exists (if any).
+#[derive(Debug, PartialEq)]
+pub enum SecretWrite {
+    /// None exists: create the copy.
+    Create(Value),
+    /// The webhook's own copy is out of date: replace it (the copy carries
+    /// the existing `resourceVersion`, so a concurrent change is not lost).
+    Update(Value),
+    /// The webhook's own copy is already right: write nothing.
+    Unchanged,
+    /// A Secret of that name exists that the webhook did not write: it is
+    /// left alone, and the reason says so.
+    Refuse(String),
+}
+
+/// Decides how to write `copy` (from [`Rewriter::accelerated_secret`]) next
+/// to what exists. Only a Secret carrying the [`MANAGED_BY`] label is ever
+/// overwritten: the webhook's RBAC cannot express that rule, so it keeps it.
+pub fn secret_write(existing: Option<&Value>, copy: &Value) -> SecretWrite {
+    let Some(existing) = existing else {
+        return SecretWrite::Create(copy.clone());
+    };
+    let (key, value) = MANAGED_BY;
+    let name = copy["metadata"]["name"].as_str().unwrap_or_default();
+    if existing["metadata"]["labels"][key] != value {
+        return SecretWrite::Refuse(format!(
+            "a Secret {name} exists without the label {key}={value}, so it is not Damselfly's to overwrite; \
+             rename or remove it"
+        ));
+    }
+    let same = |field: &str| existing[field] == copy[field];
+    let labelled = copy["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| existing["metadata"]["labels"][k] == *v);
+    let annotated = copy["metadata"]["annotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| existing["metadata"]["annotations"][k] == *v);
+    if same("type") && same("data") && labelled && annotated {
+        return SecretWrite::Unchanged;
+    }
+    let mut update = copy.clone();
+    update["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
+    SecretWrite::Update(update)
 }
 
 impl Rewriter {
@@ -89,6 +159,14 @@ impl Rewriter {
         }
         let first = rest.split('/').next().unwrap_or(rest);
         let namespace = first.split([':', '@']).next().unwrap_or(first);
+        // An OCI path component, so it can go into the registry's URL as it is.
+        let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let component = alnum(namespace.chars().next())
+            && alnum(namespace.chars().last())
+            && namespace.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+        if !component {
+            return None;
+        }
         Some((namespace.to_owned(), format!("{}/{rest}", self.acceleration_host)))
     }
 
@@ -126,7 +204,7 @@ impl Rewriter {
                 .into_iter()
                 .flatten()
                 .filter_map(|s| s["name"].as_str())
-                .filter(|name| !name.ends_with(SECRET_SUFFIX))
+                .filter(|name| is_object_name(name) && !name.ends_with(SECRET_SUFFIX))
                 .map(str::to_owned)
                 .collect();
         }
@@ -155,7 +233,7 @@ impl Rewriter {
             "metadata": {
                 "name": format!("{name}{SECRET_SUFFIX}"),
                 "namespace": secret["metadata"]["namespace"],
-                "labels": {"app.kubernetes.io/managed-by": "damselfly-webhook"},
+                "labels": {MANAGED_BY.0: MANAGED_BY.1},
                 "annotations": {"damselfly.io/copied-from": name},
             },
             "type": "kubernetes.io/dockerconfigjson",

@@ -73,6 +73,8 @@ fn only_the_registry_s_own_address_is_rewritten() {
         "nginx",
         "library/nginx:1",
         "registry.example.com.evil.io/team-a/x",
+        "registry.example.com/../p2p/x:1",
+        "registry.example.com/Team-A/x:1",
         "quay.io/team-a/app",
     ] {
         assert_eq!(r.rewrite(other), None, "{other}");
@@ -145,4 +147,79 @@ fn copied_pull_secrets_are_added_to_the_pod_once() {
     );
     let already = json!({"spec": {"imagePullSecrets": [{"name": "registry-creds-damselfly-p2p"}]}});
     assert!(pull_secret_patch(&already, &names).is_empty());
+}
+
+#[test]
+fn only_kubernetes_object_names_reach_an_api_path() {
+    for good in ["registry-creds", "a", "team-a.pull.1", &"x".repeat(63)] {
+        assert!(is_object_name(good), "{good}");
+    }
+    for bad in ["", "Registry", "../kube-system/secrets/admin", "a/b", "-a", "a-", "a..b", "a b", &"x".repeat(64)] {
+        assert!(!is_object_name(bad), "{bad}");
+    }
+    let mut review: Value = serde_json::from_str(REVIEW).expect("fixture");
+    review["request"]["namespace"] = json!("shop/../kube-system");
+    assert!(parse_review(&review).expect_err("refused").contains("not a Kubernetes namespace name"));
+}
+
+#[test]
+fn a_pull_secret_named_outside_the_grammar_is_never_read() {
+    let mut pod = pod();
+    pod["spec"]["imagePullSecrets"] =
+        json!([{"name": "../../kube-system/secrets/admin"}, {"name": "registry-creds"}, {"name": "x-damselfly-p2p"}]);
+    let plan = rewriter().plan(&pod, true, &|_| true);
+    assert_eq!(plan.pull_secrets, ["registry-creds"], "only a valid name, and never a copy of a copy");
+}
+
+fn copy() -> Value {
+    let config = json!({"auths": {"registry.example.com": {"auth": "cm9ib3Q="}}});
+    let secret = json!({
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": "registry-creds", "namespace": "shop"},
+        "data": {".dockerconfigjson": STANDARD.encode(config.to_string())}
+    });
+    rewriter().accelerated_secret(&secret).expect("a copy")
+}
+
+#[test]
+fn a_missing_copy_is_created_and_one_already_right_is_not_written_again() {
+    let copy = copy();
+    assert_eq!(copy["metadata"]["labels"], json!({"app.kubernetes.io/managed-by": "damselfly-webhook"}));
+    assert_eq!(secret_write(None, &copy), SecretWrite::Create(copy.clone()));
+    // As the API server returns it: the same, plus what the server adds.
+    let mut stored = copy.clone();
+    stored["metadata"]["resourceVersion"] = json!("811");
+    stored["metadata"]["uid"] = json!("5c7f0f57-3a41-4d8e-a0a5-0f4e6c1d2b3a");
+    stored["metadata"]["labels"]["team"] = json!("shop");
+    assert_eq!(secret_write(Some(&stored), &copy), SecretWrite::Unchanged);
+}
+
+#[test]
+fn the_webhook_s_own_copy_is_updated_at_its_resource_version() {
+    let copy = copy();
+    let mut stored = copy.clone();
+    stored["metadata"]["resourceVersion"] = json!("811");
+    stored["data"][".dockerconfigjson"] = json!(STANDARD.encode("{\"auths\": {}}"));
+    let mut expected = copy.clone();
+    expected["metadata"]["resourceVersion"] = json!("811");
+    assert_eq!(secret_write(Some(&stored), &copy), SecretWrite::Update(expected));
+}
+
+#[test]
+fn a_secret_without_the_webhook_s_label_is_never_overwritten() {
+    let copy = copy();
+    let theirs = json!({
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": "registry-creds-damselfly-p2p", "namespace": "shop", "resourceVersion": "5",
+                     "labels": {"app.kubernetes.io/managed-by": "helm"}},
+        "data": {".dockerconfigjson": "e30="}
+    });
+    let SecretWrite::Refuse(reason) = secret_write(Some(&theirs), &copy) else { panic!("must refuse") };
+    assert_eq!(
+        reason,
+        "a Secret registry-creds-damselfly-p2p exists without the label app.kubernetes.io/managed-by=damselfly-webhook, \
+         so it is not Damselfly's to overwrite; rename or remove it"
+    );
+    let unlabelled = json!({"metadata": {"name": "registry-creds-damselfly-p2p"}});
+    assert!(matches!(secret_write(Some(&unlabelled), &copy), SecretWrite::Refuse(_)));
 }
