@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use damselfly_tests::kubernetes::validate;
+use damselfly_tests::kubernetes::{validate, KubectlStandin};
 use damselfly_tests::{binary, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -120,37 +120,100 @@ async fn the_scripts_pass_shellcheck() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_private_registry_ca_reaches_the_agents_through_the_secret_and_their_config() {
-    let dir = tempfile::tempdir().expect("dir");
-    let ca = "-----BEGIN CERTIFICATE-----\nMIIBfake0nlyForTheManifests\n-----END CERTIFICATE-----\n";
-    let ca_path = save(dir.path(), "ca.pem", ca);
-    let ca_file = ca_path.display().to_string();
-    let (reg, http, token) = registry_with_cluster_and(&[("DAMSELFLY_PUBLIC_CA_FILE", &ca_file)]).await;
-    let script = fetch_script(&reg, &http, &token, "?agent_image=registry.example.com/damselfly/agent:1.0").await;
-    let path = save(dir.path(), "setup.sh", &script);
-    let yaml = stdout_of(&sh(&path, &["--dry-run"], &[]));
-    tokio::task::block_in_place(|| validate(&yaml));
-    let quoted = serde_json::Value::String(ca.into()).to_string();
-    assert_eq!(yaml_value(&yaml, "registry-ca.pem"), quoted.trim_matches('"'));
-    assert!(yaml.contains("registry_ca = \"/etc/damselfly/registry-ca.pem\""), "{yaml}");
-    assert!(
-        yaml.contains("- secret:\n                  name: damselfly-cluster\n                  optional: true\n                  items:\n                    - key: registry-ca.pem"),
-        "the agent's config directory carries the CA from the Secret, and only it:\n{yaml}"
+// ----- the script against a kubectl stand-in -----
+//
+// No Kubernetes API server can run here, so the script's decisions are
+// tested against `tests/kubectl/standin.py`: a stand-in for the `kubectl`
+// command that answers from canned API objects (tests/kubectl/*.json, in the
+// API's own shapes) and records every call. It is a double of the command's
+// interface, not a claim that a cluster behaves so; see tests/kubectl/README.md.
+
+/// The query that gives the script the image and the acceleration host the fixtures name.
+const FIXTURE_QUERY: &str =
+    "?acceleration_host=p2p.registry.example.com:65001&agent_image=registry.example.com/damselfly/agent:1.0";
+
+/// The fixtures' cluster: four nodes, one unreachable, agents broken on two others.
+fn troubled_cluster() -> KubectlStandin {
+    let standin = KubectlStandin::new(&["nodes", "agent-pods", "agent-events", "webhook", "workloads"]);
+    standin.set(
+        "logs",
+        json!({"damselfly-agent-r2t6v/node-setup/previous":
+            "2026-03-04T09:59:02Z  INFO damselfly_agent: node-setup root=/host\n\
+             node-setup: /etc/containerd/config.toml is not valid: TOML parse error at line 3, column 1; fix or remove it, then run node-setup again"}),
     );
-    let node = stdout_of(&sh(&path, &["--node", "--dry-run"], &[("DAMSELFLY_AGENT_BIN", "/bin/true")]));
-    assert!(node.contains("registry_ca = \"/etc/damselfly/registry-ca.pem\""), "{node}");
+    standin
+}
+
+/// Every node Ready and every agent ready.
+fn heal(object: &mut Value) {
+    let agent = object["metadata"]["labels"]["app.kubernetes.io/name"] == "damselfly-agent";
+    if object["kind"] == "Node" || (object["kind"] == "Pod" && agent) {
+        for condition in object["status"]["conditions"].as_array_mut().into_iter().flatten() {
+            if condition["type"] == "Ready" {
+                condition["status"] = json!("True");
+            }
+        }
+    }
+}
+
+fn healthy_cluster() -> KubectlStandin {
+    let standin = troubled_cluster();
+    standin.edit(heal);
+    standin
+}
+
+/// The script for the fixtures' cluster, saved in `dir`.
+async fn fixture_script(dir: &Path, query: &str) -> (PathBuf, String, Registry) {
+    let (reg, http, token) = registry_with_cluster().await;
+    let script = fetch_script(&reg, &http, &token, &format!("{FIXTURE_QUERY}{query}")).await;
+    (save(dir, "setup.sh", &script), token, reg)
+}
+
+/// The YAML the script applied, the first time.
+fn applied(standin: &KubectlStandin) -> String {
+    standin.calls().into_iter().find(|c| c.verb() == "apply").and_then(|c| c.stdin).expect("an apply")
+}
+
+fn changes_of(standin: &KubectlStandin) -> Vec<String> {
+    standin
+        .calls()
+        .into_iter()
+        .filter(|c| ["apply", "delete", "label", "annotate"].contains(&c.verb()))
+        .map(|c| c.line())
+        .collect()
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn unb64(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+}
+
+fn output_of(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_dry_run_prints_objects_that_validate_against_the_kubernetes_schemas() {
-    let (reg, http, token) = registry_with_cluster().await;
-    let query =
-        "?acceleration_host=p2p.registry.example.com:65001&agent_image=registry.example.com/damselfly/agent:1.0";
-    let script = fetch_script(&reg, &http, &token, query).await;
+async fn install_applies_every_object_server_side_and_prints_no_secret() {
     let dir = tempfile::tempdir().expect("dir");
-    let path = save(dir.path(), "setup.sh", &script);
-    let yaml = stdout_of(&sh(&path, &["--dry-run", "--namespaces", "team-a,team-b"], &[]));
+    let (script, token, _reg) = fixture_script(dir.path(), "").await;
+    let standin = healthy_cluster();
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--namespaces", "shop", "--timeout", "30"]));
+    let printed = output_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    assert!(printed.contains("the agent is ready on 4 of 4 nodes"), "{printed}");
+    assert!(printed.contains("  ready (4): node-1 node-2 node-3 node-4\n"), "{printed}");
+    assert!(printed.contains("image-rewrite webhook:  ready"), "{printed}");
+    assert!(printed.contains("accelerated namespaces: shop team-a team-b\n"), "{printed}");
+
+    let applies: Vec<_> = standin.calls().into_iter().filter(|c| c.verb() == "apply").collect();
+    assert_eq!(applies.len(), 1);
+    assert_eq!(applies[0].line(), "apply --server-side --field-manager=damselfly-installer --force-conflicts -f -");
+    let yaml = applied(&standin);
     let objects = tokio::task::block_in_place(|| validate(&yaml));
     assert_eq!(
         objects,
@@ -169,39 +232,37 @@ async fn the_dry_run_prints_objects_that_validate_against_the_kubernetes_schemas
             "mutatingwebhookconfiguration/damselfly-image-rewrite",
         ]
     );
-    assert_eq!(yaml_value(&yaml, "cluster-token"), token);
+    // Secrets as data, so an unchanged one is not written again; and never printed.
+    assert!(!yaml.contains("stringData"), "{yaml}");
+    assert_eq!(yaml_value(&yaml, "cluster-token"), b64(&token));
+    let key = String::from_utf8(unb64(&yaml_value(&yaml, "tls.key"))).expect("PEM");
+    assert!(key.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{key}");
+    for secret in [token.as_str(), &b64(&token), &yaml_value(&yaml, "tls.key"), key.lines().nth(1).expect("key line")] {
+        assert!(!printed.contains(secret), "a secret was printed: {secret}\n{printed}");
+    }
+    for secret in ["damselfly-cluster", "damselfly-webhook-tls"] {
+        let stored = standin.object("Secret", Some("damselfly-system"), secret).expect("the Secret");
+        assert_eq!(stored["metadata"]["annotations"].get("kubectl.kubernetes.io/last-applied-configuration"), None);
+    }
+    let shop = standin.object("Namespace", None, "shop").expect("shop");
+    assert_eq!(shop["metadata"]["labels"]["damselfly.io/acceleration"], "p2p");
     for needed in [
         "hostNetwork: true",
         "containerPort: 65001\n              hostPort: 65001",
-        "containerPort: 65002\n              hostPort: 65002",
-        "containerPort: 65003\n              hostPort: 65003",
         "tolerations:\n        - operator: Exists",
-        "path: /var/lib/damselfly/cache\n            type: DirectoryOrCreate",
-        "cache_max_bytes = 21474836480",
         "cache_high_watermark = 85\n    cache_low_watermark = 75",
-        "args: [\"node-setup\", \"--root\", \"/host\", \"--registry\", \"http://127.0.0.1:",
         "\"--acceleration-host\", \"p2p.registry.example.com:65001\"",
         "image: \"registry.example.com/damselfly/agent:1.0\"",
         "failurePolicy: Ignore",
         "matchLabels:\n        damselfly.io/acceleration: p2p",
-        "# kubectl label namespace team-a damselfly.io/acceleration=p2p --overwrite",
-        "# kubectl label namespace team-b damselfly.io/acceleration=p2p --overwrite",
     ] {
         assert!(yaml.contains(needed), "the manifests lack {needed:?}:\n{yaml}");
     }
-    for probe in ["readinessProbe:", "livenessProbe:", "requests:", "limits:"] {
-        assert_eq!(yaml.matches(probe).count(), if probe.ends_with("Probe:") { 2 } else { 3 }, "{probe}");
-    }
 
     // The webhook's certificate, made by the script, is for its Service and signed by the caBundle's CA.
-    let decode = |b64: &str| {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")
-    };
-    let ca = decode(&yaml_value(&yaml, "ca.crt"));
     assert_eq!(yaml_value(&yaml, "caBundle"), yaml_value(&yaml, "ca.crt"));
-    std::fs::write(dir.path().join("ca.pem"), ca).expect("write");
-    std::fs::write(dir.path().join("tls.pem"), decode(&yaml_value(&yaml, "tls.crt"))).expect("write");
+    std::fs::write(dir.path().join("ca.pem"), unb64(&yaml_value(&yaml, "ca.crt"))).expect("write");
+    std::fs::write(dir.path().join("tls.pem"), unb64(&yaml_value(&yaml, "tls.crt"))).expect("write");
     let verified = Command::new("openssl")
         .args([
             "verify",
@@ -216,20 +277,481 @@ async fn the_dry_run_prints_objects_that_validate_against_the_kubernetes_schemas
         .output()
         .expect("openssl verify");
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
-    let key = String::from_utf8(decode(&yaml_value(&yaml, "tls.key"))).expect("PEM");
-    assert!(key.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{key}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_uninstall_dry_run_prints_the_daemonset_that_restores_every_node() {
-    let (reg, http, token) = registry_with_cluster().await;
-    let script = fetch_script(&reg, &http, &token, "").await;
+async fn a_second_run_keeps_the_certificate_and_a_dry_run_then_shows_no_change() {
     let dir = tempfile::tempdir().expect("dir");
-    let yaml = stdout_of(&sh(&save(dir.path(), "setup.sh", &script), &["--uninstall", "--dry-run"], &[]));
-    assert_eq!(tokio::task::block_in_place(|| validate(&yaml)), ["daemonset/damselfly-node-cleanup"]);
-    assert!(yaml.contains("args: [\"node-setup\", \"--uninstall\", \"--root\", \"/host\"]"), "{yaml}");
+    let (script, token, reg) = fixture_script(dir.path(), "").await;
+    let standin = healthy_cluster();
+    let first = tokio::task::block_in_place(|| standin.run(&script, &["--timeout", "30"]));
+    assert_eq!(first.status.code(), Some(0), "{}", output_of(&first));
+    let installed = applied(&standin);
+
+    standin.clear_calls();
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--dry-run"]));
+    let printed = output_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    assert!(printed.contains("# No change: the cluster already runs this setup."), "{printed}");
+    let diffs: Vec<_> = standin.calls().into_iter().filter(|c| c.verb() == "diff").collect();
+    assert_eq!(diffs.len(), 1);
+    assert_eq!(diffs[0].line(), "diff --server-side --field-manager=damselfly-installer --force-conflicts -f -");
+    assert_eq!(diffs[0].stdin.as_deref(), Some(installed.as_str()), "the installed certificate is read back");
+    assert_eq!(changes_of(&standin), Vec::<String>::new(), "a dry run changes nothing");
+    assert!(!printed.contains(&token) && !printed.contains(&b64(&token)), "{printed}");
+
+    // A setup that changes shows as a change, and the run applies what the dry run compared.
+    let http = Client::new();
+    let changed = fetch_script(&reg, &http, &token, &format!("{FIXTURE_QUERY}&cache_max_bytes=1000")).await;
+    let changed = save(dir.path(), "changed.sh", &changed);
+    let out = tokio::task::block_in_place(|| standin.run(&changed, &["--dry-run"]));
+    let printed = output_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    assert!(printed.contains("/tmp/MERGED/v1.ConfigMap.damselfly-system.damselfly-agent"), "{printed}");
+    assert!(!printed.contains("No change"), "{printed}");
+
+    standin.clear_calls();
+    let again = tokio::task::block_in_place(|| standin.run(&script, &["--timeout", "30"]));
+    assert_eq!(again.status.code(), Some(0), "{}", output_of(&again));
+    assert_eq!(applied(&standin), installed, "a second run applies exactly the same objects");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_on_a_cluster_without_damselfly_lists_the_objects_with_secrets_hidden() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (script, token, _reg) = fixture_script(dir.path(), "").await;
+    let standin = healthy_cluster();
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--dry-run", "--namespaces", "shop"]));
+    let printed = output_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    assert!(
+        printed.starts_with(
+            "# Damselfly is not installed on this cluster: these objects would be created (secrets hidden).\n"
+        ),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("  cluster-token: \"(hidden)\"\n") && printed.contains("  tls.key: \"(hidden)\"\n"),
+        "{printed}"
+    );
+    assert!(printed.contains("kind: DaemonSet") && printed.contains("kind: MutatingWebhookConfiguration"), "{printed}");
+    assert!(printed.ends_with("# would label namespace shop damselfly.io/acceleration=p2p\n"), "{printed}");
+    assert!(
+        !printed.contains(&token) && !printed.contains(&b64(&token)) && !printed.contains("PRIVATE KEY"),
+        "{printed}"
+    );
+    assert_eq!(changes_of(&standin), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_install_by_an_older_script_loses_the_token_kept_in_last_applied() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (script, token, _reg) = fixture_script(dir.path(), "").await;
+    let standin = healthy_cluster();
+    let last_applied = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "damselfly-cluster", "namespace": "damselfly-system"},
+                              "stringData": {"cluster-token": token}, "type": "Opaque"});
+    standin.add(&[
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "damselfly-system"}, "status": {"phase": "Active"}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": "damselfly-cluster", "namespace": "damselfly-system", "resourceVersion": "700",
+                            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": last_applied.to_string()}},
+               "data": {"cluster-token": b64(&token)}}),
+    ]);
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--timeout", "30"]));
+    assert_eq!(out.status.code(), Some(0), "{}", output_of(&out));
+    let changes = changes_of(&standin);
+    assert_eq!(
+        changes[..2],
+        [
+            "-n damselfly-system annotate secret damselfly-cluster kubectl.kubernetes.io/last-applied-configuration-"
+                .to_owned(),
+            "apply --server-side --field-manager=damselfly-installer --force-conflicts -f -".to_owned(),
+        ],
+        "{changes:?}"
+    );
+    let secret = standin.object("Secret", Some("damselfly-system"), "damselfly-cluster").expect("secret");
+    assert_eq!(
+        secret["metadata"]["annotations"].get("kubectl.kubernetes.io/last-applied-configuration"),
+        None,
+        "{secret}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_that_are_not_ready_are_explained_one_by_one_and_the_install_exits_3_after_its_summary() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (script, _token, _reg) = fixture_script(dir.path(), "").await;
+    let standin = troubled_cluster();
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--timeout", "0"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    let report =
+        stdout.split("The agent, node by node:\n").nth(1).expect("the report").split("\n\n").next().expect("its end");
+    let pull = "\"registry.example.com/damselfly/agent:1.0\"";
+    assert_eq!(
+        report,
+        format!(
+            "  node-2: not ready: Pod damselfly-agent-m4q9z\n\
+             \x20     init container node-setup: ImagePullBackOff: Back-off pulling image {pull}: ErrImagePull: failed to pull and unpack image {pull}: failed to resolve reference {pull}: registry.example.com/damselfly/agent:1.0: not found\n\
+             \x20     last warning: Failed: Failed to pull image {pull}: rpc error: code = NotFound desc = failed to pull and unpack image {pull}: failed to resolve reference {pull}: registry.example.com/damselfly/agent:1.0: not found\n\
+             \x20     more: kubectl -n damselfly-system describe pod damselfly-agent-m4q9z\n\
+             \x20 node-3: not ready: the node is not Ready (NodeStatusUnknown: Kubelet stopped posting node status.)\n\
+             \x20 node-4: not ready: Pod damselfly-agent-r2t6v\n\
+             \x20     init container node-setup: CrashLoopBackOff (last exit code 1): back-off 40s restarting failed container=node-setup pod=damselfly-agent-r2t6v_damselfly-system(5d0c8f3e-1b2a-4c6d-9e8f-000000000004)\n\
+             \x20       | 2026-03-04T09:59:02Z  INFO damselfly_agent: node-setup root=/host\n\
+             \x20       | node-setup: /etc/containerd/config.toml is not valid: TOML parse error at line 3, column 1; fix or remove it, then run node-setup again\n\
+             \x20     last warning: BackOff: Back-off restarting failed container node-setup in pod damselfly-agent-r2t6v_damselfly-system(5d0c8f3e-1b2a-4c6d-9e8f-000000000004)\n\
+             \x20     more: kubectl -n damselfly-system describe pod damselfly-agent-r2t6v\n\
+             \x20 ready (1): node-1"
+        )
+    );
+    // The summary and the webhook's state come anyway.
+    assert!(
+        stdout.contains("Damselfly is set up on cluster default/edge: the agent is ready on 1 of 4 nodes."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("image-rewrite webhook:  ready"), "{stdout}");
+    assert!(stdout.contains("kubectl cordon <node>"), "{stdout}");
+    assert_eq!(
+        stderr,
+        "damselfly setup: installed, but the agent is not ready on 3 of 4 nodes: node-2 node-3 node-4\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skip_unready_nodes_leaves_out_nodes_that_are_not_ready_but_not_broken_agents() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (script, _token, _reg) = fixture_script(dir.path(), "").await;
+    let standin = troubled_cluster();
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--timeout", "0", "--skip-unready-nodes"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains(
+            "  node-3: skipped: the node is not Ready (NodeStatusUnknown: Kubelet stopped posting node status.)\n"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "damselfly setup: installed, but the agent is not ready on 2 of 4 nodes: node-2 node-4\n"
+    );
+
+    // Once the agents of the Ready nodes are fixed, the node that is down does not fail the run.
+    standin.edit(|o| {
+        if o["spec"]["nodeName"] != "node-3" && o["metadata"]["name"] != "node-3" {
+            heal(o)
+        }
+    });
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--timeout", "0", "--skip-unready-nodes"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("  node-3: skipped: the node is not Ready")
+            && stdout.contains("  ready (3): node-1 node-2 node-4\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the agent is ready on 3 of 4 nodes"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_node_the_install_says_that_no_agent_runs_and_exits_4() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (script, _token, _reg) = fixture_script(dir.path(), "").await;
+    let standin = KubectlStandin::new(&["webhook", "workloads"]);
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--timeout", "0"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(stdout.contains("  (the cluster has no node: kubectl get nodes lists none)\n"), "{stdout}");
+    assert!(stdout.contains("the agent is ready on 0 of 0 nodes"), "{stdout}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "damselfly setup: installed, but no agent is running: the cluster has no node for it. \
+         Pods of accelerated namespaces cannot pull through p2p.registry.example.com:65001 until one does.\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_whose_agent_becomes_ready_while_the_script_waits_counts_as_ready() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (script, _token, _reg) = fixture_script(dir.path(), "").await;
+    let standin = healthy_cluster();
+    // node-2's agent: not ready at the first look at the Pods, ready from the second on.
+    let pending = standin.object("Pod", Some("damselfly-system"), "damselfly-agent-m4q9z").expect("pod");
+    let mut later = pending.clone();
+    standin.edit(|o| {
+        if o["metadata"]["name"] == "damselfly-agent-m4q9z" {
+            for c in o["status"]["conditions"].as_array_mut().into_iter().flatten() {
+                if c["type"] == "Ready" {
+                    c["status"] = json!("False");
+                }
+            }
+            o["standin"] = json!({"visible": [1, 1]});
+        }
+    });
+    later["standin"] = json!({"visible": [2]});
+    standin.add(&[later]);
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--timeout", "60"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("  ready (4): node-1 node-2 node-3 node-4\n"), "{stdout}");
+    let pod_lists = standin
+        .calls()
+        .iter()
+        .filter(|c| c.line().starts_with("-n damselfly-system get pods -l app.kubernetes.io/name=damselfly-agent"))
+        .count();
+    assert_eq!(pod_lists, 2, "one look, a wait, and a second look");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_namespace_rbac_gives_the_webhook_secrets_only_in_accelerated_namespaces() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (script, _token, _reg) = fixture_script(dir.path(), "").await;
+    let standin = healthy_cluster();
+    let out = tokio::task::block_in_place(|| {
+        standin.run(&script, &["--webhook-rbac", "namespaces", "--namespaces", "shop", "--timeout", "30"])
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("accelerate another:     run this again with --namespaces <name>"), "{stdout}");
+    let yaml = applied(&standin);
+    let objects = tokio::task::block_in_place(|| validate(&yaml));
+    let rbac: Vec<&str> = objects.iter().map(String::as_str).filter(|o| o.contains("role")).collect();
+    assert_eq!(
+        rbac,
+        [
+            "clusterrole/damselfly-webhook",
+            "clusterrolebinding/damselfly-webhook",
+            "role/damselfly-webhook",
+            "rolebinding/damselfly-webhook",
+            "role/damselfly-webhook",
+            "rolebinding/damselfly-webhook",
+            "role/damselfly-webhook",
+            "rolebinding/damselfly-webhook",
+        ]
+    );
+    let cluster_role = standin.object("ClusterRole", None, "damselfly-webhook").expect("cluster role");
+    assert_eq!(cluster_role["rules"], json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]));
+    for ns in ["shop", "team-a", "team-b"] {
+        let role = standin.object("Role", Some(ns), "damselfly-webhook").unwrap_or_else(|| panic!("a Role in {ns}"));
+        assert_eq!(
+            role["rules"],
+            json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]}])
+        );
+        let binding = standin.object("RoleBinding", Some(ns), "damselfly-webhook").expect("binding");
+        assert_eq!(binding["subjects"][0]["namespace"], "damselfly-system");
+    }
+    assert!(standin.object("Role", Some("kube-system"), "damselfly-webhook").is_none());
+
+    // A plain re-run keeps the mode that is installed.
+    standin.clear_calls();
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--timeout", "30"]));
+    assert_eq!(out.status.code(), Some(0), "{}", output_of(&out));
+    assert!(applied(&standin).contains("\"kind\": \"Role\""), "still per namespace");
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--webhook-rbac", "cluster", "--timeout", "30"]));
+    assert_eq!(out.status.code(), Some(0), "{}", output_of(&out));
+    let cluster_role = standin.object("ClusterRole", None, "damselfly-webhook").expect("cluster role");
+    assert_eq!(
+        cluster_role["rules"][1],
+        json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uninstall_removes_copied_pull_secrets_and_all_of_damselfly_though_a_node_is_down() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (script, _token, _reg) = fixture_script(dir.path(), "").await;
+    let standin = troubled_cluster();
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--webhook-rbac", "namespaces", "--timeout", "0"]));
+    assert_eq!(out.status.code(), Some(3), "{}", output_of(&out));
+    standin.add(&serde_json::from_str::<Vec<Value>>(include_str!("../kubectl/cleanup-pods.json")).expect("fixture"));
+    let before = standin.objects();
+    standin.clear_calls();
+
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--uninstall", "--timeout", "5"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    let changes = changes_of(&standin);
+    for expected in [
+        "delete mutatingwebhookconfiguration damselfly-image-rewrite --ignore-not-found",
+        "label namespace team-a damselfly.io/acceleration-",
+        "label namespace team-b damselfly.io/acceleration-",
+        "delete secrets --all-namespaces -l app.kubernetes.io/managed-by=damselfly-webhook --ignore-not-found",
+        "delete roles,rolebindings --all-namespaces -l app.kubernetes.io/part-of=damselfly --ignore-not-found",
+        "-n damselfly-system delete daemonset damselfly-agent --ignore-not-found --wait=false",
+        "apply --server-side --field-manager=damselfly-installer --force-conflicts -f -",
+        "-n damselfly-system delete daemonsets,deployments,services,secrets,configmaps,serviceaccounts -l app.kubernetes.io/part-of=damselfly --ignore-not-found --wait=false",
+        "delete namespace damselfly-system --ignore-not-found --wait=false",
+        "delete clusterrolebinding damselfly-webhook --ignore-not-found",
+        "delete clusterrole damselfly-webhook --ignore-not-found",
+    ] {
+        assert!(changes.iter().any(|c| c == expected), "no `{expected}` in {changes:#?}");
+    }
+    assert!(
+        changes.iter().position(|c| c.starts_with("delete mutatingwebhookconfiguration"))
+            < changes.iter().position(|c| c.starts_with("delete secrets")),
+        "Pods stop being rewritten before the copies go: {changes:#?}"
+    );
+
+    // What is left: the cluster's own objects, and the Pods of the unreachable node, marked for deletion.
+    let after = standin.objects();
+    let copied = |o: &&Value| o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "damselfly-webhook";
+    assert_eq!(before.iter().filter(copied).count(), 2);
+    assert_eq!(after.iter().filter(copied).count(), 0);
+    for kept in [("team-a", "registry-creds"), ("kube-system", "bootstrap-token-abcdef")] {
+        assert!(standin.object("Secret", Some(kept.0), kept.1).is_some(), "{kept:?} is not Damselfly's");
+    }
+    let ours: Vec<String> = after
+        .iter()
+        .filter(|o| {
+            o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "damselfly"
+                || o["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("damselfly"))
+        })
+        .map(|o| {
+            format!(
+                "{}/{} {}",
+                o["kind"],
+                o["metadata"]["name"],
+                o["metadata"]["deletionTimestamp"].as_str().unwrap_or("live")
+            )
+        })
+        .collect();
+    assert_eq!(
+        ours,
+        [
+            "\"Pod\"/\"damselfly-agent-c8d5w\" 2026-01-01T00:00:00Z",
+            "\"Pod\"/\"damselfly-node-cleanup-x3p8q\" 2026-01-01T00:00:00Z",
+            "\"Namespace\"/\"damselfly-system\" 2026-01-01T00:00:00Z",
+        ],
+        "{ours:#?}"
+    );
+    assert!(after.iter().all(|o| o["metadata"]["labels"].get("damselfly.io/acceleration").is_none()));
+
+    let pods = stdout
+        .split("Pods that still pull their images through p2p.registry.example.com:65001: 2.")
+        .nth(1)
+        .expect("the Pods");
+    assert!(
+        pods.contains("  team-a/debug (no owner)\n  team-a/web-7d9c6b8f5-x2x7k (owner ReplicaSet/web-7d9c6b8f5)\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("cart-0") && !stdout.contains("report-"), "{stdout}");
+    assert!(stdout.contains("  node-3: not restored: the node is not Ready (NodeStatusUnknown: Kubelet stopped posting node status.)\n  restored (3): node-1 node-2 node-4\n"), "{stdout}");
+    assert!(stdout.contains("these nodes still have its runtime configuration: node-3\nRestore one by hand, as root on the node: damselfly-agent node-setup --uninstall\n"), "{stdout}");
+    assert!(stdout.contains("registry.example.com/damselfly/agent:1.0 damselfly-restore /damselfly-agent node-setup --uninstall --root /host"), "{stdout}");
+    assert!(
+        stdout.contains("The namespace damselfly-system is empty of Damselfly's objects but still being deleted"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stderr.trim_end().lines().last(),
+        Some("damselfly setup: removed, but the runtime configuration of 1 of 4 nodes was not restored: node-3")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_uninstall_dry_run_names_what_would_go_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (script, _token, _reg) = fixture_script(dir.path(), "").await;
+    let standin = healthy_cluster();
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--timeout", "30"]));
+    assert_eq!(out.status.code(), Some(0), "{}", output_of(&out));
+    let before = standin.objects();
+    standin.clear_calls();
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--uninstall", "--dry-run"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(changes_of(&standin), Vec::<String>::new());
+    assert_eq!(standin.objects(), before);
+    for line in [
+        "# would delete mutatingwebhookconfiguration/damselfly-image-rewrite\n",
+        "# would remove the label damselfly.io/acceleration from namespaces: team-a team-b\n",
+        "# would delete the pull secrets the webhook copied: team-a/registry-creds-damselfly-p2p team-b/ci-pull-damselfly-p2p \n",
+        "# would restore the runtime configuration of every node (DaemonSet damselfly-node-cleanup): node-1 node-2 node-3 node-4 \n",
+        "# would delete clusterrole/damselfly-webhook\n",
+        "#   team-a/web-7d9c6b8f5-x2x7k (owner ReplicaSet/web-7d9c6b8f5)\n",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in\n{stdout}");
+    }
+    let cleanup = stdout.split("# The cleanup DaemonSet it would run:\n").nth(1).expect("the DaemonSet");
+    assert_eq!(
+        tokio::task::block_in_place(|| validate(cleanup)),
+        ["namespace/damselfly-system", "daemonset/damselfly-node-cleanup"]
+    );
+    assert!(cleanup.contains("args: [\"node-setup\", \"--uninstall\", \"--root\", \"/host\"]"), "{cleanup}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_registry_ca_reaches_the_agents_through_the_secret_and_their_config() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIBfake0nlyForTheManifests\n-----END CERTIFICATE-----\n";
+    let ca_file = save(dir.path(), "ca.pem", ca).display().to_string();
+    let (reg, http, token) = registry_with_cluster_and(&[("DAMSELFLY_PUBLIC_CA_FILE", &ca_file)]).await;
+    let script = fetch_script(&reg, &http, &token, FIXTURE_QUERY).await;
+    let path = save(dir.path(), "setup.sh", &script);
+    let standin = healthy_cluster();
+    let out = tokio::task::block_in_place(|| standin.run(&path, &["--timeout", "30"]));
+    assert_eq!(out.status.code(), Some(0), "{}", output_of(&out));
+    let yaml = applied(&standin);
+    assert_eq!(yaml_value(&yaml, "registry-ca.pem"), b64(ca));
+    assert!(yaml.contains("registry_ca = \"/etc/damselfly/registry-ca.pem\""), "{yaml}");
+    assert!(
+        yaml.contains("- secret:\n                  name: damselfly-cluster\n                  optional: true\n                  items:\n                    - key: registry-ca.pem"),
+        "the agent's config directory carries the CA from the Secret, and only it:\n{yaml}"
+    );
+    let node = stdout_of(&sh(&path, &["--node", "--dry-run"], &[("DAMSELFLY_AGENT_BIN", "/bin/true")]));
+    assert!(node.contains("registry_ca = \"/etc/damselfly/registry-ca.pem\""), "{node}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_addressed_by_ip_installs_the_node_s_own_agent_as_acceleration_host() {
+    let (reg, http, token) = registry_with_cluster().await;
+    let script = fetch_script(&reg, &http, &token, "").await;
+    assert!(script.contains("\nACCELERATION_HOST='127.0.0.1:65001'\n"), "no p2p.127.0.0.1, which nothing resolves");
+    assert!(script.contains("\"--acceleration-host\", \"127.0.0.1:65001\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn options_and_permissions_the_script_cannot_work_with_are_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (script, _token, _reg) = fixture_script(dir.path(), "").await;
+    let standin = healthy_cluster();
+    for (args, message) in [
+        (&["--timeout", "soon"][..], "--timeout takes a duration such as 300, 90s or 10m, not 'soon'"),
+        (&["--webhook-rbac", "everywhere"][..], "--webhook-rbac takes 'cluster' or 'namespaces', not 'everywhere'"),
+        (
+            &["--namespaces", "nowhere"][..],
+            "the namespace 'nowhere' does not exist: create it first, or leave it out of --namespaces",
+        ),
+        (&["--timeout"][..], "--timeout needs a value: see --help"),
+    ] {
+        let out = tokio::task::block_in_place(|| standin.run(&script, args));
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), format!("damselfly setup: {message}\n"), "{args:?}");
+    }
+    standin.set("denied", json!(["delete:secrets"]));
+    let out = tokio::task::block_in_place(|| standin.run(&script, &["--uninstall"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("lacks these permissions: delete:secrets; run this as a cluster administrator"));
+    assert_eq!(changes_of(&standin), Vec::<String>::new(), "nothing is touched before the checks pass");
+    let help = tokio::task::block_in_place(|| standin.run(&script, &["--help"]));
+    let help = String::from_utf8_lossy(&help.stdout);
+    for option in [
+        "--dry-run",
+        "--namespaces",
+        "--webhook-rbac",
+        "--timeout",
+        "--skip-unready-nodes",
+        "--uninstall",
+        "--node",
+        "Exit status: 0 done; 1 not done",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}:\n{help}");
+    }
+}
 #[tokio::test(flavor = "multi_thread")]
 async fn without_kubectl_or_a_reachable_cluster_the_script_says_what_to_do() {
     let (reg, http, token) = registry_with_cluster().await;
@@ -444,7 +966,10 @@ async fn the_webhook_serves_tls_with_the_setup_s_certificate_and_never_blocks_a_
     let (reg, http, token) = registry_with_cluster().await;
     let script = fetch_script(&reg, &http, &token, "").await;
     let dir = tempfile::tempdir().expect("dir");
-    let yaml = stdout_of(&sh(&save(dir.path(), "setup.sh", &script), &["--dry-run"], &[]));
+    let standin = healthy_cluster();
+    let out = tokio::task::block_in_place(|| standin.run(&save(dir.path(), "setup.sh", &script), &["--timeout", "30"]));
+    assert_eq!(out.status.code(), Some(0), "{}", output_of(&out));
+    let yaml = applied(&standin);
     let webhook = tokio::task::block_in_place(|| start_webhook(dir.path(), &yaml, &reg, &token));
 
     // A real Pod review, with images from this registry: the Kubernetes API

@@ -1,8 +1,17 @@
 //! The Kubernetes objects of a cluster setup, as one YAML stream.
 //!
 //! The webhook's TLS material is made on the cluster owner's machine when
-//! the script runs, so the stream holds placeholders for it:
-//! `@@TLS_CRT@@`, `@@TLS_KEY@@` and `@@CA_CRT@@` (base64 of PEM).
+//! the script runs, and a dry run hides the secrets, so the stream holds
+//! placeholders for them: `@@TLS_CRT@@`, `@@TLS_KEY@@`, `@@CA_CRT@@` (base64
+//! of PEM) and `@@CLUSTER_TOKEN@@` (base64 of the token). The
+//! webhook's RBAC depends on the script's options, so the stream holds
+//! `@@WEBHOOK_RBAC@@` where it goes (see [`super::rbac`]).
+//!
+//! Secrets carry `data` (base64), not `stringData`: applied server-side,
+//! an unchanged Secret is then not written again.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 
 use super::{fingerprint, ClusterSetup, ACCELERATION_LABEL, ACCELERATION_LABEL_VALUE, NAMESPACE, WEBHOOK_PORT};
 
@@ -16,30 +25,21 @@ const LABELS: &str = "app.kubernetes.io/part-of: damselfly\n    app.kubernetes.i
 /// Every object, in the order `kubectl apply` should create them.
 pub fn manifests(setup: &ClusterSetup) -> String {
     let agent_toml = setup.agent_toml("/var/lib/damselfly/cache");
-    let config_hash = fingerprint(&format!("{agent_toml}{}", setup.agent_image));
+    let config_hash = config_hash(setup);
     let image = q(&setup.agent_image);
     let registry = q(&setup.registry_url);
     let accel = q(&setup.acceleration_host);
     let indented_toml: String = agent_toml.lines().map(|l| format!("    {l}\n")).collect();
-    let token = q(&setup.cluster_token);
     let cluster = q(&setup.cluster);
     // The registry's private CA, if any, beside the token; the agent reads it from its config directory.
     let registry_ca = match &setup.registry_ca {
-        Some(pem) => format!("  registry-ca.pem: {}\n", q(pem)),
+        Some(pem) => format!("  registry-ca.pem: {}\n", STANDARD.encode(pem)),
         None => String::new(),
     };
     format!(
         r#"# Damselfly cluster setup for {cluster_plain}: the agent on every node, and
 # the webhook that points Pods of labelled namespaces at {accel_plain}.
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: {NAMESPACE}
-  labels:
-    {LABELS}
-    # The agent uses the host's network and writes the runtimes' configuration.
-    pod-security.kubernetes.io/enforce: privileged
----
+{namespace}---
 apiVersion: v1
 kind: Secret
 metadata:
@@ -50,8 +50,8 @@ metadata:
   annotations:
     damselfly.io/cluster: {cluster}
 type: Opaque
-stringData:
-  cluster-token: {token}
+data:
+  cluster-token: "@@CLUSTER_TOKEN@@"
 {registry_ca}---
 apiVersion: v1
 kind: ConfigMap
@@ -82,34 +82,7 @@ metadata:
 ---
 # The webhook reads the Pod's namespace labels, and copies the Pod's pull
 # secrets for the acceleration host in the Pod's namespace.
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: damselfly-webhook
-  labels:
-    {LABELS}
-rules:
-  - apiGroups: [""]
-    resources: ["namespaces"]
-    verbs: ["get"]
-  - apiGroups: [""]
-    resources: ["secrets"]
-    verbs: ["get", "create", "update"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: damselfly-webhook
-  labels:
-    {LABELS}
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: damselfly-webhook
-subjects:
-  - kind: ServiceAccount
-    name: damselfly-webhook
-    namespace: {NAMESPACE}
+@@WEBHOOK_RBAC@@
 ---
 apiVersion: apps/v1
 kind: DaemonSet
@@ -391,17 +364,49 @@ webhooks:
         port: 443
       caBundle: "@@CA_CRT@@"
 "#,
+        namespace = namespace_object(),
         cluster_plain = setup.cluster.replace('\n', " "),
         accel_plain = setup.acceleration_host.replace('\n', " "),
     )
 }
 
-/// The one-shot DaemonSet the uninstall runs: on every node it puts the
-/// runtime configuration back as it was, then idles until deleted.
+/// The namespace everything goes in.
+fn namespace_object() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {NAMESPACE}
+  labels:
+    {LABELS}
+    # The agent uses the host's network and writes the runtimes' configuration.
+    pod-security.kubernetes.io/enforce: privileged
+"#
+    )
+}
+
+/// The `damselfly.io/config` annotation of the agent's and the webhook's Pod
+/// templates: it changes, and their Pods roll, exactly when what they run
+/// with does; the script counts a node ready only once its agent Pod has it.
+pub fn config_hash(setup: &ClusterSetup) -> String {
+    fingerprint(&format!(
+        "{}{}\n{}\n{}",
+        setup.agent_toml("/var/lib/damselfly/cache"),
+        setup.agent_image,
+        setup.registry_url,
+        setup.acceleration_host
+    ))
+}
+
+/// The one-shot DaemonSet the uninstall runs (with its namespace, which an
+/// earlier uninstall may have removed): on every node it puts the runtime
+/// configuration back as it was, then idles until deleted.
 pub fn cleanup_manifest(setup: &ClusterSetup) -> String {
     let image = q(&setup.agent_image);
+    let namespace = namespace_object();
     format!(
-        r#"apiVersion: apps/v1
+        r#"{namespace}---
+apiVersion: apps/v1
 kind: DaemonSet
 metadata:
   name: damselfly-node-cleanup

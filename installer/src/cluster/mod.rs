@@ -4,9 +4,10 @@
 //! without Kubernetes).
 
 mod manifests;
+pub mod rbac;
 mod script;
 
-pub use manifests::{cleanup_manifest, manifests};
+pub use manifests::{cleanup_manifest, config_hash, manifests};
 pub use script::script;
 
 /// The Kubernetes namespace everything is installed in.

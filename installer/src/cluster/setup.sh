@@ -11,18 +11,37 @@ set -eu
 REGISTRY_URL=@@REGISTRY_URL@@
 CLUSTER=@@CLUSTER@@
 ACCELERATION_HOST=@@ACCELERATION_HOST@@
+AGENT_IMAGE=@@AGENT_IMAGE@@
+# The agent Pods of this setup carry it in their damselfly.io/config annotation.
+CONFIG_HASH=@@CONFIG_HASH@@
 # The CA behind the registry's certificate when it is a private one, else empty.
 REGISTRY_CA_PEM=@@REGISTRY_CA@@
 NAMESPACE=damselfly-system
 LABEL=damselfly.io/acceleration
+# What the installer creates, and the pull secrets the webhook copies.
+OURS=app.kubernetes.io/part-of=damselfly
+COPIED_SECRETS=@@COPIED_SECRETS@@
+FIELD_MANAGER=damselfly-installer
+AGENT_PODS=app.kubernetes.io/name=damselfly-agent
+CLEANUP_PODS=app.kubernetes.io/name=damselfly-node-cleanup
+# Exit codes besides 0 (done) and 1 (not done: the message says why).
+EXIT_NOT_READY=3
+EXIT_NO_NODE=4
+# How many nodes that are not ready are explained one by one.
+EXPLAINED=20
 
 action=install
 dry_run=0
 node=0
 namespaces=""
+timeout=300
+skip_unready=0
+webhook_rbac=""
+secret_namespaces=""
 tls_crt=""
 tls_key=""
 ca_crt=""
+cluster_token=@@CLUSTER_TOKEN@@
 workdir=""
 
 say() { printf '%s\n' "$*"; }
@@ -40,12 +59,32 @@ points at, configures the nodes' container runtimes, and installs the
 image-rewrite webhook. Running it again upgrades in place.
 Piped from curl, give options after `sh -s --`.
 
-  --dry-run          print what would be applied, change nothing
-  --namespaces a,b   also label these Kubernetes namespaces for acceleration
-  --uninstall        remove everything and restore every node's runtime configuration
-  --node             set up this host instead (no Kubernetes): a systemd unit and the local runtimes
-  --help             this text
+  --dry-run              show what would change (kubectl diff, secrets hidden); change nothing
+  --namespaces a,b       also label these Kubernetes namespaces for acceleration
+  --webhook-rbac MODE    where the webhook may read and write Secrets (to copy pull secrets):
+                         `cluster` (every namespace) or `namespaces` (a Role in each
+                         accelerated namespace only); default: as installed, else cluster
+  --timeout DURATION     how long to wait for the nodes, e.g. 300, 90s, 10m (default 5m)
+  --skip-unready-nodes   do not wait for nodes that are not Ready, nor fail for them
+  --uninstall            remove everything and restore every node's runtime configuration
+  --node                 set up this host instead (no Kubernetes): a systemd unit and the local runtimes
+  --help                 this text
+
+Exit status: 0 done; 1 not done (the message says why); 3 done, but some
+nodes are not ready (install) or not restored (uninstall), listed node by
+node; 4 installed, but no node runs the agent.
 USAGE
+}
+
+# Seconds in a duration such as 300, 90s, 10m or 1h.
+seconds_of() {
+    case "$1" in
+        '' | *[!0-9smh]* | [smh]* | *[smh]?*) return 1 ;;
+        *h) printf '%s' $((${1%h} * 3600)) ;;
+        *m) printf '%s' $((${1%m} * 60)) ;;
+        *s) printf '%s' "${1%s}" ;;
+        *) printf '%s' "$1" ;;
+    esac
 }
 
 while [ "$#" -gt 0 ]; do
@@ -53,12 +92,19 @@ while [ "$#" -gt 0 ]; do
         --dry-run) dry_run=1 ;;
         --uninstall) action=uninstall ;;
         --node) node=1 ;;
-        --namespaces)
-            [ "$#" -ge 2 ] || die "--namespaces needs a list, e.g. --namespaces team-a,team-b"
-            namespaces=$2
+        --skip-unready-nodes) skip_unready=1 ;;
+        --namespaces | --webhook-rbac | --timeout)
+            [ "$#" -ge 2 ] || die "$1 needs a value: see --help"
+            case "$1" in
+                --namespaces) namespaces=$2 ;;
+                --webhook-rbac) webhook_rbac=$2 ;;
+                *) timeout=$2 ;;
+            esac
             shift
             ;;
         --namespaces=*) namespaces=${1#--namespaces=} ;;
+        --webhook-rbac=*) webhook_rbac=${1#--webhook-rbac=} ;;
+        --timeout=*) timeout=${1#--timeout=} ;;
         -h | --help)
             usage
             exit 0
@@ -67,31 +113,43 @@ while [ "$#" -gt 0 ]; do
     esac
     shift
 done
+timeout_given=$timeout
+timeout=$(seconds_of "$timeout") || die "--timeout takes a duration such as 300, 90s or 10m, not '$timeout_given'"
 namespaces=$(printf '%s' "$namespaces" | tr ',' ' ')
 for ns in $namespaces; do
     case "$ns" in
         *[!a-z0-9-]* | -* | *-) die "'$ns' is not a Kubernetes namespace name (lowercase letters, digits and '-')" ;;
     esac
 done
+case "$webhook_rbac" in
+    '' | cluster | namespaces) ;;
+    *) die "--webhook-rbac takes 'cluster' or 'namespaces', not '$webhook_rbac'" ;;
+esac
 
 # ----- Kubernetes -----------------------------------------------------------
 
-preflight() {
+reachable() {
     command -v kubectl >/dev/null 2>&1 \
         || die "kubectl is not installed: install it (https://kubernetes.io/docs/tasks/tools/), point it at the cluster, and run this again"
     if ! kubectl version --request-timeout=15s >/dev/null 2>&1; then
         context=$(kubectl config current-context 2>/dev/null || printf 'none')
         die "kubectl cannot reach the cluster (context: $context): make 'kubectl get nodes' work, then run this again"
     fi
-    verb=$1
+}
+
+preflight() {
+    reachable
     missing=""
-    for resource in namespaces secrets configmaps serviceaccounts services \
-        daemonsets.apps deployments.apps \
-        clusterroles.rbac.authorization.k8s.io clusterrolebindings.rbac.authorization.k8s.io \
-        mutatingwebhookconfigurations.admissionregistration.k8s.io; do
-        kubectl auth can-i "$verb" "$resource" --all-namespaces >/dev/null 2>&1 || missing="$missing $verb:$resource"
+    for verb in "$@"; do
+        for resource in namespaces secrets configmaps serviceaccounts services \
+            daemonsets.apps deployments.apps \
+            clusterroles.rbac.authorization.k8s.io clusterrolebindings.rbac.authorization.k8s.io \
+            roles.rbac.authorization.k8s.io rolebindings.rbac.authorization.k8s.io \
+            mutatingwebhookconfigurations.admissionregistration.k8s.io; do
+            kubectl auth can-i "$verb" "$resource" --all-namespaces >/dev/null 2>&1 || missing="$missing $verb:$resource"
+        done
     done
-    if [ -n "$namespaces" ] || [ "$verb" = delete ]; then
+    if [ -n "$namespaces" ] || [ "$action" = uninstall ]; then
         kubectl auth can-i patch namespaces >/dev/null 2>&1 || missing="$missing patch:namespaces"
     fi
     [ -z "$missing" ] || die "your Kubernetes user lacks these permissions:$missing; run this as a cluster administrator"
@@ -101,10 +159,18 @@ preflight() {
     done
 }
 
+now() { date +%s; }
+
+# Names of the namespaces labelled for acceleration, one a line.
+labelled_namespaces() {
+    kubectl get namespaces -l "$LABEL" -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}'
+}
+
 # The webhook's TLS: the certificate already installed if there is one, so an
-# upgrade does not rotate it, otherwise a new CA and serving certificate.
+# upgrade does not rotate it (and a dry run does not show it changing),
+# otherwise a new CA and serving certificate.
 webhook_tls() {
-    if [ "$dry_run" = 0 ] && kubectl -n "$NAMESPACE" get secret damselfly-webhook-tls >/dev/null 2>&1; then
+    if kubectl -n "$NAMESPACE" get secret damselfly-webhook-tls >/dev/null 2>&1; then
         tls_crt=$(kubectl -n "$NAMESPACE" get secret damselfly-webhook-tls -o 'jsonpath={.data.tls\.crt}')
         tls_key=$(kubectl -n "$NAMESPACE" get secret damselfly-webhook-tls -o 'jsonpath={.data.tls\.key}')
         ca_crt=$(kubectl -n "$NAMESPACE" get secret damselfly-webhook-tls -o 'jsonpath={.data.ca\.crt}')
@@ -128,6 +194,44 @@ webhook_tls() {
     ca_crt=$(openssl base64 -A <"$workdir/ca.crt")
 }
 
+# Where the webhook may touch Secrets: as asked, else as installed, else
+# everywhere; with `namespaces`, a Role goes in each accelerated namespace.
+choose_webhook_rbac() {
+    if [ -z "$webhook_rbac" ]; then
+        webhook_rbac=$(kubectl get clusterrole damselfly-webhook \
+            -o 'jsonpath={.metadata.annotations.damselfly\.io/secret-access}' 2>/dev/null || true)
+        [ "$webhook_rbac" = namespaces ] || webhook_rbac=cluster
+    fi
+    if [ "$webhook_rbac" = namespaces ]; then
+        secret_namespaces=$( (
+            for ns in $namespaces; do say "$ns"; done
+            labelled_namespaces
+        ) | sort -u)
+    fi
+}
+
+webhook_rbac() {
+    if [ "$webhook_rbac" = namespaces ]; then
+        cat <<'EOF'
+@@RBAC_NAMESPACES@@
+EOF
+        for ns in $secret_namespaces; do
+            say "---"
+            namespace_rbac "$ns"
+        done
+    else
+        cat <<'EOF'
+@@RBAC_CLUSTER@@
+EOF
+    fi
+}
+
+namespace_rbac() {
+    cat <<EOF
+@@RBAC_NAMESPACE@@
+EOF
+}
+
 manifests() {
     cat <<EOF
 @@MANIFESTS@@
@@ -140,69 +244,391 @@ cleanup_manifest() {
 EOF
 }
 
+# `node|Ready status|reason: message` of every node, one a line.
+node_lines() {
+    kubectl get nodes -o 'jsonpath={range .items[*]}{.metadata.name}{"|"}{.status.conditions[?(@.type=="Ready")].status}{"|"}{.status.conditions[?(@.type=="Ready")].reason}{": "}{.status.conditions[?(@.type=="Ready")].message}{"\n"}{end}'
+}
+
+# `node|pod|config annotation|Ready status` of the Pods labelled $1.
+pod_lines() {
+    kubectl -n "$NAMESPACE" get pods -l "$1" -o 'jsonpath={range .items[*]}{.spec.nodeName}{"|"}{.metadata.name}{"|"}{.metadata.annotations.damselfly\.io/config}{"|"}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}'
+}
+
+# `node|state|pod|why the node is not Ready` of every node, for the Pods
+# labelled $1 with the config annotation $2. A state is one of: ready,
+# node-not-ready, no-pod, outdated (the Pod is of an earlier setup), pod-not-ready.
+node_states() {
+    {
+        node_lines | sed 's/^/N|/'
+        pod_lines "$1" | sed 's/^/P|/'
+    } | awk -F'|' -v want="$2" '
+        $1 == "N" && $2 != "" { order[++n] = $2; ready[$2] = $3; why[$2] = $4 }
+        $1 == "P" && $2 != "" {
+            if (!($2 in pod) || ($4 == want && config[$2] != want)) { pod[$2] = $3; config[$2] = $4; podready[$2] = $5 }
+        }
+        END {
+            for (i = 1; i <= n; i++) {
+                name = order[i]
+                if (ready[name] != "True") state = "node-not-ready"
+                else if (!(name in pod)) state = "no-pod"
+                else if (config[name] != want) state = "outdated"
+                else if (podready[name] != "True") state = "pod-not-ready"
+                else state = "ready"
+                print name "|" state "|" pod[name] "|" why[name]
+            }
+        }'
+}
+
+# Of node_states lines on stdin, those still to wait for.
+pending_states() {
+    awk -F'|' -v skip="$skip_unready" '$1 != "" && $2 != "ready" && !(skip == 1 && $2 == "node-not-ready")'
+}
+
+# Whether the webhook's Deployment has rolled out, as `kubectl rollout status` judges it.
+webhook_rolled_out() {
+    kubectl -n "$NAMESPACE" get deployment damselfly-webhook \
+        -o 'jsonpath={.metadata.generation}{"|"}{.status.observedGeneration}{"|"}{.spec.replicas}{"|"}{.status.replicas}{"|"}{.status.updatedReplicas}{"|"}{.status.availableReplicas}' 2>/dev/null \
+        | awk -F'|' '{ exit !($2 + 0 >= $1 + 0 && $5 + 0 == $3 + 0 && $4 + 0 == $5 + 0 && $6 + 0 >= $5 + 0) }'
+}
+
+# Waits until every node has a ready Pod labelled $1 with config $2 (and,
+# with $3 = webhook, the webhook has rolled out), or the deadline passes;
+# leaves the last node_states in $states.
+wait_for_nodes() {
+    deadline=$(($(now) + timeout))
+    while :; do
+        states=$(node_states "$1" "$2")
+        [ -n "$states" ] || return 0
+        if [ -z "$(printf '%s\n' "$states" | pending_states)" ]; then
+            if [ "${3:-}" != webhook ] || webhook_rolled_out; then
+                return 0
+            fi
+        fi
+        [ "$(now)" -lt "$deadline" ] || return 0
+        sleep 5
+    done
+}
+
+# Why the Pod $1 is not ready: its containers that wait, or failed last, with
+# the reason and message Kubernetes gives, their last log lines, and the Pod's
+# last warning event.
+explain_pod() {
+    kubectl -n "$NAMESPACE" get pod "$1" -o 'jsonpath={range .status.conditions[?(@.type=="PodScheduled")]}{"scheduled|-|"}{.reason}{"||"}{.message}{"\n"}{end}{range .status.initContainerStatuses[*]}{"init container|"}{.name}{"|"}{.state.waiting.reason}{"|"}{.lastState.terminated.exitCode}{"|"}{.state.waiting.message}{"\n"}{end}{range .status.containerStatuses[*]}{"container|"}{.name}{"|"}{.state.waiting.reason}{"|"}{.lastState.terminated.exitCode}{"|"}{.state.waiting.message}{"\n"}{end}' 2>/dev/null \
+        | awk -F'|' '
+            /^(scheduled|init container|container)\|/ {
+                kind = $1; name = $2; reason = $3; code = $4
+                message = $0; sub(/^[^|]*\|[^|]*\|[^|]*\|[^|]*\|/, "", message)
+                # A main container waiting for the init containers says nothing more.
+                if (reason == "" || reason == "PodInitializing") { kind = ""; next }
+                line = (kind == "scheduled" ? "not scheduled" : kind " " name) ": " reason
+                if (code != "") line = line " (last exit code " code ")"
+                if (message != "") line = line ": " message
+                print "      " line
+                if (reason == "CrashLoopBackOff" || reason == "Error") print "LOGS|" name
+                next
+            }
+            kind != "" && $0 != "" { print "        " $0 }' >"$workdir/explained"
+    while IFS= read -r line; do
+        case "$line" in
+            LOGS\|*)
+                kubectl -n "$NAMESPACE" logs "$1" -c "${line#LOGS|}" --previous --tail=3 2>/dev/null \
+                    | sed 's/^/        | /' || true
+                ;;
+            *) say "$line" ;;
+        esac
+    done <"$workdir/explained"
+    if ! grep -q . "$workdir/explained"; then
+        say "      its containers run, but it is not ready: its readiness check fails"
+    fi
+    # The last warning, preferring one with more to say than "Error: <the reason above>".
+    kubectl -n "$NAMESPACE" get events --field-selector "involvedObject.name=$1,type=Warning" \
+        -o 'jsonpath={range .items[*]}{.reason}{": "}{.message}{"\n"}{end}' 2>/dev/null | grep . >"$workdir/events" || true
+    event=$(grep -v '^[^:]*: Error: ' "$workdir/events" | tail -n 1 || true)
+    [ -n "$event" ] || event=$(tail -n 1 "$workdir/events")
+    [ -z "$event" ] || say "      last warning: $event"
+    say "      more: kubectl -n $NAMESPACE describe pod $1"
+}
+
+# Reports $states node by node: $1 is what a ready node is ("ready",
+# "restored"); sets $ready_count, $unready_count (what counts against the
+# exit status), $skipped_count and $unready_nodes.
+report_nodes() {
+    ready_count=0
+    unready_count=0
+    skipped_count=0
+    unready_nodes=""
+    ready_nodes=""
+    unexplained=""
+    [ -n "$workdir" ] || workdir=$(mktemp -d)
+    while IFS='|' read -r name state pod why; do
+        [ -n "$name" ] || continue
+        case "$state" in
+            ready)
+                ready_count=$((ready_count + 1))
+                [ "$ready_count" -gt 30 ] || ready_nodes="$ready_nodes $name"
+                continue
+                ;;
+            node-not-ready)
+                if [ "$skip_unready" = 1 ]; then
+                    skipped_count=$((skipped_count + 1))
+                    say "  $name: skipped: the node is not Ready (${why:-no status})"
+                    continue
+                fi
+                ;;
+        esac
+        unready_count=$((unready_count + 1))
+        unready_nodes="$unready_nodes $name"
+        if [ "$unready_count" -gt "$EXPLAINED" ]; then
+            unexplained="$unexplained $name"
+            continue
+        fi
+        case "$state" in
+            node-not-ready) say "  $name: not $1: the node is not Ready (${why:-no status})" ;;
+            no-pod) say "  $name: not $1: no Pod was made for it yet (kubectl -n $NAMESPACE describe daemonset)" ;;
+            outdated) say "  $name: not $1: its Pod $pod still runs the previous setup (the rolling update has not reached it)" ;;
+            pod-not-ready)
+                say "  $name: not $1: Pod $pod"
+                explain_pod "$pod"
+                ;;
+            *) say "  $name: not $1: $why" ;;
+        esac
+    done <<EOF
+$states
+EOF
+    [ -z "$unexplained" ] || say "  also not $1:$unexplained"
+    if [ "$ready_count" -gt 0 ]; then
+        more=""
+        [ "$ready_count" -le 30 ] || more=" and $((ready_count - 30)) more"
+        say "  $1 ($ready_count):$ready_nodes$more"
+    fi
+}
+
+# What the dry run of an install shows: the change against the cluster.
+dry_run_install() {
+    if ! kubectl get namespace "$NAMESPACE" >/dev/null 2>&1; then
+        say "# Damselfly is not installed on this cluster: these objects would be created (secrets hidden)."
+        cluster_token='(hidden)'
+        tls_key='(hidden)'
+        manifests
+    else
+        say "# What a run would change on the cluster (kubectl diff; Secret values hidden):"
+        status=0
+        manifests | kubectl diff --server-side --field-manager="$FIELD_MANAGER" --force-conflicts -f - || status=$?
+        case "$status" in
+            0) say "# No change: the cluster already runs this setup." ;;
+            1) ;;
+            *) die "kubectl diff failed (exit $status): see its message above" ;;
+        esac
+    fi
+    for ns in $namespaces; do
+        if ! labelled_namespaces | grep -qx "$ns"; then
+            say "# would label namespace $ns $LABEL=p2p"
+        fi
+    done
+}
+
 install_kubernetes() {
+    choose_webhook_rbac
     webhook_tls
     if [ "$dry_run" = 1 ]; then
-        manifests
-        for ns in $namespaces; do
-            printf -- '---\n# kubectl label namespace %s %s=p2p --overwrite\n' "$ns" "$LABEL"
-        done
+        dry_run_install
         return 0
     fi
     say "Setting up Damselfly on cluster $CLUSTER (kubectl context: $(kubectl config current-context))"
-    manifests | kubectl apply -f -
+    # An install by an earlier version of this script applied the Secrets
+    # client-side, and kubectl kept them whole in this annotation.
+    for secret in damselfly-cluster damselfly-webhook-tls; do
+        if kubectl -n "$NAMESPACE" get secret "$secret" \
+            -o 'jsonpath={.metadata.annotations.kubectl\.kubernetes\.io/last-applied-configuration}' 2>/dev/null | grep -q .; then
+            kubectl -n "$NAMESPACE" annotate secret "$secret" kubectl.kubernetes.io/last-applied-configuration- >/dev/null
+        fi
+    done
+    manifests | kubectl apply --server-side --field-manager="$FIELD_MANAGER" --force-conflicts -f -
     for ns in $namespaces; do
         kubectl label namespace "$ns" "$LABEL=p2p" --overwrite
     done
-    say "Waiting for the agent to be ready on every node..."
-    kubectl -n "$NAMESPACE" rollout status daemonset/damselfly-agent --timeout=10m \
-        || die "the agent is not ready on every node: see 'kubectl -n $NAMESPACE get pods -o wide' and the logs of a Pod that is not ready"
-    kubectl -n "$NAMESPACE" rollout status deployment/damselfly-webhook --timeout=5m \
-        || die "the webhook is not ready: see 'kubectl -n $NAMESPACE describe deployment damselfly-webhook'"
+    say "Waiting up to ${timeout}s for the agent on every node, and for the webhook..."
+    wait_for_nodes "$AGENT_PODS" "$CONFIG_HASH" webhook
+    say ""
+    say "The agent, node by node:"
+    report_nodes ready
+    node_count=$((ready_count + unready_count + skipped_count))
+    [ "$node_count" -gt 0 ] || say "  (the cluster has no node: kubectl get nodes lists none)"
+
     # node-setup cannot restart containerd from inside a Pod: say which nodes need it.
-    pending=$(kubectl -n "$NAMESPACE" logs -l app.kubernetes.io/name=damselfly-agent -c node-setup --prefix --tail=-1 2>/dev/null \
+    pending=$(kubectl -n "$NAMESPACE" logs -l "$AGENT_PODS" -c node-setup --prefix --tail=-1 2>/dev/null \
         | grep 'config_path was added' || true)
     restart_nodes=""
     for pod in $(printf '%s\n' "$pending" | sed -n 's|^\[pod/\([^/]*\)/.*|\1|p' | sort -u); do
         restart_nodes="$restart_nodes $(kubectl -n "$NAMESPACE" get pod "$pod" -o 'jsonpath={.spec.nodeName}')"
     done
-    ready=$(kubectl -n "$NAMESPACE" get daemonset damselfly-agent -o 'jsonpath={.status.numberReady}/{.status.desiredNumberScheduled}')
-    labelled=$(kubectl get namespaces -l "$LABEL=p2p" -o 'jsonpath={.items[*].metadata.name}')
+    if webhook_rolled_out; then
+        webhook_state="ready"
+        webhook_ok=1
+    else
+        webhook_state="not ready: Pods of accelerated namespaces keep their images until it is (kubectl -n $NAMESPACE describe deployment damselfly-webhook)"
+        webhook_ok=0
+    fi
+    labelled=$(labelled_namespaces | tr '\n' ' ' | sed 's/ $//')
     say ""
-    say "Damselfly is set up on cluster $CLUSTER: the agent is ready on $ready nodes."
+    say "Damselfly is set up on cluster $CLUSTER: the agent is ready on $ready_count of $node_count nodes."
     say "  pull through:           $ACCELERATION_HOST/<namespace>/<repository>:<tag>"
     say "  accelerated namespaces: ${labelled:-none yet}"
-    say "  accelerate another:     kubectl label namespace <name> $LABEL=p2p"
+    if [ "$webhook_rbac" = namespaces ]; then
+        say "  accelerate another:     run this again with --namespaces <name> (the webhook may copy pull secrets only where it has a Role)"
+    else
+        say "  accelerate another:     kubectl label namespace <name> $LABEL=p2p"
+    fi
+    say "  image-rewrite webhook:  $webhook_state"
     say "Pods there pull from the agents for every registry namespace whose P2P switch is on in the console."
     if [ -n "$restart_nodes" ]; then
         say "containerd was not reading /etc/containerd/certs.d on these nodes; restart it there (systemctl restart containerd):"
         say "  $restart_nodes"
     fi
+    if [ "$ready_count" -eq 0 ]; then
+        if [ "$skipped_count" -gt 0 ]; then
+            reason="every node is not Ready, and --skip-unready-nodes left them out"
+        else
+            reason="the cluster has no node for it"
+        fi
+        printf 'damselfly setup: installed, but no agent is running: %s. Pods of accelerated namespaces cannot pull through %s until one does.\n' \
+            "$reason" "$ACCELERATION_HOST" >&2
+        exit "$EXIT_NO_NODE"
+    fi
+    if [ "$unready_count" -gt 0 ]; then
+        say ""
+        say "Pods the webhook moves to $ACCELERATION_HOST cannot pull on the nodes above until the agent is ready there:"
+        say "fix them, or keep workloads off them (kubectl cordon <node>), then run this again to check."
+        printf 'damselfly setup: installed, but the agent is not ready on %s of %s nodes:%s\n' \
+            "$unready_count" "$node_count" "$unready_nodes" >&2
+        exit "$EXIT_NOT_READY"
+    fi
+    if [ "$webhook_ok" = 0 ]; then
+        printf 'damselfly setup: installed, but the image-rewrite webhook is not ready\n' >&2
+        exit "$EXIT_NOT_READY"
+    fi
+}
+
+# `namespace/pod|owner kind/name|images` of every Pod, one a line.
+pod_images() {
+    kubectl get pods --all-namespaces -o 'jsonpath={range .items[*]}{.metadata.namespace}{"/"}{.metadata.name}{"|"}{.metadata.ownerReferences[0].kind}{"/"}{.metadata.ownerReferences[0].name}{"|"}{range .spec.initContainers[*]}{.image}{" "}{end}{range .spec.containers[*]}{.image}{" "}{end}{"\n"}{end}'
+}
+
+# Pods whose images are at the acceleration host: they cannot pull again once the agent is gone.
+report_accelerated_pods() {
+    found=$(pod_images 2>/dev/null | awk -F'|' -v host="$ACCELERATION_HOST/" '
+        { n = split($3, images, " "); for (i = 1; i <= n; i++) if (index(images[i], host) == 1) { print; next } }' || true)
+    [ -n "$found" ] || return 0
+    count=$(printf '%s\n' "$found" | wc -l | tr -d ' ')
+    say "Pods that still pull their images through $ACCELERATION_HOST: $count. They keep running, but once the agent"
+    say "is gone they cannot pull again (a restart on a node without the image fails). Recreate them so they"
+    say "take their images from the registry: restart their Deployment, StatefulSet or DaemonSet"
+    say "(kubectl -n <namespace> rollout restart deployment/<name>); delete and recreate a Pod with no owner."
+    printf '%s\n' "$found" | head -n 50 | awk -F'|' '{ owner = ($2 == "/" ? "no owner" : "owner " $2); print "  " $1 " (" owner ")" }'
+    [ "$count" -le 50 ] || say "  and $((count - 50)) more"
+}
+
+# How many agent Pods are left on nodes that are Ready (those on other nodes cannot go until their node answers).
+agents_on_ready_nodes() {
+    {
+        node_lines | sed 's/^/N|/'
+        pod_lines "$AGENT_PODS" | sed 's/^/P|/'
+    } | awk -F'|' '
+        $1 == "N" && $3 == "True" { ready[$2] = 1 }
+        $1 == "P" && ($2 in ready) { count++ }
+        END { print count + 0 }'
+}
+
+# Name the things in the cluster the uninstall would remove, without removing them.
+dry_run_uninstall() {
+    say "# What --uninstall would do (nothing is changed):"
+    if kubectl get mutatingwebhookconfiguration damselfly-image-rewrite >/dev/null 2>&1; then
+        say "# would delete mutatingwebhookconfiguration/damselfly-image-rewrite"
+    fi
+    labelled=$(labelled_namespaces | tr '\n' ' ' | sed 's/ $//')
+    [ -z "$labelled" ] || say "# would remove the label $LABEL from namespaces: $labelled"
+    copies=$(kubectl get secrets --all-namespaces -l "$COPIED_SECRETS" \
+        -o 'jsonpath={range .items[*]}{.metadata.namespace}{"/"}{.metadata.name}{" "}{end}')
+    [ -z "$copies" ] || say "# would delete the pull secrets the webhook copied: $copies"
+    roles=$(kubectl get roles --all-namespaces -l "$OURS" -o 'jsonpath={range .items[*]}{.metadata.namespace}{"/"}{.metadata.name}{" "}{end}')
+    [ -z "$roles" ] || say "# would delete the webhook's Roles and RoleBindings in: $roles"
+    nodes=$(node_lines | cut -d'|' -f1 | tr '\n' ' ')
+    say "# would restore the runtime configuration of every node (DaemonSet damselfly-node-cleanup): $nodes"
+    if kubectl get namespace "$NAMESPACE" >/dev/null 2>&1; then
+        objects=$(kubectl -n "$NAMESPACE" get daemonsets,deployments,services,secrets,configmaps,serviceaccounts -l "$OURS" -o name | tr '\n' ' ')
+        say "# would delete namespace/$NAMESPACE and in it: $objects"
+    fi
+    for object in clusterrole/damselfly-webhook clusterrolebinding/damselfly-webhook; do
+        if kubectl get "$object" >/dev/null 2>&1; then say "# would delete $object"; fi
+    done
+    report_accelerated_pods | sed 's/^/# /'
+    say "# The cleanup DaemonSet it would run:"
+    cleanup_manifest
 }
 
 uninstall_kubernetes() {
     if [ "$dry_run" = 1 ]; then
-        say "# would delete mutatingwebhookconfiguration/damselfly-image-rewrite and the $LABEL label of every namespace,"
-        say "# then daemonset/damselfly-agent; would run the DaemonSet below to restore every node's runtime configuration;"
-        say "# then would delete namespace/$NAMESPACE, clusterrole/damselfly-webhook and clusterrolebinding/damselfly-webhook"
-        cleanup_manifest
+        dry_run_uninstall
         return 0
     fi
+    workdir=$(mktemp -d)
     say "Removing Damselfly from cluster $CLUSTER (kubectl context: $(kubectl config current-context))"
+    # First nothing new is pointed at the acceleration host...
     kubectl delete mutatingwebhookconfiguration damselfly-image-rewrite --ignore-not-found
-    for ns in $(kubectl get namespaces -l "$LABEL" -o 'jsonpath={.items[*].metadata.name}'); do
+    for ns in $(labelled_namespaces); do
         kubectl label namespace "$ns" "$LABEL-"
     done
-    kubectl -n "$NAMESPACE" delete daemonset damselfly-agent --ignore-not-found --wait=true
-    if kubectl get namespace "$NAMESPACE" >/dev/null 2>&1; then
-        say "Restoring the runtime configuration of every node..."
-        cleanup_manifest | kubectl apply -f -
-        kubectl -n "$NAMESPACE" rollout status daemonset/damselfly-node-cleanup --timeout=10m \
-            || die "some nodes were not restored: see 'kubectl -n $NAMESPACE get pods -o wide'; run this again once they are fixed"
+    # ...then the registry credentials the webhook copied go, wherever they are.
+    kubectl delete secrets --all-namespaces -l "$COPIED_SECRETS" --ignore-not-found
+    kubectl delete roles,rolebindings --all-namespaces -l "$OURS" --ignore-not-found
+    report_accelerated_pods
+
+    # The agents stop, and a one-shot DaemonSet puts each node's runtime
+    # configuration back; nodes that do not answer in time are named.
+    deadline=$(($(now) + timeout))
+    kubectl -n "$NAMESPACE" delete daemonset damselfly-agent --ignore-not-found --wait=false
+    # An agent Pod that starts late must not write the configuration back after the cleanup.
+    while [ "$(agents_on_ready_nodes)" -gt 0 ] && [ "$(now)" -lt "$deadline" ]; do
+        sleep 5
+    done
+    say "Restoring the runtime configuration of every node (waiting up to ${timeout}s)..."
+    if cleanup_manifest | kubectl apply --server-side --field-manager="$FIELD_MANAGER" --force-conflicts -f - 2>"$workdir/apply-error"; then
+        timeout=$((deadline - $(now)))
+        [ "$timeout" -gt 0 ] || timeout=0
+        wait_for_nodes "$CLEANUP_PODS" ""
+    else
+        say "  the cleanup DaemonSet could not be created: $(cat "$workdir/apply-error")"
+        states=$(node_lines | awk -F'|' '$1 != "" { print $1 "|not-run||the cleanup could not run" }')
+        skip_unready=0
     fi
-    kubectl delete namespace "$NAMESPACE" --ignore-not-found --wait=true
+    report_nodes restored
+
+    # Whatever the nodes did, nothing of Damselfly stays in the cluster.
+    kubectl -n "$NAMESPACE" delete daemonsets,deployments,services,secrets,configmaps,serviceaccounts -l "$OURS" \
+        --ignore-not-found --wait=false 2>/dev/null || true
+    kubectl delete namespace "$NAMESPACE" --ignore-not-found --wait=false
     kubectl delete clusterrolebinding damselfly-webhook --ignore-not-found
     kubectl delete clusterrole damselfly-webhook --ignore-not-found
+    while kubectl get namespace "$NAMESPACE" >/dev/null 2>&1 && [ "$(now)" -lt "$deadline" ]; do
+        sleep 5
+    done
+    if kubectl get namespace "$NAMESPACE" >/dev/null 2>&1; then
+        say "The namespace $NAMESPACE is empty of Damselfly's objects but still being deleted: Pods on nodes"
+        say "that are not Ready stay until their node comes back or is removed (kubectl delete node <node>)."
+    fi
+    if [ "$unready_count" -gt 0 ]; then
+        say ""
+        say "Damselfly is removed from cluster $CLUSTER, but these nodes still have its runtime configuration:$unready_nodes"
+        say "Restore one by hand, as root on the node: damselfly-agent node-setup --uninstall"
+        say "(the binary is /damselfly-agent in $AGENT_IMAGE; with containerd, for example:"
+        say "  ctr -n k8s.io run --rm --mount type=bind,src=/etc,dst=/host/etc,options=rbind:rw \\"
+        say "    --mount type=bind,src=/var/lib/damselfly,dst=/host/var/lib/damselfly,options=rbind:rw \\"
+        say "    $AGENT_IMAGE damselfly-restore /damselfly-agent node-setup --uninstall --root /host)"
+        say "or run this script with --uninstall again once the nodes are back."
+        printf 'damselfly setup: removed, but the runtime configuration of %s of %s nodes was not restored:%s\n' \
+            "$unready_count" "$((ready_count + unready_count + skipped_count))" "$unready_nodes" >&2
+        exit "$EXIT_NOT_READY"
+    fi
     say "Damselfly is removed from cluster $CLUSTER, and every node's runtime configuration is as it was."
 }
 
@@ -295,8 +721,12 @@ if [ "$node" = 1 ]; then
     [ -z "$namespaces" ] || die "--namespaces is for Kubernetes, not --node"
     "${action}_node"
 else
-    if [ "$dry_run" = 0 ]; then
-        if [ "$action" = install ]; then preflight create; else preflight delete; fi
+    if [ "$dry_run" = 1 ]; then
+        reachable
+    elif [ "$action" = install ]; then
+        preflight create
+    else
+        preflight delete create
     fi
     "${action}_kubernetes"
 fi
