@@ -78,13 +78,24 @@ section "Python tools"
 
 # kubernetes-validate carries the Kubernetes schemas (1.37 the newest) and
 # validates offline; pinned, so the schemas the tests use do not move.
+# helm-sdkpy bundles Helm v4's Go library, for real `helm lint` of the charts;
+# it declares Python >= 3.12 but runs on Debian's 3.11, hence
+# --ignore-requires-python. The kubectl stand-in of the setup script's tests
+# runs in the same venv (PyYAML comes with kubernetes-validate).
 pyenv="$repo_root/target/pyenv"
+[ -x "$pyenv/bin/pip" ] || python3 -m venv "$pyenv" || fail "python3 -m venv failed: install python3-venv"
 if [ -x "$pyenv/bin/kubernetes-validate" ]; then
     echo "kubernetes-validate already in $pyenv"
 else
-    python3 -m venv "$pyenv" || fail "python3 -m venv failed: install python3-venv"
     "$pyenv/bin/pip" install --quiet "kubernetes-validate==1.37.0" || fail "pip could not install kubernetes-validate from PyPI"
     echo "installed kubernetes-validate into $pyenv"
+fi
+if "$pyenv/bin/python" -c 'import helm_sdkpy' 2>/dev/null; then
+    echo "helm-sdkpy already in $pyenv"
+else
+    "$pyenv/bin/pip" install --quiet --ignore-requires-python "helm-sdkpy==0.1.32" \
+        || fail "pip could not install helm-sdkpy from PyPI"
+    echo "installed helm-sdkpy into $pyenv"
 fi
 
 # ---------------------------------------------------------------------------

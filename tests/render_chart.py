@@ -77,13 +77,18 @@ def parse(tokens, i=0, stop=("end",)):
                 other, i, _ = parse(tokens, i, ("end",))
             nodes.append(("if", cond, body, other))
             continue
+        if word == "range":
+            source = value[5:].strip()
+            body, i, _ = parse(tokens, i + 1, ("end",))
+            nodes.append(("range", source, body))
+            continue
         if word.startswith("/*"):
             i += 1
             continue
         nodes.append(("expr", value))
         i += 1
     if "end" in stop:
-        raise RenderError("an `if` has no `end`")
+        raise RenderError("an `if` or `range` has no `end`")
     return nodes, i, None
 
 
@@ -98,6 +103,10 @@ def term(word, ctx):
         return int(word)
     if word in ("true", "false"):
         return word == "true"
+    if word == ".":
+        return ctx
+    if word.startswith("$."):
+        ctx, word = ROOT[0], word[1:]
     if word.startswith("."):
         value = ctx
         for key in word[1:].split("."):
@@ -166,6 +175,10 @@ def evaluate(expr, ctx):
     return value
 
 
+# The top-level context, which `$` names inside a `range`.
+ROOT = [None]
+
+
 def render_nodes(nodes, ctx):
     out = []
     for node in nodes:
@@ -174,6 +187,12 @@ def render_nodes(nodes, ctx):
         elif node[0] == "expr":
             v = evaluate(node[1], ctx)
             out.append("" if v is None else (str(v).lower() if isinstance(v, bool) else str(v)))
+        elif node[0] == "range":
+            items = evaluate(node[1], ctx)
+            if not isinstance(items, (list, type(None))):
+                raise RenderError(f"`range {node[1]}` is over a list only, in the supported template subset")
+            for item in items or []:
+                out.append(render_nodes(node[2], item))
         else:
             _, cond, body, other = node
             out.append(render_nodes(body if truthy(evaluate(cond, ctx)) else other, ctx))
@@ -181,6 +200,7 @@ def render_nodes(nodes, ctx):
 
 
 def render_template(text, ctx):
+    ROOT[0] = ctx
     nodes, _, _ = parse(tokenize(text), 0, ())
     return render_nodes(nodes, ctx)
 

@@ -1,7 +1,9 @@
-//! The Helm charts in charts/: rendered with several sets of values (by
-//! tests/render_chart.py, which renders the template subset the charts keep
-//! to exactly as `helm template` does; no helm binary can be installed here),
-//! and the result validated against the Kubernetes schemas.
+//! The Helm charts in charts/, with several sets of values: linted by real
+//! Helm (`helm lint --strict`, Helm v4's library from the helm-sdkpy package,
+//! through tests/helm_lint.py), and rendered to YAML by tests/render_chart.py
+//! (the template subset the charts keep to, as `helm template` renders it:
+//! helm-sdkpy offers no rendering without a cluster), the result validated
+//! against the Kubernetes schemas.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,22 +14,37 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Renders `chart` with `values` (YAML) as release `agent`/`registry` in `namespace`.
-fn render(chart: &str, values: &str) -> Output {
+/// Runs `tests/<tool>` (a Python script of the venv) on `chart` with `values` (YAML) in a file.
+fn with_values(tool: &str, chart: &str, values: &str, args: &[&str]) -> Output {
     let dir = tempfile::tempdir().expect("dir");
     let values_file = dir.path().join("values.yaml");
     std::fs::write(&values_file, values).expect("write values");
     Command::new(pyenv_bin("python"))
-        .arg(workspace().join("tests/render_chart.py"))
+        .arg(workspace().join("tests").join(tool))
         .arg(workspace().join("charts").join(chart))
         .arg("-f")
         .arg(&values_file)
-        .args(["--name", "dfly", "--namespace", "damselfly-system"])
+        .args(args)
         .output()
-        .expect("run render_chart.py")
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"))
 }
 
+/// Renders `chart` with `values` as release `dfly` in `damselfly-system`.
+fn render(chart: &str, values: &str) -> Output {
+    with_values("render_chart.py", chart, values, &["--name", "dfly", "--namespace", "damselfly-system"])
+}
+
+/// Runs real `helm lint --strict` on `chart` with `values` (helm-sdkpy, in the venv).
+fn helm_lint(chart: &str, values: &str) -> Output {
+    with_values("helm_lint.py", chart, values, &[])
+}
+
+/// The chart rendered with the values, after real Helm has linted it with them.
 fn rendered(chart: &str, values: &str) -> String {
+    let lint = helm_lint(chart, values);
+    let report = format!("{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    assert!(lint.status.success(), "helm lint {chart} failed:\n{report}");
+    assert!(report.contains("1 chart(s) linted") && !report.contains("missing required values"), "{report}");
     let out = render(chart, values);
     assert!(out.status.success(), "rendering {chart} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("UTF-8")
@@ -149,6 +166,42 @@ fn the_agent_chart_takes_the_token_from_an_existing_secret_and_can_leave_the_web
 }
 
 #[test]
+fn the_agent_chart_can_give_the_webhook_secrets_in_named_namespaces_only() {
+    let values = format!("{AGENT}clusterToken:\n  value: dfc_token\n")
+        .replace("webhook:\n", "webhook:\n  secretNamespaces: [team-a, team-b]\n");
+    let yaml = rendered("damselfly-agent", &values);
+    let objects = validate(&yaml);
+    let rbac: Vec<&str> = objects.iter().map(String::as_str).filter(|o| o.contains("role")).collect();
+    assert_eq!(
+        rbac,
+        [
+            "clusterrole/dfly-webhook",
+            "clusterrolebinding/dfly-webhook",
+            "role/dfly-webhook",
+            "rolebinding/dfly-webhook",
+            "role/dfly-webhook",
+            "rolebinding/dfly-webhook",
+        ]
+    );
+    let cluster_role = yaml.split("kind: ClusterRole\n").nth(1).expect("ClusterRole").split("---").next().expect("end");
+    assert!(
+        cluster_role
+            .ends_with("rules:\n  - apiGroups: [\"\"]\n    resources: [\"namespaces\"]\n    verbs: [\"get\"]\n"),
+        "{cluster_role}"
+    );
+    for ns in ["team-a", "team-b"] {
+        assert!(
+            yaml.contains(&format!("kind: Role\nmetadata:\n  name: dfly-webhook\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: damselfly-webhook\n    app.kubernetes.io/instance: dfly\nrules:\n  - apiGroups: [\"\"]\n    resources: [\"secrets\"]\n    verbs: [\"get\", \"create\", \"update\"]\n")),
+            "{yaml}"
+        );
+    }
+    // By default the ClusterRole holds the Secrets, and no Role is made.
+    let default = rendered("damselfly-agent", &format!("{AGENT}clusterToken:\n  value: dfc_token\n"));
+    assert!(default.contains("    verbs: [\"get\"]\n  - apiGroups: [\"\"]\n    resources: [\"secrets\"]\n    verbs: [\"get\", \"create\", \"update\"]\n"), "{default}");
+    assert!(!default.contains("kind: Role\n"), "{default}");
+}
+
+#[test]
 fn a_chart_missing_a_required_value_says_which_and_what_it_is() {
     let out =
         render("damselfly-agent", "registry:\n  url: https://r.example.com\nimage:\n  repository: r.example.com/a\n");
@@ -159,6 +212,18 @@ fn a_chart_missing_a_required_value_says_which_and_what_it_is() {
             "Error: {}/templates/daemonset.yaml: accelerationHost is required, e.g. p2p.registry.example.com:65001",
             workspace().join("charts/damselfly-agent").display()
         )
+    );
+    // Real Helm reports the chart's own message too.
+    let lint = helm_lint(
+        "damselfly-agent",
+        "registry:\n  url: https://r.example.com\nimage:\n  repository: r.example.com/a\n",
+    );
+    let report = String::from_utf8_lossy(&lint.stderr);
+    assert!(
+        report.contains(
+            "missing required values message=\"accelerationHost is required, e.g. p2p.registry.example.com:65001\""
+        ),
+        "{report}"
     );
     let out = render("damselfly", "image:\n  repository: r.example.com/x\n");
     assert_eq!(
