@@ -916,9 +916,10 @@ impl Drop for WebhookProcess {
     }
 }
 
-/// Starts the webhook with the TLS material a setup script's dry run made,
-/// against a Kubernetes API address where nothing listens.
-fn start_webhook(dir: &Path, yaml: &str, reg: &Registry, token: &str) -> WebhookProcess {
+/// Starts the webhook with the TLS material a setup script applied, against
+/// the Kubernetes API `api` (`(URL, its CA's PEM)`), or an address where
+/// nothing listens.
+fn start_webhook(dir: &Path, yaml: &str, reg: &Registry, token: &str, api: Option<(&str, &[u8])>) -> WebhookProcess {
     use base64::Engine as _;
     let decode = |key: &str| base64::engine::general_purpose::STANDARD.decode(yaml_value(yaml, key)).expect("base64");
     let account = dir.join("serviceaccount");
@@ -926,14 +927,16 @@ fn start_webhook(dir: &Path, yaml: &str, reg: &Registry, token: &str) -> Webhook
     std::fs::write(dir.join("tls.crt"), decode("tls.crt")).expect("write");
     std::fs::write(dir.join("tls.key"), decode("tls.key")).expect("write");
     std::fs::write(dir.join("ca.crt"), decode("ca.crt")).expect("write");
-    std::fs::write(account.join("ca.crt"), decode("ca.crt")).expect("write");
+    let unreachable = format!("https://127.0.0.1:{}", damselfly_tests::free_port());
+    let (api_url, api_ca) = api.map_or((unreachable.as_str(), decode("ca.crt")), |(url, ca)| (url, ca.to_vec()));
+    std::fs::write(account.join("ca.crt"), api_ca).expect("write");
     std::fs::write(account.join("token"), "not-a-real-token").expect("write");
     let host = format!("127.0.0.1:{}", damselfly_tests::free_port());
     let log = dir.join("webhook.log");
     let log_file = std::fs::File::create(&log).expect("log");
     let child = Command::new(binary("damselfly-agent"))
         .args(["webhook", "--listen", &host, "--registry", &reg.url, "--acceleration-host", "p2p.damselfly.test:65001"])
-        .args(["--kubernetes-api", &format!("https://127.0.0.1:{}", damselfly_tests::free_port())])
+        .args(["--kubernetes-api", api_url])
         .arg("--tls-cert")
         .arg(dir.join("tls.crt"))
         .arg("--tls-key")
@@ -970,7 +973,7 @@ async fn the_webhook_serves_tls_with_the_setup_s_certificate_and_never_blocks_a_
     let out = tokio::task::block_in_place(|| standin.run(&save(dir.path(), "setup.sh", &script), &["--timeout", "30"]));
     assert_eq!(out.status.code(), Some(0), "{}", output_of(&out));
     let yaml = applied(&standin);
-    let webhook = tokio::task::block_in_place(|| start_webhook(dir.path(), &yaml, &reg, &token));
+    let webhook = tokio::task::block_in_place(|| start_webhook(dir.path(), &yaml, &reg, &token, None));
 
     // A real Pod review, with images from this registry: the Kubernetes API
     // cannot be reached to read the namespace's labels, so the Pod is admitted
@@ -1001,4 +1004,215 @@ async fn the_webhook_serves_tls_with_the_setup_s_certificate_and_never_blocks_a_
         webhook.curl(&["-w", "%{http_code}", "-X", "POST", "--data-binary", &data], "/mutate")
     });
     assert_eq!(String::from_utf8_lossy(&out.stdout), "expected an admission.k8s.io/v1 AdmissionReview\n400");
+}
+
+/// A CA and a certificate it signed for `127.0.0.1`: `(CA PEM, cert file, key file)`.
+fn loopback_tls(dir: &Path) -> (Vec<u8>, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "api-ca.key"]);
+    run(&["req", "-x509", "-new", "-key", "api-ca.key", "-subj", "/CN=api-ca", "-days", "1", "-out", "api-ca.crt"]);
+    run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "api.key"]);
+    run(&["req", "-new", "-key", "api.key", "-subj", "/CN=127.0.0.1", "-out", "api.csr"]);
+    std::fs::write(dir.join("api.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "api.csr",
+        "-CA",
+        "api-ca.crt",
+        "-CAkey",
+        "api-ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "api.ext",
+        "-out",
+        "api.crt",
+    ]);
+    (std::fs::read(dir.join("api-ca.crt")).expect("CA"), dir.join("api.crt"), dir.join("api.key"))
+}
+
+/// `tests/kube_api_standin.py`: the webhook's few Kubernetes API calls, answered
+/// from `objects` and recorded; killed on drop.
+struct KubeApiStandin {
+    child: std::process::Child,
+    url: String,
+    ca: Vec<u8>,
+    log: PathBuf,
+    state: PathBuf,
+}
+
+impl KubeApiStandin {
+    fn start(dir: &Path, objects: &Value) -> KubeApiStandin {
+        let (ca, cert, key) = loopback_tls(dir);
+        let state = save(dir, "api-state.json", &objects.to_string());
+        let log = save(dir, "api-calls.jsonl", "");
+        let port_file = dir.join("api-port");
+        let child = Command::new(damselfly_tests::kubernetes::pyenv_bin("python"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kube_api_standin.py"))
+            .args([&state, &log, &cert, &key, &port_file])
+            .spawn()
+            .expect("start the API stand-in");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !port_file.exists() {
+            assert!(std::time::Instant::now() < deadline, "the API stand-in did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let port = std::fs::read_to_string(&port_file).expect("port");
+        KubeApiStandin { child, url: format!("https://127.0.0.1:{}", port.trim()), ca, log, state }
+    }
+
+    /// `METHOD path` of every request so far, and forgets them.
+    fn take_requests(&self) -> Vec<(String, Value)> {
+        let text = std::fs::read_to_string(&self.log).expect("log");
+        std::fs::write(&self.log, "").expect("clear");
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+            .map(|r| {
+                (
+                    format!("{} {}", r["method"].as_str().unwrap_or_default(), r["path"].as_str().unwrap_or_default()),
+                    r["body"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<Value> {
+        let objects: Value = serde_json::from_str(&std::fs::read_to_string(&self.state).expect("state")).expect("JSON");
+        objects
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|o| o["kind"] == "Secret" && o["metadata"]["namespace"] == namespace && o["metadata"]["name"] == name)
+            .cloned()
+    }
+}
+
+impl Drop for KubeApiStandin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhook_reads_only_the_pull_secrets_a_pod_names_and_overwrites_only_its_own_copies() {
+    let (reg, http, token) = registry_with_cluster().await;
+    let created = http
+        .post(format!("{}/api/v1/tenants/default/namespaces", reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .json(&json!({"name": "team-a"}))
+        .send()
+        .await
+        .expect("namespace");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let on = http
+        .patch(format!("{}/api/v1/namespaces/team-a", reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .json(&json!({"p2p_enabled": true}))
+        .send()
+        .await
+        .expect("switch on");
+    assert_eq!(on.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2100)).await; // the registry caches namespaces for 2 s
+
+    let dir = tempfile::tempdir().expect("dir");
+    let script = fetch_script(&reg, &http, &token, "").await;
+    let standin = healthy_cluster();
+    let out = tokio::task::block_in_place(|| standin.run(&save(dir.path(), "setup.sh", &script), &["--timeout", "30"]));
+    assert_eq!(out.status.code(), Some(0), "{}", output_of(&out));
+    let yaml = applied(&standin);
+
+    let dockercfg = |host: &str| b64(&json!({"auths": {host: {"auth": b64("robot:s3cret")}}}).to_string());
+    let secret = |ns: &str, name: &str, data: String, labels: Value| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+               "metadata": {"name": name, "namespace": ns, "resourceVersion": "7", "labels": labels},
+               "data": {".dockerconfigjson": data}})
+    };
+    let objects = json!([
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"damselfly.io/acceleration": "p2p"}}},
+        secret("shop", "registry-creds", dockercfg(&reg.host), json!({})),
+        secret("shop", "quay-creds", dockercfg("quay.io"), json!({})),
+        secret("shop", "team-creds", dockercfg(&reg.host), json!({})),
+        // Someone else's Secret that happens to have the name of a copy.
+        secret("shop", "team-creds-damselfly-p2p", dockercfg("elsewhere.example.com"), json!({"app.kubernetes.io/managed-by": "helm"})),
+        secret("kube-system", "registry-creds", dockercfg(&reg.host), json!({})),
+    ]);
+    let api = tokio::task::block_in_place(|| KubeApiStandin::start(dir.path(), &objects));
+    let webhook = tokio::task::block_in_place(|| {
+        start_webhook(dir.path(), &yaml, &reg, &token, Some((api.url.as_str(), api.ca.as_slice())))
+    });
+    let review = |pull_secrets: Value| {
+        let mut review: Value = serde_json::from_str(
+            &include_str!("../../installer/src/webhook/pod-review.json").replace("registry.example.com", &reg.host),
+        )
+        .expect("review");
+        review["request"]["object"]["spec"]["imagePullSecrets"] = pull_secrets;
+        let file = save(dir.path(), "review.json", &review.to_string());
+        let data = format!("@{}", file.display());
+        let out =
+            webhook.curl(&["-X", "POST", "-H", "content-type: application/json", "--data-binary", &data], "/mutate");
+        let answer: Value = serde_json::from_slice(&out.stdout).expect("an AdmissionReview");
+        answer["response"].clone()
+    };
+
+    // The Pod names two pull secrets (and one no API path may hold): only those two are read,
+    // in the Pod's namespace; the copy is created with the webhook's label.
+    let first = tokio::task::block_in_place(|| {
+        review(
+            json!([{"name": "registry-creds"}, {"name": "quay-creds"}, {"name": "../../kube-system/secrets/registry-creds"}]),
+        )
+    });
+    let patch: Value = serde_json::from_slice(&unb64(first["patch"].as_str().expect("a patch"))).expect("JSON patch");
+    assert!(patch.to_string().contains("p2p.damselfly.test:65001/team-a/migrate:2.0"), "{patch}");
+    assert!(
+        patch.as_array().expect("ops").contains(
+            &json!({"op": "add", "path": "/spec/imagePullSecrets/-", "value": {"name": "registry-creds-damselfly-p2p"}})
+        ),
+        "{patch}"
+    );
+    let requests = api.take_requests();
+    let paths: Vec<&str> = requests.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "GET /api/v1/namespaces/shop",
+            "GET /api/v1/namespaces/shop/secrets/registry-creds",
+            "GET /api/v1/namespaces/shop/secrets/registry-creds-damselfly-p2p",
+            "POST /api/v1/namespaces/shop/secrets",
+            "GET /api/v1/namespaces/shop/secrets/quay-creds",
+        ]
+    );
+    assert_eq!(requests[3].1["metadata"]["labels"], json!({"app.kubernetes.io/managed-by": "damselfly-webhook"}));
+    let copy = api.secret("shop", "registry-creds-damselfly-p2p").expect("the copy");
+    let config: Value =
+        serde_json::from_slice(&unb64(copy["data"][".dockerconfigjson"].as_str().expect("data"))).expect("JSON");
+    assert_eq!(config, json!({"auths": {"p2p.damselfly.test:65001": {"auth": b64("robot:s3cret")}}}));
+
+    // The same Pod again: the copy is right, so nothing is written.
+    let again = tokio::task::block_in_place(|| review(json!([{"name": "registry-creds"}])));
+    assert!(again["patch"].is_string(), "{again}");
+    let paths: Vec<String> = api.take_requests().into_iter().map(|(p, _)| p).collect();
+    assert!(paths.iter().all(|p| p.starts_with("GET ")), "{paths:?}");
+
+    // A Secret of the copy's name that the webhook did not write is left alone, and so are the Pod's images.
+    let refused = tokio::task::block_in_place(|| review(json!([{"name": "team-creds"}])));
+    assert_eq!(refused.get("patch"), None, "{refused}");
+    assert_eq!(
+        refused["warnings"],
+        json!(["damselfly: images left as they are: pull secret team-creds not copied: a Secret team-creds-damselfly-p2p \
+                exists without the label app.kubernetes.io/managed-by=damselfly-webhook, so it is not Damselfly's to overwrite; \
+                rename or remove it"])
+    );
+    let paths: Vec<String> = api.take_requests().into_iter().map(|(p, _)| p).collect();
+    assert!(paths.iter().all(|p| p.starts_with("GET ")), "{paths:?}");
+    assert_eq!(
+        api.secret("shop", "team-creds-damselfly-p2p").expect("theirs")["metadata"]["labels"],
+        json!({"app.kubernetes.io/managed-by": "helm"})
+    );
 }
