@@ -72,7 +72,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         auth: Arc::new(auth),
         scheduler: Arc::new(p2p::Scheduler::new(std::time::Duration::from_secs(10)).with_stripes(stripes)),
         p2p_stats: Arc::new(p2p::Stats::default()),
-        preheats: Arc::new(p2p::Preheats::default()),
+        preheats: Arc::new(services::preheat::Preheats::default()),
     })
 }
 

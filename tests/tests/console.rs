@@ -27,6 +27,7 @@ on_both_backends!(
     viewer_cannot_act_through_admin_forms_posted_by_hand,
     repository_page_lists_tags_with_pull_commands_and_deletes_a_tag,
     failed_sign_ins_go_through_the_login_rate_limit,
+    a_form_with_an_error_comes_back_with_the_reason_and_what_was_typed,
 );
 
 // ---------------------------------------------------------------------------
@@ -214,6 +215,62 @@ async fn form_post_without_the_csrf_token_is_rejected_and_changes_nothing(backen
     assert_eq!((done.status, done.location.as_deref()), (303, Some("/console/tenants/genuine")));
     let (status, _) = api(&reg, reqwest::Method::GET, "/api/v1/tenants/genuine", None).await;
     assert_eq!(status, 200);
+}
+
+async fn a_form_with_an_error_comes_back_with_the_reason_and_what_was_typed(backend: Backend) {
+    let reg = Registry::start(backend);
+    cast(&reg).await;
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    let signed_in = "Signed in as <strong>admin</strong>";
+
+    // A role for a user who does not exist: the tenant's page, not a bare 404 page.
+    let grant = [("kind", "user"), ("name", "ghost"), ("namespace", "web"), ("role", "admin")];
+    let page = admin.post_and_follow("/console/tenants/acme/members", &grant).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(signed_in), "{}", page.body);
+    let reason = "User ghost does not exist; the system administrator creates users with POST /api/v1/users.";
+    assert!(page.body.contains(reason), "{}", page.body);
+    for kept in [r#"id="member-name" required value="ghost""#, r#"id="member-namespace" value="web""#] {
+        assert!(page.body.contains(kept), "{kept} missing:\n{}", page.body);
+    }
+    assert!(page.body.contains(r#"<option value="admin" selected>"#), "{}", page.body);
+    // What was typed comes back once: the next visit shows an empty form.
+    let again = admin.get("/console/tenants/acme").await;
+    assert!(again.body.contains(r#"id="member-name" required value="""#), "{}", again.body);
+    assert!(!again.body.contains(reason), "{}", again.body);
+
+    // A robot with a scope on a namespace the tenant does not have: nothing is made, the form is as typed.
+    let robot = [
+        ("name", "ci"),
+        ("description", "builds & tests"),
+        ("expires_in_days", "7"),
+        ("scope1_namespace", "nowhere"),
+        ("scope1_role", "developer"),
+        ("scope2_namespace", ""),
+        ("scope2_role", "none"),
+    ];
+    let page = admin.post_and_follow("/console/tenants/acme/robots", &robot).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(signed_in), "{}", page.body);
+    let reason = "Namespace nowhere is not in tenant acme; list its namespaces on the tenant&#39;s page.";
+    assert!(page.body.contains(reason) || unescape(&page.body).contains(&unescape(reason)), "{}", page.body);
+    for kept in [
+        r#"id="robot-name" required maxlength="64" value="ci""#,
+        r#"id="robot-description" maxlength="1024" value="builds &#38; tests""#,
+        r#"id="robot-expiry" min="1" value="7""#,
+        r#"id="robot-scope1-namespace" value="nowhere""#,
+        r#"<option value="developer" selected>"#,
+    ] {
+        assert!(unescape(&page.body).contains(&unescape(kept)), "{kept} missing:\n{}", page.body);
+    }
+    let (_, robots) = api(&reg, reqwest::Method::GET, "/api/v1/tenants/acme/robots", None).await;
+    assert_eq!(robots, json!([]));
+
+    // A taken name comes back the same way, the box still ticked.
+    let page = admin.post_and_follow("/console/tenants/acme/namespaces", &[("name", "web"), ("public", "true")]).await;
+    assert!(page.body.contains("Namespace web already exists"), "{}", page.body);
+    assert!(page.body.contains(r#"id="namespace-name" required maxlength="64" value="web""#), "{}", page.body);
+    assert!(page.body.contains(r#"id="namespace-public" checked"#), "{}", page.body);
 }
 
 /// Text as the browser shows it: the character references a template writes, decoded.
@@ -518,8 +575,11 @@ async fn namespace_page_preheats_new_tags_into_chosen_clusters() {
     let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
     let page = admin.get("/console/namespaces/web").await;
     assert!(page.body.contains("<tr><td>edge</td><td>not preheated</td>"), "{}", page.body);
-    let unknown = admin.post("/console/namespaces/web/preheat", &[("cluster", "nowhere"), ("percent", "50")]).await;
-    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    // A cluster the tenant does not have: back to the namespace's page with the reason (a bare 404 page before).
+    let unknown =
+        admin.post_and_follow("/console/namespaces/web/preheat", &[("cluster", "nowhere"), ("percent", "50")]).await;
+    assert_eq!(unknown.status, 200, "{}", unknown.body);
+    assert!(unknown.body.contains("Signed in as <strong>admin</strong>"), "{}", unknown.body);
     assert!(unknown.body.contains("cluster nowhere does not exist in tenant acme"), "{}", unknown.body);
     let set = admin.post_and_follow("/console/namespaces/web/preheat", &[("cluster", "edge"), ("percent", "50")]).await;
     assert!(
