@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use damselfly_tests::http::{Cred, Http};
+use damselfly_tests::image;
 use damselfly_tests::{free_port, on_both_backends, run, Agent, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
@@ -54,14 +56,8 @@ async fn api_as(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = http().request(method, format!("{}{path}", reg.url)).basic_auth(user, Some(password));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.expect("API request");
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let reply = Http::new(reg).api(&Cred::basic(user, password), method, path, body.unwrap_or(Value::Null)).await;
+    (reply.status, serde_json::from_slice(&reply.body).unwrap_or(Value::Null))
 }
 
 /// Tenant `acme` with namespace `web`, and a user `vera` who is a viewer on the whole tenant.
@@ -389,28 +385,11 @@ async fn viewer_cannot_act_through_admin_forms_posted_by_hand(backend: Backend) 
 
 /// Pushes a blob as the system administrator.
 async fn push_blob(reg: &Registry, repo: &str, bytes: &[u8]) -> String {
-    let digest = damselfly_tests::sha256_digest(bytes);
-    let r = http()
-        .post(format!("{}/v2/{repo}/blobs/uploads/?digest={digest}", reg.url))
-        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .expect("push blob");
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    digest
+    reg.push_blob(repo, bytes).await.to_string()
 }
 
 async fn push_manifest(reg: &Registry, repo: &str, tag: &str, media_type: &str, body: &str) {
-    let r = http()
-        .put(format!("{}/v2/{repo}/manifests/{tag}", reg.url))
-        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-        .header("content-type", media_type)
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("push manifest");
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    image::push_manifest(&Http::new(reg), &Cred::admin(), repo, tag, media_type, body).await.expect(201);
 }
 
 const IMAGE: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use damselfly_core::{BlobHasher, Digest};
 use damselfly_registry::metadata::Db;
-use damselfly_tests::{binary, on_both_backends, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use damselfly_tests::http::Cred;
+use damselfly_tests::{binary, on_both_backends, Backend, Registry, ADMIN_USER};
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
@@ -14,18 +15,7 @@ fn client() -> reqwest::Client {
 
 /// A request as the system administrator, who may push anywhere.
 fn admin(method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
-    client().request(method, url).basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-}
-
-async fn push_blob(reg: &Registry, name: &str, bytes: Vec<u8>) -> Digest {
-    let digest = Digest::of(&bytes);
-    let r = admin(reqwest::Method::POST, format!("{}/v2/{name}/blobs/uploads/?digest={digest}", reg.url))
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    digest
+    Cred::admin().apply(client().request(method, url))
 }
 
 #[test]
@@ -292,7 +282,7 @@ async fn every_blob_records_its_piece_digests(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    let small = push_blob(&reg, "p2p/ready", b"tiny".to_vec()).await;
+    let small = reg.push_blob("p2p/ready", b"tiny").await;
 
     reg.stop();
     let db = Db::open(&reg.database_url, 2).await.unwrap();
