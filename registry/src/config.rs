@@ -1,68 +1,111 @@
-//! The registry's settings: one serde struct with a documented default per
-//! field, read from an optional TOML file and overridden by `DAMSELFLY_*`
-//! environment variables and command-line flags (flags win).
+//! The registry's settings: one struct that is both the command line (clap,
+//! with a `DAMSELFLY_*` environment variable per flag) and the TOML file
+//! (serde). Each field states its default once, in its `#[arg]`, and its
+//! doc comment is at once the rustdoc, the `--help` line and the README row.
+//!
+//! Precedence is file < environment < flag: the file is read first (its
+//! gaps filled with the defaults), then whatever the environment or the
+//! command line set, and only that, is laid over it.
+//!
+//! A group of settings (object storage, say) is a struct deriving
+//! `clap::Args`, `Deserialize`, `Clone`, `Debug` and `PartialEq`, with
+//! `#[serde(default, deny_unknown_fields)]` and `impl Default` by
+//! [`defaults`]; [`Config`] takes it as a field marked
+//! `#[command(flatten, next_help_heading = "…")]` and `#[serde(default)]`.
+//! Its flags then sit among the others and its keys in a TOML table named
+//! after the field (`[storage]`).
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
+use crate::metadata::redact_url;
+
 /// Every setting of `damselfly-registry`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Parser, Deserialize)]
+#[command(
+    name = "damselfly-registry",
+    version,
+    about = "Damselfly: a multi-tenant OCI registry and P2P supernode.",
+    after_help = "Every setting can also be put in the TOML file given by --config, under the flag's name with \
+                  underscores (listen = \"0.0.0.0:5000\"). Flags win over the environment, which wins over the \
+                  file. The README's section \"Configuration\" lists them all."
+)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address the HTTP API, console and metrics listen on. Default `127.0.0.1:5000`.
+    /// TOML file with settings, keys named as the flags with underscores (e.g. `listen = "0.0.0.0:5000"`)
+    /// [default: none].
+    #[arg(long, short = 'c', env = "DAMSELFLY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address the HTTP API, console and metrics listen on.
+    #[arg(long, env = "DAMSELFLY_LISTEN", default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
-    /// Directory for blobs, upload sessions and the embedded SQLite database. Default `./damselfly-data`.
+    /// Directory for blobs, upload sessions and the embedded SQLite database.
+    #[arg(long, env = "DAMSELFLY_DATA_DIR", default_value = "damselfly-data")]
     pub data_dir: PathBuf,
-    /// Metadata database: `sqlite://<file>` or `postgres://…`. Default: `sqlite://<data_dir>/metadata.db`.
+    /// Metadata database: `sqlite://<file>` or `postgres://user:pass@host/db` [default: sqlite://<data-dir>/metadata.db].
+    #[arg(long, env = "DAMSELFLY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// URL clients use to reach the registry, used in `Location` headers that
-    /// leave the request's host. Default: `http://<listen>`.
+    /// URL clients reach the registry at, used in `Location` headers that leave the request's host [default: http://<listen>].
+    #[arg(long, env = "DAMSELFLY_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Largest manifest accepted, in bytes; larger ones get `413`. Default 4 MiB.
+    /// Largest manifest accepted, in bytes; larger ones get `413`.
+    #[arg(long, env = "DAMSELFLY_MAX_MANIFEST_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_manifest_bytes: usize,
-    /// Size of the pieces whose SHA-256 is recorded for every blob. Default 4 MiB.
+    /// Size in bytes of the pieces whose SHA-256 is recorded for every blob.
+    #[arg(long, env = "DAMSELFLY_PIECE_SIZE", default_value_t = damselfly_core::PIECE_SIZE)]
     pub piece_size: u64,
-    /// Stripe trees the P2P scheduler places the agents of a swarm in, for
-    /// blobs whose pieces are 512 KiB or smaller, or that have 32 pieces or
-    /// more: each agent forwards one
-    /// stripe of the blob's pieces to this many children and takes every
-    /// stripe from one parent. 0 turns the trees off, leaving every agent to
-    /// pull pieces from the parents it is given. Default 2.
+    /// Stripe trees per P2P swarm of a blob with pieces up to 512 KiB or with 32 pieces or more: each agent
+    /// forwards one stripe of the pieces to this many children and takes every stripe from one parent; 0 turns
+    /// the trees off, leaving every agent to pull from the parents it is given.
+    #[arg(long, env = "DAMSELFLY_P2P_STRIPES", default_value_t = crate::p2p::DEFAULT_STRIPES)]
     pub p2p_stripes: usize,
-    /// Most connections held open to the metadata database. Default 16.
+    /// Most connections held open to the metadata database.
+    #[arg(long, env = "DAMSELFLY_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
-    /// Log format: `text` for people, `json` for log pipelines. Default `text`.
+    /// Log format: `text` for people, `json` for log pipelines. Verbosity follows RUST_LOG (default `info`).
+    #[arg(long, env = "DAMSELFLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Seconds an upload session may sit idle before it is discarded. Default 86400 (one day).
+    /// Seconds an upload session may sit idle before it is discarded.
+    #[arg(long, env = "DAMSELFLY_UPLOAD_TTL_SECS", default_value_t = 86_400)]
     pub upload_ttl_secs: u64,
-    /// Service name in token challenges and the tokens' audience. Default `damselfly`.
+    /// Service name in token challenges and the tokens' audience.
+    #[arg(long, env = "DAMSELFLY_TOKEN_SERVICE", default_value = "damselfly")]
     pub token_service: String,
-    /// Lifetime of access tokens in seconds. Default 300.
+    /// Lifetime of access tokens in seconds.
+    #[arg(long, env = "DAMSELFLY_TOKEN_TTL_SECS", default_value_t = 300)]
     pub token_ttl_secs: u64,
-    /// Lifetime of refresh tokens (OAuth2 `access_type=offline`) in seconds. Default 604800 (a week).
+    /// Lifetime of refresh tokens (OAuth2 `access_type=offline`) in seconds.
+    #[arg(long, env = "DAMSELFLY_REFRESH_TOKEN_TTL_SECS", default_value_t = 7 * 86_400)]
     pub refresh_token_ttl_secs: u64,
-    /// Password of the `admin` user created on first start. Default: generated and printed once.
-    #[serde(skip_serializing)]
+    /// Password of the `admin` user created on first start [default: generated and printed once].
+    #[arg(long, env = "DAMSELFLY_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
-    /// Failed logins allowed per username and per address within a minute before `429`. Default 10.
+    /// Failed logins allowed per username and per address within a minute before `429`.
+    #[arg(long, env = "DAMSELFLY_LOGIN_FAILURES_PER_MINUTE", default_value_t = 10)]
     pub login_failures_per_minute: usize,
     /// `host:port` workloads pull through P2P at (the agents' mirror), shown in the console's pull commands
-    /// and installed by the setup script. Default: `p2p.<host of public_url>:65001`, or `127.0.0.1:65001`
-    /// (each node's own agent) when `public_url` names an IP address.
+    /// and installed by the setup script; `127.0.0.1:65001` (each node's own agent) when the public URL
+    /// names an IP address [default: p2p.<public host>:65001].
+    #[arg(long, env = "DAMSELFLY_ACCELERATION_HOST")]
     pub acceleration_host: Option<String>,
-    /// PEM file of an ES256 (P-256, PKCS#8) private key that signs tokens,
-    /// e.g. from a Kubernetes Secret. It becomes the active key the first time
-    /// it is seen; without it, the registry generates and rotates its own.
+    /// PEM file of an ES256 (P-256, PKCS#8) private key that signs tokens, e.g. from a Kubernetes Secret; it
+    /// becomes the active key the first time it is seen [default: keys generated and kept in the database].
+    #[arg(long, env = "DAMSELFLY_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
-    /// PEM file of the CA that signed the certificate behind `public_url`,
-    /// when it is not a public one: cluster setup hands it to the agents.
+    /// PEM file of the CA that signed the certificate behind the public URL, when it is not a public one;
+    /// cluster setup hands it to the agents [default: none].
+    #[arg(long, env = "DAMSELFLY_PUBLIC_CA_FILE")]
     pub public_ca_file: Option<PathBuf>,
-    /// Hours a console sign-in lasts. Default 12.
+    /// Hours a console sign-in lasts.
+    #[arg(long, env = "DAMSELFLY_CONSOLE_SESSION_HOURS", default_value_t = 12)]
     pub console_session_hours: u64,
-    /// Seconds between the points of the acceleration dashboard's traffic chart. Default 60.
+    /// Seconds between the points of the acceleration dashboard's traffic chart.
+    #[arg(long, env = "DAMSELFLY_TRAFFIC_SAMPLE_SECS", default_value_t = 60)]
     pub traffic_sample_secs: u64,
 }
 
@@ -78,105 +121,28 @@ pub enum LogFormat {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
-            data_dir: PathBuf::from("damselfly-data"),
-            database_url: None,
-            public_url: None,
-            max_manifest_bytes: 4 * 1024 * 1024,
-            piece_size: damselfly_core::PIECE_SIZE,
-            p2p_stripes: crate::p2p::DEFAULT_STRIPES,
-            database_max_connections: 16,
-            log_format: LogFormat::Text,
-            upload_ttl_secs: 86_400,
-            token_service: "damselfly".into(),
-            token_ttl_secs: 300,
-            refresh_token_ttl_secs: 7 * 86_400,
-            admin_password: None,
-            login_failures_per_minute: 10,
-            acceleration_host: None,
-            public_ca_file: None,
-            signing_key_file: None,
-            console_session_hours: 12,
-            traffic_sample_secs: 60,
-        }
+        defaults()
     }
 }
 
-/// Command line of `damselfly-registry`. Every flag can also be set through the
-/// environment variable shown, and every setting through the TOML file.
-#[derive(Debug, Parser)]
-#[command(name = "damselfly-registry", version, about = "Damselfly: a multi-tenant OCI registry and P2P supernode.")]
-pub struct Cli {
-    /// TOML file with settings (keys as in the `Config` docs, e.g. `listen = "0.0.0.0:5000"`).
-    #[arg(long, short = 'c', env = "DAMSELFLY_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:5000].
-    #[arg(long, env = "DAMSELFLY_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Directory for blobs, uploads and the SQLite database [default: ./damselfly-data].
-    #[arg(long, env = "DAMSELFLY_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Metadata database, `sqlite://<file>` or `postgres://user:pass@host/db` [default: sqlite://<data-dir>/metadata.db].
-    #[arg(long, env = "DAMSELFLY_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// URL clients reach the registry at [default: http://<listen>].
-    #[arg(long, env = "DAMSELFLY_PUBLIC_URL")]
-    pub public_url: Option<String>,
-    /// Largest manifest accepted, in bytes [default: 4194304].
-    #[arg(long, env = "DAMSELFLY_MAX_MANIFEST_BYTES")]
-    pub max_manifest_bytes: Option<usize>,
-    /// Piece size for per-piece digests, in bytes [default: 4194304].
-    #[arg(long, env = "DAMSELFLY_PIECE_SIZE")]
-    pub piece_size: Option<u64>,
-    /// Stripe trees per P2P swarm of a blob with pieces up to 512 KiB or with 32 pieces or more, each agent forwarding one stripe to this many children; 0 turns them off [default: 2].
-    #[arg(long, env = "DAMSELFLY_P2P_STRIPES")]
-    pub p2p_stripes: Option<usize>,
-    /// Most open connections to the metadata database [default: 16].
-    #[arg(long, env = "DAMSELFLY_DATABASE_MAX_CONNECTIONS")]
-    pub database_max_connections: Option<u32>,
-    /// Log format [default: text]. Verbosity follows RUST_LOG (default `info`).
-    #[arg(long, env = "DAMSELFLY_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Seconds an idle upload session is kept before it is discarded [default: 86400].
-    #[arg(long, env = "DAMSELFLY_UPLOAD_TTL_SECS")]
-    pub upload_ttl_secs: Option<u64>,
-    /// Service name in token challenges and token audiences [default: damselfly].
-    #[arg(long, env = "DAMSELFLY_TOKEN_SERVICE")]
-    pub token_service: Option<String>,
-    /// Access token lifetime in seconds [default: 300].
-    #[arg(long, env = "DAMSELFLY_TOKEN_TTL_SECS")]
-    pub token_ttl_secs: Option<u64>,
-    /// Refresh token lifetime in seconds [default: 604800].
-    #[arg(long, env = "DAMSELFLY_REFRESH_TOKEN_TTL_SECS")]
-    pub refresh_token_ttl_secs: Option<u64>,
-    /// Password for the `admin` user created on first start [default: generated and printed once].
-    #[arg(long, env = "DAMSELFLY_ADMIN_PASSWORD", hide_env_values = true)]
-    pub admin_password: Option<String>,
-    /// Failed logins allowed per user and per address per minute before 429 [default: 10].
-    #[arg(long, env = "DAMSELFLY_LOGIN_FAILURES_PER_MINUTE")]
-    pub login_failures_per_minute: Option<usize>,
-    /// `host:port` workloads pull through P2P at, shown in the console and installed by cluster setup
-    /// [default: p2p.<public host>:65001; 127.0.0.1:65001 for a public URL with an IP address].
-    #[arg(long, env = "DAMSELFLY_ACCELERATION_HOST")]
-    pub acceleration_host: Option<String>,
-    /// PEM file of an ES256 (P-256, PKCS#8) token signing key to use [default: keys generated and kept in the database].
-    #[arg(long, env = "DAMSELFLY_SIGNING_KEY_FILE")]
-    pub signing_key_file: Option<PathBuf>,
-    /// PEM file of the CA behind public_url's certificate, handed to agents by cluster setup [default: none].
-    #[arg(long, env = "DAMSELFLY_PUBLIC_CA_FILE")]
-    pub public_ca_file: Option<PathBuf>,
-    /// Hours a console sign-in lasts [default: 12].
-    #[arg(long, env = "DAMSELFLY_CONSOLE_SESSION_HOURS")]
-    pub console_session_hours: Option<u64>,
-    /// Seconds between the points of the acceleration dashboard's traffic chart [default: 60].
-    #[arg(long, env = "DAMSELFLY_TRAFFIC_SAMPLE_SECS")]
-    pub traffic_sample_secs: Option<u64>,
+/// The defaults a settings struct (or group) declares in its `#[arg]`s, read
+/// without looking at the environment or the command line. `#[serde(default)]`
+/// fills the gaps of a file with these.
+pub fn defaults<T: Args>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults")).mut_args(|a| a.env(None));
+    command
+        .try_get_matches_from(["defaults"])
+        .and_then(|m| T::from_arg_matches(&m))
+        .unwrap_or_else(|e| panic!("every setting has a default or is optional, yet: {e}"))
 }
 
 /// Why the settings could not be assembled.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The command line or an environment variable did not parse, or `--help`
+    /// or `--version` was asked for: clap prints it and picks the exit code.
+    #[error(transparent)]
+    CommandLine(#[from] clap::Error),
     /// The file named by `--config` could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
@@ -199,56 +165,38 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Defaults, then the file, then environment and flags.
-    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
-        let mut config = match &cli.config {
+    /// The settings from this process's command line, environment and file.
+    pub fn load() -> Result<Config, ConfigError> {
+        Self::load_from(std::env::args_os())
+    }
+
+    /// Defaults, then the file, then the environment, then flags.
+    pub fn load_from<I, T>(args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        // The full command answers --help and --version and refuses bad values.
+        let matches = Config::command().try_get_matches_from(&args)?;
+        let mut config = match matches.get_one::<PathBuf>("config") {
             Some(path) => Self::from_file(path)?,
             None => Config::default(),
         };
-        macro_rules! take {
-            ($($field:ident),*) => { $( if let Some(v) = cli.$field { config.$field = v; } )* };
-        }
-        take!(
-            listen,
-            data_dir,
-            max_manifest_bytes,
-            piece_size,
-            p2p_stripes,
-            database_max_connections,
-            log_format,
-            upload_ttl_secs,
-            token_service,
-            token_ttl_secs,
-            refresh_token_ttl_secs,
-            login_failures_per_minute,
-            console_session_hours,
-            traffic_sample_secs
-        );
-        if cli.acceleration_host.is_some() {
-            config.acceleration_host = cli.acceleration_host;
-        }
-        if cli.public_ca_file.is_some() {
-            config.public_ca_file = cli.public_ca_file;
-        }
-        if cli.signing_key_file.is_some() {
-            config.signing_key_file = cli.signing_key_file;
-        }
-        if cli.admin_password.is_some() {
-            config.admin_password = cli.admin_password;
-        }
-        if cli.database_url.is_some() {
-            config.database_url = cli.database_url;
-        }
-        if cli.public_url.is_some() {
-            config.public_url = cli.public_url;
-        }
+        // Parsed again without defaults, the command line holds only what the
+        // environment or the flags set; clap lays exactly that over the file.
+        let set = Config::command().mut_args(|a| a.default_value(None)).try_get_matches_from(&args)?;
+        config.update_from_arg_matches(&set)?;
         config.validate()?;
         Ok(config)
     }
 
     fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        config.config = Some(path.to_owned());
+        Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -339,18 +287,6 @@ impl Config {
     }
 }
 
-/// A URL with any password replaced by `***`, safe to log.
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            if let Some((user, _)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
-    }
-    url.to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,18 +296,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("registry.toml");
         std::fs::write(&file, "listen = \"0.0.0.0:6000\"\npiece_size = 1048576\n").unwrap();
-        let cli =
-            Cli::parse_from(["damselfly-registry", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:7000"]);
-        let c = Config::load(cli).unwrap();
+        let c =
+            Config::load_from(["damselfly-registry", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:7000"])
+                .unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(c.piece_size, 1048576);
         assert_eq!(c.database_url(), "sqlite://damselfly-data/metadata.db");
         assert_eq!(c.p2p_stripes, 2);
-        let c = Config::load(Cli::parse_from(["r", "--p2p-stripes", "0"])).unwrap();
+        let c = Config::load_from(["r", "--p2p-stripes", "0"]).unwrap();
         assert_eq!(c.p2p_stripes, 0);
-        let err = Config::load(Cli::parse_from(["r", "--p2p-stripes", "40"])).unwrap_err();
+        let err = Config::load_from(["r", "--p2p-stripes", "40"]).unwrap_err();
         assert!(err.to_string().contains("p2p_stripes 40 is too many"), "{err}");
-        let err = Config::load(Cli::parse_from(["r", "--p2p-stripes", "1"])).unwrap_err();
+        let err = Config::load_from(["r", "--p2p-stripes", "1"]).unwrap_err();
         assert!(err.to_string().contains("use 0 to turn the trees off"), "{err}");
     }
 
@@ -380,10 +316,117 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("r.toml");
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();
-        let err = Config::load(Cli::parse_from(["r", "-c", file.to_str().unwrap()])).unwrap_err();
+        let err = Config::load_from(["r", "-c", file.to_str().unwrap()]).unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
-        let err = Config::load(Cli::parse_from(["r", "--database-url", "mysql://u:secret@h/db"])).unwrap_err();
+        let err = Config::load_from(["r", "--database-url", "mysql://u:secret@h/db"]).unwrap_err();
         assert!(err.to_string().contains("u:***@h"), "{err}");
+    }
+
+    /// A file that sets every setting to something other than its default
+    /// loads back exactly when no flag sets anything: no default, implicit
+    /// or explicit, is laid over what the file says.
+    #[test]
+    fn every_setting_in_the_file_survives_when_no_flag_sets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("all.toml");
+        std::fs::write(
+            &file,
+            r#"
+            listen = "0.0.0.0:6001"
+            data_dir = "/var/lib/d"
+            database_url = "postgres://d@db/d"
+            public_url = "https://r.example.com"
+            max_manifest_bytes = 1234
+            piece_size = 65536
+            p2p_stripes = 0
+            database_max_connections = 3
+            log_format = "json"
+            upload_ttl_secs = 5
+            token_service = "other"
+            token_ttl_secs = 6
+            refresh_token_ttl_secs = 7
+            admin_password = "a-password"
+            login_failures_per_minute = 8
+            acceleration_host = "p2p.example.com:1"
+            signing_key_file = "/k.pem"
+            public_ca_file = "/ca.pem"
+            console_session_hours = 9
+            traffic_sample_secs = 11
+            "#,
+        )
+        .unwrap();
+        let all = Config {
+            config: Some(file.clone()),
+            listen: "0.0.0.0:6001".parse().unwrap(),
+            data_dir: "/var/lib/d".into(),
+            database_url: Some("postgres://d@db/d".into()),
+            public_url: Some("https://r.example.com".into()),
+            max_manifest_bytes: 1234,
+            piece_size: 65536,
+            p2p_stripes: 0,
+            database_max_connections: 3,
+            log_format: LogFormat::Json,
+            upload_ttl_secs: 5,
+            token_service: "other".into(),
+            token_ttl_secs: 6,
+            refresh_token_ttl_secs: 7,
+            admin_password: Some("a-password".into()),
+            login_failures_per_minute: 8,
+            acceleration_host: Some("p2p.example.com:1".into()),
+            signing_key_file: Some("/k.pem".into()),
+            public_ca_file: Some("/ca.pem".into()),
+            console_session_hours: 9,
+            traffic_sample_secs: 11,
+        };
+        // Destructured, so that a new setting cannot be left out of this test.
+        let Config {
+            config: _,
+            listen,
+            data_dir,
+            database_url,
+            public_url,
+            max_manifest_bytes,
+            piece_size,
+            p2p_stripes,
+            database_max_connections,
+            log_format,
+            upload_ttl_secs,
+            token_service,
+            token_ttl_secs,
+            refresh_token_ttl_secs,
+            admin_password,
+            login_failures_per_minute,
+            acceleration_host,
+            signing_key_file,
+            public_ca_file,
+            console_session_hours,
+            traffic_sample_secs,
+        } = Config::default();
+        // Each differs from its default, or the test could not tell the file's value from it.
+        assert_ne!(listen, all.listen);
+        assert_ne!(data_dir, all.data_dir);
+        assert_ne!(database_url, all.database_url);
+        assert_ne!(public_url, all.public_url);
+        assert_ne!(max_manifest_bytes, all.max_manifest_bytes);
+        assert_ne!(piece_size, all.piece_size);
+        assert_ne!(p2p_stripes, all.p2p_stripes);
+        assert_ne!(database_max_connections, all.database_max_connections);
+        assert_ne!(log_format, all.log_format);
+        assert_ne!(upload_ttl_secs, all.upload_ttl_secs);
+        assert_ne!(token_service, all.token_service);
+        assert_ne!(token_ttl_secs, all.token_ttl_secs);
+        assert_ne!(refresh_token_ttl_secs, all.refresh_token_ttl_secs);
+        assert_ne!(admin_password, all.admin_password);
+        assert_ne!(login_failures_per_minute, all.login_failures_per_minute);
+        assert_ne!(acceleration_host, all.acceleration_host);
+        assert_ne!(signing_key_file, all.signing_key_file);
+        assert_ne!(public_ca_file, all.public_ca_file);
+        assert_ne!(console_session_hours, all.console_session_hours);
+        assert_ne!(traffic_sample_secs, all.traffic_sample_secs);
+        assert_eq!(Config::load_from(["r", "--config", file.to_str().unwrap()]).unwrap(), all);
+        // A flag still wins over the file.
+        let c = Config::load_from(["r", "--config", file.to_str().unwrap(), "--token-ttl-secs", "60"]).unwrap();
+        assert_eq!((c.token_ttl_secs, c.traffic_sample_secs), (60, 11));
     }
 
     #[test]
@@ -391,8 +434,8 @@ mod tests {
         let with = |public: &str| Config { public_url: Some(public.to_owned()), ..Config::default() };
         assert_eq!(with("https://registry.example.com").acceleration_host(), "p2p.registry.example.com:65001");
         assert_eq!(with("http://registry.example.com:5000/").acceleration_host(), "p2p.registry.example.com:65001");
-        assert_eq!(with("http://registry.example.com:5000").registry_host(), "registry.example.com:5000");
         assert_eq!(with("http://10.0.0.5:5000").acceleration_host(), "127.0.0.1:65001", "no name for an IP");
+        assert_eq!(with("http://registry.example.com:5000").registry_host(), "registry.example.com:5000");
         assert!(with("https://registry.example.com").behind_tls());
         assert!(!Config::default().behind_tls());
         let set = Config { acceleration_host: Some("mirror.local:65001".into()), ..Config::default() };

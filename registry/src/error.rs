@@ -1,5 +1,6 @@
-//! The registry's one error type, and the one place that turns errors into
-//! OCI error responses: `{"errors":[{"code","message","detail"}]}`.
+//! The Distribution API's error type, and the one place that turns it into
+//! an OCI error response: `{"errors":[{"code","message","detail"}]}`. A
+//! service's error becomes one in `crate::oci`.
 
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,9 @@ pub enum RegistryError {
     /// The blob store failed.
     #[error("blob store I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// Anything else that is the registry's fault, with detail for the log.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// An OCI error with the status, message and headers it is sent with.

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod health;
 pub mod metadata;
 pub mod observe;
 pub mod oci;
@@ -72,7 +73,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         auth: Arc::new(auth),
         scheduler: Arc::new(p2p::Scheduler::new(std::time::Duration::from_secs(10)).with_stripes(stripes)),
         p2p_stats: Arc::new(p2p::Stats::default()),
-        preheats: Arc::new(p2p::Preheats::default()),
+        preheats: Arc::new(services::preheat::Preheats::default()),
     })
 }
 
@@ -92,15 +93,15 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/token", get(auth::endpoint::get_token).post(auth::endpoint::post_token))
         .route("/auth/jwks.json", get(auth::endpoint::jwks))
         .route("/.well-known/jwks.json", get(auth::endpoint::jwks))
-        .route("/metrics", get(observe::metrics))
-        .route("/healthz", get(observe::healthz))
-        .route("/readyz", get(observe::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .merge(api::router())
         .merge(p2p::router())
         .merge(console::router())
         .merge(p2p::install::router())
         .merge(p2p::acceleration::router())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track_requests))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), observe::track_requests))
         .with_state(state)
 }
 

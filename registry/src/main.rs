@@ -1,14 +1,16 @@
 //! The `damselfly-registry` binary.
 
-use clap::Parser;
 use damselfly_registry::auth::bootstrap::Bootstrap;
-use damselfly_registry::config::{redact_url, Cli, Config, LogFormat};
+use damselfly_registry::config::{Config, ConfigError, LogFormat};
+use damselfly_registry::metadata::redact_url;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = match Config::load(Cli::parse()) {
+    let config = match Config::load() {
         Ok(c) => c,
+        // Help, version, or a flag that did not parse: clap says it and exits.
+        Err(ConfigError::CommandLine(e)) => e.exit(),
         Err(e) => {
             eprintln!("damselfly-registry: {e}");
             return std::process::ExitCode::from(2);

@@ -33,7 +33,7 @@ pub struct AppState {
     /// P2P traffic and agent reports, for the console.
     pub p2p_stats: Arc<crate::p2p::Stats>,
     /// Preheat jobs and the work they hand agents.
-    pub preheats: Arc<crate::p2p::Preheats>,
+    pub preheats: Arc<crate::services::preheat::jobs::Preheats>,
 }
 
 /// The hashing state of each upload session this process has touched, so a

@@ -7,6 +7,9 @@
 //! script in `scripts/test.sh` does that.
 
 pub mod containerd;
+pub mod http;
+pub mod image;
+pub mod jwt;
 pub mod kubernetes;
 pub mod netns;
 pub mod workstation;
@@ -472,15 +475,9 @@ impl Drop for Agent {
 impl Registry {
     /// Registers a cluster `name` in the `default` tenant as the administrator; returns its token.
     pub async fn register_cluster(&self, name: &str) -> String {
-        let r = reqwest::Client::new()
-            .post(format!("{}/api/v1/tenants/default/clusters", self.url))
-            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-            .json(&serde_json::json!({ "name": name }))
-            .send()
-            .await
-            .expect("register a cluster");
-        assert_eq!(r.status(), reqwest::StatusCode::CREATED, "registering cluster {name}");
-        let body: serde_json::Value = r.json().await.expect("JSON");
+        let body = http::Http::new(self)
+            .admin_api(reqwest::Method::POST, "/api/v1/tenants/default/clusters", serde_json::json!({ "name": name }))
+            .await;
         body["token"].as_str().expect("the cluster token").to_owned()
     }
 
@@ -492,15 +489,9 @@ impl Registry {
         path: &str,
         body: serde_json::Value,
     ) -> (reqwest::StatusCode, serde_json::Value) {
-        let mut req = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.url))
-            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD));
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        let r = req.send().await.expect("admin request");
-        let status = r.status();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        let reply = http::Http::new(self).api(&http::Cred::admin(), method, path, body).await;
+        let status = reqwest::StatusCode::from_u16(reply.status).expect("an HTTP status");
+        (status, serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null))
     }
 
     /// Pushes an OCI image manifest under `tag` as the administrator; returns its digest.
@@ -511,36 +502,18 @@ impl Registry {
         manifest: &serde_json::Value,
     ) -> damselfly_core::Digest {
         let body = manifest.to_string();
-        let r = reqwest::Client::new()
-            .put(format!("{}/v2/{repository}/manifests/{tag}", self.url))
-            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-            .body(body.clone())
-            .send()
+        let http = http::Http::new(self);
+        image::push_manifest(&http, &http::Cred::admin(), repository, tag, image::OCI_MANIFEST, &body)
             .await
-            .expect("push a manifest");
-        let status = r.status();
-        assert_eq!(
-            status,
-            reqwest::StatusCode::CREATED,
-            "pushing {repository}:{tag}: {}",
-            r.text().await.unwrap_or_default()
-        );
+            .expect(201);
         damselfly_core::Digest::of(body.as_bytes())
     }
 
     /// Pushes `blob` into `repository` as the administrator, in one monolithic upload; returns its digest.
     pub async fn push_blob(&self, repository: &str, blob: &[u8]) -> damselfly_core::Digest {
-        let digest = damselfly_core::Digest::of(blob);
-        let r = reqwest::Client::new()
-            .post(format!("{}/v2/{repository}/blobs/uploads/?digest={digest}", self.url))
-            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-            .body(blob.to_vec())
-            .send()
-            .await
-            .expect("push a blob");
-        assert_eq!(r.status(), reqwest::StatusCode::CREATED, "pushing {digest} into {repository}");
-        digest
+        let bytes = image::Blob::new(blob);
+        image::push_blob(&http::Http::new(self), &http::Cred::admin(), repository, &bytes).await;
+        bytes.digest.parse().expect("a digest")
     }
 }
 

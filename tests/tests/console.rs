@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use damselfly_tests::http::{Cred, Http};
+use damselfly_tests::image;
 use damselfly_tests::{free_port, on_both_backends, run, Agent, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
@@ -27,6 +29,7 @@ on_both_backends!(
     viewer_cannot_act_through_admin_forms_posted_by_hand,
     repository_page_lists_tags_with_pull_commands_and_deletes_a_tag,
     failed_sign_ins_go_through_the_login_rate_limit,
+    a_form_with_an_error_comes_back_with_the_reason_and_what_was_typed,
 );
 
 // ---------------------------------------------------------------------------
@@ -53,14 +56,8 @@ async fn api_as(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = http().request(method, format!("{}{path}", reg.url)).basic_auth(user, Some(password));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.expect("API request");
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let reply = Http::new(reg).api(&Cred::basic(user, password), method, path, body.unwrap_or(Value::Null)).await;
+    (reply.status, serde_json::from_slice(&reply.body).unwrap_or(Value::Null))
 }
 
 /// Tenant `acme` with namespace `web`, and a user `vera` who is a viewer on the whole tenant.
@@ -216,6 +213,62 @@ async fn form_post_without_the_csrf_token_is_rejected_and_changes_nothing(backen
     assert_eq!(status, 200);
 }
 
+async fn a_form_with_an_error_comes_back_with_the_reason_and_what_was_typed(backend: Backend) {
+    let reg = Registry::start(backend);
+    cast(&reg).await;
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    let signed_in = "Signed in as <strong>admin</strong>";
+
+    // A role for a user who does not exist: the tenant's page, not a bare 404 page.
+    let grant = [("kind", "user"), ("name", "ghost"), ("namespace", "web"), ("role", "admin")];
+    let page = admin.post_and_follow("/console/tenants/acme/members", &grant).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(signed_in), "{}", page.body);
+    let reason = "User ghost does not exist; the system administrator creates users with POST /api/v1/users.";
+    assert!(page.body.contains(reason), "{}", page.body);
+    for kept in [r#"id="member-name" required value="ghost""#, r#"id="member-namespace" value="web""#] {
+        assert!(page.body.contains(kept), "{kept} missing:\n{}", page.body);
+    }
+    assert!(page.body.contains(r#"<option value="admin" selected>"#), "{}", page.body);
+    // What was typed comes back once: the next visit shows an empty form.
+    let again = admin.get("/console/tenants/acme").await;
+    assert!(again.body.contains(r#"id="member-name" required value="""#), "{}", again.body);
+    assert!(!again.body.contains(reason), "{}", again.body);
+
+    // A robot with a scope on a namespace the tenant does not have: nothing is made, the form is as typed.
+    let robot = [
+        ("name", "ci"),
+        ("description", "builds & tests"),
+        ("expires_in_days", "7"),
+        ("scope1_namespace", "nowhere"),
+        ("scope1_role", "developer"),
+        ("scope2_namespace", ""),
+        ("scope2_role", "none"),
+    ];
+    let page = admin.post_and_follow("/console/tenants/acme/robots", &robot).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(signed_in), "{}", page.body);
+    let reason = "Namespace nowhere is not in tenant acme; list its namespaces on the tenant&#39;s page.";
+    assert!(page.body.contains(reason) || unescape(&page.body).contains(&unescape(reason)), "{}", page.body);
+    for kept in [
+        r#"id="robot-name" required maxlength="64" value="ci""#,
+        r#"id="robot-description" maxlength="1024" value="builds &#38; tests""#,
+        r#"id="robot-expiry" min="1" value="7""#,
+        r#"id="robot-scope1-namespace" value="nowhere""#,
+        r#"<option value="developer" selected>"#,
+    ] {
+        assert!(unescape(&page.body).contains(&unescape(kept)), "{kept} missing:\n{}", page.body);
+    }
+    let (_, robots) = api(&reg, reqwest::Method::GET, "/api/v1/tenants/acme/robots", None).await;
+    assert_eq!(robots, json!([]));
+
+    // A taken name comes back the same way, the box still ticked.
+    let page = admin.post_and_follow("/console/tenants/acme/namespaces", &[("name", "web"), ("public", "true")]).await;
+    assert!(page.body.contains("Namespace web already exists"), "{}", page.body);
+    assert!(page.body.contains(r#"id="namespace-name" required maxlength="64" value="web""#), "{}", page.body);
+    assert!(page.body.contains(r#"id="namespace-public" checked"#), "{}", page.body);
+}
+
 /// Text as the browser shows it: the character references a template writes, decoded.
 fn unescape(html: &str) -> String {
     [("&#60;", "<"), ("&lt;", "<"), ("&#62;", ">"), ("&gt;", ">"), ("&#34;", "\""), ("&quot;", "\""), ("&#39;", "'")]
@@ -332,28 +385,11 @@ async fn viewer_cannot_act_through_admin_forms_posted_by_hand(backend: Backend) 
 
 /// Pushes a blob as the system administrator.
 async fn push_blob(reg: &Registry, repo: &str, bytes: &[u8]) -> String {
-    let digest = damselfly_tests::sha256_digest(bytes);
-    let r = http()
-        .post(format!("{}/v2/{repo}/blobs/uploads/?digest={digest}", reg.url))
-        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .expect("push blob");
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    digest
+    reg.push_blob(repo, bytes).await.to_string()
 }
 
 async fn push_manifest(reg: &Registry, repo: &str, tag: &str, media_type: &str, body: &str) {
-    let r = http()
-        .put(format!("{}/v2/{repo}/manifests/{tag}", reg.url))
-        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-        .header("content-type", media_type)
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("push manifest");
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    image::push_manifest(&Http::new(reg), &Cred::admin(), repo, tag, media_type, body).await.expect(201);
 }
 
 const IMAGE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -518,8 +554,11 @@ async fn namespace_page_preheats_new_tags_into_chosen_clusters() {
     let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
     let page = admin.get("/console/namespaces/web").await;
     assert!(page.body.contains("<tr><td>edge</td><td>not preheated</td>"), "{}", page.body);
-    let unknown = admin.post("/console/namespaces/web/preheat", &[("cluster", "nowhere"), ("percent", "50")]).await;
-    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    // A cluster the tenant does not have: back to the namespace's page with the reason (a bare 404 page before).
+    let unknown =
+        admin.post_and_follow("/console/namespaces/web/preheat", &[("cluster", "nowhere"), ("percent", "50")]).await;
+    assert_eq!(unknown.status, 200, "{}", unknown.body);
+    assert!(unknown.body.contains("Signed in as <strong>admin</strong>"), "{}", unknown.body);
     assert!(unknown.body.contains("cluster nowhere does not exist in tenant acme"), "{}", unknown.body);
     let set = admin.post_and_follow("/console/namespaces/web/preheat", &[("cluster", "edge"), ("percent", "50")]).await;
     assert!(

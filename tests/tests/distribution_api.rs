@@ -2,7 +2,7 @@
 //! over HTTP: every status code, error code and header a client relies on,
 //! on both metadata backends. Every request carries the system
 //! administrator's Basic credentials, whose first push to a namespace
-//! creates it; who may do what is the subject of `auth.rs`.
+//! creates it; who may do what is the subject of the `auth_*.rs` tests.
 //!
 //! Each scenario is an `async fn(Backend)`; `on_both_backends!` turns it into
 //! `<scenario>::sqlite` and `<scenario>::postgres`.

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use damselfly_core::{BlobHasher, Digest};
 use damselfly_registry::metadata::Db;
-use damselfly_tests::{binary, on_both_backends, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use damselfly_tests::http::Cred;
+use damselfly_tests::{binary, on_both_backends, Backend, Registry, ADMIN_USER};
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
@@ -14,18 +15,7 @@ fn client() -> reqwest::Client {
 
 /// A request as the system administrator, who may push anywhere.
 fn admin(method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
-    client().request(method, url).basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-}
-
-async fn push_blob(reg: &Registry, name: &str, bytes: Vec<u8>) -> Digest {
-    let digest = Digest::of(&bytes);
-    let r = admin(reqwest::Method::POST, format!("{}/v2/{name}/blobs/uploads/?digest={digest}", reg.url))
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    digest
+    Cred::admin().apply(client().request(method, url))
 }
 
 #[test]
@@ -56,6 +46,68 @@ fn help_lists_every_setting_with_its_variable() {
     ] {
         assert!(help.contains(flag) && help.contains(var), "--help lacks {flag} / {var}:\n{help}");
     }
+}
+
+/// The README's settings table (section "Configuration") and `--help` name
+/// the same flags, each with the same environment variable and default.
+#[test]
+fn the_readme_settings_table_matches_help() {
+    let out = Command::new(binary("damselfly-registry")).env_clear().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    assert_eq!(
+        settings_in_readme(&readme),
+        settings_in_help(&help),
+        "README.md's Configuration table vs --help:\n{help}"
+    );
+}
+
+/// Flag → (environment variable, default), from `--help`: every option that
+/// has a variable, with the `[default: …]` its text ends with.
+fn settings_in_help(help: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let mut settings = std::collections::BTreeMap::new();
+    let mut blocks: Vec<String> = Vec::new();
+    for line in help.lines() {
+        let head = line.trim_start();
+        let starts_option = line.starts_with("  ") && (head.starts_with("--") || head.starts_with('-'));
+        if starts_option && !line.starts_with("          ") {
+            blocks.push(String::new());
+        }
+        if let Some(block) = blocks.last_mut() {
+            block.push_str(head);
+            block.push('\n');
+        }
+    }
+    let between = |text: &str, open: &str, close: &[char]| -> Option<String> {
+        let rest = &text[text.find(open)? + open.len()..];
+        Some(rest[..rest.find(close)?].to_owned())
+    };
+    for block in blocks {
+        let Some(env) = between(&block, "[env: ", &['=', ']']) else { continue };
+        let flag = block.split_whitespace().find(|w| w.starts_with("--")).unwrap().to_owned();
+        let default = between(&block, "[default: ", &[']']).unwrap_or_else(|| panic!("{flag} states no default"));
+        settings.insert(flag, (env, default));
+    }
+    settings
+}
+
+/// The same from the README's table: the flag and the variable are the
+/// first `--…` and `DAMSELFLY_…` code spans of the second column; the default
+/// is the first code span of the third, or the whole cell if it has none.
+fn settings_in_readme(readme: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let section = &readme[readme.find("\n## Configuration\n").expect("a Configuration section")..];
+    let rows = section.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).skip(2);
+    let spans = |cell: &str| -> Vec<String> { cell.split('`').skip(1).step_by(2).map(str::to_owned).collect() };
+    rows.map(|row| {
+        let cells: Vec<String> =
+            row.replace("\\|", "\u{0}").split('|').map(|c| c.trim().replace('\u{0}', "|")).collect();
+        let (names, default) = (spans(&cells[2]), &cells[3]);
+        let flag = names.iter().find(|s| s.starts_with("--")).expect("a flag").split(' ').next().unwrap().to_owned();
+        let env = names.iter().find(|s| s.starts_with("DAMSELFLY_")).expect("a variable").clone();
+        (flag, (env, spans(default).into_iter().next().unwrap_or_else(|| default.clone())))
+    })
+    .collect()
 }
 
 #[test]
@@ -230,7 +282,7 @@ async fn every_blob_records_its_piece_digests(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    let small = push_blob(&reg, "p2p/ready", b"tiny".to_vec()).await;
+    let small = reg.push_blob("p2p/ready", b"tiny").await;
 
     reg.stop();
     let db = Db::open(&reg.database_url, 2).await.unwrap();

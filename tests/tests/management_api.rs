@@ -9,7 +9,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use damselfly_tests::{on_both_backends, Backend, Registry, ADMIN_PASSWORD};
+use damselfly_tests::http::{Cred, Http};
+use damselfly_tests::{on_both_backends, Backend, Registry, ADMIN_USER};
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -30,8 +31,6 @@ on_both_backends!(
     openapi_document_lists_every_endpoint_with_its_schemas,
     repeated_failed_logins_are_throttled_with_retry_after,
 );
-
-const ADMIN_USER: &str = "admin";
 
 /// Who sends a request.
 #[derive(Clone, Copy)]
@@ -79,38 +78,35 @@ impl Reply {
 }
 
 struct Api {
-    registry: Registry,
-    http: reqwest::Client,
+    /// Kept for as long as the scenario talks to it.
+    _registry: Registry,
+    http: Http,
 }
 
 impl Api {
     fn start(backend: Backend) -> Api {
-        Api { registry: Registry::start(backend), http: reqwest::Client::new() }
+        let registry = Registry::start(backend);
+        let http = Http::new(&registry);
+        Api { _registry: registry, http }
     }
 
     async fn send(&self, method: Method, path: &str, who: Who<'_>, body: Option<Value>) -> Reply {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.registry.url));
-        request = match who {
-            Who::Nobody => request,
-            Who::Admin => request.basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD)),
-            Who::User(name) => request.basic_auth(name, Some(password(name))),
-            Who::Basic(login, secret) => request.basic_auth(login, Some(secret)),
-            Who::Bearer(token) => request.bearer_auth(token),
-            Who::Header(value) => request.header("authorization", value),
+        let cred = match who {
+            Who::Nobody | Who::Header(_) => Cred::Anonymous,
+            Who::Admin => Cred::admin(),
+            Who::User(name) => Cred::basic(name, &password(name)),
+            Who::Basic(login, secret) => Cred::basic(login, secret),
+            Who::Bearer(token) => Cred::Bearer(token.to_owned()),
         };
+        let mut request = self.http.request(&cred, method, path);
+        if let Who::Header(value) = who {
+            request = request.header("authorization", value);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap_or_default();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path} answered non-JSON ({e}): {text}"))
-        };
-        Reply { status, headers, body }
+        let reply = self.http.send(request).await;
+        Reply { status: reply.status, body: reply.json_or_null(), headers: reply.headers }
     }
 
     async fn get(&self, path: &str, who: Who<'_>) -> Reply {

@@ -5,6 +5,7 @@
 
 use damselfly_core::p2p::{JoinMode, JoinRequest, JoinResponse, RegisterRequest, RegisterResponse, ReportRequest};
 use damselfly_core::Digest;
+use damselfly_tests::http::{create_robot, Http};
 use damselfly_tests::{on_both_backends, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -42,23 +43,12 @@ async fn fixture(backend: Backend) -> Fixture {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r =
-        admin(&http, &reg, reqwest::Method::POST, "/api/v1/tenants/default/clusters", json!({"name": "edge"})).await;
+    let r = reg.admin(reqwest::Method::POST, "/api/v1/tenants/default/clusters", json!({"name": "edge"})).await;
     assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
     assert_eq!(r.1["name"], "edge");
     let cluster_token = r.1["token"].as_str().expect("cluster token").to_owned();
     assert!(cluster_token.starts_with("dfc_"));
     Fixture { reg, http, cluster_token, blob, digest }
-}
-
-async fn admin(http: &Client, reg: &Registry, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
-    let mut req = http.request(method, format!("{}{path}", reg.url)).basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD));
-    if !body.is_null() {
-        req = req.json(&body);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 impl Fixture {
@@ -129,37 +119,14 @@ impl Fixture {
             Some(role) => json!([{"namespace": "accel", "role": role}]),
             None => json!([]),
         };
-        let (status, body) = admin(
-            &self.http,
-            &self.reg,
-            reqwest::Method::POST,
-            "/api/v1/tenants/default/robots",
-            json!({"name": robot, "scopes": scopes}),
-        )
-        .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        let login = body["login"].as_str().unwrap().to_owned();
-        let secret = body["token"].as_str().unwrap().to_owned();
-        let r = self
-            .http
-            .get(format!("{}/auth/token?service=damselfly&scope=repository:accel/app:pull", self.reg.url))
-            .basic_auth(login, Some(secret))
-            .send()
-            .await
-            .unwrap();
-        let body: Value = r.json().await.unwrap();
-        body["token"].as_str().unwrap().to_owned()
+        let http = Http::new(&self.reg);
+        let robot = create_robot(&http, "default", robot, scopes).await;
+        http.token(&robot, &["repository:accel/app:pull"]).await.0
     }
 
     async fn set_p2p(&self, on: bool) {
-        let (status, body) = admin(
-            &self.http,
-            &self.reg,
-            reqwest::Method::PATCH,
-            "/api/v1/namespaces/accel",
-            json!({"p2p_enabled": on}),
-        )
-        .await;
+        let (status, body) =
+            self.reg.admin(reqwest::Method::PATCH, "/api/v1/namespaces/accel", json!({"p2p_enabled": on})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         // The registry's namespace cache lives two seconds.
         tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
@@ -280,8 +247,7 @@ async fn agents_join_swarms_the_seed_splits_cold_starts_and_peers_trade(backend:
     assert!(metrics.contains("damselfly_p2p_swarms 1\n"), "{metrics}");
 
     // The console's data: the cluster and its two online agents.
-    let (status, clusters) =
-        admin(&f.http, &f.reg, reqwest::Method::GET, "/api/v1/tenants/default/clusters", Value::Null).await;
+    let (status, clusters) = f.reg.admin(reqwest::Method::GET, "/api/v1/tenants/default/clusters", Value::Null).await;
     assert_eq!(status, StatusCode::OK);
     let mut nodes: Vec<&str> =
         clusters[0]["agents"].as_array().unwrap().iter().map(|a| a["node"].as_str().unwrap()).collect();
@@ -385,17 +351,11 @@ async fn the_seed_serves_pieces_only_with_a_ticket_for_that_blob(backend: Backen
 async fn another_tenant_neither_sees_nor_registers_clusters_here(backend: Backend) {
     let f = fixture(backend).await;
     let post = reqwest::Method::POST;
-    assert_eq!(
-        admin(&f.http, &f.reg, post.clone(), "/api/v1/tenants", json!({"name": "other"})).await.0,
-        StatusCode::CREATED
-    );
+    assert_eq!(f.reg.admin(post.clone(), "/api/v1/tenants", json!({"name": "other"})).await.0, StatusCode::CREATED);
     let user = json!({"username": "olga", "password": "olga-password"});
-    assert_eq!(admin(&f.http, &f.reg, post.clone(), "/api/v1/users", user).await.0, StatusCode::CREATED);
+    assert_eq!(f.reg.admin(post.clone(), "/api/v1/users", user).await.0, StatusCode::CREATED);
     let grant = json!({"kind": "user", "name": "olga", "role": "owner"});
-    assert_eq!(
-        admin(&f.http, &f.reg, reqwest::Method::PUT, "/api/v1/tenants/other/members", grant).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(f.reg.admin(reqwest::Method::PUT, "/api/v1/tenants/other/members", grant).await.0, StatusCode::OK);
     let as_olga = |method: reqwest::Method, path: &str| {
         f.http.request(method, format!("{}{path}", f.reg.url)).basic_auth("olga", Some("olga-password"))
     };
@@ -414,7 +374,7 @@ async fn another_tenant_neither_sees_nor_registers_clusters_here(backend: Backen
         as_olga(reqwest::Method::GET, "/api/v1/tenants/other/clusters").send().await.unwrap().json().await.unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
     let (_, default_clusters) =
-        admin(&f.http, &f.reg, reqwest::Method::GET, "/api/v1/tenants/default/clusters", Value::Null).await;
+        f.reg.admin(reqwest::Method::GET, "/api/v1/tenants/default/clusters", Value::Null).await;
     let names: Vec<&str> = default_clusters.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["edge"]);
 }
@@ -439,8 +399,7 @@ async fn an_agent_that_leaves_is_forgotten_at_once(backend: Backend) {
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "a heartbeat after leaving means registering again");
     let r = leave(f.cluster_token.clone()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let (status, clusters) =
-        admin(&f.http, &f.reg, reqwest::Method::GET, "/api/v1/tenants/default/clusters", Value::Null).await;
+    let (status, clusters) = f.reg.admin(reqwest::Method::GET, "/api/v1/tenants/default/clusters", Value::Null).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(clusters[0]["agents"], json!([]), "{clusters}");
 }

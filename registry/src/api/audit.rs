@@ -1,21 +1,17 @@
 //! `/api/v1/audit`: reading the audit log. The system administrator reads
 //! all of it; a tenant's admins and owners read their tenants' events.
 
-use std::collections::BTreeSet;
-
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::access::Caller;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiResult, ErrorBody};
 use super::Params;
-use crate::metadata::{self, AuditFilter, Role};
+use crate::metadata;
+use crate::services::access::{self, Caller};
+use crate::services::audit::{self, Filter, Limit};
 use crate::state::AppState;
-
-const DEFAULT_LIMIT: i64 = 100;
-const MAX_LIMIT: i64 = 1000;
 
 /// Which events to return.
 #[derive(Deserialize, IntoParams)]
@@ -61,7 +57,7 @@ pub struct AuditEvent {
 
 impl From<metadata::AuditEvent> for AuditEvent {
     fn from(e: metadata::AuditEvent) -> Self {
-        let detail = e.detail.map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
+        let detail = audit::detail(&e);
         AuditEvent {
             id: e.id,
             at: e.at,
@@ -81,43 +77,6 @@ impl From<metadata::AuditEvent> for AuditEvent {
 pub struct AuditPage {
     /// Oldest first.
     pub events: Vec<AuditEvent>,
-}
-
-/// The tenants whose events the caller may read; `None` for all events.
-async fn readable_tenants(state: &AppState, caller: &Caller, named: Option<&str>) -> ApiResult<Option<Vec<i64>>> {
-    let found = match named {
-        Some(name) => state.db.tenancy().tenant(name).await?,
-        None => None,
-    };
-    if caller.principal.is_system_admin() {
-        return match (named, found) {
-            (None, _) => Ok(None),
-            (Some(_), Some(t)) => Ok(Some(vec![t.id.0])),
-            (Some(name), None) => {
-                Err(ApiError::NotFound(format!("tenant {name} does not exist; list tenants with GET /api/v1/tenants")))
-            }
-        };
-    }
-    let administered: BTreeSet<i64> = caller
-        .bindings(state)
-        .await?
-        .into_iter()
-        .filter(|b| b.namespace_id.is_none() && b.role >= Role::Admin)
-        .map(|b| b.tenant_id.0)
-        .collect();
-    match (named, found) {
-        (Some(_), Some(t)) if administered.contains(&t.id.0) => Ok(Some(vec![t.id.0])),
-        // The same words whether the tenant exists or not.
-        (Some(name), _) => Err(ApiError::Denied(format!(
-            "reading tenant {name}'s audit log takes the admin or owner role on it, which {} does not hold",
-            caller.actor()
-        ))),
-        (None, _) if administered.is_empty() => Err(ApiError::Denied(format!(
-            "the audit log is open to the system administrator and to tenant admins and owners; {} is neither",
-            caller.actor()
-        ))),
-        (None, _) => Ok(Some(administered.into_iter().collect())),
-    }
 }
 
 /// Audit events, oldest first (system administrator: all; tenant admins and owners: their tenants').
@@ -140,22 +99,9 @@ pub async fn list(
     caller: Caller,
     Params(query): Params<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    let limit = match query.limit {
-        None => DEFAULT_LIMIT,
-        Some(n) if n >= 1 => n.min(MAX_LIMIT),
-        Some(_) => {
-            return Err(ApiError::InvalidRequest(format!("limit must be between 1 and {MAX_LIMIT}")));
-        }
-    };
-    let tenant_ids = readable_tenants(&state, &caller, query.tenant.as_deref()).await?;
-    let filter = AuditFilter {
-        tenant_ids,
-        actor: query.actor,
-        action: query.action,
-        after_id: query.after,
-        since: query.since,
-        limit,
-    };
-    let events = state.db.audit().query(&filter).await?;
+    let limit = Limit::new(query.limit)?;
+    let readable = access::audit_log(&state, &caller, query.tenant.as_deref()).await?;
+    let filter = Filter { actor: query.actor, action: query.action, since: query.since, after: query.after };
+    let events = audit::events(&state, &readable, filter, limit).await?;
     Ok(Json(AuditPage { events: events.into_iter().map(AuditEvent::from).collect() }))
 }

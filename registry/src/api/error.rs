@@ -3,13 +3,16 @@
 //!
 //! Kept apart from [`crate::error::RegistryError`] because the OCI error
 //! codes describe repositories and blobs; these describe tenants, members
-//! and accounts.
+//! and accounts. A service's [`services::Error`] becomes one of these in
+//! [`From`], which also says where its hint is done: at which endpoint.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::services::{self, Place};
 
 /// Everything a management request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -123,17 +126,37 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// Turns a unique-constraint violation into a `409 CONFLICT` with a message
-/// that says what is taken; any other database error stays what it was.
-pub trait OnDuplicate<T> {
-    /// `message` is only built when the violation happened.
-    fn on_duplicate(self, message: impl FnOnce() -> String) -> ApiResult<T>;
+impl From<services::Error> for ApiError {
+    fn from(e: services::Error) -> Self {
+        use services::Error as E;
+        let said = |p: services::Problem| match &p.hint {
+            Some(hint) => hint.join(&p.message, &endpoint(&hint.at)),
+            None => p.message,
+        };
+        match e {
+            E::Denied(message) => ApiError::Denied(message),
+            E::NotFound(p) => ApiError::NotFound(said(p)),
+            E::Conflict(p) => ApiError::Conflict(said(p)),
+            E::Invalid(p) => ApiError::InvalidRequest(said(p)),
+            E::Database(e) => ApiError::Database(e),
+            E::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
 }
 
-impl<T> OnDuplicate<T> for Result<T, sqlx::Error> {
-    fn on_duplicate(self, message: impl FnOnce() -> String) -> ApiResult<T> {
-        self.map_err(
-            |e| if crate::metadata::is_unique_violation(&e) { ApiError::Conflict(message()) } else { e.into() },
-        )
+/// The endpoint that does what a hint says, as the hint ends: " with GET /api/v1/tenants".
+fn endpoint(place: &Place) -> String {
+    match place {
+        Place::Tenants => " with GET /api/v1/tenants".to_owned(),
+        Place::NewNamespace => " with POST /api/v1/tenants/{tenant}/namespaces".to_owned(),
+        Place::Namespaces { tenant } => format!(" with GET /api/v1/tenants/{tenant}/namespaces"),
+        Place::P2pSwitch { namespace } => format!(" (PATCH /api/v1/namespaces/{namespace} {{\"p2p_enabled\": true}})"),
+        Place::Members { tenant } => format!(" with GET /api/v1/tenants/{tenant}/members"),
+        Place::Robots { tenant } => format!(" with GET /api/v1/tenants/{tenant}/robots"),
+        Place::NewRobot { tenant } => format!(" with POST /api/v1/tenants/{tenant}/robots"),
+        Place::RotateRobot { tenant, robot } => format!(" with POST /api/v1/tenants/{tenant}/robots/{robot}/rotate"),
+        Place::Clusters { tenant } => format!(" with GET /api/v1/tenants/{tenant}/clusters"),
+        Place::Users => " with GET /api/v1/users".to_owned(),
+        Place::NewUser => " with POST /api/v1/users".to_owned(),
     }
 }

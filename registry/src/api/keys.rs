@@ -5,9 +5,9 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::access::{Attempt, Caller};
-use super::error::{ApiError, ApiResult, ErrorBody};
-use crate::auth::keys::KeyError;
+use super::error::{ApiResult, ErrorBody};
+use crate::services::access::{self, Caller};
+use crate::services::signing_keys;
 use crate::state::AppState;
 
 /// The key that signs new tokens.
@@ -31,13 +31,7 @@ pub struct SigningKey {
     )
 )]
 pub async fn rotate(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<SigningKey>> {
-    let attempt = Attempt { action: "signing_key.rotate", object: "signing_key" };
-    caller.require_system_admin(&state, Some(attempt)).await?;
-    let kid = state.auth.keys.rotate(&state.db).await.map_err(|e| match e {
-        KeyError::Db(e) => ApiError::Database(e),
-        other => ApiError::Internal(other.to_string()),
-    })?;
-    let object = format!("signing_key/{kid}");
-    caller.record(&state, Attempt { action: "signing_key.rotate", object: &object }, None, None).await;
+    let admin = access::system_admin(&state, &caller, Some(signing_keys::rotating())).await?;
+    let kid = signing_keys::rotate(&state, &admin).await?;
     Ok(Json(SigningKey { kid }))
 }

@@ -5,20 +5,21 @@
 //!
 //! Every endpoint but the document takes Basic credentials (a user, or a
 //! robot as `robot$<tenant>+<name>` with its token) or a Bearer token from
-//! `/auth/token`; `access.rs` says who may do what.
+//! `/auth/token` (`caller.rs`). The handlers are a thin face over
+//! `crate::services`, which decide who may do what; `error.rs` turns the
+//! services' errors into this API's answers.
 
-pub(crate) mod access;
-pub(crate) mod audit;
-pub(crate) mod clusters;
+mod audit;
+mod caller;
+mod clusters;
 pub mod error;
 mod keys;
-pub(crate) mod members;
-mod names;
-pub(crate) mod namespaces;
-pub(crate) mod preheat;
-pub(crate) mod robots;
-pub(crate) mod tenants;
-pub(crate) mod users;
+mod members;
+mod namespaces;
+mod preheat;
+mod robots;
+mod tenants;
+mod users;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;

@@ -4,14 +4,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
-use super::access::{self, Attempt, Caller, NamespaceNeed, Standing, TenantNeed};
-use super::error::{ApiError, ApiResult, ErrorBody, OnDuplicate};
-use super::names::Name;
+use super::error::{ApiResult, ErrorBody};
 use super::{Body, PathParams};
-use crate::metadata;
+use crate::services::access::{self, Caller, Manage, Read};
+use crate::services::names::Name;
+use crate::services::namespaces::{self, PreheatTarget};
 use crate::state::AppState;
 
 /// A namespace: the first path component of its repositories' names.
@@ -31,32 +30,17 @@ pub struct Namespace {
     pub created_at: i64,
 }
 
-/// A cluster that new tags are preheated into.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct PreheatTarget {
-    /// A cluster of the namespace's tenant.
-    pub cluster: String,
-    /// Share of its online agents, 1 to 100 (rounded up to whole nodes); 100 if absent.
-    #[serde(default = "all_agents")]
-    pub percent: u8,
-}
-
-fn all_agents() -> u8 {
-    100
-}
-
-/// The API's view of a namespace row.
-pub(super) async fn described(state: &AppState, n: metadata::Namespace) -> ApiResult<Namespace> {
-    let targets = state.db.clusters().preheat_targets(n.id).await?;
-    Ok(Namespace {
-        name: n.name,
-        tenant: n.tenant,
-        public: n.public,
-        p2p_enabled: n.p2p_enabled,
-        preheat_on_push: targets.into_iter().map(|(c, percent)| PreheatTarget { cluster: c.name, percent }).collect(),
-        created_at: n.created_at,
-    })
+impl From<namespaces::Namespace> for Namespace {
+    fn from(n: namespaces::Namespace) -> Self {
+        Namespace {
+            name: n.name.clone(),
+            tenant: n.tenant.clone(),
+            public: n.public,
+            p2p_enabled: n.p2p_enabled,
+            created_at: n.created_at,
+            preheat_on_push: n.preheat_on_push,
+        }
+    }
 }
 
 /// The body of `POST /api/v1/tenants/{tenant}/namespaces`.
@@ -82,24 +66,6 @@ pub struct NamespaceChange {
     pub preheat_on_push: Option<Vec<PreheatTarget>>,
 }
 
-/// The namespaces of `tenant` that a caller with `standing` may see: all of
-/// them with a tenant-wide role, only their own with namespace roles.
-pub(super) async fn visible(
-    state: &AppState,
-    tenant: &metadata::Tenant,
-    standing: &Standing,
-) -> ApiResult<Vec<Namespace>> {
-    let mut namespaces = state.db.tenancy().namespaces_of(tenant.id).await?;
-    if standing.tenant_role.is_none() {
-        namespaces.retain(|n| standing.role_on(n.id).is_some());
-    }
-    let mut shown = Vec::with_capacity(namespaces.len());
-    for n in namespaces {
-        shown.push(described(state, n).await?);
-    }
-    Ok(shown)
-}
-
 /// A tenant's namespaces (any role in the tenant; members of single namespaces see only theirs).
 #[utoipa::path(
     get,
@@ -119,8 +85,9 @@ pub async fn list(
     caller: Caller,
     PathParams(tenant): PathParams<String>,
 ) -> ApiResult<Json<Vec<Namespace>>> {
-    let (tenant, standing) = access::tenant(&state, &caller, &tenant, TenantNeed::Member, None).await?;
-    Ok(Json(visible(&state, &tenant, &standing).await?))
+    let access = access::tenant::<Read>(&state, &caller, &tenant, None).await?;
+    let namespaces = namespaces::visible(&state, &access).await?;
+    Ok(Json(namespaces.into_iter().map(Namespace::from).collect()))
 }
 
 /// Creates a namespace in a tenant (tenant admin or owner).
@@ -146,18 +113,10 @@ pub async fn create(
     PathParams(tenant): PathParams<String>,
     Body(body): Body<NewNamespace>,
 ) -> ApiResult<(StatusCode, Json<Namespace>)> {
-    let object = format!("namespace/{}", body.name);
-    let attempt = Attempt { action: "namespace.create", object: &object };
-    let (tenant, _) = access::tenant(&state, &caller, &tenant, TenantNeed::Admin, Some(attempt)).await?;
+    let access = access::tenant::<Manage>(&state, &caller, &tenant, Some(namespaces::creating(&body.name))).await?;
     let name = Name::namespace(&body.name)?;
-    state.db.tenancy().create_namespace(tenant.id, name.as_str(), body.public).await.on_duplicate(|| {
-        format!("namespace {name} already exists (namespace names are unique across tenants); pick another name")
-    })?;
-    state.auth.invalidate();
-    caller.record(&state, attempt, Some(tenant.id), Some(json!({ "public": body.public }))).await;
-    let created = state.db.tenancy().namespace(name.as_str()).await?;
-    let created = created.ok_or_else(|| ApiError::Internal(format!("namespace {name} vanished after creation")))?;
-    Ok((StatusCode::CREATED, Json(described(&state, created).await?)))
+    let created = namespaces::create(&state, &access, &name, body.public).await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
 }
 
 /// A namespace (any role on it or its tenant; anyone logged in, if it is public).
@@ -179,8 +138,8 @@ pub async fn show(
     caller: Caller,
     PathParams(name): PathParams<String>,
 ) -> ApiResult<Json<Namespace>> {
-    let ns = access::namespace(&state, &caller, &name, NamespaceNeed::Read, None).await?;
-    Ok(Json(described(&state, ns).await?))
+    let access = access::namespace::<Read>(&state, &caller, &name, None).await?;
+    Ok(Json(namespaces::show(&state, &access).await?.into()))
 }
 
 /// Changes whether a namespace is public, whether P2P acceleration is on, and
@@ -207,65 +166,11 @@ pub async fn update(
     PathParams(name): PathParams<String>,
     Body(change): Body<NamespaceChange>,
 ) -> ApiResult<Json<Namespace>> {
-    let object = format!("namespace/{name}");
-    let attempt = Attempt { action: "namespace.update", object: &object };
-    let ns = access::namespace(&state, &caller, &name, NamespaceNeed::Admin, Some(attempt)).await?;
-    if change.public.is_none() && change.p2p_enabled.is_none() && change.preheat_on_push.is_none() {
-        return Ok(Json(described(&state, ns).await?));
-    }
-    let mut detail = serde_json::Map::new();
-    if let Some(targets) = &change.preheat_on_push {
-        let rows = preheat_rows(&state, &ns, targets).await?;
-        state.db.clusters().set_preheat_targets(ns.id, &rows).await?;
-        detail.insert("preheat_on_push".into(), json!(targets));
-    }
-    state.db.tenancy().update_namespace(ns.id, change.public, change.p2p_enabled).await?;
-    state.auth.invalidate();
-    if let Some(p) = change.public {
-        detail.insert("public".into(), p.into());
-    }
-    if let Some(p) = change.p2p_enabled {
-        detail.insert("p2p_enabled".into(), p.into());
-    }
-    caller.record(&state, attempt, Some(ns.tenant_id), Some(detail.into())).await;
-    let updated = state.db.tenancy().namespace(&name).await?;
-    let updated = updated.ok_or_else(|| ApiError::NotFound(format!("namespace {name} was deleted meanwhile")))?;
-    Ok(Json(described(&state, updated).await?))
-}
-
-/// Checks preheat targets against the namespace's tenant: each names one of
-/// its clusters, once, with a percent from 1 to 100.
-async fn preheat_rows(
-    state: &AppState,
-    ns: &metadata::Namespace,
-    targets: &[PreheatTarget],
-) -> ApiResult<Vec<(metadata::ClusterId, u8)>> {
-    let clusters = state.db.clusters().of_tenant(ns.tenant_id).await?;
-    let mut rows = Vec::with_capacity(targets.len());
-    for t in targets {
-        if !(1..=100).contains(&t.percent) {
-            return Err(ApiError::InvalidRequest(format!(
-                "preheat_on_push: percent {} for cluster {} is out of range: give 1 to 100 (the share of online \
-                 agents to preheat)",
-                t.percent, t.cluster
-            )));
-        }
-        // Only the tenant's own clusters: another tenant's nodes never cache this namespace.
-        let Some(c) = clusters.iter().find(|c| c.name == t.cluster) else {
-            return Err(ApiError::NotFound(format!(
-                "preheat_on_push: cluster {c} does not exist in tenant {t}; list them with GET \
-                 /api/v1/tenants/{t}/clusters",
-                c = t.cluster,
-                t = ns.tenant
-            )));
-        };
-        if rows.iter().any(|(id, _)| *id == c.id) {
-            return Err(ApiError::InvalidRequest(format!(
-                "preheat_on_push names cluster {} twice; give each cluster once",
-                t.cluster
-            )));
-        }
-        rows.push((c.id, t.percent));
-    }
-    Ok(rows)
+    let access = access::namespace::<Manage>(&state, &caller, &name, Some(namespaces::updating(&name))).await?;
+    let change = namespaces::Change {
+        public: change.public,
+        p2p_enabled: change.p2p_enabled,
+        preheat_on_push: change.preheat_on_push,
+    };
+    Ok(Json(namespaces::update(&state, &access, change).await?.into()))
 }

@@ -1,20 +1,18 @@
 //! `/api/v1/tenants`: list, create and show tenants.
 
-use std::collections::HashSet;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::access::{self, Attempt, Caller, TenantNeed};
-use super::error::{ApiResult, ErrorBody, OnDuplicate};
-use super::names::Name;
+use super::error::{ApiResult, ErrorBody};
 use super::namespaces::Namespace;
 use super::{Body, PathParams};
-use crate::auth::Principal;
 use crate::metadata;
+use crate::services::access::{self, Caller, Read};
+use crate::services::names::Name;
+use crate::services::{namespaces, tenants};
 use crate::state::AppState;
 
 /// A tenant.
@@ -63,15 +61,7 @@ pub struct NewTenant {
     )
 )]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<Tenant>>> {
-    let mut tenants = state.db.tenancy().tenants().await?;
-    if !caller.principal.is_system_admin() {
-        let mut visible: HashSet<metadata::TenantId> =
-            caller.bindings(&state).await?.into_iter().map(|b| b.tenant_id).collect();
-        if let Principal::Robot { tenant_id, .. } = &caller.principal {
-            visible.insert(*tenant_id);
-        }
-        tenants.retain(|t| visible.contains(&t.id));
-    }
+    let tenants = tenants::visible(&state, &caller).await?;
     Ok(Json(tenants.into_iter().map(Tenant::from).collect()))
 }
 
@@ -95,17 +85,9 @@ pub async fn create(
     caller: Caller,
     Body(body): Body<NewTenant>,
 ) -> ApiResult<(StatusCode, Json<Tenant>)> {
-    let object = format!("tenant/{}", body.name);
-    let attempt = Attempt { action: "tenant.create", object: &object };
-    caller.require_system_admin(&state, Some(attempt)).await?;
+    let admin = access::system_admin(&state, &caller, Some(tenants::creating(&body.name))).await?;
     let name = Name::tenant(&body.name)?;
-    let tenant = state
-        .db
-        .tenancy()
-        .create_tenant(name.as_str())
-        .await
-        .on_duplicate(|| format!("tenant {name} already exists; pick another name"))?;
-    caller.record(&state, attempt, Some(tenant.id), None).await;
+    let tenant = tenants::create(&state, &admin, &name).await?;
     Ok((StatusCode::CREATED, Json(tenant.into())))
 }
 
@@ -128,7 +110,12 @@ pub async fn show(
     caller: Caller,
     PathParams(name): PathParams<String>,
 ) -> ApiResult<Json<TenantDetail>> {
-    let (tenant, standing) = access::tenant(&state, &caller, &name, TenantNeed::Member, None).await?;
-    let namespaces = super::namespaces::visible(&state, &tenant, &standing).await?;
-    Ok(Json(TenantDetail { name: tenant.name, created_at: tenant.created_at, namespaces }))
+    let access = access::tenant::<Read>(&state, &caller, &name, None).await?;
+    let namespaces = namespaces::visible(&state, &access).await?;
+    let tenant = access.tenant();
+    Ok(Json(TenantDetail {
+        name: tenant.name.clone(),
+        created_at: tenant.created_at,
+        namespaces: namespaces.into_iter().map(Namespace::from).collect(),
+    }))
 }

@@ -4,19 +4,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
-use super::access::{Attempt, Caller};
-use super::error::{ApiError, ApiResult, ErrorBody, OnDuplicate};
-use super::names::Name;
+use super::error::{ApiResult, ErrorBody};
 use super::{Body, PathParams};
-use crate::auth::{password, Principal};
+use crate::services::access::{self, Caller};
+use crate::services::names::Name;
+use crate::services::users;
 use crate::state::AppState;
-
-const MIN_PASSWORD: usize = 8;
-// Argon2 takes any length; the cap keeps one request from hashing megabytes.
-const MAX_PASSWORD: usize = 1024;
 
 /// A user.
 #[derive(Serialize, ToSchema)]
@@ -48,20 +43,6 @@ pub struct NewPassword {
     pub password: String,
 }
 
-fn check_password(password: &str) -> ApiResult<()> {
-    let len = password.chars().count();
-    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
-        return Err(ApiError::InvalidRequest(format!(
-            "the password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long"
-        )));
-    }
-    Ok(())
-}
-
-async fn hash(password: &str) -> ApiResult<String> {
-    password::hash(password.to_owned()).await.map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
-}
-
 /// Every user (system administrator only).
 #[utoipa::path(
     get,
@@ -75,8 +56,8 @@ async fn hash(password: &str) -> ApiResult<String> {
     )
 )]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<User>>> {
-    caller.require_system_admin(&state, None).await?;
-    let users = state.db.accounts().users().await?;
+    let admin = access::system_admin(&state, &caller, None).await?;
+    let users = users::list(&state, &admin).await?;
     Ok(Json(users.into_iter().map(|u| User { username: u.username, system_admin: u.system_admin }).collect()))
 }
 
@@ -101,20 +82,9 @@ pub async fn create(
     caller: Caller,
     Body(body): Body<NewUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    let object = format!("user/{}", body.username);
-    let attempt = Attempt { action: "user.create", object: &object };
-    caller.require_system_admin(&state, Some(attempt)).await?;
+    let admin = access::system_admin(&state, &caller, Some(users::creating(&body.username))).await?;
     let username = Name::user(&body.username)?;
-    check_password(&body.password)?;
-    let hash = hash(&body.password).await?;
-    state
-        .db
-        .accounts()
-        .create_user(username.as_str(), &hash, body.system_admin)
-        .await
-        .on_duplicate(|| format!("user {username} already exists; pick another name"))?;
-    state.auth.invalidate();
-    caller.record(&state, attempt, None, Some(json!({ "system_admin": body.system_admin }))).await;
+    users::create(&state, &admin, &username, &body.password, body.system_admin).await?;
     Ok((StatusCode::CREATED, Json(User { username: username.to_string(), system_admin: body.system_admin })))
 }
 
@@ -141,25 +111,6 @@ pub async fn set_password(
     PathParams(username): PathParams<String>,
     Body(body): Body<NewPassword>,
 ) -> ApiResult<StatusCode> {
-    let object = format!("user/{username}");
-    let attempt = Attempt { action: "user.password", object: &object };
-    let is_self = matches!(&caller.principal, Principal::User { name, .. } if *name == username);
-    if !is_self && !caller.principal.is_system_admin() {
-        let error = ApiError::Denied(format!(
-            "{} may change only their own password; ask the system administrator to change {username}'s",
-            caller.actor()
-        ));
-        return Err(caller.refused(&state, attempt, None, error).await);
-    }
-    let user = state.db.accounts().user_by_name(&username).await?.ok_or_else(|| {
-        ApiError::NotFound(format!("user {username} does not exist; list users with GET /api/v1/users"))
-    })?;
-    check_password(&body.password)?;
-    let hash = hash(&body.password).await?;
-    state.db.accounts().set_password(user.id, &hash).await?;
-    // Console sign-ins end with the old password (the credentials version check would end them too).
-    state.db.console_sessions().delete_of_user(user.id).await?;
-    state.auth.invalidate();
-    caller.record(&state, attempt, None, None).await;
+    users::set_password(&state, &caller, &username, &body.password).await?;
     Ok(StatusCode::NO_CONTENT)
 }

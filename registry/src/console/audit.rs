@@ -8,9 +8,9 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{render, utc, Chrome, ConsoleResult, SignedIn};
-use crate::api::audit::{self, AuditEvent, AuditQuery};
-use crate::api::Params;
-use crate::metadata::now;
+use crate::metadata::{now, AuditEvent};
+use crate::services::access;
+use crate::services::audit::{self, Filter as Matching, Limit};
 use crate::state::AppState;
 
 /// Most events a page shows.
@@ -48,7 +48,7 @@ impl AuditPage {
     }
 
     fn detail(&self, e: &AuditEvent) -> String {
-        e.detail.as_ref().map(|d| d.to_string()).unwrap_or_default()
+        audit::detail(e).map(|d| d.to_string()).unwrap_or_default()
     }
 
     fn period_is(&self, p: &str) -> bool {
@@ -73,16 +73,10 @@ pub async fn list(
         "all" => None,
         _ => Some(now() - 86_400),
     };
-    let query = AuditQuery {
-        tenant: given(&filter.tenant),
-        actor: given(&filter.actor),
-        action: given(&filter.action),
-        since,
-        after: None,
-        limit: Some(LIMIT),
-    };
-    let axum::Json(page) = audit::list(State(state.clone()), who.caller(), Params(query)).await?;
-    let mut events = page.events;
+    let limit = Limit::new(Some(LIMIT))?;
+    let readable = access::audit_log(&state, &who.caller(), given(&filter.tenant).as_deref()).await?;
+    let matching = Matching { actor: given(&filter.actor), action: given(&filter.action), since, after: None };
+    let mut events = audit::events(&state, &readable, matching, limit).await?;
     events.reverse();
     Ok(render(&AuditPage { chrome: who.chrome(&state, "audit").await, filter, events }))
 }

@@ -8,11 +8,12 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{done, failed, human_bytes, render, segment, utc, Chrome, ConsoleResult, Flash, Posted, Secret, SignedIn};
-use crate::api::access::{self, TenantNeed};
-use crate::api::clusters::{self, NewCluster};
-use crate::api::preheat;
-use crate::api::{Body, PathParams};
+use super::{
+    done, failed, human_bytes, render, segment, utc, Chrome, ConsoleResult, Flash, Kept, Posted, Secret, SignedIn,
+};
+use crate::services::access::{self, Manage};
+use crate::services::names::Name;
+use crate::services::{clusters, preheat};
 use crate::state::AppState;
 
 /// One agent as listed.
@@ -63,6 +64,10 @@ impl ClustersPage {
     fn base(&self) -> String {
         format!("/console/tenants/{}", segment(&self.tenant))
     }
+
+    fn new_cluster(&self) -> Kept<'_> {
+        self.chrome.kept(&format!("{}/clusters", self.base()))
+    }
 }
 
 /// The one-line cluster setup: the installer script, fetched with the
@@ -75,14 +80,13 @@ fn setup_command(state: &AppState, token: &str) -> String {
 
 /// `GET /console/tenants/{tenant}/clusters`.
 pub async fn list(State(state): State<AppState>, who: SignedIn, Path(tenant): Path<String>) -> ConsoleResult<Response> {
-    let (tenant, _) = access::tenant(&state, &who.caller(), &tenant, TenantNeed::Admin, None).await?;
-    let clusters = state.db.clusters().of_tenant(tenant.id).await?;
+    let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, None).await?;
+    let clusters = clusters::list(&state, &access).await?;
     let rows = clusters
         .into_iter()
         .map(|c| {
-            let agents = state
-                .scheduler
-                .agents_of(c.id)
+            let agents = c
+                .agents
                 .into_iter()
                 .map(|a| {
                     let said = state.p2p_stats.agent(c.id, &a.id).unwrap_or_default();
@@ -96,10 +100,7 @@ pub async fn list(State(state): State<AppState>, who: SignedIn, Path(tenant): Pa
                     }
                 })
                 .collect();
-            let online = |agent: &str| state.scheduler.agent(c.id, agent).is_some();
-            let jobs = state
-                .preheats
-                .jobs_of(c.id, online)
+            let jobs = preheat::jobs(&state, c.id)
                 .into_iter()
                 .take(JOBS_LISTED)
                 .map(|j| JobRow {
@@ -115,7 +116,7 @@ pub async fn list(State(state): State<AppState>, who: SignedIn, Path(tenant): Pa
         .collect();
     let page = ClustersPage {
         chrome: who.chrome(&state, "tenants").await,
-        tenant: tenant.name,
+        tenant: access.tenant().name.clone(),
         clusters: rows,
         setup: setup_command(&state, "<the cluster's token>"),
     };
@@ -135,12 +136,17 @@ pub async fn create(
     Path(tenant): Path<String>,
     posted: Posted<ClusterForm>,
 ) -> Response {
-    let Posted { who, form } = posted;
+    let Posted { who, form, kept } = posted;
     let back = format!("/console/tenants/{}/clusters", segment(&tenant));
-    let body = NewCluster { name: form.name.trim().to_owned() };
-    match clusters::create(State(state.clone()), who.caller(), PathParams(tenant), Body(body)).await {
-        Ok((_, axum::Json(created))) => {
-            let name = created.cluster.name;
+    let name = form.name.trim();
+    let registered = async {
+        let attempt = clusters::registering(&tenant, name);
+        let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(attempt)).await?;
+        clusters::register(&state, &access, &Name::cluster(name)?).await
+    };
+    match registered.await {
+        Ok((cluster, token)) => {
+            let name = cluster.name;
             let flash = Flash {
                 notice: Some(format!(
                     "Cluster {name} registered. Run the command below where kubectl reaches the cluster; \
@@ -150,14 +156,14 @@ pub async fn create(
                 secret: Some(Secret {
                     label: format!("Token of cluster {name}"),
                     command_label: "Set up the cluster with".to_owned(),
-                    command: Some(setup_command(&state, &created.token)),
-                    value: created.token,
+                    command: Some(setup_command(&state, &token)),
+                    value: token,
                 }),
                 ..Flash::default()
             };
             done(&state, &who, &back, flash).await
         }
-        Err(e) => failed(&state, &who, &back, e.into()).await,
+        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
 }
 
@@ -195,8 +201,9 @@ pub async fn preheat_job(
     who: SignedIn,
     Path((tenant, cluster, job)): Path<(String, String, String)>,
 ) -> ConsoleResult<Response> {
-    let path = PathParams((tenant.clone(), cluster.clone(), job));
-    let axum::Json(job) = preheat::show(State(state.clone()), who.caller(), path).await?;
+    let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, None).await?;
+    let found = clusters::find(&state, &access, &cluster).await?;
+    let job = preheat::job(&state, &found, &job)?;
     let page = PreheatPage {
         chrome: who.chrome(&state, "tenants").await,
         tenant,

@@ -14,9 +14,9 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{human_bytes, render, Chrome, ConsoleResult, SignedIn};
-use crate::api::access::{self, TenantNeed};
-use crate::api::tenants;
 use crate::p2p::stats::{Sample, Traffic};
+use crate::services::access::{self, Manage};
+use crate::services::{clusters, tenants};
 use crate::state::AppState;
 
 /// One row of a traffic table.
@@ -72,10 +72,9 @@ pub struct Which {
 /// `GET /console/dashboard?tenant=<name>`.
 pub async fn show(State(state): State<AppState>, who: SignedIn, Query(which): Query<Which>) -> ConsoleResult<Response> {
     let caller = who.caller();
-    let axum::Json(listed) = tenants::list(State(state.clone()), who.caller()).await?;
     let mut visible = Vec::new();
-    for t in listed {
-        if access::tenant(&state, &caller, &t.name, TenantNeed::Admin, None).await.is_ok() {
+    for t in tenants::visible(&state, &caller).await? {
+        if access::tenant::<Manage>(&state, &caller, &t.name, None).await.is_ok() {
             visible.push(t.name);
         }
     }
@@ -92,9 +91,10 @@ pub async fn show(State(state): State<AppState>, who: SignedIn, Query(which): Qu
     };
     if let Some(name) = wanted {
         // The check refuses a tenant named in the URL that the user may not manage.
-        let (tenant, _) = access::tenant(&state, &caller, &name, TenantNeed::Admin, None).await?;
+        let access = access::tenant::<Manage>(&state, &caller, &name, None).await?;
+        let tenant = access.tenant().clone();
         let traffic = state.p2p_stats.of_tenant(tenant.id);
-        let clusters = state.db.clusters().of_tenant(tenant.id).await?;
+        let clusters = clusters::list(&state, &access).await?;
         let active = |id| traffic.active_swarms.iter().find(|(c, _)| *c == id).map_or(0, |(_, n)| *n);
         page.by_cluster = clusters
             .iter()

@@ -3,9 +3,14 @@
 //! it works without JavaScript.
 //!
 //! The console holds no permission rules of its own. Every page and action
-//! acts as the signed-in user through the management API's handlers and
-//! `access` checks (and the repository policy for tags), so what the console
-//! allows is exactly what the API allows, whatever the page shows or hides.
+//! acts as the signed-in user through `crate::services`, the same checks and
+//! rules the management API goes through, so what the console allows is
+//! exactly what the API allows, whatever the page shows or hides.
+//!
+//! A form the user can correct (a bad or taken name, something it names that
+//! does not exist) comes back to its page with the reason and what they
+//! typed in it; a refusal, or a failure of the registry, is a page of its
+//! own with its status, since the page they came from may be closed to them too.
 
 mod audit;
 mod clusters;
@@ -24,8 +29,9 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::api::access::Caller;
-use crate::api::error::ApiError;
+use crate::metadata::Role;
+use crate::services::access::Caller;
+use crate::services::{self, Place, Thing};
 use crate::state::AppState;
 pub use session::SignedIn;
 
@@ -65,7 +71,7 @@ async fn stylesheet() -> Response {
 }
 
 async fn not_found() -> ConsoleError {
-    ConsoleError::Api(ApiError::NotFound("there is no such console page; pick one from the menu at the top".to_owned()))
+    ConsoleError::NoSuchPage
 }
 
 /// What every page shows around its content: who is signed in, the menu,
@@ -83,6 +89,58 @@ pub struct Chrome {
     pub flash: Flash,
 }
 
+impl Chrome {
+    /// The fields of the form posted to `action`, when it came back with an
+    /// error; nothing for any other form.
+    pub fn kept(&self, action: &str) -> Kept<'_> {
+        Kept(self.flash.form.as_ref().filter(|f| f.action == action).map(|f| f.fields.as_slice()))
+    }
+}
+
+/// A form as it was posted, kept across the redirect back to its page so
+/// that the user finds what they typed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KeptForm {
+    /// The path it was posted to, which names the form on its page.
+    pub action: String,
+    /// Its fields in order, without the CSRF token.
+    pub fields: Vec<(String, String)>,
+}
+
+/// The fields of a kept form, as a template reads them.
+#[derive(Clone, Copy)]
+pub struct Kept<'a>(Option<&'a [(String, String)]>);
+
+impl<'a> Kept<'a> {
+    /// What the field held; `""` if nothing is kept.
+    pub fn value(&self, field: &str) -> &'a str {
+        self.0.and_then(|f| f.iter().find(|(k, _)| k == field)).map_or("", |(_, v)| v.as_str())
+    }
+
+    /// What the field held, or `default` when this form was not kept.
+    pub fn or<'b>(&self, field: &str, default: &'b str) -> &'b str
+    where
+        'a: 'b,
+    {
+        if self.0.is_some() {
+            self.value(field)
+        } else {
+            default
+        }
+    }
+
+    /// Whether the field held `value` (a chosen option, a ticked box).
+    pub fn has(&self, field: &str, value: &str) -> bool {
+        self.0.is_some_and(|f| f.iter().any(|(k, v)| k == field && v == value))
+    }
+
+    /// The form only if its `key` field held `value`: the one row of a form
+    /// repeated down a page.
+    pub fn row(&self, key: &str, value: &str) -> Kept<'a> {
+        Kept(self.0.filter(|_| self.has(key, value)))
+    }
+}
+
 /// A message for the next page, kept in the session across a redirect.
 #[derive(Default, Serialize, Deserialize)]
 pub struct Flash {
@@ -92,6 +150,9 @@ pub struct Flash {
     pub error: Option<String>,
     /// A secret shown this once (a robot's or a cluster's token).
     pub secret: Option<Secret>,
+    /// The form that came back with `error`, as the user filled it in.
+    #[serde(default)]
+    pub form: Option<KeptForm>,
 }
 
 /// A secret shown once, with what to do with it.
@@ -114,19 +175,21 @@ pub enum ConsoleError {
     SignIn,
     /// A form without the session's CSRF token.
     Forgery,
-    /// What the management API's rules said.
-    Api(ApiError),
+    /// A URL under `/console` that is no page.
+    NoSuchPage,
+    /// What the registry's rules said.
+    Service(services::Error),
 }
 
-impl From<ApiError> for ConsoleError {
-    fn from(e: ApiError) -> Self {
-        ConsoleError::Api(e)
+impl From<services::Error> for ConsoleError {
+    fn from(e: services::Error) -> Self {
+        ConsoleError::Service(e)
     }
 }
 
 impl From<sqlx::Error> for ConsoleError {
     fn from(e: sqlx::Error) -> Self {
-        ConsoleError::Api(ApiError::Database(e))
+        ConsoleError::Service(e.into())
     }
 }
 
@@ -142,6 +205,7 @@ struct ErrorPage {
 
 impl ConsoleError {
     fn status_title_message(self) -> (StatusCode, &'static str, String) {
+        use services::Error as E;
         match self {
             ConsoleError::SignIn => (StatusCode::UNAUTHORIZED, "Sign in", "Sign in to continue.".to_owned()),
             ConsoleError::Forgery => (
@@ -151,17 +215,18 @@ impl ConsoleError {
                  back, reload the page and send the form again."
                     .to_owned(),
             ),
-            ConsoleError::Api(e) => {
+            ConsoleError::NoSuchPage => (
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is no such console page; pick one from the menu at the top.".to_owned(),
+            ),
+            ConsoleError::Service(e) => {
                 let (status, title) = match &e {
-                    ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "Sign in"),
-                    ApiError::Denied(_) => (StatusCode::FORBIDDEN, "Not allowed"),
-                    ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
-                    ApiError::Conflict(_) => (StatusCode::CONFLICT, "Already exists"),
-                    ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "Check the form"),
-                    ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "Too many attempts"),
-                    ApiError::Database(_) | ApiError::Internal(_) => {
-                        (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong")
-                    }
+                    E::Denied(_) => (StatusCode::FORBIDDEN, "Not allowed"),
+                    E::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+                    E::Conflict(_) => (StatusCode::CONFLICT, "Already exists"),
+                    E::Invalid(_) => (StatusCode::BAD_REQUEST, "Check the form"),
+                    E::Database(_) | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
                 };
                 (status, title, sentence(e))
             }
@@ -169,50 +234,48 @@ impl ConsoleError {
     }
 }
 
-/// The error as one sentence for a person: internal detail goes to the log.
-fn sentence(e: ApiError) -> String {
-    match e {
-        ApiError::Database(_) | ApiError::Internal(_) => {
+/// The error as one sentence for a person, its hint pointing at a console
+/// page where there is one; internal detail goes to the log.
+fn sentence(e: services::Error) -> String {
+    use services::Error as E;
+    let mut text = match e {
+        E::Database(_) | E::Internal(_) => {
             tracing::error!(error = %e, "console request failed");
-            "The registry could not complete this. Try again in a moment; if it keeps failing, ask the operator to \
-             look at the registry's log."
-                .to_owned()
+            return "The registry could not complete this. Try again in a moment; if it keeps failing, ask the \
+                    operator to look at the registry's log."
+                .to_owned();
         }
-        other => {
-            let mut text = console_hint(&other.to_string());
-            if let Some(first) = text.get(0..1) {
-                let upper = first.to_uppercase();
-                text.replace_range(0..1, &upper);
-            }
-            if !text.ends_with('.') {
-                text.push('.');
-            }
-            text
-        }
+        E::Denied(message) => message,
+        E::NotFound(p) | E::Conflict(p) | E::Invalid(p) => match &p.hint {
+            Some(hint) => hint.join(&p.message, &page(&hint.at)),
+            None => p.message,
+        },
+    };
+    if let Some(first) = text.get(0..1) {
+        let upper = first.to_uppercase();
+        text.replace_range(0..1, &upper);
     }
+    if !text.ends_with('.') {
+        text.push('.');
+    }
+    text
 }
 
-/// The API's messages point at API endpoints ("list tenants with GET
-/// /api/v1/tenants"); in the console, the page that does the same is the
-/// better pointer. Hints with no console page (creating users) stay as they are.
-fn console_hint(message: &str) -> String {
-    for verb in [" with GET ", " with POST "] {
-        let Some(at) = message.find(verb) else { continue };
-        let rest = &message[at + verb.len()..];
-        let path_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let path = rest[..path_end].trim_end_matches(['.', ';', ',']);
-        let page = if path == "/api/v1/tenants" {
-            "on the Tenants page"
-        } else if path.ends_with("/namespaces") || path.ends_with("/members") {
-            "on the tenant's page"
-        } else if path.ends_with("/robots") {
-            "on the tenant's Robot accounts page"
-        } else {
-            continue;
-        };
-        return format!("{} {page}{}", &message[..at], &rest[path.len()..]);
+/// Where a hint is done, as the hint ends: " on the Tenants page". The
+/// management API is named only for what no console page does.
+fn page(place: &Place) -> String {
+    match place {
+        Place::Tenants => " on the Tenants page".to_owned(),
+        Place::NewNamespace | Place::Namespaces { .. } | Place::Members { .. } => " on the tenant's page".to_owned(),
+        Place::Robots { .. } | Place::NewRobot { .. } => " on the tenant's Robot accounts page".to_owned(),
+        Place::Clusters { .. } => " on the tenant's Clusters page".to_owned(),
+        Place::P2pSwitch { .. } => " on the namespace's page".to_owned(),
+        Place::RotateRobot { tenant, robot } => {
+            format!(" with the management API (POST /api/v1/tenants/{tenant}/robots/{robot}/rotate)")
+        }
+        Place::Users => " with GET /api/v1/users".to_owned(),
+        Place::NewUser => " with POST /api/v1/users".to_owned(),
     }
-    message.to_owned()
 }
 
 impl IntoResponse for ConsoleError {
@@ -260,6 +323,8 @@ pub struct Posted<T> {
     pub who: SignedIn,
     /// Its fields.
     pub form: T,
+    /// The form as posted, to send back with an error.
+    pub kept: KeptForm,
 }
 
 #[derive(Deserialize)]
@@ -275,23 +340,26 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
         let (mut parts, body) = request.into_parts();
         let who =
             <SignedIn as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, state).await?;
-        let bytes = axum::body::to_bytes(body, 1024 * 1024).await.map_err(|_| {
-            ConsoleError::Api(ApiError::InvalidRequest("the form is too large; send less than 1 MiB".to_owned()))
-        })?;
+        let bytes = axum::body::to_bytes(body, 1024 * 1024)
+            .await
+            .map_err(|_| services::Error::invalid(Thing::Field, "the form is too large; send less than 1 MiB"))?;
         let token: CsrfField = parse_form(&bytes)?;
         if !session::same_secret(&token.csrf, &who.csrf) {
             return Err(ConsoleError::Forgery);
         }
         let form: T = parse_form(&bytes)?;
-        Ok(Posted { who, form })
+        let fields: Vec<(String, String)> = parse_form(&bytes)?;
+        let fields = fields.into_iter().filter(|(k, _)| k != "csrf").collect();
+        Ok(Posted { who, form, kept: KeptForm { action: parts.uri.path().to_owned(), fields } })
     }
 }
 
 fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> ConsoleResult<T> {
     serde_urlencoded::from_bytes(bytes).map_err(|e| {
-        ConsoleError::Api(ApiError::InvalidRequest(format!(
-            "the form could not be read ({e}); reload the page and fill it in again"
-        )))
+        ConsoleError::Service(services::Error::invalid(
+            Thing::Field,
+            format!("the form could not be read ({e}); reload the page and fill it in again"),
+        ))
     })
 }
 
@@ -302,13 +370,15 @@ pub async fn done(state: &AppState, who: &SignedIn, to: &str, flash: Flash) -> R
 }
 
 /// After an action that failed. A form the user can correct (a bad or taken
-/// name) sends them back to it with the reason; a refusal, or a failure of
-/// the registry, is a page of its own with its status, since the page they
-/// came from may be closed to them too.
-pub async fn failed(state: &AppState, who: &SignedIn, to: &str, error: ConsoleError) -> Response {
+/// name, or one that names something that does not exist) sends them back
+/// to its page `to` with the reason and what they typed; a refusal, or a
+/// failure of the registry, is a page of its own with its status, since the
+/// page they came from may be closed to them too.
+pub async fn failed(state: &AppState, who: &SignedIn, to: &str, kept: KeptForm, error: ConsoleError) -> Response {
+    use services::Error as E;
     match error {
-        ConsoleError::Api(e @ (ApiError::InvalidRequest(_) | ApiError::Conflict(_))) => {
-            let flash = Flash { error: Some(sentence(e)), ..Flash::default() };
+        ConsoleError::Service(e @ (E::Invalid(_) | E::Conflict(_) | E::NotFound(_))) => {
+            let flash = Flash { error: Some(sentence(e)), form: Some(kept), ..Flash::default() };
             done(state, who, to, flash).await
         }
         other => other.into_response(),
@@ -335,14 +405,8 @@ pub fn segment(s: &str) -> String {
 }
 
 /// A role as people read it.
-pub fn role_name(r: crate::api::members::Role) -> &'static str {
-    use crate::api::members::Role;
-    match r {
-        Role::Owner => "owner",
-        Role::Admin => "admin",
-        Role::Developer => "developer",
-        Role::Viewer => "viewer",
-    }
+pub fn role_name(r: Role) -> &'static str {
+    r.as_str()
 }
 
 /// `1.5 GiB`-style sizes.
@@ -379,7 +443,7 @@ pub fn utc(secs: i64) -> String {
 }
 
 impl SignedIn {
-    /// The caller as the management API knows it, for its handlers and checks.
+    /// The signed-in user as the services know a caller.
     pub fn caller(&self) -> Caller {
         Caller { principal: self.principal.clone(), source: self.source.clone() }
     }
@@ -397,15 +461,31 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
         assert_eq!(segment("a b/<c>"), "a%20b%2F%3Cc%3E");
+    }
+
+    #[test]
+    fn hints_point_at_console_pages_and_at_the_api_only_where_no_page_does_it() {
+        let console_hint = |e: services::Error| match e {
+            services::Error::NotFound(p) => p.hint.as_ref().map(|h| h.join(&p.message, &page(&h.at))).unwrap(),
+            _ => unreachable!(),
+        };
+        let not_found = |m: &str| services::Error::not_found(Thing::Tenant, m);
         assert_eq!(
-            console_hint("tenant x does not exist; list tenants with GET /api/v1/tenants"),
+            console_hint(not_found("tenant x does not exist").then("list tenants", Place::Tenants)),
             "tenant x does not exist; list tenants on the Tenants page"
         );
         assert_eq!(
-            console_hint("ana holds no role on tenant t; list roles with GET /api/v1/tenants/t/members"),
+            console_hint(
+                not_found("ana holds no role on tenant t").then("list roles", Place::Members { tenant: "t".into() })
+            ),
             "ana holds no role on tenant t; list roles on the tenant's page"
         );
         let users = "user u does not exist; the system administrator creates users with POST /api/v1/users";
-        assert_eq!(console_hint(users), users);
+        assert_eq!(
+            console_hint(
+                not_found("user u does not exist").then("the system administrator creates users", Place::NewUser)
+            ),
+            users
+        );
     }
 }

@@ -7,10 +7,10 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{done, failed, notice, render, segment, Chrome, ConsoleResult, Posted, SignedIn};
-use crate::api::access::{self, NamespaceNeed};
-use crate::api::namespaces::{self, Namespace, NamespaceChange, NewNamespace, PreheatTarget};
-use crate::api::{Body, PathParams};
+use super::{done, failed, notice, render, segment, Chrome, ConsoleResult, Kept, Posted, SignedIn};
+use crate::services::access::{self, Manage, Read};
+use crate::services::names::Name;
+use crate::services::namespaces::{self, Change, Namespace, PreheatTarget};
 use crate::state::AppState;
 
 /// Most repositories a namespace page lists.
@@ -43,24 +43,26 @@ impl NamespacePage {
     fn repo_link(&self, name: &str) -> String {
         format!("/console/repository?name={}", segment(name))
     }
+
+    /// The preheat form of `cluster`'s row, if it came back with an error.
+    fn kept_preheat(&self, cluster: &str) -> Kept<'_> {
+        self.chrome.kept(&self.preheat_action()).row("cluster", cluster)
+    }
 }
 
 /// `GET /console/namespaces/{namespace}`: its repositories and switches.
 pub async fn show(State(state): State<AppState>, who: SignedIn, Path(name): Path<String>) -> ConsoleResult<Response> {
     let caller = who.caller();
-    let axum::Json(ns) = namespaces::show(State(state.clone()), caller, PathParams(name.clone())).await?;
-    // The same check the PATCH endpoint makes decides whether the switches are shown; the POST checks again.
-    let may_change = access::namespace(&state, &who.caller(), &name, NamespaceNeed::Admin, None).await.is_ok();
-    let repositories = state.db.repositories().in_namespace(&ns.name, MAX_LISTED).await?;
-    let mut clusters = Vec::new();
-    if may_change {
-        if let Some(tenant) = state.db.tenancy().tenant(&ns.tenant).await? {
-            for c in state.db.clusters().of_tenant(tenant.id).await? {
-                let percent = ns.preheat_on_push.iter().find(|t| t.cluster == c.name).map_or(0, |t| t.percent);
-                clusters.push((c.name, percent));
-            }
-        }
-    }
+    let access = access::namespace::<Read>(&state, &caller, &name, None).await?;
+    let ns = namespaces::show(&state, &access).await?;
+    // The same check a change makes decides whether the switches are shown; the POST checks again.
+    let admin = access::namespace::<Manage>(&state, &caller, &name, None).await.ok();
+    let may_change = admin.is_some();
+    let repositories = namespaces::repositories(&state, &access, MAX_LISTED).await?;
+    let clusters = match &admin {
+        Some(admin) => namespaces::preheat_choices(&state, admin).await?,
+        None => Vec::new(),
+    };
     let chrome = who.chrome(&state, "tenants").await;
     Ok(render(&NamespacePage { chrome, ns, repositories, may_change, clusters }))
 }
@@ -80,16 +82,21 @@ pub async fn create(
     Path(tenant): Path<String>,
     posted: Posted<NamespaceForm>,
 ) -> Response {
-    let Posted { who, form } = posted;
+    let Posted { who, form, kept } = posted;
     let back = format!("/console/tenants/{}", segment(&tenant));
-    let body = NewNamespace { name: form.name.trim().to_owned(), public: form.public };
-    match namespaces::create(State(state.clone()), who.caller(), PathParams(tenant), Body(body)).await {
-        Ok((_, axum::Json(ns))) => {
+    let name = form.name.trim();
+    let created = async {
+        let attempt = namespaces::creating(name);
+        let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(attempt)).await?;
+        namespaces::create(&state, &access, &Name::namespace(name)?, form.public).await
+    };
+    match created.await {
+        Ok(ns) => {
             let visibility = if ns.public { "public" } else { "private" };
             let text = format!("Namespace {} created ({visibility}). Switch on P2P acceleration on its page.", ns.name);
             done(&state, &who, &back, notice(text)).await
         }
-        Err(e) => failed(&state, &who, &back, e.into()).await,
+        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
 }
 
@@ -105,11 +112,16 @@ pub struct SwitchForm {
 /// `POST /console/namespaces/{namespace}`: flips public/private or P2P acceleration (namespace admin or owner).
 /// Agents see the change within seconds: the scheduler reads it through the two-second policy cache.
 pub async fn update(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<SwitchForm>) -> Response {
-    let Posted { who, form } = posted;
+    let Posted { who, form, kept } = posted;
     let back = format!("/console/namespaces/{}", segment(&name));
-    let change = NamespaceChange { public: form.public, p2p_enabled: form.p2p_enabled, preheat_on_push: None };
-    match namespaces::update(State(state.clone()), who.caller(), PathParams(name), Body(change)).await {
-        Ok(axum::Json(ns)) => {
+    let change = Change { public: form.public, p2p_enabled: form.p2p_enabled, preheat_on_push: None };
+    let updated = async {
+        let access =
+            access::namespace::<Manage>(&state, &who.caller(), &name, Some(namespaces::updating(&name))).await?;
+        namespaces::update(&state, &access, change).await
+    };
+    match updated.await {
+        Ok(ns) => {
             let mut said = Vec::new();
             if let Some(p) = form.p2p_enabled {
                 said.push(if p {
@@ -124,7 +136,7 @@ pub async fn update(State(state): State<AppState>, Path(name): Path<String>, pos
             let text = format!("Namespace {}: {}.", ns.name, said.join("; "));
             done(&state, &who, &back, notice(text)).await
         }
-        Err(e) => failed(&state, &who, &back, e.into()).await,
+        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
 }
 
@@ -141,19 +153,22 @@ pub struct PreheatForm {
 /// `POST /console/namespaces/{namespace}/preheat`: starts or stops preheating the namespace's
 /// new tags into one cluster (namespace admin or owner; the API checks the cluster is the tenant's).
 pub async fn preheat(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<PreheatForm>) -> Response {
-    let Posted { who, form } = posted;
+    let Posted { who, form, kept } = posted;
     let back = format!("/console/namespaces/{}", segment(&name));
-    let current = match namespaces::show(State(state.clone()), who.caller(), PathParams(name.clone())).await {
-        Ok(axum::Json(ns)) => ns.preheat_on_push,
-        Err(e) => return failed(&state, &who, &back, e.into()).await,
+    let caller = who.caller();
+    let updated = async {
+        // As the API would be asked: read the namespace's targets, then replace them.
+        let current = namespaces::show(&state, &access::namespace::<Read>(&state, &caller, &name, None).await?).await?;
+        let mut targets: Vec<PreheatTarget> =
+            current.preheat_on_push.into_iter().filter(|t| t.cluster != form.cluster).collect();
+        if form.percent > 0 {
+            targets.push(PreheatTarget { cluster: form.cluster.clone(), percent: form.percent });
+        }
+        let access = access::namespace::<Manage>(&state, &caller, &name, Some(namespaces::updating(&name))).await?;
+        namespaces::update(&state, &access, Change { preheat_on_push: Some(targets), ..Change::default() }).await
     };
-    let mut targets: Vec<PreheatTarget> = current.into_iter().filter(|t| t.cluster != form.cluster).collect();
-    if form.percent > 0 {
-        targets.push(PreheatTarget { cluster: form.cluster.clone(), percent: form.percent });
-    }
-    let change = NamespaceChange { public: None, p2p_enabled: None, preheat_on_push: Some(targets) };
-    match namespaces::update(State(state.clone()), who.caller(), PathParams(name), Body(change)).await {
-        Ok(axum::Json(ns)) => {
+    match updated.await {
+        Ok(ns) => {
             let text = if form.percent > 0 {
                 let off = if ns.p2p_enabled { "" } else { " once P2P acceleration is on" };
                 format!(
@@ -165,6 +180,6 @@ pub async fn preheat(State(state): State<AppState>, Path(name): Path<String>, po
             };
             done(&state, &who, &back, notice(text)).await
         }
-        Err(e) => failed(&state, &who, &back, e.into()).await,
+        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
 }

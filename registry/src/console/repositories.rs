@@ -12,17 +12,13 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use damselfly_core::RepositoryName;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{
-    done, failed, human_bytes, notice, render, segment, utc, Chrome, ConsoleError, ConsoleResult, Posted, SignedIn,
-};
-use crate::api::access::{self, TenantNeed};
-use crate::api::error::ApiError;
-use crate::api::preheat::{self as api_preheat, NewPreheat};
-use crate::api::{Body, PathParams};
+use super::{done, failed, human_bytes, notice, render, segment, utc, Chrome, ConsoleResult, Kept, Posted, SignedIn};
 use crate::metadata::TagDetail;
-use crate::services::audit::{self, Event};
+use crate::services::access::{self, Manage};
+use crate::services::preheat::{self, Percent};
+use crate::services::{clusters, repositories, Error, Thing};
 use crate::state::AppState;
 
 /// Most tags a repository page lists.
@@ -61,6 +57,11 @@ impl RepositoryPage {
     fn namespace_link(&self) -> String {
         format!("/console/namespaces/{}", segment(&self.namespace))
     }
+
+    /// The preheat form of tag `tag`, if it came back with an error.
+    fn kept_preheat(&self, tag: &str) -> Kept<'_> {
+        self.chrome.kept("/console/repository/preheat").row("tag", tag)
+    }
 }
 
 /// Which repository.
@@ -70,19 +71,12 @@ pub struct Which {
     name: String,
 }
 
-fn denied(who: &SignedIn, name: &str) -> ConsoleError {
-    // The same words whether the repository exists or not.
-    ConsoleError::Api(ApiError::Denied(format!(
-        "{} may not pull from {name}, or it does not exist; ask an admin of its namespace for a role",
-        who.principal.actor()
-    )))
-}
-
-fn parse_name(name: &str) -> ConsoleResult<RepositoryName> {
+fn parse_name(name: &str) -> Result<RepositoryName, Error> {
     name.parse().map_err(|e: damselfly_core::NameError| {
-        ConsoleError::Api(ApiError::InvalidRequest(format!(
-            "{name:?} is not a repository name ({e}); open it from its namespace's page"
-        )))
+        Error::invalid(
+            Thing::Repository,
+            format!("{name:?} is not a repository name ({e}); open it from its namespace's page"),
+        )
     })
 }
 
@@ -150,24 +144,16 @@ fn row(state: &AppState, repo: &str, t: TagDetail) -> TagRow {
 /// `GET /console/repository?name=<repository>`: its tags and pull commands.
 pub async fn show(State(state): State<AppState>, who: SignedIn, Query(which): Query<Which>) -> ConsoleResult<Response> {
     let name = parse_name(&which.name)?;
-    let actions = state.auth.policy.repository_actions(&state.db, &who.principal, &name).await?;
-    if !actions.pull {
-        return Err(denied(&who, name.as_str()));
-    }
-    let Some(repo) = state.db.repositories().find(name.as_str()).await? else {
-        return Err(ConsoleError::Api(ApiError::NotFound(format!(
-            "repository {name} has nothing in it yet; push an image to it first"
-        ))));
-    };
-    let tags = state.db.tags().details(repo, MAX_LISTED).await?;
-    let tags = tags.into_iter().map(|t| row(&state, name.as_str(), t)).collect();
-    let clusters = preheat_clusters(&state, &who, &name).await?;
+    let caller = who.caller();
+    let listed = repositories::tags(&state, &caller, &name, MAX_LISTED).await?;
+    let tags = listed.tags.into_iter().map(|t| row(&state, name.as_str(), t)).collect();
+    let clusters = preheat::clusters_for(&state, &caller, &name).await?;
     let page = RepositoryPage {
         chrome: who.chrome(&state, "tenants").await,
         namespace: name.namespace().to_owned(),
         name: name.as_str().to_owned(),
         tags,
-        may_delete: actions.delete,
+        may_delete: listed.may_delete,
         clusters,
     };
     Ok(render(&page))
@@ -184,68 +170,18 @@ pub struct DeleteTag {
 
 /// `POST /console/repository/delete-tag`: removes a tag; its manifest stays until collected.
 pub async fn delete_tag(State(state): State<AppState>, posted: Posted<DeleteTag>) -> Response {
-    let Posted { who, form } = posted;
+    let Posted { who, form, kept } = posted;
     let back = format!("/console/repository?name={}", segment(&form.repository));
-    match delete(&state, &who, &form).await {
+    let deleted = async {
+        let name = parse_name(&form.repository)?;
+        repositories::delete_tag(&state, &who.caller(), &name, &form.tag, "console").await
+    };
+    match deleted.await {
         Ok(()) => {
             done(&state, &who, &back, notice(format!("Tag {} deleted from {}.", form.tag, form.repository))).await
         }
-        Err(e) => failed(&state, &who, &back, e).await,
+        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
-}
-
-async fn delete(state: &AppState, who: &SignedIn, form: &DeleteTag) -> ConsoleResult<()> {
-    let name = parse_name(&form.repository)?;
-    let object = format!("{name}:{}", form.tag);
-    let ns = state.auth.policy.namespace(&state.db, name.namespace()).await?;
-    let tenant = ns.map(|n| n.tenant_id);
-    let record = |outcome: &'static str| {
-        let object = object.clone();
-        async move {
-            let event = Event {
-                actor: who.principal.actor(),
-                action: "tag.delete",
-                object: &object,
-                tenant,
-                source: &who.source,
-                outcome,
-                detail: Some(json!({ "via": "console" })),
-            };
-            audit::record(state, event).await;
-        }
-    };
-    let actions = state.auth.policy.repository_actions(&state.db, &who.principal, &name).await?;
-    if !actions.delete {
-        record("denied").await;
-        return Err(ConsoleError::Api(ApiError::Denied(format!(
-            "deleting tags in {name} takes the admin or owner role on its namespace or tenant, which {} does not hold",
-            who.principal.actor()
-        ))));
-    }
-    let repo = state.db.repositories().find(name.as_str()).await?;
-    let deleted = match repo {
-        Some(repo) => state.db.tags().delete(repo, &form.tag).await?,
-        None => false,
-    };
-    if !deleted {
-        return Err(ConsoleError::Api(ApiError::NotFound(format!(
-            "{name} has no tag {}; it may have been deleted already",
-            form.tag
-        ))));
-    }
-    record("success").await;
-    Ok(())
-}
-
-/// The clusters of the repository's tenant, if the user administers that tenant; none otherwise.
-async fn preheat_clusters(state: &AppState, who: &SignedIn, name: &RepositoryName) -> ConsoleResult<Vec<String>> {
-    let Some(namespace) = state.db.tenancy().namespace(name.namespace()).await? else { return Ok(Vec::new()) };
-    let admin = access::tenant(state, &who.caller(), &namespace.tenant, TenantNeed::Admin, None).await.is_ok();
-    if !admin {
-        return Ok(Vec::new());
-    }
-    let clusters = state.db.clusters().of_tenant(namespace.tenant_id).await?;
-    Ok(clusters.into_iter().map(|c| c.name).collect())
 }
 
 /// The preheat form of a tag.
@@ -263,7 +199,7 @@ pub struct PreheatForm {
 
 /// `POST /console/repository/preheat`: starts a preheat job and shows it.
 pub async fn preheat(State(state): State<AppState>, posted: Posted<PreheatForm>) -> Response {
-    let Posted { who, form } = posted;
+    let Posted { who, form, kept } = posted;
     let back = format!("/console/repository?name={}", segment(&form.repository));
     match start_preheat(&state, &who, &form).await {
         Ok((tenant, job)) => {
@@ -276,24 +212,23 @@ pub async fn preheat(State(state): State<AppState>, posted: Posted<PreheatForm>)
             let text = format!("Preheat of {}:{} into cluster {} started.", form.repository, form.tag, form.cluster);
             done(&state, &who, &to, notice(text)).await
         }
-        Err(e) => failed(&state, &who, &back, e).await,
+        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
 }
 
-/// Starts the job through the management API's rules; (tenant, job id).
-async fn start_preheat(state: &AppState, who: &SignedIn, form: &PreheatForm) -> ConsoleResult<(String, String)> {
+/// Starts the job under the same rules as the management API's; (tenant, job id).
+async fn start_preheat(state: &AppState, who: &SignedIn, form: &PreheatForm) -> Result<(String, String), Error> {
     let name = parse_name(&form.repository)?;
     let percent = form.percent.trim().parse::<u8>().map_err(|_| {
-        ApiError::InvalidRequest(format!("{:?} is not a percentage: give a whole number from 1 to 100", form.percent))
+        Error::invalid(
+            Thing::Field,
+            format!("{:?} is not a percentage: give a whole number from 1 to 100", form.percent),
+        )
     })?;
-    let namespace = state
-        .db
-        .tenancy()
-        .namespace(name.namespace())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("namespace {} does not exist", name.namespace())))?;
-    let body = NewPreheat { repository: name.as_str().to_owned(), tag: form.tag.clone(), percent };
-    let path = PathParams((namespace.tenant.clone(), form.cluster.clone()));
-    let (_, axum::Json(job)) = api_preheat::start(State(state.clone()), who.caller(), path, Body(body)).await?;
-    Ok((namespace.tenant, job.id))
+    let tenant = preheat::tenant_of(state, &name).await?;
+    let attempt = preheat::starting(&tenant, &form.cluster);
+    let access = access::tenant::<Manage>(state, &who.caller(), &tenant, Some(attempt)).await?;
+    let cluster = clusters::find(state, &access, &form.cluster).await?;
+    let job = preheat::start(state, &access, &cluster, &name, &form.tag, Percent::new(percent)?).await?;
+    Ok((tenant, job.id))
 }

@@ -7,11 +7,13 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{
-    done, failed, notice, render, role_name, segment, utc, Chrome, ConsoleResult, Flash, Posted, Secret, SignedIn,
+    done, failed, notice, render, role_name, segment, utc, Chrome, ConsoleResult, Flash, Kept, Posted, Secret, SignedIn,
 };
-use crate::api::members::Role;
-use crate::api::robots::{self, NewRobot, Robot, Scope};
-use crate::api::{Body, PathParams};
+use crate::metadata::Role;
+use crate::services::access::{self, Manage};
+use crate::services::names::Name;
+use crate::services::robots::{self, NewRobot, Robot, Scope};
+use crate::services::{Error, Thing};
 use crate::state::AppState;
 
 #[derive(Template)]
@@ -25,6 +27,15 @@ struct RobotsPage {
 impl RobotsPage {
     fn base(&self) -> String {
         format!("/console/tenants/{}", segment(&self.tenant))
+    }
+
+    fn new_robot(&self) -> Kept<'_> {
+        self.chrome.kept(&format!("{}/robots", self.base()))
+    }
+
+    /// What scope `i`'s `part` (`namespace` or `role`) held in a form that came back.
+    fn kept_scope(&self, i: impl std::fmt::Display, part: &str) -> &str {
+        self.new_robot().value(&format!("scope{i}_{part}"))
     }
 
     fn revoke_action(&self, r: &Robot) -> String {
@@ -62,7 +73,8 @@ impl RobotsPage {
 
 /// `GET /console/tenants/{tenant}/robots`.
 pub async fn list(State(state): State<AppState>, who: SignedIn, Path(tenant): Path<String>) -> ConsoleResult<Response> {
-    let axum::Json(robots) = robots::list(State(state.clone()), who.caller(), PathParams(tenant.clone())).await?;
+    let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, None).await?;
+    let robots = robots::list(&state, &access).await?;
     Ok(render(&RobotsPage { chrome: who.chrome(&state, "tenants").await, tenant, robots }))
 }
 
@@ -90,24 +102,34 @@ pub struct RobotForm {
     scope3_role: String,
 }
 
-fn scope(namespace: &str, role: &str) -> Result<Option<Scope>, String> {
+fn scope(namespace: &str, role: &str) -> Result<Option<Scope>, Error> {
     let role = match role {
         "" | "none" => return Ok(None),
         "viewer" => Role::Viewer,
         "developer" => Role::Developer,
         "admin" => Role::Admin,
-        other => return Err(format!("{other} is not a role a robot can hold; pick viewer, developer or admin")),
+        other => {
+            return Err(Error::invalid(
+                Thing::Role,
+                format!("{other} is not a role a robot can hold; pick viewer, developer or admin"),
+            ))
+        }
     };
     let namespace = namespace.trim();
     Ok(Some(Scope { namespace: (!namespace.is_empty()).then(|| namespace.to_owned()), role }))
 }
 
-fn new_robot(form: &RobotForm) -> Result<NewRobot, String> {
+fn new_robot(form: &RobotForm) -> Result<NewRobot, Error> {
     let expires_in_secs = match form.expires_in_days.trim() {
         "" => None,
         days => match days.parse::<i64>() {
             Ok(d) if d > 0 => Some(d.saturating_mul(86_400)),
-            _ => return Err("Expires in is a whole number of days (1 or more); leave it empty for never.".to_owned()),
+            _ => {
+                return Err(Error::invalid(
+                    Thing::Field,
+                    "Expires in is a whole number of days (1 or more); leave it empty for never.",
+                ))
+            }
         },
     };
     let mut scopes = Vec::new();
@@ -118,26 +140,22 @@ fn new_robot(form: &RobotForm) -> Result<NewRobot, String> {
     ] {
         scopes.extend(scope(ns, role)?);
     }
-    Ok(NewRobot {
-        name: form.name.trim().to_owned(),
-        description: form.description.trim().to_owned(),
-        expires_in_secs,
-        scopes,
-    })
+    Ok(NewRobot { description: form.description.trim().to_owned(), expires_in_secs, scopes })
 }
 
 /// `POST /console/tenants/{tenant}/robots`: creates a robot and shows its token once.
 pub async fn create(State(state): State<AppState>, Path(tenant): Path<String>, posted: Posted<RobotForm>) -> Response {
-    let Posted { who, form } = posted;
+    let Posted { who, form, kept } = posted;
     let back = format!("/console/tenants/{}/robots", segment(&tenant));
-    let body = match new_robot(&form) {
-        Ok(b) => b,
-        Err(message) => {
-            return done(&state, &who, &back, Flash { error: Some(message), ..Flash::default() }).await;
-        }
+    let name = form.name.trim();
+    let created = async {
+        let new = new_robot(&form)?;
+        let access =
+            access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(robots::creating(&tenant, name))).await?;
+        robots::create(&state, &access, &Name::robot(name)?, new).await
     };
-    match robots::create(State(state.clone()), who.caller(), PathParams(tenant), Body(body)).await {
-        Ok((_, axum::Json(created))) => {
+    match created.await {
+        Ok(created) => {
             let login = created.robot.login.clone();
             let command =
                 format!("docker login {} --username '{login}' --password-stdin", state.config.registry_host());
@@ -153,7 +171,7 @@ pub async fn create(State(state): State<AppState>, Path(tenant): Path<String>, p
             };
             done(&state, &who, &back, flash).await
         }
-        Err(e) => failed(&state, &who, &back, e.into()).await,
+        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
 }
 
@@ -163,10 +181,15 @@ pub async fn revoke(
     Path((tenant, robot)): Path<(String, String)>,
     posted: Posted<super::session::NoFields>,
 ) -> Response {
-    let who = posted.who;
+    let Posted { who, kept, .. } = posted;
     let back = format!("/console/tenants/{}/robots", segment(&tenant));
-    match robots::revoke(State(state.clone()), who.caller(), PathParams((tenant, robot.clone()))).await {
-        Ok(_) => done(&state, &who, &back, notice(format!("Robot {robot} revoked; its token no longer works."))).await,
-        Err(e) => failed(&state, &who, &back, e.into()).await,
+    let revoked = async {
+        let access =
+            access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(robots::revoking(&tenant, &robot))).await?;
+        robots::revoke(&state, &access, &robot).await
+    };
+    match revoked.await {
+        Ok(()) => done(&state, &who, &back, notice(format!("Robot {robot} revoked; its token no longer works."))).await,
+        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
 }

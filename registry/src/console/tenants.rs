@@ -6,13 +6,13 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{done, failed, notice, render, role_name, segment, utc, Chrome, ConsoleResult, Posted, SignedIn};
-use crate::api::access::{self, TenantNeed};
-use crate::api::error::ApiError;
-use crate::api::members::{Grant, Member, MemberKind, Revocation, Role};
-use crate::api::namespaces::Namespace;
-use crate::api::tenants::{NewTenant, Tenant};
-use crate::api::{members, tenants, Body, Params, PathParams};
+use super::{done, failed, notice, render, role_name, segment, utc, Chrome, ConsoleResult, Kept, Posted, SignedIn};
+use crate::metadata::{Role, Tenant};
+use crate::services::access::{self, Manage, Read};
+use crate::services::members::{self, Grant, Member, MemberKind};
+use crate::services::names::Name;
+use crate::services::namespaces::{self, Namespace};
+use crate::services::{tenants, Error};
 use crate::state::AppState;
 
 #[derive(Template)]
@@ -24,6 +24,10 @@ struct TenantsPage {
 }
 
 impl TenantsPage {
+    fn new_tenant(&self) -> Kept<'_> {
+        self.chrome.kept("/console/tenants")
+    }
+
     fn link(&self, t: &Tenant) -> String {
         format!("/console/tenants/{}", segment(&t.name))
     }
@@ -35,11 +39,11 @@ impl TenantsPage {
 
 /// `GET /console/tenants`: the tenants the user holds a role in (all, for the system administrator).
 pub async fn list(State(state): State<AppState>, who: SignedIn) -> ConsoleResult<Response> {
-    let axum::Json(listed) = tenants::list(State(state.clone()), who.caller()).await?;
     let caller = who.caller();
+    let listed = tenants::visible(&state, &caller).await?;
     let mut tenants = Vec::with_capacity(listed.len());
     for t in listed {
-        let manages = access::tenant(&state, &caller, &t.name, TenantNeed::Admin, None).await.is_ok();
+        let manages = access::tenant::<Manage>(&state, &caller, &t.name, None).await.is_ok();
         tenants.push((t, manages));
     }
     Ok(render(&TenantsPage { chrome: who.chrome(&state, "tenants").await, tenants }))
@@ -54,14 +58,18 @@ pub struct TenantForm {
 
 /// `POST /console/tenants`: creates a tenant (the API allows only the system administrator).
 pub async fn create(State(state): State<AppState>, posted: Posted<TenantForm>) -> Response {
-    let Posted { who, form } = posted;
-    let name = form.name.trim().to_owned();
-    match tenants::create(State(state.clone()), who.caller(), Body(NewTenant { name: name.clone() })).await {
+    let Posted { who, form, kept } = posted;
+    let name = form.name.trim();
+    let created = async {
+        let admin = access::system_admin(&state, &who.caller(), Some(tenants::creating(name))).await?;
+        tenants::create(&state, &admin, &Name::tenant(name)?).await
+    };
+    match created.await {
         Ok(_) => {
-            let to = format!("/console/tenants/{}", segment(&name));
+            let to = format!("/console/tenants/{}", segment(name));
             done(&state, &who, &to, notice(format!("Tenant {name} created. Add namespaces and members below."))).await
         }
-        Err(e) => failed(&state, &who, "/console/tenants", e.into()).await,
+        Err(e) => failed(&state, &who, "/console/tenants", kept, e.into()).await,
     }
 }
 
@@ -80,6 +88,14 @@ impl TenantPage {
         format!("/console/tenants/{}", segment(&self.name))
     }
 
+    fn new_namespace(&self) -> Kept<'_> {
+        self.chrome.kept(&format!("/console/tenants/{}/namespaces", segment(&self.name)))
+    }
+
+    fn new_grant(&self) -> Kept<'_> {
+        self.chrome.kept(&format!("/console/tenants/{}/members", segment(&self.name)))
+    }
+
     fn ns_link(&self, n: &Namespace) -> String {
         format!("/console/namespaces/{}", segment(&n.name))
     }
@@ -89,10 +105,7 @@ impl TenantPage {
     }
 
     fn kind(&self, m: &Member) -> &'static str {
-        match m.kind {
-            MemberKind::User => "user",
-            MemberKind::Robot => "robot",
-        }
+        m.kind.as_str()
     }
 
     fn role(&self, r: &Role) -> &'static str {
@@ -106,25 +119,65 @@ impl TenantPage {
 
 /// `GET /console/tenants/{tenant}`: its namespaces, and for its admins its members.
 pub async fn show(State(state): State<AppState>, who: SignedIn, Path(name): Path<String>) -> ConsoleResult<Response> {
-    let axum::Json(detail) = tenants::show(State(state.clone()), who.caller(), PathParams(name.clone())).await?;
-    let members = match members::list(State(state.clone()), who.caller(), PathParams(name.clone())).await {
-        Ok(axum::Json(m)) => Some(m),
-        Err(ApiError::Denied(_)) => None,
+    let caller = who.caller();
+    let access = access::tenant::<Read>(&state, &caller, &name, None).await?;
+    let namespaces = namespaces::visible(&state, &access).await?;
+    let members = match access::tenant::<Manage>(&state, &caller, &name, None).await {
+        Ok(admin) => Some(members::list(&state, &admin).await?),
+        Err(Error::Denied(_)) => None,
         Err(e) => return Err(e.into()),
     };
     let chrome = who.chrome(&state, "tenants").await;
-    Ok(render(&TenantPage { chrome, name: detail.name, namespaces: detail.namespaces, members }))
+    Ok(render(&TenantPage { chrome, name: access.tenant().name.clone(), namespaces, members }))
+}
+
+/// User or robot, as the forms name them.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum KindField {
+    User,
+    Robot,
+}
+
+impl From<KindField> for MemberKind {
+    fn from(k: KindField) -> Self {
+        match k {
+            KindField::User => MemberKind::User,
+            KindField::Robot => MemberKind::Robot,
+        }
+    }
+}
+
+/// A role, as the forms name them.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RoleField {
+    Owner,
+    Admin,
+    Developer,
+    Viewer,
+}
+
+impl From<RoleField> for Role {
+    fn from(r: RoleField) -> Self {
+        match r {
+            RoleField::Owner => Role::Owner,
+            RoleField::Admin => Role::Admin,
+            RoleField::Developer => Role::Developer,
+            RoleField::Viewer => Role::Viewer,
+        }
+    }
 }
 
 /// The grant-a-role form.
 #[derive(Deserialize)]
 pub struct GrantForm {
-    kind: MemberKind,
+    kind: KindField,
     #[serde(default)]
     name: String,
     #[serde(default)]
     namespace: String,
-    role: Role,
+    role: RoleField,
 }
 
 fn optional(s: &str) -> Option<String> {
@@ -134,27 +187,32 @@ fn optional(s: &str) -> Option<String> {
 
 /// `POST /console/tenants/{tenant}/members`: grants a role.
 pub async fn grant(State(state): State<AppState>, Path(tenant): Path<String>, posted: Posted<GrantForm>) -> Response {
-    let Posted { who, form } = posted;
+    let Posted { who, form, kept } = posted;
     let back = format!("/console/tenants/{}", segment(&tenant));
-    let body = Grant {
-        kind: form.kind,
+    let grant = Grant {
+        kind: form.kind.into(),
         name: form.name.trim().to_owned(),
         namespace: optional(&form.namespace),
-        role: form.role,
+        role: form.role.into(),
     };
-    match members::grant(State(state.clone()), who.caller(), PathParams(tenant), Body(body)).await {
-        Ok(axum::Json(m)) => {
+    let granted = async {
+        let attempt = members::granting(grant.kind, &grant.name);
+        let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(attempt)).await?;
+        members::grant(&state, &access, grant).await
+    };
+    match granted.await {
+        Ok(m) => {
             let on = m.namespace.map_or_else(|| "the whole tenant".to_owned(), |n| format!("namespace {n}"));
             done(&state, &who, &back, notice(format!("{} is now {} on {on}.", m.name, role_name(m.role)))).await
         }
-        Err(e) => failed(&state, &who, &back, e.into()).await,
+        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
 }
 
 /// The remove-a-role form.
 #[derive(Deserialize)]
 pub struct RevokeForm {
-    kind: MemberKind,
+    kind: KindField,
     name: String,
     #[serde(default)]
     namespace: String,
@@ -162,11 +220,16 @@ pub struct RevokeForm {
 
 /// `POST /console/tenants/{tenant}/members/revoke`: removes a role.
 pub async fn revoke(State(state): State<AppState>, Path(tenant): Path<String>, posted: Posted<RevokeForm>) -> Response {
-    let Posted { who, form } = posted;
+    let Posted { who, form, kept } = posted;
     let back = format!("/console/tenants/{}", segment(&tenant));
-    let query = Revocation { kind: form.kind, name: form.name.clone(), namespace: optional(&form.namespace) };
-    match members::revoke(State(state.clone()), who.caller(), PathParams(tenant), Params(query)).await {
-        Ok(_) => done(&state, &who, &back, notice(format!("Removed the role of {}.", form.name))).await,
-        Err(e) => failed(&state, &who, &back, e.into()).await,
+    let kind = MemberKind::from(form.kind);
+    let revoked = async {
+        let attempt = members::revoking(kind, &form.name);
+        let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(attempt)).await?;
+        members::revoke(&state, &access, kind, &form.name, optional(&form.namespace).as_deref()).await
+    };
+    match revoked.await {
+        Ok(()) => done(&state, &who, &back, notice(format!("Removed the role of {}.", form.name))).await,
+        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
 }

@@ -5,20 +5,31 @@ use sqlx::{AnyPool, Row};
 
 use super::{now, NamespaceId, TenantId};
 
-/// What a principal may do on a tenant or namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A role on a tenant or one of its namespaces: what its holder may do
+/// there. Roles are ordered by what they allow, `Viewer` least.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Everything an admin may, and making other owners; tenant-wide only, never a robot.
+    Owner,
+    /// Pull, push, delete, create repositories and namespaces, manage members and robots.
+    Admin,
+    /// Pull and push to existing repositories.
+    Developer,
     /// Pull.
     Viewer,
-    /// Pull and push.
-    Developer,
-    /// Pull, push, delete, create repositories, manage members and robots.
-    Admin,
-    /// Everything an admin may, on the whole tenant.
-    Owner,
 }
 
 impl Role {
+    fn rank(self) -> u8 {
+        match self {
+            Role::Viewer => 0,
+            Role::Developer => 1,
+            Role::Admin => 2,
+            Role::Owner => 3,
+        }
+    }
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,6 +38,18 @@ impl Role {
             Role::Admin => "admin",
             Role::Owner => "owner",
         }
+    }
+}
+
+impl PartialOrd for Role {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Role {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
     }
 }
 

@@ -36,8 +36,6 @@ pub use tags::{TagDetail, Tags};
 pub use tenancy::{Namespace, NamespaceId, Tenancy, Tenant, TenantId};
 pub use uploads::Uploads;
 
-use crate::config::redact_url;
-
 /// Which SQL engine the pool talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -206,4 +204,16 @@ pub fn now() -> i64 {
 /// True when the error is a unique or primary-key violation.
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// A URL with any password replaced by `***`, safe to log.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_owned()
 }

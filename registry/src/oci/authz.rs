@@ -5,11 +5,9 @@ use axum::http::{header, HeaderMap, Method};
 use damselfly_core::{ErrorCode, RepositoryName};
 
 use super::path::OciPath;
-use crate::auth::bootstrap::DEFAULT_TENANT;
 use crate::auth::{AuthFailure, Claims, Principal};
 use crate::error::{RegistryError, Result};
-use crate::metadata::is_unique_violation;
-use crate::services::audit::{self, Event};
+use crate::services::{access, namespaces};
 use crate::state::AppState;
 
 /// Who made a request, as established by [`authorize`].
@@ -138,30 +136,6 @@ pub(crate) async fn authorize(
 /// The system administrator's first push to a new namespace creates it.
 async fn ensure_namespace(state: &AppState, caller: &Caller, name: &RepositoryName) -> Result<()> {
     let Some((ns, _)) = name.as_str().split_once('/') else { return Ok(()) };
-    if !caller.principal.is_system_admin() || state.auth.policy.namespace(&state.db, ns).await?.is_some() {
-        return Ok(());
-    }
-    let tenant = state.db.tenancy().tenant(DEFAULT_TENANT).await?.ok_or_else(|| {
-        RegistryError::oci(ErrorCode::Denied, format!("namespace {ns} does not exist; create it in a tenant first"))
-    })?;
-    match state.db.tenancy().create_namespace(tenant.id, ns, false).await {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {}
-        Err(e) => return Err(e.into()),
-    }
-    state.auth.policy.invalidate();
-    audit::record(
-        state,
-        Event {
-            actor: caller.principal.actor(),
-            action: "namespace.create",
-            object: &format!("namespace/{ns}"),
-            tenant: Some(tenant.id),
-            source: &caller.source,
-            outcome: "success",
-            detail: Some(serde_json::json!({ "reason": "first push" })),
-        },
-    )
-    .await;
-    Ok(())
+    let who = access::Caller { principal: caller.principal.clone(), source: caller.source.clone() };
+    Ok(namespaces::create_on_first_push(state, &who, ns).await?)
 }

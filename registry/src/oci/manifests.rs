@@ -9,7 +9,7 @@ use super::{response, Call};
 use crate::error::{oci, RegistryError, Result};
 use crate::metadata::{ManifestRecord, NewManifest, TargetKind};
 use crate::services::audit::{self, Event};
-use crate::services::manifest;
+use crate::services::{manifest, preheat};
 use crate::state::AppState;
 
 fn parse_reference(s: &str) -> Result<Reference> {
@@ -142,7 +142,7 @@ pub(super) async fn put(
 /// Starts the preheat jobs a namespace asks for on every new tag; what
 /// cannot start is logged, and the push stands either way.
 async fn preheat_new_tag(state: &AppState, call: &Call, name: &RepositoryName, tag: &str) {
-    for (cluster, job) in crate::api::preheat::on_push(state, name, tag, &call.caller.principal).await {
+    for (cluster, job) in preheat::on_push(state, name, tag, &call.caller.principal).await {
         match job {
             Ok(job) => {
                 tracing::info!(repository = %name, tag, cluster, job = job.id, nodes = job.nodes.len(), "preheating the new tag");

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use damselfly_core::{Digest, ErrorCode};
 
 use crate::error::{oci, RegistryError, Result};
+use crate::services;
 use crate::state::AppState;
 use path::OciPath;
 
@@ -147,4 +148,31 @@ pub(crate) fn response(status: StatusCode, headers: &[(&str, String)], body: Bod
         }
     }
     r
+}
+
+/// A service's error as the OCI code that names it most precisely: the one
+/// place the Distribution API maps the services' errors.
+impl From<services::Error> for RegistryError {
+    fn from(e: services::Error) -> Self {
+        use services::{Error as E, Thing as T};
+        match e {
+            E::Denied(message) => RegistryError::oci(ErrorCode::Denied, message),
+            E::NotFound(p) => {
+                let code = match p.what {
+                    T::Manifest | T::Tag => ErrorCode::ManifestUnknown,
+                    _ => ErrorCode::NameUnknown,
+                };
+                RegistryError::oci(code, p.message)
+            }
+            E::Invalid(p) => match p.what {
+                T::Manifest => RegistryError::oci(ErrorCode::ManifestInvalid, p.message),
+                T::Tag => RegistryError::oci(ErrorCode::TagInvalid, p.message),
+                T::Repository | T::Namespace => RegistryError::oci(ErrorCode::NameInvalid, p.message),
+                _ => RegistryError::oci(ErrorCode::Unsupported, p.message).with_status(StatusCode::BAD_REQUEST),
+            },
+            E::Conflict(p) => RegistryError::oci(ErrorCode::Denied, p.message).with_status(StatusCode::CONFLICT),
+            E::Database(e) => RegistryError::Database(e),
+            E::Internal(detail) => RegistryError::Internal(detail),
+        }
+    }
 }

@@ -4,13 +4,11 @@
 
 pub mod acceleration;
 pub mod install;
-pub mod preheat;
 mod routes;
 pub mod scheduler;
 pub mod stats;
 pub mod ticket;
 
-pub use preheat::Preheats;
 pub use routes::router;
 pub use scheduler::{Scheduler, DEFAULT_STRIPES};
 pub use stats::Stats;

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use damselfly_core::{Digest, ErrorCode};
+use damselfly_core::Digest;
 use serde::Deserialize;
 
-use crate::error::RegistryError;
+use super::{Error, Thing};
 use crate::metadata::TargetKind;
 
 /// OCI image manifest.
@@ -72,12 +72,12 @@ pub struct Reference {
     pub size: u64,
 }
 
-fn invalid(message: impl Into<String>) -> RegistryError {
-    RegistryError::oci(ErrorCode::ManifestInvalid, message)
+fn invalid(message: impl Into<String>) -> Error {
+    Error::invalid(Thing::Manifest, message)
 }
 
 /// Parses and checks a manifest body against the `Content-Type` it was pushed with.
-pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, RegistryError> {
+pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, Error> {
     let doc: ManifestDocument = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("manifest is not valid JSON for an image manifest or index: {e}")))?;
     if doc.schema_version != Some(2) {
@@ -96,7 +96,7 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, 
         (None, None) => return Err(invalid("set Content-Type or the mediaType field to the manifest's media type")),
     };
     let mut references = Vec::new();
-    let mut add = |d: &Descriptor, kind: TargetKind, what: &str| -> Result<(), RegistryError> {
+    let mut add = |d: &Descriptor, kind: TargetKind, what: &str| -> Result<(), Error> {
         let digest: Digest = d.digest.parse().map_err(|e| invalid(format!("{what} descriptor: {e}")))?;
         if d.size < 0 {
             return Err(invalid(format!("{what} descriptor {digest} has a negative size")));
@@ -143,7 +143,10 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, 
 
 #[cfg(test)]
 mod tests {
+    use damselfly_core::ErrorCode;
+
     use super::*;
+    use crate::error::RegistryError;
 
     fn digest(s: &str) -> String {
         Digest::of(s.as_bytes()).to_string()
@@ -181,7 +184,12 @@ mod tests {
         ];
         for (body, ct) in cases {
             let err = parse(body, ct).unwrap_err();
-            assert_eq!(err.code(), ErrorCode::ManifestInvalid, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                RegistryError::from(err).code(),
+                ErrorCode::ManifestInvalid,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }

@@ -1,5 +1,4 @@
-//! Preheat jobs: a tag's blobs pushed into the caches of a cluster's online
-//! agents before any workload pulls them.
+//! The preheat jobs of the last hour, and the work they hand agents.
 //!
 //! Agents may sit behind NAT, so the registry never calls them: each chosen
 //! agent finds its share of a job in its next heartbeat's answer, fetches

@@ -1,11 +1,12 @@
-//! Names the management API creates: tenants, namespaces, robots and users.
-//! They are checked once, where a request brings them in, and trusted after.
+//! Names of what the registry creates: tenants, namespaces, clusters, robots
+//! and users. A face parses them where a request brings them in; the
+//! services take and trust the type.
 
 use std::fmt;
 
 use damselfly_core::RepositoryName;
 
-use super::error::ApiError;
+use super::{Error, Place, Thing};
 
 const MAX_LEN: usize = 64;
 
@@ -25,54 +26,55 @@ fn follows_grammar(s: &str) -> bool {
 }
 
 impl Name {
-    fn parse(what: &str, s: &str) -> Result<Name, ApiError> {
+    fn parse(thing: Thing, what: &str, s: &str) -> Result<Name, Error> {
         if s.len() > MAX_LEN || !follows_grammar(s) {
-            return Err(ApiError::InvalidRequest(format!(
-                "{what} {s:?} is invalid: use 1 to {MAX_LEN} lowercase letters and digits, separated by single \
-                 '.', '_' or '-'"
-            )));
+            return Err(Error::invalid(
+                thing,
+                format!(
+                    "{what} {s:?} is invalid: use 1 to {MAX_LEN} lowercase letters and digits, separated by single \
+                     '.', '_' or '-'"
+                ),
+            ));
         }
         Ok(Name(s.to_owned()))
     }
 
     /// A tenant's name.
-    pub fn tenant(s: &str) -> Result<Name, ApiError> {
-        Name::parse("tenant name", s)
+    pub fn tenant(s: &str) -> Result<Name, Error> {
+        Name::parse(Thing::Tenant, "tenant name", s)
     }
 
     /// A cluster's name within its tenant.
-    pub fn cluster(s: &str) -> Result<Name, ApiError> {
-        Name::parse("cluster name", s)
+    pub fn cluster(s: &str) -> Result<Name, Error> {
+        Name::parse(Thing::Cluster, "cluster name", s)
     }
 
     /// A robot's name within its tenant.
-    pub fn robot(s: &str) -> Result<Name, ApiError> {
-        Name::parse("robot name", s)
+    pub fn robot(s: &str) -> Result<Name, Error> {
+        Name::parse(Thing::Robot, "robot name", s)
     }
 
     /// A namespace's name, which is also the first component of its repositories' names.
-    pub fn namespace(s: &str) -> Result<Name, ApiError> {
-        let name = Name::parse("namespace name", s)?;
+    pub fn namespace(s: &str) -> Result<Name, Error> {
+        let name = Name::parse(Thing::Namespace, "namespace name", s)?;
         // The grammar above is narrower than a repository path component; checking
         // both keeps that true if either changes.
         match s.parse::<RepositoryName>() {
             Ok(_) if !s.contains('/') => Ok(name),
-            _ => {
-                Err(ApiError::InvalidRequest(format!("namespace name {s:?} is not a valid repository path component")))
-            }
+            _ => Err(Error::invalid(
+                Thing::Namespace,
+                format!("namespace name {s:?} is not a valid repository path component"),
+            )),
         }
     }
 
     /// A user's login name.
-    pub fn user(s: &str) -> Result<Name, ApiError> {
+    pub fn user(s: &str) -> Result<Name, Error> {
         if s.starts_with("robot$") {
-            return Err(ApiError::InvalidRequest(
-                "usernames starting with robot$ are reserved for robot accounts; create a robot with POST \
-                 /api/v1/tenants/{tenant}/robots"
-                    .to_owned(),
-            ));
+            return Err(Error::invalid(Thing::User, "usernames starting with robot$ are reserved for robot accounts")
+                .then("create a robot", Place::NewRobot { tenant: "{tenant}".to_owned() }));
         }
-        Name::parse("username", s)
+        Name::parse(Thing::User, "username", s)
     }
 
     /// The name as a string slice.

@@ -1,0 +1,42 @@
+//! The operator's endpoints: `/metrics` (Prometheus), `/healthz` (the
+//! process is up) and `/readyz` (the database answers and the blob store is
+//! writable).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::state::AppState;
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match state.db.blobs().totals().await {
+        Ok((count, bytes)) => state.metrics.set_blob_store(count, bytes),
+        Err(e) => tracing::warn!(error = %e, "could not read blob store totals for /metrics"),
+    }
+    let census = state.scheduler.census();
+    state.metrics.set_p2p(census.agents, census.swarms);
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: the database answers and the blob store is writable.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if let Err(e) = state.db.ping().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("metadata database unavailable: {e}\n")).into_response();
+    }
+    let probe = state.config.data_dir.join("tmp").join(".ready-probe");
+    if let Err(e) = tokio::fs::write(&probe, b"ok").await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("blob store not writable at {}: {e}\n", probe.display()))
+            .into_response();
+    }
+    "ready\n".into_response()
+}
