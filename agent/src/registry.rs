@@ -432,9 +432,9 @@ impl RegistryClient {
             return Err(SchedulerError::Unreachable(format!("join answered {status}")));
         }
         if status == reqwest::StatusCode::NOT_FOUND {
-            // 404 is either the blob (BLOB_UNKNOWN) or this agent (UNSUPPORTED: register again).
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
-            if body["errors"][0]["code"] == "UNSUPPORTED" {
+            // 404 is either the blob (BLOB_UNKNOWN) or this agent (AGENT_UNKNOWN: register again).
+            let body: damselfly_core::ErrorBody = r.json().await.unwrap_or_default();
+            if body.code() == Some(damselfly_core::ErrorCode::AgentUnknown) {
                 return Err(SchedulerError::UnknownAgent);
             }
             return Err(SchedulerError::Refused(status.as_u16()));

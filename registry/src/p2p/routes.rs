@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use damselfly_core::p2p::{
-    HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse, PreheatReport, RegisterRequest,
-    RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME, MAX_JOIN_WAIT_MS, TICKET_AUTH_SCHEME,
+    HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse, PieceGeometry, PreheatReport,
+    RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME, MAX_JOIN_WAIT_MS, TICKET_AUTH_SCHEME,
 };
 use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use futures_util::StreamExt;
@@ -138,8 +138,7 @@ async fn preheat_report(
 }
 
 fn unknown_agent() -> RegistryError {
-    RegistryError::oci(ErrorCode::Unsupported, "this agent is unknown or was forgotten: register again")
-        .with_status(StatusCode::NOT_FOUND)
+    RegistryError::oci(ErrorCode::AgentUnknown, "this agent is unknown or was forgotten: register again")
 }
 
 /// Admits the agent to the blob's swarm on behalf of its client: the
@@ -263,15 +262,12 @@ async fn seed_piece(
     let claims = ticket::verify(&state.auth, ticket, &digest)
         .map_err(|e| RegistryError::oci(ErrorCode::Denied, format!("ticket refused: {e}")))?;
     let blob = state.db.blobs().find(&digest).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
-    let count = blob.pieces.digests().len() as u64;
-    let index = u64::from(index);
-    if index >= count {
+    let count = blob.pieces.digests().len();
+    if index as usize >= count {
         return Err(RegistryError::oci(ErrorCode::SizeInvalid, format!("the blob has {count} pieces"))
             .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
     }
-    let piece_size = blob.pieces.piece_size();
-    let start = index * piece_size;
-    let len = piece_size.min(blob.size - start);
+    let (start, len) = PieceGeometry { size: blob.size, piece_size: blob.pieces.piece_size() }.span(index);
     let mut file = state.blobs.open_blob(&digest).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
     file.seek(std::io::SeekFrom::Start(start)).await?;
     let metrics = state.metrics.clone();
