@@ -14,16 +14,13 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use super::feed::{FeedEvent, FeedItem, FeedSpec};
 use super::slots::Slot;
-use super::{Download, Engine};
+use super::{Download, Engine, STALL_TIMEOUT};
+use crate::error::{Error, Report, Result};
 use crate::rate::RateLimit;
-use crate::registry::Rejoin;
+use crate::supernode::Rejoin;
 
 /// Pieces fetched at once per blob.
 const PARALLEL: usize = 4;
-/// A source that sends no byte of a piece for this long has stalled. A slow
-/// but moving transfer is left alone: cutting it would throw away what was
-/// sent and fetch it again.
-pub(super) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A feed that brought no piece for this long, while a usable peer has
 /// held one of its stripe's missing pieces as long, hangs: its pieces are
 /// then fetched like any other. A feed that keeps bringing pieces is left
@@ -96,7 +93,7 @@ type Fetched = (u32, Source, Instant, Result<Bytes, Failure>);
 
 /// What is owed to the scheduler at the next report.
 #[derive(Default)]
-struct Report {
+struct Owed {
     have: Vec<u32>,
     failed: Vec<String>,
     bad: Vec<String>,
@@ -126,7 +123,7 @@ struct Fetch<'a> {
     /// Seed fetches failed in a row, and until when the seed is not asked.
     seed_failures: u32,
     seed_paused_until: Option<Instant>,
-    report: Report,
+    report: Owed,
     last_join: Instant,
     /// When a join last succeeded.
     last_plan: Instant,
@@ -164,7 +161,7 @@ impl Engine {
         plan: JoinResponse,
         repository: &str,
         client_token: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let (events, mut feed_events) = mpsc::unbounded_channel();
         let mut f = Fetch {
             engine: self,
@@ -184,7 +181,7 @@ impl Engine {
             seed_failures: 0,
             seed_paused_until: None,
             // A resumed download announces what it holds already.
-            report: Report { have: d.have_list(), ..Report::default() },
+            report: Owed { have: d.have_list(), ..Owed::default() },
             last_join: Instant::now(),
             last_plan: Instant::now(),
             last_progress: Instant::now(),
@@ -314,7 +311,7 @@ impl Fetch<'_> {
     }
 
     /// Verifies and stores what arrived, or notes who failed.
-    async fn received(&mut self, (i, source, started, result): Fetched) -> Result<(), String> {
+    async fn received(&mut self, (i, source, started, result): Fetched) -> Result<()> {
         self.inflight.remove(&i);
         let digest = self.d.digest;
         let metrics = &self.engine.metrics;
@@ -345,16 +342,16 @@ impl Fetch<'_> {
             }
         }
         if self.seed_attempts.values().any(|&a| a >= SEED_ATTEMPTS) {
-            return Err("the seed sent corrupt copies of the same piece repeatedly".into());
+            return Err(Error::SeedCorrupt);
         }
         if self.seed_failures >= SEED_FAILURES {
-            return Err(format!("the seed failed {SEED_FAILURES} times in a row"));
+            return Err(Error::SeedFailing(SEED_FAILURES));
         }
         Ok(())
     }
 
     /// Stores a verified piece and notes where it came from.
-    async fn keep(&mut self, i: u32, bytes: Bytes, source: Source, started: Instant) -> Result<(), String> {
+    async fn keep(&mut self, i: u32, bytes: Bytes, source: Source, started: Instant) -> Result<()> {
         if self.d.has(i) {
             // A feed and a fetch both brought it.
             return Ok(());
@@ -365,7 +362,7 @@ impl Fetch<'_> {
         // may send it on, and whoever saw those bytes sees them counted.
         metrics.piece("verified");
         metrics.received(if matches!(source, Source::Seed) { "seed" } else { "peer" }, len);
-        self.engine.store(self.d, i, bytes).await.map_err(|e| format!("cannot write to the cache: {e}"))?;
+        self.engine.store(self.d, i, bytes).await.map_err(Error::CacheWrite)?;
         let from = match &source {
             Source::Seed => "seed",
             Source::Parent { id, .. } => id.as_str(),
@@ -462,7 +459,7 @@ impl Fetch<'_> {
     }
 
     /// A piece, the end, or a failure from a stripe's feed.
-    async fn on_feed(&mut self, FeedEvent { stripe, parent, what }: FeedEvent) -> Result<(), String> {
+    async fn on_feed(&mut self, FeedEvent { stripe, parent, what }: FeedEvent) -> Result<()> {
         let current = self.streams.get(stripe).and_then(Option::as_ref).is_some_and(|s| s.parent == parent);
         match what {
             FeedItem::Piece(i, bytes) if self.d.layout.verify(i, &bytes) => {
@@ -503,7 +500,7 @@ impl Fetch<'_> {
     }
 
     /// Reports, joins again for new parents and seed pieces, and notices a stall.
-    async fn on_tick(&mut self, idle: bool) -> Result<(), String> {
+    async fn on_tick(&mut self, idle: bool) -> Result<()> {
         self.flush().await;
         let missing = self.d.missing();
         let waiting = missing.iter().any(|&i| !self.inflight.contains_key(&i) && !self.fed(i));
@@ -536,7 +533,7 @@ impl Fetch<'_> {
             }
         }
         if self.last_progress.elapsed() > GIVE_UP_AFTER {
-            return Err(format!("no new piece for {} s", GIVE_UP_AFTER.as_secs()));
+            return Err(Error::NoProgress(GIVE_UP_AFTER.as_secs()));
         }
         Ok(())
     }
@@ -549,10 +546,10 @@ impl Fetch<'_> {
         }
         self.last_join = Instant::now();
         let have = self.d.have_list();
-        let registry = &self.engine.registry;
+        let supernode = &self.engine.supernode;
         let brief = self.ticket_until.saturating_duration_since(Instant::now()).as_secs() > BRIEF_TICKET_LEFT_SECS;
         let again = Rejoin { wait_ms, brief, fetching: Some(self.engine.fetch_slots.running()) };
-        match registry.join(self.repository, self.d.digest, self.client_token, have, again).await {
+        match supernode.join(self.repository, self.d.digest, self.client_token, have, again).await {
             Ok(next) => {
                 self.last_plan = Instant::now();
                 if next.queued {
@@ -575,7 +572,7 @@ impl Fetch<'_> {
                 self.busy_feeds.retain(|_, until| *until > now);
                 self.ensure_feeds();
             }
-            Err(e) => tracing::debug!(error = %e, "re-join failed"),
+            Err(e) => tracing::debug!(error = %Report(&e), "re-join failed"),
         }
     }
 
@@ -584,7 +581,7 @@ impl Fetch<'_> {
         if r.have.is_empty() && r.failed.is_empty() && r.bad.is_empty() {
             return;
         }
-        let Some(agent_id) = self.engine.registry.agent_id() else { return };
+        let Some(agent_id) = self.engine.supernode.agent_id() else { return };
         let r = std::mem::take(&mut self.report);
         let report = ReportRequest {
             agent_id,
@@ -593,9 +590,9 @@ impl Fetch<'_> {
             failed_parents: r.failed,
             bad_parents: r.bad,
             bytes_from: r.bytes_from.into_iter().collect(),
-            uploading: Some(self.engine.registry.uploading()),
+            uploading: Some(self.engine.supernode.uploading()),
         };
-        self.engine.registry.report(report).await;
+        self.engine.supernode.report(report).await;
     }
 }
 
