@@ -69,6 +69,9 @@ pub enum LayoutError {
         /// What was given.
         text: String,
     },
+    /// A blob with bytes has no piece size.
+    #[error("a blob of {0} bytes cannot be cut into pieces of 0 bytes")]
+    NoPieceSize(u64),
     /// The number of piece digests does not match the size and piece size.
     #[error(
         "{digests} piece digests for a blob of {size} bytes in pieces of {piece_size}, which makes {pieces} pieces"
@@ -89,6 +92,9 @@ impl BlobLayout {
     /// A layout of `piece_digests.len()` pieces, if that is how many `size` and `piece_size` make.
     pub fn new(size: u64, piece_size: u64, piece_digests: Vec<Digest>) -> Result<BlobLayout, LayoutError> {
         let geometry = PieceGeometry { size, piece_size };
+        if piece_size == 0 && size > 0 {
+            return Err(LayoutError::NoPieceSize(size));
+        }
         if piece_digests.len() != geometry.count() as usize {
             return Err(LayoutError::Count {
                 digests: piece_digests.len(),
@@ -231,6 +237,7 @@ mod tests {
             BlobLayout::new(10, 4, digests[..2].to_vec()),
             Err(LayoutError::Count { digests: 2, size: 10, piece_size: 4, pieces: 3 })
         );
+        assert_eq!(BlobLayout::new(10, 0, Vec::new()), Err(LayoutError::NoPieceSize(10)));
         let bad = serde_json::json!({"size": 4, "piece_size": 4, "piece_digests": ["XYZ"]});
         assert!(serde_json::from_value::<BlobLayout>(bad).is_err(), "a digest that is not hex is refused");
     }
