@@ -5,6 +5,7 @@
 
 mod feed;
 mod fetch;
+mod schedule;
 mod slots;
 
 use std::collections::HashMap;
@@ -69,10 +70,6 @@ impl Download {
 
     fn have_bits(&self) -> Vec<bool> {
         self.book().have.clone()
-    }
-
-    fn missing(&self) -> Vec<u32> {
-        self.book().have.iter().enumerate().filter(|(_, h)| !**h).map(|(i, _)| i as u32).collect()
     }
 
     fn set_outcome(&self, outcome: Outcome) {
