@@ -66,8 +66,8 @@ pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::parents::MAX_PARENTS;
 use self::seed::SeedLine;
 pub use self::seed::SEED_PIECES_IN_FLIGHT;
-pub use self::swarm::Agent;
 use self::swarm::Swarm;
+pub use self::swarm::{Agent, Blob};
 pub use self::trees::{DEFAULT_STRIPES, TREE_MAX_PIECE_SIZE, TREE_MIN_PIECES};
 use crate::metadata::ClusterId;
 
@@ -79,15 +79,6 @@ struct State {
     swarms: HashMap<(ClusterId, Digest), Swarm>,
     /// Per cluster, the swarms waiting for the seed.
     seed: HashMap<ClusterId, SeedLine>,
-}
-
-/// The shape of a blob, as its per-piece digests were recorded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Blob {
-    /// How many pieces.
-    pub pieces: usize,
-    /// Bytes per piece (the last may be shorter).
-    pub piece_size: u64,
 }
 
 /// What a join gets: parents and seed pieces.

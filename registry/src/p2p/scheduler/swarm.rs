@@ -10,6 +10,15 @@ use crate::metadata::ClusterId;
 /// How long a parent reported as failing is skipped.
 const FAILURE_PENALTY: Duration = Duration::from_secs(30);
 
+/// The shape of a blob, as its per-piece digests were recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blob {
+    /// How many pieces.
+    pub pieces: usize,
+    /// Bytes per piece (the last may be shorter).
+    pub piece_size: u64,
+}
+
 /// A registered agent.
 #[derive(Clone, Debug)]
 pub struct Agent {

@@ -4,8 +4,7 @@
 use damselfly_core::p2p::Feed;
 
 use super::availability::View;
-use super::swarm::Swarm;
-use super::Blob;
+use super::swarm::{Blob, Swarm};
 
 /// Largest piece size for which a swarm gets stripe trees. A piece goes on
 /// from an agent only once it is whole and verified, so every level of a
