@@ -13,6 +13,8 @@ use damselfly_installer::node::RegistryUrl;
 use reqwest::{Client, StatusCode};
 use sha2::{Digest as _, Sha256};
 
+use crate::error::{Error, Result};
+
 /// What to do with the agent's image.
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
@@ -47,12 +49,12 @@ pub struct PushArgs {
 }
 
 /// Runs the subcommand.
-pub async fn run(command: ImageCommand) -> Result<(), String> {
+pub async fn run(command: ImageCommand) -> Result<()> {
     let ImageCommand::Push(args) = command;
-    let registry = RegistryUrl::parse(&args.registry).map_err(|e| e.to_string())?;
+    let registry = RegistryUrl::parse(&args.registry)?;
     let binary = match &args.binary {
         Some(b) => b.clone(),
-        None => std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?,
+        None => std::env::current_exe().map_err(Error::CurrentExe)?,
     };
     let tag = args.tag.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());
     let files = image_files(&binary)?;
@@ -69,12 +71,9 @@ pub async fn run(command: ImageCommand) -> Result<(), String> {
 }
 
 /// `(path in the image, path on this machine)`: the agent, then its libraries.
-fn image_files(binary: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+fn image_files(binary: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut files = vec![(ENTRYPOINT.to_owned(), binary.to_path_buf())];
-    let out = std::process::Command::new("ldd")
-        .arg(binary)
-        .output()
-        .map_err(|e| format!("cannot run ldd to find the agent's libraries: {e}; install it (libc-bin)"))?;
+    let out = std::process::Command::new("ldd").arg(binary).output().map_err(Error::Ldd)?;
     // A static executable needs nothing beside it; ldd says so and fails.
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let path = match line.split_once("=>") {
@@ -89,18 +88,22 @@ fn image_files(binary: &Path) -> Result<Vec<(String, PathBuf)>, String> {
 }
 
 /// Writes the layer to `path`; returns its digest and size.
-fn build_layer(files: &[(String, PathBuf)], path: &Path) -> Result<(String, u64), String> {
+fn build_layer(files: &[(String, PathBuf)], path: &Path) -> Result<(String, u64)> {
+    let file_error = |action: &str, path: &Path| {
+        let (action, path) = (action.to_owned(), path.to_owned());
+        move |source| Error::File { action, path, source }
+    };
     let mut inputs = Vec::new();
     for (in_image, source) in files {
-        let file = std::fs::File::open(source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
-        let size = file.metadata().map_err(|e| e.to_string())?.len();
+        let file = std::fs::File::open(source).map_err(file_error("read", source))?;
+        let size = file.metadata().map_err(file_error("read", source))?.len();
         // Executable, libraries and the dynamic loader alike: the loader must be executable.
         inputs.push(LayerFile { path: in_image.clone(), mode: 0o755, size, content: file });
     }
-    let out = std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let out = std::fs::File::create(path).map_err(file_error("write", path))?;
     let mut writer = HashingWriter { inner: std::io::BufWriter::new(out), hasher: Sha256::new(), size: 0 };
-    image::write_layer(inputs, &mut writer).map_err(|e| format!("cannot build the layer: {e}"))?;
-    writer.inner.flush().map_err(|e| e.to_string())?;
+    image::write_layer(inputs, &mut writer).map_err(Error::Layer)?;
+    writer.inner.flush().map_err(file_error("write", path))?;
     Ok((format!("sha256:{}", hex::encode(writer.hasher.finalize())), writer.size))
 }
 
@@ -132,16 +135,20 @@ async fn push(
     layer_digest: &str,
     layer_size: u64,
     file_count: usize,
-) -> Result<(), String> {
+) -> Result<()> {
     let http =
-        Client::builder().connect_timeout(std::time::Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
+        Client::builder().connect_timeout(std::time::Duration::from_secs(10)).build().map_err(Error::HttpClient)?;
     let base = registry.url();
     let repo = &args.repository;
     let token = bearer_token(&http, &base, repo, &args.username, &args.password).await?;
     let config = image::config(layer_digest, tag);
     let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(config.as_bytes())));
 
-    let layer_file = tokio::fs::File::open(layer_path).await.map_err(|e| e.to_string())?;
+    let layer_file = tokio::fs::File::open(layer_path).await.map_err(|source| Error::File {
+        action: "read".into(),
+        path: layer_path.to_owned(),
+        source,
+    })?;
     let layer_body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(layer_file));
     upload_blob(&http, &base, repo, &token, layer_digest, layer_size, layer_body).await?;
     upload_blob(&http, &base, repo, &token, &config_digest, config.len() as u64, config.clone().into()).await?;
@@ -155,7 +162,7 @@ async fn push(
         .body(manifest)
         .send()
         .await
-        .map_err(|e| format!("pushing the manifest: {e}"))?;
+        .map_err(failed("pushing the manifest"))?;
     expect(r, StatusCode::CREATED, "pushing the manifest").await?;
     if args.public {
         let namespace = repo.split('/').next().unwrap_or(repo);
@@ -165,34 +172,39 @@ async fn push(
             .json(&serde_json::json!({"public": true}))
             .send()
             .await
-            .map_err(|e| format!("making {namespace} public: {e}"))?;
+            .map_err(failed(&format!("making {namespace} public")))?;
         expect(r, StatusCode::OK, &format!("making the namespace {namespace} public")).await?;
     }
     println!("pushed {}/{repo}:{tag}@{manifest_digest} ({file_count} files, {layer_size} bytes)", registry.host);
     Ok(())
 }
 
-async fn expect(r: reqwest::Response, status: StatusCode, what: &str) -> Result<reqwest::Response, String> {
+async fn expect(r: reqwest::Response, status: StatusCode, what: &str) -> Result<reqwest::Response> {
     if r.status() == status {
         return Ok(r);
     }
-    let got = r.status();
+    let got = r.status().as_u16();
     let body = r.text().await.unwrap_or_default();
-    Err(format!("{what}: the registry answered {got}: {body}"))
+    Err(Error::PushRefused { step: what.to_owned(), status: got, body })
+}
+
+/// The error of a step of the push that did not reach the registry.
+fn failed(step: &str) -> impl FnOnce(reqwest::Error) -> Error + '_ {
+    move |source| Error::PushFailed { step: step.to_owned(), source }
 }
 
 /// A token for pull and push on `repo`, from the registry's token service.
-async fn bearer_token(http: &Client, base: &str, repo: &str, user: &str, password: &str) -> Result<String, String> {
-    let r = http
-        .get(format!("{base}/v2/"))
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach the registry at {base}: {e}"))?;
+async fn bearer_token(http: &Client, base: &str, repo: &str, user: &str, password: &str) -> Result<String> {
+    let r = http.get(format!("{base}/v2/")).send().await.map_err(|source| Error::CannotReach {
+        what: "the registry",
+        url: base.to_owned(),
+        source,
+    })?;
     let challenge = r
         .headers()
         .get("www-authenticate")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| format!("{base}/v2/ did not challenge for a token (HTTP {})", r.status()))?
+        .ok_or_else(|| Error::NoChallenge { status: r.status().as_u16() })?
         .to_owned();
     let param = |name: &str| {
         challenge.split(',').find_map(|p| {
@@ -200,7 +212,7 @@ async fn bearer_token(http: &Client, base: &str, repo: &str, user: &str, passwor
             (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
         })
     };
-    let realm = param("realm").ok_or("the registry's challenge names no realm")?;
+    let realm = param("realm").ok_or(Error::PushAnswer("the registry's challenge names no realm"))?;
     let service = param("service").unwrap_or_default();
     let r = http
         .get(realm)
@@ -208,10 +220,10 @@ async fn bearer_token(http: &Client, base: &str, repo: &str, user: &str, passwor
         .basic_auth(user, Some(password))
         .send()
         .await
-        .map_err(|e| format!("the token service: {e}"))?;
+        .map_err(failed("the token service"))?;
     let r = expect(r, StatusCode::OK, "logging in").await?;
-    let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-    body["token"].as_str().map(str::to_owned).ok_or_else(|| "the token service sent no token".into())
+    let body: serde_json::Value = r.json().await.map_err(Error::BadToken)?;
+    body["token"].as_str().map(str::to_owned).ok_or(Error::PushAnswer("the token service sent no token"))
 }
 
 async fn upload_blob(
@@ -222,7 +234,7 @@ async fn upload_blob(
     digest: &str,
     size: u64,
     body: reqwest::Body,
-) -> Result<(), String> {
+) -> Result<()> {
     let exists = http.head(format!("{base}/v2/{repo}/blobs/{digest}")).bearer_auth(token).send().await;
     if exists.is_ok_and(|r| r.status() == StatusCode::OK) {
         return Ok(());
@@ -232,9 +244,13 @@ async fn upload_blob(
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|e| format!("starting an upload: {e}"))?;
+        .map_err(failed("starting an upload"))?;
     let r = expect(r, StatusCode::ACCEPTED, &format!("starting the upload to {repo}")).await?;
-    let location = r.headers().get("location").and_then(|v| v.to_str().ok()).ok_or("the upload has no Location")?;
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(Error::PushAnswer("the upload has no Location"))?;
     let url = if location.starts_with('/') { format!("{base}{location}") } else { location.to_owned() };
     let separator = if url.contains('?') { '&' } else { '?' };
     let r = http
@@ -245,6 +261,6 @@ async fn upload_blob(
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("uploading {digest}: {e}"))?;
+        .map_err(failed(&format!("uploading {digest}")))?;
     expect(r, StatusCode::CREATED, &format!("uploading {digest}")).await.map(|_| ())
 }

@@ -12,8 +12,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::registry::RegistryClient;
-
 type Labels = Vec<(String, String)>;
 
 /// Every metric the agent keeps.
@@ -84,24 +82,28 @@ impl Metrics {
     }
 }
 
-/// `/metrics` and `/healthz`.
-pub fn router(metrics: Arc<Metrics>, registry: Arc<RegistryClient>) -> Router {
+/// `/metrics`, and `/healthz`, which answers 200 once `ready` says so.
+pub fn router(metrics: Arc<Metrics>, ready: impl Fn() -> bool + Send + Sync + 'static) -> Router {
+    let ready: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(ready);
     Router::new()
         .route(
             "/metrics",
-            get(|State((m, _)): State<(Arc<Metrics>, Arc<RegistryClient>)>| async move {
+            get(|State(m): State<Arc<Metrics>>| async move {
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.encode())
             }),
         )
         .route(
             "/healthz",
-            get(|State((_, r)): State<(Arc<Metrics>, Arc<RegistryClient>)>| async move {
-                if r.ready() {
-                    (StatusCode::OK, "ok\n").into_response()
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not registered with the registry yet\n").into_response()
+            get(move || {
+                let registered = ready();
+                async move {
+                    if registered {
+                        (StatusCode::OK, "ok\n").into_response()
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not registered with the registry yet\n").into_response()
+                    }
                 }
             }),
         )
-        .with_state((metrics, registry))
+        .with_state(metrics)
 }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::Args;
 use damselfly_installer::node::{self, NodeSetup, Runtime};
 
+use crate::error::{Error, Result};
+
 /// Flags of `damselfly-agent node-setup`.
 #[derive(Args, Debug)]
 pub struct NodeSetupArgs {
@@ -38,7 +40,7 @@ pub struct NodeSetupArgs {
 }
 
 /// Runs the subcommand; the error says what to do.
-pub fn run(args: NodeSetupArgs) -> Result<(), String> {
+pub fn run(args: NodeSetupArgs) -> Result<()> {
     let hold = args.hold;
     apply(args)?;
     if hold {
@@ -54,15 +56,15 @@ fn hold_until_stopped() {
     }
 }
 
-fn apply(args: NodeSetupArgs) -> Result<(), String> {
+fn apply(args: NodeSetupArgs) -> Result<()> {
     if !args.root.is_dir() {
-        return Err(format!(
+        return Err(usage(format!(
             "the root {} is not a directory: pass --root with the node's filesystem",
             args.root.display()
-        ));
+        )));
     }
     if args.uninstall {
-        let report = node::uninstall(&args.root).map_err(|e| e.to_string())?;
+        let report = node::uninstall(&args.root)?;
         for path in &report.written {
             println!("restored {path}");
         }
@@ -75,21 +77,20 @@ fn apply(args: NodeSetupArgs) -> Result<(), String> {
     let runtimes = if args.runtime.is_empty() {
         let found = Runtime::detect(&args.root);
         if found.is_empty() {
-            return Err(format!(
+            return Err(usage(format!(
                 "no container runtime found: none of /etc/containerd, /etc/containers, /etc/docker exists under {}; \
                  pass --runtime containerd,crio,docker to choose",
                 args.root.display()
-            ));
+            )));
         }
         found
     } else {
-        args.runtime.iter().map(|r| r.trim().parse()).collect::<Result<Vec<Runtime>, _>>().map_err(|e| e.to_string())?
+        args.runtime.iter().map(|r| r.trim().parse()).collect::<Result<Vec<Runtime>, _>>()?
     };
     let registry = args.registry.as_deref().unwrap_or_default();
-    let setup = NodeSetup::new(registry, args.acceleration_host.as_deref(), &args.mirror, runtimes)
-        .map_err(|e| e.to_string())?;
+    let setup = NodeSetup::new(registry, args.acceleration_host.as_deref(), &args.mirror, runtimes)?;
     if args.dry_run {
-        let plan = setup.plan(&args.root).map_err(|e| e.to_string())?;
+        let plan = setup.plan(&args.root)?;
         for change in &plan.changes {
             println!("--- {}\n{}", change.path, change.content);
         }
@@ -97,7 +98,7 @@ fn apply(args: NodeSetupArgs) -> Result<(), String> {
         print_notes(&notes);
         return Ok(());
     }
-    let report = setup.install(&args.root).map_err(|e| e.to_string())?;
+    let report = setup.install(&args.root)?;
     for path in &report.written {
         println!("wrote {path}");
     }
@@ -112,6 +113,11 @@ fn apply(args: NodeSetupArgs) -> Result<(), String> {
     );
     print_notes(&report.notes);
     Ok(())
+}
+
+/// A setting given on the command line that cannot work, with what to do instead.
+fn usage(message: String) -> Error {
+    Error::Installer(node::Error::Usage(message))
 }
 
 fn print_notes(notes: &[String]) {

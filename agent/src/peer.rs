@@ -15,14 +15,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use damselfly_core::p2p::{bitmap_from_hex, FeedRequest, TICKET_AUTH_SCHEME};
+use damselfly_core::p2p::{bitmap_from_hex, stripe_of, FeedRequest, TicketClaims, TICKET_AUDIENCE, TICKET_AUTH_SCHEME};
 use damselfly_core::Digest;
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::piece::Engine;
 use crate::rate::RateLimit;
-use crate::registry::{RegistryClient, TicketClaims, TICKET_AUDIENCE};
+use crate::supernode::Supernode;
 
 /// What the piece server needs.
 #[derive(Clone)]
@@ -30,7 +30,7 @@ pub struct PeerState {
     /// Downloads and cache.
     pub engine: Arc<Engine>,
     /// For the JWKS.
-    pub registry: Arc<RegistryClient>,
+    pub supernode: Arc<Supernode>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Upload slots.
@@ -122,7 +122,7 @@ async fn authorize(state: &PeerState, digest: &str, headers: &HeaderMap) -> Resu
     let Some(ticket) = ticket else {
         return Err(refuse(StatusCode::UNAUTHORIZED, "pieces are served only with `Authorization: Ticket <ticket>`"));
     };
-    match state.registry.verify::<TicketClaims>(&ticket, TICKET_AUDIENCE).await {
+    match state.supernode.verify::<TicketClaims>(&ticket, TICKET_AUDIENCE).await {
         Some(claims) if claims.blob == digest => Ok((digest, claims.sub)),
         Some(_) => Err(refuse(StatusCode::FORBIDDEN, "the ticket is for another blob")),
         None => Err(refuse(StatusCode::FORBIDDEN, "the ticket is invalid or expired")),
@@ -217,7 +217,9 @@ async fn feed(
     let Some(have) = bitmap_from_hex(&req.have, pieces as usize) else {
         return refuse(StatusCode::BAD_REQUEST, "have is not a bitmap in hex");
     };
-    let wanted: Vec<u32> = (0..pieces).filter(|i| i % req.stripes == req.stripe && !have[*i as usize]).collect();
+    let stripes = req.stripes as usize;
+    let wanted: Vec<u32> =
+        (0..pieces).filter(|&i| stripe_of(i, stripes) == req.stripe as usize && !have[i as usize]).collect();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(2);
     let key = FeedKey { child, digest, stripe: req.stripe };
     let feeds = state.feeds.clone();

@@ -8,49 +8,45 @@ use damselfly_core::p2p::{JoinMode, PreheatTask};
 use damselfly_core::Digest;
 use tokio::sync::mpsc;
 
+use crate::error::{Error, Report, Result};
 use crate::piece::Engine;
-use crate::registry::RegistryClient;
+use crate::supernode::Supernode;
 
 /// Takes work from `tasks` until the agent stops; the jobs run side by side.
-pub async fn work(engine: Arc<Engine>, registry: Arc<RegistryClient>, mut tasks: mpsc::UnboundedReceiver<PreheatTask>) {
+pub async fn work(engine: Arc<Engine>, supernode: Arc<Supernode>, mut tasks: mpsc::UnboundedReceiver<PreheatTask>) {
     while let Some(task) = tasks.recv().await {
-        let (engine, registry) = (engine.clone(), registry.clone());
+        let (engine, supernode) = (engine.clone(), supernode.clone());
         tokio::spawn(async move {
             tracing::info!(job = task.job, repository = task.repository, blobs = task.blobs.len(), "preheating");
             let mut outcome = Ok(());
             for digest in &task.blobs {
-                outcome = fetch(&engine, &registry, &task, *digest).await;
+                outcome = fetch(&engine, &supernode, &task, *digest).await;
                 if outcome.is_err() {
                     break;
                 }
             }
-            if let Err(e) = &outcome {
+            let error = outcome.err().map(|e| Report(&e).to_string());
+            if let Some(e) = &error {
                 tracing::warn!(job = task.job, error = e, "preheat failed");
             }
-            registry.report_preheat(&task.job, outcome.is_ok(), outcome.err()).await;
+            supernode.report_preheat(&task.job, error.is_none(), error).await;
         });
     }
 }
 
 /// Fetches one blob into the cache, or finds it there.
-async fn fetch(
-    engine: &Arc<Engine>,
-    registry: &RegistryClient,
-    task: &PreheatTask,
-    digest: Digest,
-) -> Result<(), String> {
-    let plan = registry
+async fn fetch(engine: &Arc<Engine>, supernode: &Supernode, task: &PreheatTask, digest: Digest) -> Result<()> {
+    let plan = supernode
         .join(&task.repository, digest, Some(&task.token), engine.have(&digest), Default::default())
         .await
-        .map_err(|e| format!("cannot join the swarm of {digest}: {e}"))?;
+        .map_err(|e| Error::Join { digest, source: Box::new(e) })?;
     if plan.mode != JoinMode::P2p {
-        return Err(format!("the registry does not accelerate {}: P2P is off for its namespace", task.repository));
+        return Err(Error::NotAccelerated(task.repository.clone()));
     }
     let started =
-        tokio::task::block_in_place(|| engine.start(&task.repository, digest, Some(task.token.clone()), plan));
+        tokio::task::block_in_place(|| engine.start(&task.repository, digest, Some(task.token.clone()), plan))?;
     match started {
-        Ok(None) => Ok(()),
-        Ok(Some(download)) => download.wait_done().await.map_err(|e| format!("{digest}: {e}")),
-        Err(e) => Err(format!("cannot cache {digest}: {e}")),
+        None => Ok(()),
+        Some(download) => download.wait_done().await.map_err(|e| Error::Blob { digest, source: Box::new(e) }),
     }
 }

@@ -1,7 +1,10 @@
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// The error codes of the OCI Distribution Specification, plus the few the
-/// registry needs beyond it (`TOOMANYREQUESTS` is the Docker-compatible one).
+/// registry needs beyond it (`TOOMANYREQUESTS` is the Docker-compatible one,
+/// `AGENT_UNKNOWN` is the P2P API's own).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// Blob unknown to registry.
@@ -38,6 +41,38 @@ pub enum ErrorCode {
     PaginationNumberInvalid,
     /// The server failed; the request may be retried (`UNKNOWN`, as Distribution names it).
     InternalError,
+    /// The P2P scheduler does not know the agent (it never registered, left,
+    /// was silent too long, or the registry restarted): register again.
+    AgentUnknown,
+}
+
+impl ErrorCode {
+    /// Every code, for parsing.
+    const ALL: [ErrorCode; 18] = [
+        ErrorCode::BlobUnknown,
+        ErrorCode::BlobUploadInvalid,
+        ErrorCode::BlobUploadUnknown,
+        ErrorCode::DigestInvalid,
+        ErrorCode::ManifestBlobUnknown,
+        ErrorCode::ManifestInvalid,
+        ErrorCode::ManifestUnknown,
+        ErrorCode::NameInvalid,
+        ErrorCode::NameUnknown,
+        ErrorCode::SizeInvalid,
+        ErrorCode::Unauthorized,
+        ErrorCode::Denied,
+        ErrorCode::Unsupported,
+        ErrorCode::TooManyRequests,
+        ErrorCode::TagInvalid,
+        ErrorCode::PaginationNumberInvalid,
+        ErrorCode::InternalError,
+        ErrorCode::AgentUnknown,
+    ];
+
+    /// The code a code string names, if it is one of ours.
+    pub fn parse(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
 }
 
 impl ErrorCode {
@@ -61,6 +96,7 @@ impl ErrorCode {
             ErrorCode::TagInvalid => "TAG_INVALID",
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::InternalError => "UNKNOWN",
+            ErrorCode::AgentUnknown => "AGENT_UNKNOWN",
         }
     }
 
@@ -70,7 +106,8 @@ impl ErrorCode {
             ErrorCode::BlobUnknown
             | ErrorCode::BlobUploadUnknown
             | ErrorCode::ManifestUnknown
-            | ErrorCode::NameUnknown => 404,
+            | ErrorCode::NameUnknown
+            | ErrorCode::AgentUnknown => 404,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,
@@ -107,6 +144,7 @@ impl ErrorCode {
             ErrorCode::TagInvalid => "manifest tag is invalid",
             ErrorCode::PaginationNumberInvalid => "invalid number of results requested",
             ErrorCode::InternalError => "internal server error",
+            ErrorCode::AgentUnknown => "agent unknown to the scheduler: register again",
         }
     }
 }
@@ -114,5 +152,49 @@ impl ErrorCode {
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// An error body as the registry sends it, `{"errors":[{"code","message"}]}`,
+/// as its clients read it (the `detail` is left out).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The errors, most relevant first.
+    #[serde(default)]
+    pub errors: Vec<ErrorEntry>,
+}
+
+/// One error of an [`ErrorBody`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEntry {
+    /// The code string, which may be one this version does not know.
+    pub code: String,
+    /// A sentence for a person.
+    #[serde(default)]
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// The first error's code, if it is one this version knows.
+    pub fn code(&self) -> Option<ErrorCode> {
+        self.errors.first().and_then(|e| ErrorCode::parse(&e.code))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_parses_back_from_its_string() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::parse("NOT_A_CODE"), None);
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"errors":[{"code":"AGENT_UNKNOWN","message":"register again","detail":null}]}"#)
+                .expect("an error body");
+        assert_eq!(body.code(), Some(ErrorCode::AgentUnknown));
+        assert_eq!(ErrorCode::AgentUnknown.http_status(), 404);
     }
 }

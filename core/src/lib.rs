@@ -12,6 +12,6 @@ pub mod range;
 mod reference;
 
 pub use digest::{BlobHasher, Digest, DigestError, PieceDigests, PIECE_SIZE};
-pub use error_code::ErrorCode;
+pub use error_code::{ErrorBody, ErrorCode, ErrorEntry};
 pub use name::{NameError, RepositoryName};
 pub use reference::{Reference, ReferenceError, Tag};

@@ -115,7 +115,7 @@ pub async fn serve(
     let db = state.db.clone();
     let janitor = tokio::spawn(services::uploads::run_janitor(state.clone()));
     let key_refresh = tokio::spawn(auth::keys::refresh_periodically(state.auth.clone(), db.clone()));
-    let forget_agents = tokio::spawn(p2p::scheduler::expire_periodically(state.scheduler.clone()));
+    let forget_agents = tokio::spawn(p2p::expire_periodically(state.scheduler.clone()));
     let sample_traffic = tokio::spawn(p2p::stats::sample_periodically(
         state.p2p_stats.clone(),
         std::time::Duration::from_secs(state.config.traffic_sample_secs),

@@ -16,6 +16,7 @@ on_both_backends!(
     the_seed_serves_pieces_only_with_a_ticket_for_that_blob,
     another_tenant_neither_sees_nor_registers_clusters_here,
     an_agent_that_leaves_is_forgotten_at_once,
+    an_agent_the_scheduler_does_not_know_is_told_so_with_the_p2p_code,
 );
 
 const MIB: usize = 1024 * 1024;
@@ -402,4 +403,28 @@ async fn an_agent_that_leaves_is_forgotten_at_once(backend: Backend) {
     let (status, clusters) = f.reg.admin(reqwest::Method::GET, "/api/v1/tenants/default/clusters", Value::Null).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(clusters[0]["agents"], json!([]), "{clusters}");
+}
+
+async fn an_agent_the_scheduler_does_not_know_is_told_so_with_the_p2p_code(backend: Backend) {
+    let f = fixture(backend).await;
+    f.set_p2p(true).await;
+    let token = f.client_token("puller", Some("viewer")).await;
+    let as_cluster = |r: reqwest::RequestBuilder| r.header("authorization", format!("Cluster {}", f.cluster_token));
+    let unknown = (StatusCode::NOT_FOUND, "AGENT_UNKNOWN".to_owned());
+    let a = f.register("node-a", "").await;
+    assert_eq!(f.join_raw(&a, "accel/app", f.digest, Some(&token)).await.status(), StatusCode::OK);
+    let r = as_cluster(f.http.delete(format!("{}/p2p/v1/agents/{a}", f.reg.url))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for agent in ["nobody", a.as_str()] {
+        assert_eq!(error_code(f.join_raw(agent, "accel/app", f.digest, Some(&token)).await).await, unknown, "{agent}");
+        let heartbeat = f.http.post(format!("{}/p2p/v1/agents/{agent}/heartbeat", f.reg.url));
+        assert_eq!(error_code(as_cluster(heartbeat).send().await.unwrap()).await, unknown, "{agent}");
+        let report = f
+            .http
+            .post(format!("{}/p2p/v1/swarms/report", f.reg.url))
+            .json(&json!({"agent_id": agent, "digest": f.digest, "have": [0]}));
+        assert_eq!(error_code(as_cluster(report).send().await.unwrap()).await, unknown, "{agent}");
+        let leave = f.http.delete(format!("{}/p2p/v1/agents/{agent}", f.reg.url));
+        assert_eq!(error_code(as_cluster(leave).send().await.unwrap()).await, unknown, "{agent}");
+    }
 }

@@ -20,40 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use damselfly_core::p2p::BlobLayout;
 use damselfly_core::Digest;
-use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
 
 use crate::metrics::Metrics;
-
-/// What the scheduler said about a blob's layout.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BlobLayout {
-    /// Blob size.
-    pub size: u64,
-    /// Piece size.
-    pub piece_size: u64,
-    /// Hex SHA-256 of each piece.
-    pub piece_digests: Vec<String>,
-}
-
-impl BlobLayout {
-    /// Number of pieces.
-    pub fn pieces(&self) -> u32 {
-        self.piece_digests.len() as u32
-    }
-
-    /// Offset and length of piece `i`.
-    pub fn span(&self, i: u32) -> (u64, u64) {
-        let start = u64::from(i) * self.piece_size;
-        (start, self.piece_size.min(self.size.saturating_sub(start)))
-    }
-
-    /// True if `bytes` are piece `i`.
-    pub fn verify(&self, i: u32, bytes: &[u8]) -> bool {
-        self.piece_digests.get(i as usize).is_some_and(|d| *d == hex::encode(sha2::Sha256::digest(bytes)))
-    }
-}
 
 /// The cache directory.
 pub struct Cache {
@@ -144,7 +114,7 @@ impl Cache {
     /// True if the blob is complete on disk.
     pub fn is_complete(&self, d: &Digest) -> bool {
         let Some(layout) = self.layout(d) else { return false };
-        std::fs::metadata(self.complete_path(d)).is_ok_and(|m| m.len() == layout.size)
+        std::fs::metadata(self.complete_path(d)).is_ok_and(|m| m.len() == layout.size())
     }
 
     /// Marks a completed blob as read now (for LRU) and in use until the guard drops.

@@ -5,10 +5,15 @@
 //! other peers while it downloads, and ends with the process.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::GetArgs;
-use crate::config::Config;
+use super::args::GetArgs;
+use crate::config::{hostname, Config};
+use crate::daemon::{assemble, bind, local_port};
+use crate::error::{Error, Result};
+use crate::piece::Engine;
+use crate::supernode::Supernode;
 
 /// How long registering may take before `get` gives up.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -20,13 +25,13 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct OneShot {
     /// `http://127.0.0.1:<port>` of its mirror.
     pub mirror_url: String,
-    registry: std::sync::Arc<crate::registry::RegistryClient>,
-    engine: std::sync::Arc<crate::piece::Engine>,
+    supernode: Arc<Supernode>,
+    engine: Arc<Engine>,
 }
 
 impl OneShot {
     /// Starts the peer and waits until the registry has registered it.
-    pub async fn start(registry: &str, cluster_token: &str, args: &GetArgs) -> Result<OneShot, String> {
+    pub async fn start(registry: &str, cluster_token: &str, args: &GetArgs) -> Result<OneShot> {
         let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let config = Config {
             registry: registry.to_owned(),
@@ -37,38 +42,31 @@ impl OneShot {
             metrics_listen: loopback,
             advertise_ip: args.advertise_ip.unwrap_or([127, 0, 0, 1].into()),
             // One name per run: two gets on one host are two peers.
-            node_name: format!("{}-get-{}", crate::config::hostname(), std::process::id()),
+            node_name: format!("{}-get-{}", hostname(), std::process::id()),
             zone: args.zone.clone().unwrap_or_default(),
             cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
-            upload_slots: 2,
-            feed_slots: crate::config::DEFAULT_FEED_SLOTS,
-            fetch_slots: crate::piece::NODE_FETCH_SLOTS as u32,
-            upload_rate: 0,
             download_rate: args.download_rate,
-            cache_max_bytes: 0,
-            cache_watermarks: (85, 75),
-            corrupt_pieces: false,
+            ..Config::default()
         };
-        let node = crate::assemble(&config)?;
-        let mirror = crate::bind(config.listen, "one-shot mirror").await?;
-        let peer = crate::bind(config.peer_listen, "one-shot piece server").await?;
-        let mirror_url = format!("http://{}", mirror.local_addr().map_err(|e| e.to_string())?);
-        let peer_port = peer.local_addr().map_err(|e| e.to_string())?.port();
+        let node = assemble(&config)?;
+        let mirror = bind(config.listen, "one-shot mirror").await?;
+        let peer = bind(config.peer_listen, "one-shot piece server").await?;
+        let mirror_url = format!("http://127.0.0.1:{}", local_port(&mirror, config.listen, "one-shot mirror")?);
+        let peer_port = local_port(&peer, config.peer_listen, "one-shot piece server")?;
         tokio::spawn(async move { axum::serve(mirror, node.mirror).await });
         tokio::spawn(async move { crate::peer::serve(peer, node.peer).await });
-        tokio::spawn(node.registry.clone().start(peer_port));
+        tokio::spawn(node.supernode.clone().start(peer_port));
         let deadline = Instant::now() + REGISTER_TIMEOUT;
-        while !node.registry.ready() {
+        while !node.supernode.ready() {
             if Instant::now() > deadline {
-                return Err(format!(
-                    "cannot join the swarm as a one-shot peer: the registry at {registry} did not register this \
-                     node within {}s; check the cluster token (--cluster-token, DAMSELFLY_AGENT_CLUSTER_TOKEN)",
-                    REGISTER_TIMEOUT.as_secs()
-                ));
+                return Err(Error::OneShotNotRegistered {
+                    registry: registry.to_owned(),
+                    secs: REGISTER_TIMEOUT.as_secs(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(OneShot { mirror_url, registry: node.registry, engine: node.engine })
+        Ok(OneShot { mirror_url, supernode: node.supernode, engine: node.engine })
     }
 
     /// Lets the downloads end (the blob verified and kept in the cache, so a
@@ -78,7 +76,7 @@ impl OneShot {
         if tokio::time::timeout(SETTLE_TIMEOUT, self.engine.settle()).await.is_err() {
             tracing::warn!("the cache still verifies a blob; a later get may fetch it again");
         }
-        self.registry.unregister().await;
+        self.supernode.unregister().await;
     }
 }
 

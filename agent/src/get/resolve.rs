@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use damselfly_core::{Digest, Reference, RepositoryName};
 use serde::Deserialize;
 
-use super::GetArgs;
-use crate::registry::Challenge;
+use super::args::GetArgs;
+use crate::error::{Error, ReferenceProblem, Refusal, Result};
+use crate::supernode::Challenge;
 
 /// The annotation that names a file inside an artifact (`oras push` sets it).
 const TITLE: &str = "org.opencontainers.image.title";
@@ -31,7 +32,7 @@ pub struct Target {
 impl Target {
     /// Parses `[<host>/]<namespace>/<repo>[:<tag>|@<digest>]`; `registry` (the
     /// --registry flag) wins over a host in the reference.
-    pub fn parse(text: &str, registry: Option<&str>) -> Result<Target, String> {
+    pub fn parse(text: &str, registry: Option<&str>) -> Result<Target> {
         let (mut path, host) = match text.split_once('/') {
             // A first segment with a dot or a port, or `localhost`, is a host, as in Docker references.
             Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (rest, Some(first)),
@@ -43,24 +44,19 @@ impl Target {
                 let local = host.starts_with("localhost") || host.starts_with("127.") || host.starts_with("[::1]");
                 format!("{}://{host}", if local { "http" } else { "https" })
             }
-            (None, None) => {
-                return Err(format!(
-                    "{text:?} names no registry: pass --registry http(s)://<registry> or set \
-                     DAMSELFLY_AGENT_REGISTRY, or write the reference as <registry-host>/{text}"
-                ))
-            }
+            (None, None) => return Err(Error::NoRegistry(text.to_owned())),
         };
+        let bad = |problem: ReferenceProblem| Error::Reference { reference: text.to_owned(), source: problem };
         let mut reference = None;
         if let Some((name, digest)) = path.split_once('@') {
-            let digest: Digest =
-                digest.parse().map_err(|e| format!("{text:?}: the manifest digest is invalid: {e}"))?;
+            let digest: Digest = digest.parse().map_err(|e| bad(ReferenceProblem::Digest(e)))?;
             reference = Some(Reference::Digest(digest));
             path = name;
         } else if let Some((name, tag)) = path.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')) {
-            reference = Some(Reference::Tag(tag.parse().map_err(|e| format!("{text:?}: {e}"))?));
+            reference = Some(Reference::Tag(tag.parse().map_err(|e| bad(ReferenceProblem::Tag(e)))?));
             path = name;
         }
-        let repository = path.parse().map_err(|e| format!("{text:?}: {e}"))?;
+        let repository = path.parse().map_err(|e| bad(ReferenceProblem::Name(e)))?;
         Ok(Target { registry, repository, reference })
     }
 
@@ -101,37 +97,9 @@ struct Manifest {
     manifests: Vec<Descriptor>,
 }
 
-/// One error of an OCI error body.
-#[derive(Deserialize, Default)]
-struct OciError {
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
-#[derive(Deserialize, Default)]
-struct OciErrors {
-    #[serde(default)]
-    errors: Vec<OciError>,
-}
-
-/// The first `code: message` of an OCI error body, or the status.
-pub async fn registry_error(r: reqwest::Response) -> (u16, String, String) {
-    let status = r.status().as_u16();
-    let body: OciErrors = r.json().await.unwrap_or_default();
-    match body.errors.into_iter().next() {
-        Some(e) => (status, e.code, e.message),
-        None => (status, format!("HTTP {status}"), String::new()),
-    }
-}
-
-/// What `get` says when the registry refuses to let the caller pull.
-pub fn no_permission(repository: &RepositoryName, status: u16, code: &str, message: &str) -> String {
-    format!(
-        "no permission to pull {} ({code}, HTTP {status}: {message}); sign in with --username/--password of an \
-         account that may pull it",
-        repository.as_str()
-    )
+/// Whether the registry's answer means the caller may not pull.
+pub fn refused_pull(refusal: &Refusal) -> bool {
+    refusal.code == "UNAUTHORIZED" || refusal.code == "DENIED"
 }
 
 /// The registry's challenge, and a pull token for the repository from its
@@ -140,10 +108,12 @@ pub async fn pull_token(
     http: &reqwest::Client,
     target: &Target,
     args: &GetArgs,
-) -> Result<(Option<Challenge>, Option<String>), String> {
+) -> Result<(Option<Challenge>, Option<String>)> {
     let url = format!("{}/v2/", target.registry);
-    let r = http.get(&url).send().await.map_err(|e| {
-        format!("cannot reach the registry at {}: {e}; is the URL right and the registry running?", target.registry)
+    let r = http.get(&url).send().await.map_err(|source| Error::CannotReach {
+        what: "the registry",
+        url: target.registry.clone(),
+        source,
     })?;
     let challenge =
         r.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(Challenge::parse);
@@ -156,47 +126,34 @@ pub async fn pull_token(
         http.get(&c.realm).query(&[("service", c.service.as_str()), ("scope", &format!("repository:{name}:pull"))]);
     match (&args.username, &args.password) {
         (Some(user), Some(password)) => req = req.basic_auth(user, Some(password)),
-        (Some(_), None) => {
-            return Err("--username needs --password (or DAMSELFLY_AGENT_PASSWORD)".into());
-        }
-        (None, Some(_)) => return Err("--password needs --username (or DAMSELFLY_AGENT_USERNAME)".into()),
+        (Some(_), None) => return Err(Error::HalfCredentials { given: "username", missing: "password" }),
+        (None, Some(_)) => return Err(Error::HalfCredentials { given: "password", missing: "username" }),
         (None, None) => {}
     }
-    let r = req.send().await.map_err(|e| format!("cannot reach the registry's token endpoint {}: {e}", c.realm))?;
+    let r = req.send().await.map_err(|source| Error::CannotReach {
+        what: "the registry's token endpoint",
+        url: c.realm.clone(),
+        source,
+    })?;
     if !r.status().is_success() {
-        let (status, code, message) = registry_error(r).await;
-        return Err(format!(
-            "the registry refused the credentials ({code}, HTTP {status}: {message}): check --username and \
-             --password (DAMSELFLY_AGENT_USERNAME/PASSWORD)"
-        ));
+        return Err(Error::CredentialsRefused(Refusal::read(r).await));
     }
     #[derive(Deserialize)]
     struct TokenBody {
         token: String,
     }
-    let body: TokenBody = r.json().await.map_err(|e| format!("the registry's token answer is not valid: {e}"))?;
+    let body: TokenBody = r.json().await.map_err(Error::BadToken)?;
     Ok((challenge, Some(body.token)))
 }
 
 /// What the reference designates: the --digest blob, or the manifest's one
 /// file (the one named by --file in a multi-file artifact).
-pub async fn blob(
-    http: &reqwest::Client,
-    target: &Target,
-    token: Option<&str>,
-    args: &GetArgs,
-) -> Result<Blob, String> {
+pub async fn blob(http: &reqwest::Client, target: &Target, token: Option<&str>, args: &GetArgs) -> Result<Blob> {
     let shown = target.display();
     let reference = match (&target.reference, args.digest) {
         (None, Some(digest)) => return Ok(Blob { digest, size: None, title: None }),
-        (Some(_), Some(_)) => {
-            return Err(format!(
-                "{shown}: give either a tag or manifest digest in the reference, or --digest, not both"
-            ))
-        }
-        (None, None) => {
-            return Err(format!("{shown} names no tag: write {shown}:<tag>, {shown}@sha256:<hex>, or pass --digest"))
-        }
+        (Some(_), Some(_)) => return Err(Error::DigestAndTag(shown)),
+        (None, None) => return Err(Error::NoTag(shown)),
         (Some(r), None) => r,
     };
     let url = format!("{}/v2/{}/manifests/{reference}", target.registry, target.repository.as_str());
@@ -204,54 +161,45 @@ pub async fn blob(
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let r = req.send().await.map_err(|e| format!("cannot reach the registry at {}: {e}", target.registry))?;
+    let r = req.send().await.map_err(|source| Error::CannotReach {
+        what: "the registry",
+        url: target.registry.clone(),
+        source,
+    })?;
     if !r.status().is_success() {
-        let (status, code, message) = registry_error(r).await;
-        return Err(match code.as_str() {
-            "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" => {
-                format!("{shown} does not exist ({code}: {message}); check the repository and tag")
-            }
-            "UNAUTHORIZED" | "DENIED" => no_permission(&target.repository, status, &code, &message),
-            _ => format!("the registry answered {shown} with {code} (HTTP {status}): {message}"),
+        let refusal = Refusal::read(r).await;
+        return Err(match refusal.code.as_str() {
+            "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" => Error::ManifestUnknown { shown, refusal },
+            _ if refused_pull(&refusal) => Error::NoPermission { repository: target.repository.clone(), refusal },
+            _ => Error::ManifestRefused { shown, refusal },
         });
     }
-    let bytes = r.bytes().await.map_err(|e| format!("reading the manifest of {shown}: {e}"))?;
+    let bytes = r.bytes().await.map_err(|source| Error::ManifestRead { shown: shown.clone(), source })?;
     if let Reference::Digest(d) = reference {
         if Digest::of(&bytes) != *d {
-            return Err(format!("the manifest the registry sent for {shown} does not match its digest"));
+            return Err(Error::ManifestDigest(shown));
         }
     }
     let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| format!("the manifest of {shown} is not valid: {e}"))?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::ManifestInvalid { shown: shown.clone(), source })?;
     choose(manifest, args.file.as_deref(), &shown)
 }
 
-fn choose(manifest: Manifest, file: Option<&str>, shown: &str) -> Result<Blob, String> {
+fn choose(manifest: Manifest, file: Option<&str>, shown: &str) -> Result<Blob> {
     if manifest.layers.is_empty() && !manifest.manifests.is_empty() {
-        let digests: Vec<String> = manifest.manifests.iter().map(|m| m.digest.to_string()).collect();
-        return Err(format!(
-            "{shown} is an index of several manifests; get one of them by digest: {}",
-            digests.join(", ")
-        ));
+        let manifests = manifest.manifests.iter().map(|m| m.digest.to_string()).collect();
+        return Err(Error::Index { shown: shown.to_owned(), manifests });
     }
     let title = |d: &Descriptor| d.annotations.get(TITLE).cloned();
     let names: Vec<String> = manifest.layers.iter().map(|d| title(d).unwrap_or_else(|| d.digest.to_string())).collect();
     let layer = match file {
-        Some(name) => manifest
-            .layers
-            .iter()
-            .find(|d| title(d).as_deref() == Some(name))
-            .ok_or_else(|| format!("{shown} has no file named {name:?}; its files are: {}", names.join(", ")))?,
+        Some(name) => manifest.layers.iter().find(|d| title(d).as_deref() == Some(name)).ok_or_else(|| {
+            Error::NoSuchFile { shown: shown.to_owned(), name: name.to_owned(), files: names.clone() }
+        })?,
         None => match manifest.layers.as_slice() {
             [one] => one,
-            [] => return Err(format!("{shown} holds no files")),
-            _ => {
-                return Err(format!(
-                    "{shown} holds {} files ({}): choose one with --file <name>",
-                    names.len(),
-                    names.join(", ")
-                ))
-            }
+            [] => return Err(Error::NoFiles(shown.to_owned())),
+            _ => return Err(Error::SeveralFiles { shown: shown.to_owned(), files: names }),
         },
     };
     Ok(Blob { digest: layer.digest, size: Some(layer.size), title: title(layer) })
@@ -275,7 +223,7 @@ mod tests {
         let t = Target::parse(&format!("ml/models@{d}"), Some("http://r:1/")).expect("parse");
         assert_eq!((t.registry.as_str(), t.reference), ("http://r:1", Some(Reference::Digest(d))));
 
-        assert!(Target::parse("ml/models:v1", None).expect_err("no registry").contains("--registry"));
+        assert!(Target::parse("ml/models:v1", None).expect_err("no registry").to_string().contains("--registry"));
         assert!(Target::parse("ML/x:v1", Some("http://r")).is_err());
     }
 
@@ -294,9 +242,9 @@ mod tests {
         let b = choose(json(&["a.bin", "b.bin"]), Some("b.bin"), "x").expect("b");
         assert_eq!((b.digest, b.size, b.title.as_deref()), (Digest::of(b"b.bin"), Some(5), Some("b.bin")));
         let e = choose(json(&["a.bin", "b.bin"]), Some("c.bin"), "x").expect_err("no c");
-        assert_eq!(e, "x has no file named \"c.bin\"; its files are: a.bin, b.bin");
+        assert_eq!(e.to_string(), "x has no file named \"c.bin\"; its files are: a.bin, b.bin");
         let e = choose(json(&["a.bin", "b.bin"]), None, "x").expect_err("ambiguous");
-        assert_eq!(e, "x holds 2 files (a.bin, b.bin): choose one with --file <name>");
+        assert_eq!(e.to_string(), "x holds 2 files (a.bin, b.bin): choose one with --file <name>");
         assert_eq!(choose(json(&["a.bin"]), None, "x").expect("one").title.as_deref(), Some("a.bin"));
     }
 }

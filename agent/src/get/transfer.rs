@@ -9,7 +9,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::resolve::{no_permission, registry_error, Blob};
+use super::resolve::{refused_pull, Blob};
+use crate::error::{Error, Mismatch, Refusal, Result};
 
 /// Where the bytes go.
 pub enum Output {
@@ -21,17 +22,17 @@ pub enum Output {
 
 impl Output {
     /// `-o` as given, or the file's title, or the digest's hex.
-    pub fn choose(flag: Option<&str>, blob: &Blob) -> Result<Output, String> {
+    pub fn choose(flag: Option<&str>, blob: &Blob) -> Output {
         match flag {
-            Some("-") => Ok(Output::Stdout),
-            Some(path) => Ok(Output::File(path.into())),
+            Some("-") => Output::Stdout,
+            Some(path) => Output::File(path.into()),
             None => {
                 // A title is a file name chosen by whoever pushed: never let it climb out of the current directory.
                 let title = blob
                     .title
                     .as_deref()
                     .filter(|t| !t.is_empty() && !t.contains('/') && !t.contains('\\') && *t != "." && *t != "..");
-                Ok(Output::File(title.map(str::to_owned).unwrap_or_else(|| blob.digest.hex()).into()))
+                Output::File(title.map(str::to_owned).unwrap_or_else(|| blob.digest.hex()).into())
             }
         }
     }
@@ -51,7 +52,7 @@ pub async fn fetch(
     blob: &Blob,
     token: Option<&str>,
     output: &Output,
-) -> Result<(), String> {
+) -> Result<()> {
     let digest = blob.digest;
     let mut hasher = sha2::Sha256::new();
     let mut offset = match output {
@@ -59,7 +60,11 @@ pub async fn fetch(
         Output::File(path) => {
             let part = part_path(path);
             match tokio::fs::File::open(&part).await {
-                Ok(mut f) => hash_prefix(&mut f, &mut hasher).await.map_err(|e| format!("{}: {e}", part.display()))?,
+                Ok(mut f) => hash_prefix(&mut f, &mut hasher).await.map_err(|source| Error::File {
+                    action: "read".into(),
+                    path: part.clone(),
+                    source,
+                })?,
                 Err(_) => 0,
             }
         }
@@ -79,13 +84,11 @@ pub async fn fetch(
     }
     let status = response.status();
     if !status.is_success() {
-        let (status, code, message) = registry_error(response).await;
-        return Err(match code.as_str() {
-            "BLOB_UNKNOWN" | "NAME_UNKNOWN" => {
-                format!("blob {digest} is not in {} ({code}); check the digest and the repository", repository.as_str())
-            }
-            "UNAUTHORIZED" | "DENIED" => no_permission(repository, status, &code, &message),
-            _ => format!("fetching blob {digest} answered {code} (HTTP {status}): {message}"),
+        let refusal = Refusal::read(response).await;
+        return Err(match refusal.code.as_str() {
+            "BLOB_UNKNOWN" | "NAME_UNKNOWN" => Error::BlobUnknown { digest, repository: repository.clone(), refusal },
+            _ if refused_pull(&refusal) => Error::NoPermission { repository: repository.clone(), refusal },
+            _ => Error::BlobRefused { digest, refusal },
         });
     }
     if offset > 0 && status != reqwest::StatusCode::PARTIAL_CONTENT {
@@ -104,7 +107,11 @@ pub async fn fetch(
             } else {
                 options.write(true).truncate(true);
             }
-            Box::new(options.open(&part).await.map_err(|e| format!("cannot write {}: {e}", part.display()))?)
+            Box::new(options.open(&part).await.map_err(|source| Error::File {
+                action: "write".into(),
+                path: part.clone(),
+                source,
+            })?)
         }
     };
     let size = blob.size.or_else(|| response.content_length().map(|l| l + offset));
@@ -117,65 +124,52 @@ pub async fn fetch(
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
             Ok(c) => c,
-            Err(e) => {
+            Err(source) => {
                 let _ = sink.flush().await;
                 bar.abandon();
-                return Err(format!(
-                    "the transfer of {digest} broke off after {received} bytes ({e}); run the same command again to \
-                     resume"
-                ));
+                return Err(Error::BrokeOff { digest, received, source });
             }
         };
         hasher.update(&chunk);
-        sink.write_all(&chunk).await.map_err(|e| format!("cannot write the output: {e}"))?;
+        sink.write_all(&chunk).await.map_err(Error::Output)?;
         received += chunk.len() as u64;
         bar.set_position(received);
     }
-    sink.flush().await.map_err(|e| format!("cannot write the output: {e}"))?;
+    sink.flush().await.map_err(Error::Output)?;
     drop(sink);
     bar.finish_and_clear();
     finish(output, hasher, digest, received, size).await
 }
 
 /// Checks the digest and size; moves the part into place, or drops it.
-async fn finish(
-    output: &Output,
-    hasher: sha2::Sha256,
-    digest: Digest,
-    received: u64,
-    size: Option<u64>,
-) -> Result<(), String> {
+async fn finish(output: &Output, hasher: sha2::Sha256, digest: Digest, received: u64, size: Option<u64>) -> Result<()> {
     let got = Digest::from_bytes(hasher.finalize().into());
     let wrong = if got != digest {
-        Some(format!("the {received} bytes received hash to {got}, not {digest}"))
+        Some(Mismatch::Digest { received, got, want: digest })
     } else {
-        size.filter(|s| *s != received).map(|s| format!("received {received} bytes, not the {s} announced"))
+        size.filter(|s| *s != received).map(|announced| Mismatch::Size { received, announced })
     };
     match output {
         Output::Stdout => match wrong {
-            Some(w) => Err(format!("{w}: the bytes written to standard output are not the file; discard them")),
+            Some(w) => Err(Error::WrongOnStdout(w)),
             None => Ok(()),
         },
         Output::File(path) => {
             let part = part_path(path);
             if let Some(w) = wrong {
                 let _ = tokio::fs::remove_file(&part).await;
-                return Err(format!("{w}; the partial file was removed, run the command again"));
+                return Err(Error::WrongFile(w));
             }
-            tokio::fs::rename(&part, path)
-                .await
-                .map_err(|e| format!("cannot move {} to {}: {e}", part.display(), path.display()))?;
-            Ok(())
+            tokio::fs::rename(&part, path).await.map_err(|source| Error::File {
+                action: format!("move {} to", part.display()),
+                path: path.clone(),
+                source,
+            })
         }
     }
 }
 
-async fn send(
-    http: &reqwest::Client,
-    url: &str,
-    token: Option<&str>,
-    offset: u64,
-) -> Result<reqwest::Response, String> {
+async fn send(http: &reqwest::Client, url: &str, token: Option<&str>, offset: u64) -> Result<reqwest::Response> {
     let mut req = http.get(url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -183,7 +177,7 @@ async fn send(
     if offset > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
     }
-    req.send().await.map_err(|e| format!("cannot reach {url}: {e}"))
+    req.send().await.map_err(|source| Error::CannotReach { what: "the blob", url: url.to_owned(), source })
 }
 
 /// Feeds what an earlier run wrote into the hasher; returns its length.

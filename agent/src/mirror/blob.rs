@@ -16,13 +16,13 @@ use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::{bearer, oci_error, relay_response, unreachable_registry, MirrorState};
+use super::relay::{bearer, oci_error, relay_response, unreachable_registry, MirrorState};
+use crate::error::{Error, Report};
 use crate::piece::Download;
-use crate::registry::SchedulerError;
 
 /// Answers a blob GET or HEAD.
 pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, headers: &HeaderMap) -> Response<Body> {
-    let Some(challenge) = state.registry.challenge() else {
+    let Some(challenge) = state.supernode.challenge() else {
         return passthrough(state, head, name, digest, headers).await;
     };
     let Some(token) = bearer(headers) else {
@@ -34,7 +34,7 @@ pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, 
         );
     };
     // Checked here, before anything cached can leak: the cache is shared by every client of the node.
-    if !state.registry.client_may_pull(&token, name).await {
+    if !state.supernode.client_may_pull(&token, name).await {
         return oci_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
@@ -43,16 +43,16 @@ pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, 
         );
     }
     let have = state.engine.have(&digest);
-    let plan = match state.registry.join(name, digest, Some(&token), have, Default::default()).await {
+    let plan = match state.supernode.join(name, digest, Some(&token), have, Default::default()).await {
         Ok(plan) if plan.mode == JoinMode::P2p => plan,
         Ok(_) => return passthrough(state, head, name, digest, headers).await,
-        Err(e @ (SchedulerError::Unreachable(_) | SchedulerError::NotRegistered | SchedulerError::UnknownAgent)) => {
-            tracing::info!(error = %e, %digest, "scheduler unavailable; passing the blob through");
+        // The registry refused the client: let it answer the client itself.
+        Err(Error::Refused { status, .. }) => {
+            tracing::info!(status, %digest, repository = name, "the registry refused the join; passing the request through");
             return passthrough(state, head, name, digest, headers).await;
         }
-        // The registry refused the client (or forgot the agent): let it answer the client itself.
-        Err(SchedulerError::Refused(status)) => {
-            tracing::info!(status, %digest, repository = name, "the registry refused the join; passing the request through");
+        Err(e) => {
+            tracing::info!(error = %Report(&e), %digest, "scheduler unavailable; passing the blob through");
             return passthrough(state, head, name, digest, headers).await;
         }
     };
@@ -88,7 +88,7 @@ pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, 
     let download = match tokio::task::block_in_place(|| state.engine.start(name, digest, Some(token), plan)) {
         Ok(d) => d,
         Err(e) => {
-            tracing::warn!(error = %e, %digest, "cannot cache the blob; passing it through");
+            tracing::warn!(error = %Report(&e), %digest, "cannot cache the blob; passing it through");
             return passthrough(state, head, name, digest, headers).await;
         }
     };
@@ -132,11 +132,10 @@ fn follow(
         if pos >= end {
             return Ok(None);
         }
-        let piece_size = d.layout.piece_size.max(1);
-        let index = (pos / piece_size) as u32;
+        let index = d.layout.geometry().piece_at(pos);
         d.wait_piece(index).await.map_err(std::io::Error::other)?;
-        let piece_end = (u64::from(index) + 1) * piece_size;
-        let len = piece_end.min(end) - pos;
+        let (piece_start, piece_len) = d.layout.span(index);
+        let len = (piece_start + piece_len).min(end) - pos;
         let bytes = d.read(pos, len).await?;
         let next = pos + len;
         if let Some(h) = hasher.as_mut() {
@@ -162,7 +161,7 @@ async fn passthrough(
     digest: Digest,
     headers: &HeaderMap,
 ) -> Response<Body> {
-    let url = format!("{}/v2/{name}/blobs/{digest}", state.registry.base());
+    let url = format!("{}/v2/{name}/blobs/{digest}", state.supernode.base());
     let http = state.engine.http();
     let mut req = if head { http.head(url) } else { http.get(url) };
     for h in [header::AUTHORIZATION, header::ACCEPT, header::RANGE] {

@@ -6,11 +6,10 @@
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use damselfly_core::p2p::{FeedRequest, TICKET_AUTH_SCHEME};
+use damselfly_core::p2p::{stripe_of, FeedRequest, TICKET_AUTH_SCHEME};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::fetch::STALL_TIMEOUT;
-use super::Download;
+use super::{Download, STALL_TIMEOUT};
 use crate::rate::RateLimit;
 
 /// What a feed task tells the fetch loop.
@@ -102,7 +101,7 @@ async fn receive(
             match current {
                 None if buf.len() >= 4 => {
                     let i = buf.get_u32();
-                    if i >= pieces || i % stripes != stripe {
+                    if i >= pieces || stripe_of(i, stripes as usize) != stripe as usize {
                         return Err(broken(format!(
                             "sent piece {i}, which is not one of stripe {stripe} of {stripes}"
                         )));

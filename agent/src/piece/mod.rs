@@ -5,21 +5,30 @@
 
 mod feed;
 mod fetch;
+mod schedule;
 mod slots;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use damselfly_core::p2p::JoinResponse;
+use damselfly_core::p2p::{BlobLayout, JoinResponse};
 use damselfly_core::Digest;
 use sha2::Digest as _;
 use tokio::sync::watch;
 
-use crate::cache::{read_at, BlobLayout, Cache};
+use crate::cache::{read_at, Cache};
+use crate::config::Config;
+use crate::error::{Error, Report, Result};
 use crate::metrics::Metrics;
 use crate::rate::RateLimit;
-use crate::registry::RegistryClient;
+use crate::supernode::Supernode;
+
+/// A source that sends no byte of a piece for this long has stalled. A slow
+/// but moving transfer is left alone: cutting it would throw away what was
+/// sent and fetch it again.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
@@ -46,11 +55,6 @@ pub struct Download {
     changed: watch::Sender<u64>,
 }
 
-/// Why a reader cannot get a piece.
-#[derive(Debug, thiserror::Error)]
-#[error("the blob could not be fetched completely and correctly")]
-pub struct DownloadFailed;
-
 impl Download {
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
@@ -68,17 +72,13 @@ impl Download {
         self.book().have.clone()
     }
 
-    fn missing(&self) -> Vec<u32> {
-        self.book().have.iter().enumerate().filter(|(_, h)| !**h).map(|(i, _)| i as u32).collect()
-    }
-
     fn set_outcome(&self, outcome: Outcome) {
         self.book().outcome = outcome;
         self.changed.send_modify(|v| *v += 1);
     }
 
     /// Waits until piece `i` is written and verified.
-    pub async fn wait_piece(&self, i: u32) -> Result<(), DownloadFailed> {
+    pub async fn wait_piece(&self, i: u32) -> Result<()> {
         let mut rx = self.changed.subscribe();
         loop {
             {
@@ -87,26 +87,26 @@ impl Download {
                     return Ok(());
                 }
                 if book.outcome == Outcome::Failed {
-                    return Err(DownloadFailed);
+                    return Err(Error::DownloadFailed);
                 }
             }
             if rx.changed().await.is_err() {
-                return Err(DownloadFailed);
+                return Err(Error::DownloadFailed);
             }
         }
     }
 
     /// Waits until the download ends; `Ok` once the whole blob is verified and in the cache.
-    pub async fn wait_done(&self) -> Result<(), DownloadFailed> {
+    pub async fn wait_done(&self) -> Result<()> {
         let mut rx = self.changed.subscribe();
         loop {
             match self.book().outcome {
                 Outcome::Complete => return Ok(()),
-                Outcome::Failed => return Err(DownloadFailed),
+                Outcome::Failed => return Err(Error::DownloadFailed),
                 Outcome::Running => {}
             }
             if rx.changed().await.is_err() {
-                return Err(DownloadFailed);
+                return Err(Error::DownloadFailed);
             }
         }
     }
@@ -132,7 +132,7 @@ impl Download {
 /// Every download in progress.
 pub struct Engine {
     cache: Arc<Cache>,
-    registry: Arc<RegistryClient>,
+    supernode: Arc<Supernode>,
     metrics: Arc<Metrics>,
     http: reqwest::Client,
     downloads: Mutex<HashMap<Digest, Arc<Download>>>,
@@ -143,24 +143,18 @@ pub struct Engine {
     download_limit: Arc<RateLimit>,
 }
 
-/// Piece fetches one node runs at once by default (`--fetch-slots`),
-/// whatever the number of blobs it pulls (seed pieces aside). Two, like the default upload slots: a piece
-/// that arrives sooner is passed on sooner, and a swarm grows fastest when
-/// each transfer gets a large share of a link rather than a quarter of it.
-pub const NODE_FETCH_SLOTS: usize = 2;
-
 impl Engine {
     /// The engine over the cache.
     pub fn new(
         cache: Arc<Cache>,
-        registry: Arc<RegistryClient>,
+        supernode: Arc<Supernode>,
         metrics: Arc<Metrics>,
         http: reqwest::Client,
-        config: &crate::config::Config,
+        config: &Config,
     ) -> Arc<Engine> {
         Arc::new(Engine {
             cache,
-            registry,
+            supernode,
             metrics,
             http,
             downloads: Mutex::new(HashMap::new()),
@@ -213,13 +207,13 @@ impl Engine {
         digest: Digest,
         client_token: Option<String>,
         plan: JoinResponse,
-    ) -> std::io::Result<Option<Arc<Download>>> {
+    ) -> Result<Option<Arc<Download>>> {
         let mut downloads = self.downloads();
         if let Some(d) = downloads.get(&digest) {
             return Ok(Some(d.clone()));
         }
-        let layout =
-            BlobLayout { size: plan.size, piece_size: plan.piece_size, piece_digests: plan.piece_digests.clone() };
+        let layout = BlobLayout::from_join(&plan).map_err(|source| Error::Layout { digest, source })?;
+        let cache_error = |source| Error::Cache { digest, source };
         if self.cache.layout(&digest).as_ref() == Some(&layout) && self.cache.is_complete(&digest) {
             return Ok(None);
         }
@@ -227,19 +221,20 @@ impl Engine {
         let have = if resumable { self.cache.resume(&digest, &layout) } else { vec![false; layout.pieces() as usize] };
         if !resumable {
             self.cache.discard_partial(&digest);
-            self.cache.save_layout(&digest, &layout)?;
+            self.cache.save_layout(&digest, &layout).map_err(cache_error)?;
         }
         let file = std::fs::File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(self.cache.partial_path(&digest))?;
-        file.set_len(layout.size)?;
-        if let Err(e) = self.cache.reserve(&file, layout.size) {
+            .open(self.cache.partial_path(&digest))
+            .map_err(cache_error)?;
+        file.set_len(layout.size()).map_err(cache_error)?;
+        if let Err(e) = self.cache.reserve(&file, layout.size()) {
             drop(file);
             self.cache.discard_partial(&digest);
-            return Err(e);
+            return Err(cache_error(e));
         }
         let resumed = have.iter().filter(|h| **h).count();
         if resumed > 0 {
@@ -263,7 +258,7 @@ impl Engine {
             let outcome = match engine.fetch_all(&d, plan, &repository, client_token.as_deref()).await {
                 Ok(()) => engine.finish(&d).await,
                 Err(e) => {
-                    tracing::warn!(digest = %d.digest, error = e, "download failed");
+                    tracing::warn!(digest = %d.digest, error = %Report(&e), "download failed");
                     Outcome::Failed
                 }
             };
@@ -277,7 +272,7 @@ impl Engine {
     /// Checks the whole blob against its digest and moves it to the completed blobs.
     async fn finish(&self, d: &Arc<Download>) -> Outcome {
         let file = d.file.clone();
-        let size = d.layout.size;
+        let size = d.layout.size();
         let hash = tokio::task::spawn_blocking(move || {
             let mut hasher = sha2::Sha256::new();
             let mut offset = 0u64;

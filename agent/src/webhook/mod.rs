@@ -112,7 +112,7 @@ pub async fn run(args: WebhookArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {} for the webhook: {e}", args.listen))?;
     tracing::info!(listen = %args.listen, registry = %registry.url(), acceleration_host = setup.acceleration_host, "webhook serving");
     let listener = tls::TlsListener { tcp, acceptor: tokio_rustls::TlsAcceptor::from(tls) };
-    axum::serve(listener, app).with_graceful_shutdown(crate::shutdown_signal()).await.map_err(|e| e.to_string())
+    axum::serve(listener, app).with_graceful_shutdown(crate::daemon::shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 async fn mutate(State(webhook): State<Arc<Webhook>>, body: Bytes) -> Response {

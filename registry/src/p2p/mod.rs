@@ -12,3 +12,13 @@ pub mod ticket;
 pub use routes::router;
 pub use scheduler::{Scheduler, DEFAULT_STRIPES};
 pub use stats::Stats;
+
+/// Forgets silent agents every heartbeat period until the process stops.
+pub async fn expire_periodically(scheduler: std::sync::Arc<Scheduler>) {
+    let mut tick = tokio::time::interval(scheduler.heartbeat());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        scheduler.expire();
+    }
+}

@@ -1,6 +1,8 @@
 //! The P2P API agents call (`/p2p/v1/…`), authenticated by their cluster
 //! token, and the seed's piece endpoint, authenticated by a ticket.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -9,17 +11,18 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use damselfly_core::p2p::{
-    HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse, PreheatReport, RegisterRequest,
-    RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME, MAX_JOIN_WAIT_MS, TICKET_AUTH_SCHEME,
+    HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse, PieceGeometry, PreheatReport,
+    RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME, MAX_JOIN_WAIT_MS, TICKET_AUTH_SCHEME,
 };
 use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::Notify;
 use tokio_util::io::ReaderStream;
 
-use super::scheduler::Blob;
+use super::scheduler::{Blob, Plan, Scheduler};
 use super::stats::Traffic;
 use super::ticket;
 use crate::auth::password::token_sha256;
@@ -41,6 +44,31 @@ pub fn router() -> Router<AppState> {
         .route("/p2p/v1/swarms/report", post(report))
         .route("/p2p/v1/preheat/{job}/report", post(preheat_report))
         .route("/p2p/v1/seed/{digest}/pieces/{index}", get(seed_piece))
+        .layer(Extension(Arc::new(HeldJoins::default())))
+}
+
+/// Joins held open for agents with nothing to fetch, per cluster: a report
+/// that the scheduler says changes things wakes them to plan again. The
+/// scheduler decides; the waiting is done here.
+#[derive(Default)]
+struct HeldJoins {
+    changes: Mutex<HashMap<ClusterId, Arc<Notify>>>,
+}
+
+impl HeldJoins {
+    /// What wakes the cluster's held joins: take `notified()` of it before
+    /// planning, so that nothing between the two is missed.
+    fn changes(&self, cluster: ClusterId) -> Arc<Notify> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner()).entry(cluster).or_default().clone()
+    }
+
+    /// Wakes the cluster's held joins.
+    fn wake(&self, cluster: ClusterId) {
+        let notify = self.changes.lock().unwrap_or_else(|p| p.into_inner()).get(&cluster).cloned();
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
 }
 
 pub(super) fn scheme_value<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
@@ -138,8 +166,7 @@ async fn preheat_report(
 }
 
 fn unknown_agent() -> RegistryError {
-    RegistryError::oci(ErrorCode::Unsupported, "this agent is unknown or was forgotten: register again")
-        .with_status(StatusCode::NOT_FOUND)
+    RegistryError::oci(ErrorCode::AgentUnknown, "this agent is unknown or was forgotten: register again")
 }
 
 /// Admits the agent to the blob's swarm on behalf of its client: the
@@ -147,6 +174,7 @@ fn unknown_agent() -> RegistryError {
 /// belong to that repository. Nothing is revealed otherwise.
 async fn join(
     State(state): State<AppState>,
+    Extension(held): Extension<Arc<HeldJoins>>,
     ClusterCaller(cluster): ClusterCaller,
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<JoinResponse>> {
@@ -179,9 +207,9 @@ async fn join(
     state.scheduler.load(cluster.id, &agent.id, req.uploading, req.fetching);
     let shape = Blob { pieces: blob.pieces.digests().len(), piece_size: blob.pieces.piece_size() };
     let (mode, plan) = if p2p_on {
-        (JoinMode::P2p, plan_held(&state.scheduler, cluster.id, &agent.id, &req, shape).await)
+        (JoinMode::P2p, plan_held(&state.scheduler, &held, cluster.id, &agent.id, &req, shape).await)
     } else {
-        (JoinMode::Passthrough, super::scheduler::Plan::default())
+        (JoinMode::Passthrough, Plan::default())
     };
     // A brief join's agent holds the digests and a ticket: neither is made again.
     let (piece_digests, ticket, ticket_expires_in) = if req.brief && p2p_on {
@@ -212,15 +240,16 @@ async fn join(
 /// it: a seed piece then goes out the moment the seed can send one, not at
 /// the agent's next join.
 async fn plan_held(
-    scheduler: &super::scheduler::Scheduler,
+    scheduler: &Scheduler,
+    held: &HeldJoins,
     cluster: ClusterId,
     agent: &str,
     req: &JoinRequest,
     blob: Blob,
-) -> super::scheduler::Plan {
+) -> Plan {
     let wait = Duration::from_millis(u64::from(req.wait_ms.unwrap_or(0).min(MAX_JOIN_WAIT_MS)));
     let until = tokio::time::Instant::now() + wait;
-    let changes = scheduler.changes(cluster);
+    let changes = held.changes(cluster);
     loop {
         let changed = changes.notified();
         tokio::pin!(changed);
@@ -234,11 +263,14 @@ async fn plan_held(
 
 async fn report(
     State(state): State<AppState>,
+    Extension(held): Extension<Arc<HeldJoins>>,
     ClusterCaller(cluster): ClusterCaller,
     Json(req): Json<ReportRequest>,
 ) -> Result<StatusCode> {
     state.scheduler.agent(cluster.id, &req.agent_id).ok_or_else(unknown_agent)?;
-    state.scheduler.report(cluster.id, &req);
+    if state.scheduler.report(cluster.id, &req) {
+        held.wake(cluster.id);
+    }
     let from_peers = req.bytes_from.iter().map(|(_, n)| *n).sum();
     state.p2p_stats.received(cluster.id, req.digest, Traffic { peers: from_peers, seed: 0 });
     if !req.bad_parents.is_empty() {
@@ -263,15 +295,12 @@ async fn seed_piece(
     let claims = ticket::verify(&state.auth, ticket, &digest)
         .map_err(|e| RegistryError::oci(ErrorCode::Denied, format!("ticket refused: {e}")))?;
     let blob = state.db.blobs().find(&digest).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
-    let count = blob.pieces.digests().len() as u64;
-    let index = u64::from(index);
-    if index >= count {
+    let count = blob.pieces.digests().len();
+    if index as usize >= count {
         return Err(RegistryError::oci(ErrorCode::SizeInvalid, format!("the blob has {count} pieces"))
             .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
     }
-    let piece_size = blob.pieces.piece_size();
-    let start = index * piece_size;
-    let len = piece_size.min(blob.size - start);
+    let (start, len) = PieceGeometry { size: blob.size, piece_size: blob.pieces.piece_size() }.span(index);
     let mut file = state.blobs.open_blob(&digest).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
     file.seek(std::io::SeekFrom::Start(start)).await?;
     let metrics = state.metrics.clone();

@@ -5,9 +5,17 @@
 //! scheduler answers with the blob's piece digests, the parents to fetch
 //! from, the pieces only the seed can give it, and a ticket that peers and
 //! the seed accept for that blob.
+//!
+//! The contract both sides hold to lives here too: the ticket's claims,
+//! and how a blob is cut into pieces ([`BlobLayout`], [`PieceGeometry`]).
+
+mod pieces;
+mod ticket;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::pieces::{bitmap_from_hex, bitmap_hex, stripe_len, stripe_of, BlobLayout, LayoutError, PieceGeometry};
+pub use self::ticket::{TicketClaims, TICKET_AUDIENCE};
 use crate::Digest;
 
 /// Scheme of the `Authorization` header agents send to the scheduler: `Cluster <token>`.
@@ -199,21 +207,6 @@ pub struct FeedRequest {
     pub have: String,
 }
 
-/// A set of piece indexes as a bitmap in hex: bit `i % 8` (least significant
-/// first) of byte `i / 8`, two lowercase digits per byte.
-pub fn bitmap_hex(have: &[bool]) -> String {
-    let bytes: Vec<u8> =
-        have.chunks(8).map(|c| c.iter().enumerate().fold(0u8, |b, (k, h)| b | (u8::from(*h) << k))).collect();
-    hex::encode(bytes)
-}
-
-/// The pieces of a [`bitmap_hex`] bitmap, for a blob of `pieces` pieces;
-/// `None` if it is not hex. Bits past the last piece are ignored.
-pub fn bitmap_from_hex(bitmap: &str, pieces: usize) -> Option<Vec<bool>> {
-    let bytes = hex::decode(bitmap).ok()?;
-    Some((0..pieces).map(|i| bytes.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1)).collect())
-}
-
 /// `POST /p2p/v1/agents/{agent}/heartbeat`: what the agent says about itself.
 /// The body is optional (older agents send none) and so is every field.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,21 +276,4 @@ pub struct PreheatReport {
     /// Why not, when not.
     #[serde(default)]
     pub error: Option<String>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bitmap_in_hex_round_trips_and_rejects_what_is_not_hex() {
-        let have = [true, false, false, true, false, false, false, false, true, true];
-        let hex = bitmap_hex(&have);
-        assert_eq!(hex, "0903");
-        assert_eq!(bitmap_from_hex(&hex, have.len()).as_deref(), Some(&have[..]));
-        assert_eq!(bitmap_from_hex("", 3).as_deref(), Some(&[false; 3][..]), "missing bytes are pieces not held");
-        assert_eq!(bitmap_from_hex("ff", 3).as_deref(), Some(&[true; 3][..]), "bits past the last piece are ignored");
-        assert_eq!(bitmap_from_hex("zz", 3), None);
-        assert_eq!(bitmap_from_hex("f", 3), None);
-    }
 }

@@ -1,0 +1,810 @@
+//! The decisions of one download's fetch loop: which piece to fetch next
+//! and from whom, what a failure or a feed's news changes, when to join the
+//! scheduler again, when the download has stalled and when it gives up.
+//!
+//! They are a function of the state kept here and of the time, which every
+//! call is handed: nothing here reads a clock, sends a request or touches
+//! the cache. `fetch.rs` does what they call for, and the tests below drive
+//! them on a clock that moves only when told.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use damselfly_core::p2p::{stripe_of, Feed, JoinResponse, Parent, BRIEF_TICKET_LEFT_SECS};
+
+use crate::error::{Error, Result};
+
+/// A feed that brought no piece for this long, while a usable peer has
+/// held one of its stripe's missing pieces as long, hangs: its pieces are
+/// then fetched like any other. A feed that keeps bringing pieces is left
+/// alone however far behind it is, since a fetch from elsewhere would take
+/// the link it needs.
+const FEED_LAG: Duration = Duration::from_secs(6);
+/// How often to ask the scheduler again while a piece waits for a source
+/// and the node has a fetch slot free for it.
+const REJOIN_EVERY: Duration = Duration::from_millis(300);
+/// How often to ask again while every waiting piece has a source, or the
+/// node's fetch slots are all taken: only to hear of new parents. Each
+/// join's answer crosses the registry's uplink, the link the seed sends
+/// on: sixteen agents pulling four layers and asking every 300 ms sent
+/// 6,000 joins in a 37 s benchmark, and asking often only when it helps
+/// halves that.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// How long the registry may hold a join while this download has nothing
+/// to fetch; reports and stall checks wait meanwhile, with nothing in flight.
+const JOIN_WAIT_MS: u32 = 1000;
+/// A download with no new piece for this long gives up, unless the
+/// scheduler says that its blob waits its turn at the seed.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+/// Corrupt copies of one piece from the seed before giving up on the blob.
+const SEED_ATTEMPTS: u32 = 3;
+/// Seed fetches failing in a row before giving up on the blob. Between
+/// them the seed is left alone for a doubling pause (0.5, 1, 2, 4, 4… s):
+/// about 20 s in all, enough for a registry to restart.
+const SEED_FAILURES: u32 = 8;
+/// How long a parent that failed is not asked again.
+const FAILED_PARENT_PAUSE: Duration = Duration::from_secs(30);
+/// How long a parent whose upload slots were all busy is not asked again.
+/// Busy is not broken: it is neither reported nor avoided for long.
+const BUSY_PARENT_PAUSE: Duration = Duration::from_millis(500);
+/// How long a parent whose feed slots were all busy is not asked for a feed
+/// again; its stripe's pieces are pulled meanwhile.
+const BUSY_FEED_PAUSE: Duration = Duration::from_secs(2);
+/// Least time between two joins, when one is wanted at once (a seed piece
+/// arrived, so the seed can hand out the next).
+pub(super) const REJOIN_AT_LEAST: Duration = Duration::from_millis(50);
+/// With nothing in flight for this long after a parent failed, the missing
+/// pieces are asked of the seed directly: the seed serves any piece to a
+/// ticket holder, while the scheduler keeps counting a failed parent's
+/// pieces as held (a crashed peer until it misses three heartbeats) and so
+/// hands them to nobody.
+const STALL: Duration = Duration::from_secs(3);
+/// Idle this long without a successful join, the seed is asked even if no
+/// parent failed. While joins succeed the scheduler is trusted to move
+/// things along: a swarm waiting its turn at a busy seed is idle by design,
+/// and a seed piece reserved for an agent that went quiet is handed to
+/// another when its reservation lapses.
+const STALL_ANYWAY: Duration = Duration::from_secs(20);
+
+/// Where a piece comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The registry's seed.
+    Seed,
+    /// A peer.
+    Parent {
+        /// Its agent id.
+        id: String,
+        /// Its piece server.
+        url: String,
+    },
+}
+
+/// Why a piece did not arrive.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// Every upload slot of the source was taken: ask elsewhere, soon ask again.
+    Busy,
+    /// Refused, stalled, disconnected or sent the wrong length.
+    Broken(String),
+}
+
+/// What is owed to the scheduler at the next report.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Owed {
+    /// Pieces now held.
+    pub(super) have: Vec<u32>,
+    /// Parents that failed.
+    pub(super) failed: Vec<String>,
+    /// Parents that sent a corrupt piece.
+    pub(super) bad: Vec<String>,
+    /// Bytes received from each parent.
+    pub(super) bytes_from: HashMap<String, u64>,
+}
+
+/// A stripe's feed as far as the decisions go: who streams it.
+#[derive(Debug)]
+struct Stream {
+    parent: String,
+    /// The parent sent all it was asked for.
+    done: bool,
+    /// When it last brought a piece, or opened.
+    last_piece: Instant,
+}
+
+/// A change to the stripes' feeds for the fetch loop to make.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum FeedChange {
+    /// Stop the stripe's feed.
+    Close(usize),
+    /// Open the stripe's feed from this parent.
+    Open(usize, Feed),
+}
+
+/// The state of one download's fetching, as far as its decisions go.
+pub(super) struct Schedule {
+    /// The pieces held and verified.
+    have: Vec<bool>,
+    parents: Vec<Parent>,
+    /// Pieces the seed may be asked for.
+    seed: BTreeSet<u32>,
+    ticket: String,
+    /// When the ticket expires.
+    ticket_until: Instant,
+    /// Parents not to ask: until a moment (failed), or for good (sent a corrupt piece).
+    avoid: HashMap<String, Option<Instant>>,
+    /// Parents that were busy, not to ask until then.
+    busy: HashMap<String, Instant>,
+    /// Holders of each piece as of the last join: the rarest is fetched first.
+    availability: Vec<u32>,
+    inflight: HashMap<u32, Source>,
+    seed_attempts: HashMap<u32, u32>,
+    /// Seed fetches failed in a row, and until when the seed is not asked.
+    seed_failures: u32,
+    seed_paused_until: Option<Instant>,
+    owed: Owed,
+    last_join: Instant,
+    /// When a join last succeeded.
+    last_plan: Instant,
+    last_progress: Instant,
+    idle_since: Option<Instant>,
+    /// The stripe trees' parents as of the last join (see [`JoinResponse::feeds`]).
+    feeds: Vec<Option<Feed>>,
+    /// Each stripe's running feed.
+    streams: Vec<Option<Stream>>,
+    /// Parents whose feed slots were busy, not to ask for a feed until then.
+    busy_feeds: HashMap<String, Instant>,
+    /// When a join first said that a usable peer holds each missing piece.
+    seen: HashMap<u32, Instant>,
+    /// When a feed last brought a piece.
+    last_fed: Option<Instant>,
+}
+
+impl Schedule {
+    /// The schedule of a download starting `now` from the join's `plan`,
+    /// holding `have` already (a resumed download announces it).
+    pub(super) fn new(plan: JoinResponse, have: Vec<bool>, now: Instant) -> Schedule {
+        let held = have.iter().enumerate().filter(|(_, h)| **h).map(|(i, _)| i as u32).collect();
+        let mut schedule = Schedule {
+            have,
+            parents: plan.parents,
+            seed: plan.seed_pieces.into_iter().collect(),
+            ticket: plan.ticket,
+            ticket_until: now + Duration::from_secs(plan.ticket_expires_in),
+            avoid: HashMap::new(),
+            busy: HashMap::new(),
+            availability: plan.availability,
+            inflight: HashMap::new(),
+            seed_attempts: HashMap::new(),
+            seed_failures: 0,
+            seed_paused_until: None,
+            owed: Owed { have: held, ..Owed::default() },
+            last_join: now,
+            last_plan: now,
+            last_progress: now,
+            idle_since: None,
+            feeds: plan.feeds,
+            streams: Vec::new(),
+            busy_feeds: HashMap::new(),
+            seen: HashMap::new(),
+            last_fed: None,
+        };
+        schedule.saw_holders(now);
+        schedule
+    }
+
+    /// The pieces still missing, lowest first.
+    pub(super) fn missing(&self) -> Vec<u32> {
+        self.have.iter().enumerate().filter(|(_, h)| !**h).map(|(i, _)| i as u32).collect()
+    }
+
+    /// Whether piece `i` is held.
+    pub(super) fn has(&self, i: u32) -> bool {
+        self.have.get(i as usize) == Some(&true)
+    }
+
+    /// The pieces held, one flag each.
+    pub(super) fn have(&self) -> &[bool] {
+        &self.have
+    }
+
+    /// The ticket peers and the seed take.
+    pub(super) fn ticket(&self) -> &str {
+        &self.ticket
+    }
+
+    /// The missing piece to fetch next, with its source: the rarest in the
+    /// swarm first, then the lowest, so that readers in order get going soon.
+    pub(super) fn next_piece(&self, now: Instant) -> Option<(u32, Source)> {
+        let rarity = |i: u32| self.availability.get(i as usize).copied().unwrap_or(0);
+        let mut missing: Vec<u32> =
+            self.missing().into_iter().filter(|i| !self.inflight.contains_key(i) && !self.fed(*i, now)).collect();
+        missing.sort_by_key(|&i| (rarity(i), i));
+        missing.into_iter().find_map(|i| self.source_of(i, now).map(|s| (i, s)))
+    }
+
+    /// A piece reserved for this agent at the seed that no parent can give, not yet being fetched.
+    pub(super) fn next_seed_piece(&self, now: Instant) -> Option<u32> {
+        self.seed
+            .iter()
+            .copied()
+            .filter(|&i| !self.inflight.contains_key(&i) && !self.has(i))
+            .find(|&i| matches!(self.source_of(i, now), Some(Source::Seed)))
+    }
+
+    /// The least busy usable parent holding piece `i`, else the seed if it was handed the piece.
+    fn source_of(&self, i: u32, now: Instant) -> Option<Source> {
+        let busy =
+            |id: &str| self.inflight.values().filter(|s| matches!(s, Source::Parent { id: p, .. } if p == id)).count();
+        let parent = self
+            .parents
+            .iter()
+            .filter(|p| !self.avoid.contains_key(&p.agent_id) && p.pieces.contains(&i))
+            .filter(|p| self.busy.get(&p.agent_id).is_none_or(|until| *until <= now))
+            .min_by_key(|p| busy(&p.agent_id));
+        match parent {
+            Some(p) => Some(Source::Parent { id: p.agent_id.clone(), url: p.url.clone() }),
+            None if self.seed.contains(&i) && self.seed_paused_until.is_none_or(|t| t <= now) => Some(Source::Seed),
+            None => None,
+        }
+    }
+
+    /// Piece `i` is being fetched from `source`.
+    pub(super) fn started(&mut self, i: u32, source: Source) {
+        self.inflight.insert(i, source);
+    }
+
+    /// The fetch of piece `i` ended, however it ended.
+    pub(super) fn ended(&mut self, i: u32) {
+        self.inflight.remove(&i);
+    }
+
+    /// Piece `i`, `len` bytes from `source`, was verified and stored `now`.
+    pub(super) fn kept(&mut self, i: u32, source: &Source, len: u64, now: Instant) {
+        if let Some(slot) = self.have.get_mut(i as usize) {
+            *slot = true;
+        }
+        self.last_progress = now;
+        self.owed.have.push(i);
+        self.seed.remove(&i);
+        match source {
+            Source::Seed => self.seed_failures = 0,
+            Source::Parent { id, .. } => *self.owed.bytes_from.entry(id.clone()).or_default() += len,
+        }
+    }
+
+    /// Parent `id` sent a corrupt piece: it is never asked again, and
+    /// reported. Returns the stripes whose feeds it streamed, which close.
+    pub(super) fn lied(&mut self, id: &str) -> Vec<usize> {
+        let mut closed = Vec::new();
+        for (s, stream) in self.streams.iter_mut().enumerate() {
+            if stream.as_ref().is_some_and(|st| st.parent == id) {
+                *stream = None;
+                closed.push(s);
+            }
+        }
+        self.avoid.insert(id.to_owned(), None);
+        self.owed.bad.push(id.to_owned());
+        closed
+    }
+
+    /// The seed sent a corrupt copy of piece `i`.
+    pub(super) fn seed_corrupt(&mut self, i: u32) {
+        *self.seed_attempts.entry(i).or_default() += 1;
+    }
+
+    /// A fetch from `source` failed `now`.
+    pub(super) fn failed(&mut self, source: Source, failure: &Failure, now: Instant) {
+        match (source, failure) {
+            (Source::Parent { id, .. }, Failure::Busy) => {
+                self.busy.insert(id, now + BUSY_PARENT_PAUSE);
+            }
+            (Source::Parent { id, .. }, Failure::Broken(_)) => {
+                self.avoid.insert(id.clone(), Some(now + FAILED_PARENT_PAUSE));
+                self.owed.failed.push(id);
+            }
+            (Source::Seed, _) => self.seed_failed(now),
+        }
+    }
+
+    /// Leaves the seed alone for a while after a failure, longer each time.
+    fn seed_failed(&mut self, now: Instant) {
+        self.seed_failures += 1;
+        let pause = Duration::from_millis(250 << self.seed_failures.min(4));
+        self.seed_paused_until = Some(now + pause);
+    }
+
+    /// `Err` once the seed has failed the download for good.
+    pub(super) fn seed_verdict(&self) -> Result<()> {
+        if self.seed_attempts.values().any(|&a| a >= SEED_ATTEMPTS) {
+            return Err(Error::SeedCorrupt);
+        }
+        if self.seed_failures >= SEED_FAILURES {
+            return Err(Error::SeedFailing(SEED_FAILURES));
+        }
+        Ok(())
+    }
+
+    /// Whether piece `i` is left to its stripe's feed: the feed runs, and
+    /// it does not hang (see [`FEED_LAG`]).
+    pub(super) fn fed(&self, i: u32, now: Instant) -> bool {
+        let k = self.streams.len();
+        let Some(stream) = (k > 0).then(|| self.streams[stripe_of(i, k)].as_ref()).flatten() else { return false };
+        !stream.done
+            && (now.duration_since(stream.last_piece) < FEED_LAG
+                || self.seen.get(&i).is_none_or(|at| now.duration_since(*at) < FEED_LAG))
+    }
+
+    /// Whether this agent is the root of a stripe tree that it lacks pieces of.
+    fn rooted(&self, missing: &[u32]) -> bool {
+        let k = self.feeds.len();
+        k > 0 && missing.iter().any(|&i| self.feeds[stripe_of(i, k)].is_none())
+    }
+
+    /// Notes when a usable peer was first said to hold each missing piece.
+    fn saw_holders(&mut self, now: Instant) {
+        for (i, n) in self.availability.iter().enumerate() {
+            if *n > 0 {
+                self.seen.entry(i as u32).or_insert(now);
+            }
+        }
+    }
+
+    /// How many stripes the last join cut the blob into (0: no trees).
+    pub(super) fn stripes(&self) -> usize {
+        self.feeds.len()
+    }
+
+    /// Opens, moves or closes each stripe's feed to follow the last join:
+    /// from the parent it names, unless that parent is avoided or the agent
+    /// holds the whole stripe. Says what to open and close.
+    pub(super) fn feed_changes(&mut self, now: Instant) -> Vec<FeedChange> {
+        let mut changes = Vec::new();
+        let k = self.feeds.len();
+        let kept = k.min(self.streams.len());
+        for (s, gone) in self.streams.drain(kept..).enumerate() {
+            if gone.is_some() {
+                changes.push(FeedChange::Close(kept + s));
+            }
+        }
+        self.streams.resize_with(k, || None);
+        for s in 0..k {
+            let lacking = self.have.iter().enumerate().any(|(i, h)| !h && stripe_of(i as u32, k) == s);
+            // Both maps are pruned of lapsed entries before this runs.
+            let usable =
+                |p: &&Feed| !self.avoid.contains_key(&p.agent_id) && !self.busy_feeds.contains_key(&p.agent_id);
+            let want = self.feeds[s].as_ref().filter(|p| lacking && usable(p));
+            let running = self.streams[s].as_ref().map(|st| st.parent.as_str());
+            if want.map(|p| p.agent_id.as_str()) == running {
+                continue;
+            }
+            let want = want.cloned();
+            if self.streams[s].take().is_some() {
+                changes.push(FeedChange::Close(s));
+            }
+            let Some(parent) = want else { continue };
+            self.streams[s] = Some(Stream { parent: parent.agent_id.clone(), done: false, last_piece: now });
+            changes.push(FeedChange::Open(s, parent));
+        }
+        changes
+    }
+
+    /// Whether `parent` is the one streaming `stripe` now.
+    fn streams_now(&self, stripe: usize, parent: &str) -> bool {
+        self.streams.get(stripe).and_then(Option::as_ref).is_some_and(|s| s.parent == parent)
+    }
+
+    /// `parent`'s feed of `stripe` brought a verified piece `now`.
+    pub(super) fn feed_brought(&mut self, stripe: usize, parent: &str, now: Instant) {
+        self.last_fed = Some(now);
+        if self.streams_now(stripe, parent) {
+            if let Some(s) = self.streams[stripe].as_mut() {
+                s.last_piece = now;
+            }
+        }
+    }
+
+    /// `parent`'s feed of `stripe` sent all it was asked for.
+    pub(super) fn feed_ended(&mut self, stripe: usize, parent: &str) {
+        if self.streams_now(stripe, parent) {
+            if let Some(s) = self.streams[stripe].as_mut() {
+                s.done = true;
+            }
+        }
+    }
+
+    /// `parent`'s feed of `stripe` broke `now`; true if it was the stripe's
+    /// feed still, which is then dropped and its parent reported.
+    pub(super) fn feed_broke(&mut self, stripe: usize, parent: &str, now: Instant) -> bool {
+        if !self.streams_now(stripe, parent) {
+            return false;
+        }
+        self.streams[stripe] = None;
+        self.avoid.insert(parent.to_owned(), Some(now + FAILED_PARENT_PAUSE));
+        self.owed.failed.push(parent.to_owned());
+        true
+    }
+
+    /// `parent` does not have the blob yet: the stripe's feed is dropped
+    /// without holding it against the parent.
+    pub(super) fn feed_unknown(&mut self, stripe: usize, parent: &str) {
+        if self.streams_now(stripe, parent) {
+            self.streams[stripe] = None;
+        }
+    }
+
+    /// Every feed slot of `parent` was taken `now`; true if it was the
+    /// stripe's feed still, which is then pulled for a while instead.
+    pub(super) fn feed_busy(&mut self, stripe: usize, parent: &str, now: Instant) -> bool {
+        if !self.streams_now(stripe, parent) {
+            return false;
+        }
+        self.streams[stripe] = None;
+        self.busy_feeds.insert(parent.to_owned(), now + BUSY_FEED_PAUSE);
+        true
+    }
+
+    /// Nothing arrives: no fetch runs and no feed brought a piece for [`STALL`].
+    pub(super) fn idle(&self, fetching: bool, now: Instant) -> bool {
+        !fetching && self.last_fed.is_none_or(|t| now.duration_since(t) >= STALL)
+    }
+
+    /// Whether to join again at this tick: the least time since the last
+    /// join, and how long the registry may hold the answer. `slot_free`:
+    /// one of the node's fetch slots is free.
+    pub(super) fn wanted_join(&self, idle: bool, slot_free: bool, now: Instant) -> Option<(Duration, Option<u32>)> {
+        let missing = self.missing();
+        let waiting = missing.iter().any(|&i| !self.inflight.contains_key(&i) && !self.fed(i, now));
+        if waiting {
+            // With nothing to fetch at all, the registry holds the answer
+            // until there is: the seed's next piece goes out at once. A
+            // stripe's root asks often even while its fetch slots are taken:
+            // the seed's pieces do not wait for a slot.
+            let sourceless = self.next_piece(now).is_none() && self.next_seed_piece(now).is_none();
+            let starved = sourceless && (slot_free || self.rooted(&missing));
+            let every = if starved { REJOIN_EVERY } else { REFRESH_EVERY };
+            Some((every, (idle && sourceless).then_some(JOIN_WAIT_MS)))
+        } else if !missing.is_empty() {
+            // Only pieces the feeds bring are missing: the feeds' parents
+            // and the pieces' holders are still worth hearing of.
+            Some((REFRESH_EVERY, None))
+        } else {
+            None
+        }
+    }
+
+    /// Whether the last join was at least `at_least` ago.
+    pub(super) fn join_due(&self, at_least: Duration, now: Instant) -> bool {
+        now.duration_since(self.last_join) >= at_least
+    }
+
+    /// A join is sent `now`; says whether it may be brief: the ticket has
+    /// long enough to run that the answer may leave it and the digests out.
+    pub(super) fn joining(&mut self, now: Instant) -> bool {
+        self.last_join = now;
+        self.ticket_until.saturating_duration_since(now).as_secs() > BRIEF_TICKET_LEFT_SECS
+    }
+
+    /// A join answered `now` with `next`: fresh parents, seed pieces, piece
+    /// counts, stripe parents, and a ticket unless the answer was brief.
+    pub(super) fn planned(&mut self, next: JoinResponse, now: Instant) {
+        self.last_plan = now;
+        if next.queued {
+            // Waiting for the seed is not a stall (see `GIVE_UP_AFTER`).
+            self.last_progress = now;
+        }
+        self.parents = next.parents;
+        self.seed.extend(next.seed_pieces);
+        self.availability = next.availability;
+        self.feeds = next.feeds;
+        self.saw_holders(now);
+        if !next.ticket.is_empty() {
+            self.ticket = next.ticket;
+            self.ticket_until = now + Duration::from_secs(next.ticket_expires_in);
+        }
+        // A parent that failed gets another chance once its pause is over; a liar never does.
+        self.avoid.retain(|_, until| until.is_none_or(|t| t > now));
+        self.busy.retain(|_, until| *until > now);
+        self.busy_feeds.retain(|_, until| *until > now);
+    }
+
+    /// After a tick's join: notices a stall, in which case the seed is
+    /// asked for one more missing piece (returned, for the log), and gives
+    /// up after [`GIVE_UP_AFTER`] without a new piece.
+    pub(super) fn after_tick(&mut self, idle: bool, now: Instant) -> Result<Option<Vec<u32>>> {
+        let mut asked = None;
+        if !idle {
+            self.idle_since = None;
+        } else {
+            let idle_for = now.duration_since(*self.idle_since.get_or_insert(now));
+            let unplanned = now.duration_since(self.last_plan) >= STALL_ANYWAY;
+            if (idle_for >= STALL && !self.avoid.is_empty()) || (idle_for >= STALL_ANYWAY && unplanned) {
+                // One piece at a time: the seed's link is shared by the whole swarm.
+                let missing: Vec<u32> = self.missing().into_iter().filter(|i| !self.seed.contains(i)).take(1).collect();
+                self.seed.extend(missing.iter().copied());
+                self.idle_since = None;
+                asked = Some(missing);
+            }
+        }
+        if now.duration_since(self.last_progress) > GIVE_UP_AFTER {
+            return Err(Error::NoProgress(GIVE_UP_AFTER.as_secs()));
+        }
+        Ok(asked)
+    }
+
+    /// Whether anything is owed to the scheduler.
+    pub(super) fn owes(&self) -> bool {
+        let o = &self.owed;
+        !(o.have.is_empty() && o.failed.is_empty() && o.bad.is_empty())
+    }
+
+    /// What is owed to the scheduler, which the report takes.
+    pub(super) fn take_owed(&mut self) -> Owed {
+        std::mem::take(&mut self.owed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use damselfly_core::p2p::JoinMode;
+
+    use super::*;
+
+    /// A plan for a blob of `pieces` pieces.
+    fn plan(pieces: usize) -> JoinResponse {
+        JoinResponse {
+            mode: JoinMode::P2p,
+            size: pieces as u64 * 1024,
+            piece_size: 1024,
+            piece_digests: Vec::new(),
+            parents: Vec::new(),
+            seed_pieces: Vec::new(),
+            availability: vec![0; pieces],
+            seed_url: "http://registry/p2p/v1/seed/x/pieces".into(),
+            ticket: "ticket".into(),
+            ticket_expires_in: 300,
+            feeds: Vec::new(),
+            queued: false,
+        }
+    }
+
+    fn parent(id: &str, pieces: &[u32]) -> Parent {
+        Parent { agent_id: id.into(), url: format!("http://{id}:65002"), pieces: pieces.to_vec() }
+    }
+
+    fn from(id: &str) -> Source {
+        Source::Parent { id: id.into(), url: format!("http://{id}:65002") }
+    }
+
+    fn feed(id: &str) -> Feed {
+        Feed { agent_id: id.into(), url: format!("http://{id}:65002") }
+    }
+
+    /// The clock of a test: `at(ms)` is that many milliseconds after the start.
+    fn clock() -> impl Fn(u64) -> Instant {
+        let t0 = Instant::now();
+        move |ms| t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn the_rarest_piece_goes_first_then_the_lowest_from_the_least_busy_parent() {
+        let at = clock();
+        let mut p = plan(4);
+        p.parents = vec![parent("a", &[0, 1, 2, 3]), parent("b", &[1, 2])];
+        p.availability = vec![3, 1, 2, 1];
+        let mut s = Schedule::new(p, vec![false; 4], at(0));
+        let (first, source) = s.next_piece(at(0)).expect("a piece");
+        assert_eq!(first, 1, "held by one peer, and lower than 3");
+        s.started(first, source.clone());
+        let (second, other) = s.next_piece(at(0)).expect("a piece");
+        assert_eq!(second, 3);
+        assert_eq!(other, from("a"), "only a holds 3");
+        s.started(second, other);
+        let (third, source3) = s.next_piece(at(0)).expect("a piece");
+        assert_eq!(third, 2);
+        assert_ne!(source3, source, "two parents hold 2: the one not already sending goes");
+        s.started(third, source3);
+        assert_eq!(s.next_piece(at(0)).map(|(i, _)| i), Some(0), "the commonest comes last");
+        s.ended(3);
+        s.kept(3, &from("a"), 1024, at(10));
+        assert_eq!(s.missing(), [0, 1, 2]);
+        assert_eq!(s.take_owed(), Owed { have: vec![3], bytes_from: [("a".into(), 1024)].into(), ..Owed::default() });
+        assert!(!s.owes(), "a report takes what was owed");
+    }
+
+    #[test]
+    fn a_seed_piece_goes_at_once_unless_a_parent_holds_it_or_the_seed_is_resting() {
+        let at = clock();
+        let mut p = plan(3);
+        p.parents = vec![parent("a", &[0])];
+        p.seed_pieces = vec![0, 2];
+        let mut s = Schedule::new(p, vec![false; 3], at(0));
+        assert_eq!(s.next_seed_piece(at(0)), Some(2), "a parent holds 0: it comes from the parent");
+        assert_eq!(s.next_piece(at(0)), Some((0, from("a"))));
+        s.started(2, Source::Seed);
+        assert_eq!(s.next_seed_piece(at(0)), None, "already being fetched");
+        s.ended(2);
+        s.failed(Source::Seed, &Failure::Broken("refused".into()), at(0));
+        assert_eq!(s.next_seed_piece(at(499)), None, "the seed rests half a second after a failure");
+        assert_eq!(s.next_seed_piece(at(500)), Some(2));
+        s.failed(Source::Seed, &Failure::Busy, at(500));
+        assert_eq!(s.next_seed_piece(at(1499)), None, "and twice as long after a second");
+        assert_eq!(s.next_seed_piece(at(1500)), Some(2));
+        s.kept(2, &Source::Seed, 1024, at(1600));
+        assert_eq!(s.next_seed_piece(at(1600)), None, "kept");
+        assert!(s.seed_verdict().is_ok(), "a piece from the seed resets its failures");
+        for n in 0..SEED_FAILURES {
+            assert!(s.seed_verdict().is_ok(), "{n} failures");
+            s.failed(Source::Seed, &Failure::Broken("gone".into()), at(2000));
+        }
+        assert!(matches!(s.seed_verdict(), Err(Error::SeedFailing(8))));
+    }
+
+    #[test]
+    fn the_seed_sending_corrupt_copies_of_a_piece_ends_the_download() {
+        let at = clock();
+        let mut s = Schedule::new(plan(2), vec![false; 2], at(0));
+        s.seed_corrupt(1);
+        s.seed_corrupt(1);
+        assert!(s.seed_verdict().is_ok());
+        s.seed_corrupt(1);
+        assert!(matches!(s.seed_verdict(), Err(Error::SeedCorrupt)));
+    }
+
+    #[test]
+    fn a_busy_parent_is_skipped_for_a_moment_a_failed_one_for_a_while_and_a_liar_for_good() {
+        let at = clock();
+        let mut p = plan(1);
+        p.parents = vec![parent("busy", &[0]), parent("broken", &[0]), parent("liar", &[0])];
+        let mut s = Schedule::new(p.clone(), vec![false], at(0));
+        s.failed(from("busy"), &Failure::Busy, at(0));
+        s.failed(from("broken"), &Failure::Broken("reset".into()), at(0));
+        assert_eq!(s.lied("liar"), Vec::<usize>::new(), "it streamed no stripe");
+        assert_eq!(s.next_piece(at(100)), None, "all three are out");
+        assert_eq!(s.next_piece(at(500)), Some((0, from("busy"))), "busy is not broken");
+        let owed = s.take_owed();
+        assert_eq!(
+            (owed.failed, owed.bad),
+            (vec!["broken".to_owned()], vec!["liar".to_owned()]),
+            "busy is not reported"
+        );
+        s.failed(from("busy"), &Failure::Busy, at(29_000));
+        s.planned(p.clone(), at(29_000));
+        assert_eq!(s.next_piece(at(29_000)), None, "a failed parent waits out its pause");
+        s.planned(p, at(30_001));
+        s.failed(from("busy"), &Failure::Busy, at(30_001));
+        assert_eq!(s.next_piece(at(30_001)), Some((0, from("broken"))), "then it gets another chance");
+    }
+
+    #[test]
+    fn a_stalled_download_asks_the_seed_soon_after_a_failure_and_late_without_one_then_gives_up() {
+        let at = clock();
+        let mut p = plan(3);
+        p.parents = vec![parent("a", &[0, 1, 2])];
+        let mut s = Schedule::new(p.clone(), vec![true, false, false], at(0));
+        assert!(s.idle(false, at(0)), "nothing in flight and no feed");
+        assert!(!s.idle(true, at(0)));
+        // Without a failed parent, joins that succeed keep it waiting.
+        assert_eq!(s.after_tick(true, at(0)).expect("running"), None);
+        s.planned(p.clone(), at(19_000));
+        assert_eq!(s.after_tick(true, at(20_000)).expect("running"), None, "a join succeeded 1 s ago");
+        assert_eq!(s.after_tick(true, at(39_000)).expect("running"), Some(vec![1]), "20 s idle, 20 s unplanned");
+        assert_eq!(s.after_tick(true, at(39_100)).expect("running"), None, "one piece at a time");
+        // A failed parent makes 3 s of idleness a stall.
+        s.failed(from("a"), &Failure::Broken("reset".into()), at(40_000));
+        assert_eq!(s.after_tick(true, at(42_000)).expect("running"), None);
+        assert_eq!(s.after_tick(true, at(42_100)).expect("running"), Some(vec![2]), "3 s since 39.1 s");
+        assert_eq!(s.next_seed_piece(at(42_100)), Some(1));
+        assert_eq!(s.after_tick(false, at(50_000)).expect("running"), None, "something arrives: not idle");
+        assert!(matches!(s.after_tick(false, at(60_001)), Err(Error::NoProgress(60))), "60 s without a piece");
+    }
+
+    #[test]
+    fn a_blob_queued_at_the_seed_is_not_given_up() {
+        let at = clock();
+        let mut s = Schedule::new(plan(2), vec![false; 2], at(0));
+        let mut queued = plan(2);
+        queued.queued = true;
+        s.planned(queued.clone(), at(50_000));
+        assert!(s.after_tick(true, at(60_001)).is_ok(), "waiting its turn is no stall");
+        s.planned(queued, at(100_000));
+        assert!(s.after_tick(true, at(150_000)).is_ok());
+        s.planned(plan(2), at(150_000));
+        assert!(matches!(s.after_tick(true, at(160_001)), Err(Error::NoProgress(60))), "60 s since it was queued");
+    }
+
+    #[test]
+    fn a_feeds_pieces_are_left_to_it_until_it_lags_behind_a_holder() {
+        let at = clock();
+        let mut p = plan(4);
+        p.feeds = vec![Some(feed("f0")), Some(feed("f1"))];
+        p.parents = vec![parent("a", &[0, 2])];
+        p.availability = vec![1, 0, 1, 0];
+        let mut s = Schedule::new(p, vec![false; 4], at(0));
+        let changes = s.feed_changes(at(0));
+        assert_eq!(changes, [FeedChange::Open(0, feed("f0")), FeedChange::Open(1, feed("f1"))]);
+        assert_eq!(s.feed_changes(at(0)), [], "running as the join says");
+        assert!(s.fed(0, at(0)) && s.fed(1, at(0)));
+        assert_eq!(s.next_piece(at(5_999)), None, "a holds 0 and 2, but their feed brings them");
+        s.feed_brought(0, "f0", at(5_000));
+        assert_eq!(s.next_piece(at(6_000)), None, "the feed of stripe 0 brought a piece 1 s ago");
+        assert_eq!(s.next_piece(at(11_000)).map(|(i, _)| i), Some(0), "6 s without one while a held 0: pulled");
+        assert!(!s.idle(false, at(7_999)), "a feed brought a piece lately");
+        assert!(s.idle(false, at(8_000)));
+        s.feed_ended(0, "f0");
+        assert!(!s.fed(2, at(8_000)), "an ended feed brings no more");
+    }
+
+    #[test]
+    fn a_feed_whose_parent_is_busy_is_pulled_and_asked_again_after_its_pause() {
+        let at = clock();
+        let mut p = plan(4);
+        p.feeds = vec![Some(feed("f0")), Some(feed("f1"))];
+        p.parents = vec![parent("a", &[1, 3])];
+        p.availability = vec![0, 1, 0, 1];
+        let mut s = Schedule::new(p.clone(), vec![false; 4], at(0));
+        s.feed_changes(at(0));
+        assert_eq!(s.next_piece(at(0)), None);
+        assert!(!s.feed_busy(1, "someone else", at(0)), "not the stripe's feed: nothing changes");
+        assert!(s.feed_busy(1, "f1", at(0)));
+        assert_eq!(s.next_piece(at(0)), Some((1, from("a"))), "its stripe's pieces are pulled meanwhile");
+        assert_eq!(s.feed_changes(at(100)), [], "not asked again during its pause");
+        s.planned(p.clone(), at(1_000));
+        assert_eq!(s.feed_changes(at(1_000)), [], "still paused");
+        s.planned(p, at(2_001));
+        assert_eq!(s.feed_changes(at(2_001)), [FeedChange::Open(1, feed("f1"))], "its pause is over");
+        let owed = s.take_owed();
+        assert!(owed.failed.is_empty() && owed.bad.is_empty(), "busy is not held against it");
+    }
+
+    #[test]
+    fn a_broken_or_lying_feed_is_dropped_and_reported_and_a_finished_stripe_needs_none() {
+        let at = clock();
+        let mut p = plan(4);
+        p.feeds = vec![Some(feed("f0")), Some(feed("f1"))];
+        let mut s = Schedule::new(p.clone(), vec![false, true, false, true], at(0));
+        assert_eq!(s.feed_changes(at(0)), [FeedChange::Open(0, feed("f0"))], "stripe 1 is held whole");
+        assert!(s.feed_broke(0, "f0", at(1)));
+        assert_eq!(s.take_owed().failed, ["f0"]);
+        s.planned(p.clone(), at(2));
+        assert_eq!(s.feed_changes(at(2)), [], "a failed parent is not asked for a feed during its pause");
+        s.planned(p.clone(), at(30_002));
+        assert_eq!(s.feed_changes(at(30_002)), [FeedChange::Open(0, feed("f0"))]);
+        assert_eq!(s.lied("f0"), [0], "its feed closes");
+        s.planned(p, at(90_000));
+        assert_eq!(s.feed_changes(at(90_000)), [], "and never opens again");
+        let mut moved = plan(4);
+        moved.feeds = vec![Some(feed("g0"))];
+        s.planned(moved, at(90_001));
+        assert_eq!(s.feed_changes(at(90_001)), [FeedChange::Open(0, feed("g0"))], "one stripe now, another parent");
+    }
+
+    #[test]
+    fn joins_are_frequent_while_a_piece_has_no_source_and_held_while_nothing_arrives() {
+        let at = clock();
+        let mut s = Schedule::new(plan(2), vec![false; 2], at(0));
+        assert_eq!(s.wanted_join(true, true, at(0)), Some((REJOIN_EVERY, Some(JOIN_WAIT_MS))), "idle, sourceless");
+        assert_eq!(s.wanted_join(false, true, at(0)), Some((REJOIN_EVERY, None)), "something still arrives");
+        assert_eq!(s.wanted_join(true, false, at(0)), Some((REFRESH_EVERY, Some(JOIN_WAIT_MS))), "no slot free");
+        let mut p = plan(2);
+        p.parents = vec![parent("a", &[0, 1])];
+        s.planned(p, at(100));
+        assert_eq!(s.wanted_join(true, true, at(100)), Some((REFRESH_EVERY, None)), "every piece has a source");
+        assert!(!s.join_due(REFRESH_EVERY, at(100)));
+        assert!(s.joining(at(100)), "a ticket of 300 s may be left out of the answer");
+        assert!(!s.join_due(REJOIN_EVERY, at(399)) && s.join_due(REJOIN_EVERY, at(400)));
+        assert!(!s.joining(at(241_000)), "with less than 60 s left, the ticket is renewed");
+        s.kept(0, &from("a"), 1024, at(241_000));
+        s.kept(1, &from("a"), 1024, at(241_000));
+        assert_eq!(s.wanted_join(true, true, at(241_000)), None, "done");
+    }
+
+    #[test]
+    fn a_stripe_root_asks_often_even_with_its_fetch_slots_taken() {
+        let at = clock();
+        let mut p = plan(2);
+        p.feeds = vec![None, Some(feed("f1"))];
+        let s = Schedule::new(p, vec![false; 2], at(0));
+        assert_eq!(s.wanted_join(false, false, at(0)), Some((REJOIN_EVERY, None)), "the root of stripe 0");
+    }
+}
