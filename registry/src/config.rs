@@ -63,6 +63,8 @@ pub struct Config {
     pub console_session_hours: u64,
     /// Seconds between the points of the acceleration dashboard's traffic chart. Default 60.
     pub traffic_sample_secs: u64,
+    /// Where blob bytes live: the `[storage]` table.
+    pub storage: crate::storage::StorageConfig,
 }
 
 /// How log lines are written.
@@ -98,6 +100,7 @@ impl Default for Config {
             signing_key_file: None,
             console_session_hours: 12,
             traffic_sample_secs: 60,
+            storage: Default::default(),
         }
     }
 }
@@ -170,6 +173,9 @@ pub struct Cli {
     /// Seconds between the points of the acceleration dashboard's traffic chart [default: 60].
     #[arg(long, env = "DAMSELFLY_TRAFFIC_SAMPLE_SECS")]
     pub traffic_sample_secs: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub storage: crate::storage::StorageArgs,
 }
 
 /// Why the settings could not be assembled.
@@ -222,6 +228,7 @@ impl Config {
             console_session_hours,
             traffic_sample_secs
         );
+        cli.storage.apply(&mut config.storage);
         if cli.acceleration_host.is_some() {
             config.acceleration_host = cli.acceleration_host;
         }
@@ -250,6 +257,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.storage.validate().map_err(ConfigError::Invalid)?;
         if self.piece_size < 64 * 1024 {
             return Err(ConfigError::Invalid(format!(
                 "piece_size {} is too small: use at least 65536 bytes (the default is 4194304)",

@@ -28,14 +28,9 @@ use storage::BlobStore;
 /// Why the registry could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The data directory could not be prepared.
-    #[error("cannot use data directory {path}: {source}; check that it is writable or pass --data-dir")]
-    DataDir {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The blob store could not be opened.
+    #[error(transparent)]
+    Storage(#[from] storage::OpenError),
     /// The database could not be opened.
     #[error(transparent)]
     Database(#[from] metadata::OpenError),
@@ -57,9 +52,13 @@ pub enum StartError {
 
 /// Opens the data directory and the database and builds the shared state.
 pub async fn build_state(config: Config) -> Result<AppState, StartError> {
-    let data_error = |source| StartError::DataDir { path: config.data_dir.clone(), source };
-    tokio::fs::create_dir_all(&config.data_dir).await.map_err(data_error)?;
-    let blobs = BlobStore::open(&config.data_dir, config.piece_size).await.map_err(data_error)?;
+    if config.database_url.is_none() {
+        // The embedded SQLite file lives in the data directory, whatever holds the blobs.
+        tokio::fs::create_dir_all(&config.data_dir)
+            .await
+            .map_err(|source| storage::OpenError::DataDir { path: config.data_dir.clone(), source })?;
+    }
+    let blobs = BlobStore::open(&config.storage, &config.data_dir, config.piece_size).await?;
     let db = Db::open(&config.database_url(), config.database_max_connections).await?;
     let auth = auth::Auth::open(&db, &config).await?;
     let stripes = config.p2p_stripes;

@@ -16,8 +16,6 @@ use damselfly_core::p2p::{
 };
 use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::scheduler::Blob;
 use super::stats::Traffic;
@@ -272,12 +270,11 @@ async fn seed_piece(
     let piece_size = blob.pieces.piece_size();
     let start = index * piece_size;
     let len = piece_size.min(blob.size - start);
-    let mut file = state.blobs.open_blob(&digest).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
-    file.seek(std::io::SeekFrom::Start(start)).await?;
+    let stream = state.blobs.read(&digest, start, len).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
     let metrics = state.metrics.clone();
     let stats = state.p2p_stats.clone();
     let cluster = crate::metadata::ClusterId(claims.cluster);
-    let stream = ReaderStream::with_capacity(file.take(len), 256 * 1024).inspect(move |chunk| {
+    let stream = stream.inspect(move |chunk| {
         if let Ok(c) = chunk {
             metrics.sent("seed", c.len() as u64);
             stats.received(cluster, digest, Traffic { peers: 0, seed: c.len() as u64 });

@@ -1,0 +1,158 @@
+//! Where blob bytes live: the `[storage]` table of the registry's settings,
+//! with `DAMSELFLY_STORAGE` / `DAMSELFLY_S3_*` variables and `--storage` /
+//! `--s3-*` flags over it.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Smallest part S3 accepts in a multipart upload, except the last.
+pub const S3_MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// Largest part S3 accepts.
+pub const S3_MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+/// Blob storage settings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `filesystem` (under the data directory) or `s3` (an S3-compatible bucket). Default `filesystem`.
+    pub backend: StorageBackend,
+    /// Bucket for blobs and upload parts (`s3` only; required there). It must exist.
+    pub bucket: Option<String>,
+    /// Key prefix inside the bucket, so several registries can share one, e.g. `prod/`. Default empty.
+    pub prefix: String,
+    /// S3 endpoint URL for self-hosted stores (SeaweedFS, MinIO, Ceph), e.g. `http://127.0.0.1:8333`.
+    /// Default: AWS, from the region.
+    pub endpoint: Option<String>,
+    /// Region requests are signed for. Default: `AWS_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Address the bucket as `<endpoint>/<bucket>/<key>` rather than `<bucket>.<endpoint>/<key>`;
+    /// most self-hosted stores need this. Default false.
+    pub path_style: bool,
+    /// AWS shared credentials file (`[profile]` sections with `aws_access_key_id`,
+    /// `aws_secret_access_key`, optionally `aws_session_token`). Default: credentials from the
+    /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), web identity or instance metadata.
+    pub credentials_file: Option<PathBuf>,
+    /// Profile read from `credentials_file`. Default `default`.
+    pub profile: String,
+    /// Size of the parts uploads are sent to S3 in, in bytes: also the memory one upload holds
+    /// at most, and 10,000 parts of it the largest blob. At least 5 MiB. Default 8 MiB.
+    pub part_size: u64,
+    /// Answer blob GETs with `307 Temporary Redirect` to a presigned URL of the object, so the
+    /// bytes flow from the store to the client directly. Clients must reach the endpoint. Default false.
+    pub redirect: bool,
+    /// Seconds a redirect's presigned URL stays valid. Default 300.
+    pub redirect_ttl_secs: u64,
+}
+
+/// Which store holds blob bytes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Files under the data directory: one process, or replicas sharing a volume.
+    #[default]
+    Filesystem,
+    /// An S3-compatible bucket: what replicas share.
+    S3,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StorageBackend::Filesystem,
+            bucket: None,
+            prefix: String::new(),
+            endpoint: None,
+            region: None,
+            path_style: false,
+            credentials_file: None,
+            profile: "default".into(),
+            part_size: 8 * 1024 * 1024,
+            redirect: false,
+            redirect_ttl_secs: 300,
+        }
+    }
+}
+
+/// Flags and environment variables for [`StorageConfig`]; each one set replaces the file's value.
+#[derive(Debug, Default, clap::Args)]
+pub struct StorageArgs {
+    /// Where blobs live: filesystem (under --data-dir) or s3 [default: filesystem].
+    #[arg(long = "storage", env = "DAMSELFLY_STORAGE", value_enum)]
+    pub backend: Option<StorageBackend>,
+    /// S3 bucket for blobs and upload parts; it must exist (required with --storage s3).
+    #[arg(long = "s3-bucket", env = "DAMSELFLY_S3_BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix inside the bucket, e.g. prod/ [default: none].
+    #[arg(long = "s3-prefix", env = "DAMSELFLY_S3_PREFIX")]
+    pub prefix: Option<String>,
+    /// S3 endpoint of a self-hosted store, e.g. http://127.0.0.1:8333 [default: AWS].
+    #[arg(long = "s3-endpoint", env = "DAMSELFLY_S3_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Region requests are signed for [default: AWS_REGION, else us-east-1].
+    #[arg(long = "s3-region", env = "DAMSELFLY_S3_REGION")]
+    pub region: Option<String>,
+    /// Path-style bucket addressing (<endpoint>/<bucket>/<key>), which most self-hosted stores need [default: false].
+    #[arg(long = "s3-path-style", env = "DAMSELFLY_S3_PATH_STYLE")]
+    pub path_style: Option<bool>,
+    /// AWS shared credentials file to read the keys from [default: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY].
+    #[arg(long = "s3-credentials-file", env = "DAMSELFLY_S3_CREDENTIALS_FILE")]
+    pub credentials_file: Option<PathBuf>,
+    /// Profile to read from the credentials file [default: default].
+    #[arg(long = "s3-profile", env = "DAMSELFLY_S3_PROFILE")]
+    pub profile: Option<String>,
+    /// Part size of S3 multipart uploads in bytes, at least 5242880; also each upload's memory [default: 8388608].
+    #[arg(long = "s3-part-size", env = "DAMSELFLY_S3_PART_SIZE")]
+    pub part_size: Option<u64>,
+    /// Answer blob GETs with a 307 to a presigned S3 URL; clients must reach the endpoint [default: false].
+    #[arg(long = "s3-redirect", env = "DAMSELFLY_S3_REDIRECT")]
+    pub redirect: Option<bool>,
+    /// Seconds a redirect's presigned URL stays valid [default: 300].
+    #[arg(long = "s3-redirect-ttl-secs", env = "DAMSELFLY_S3_REDIRECT_TTL_SECS")]
+    pub redirect_ttl_secs: Option<u64>,
+}
+
+impl StorageArgs {
+    /// Lays the flags and variables that were given over `config`.
+    pub fn apply(self, config: &mut StorageConfig) {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
+            (some: $($field:ident),*) => { $( if self.$field.is_some() { config.$field = self.$field; } )* };
+        }
+        take!(backend, prefix, path_style, profile, part_size, redirect, redirect_ttl_secs);
+        take!(some: bucket, endpoint, region, credentials_file);
+    }
+}
+
+impl StorageConfig {
+    /// Checks the settings make sense together; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.backend != StorageBackend::S3 {
+            return Ok(());
+        }
+        if self.bucket.as_deref().is_none_or(str::is_empty) {
+            return Err("storage backend s3 needs a bucket: set --s3-bucket or DAMSELFLY_S3_BUCKET".into());
+        }
+        if !(S3_MIN_PART_SIZE..=S3_MAX_PART_SIZE).contains(&self.part_size) {
+            return Err(format!(
+                "s3 part_size {} is outside what S3 accepts: use 5242880 (5 MiB) to 5368709120 (5 GiB); the default is 8388608",
+                self.part_size
+            ));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(format!("s3 endpoint {endpoint:?} must be a URL such as http://127.0.0.1:8333"));
+            }
+        }
+        if self.prefix.starts_with('/') || self.prefix.contains("//") {
+            return Err(format!(
+                "s3 prefix {:?} must not start with / or hold an empty segment, e.g. prod/",
+                self.prefix
+            ));
+        }
+        if self.redirect_ttl_secs == 0 || self.redirect_ttl_secs > 7 * 86_400 {
+            return Err("s3 redirect_ttl_secs must be between 1 and 604800 (a week, the longest S3 signs for)".into());
+        }
+        Ok(())
+    }
+}
