@@ -52,11 +52,15 @@ pub enum StartError {
 
 /// Opens the data directory and the database and builds the shared state.
 pub async fn build_state(config: Config) -> Result<AppState, StartError> {
-    if config.database_url.is_none() {
-        // The embedded SQLite file lives in the data directory, whatever holds the blobs.
-        tokio::fs::create_dir_all(&config.data_dir)
-            .await
-            .map_err(|source| storage::OpenError::DataDir { path: config.data_dir.clone(), source })?;
+    let url = config.database_url();
+    if let Some(file) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        // The SQLite file's directory (the data directory by default), whatever holds the blobs.
+        let file = std::path::Path::new(file.split('?').next().unwrap_or(file));
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| storage::OpenError::DataDir { path: dir.to_owned(), source })?;
+        }
     }
     let blobs = BlobStore::open(&config.storage, &config.data_dir, config.piece_size).await?;
     let db = Db::open(&config.database_url(), config.database_max_connections).await?;
