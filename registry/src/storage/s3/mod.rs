@@ -10,7 +10,8 @@
 //! one-request upload streams into a multipart upload at the final key and
 //! completes it only when the digest matched (aborting it otherwise); a
 //! session completes its multipart upload at `uploads/<session>/data` and
-//! copies that to the final key once verified. A blob smaller than a part is
+//! copies that, server-side and in parts of at most 1 GiB (CopyObject stops
+//! at 5 GiB), to the final key once verified. A blob smaller than a part is
 //! held in memory (at most one part) and written with one PUT after the
 //! check. Multipart uploads a crash left open are aborted by the janitor.
 

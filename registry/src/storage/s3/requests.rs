@@ -1,10 +1,11 @@
-//! The two S3 calls `object_store` does not make for us, signed with its
-//! own SigV4 signer: listing the multipart uploads in progress (to abort
-//! those a crash orphaned), and completing a multipart upload from parts
-//! whose numbers have gaps (an upload session takes part numbers from a
-//! counter in the database, so that two requests racing on one session
-//! never overwrite each other's parts; `object_store` numbers parts
-//! 1, 2, 3… by position).
+//! The S3 calls `object_store` does not make for us, signed with its own
+//! SigV4 signer: listing the multipart uploads in progress (to abort those a
+//! crash orphaned); completing a multipart upload from parts whose numbers
+//! have gaps (an upload session takes part numbers from a counter in the
+//! database, so that two requests racing on one session never overwrite
+//! each other's parts; `object_store` numbers parts 1, 2, 3… by position);
+//! and copying a range of one object into a part of another (CopyObject
+//! stops at 5 GiB).
 
 use axum::http::{Method, StatusCode};
 use bytes::Bytes;
@@ -108,16 +109,56 @@ impl S3Store {
         Ok(())
     }
 
+    /// Copies bytes `first..=last` of `source` (a full key) into part
+    /// `number` of the multipart upload `upload_id` of `key`; returns the part's ETag.
+    pub(super) async fn copy_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: usize,
+        source: &str,
+        (first, last): (u64, u64),
+    ) -> Result<String, String> {
+        let query = encode_query(&[("partNumber", number.to_string()), ("uploadId", upload_id.to_owned())]);
+        let url = format!("{}/{key}?{query}", self.inner.bucket_url);
+        let headers = [
+            ("x-amz-copy-source", format!("/{}/{source}", self.inner.bucket)),
+            ("x-amz-copy-source-range", format!("bytes={first}-{last}")),
+        ];
+        let (status, body) = self.signed_with(Method::PUT, &url, &headers, Bytes::new()).await?;
+        let text = String::from_utf8_lossy(&body);
+        let etag = text.split_once("<ETag>").and_then(|(_, rest)| rest.split_once("</ETag>")).map(|(etag, _)| etag);
+        match etag {
+            Some(etag) if status == StatusCode::OK => {
+                Ok(quick_xml::escape::unescape(etag).map_or_else(|_| etag.to_owned(), |e| e.into_owned()))
+            }
+            _ => Err(self.refusal("copying a part", status, &body)),
+        }
+    }
+
     /// Sends one request signed with the store's credentials.
     async fn signed(&self, method: Method, url: &str, body: Bytes) -> Result<(StatusCode, Bytes), String> {
+        self.signed_with(method, url, &[], body).await
+    }
+
+    /// Sends one request with extra (signed) headers.
+    async fn signed_with(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), String> {
         let credential = self.inner.store.credentials().get_credential().await.map_err(|e| {
             format!("no S3 credentials: {e}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or --s3-credentials-file")
         })?;
-        let mut request = axum::http::Request::builder()
-            .method(method.clone())
-            .uri(url)
+        let mut request = axum::http::Request::builder().method(method.clone()).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let mut request = request
             .body(HttpRequestBody::from(body.clone()))
-            .map_err(|e| format!("S3 request URL {url} is invalid: {e}"))?;
+            .map_err(|e| format!("S3 request to {url} is invalid: {e}"))?;
         AwsAuthorizer::new(&credential, "s3", &self.inner.region).authorize(&mut request, None);
         let response = self
             .inner

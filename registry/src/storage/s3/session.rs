@@ -20,12 +20,15 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use damselfly_core::{BlobHasher, Digest};
 use futures_util::{Stream, StreamExt, TryStreamExt};
-use object_store::multipart::MultipartStore;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use super::{too_large, S3Store, MAX_PARTS};
+use super::{too_large, Multipart, S3Store, MAX_PARTS};
+
+/// Bytes copied by one part of a server-side copy.
+const COPY_RANGE: u64 = 1024 * 1024 * 1024;
 use crate::storage::{AppendDone, StoreError, Upload};
 
 /// What the database keeps of an S3 upload session.
@@ -212,11 +215,7 @@ impl S3Store {
                     .await
                     .map_err(StoreError::Unavailable)?;
                 // S3 has no rename: the verified object is copied to its content address.
-                self.inner
-                    .store
-                    .copy(&data, &target)
-                    .await
-                    .map_err(|e| self.unavailable("copying a finished upload into place", &e))?;
+                self.copy_in_parts(&data, &target, upload.len()).await?;
             }
         }
         self.remove_upload(&upload.id, Some(&session.save(&upload.hasher))).await;
@@ -251,6 +250,24 @@ impl S3Store {
         for key in keys {
             self.delete_key(&key).await;
         }
+    }
+
+    /// Copies an object of `size` bytes inside the bucket as a multipart upload
+    /// of ranges of [`COPY_RANGE`], server-side: CopyObject stops at 5 GiB.
+    /// The copy appears whole or, if anything fails, not at all.
+    async fn copy_in_parts(&self, from: &Path, to: &Path, size: u64) -> Result<(), StoreError> {
+        let mut upload = Multipart::start(self, to).await?;
+        let mut first = 0;
+        while first < size {
+            let last = (first + COPY_RANGE).min(size) - 1;
+            let etag = self
+                .copy_part(to.as_ref(), &upload.id, upload.parts.len() + 1, from.as_ref(), (first, last))
+                .await
+                .map_err(StoreError::Unavailable)?;
+            upload.parts.push(PartId { content_id: etag });
+            first = last + 1;
+        }
+        upload.complete().await
     }
 
     async fn put_part(&self, data: &Path, upload_id: &str, number: u32, bytes: Bytes) -> Result<String, StoreError> {
