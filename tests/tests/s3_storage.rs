@@ -233,13 +233,17 @@ async fn uploads_that_fail_leave_nothing_in_the_bucket(backend: Backend) {
     let not_it = sha256_digest(b"not it");
 
     // A one-request upload of three parts whose digest lies.
-    let r = api.request(Method::POST, &format!("/v2/{name}/blobs/uploads/?digest={not_it}")).body(lie.clone()).send().await;
+    let r =
+        api.request(Method::POST, &format!("/v2/{name}/blobs/uploads/?digest={not_it}")).body(lie.clone()).send().await;
     assert_eq!(error_code(r.expect("POST")).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
 
     // A session of three parts finished with a digest that lies.
     let location = api.start_upload(name).await;
     assert_eq!(api.patch(&location, 0, &lie).await.status(), StatusCode::ACCEPTED);
-    assert_eq!(error_code(api.finish(&location, &not_it).await).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
+    assert_eq!(
+        error_code(api.finish(&location, &not_it).await).await,
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into())
+    );
 
     // A chunk whose body is shorter than its Content-Range says (sent without
     // Content-Length, so only counting finds out), then the session is cancelled.
@@ -269,8 +273,15 @@ async fn uploads_that_fail_leave_nothing_in_the_bucket(backend: Backend) {
         )
     };
     let digest = sha256_digest(&lie);
-    let cut = send_unfinished(&reg.host, &head("POST", &format!("/v2/{name}/blobs/uploads/?digest={digest}"), ""), &lie[..11 * MIB]);
-    wait_for("the cut upload's parts to reach the store", Duration::from_secs(20), || !s3.open_uploads(&bucket).is_empty()).await;
+    let cut = send_unfinished(
+        &reg.host,
+        &head("POST", &format!("/v2/{name}/blobs/uploads/?digest={digest}"), ""),
+        &lie[..11 * MIB],
+    );
+    wait_for("the cut upload's parts to reach the store", Duration::from_secs(20), || {
+        !s3.open_uploads(&bucket).is_empty()
+    })
+    .await;
     drop(cut);
     let location = api.start_upload(name).await;
     let range = format!("Content-Range: 0-{}\r\n", lie.len() - 1);
@@ -309,7 +320,8 @@ async fn the_janitor_aborts_what_a_killed_registry_left_open(backend: Backend) {
         blob.len()
     );
     let _cut = send_unfinished(&reg.host, &head, &blob[..11 * MIB]);
-    wait_for("both multipart uploads to be open", Duration::from_secs(20), || s3.open_uploads(&bucket).len() == 2).await;
+    wait_for("both multipart uploads to be open", Duration::from_secs(20), || s3.open_uploads(&bucket).len() == 2)
+        .await;
     reg.kill();
     let left = s3.open_uploads(&bucket);
     assert_eq!(left.len(), 2, "{left:?}");
@@ -376,7 +388,10 @@ async fn an_object_store_outage_fails_pushes_with_503_and_they_resume_when_it_re
     let ready = api.http.get(format!("{}/readyz", reg.url)).send().await.expect("readyz");
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let why = ready.text().await.expect("readyz body");
-    assert!(why.contains(&format!("S3 endpoint {} is unreachable", s3.endpoint)) && why.contains("is it running?"), "{why}");
+    assert!(
+        why.contains(&format!("S3 endpoint {} is unreachable", s3.endpoint)) && why.contains("is it running?"),
+        "{why}"
+    );
 
     // Back, without restarting the registry: the session still holds what
     // was acknowledged, and the push completes.
@@ -395,7 +410,8 @@ async fn an_object_store_outage_fails_pushes_with_503_and_they_resume_when_it_re
 
 async fn ranges_stream_from_the_bucket_and_redirects_hand_out_presigned_urls(backend: Backend) {
     let proxied = registry(backend, &[]);
-    let redirecting = Registry::start_sharing(&proxied, &[("DAMSELFLY_S3_PART_SIZE", PART), ("DAMSELFLY_S3_REDIRECT", "true")]);
+    let redirecting =
+        Registry::start_sharing(&proxied, &[("DAMSELFLY_S3_PART_SIZE", PART), ("DAMSELFLY_S3_REDIRECT", "true")]);
     let api = Api::new(&proxied);
     let blob = pseudo_random(12 * MIB + 5, 40);
     let digest = sha256_digest(&blob);
@@ -439,7 +455,10 @@ async fn ranges_stream_from_the_bucket_and_redirects_hand_out_presigned_urls(bac
     assert_eq!(sha256_digest(&following.bytes().await.expect("bytes")), digest);
     // HEAD still answers from the registry, and a tampered URL is refused by the store.
     let head = api.request(Method::HEAD, &path).send().await.expect("HEAD");
-    assert_eq!((head.status(), head.headers()["content-length"].to_str().unwrap()), (StatusCode::OK, blob.len().to_string().as_str()));
+    assert_eq!(
+        (head.status(), head.headers()["content-length"].to_str().unwrap()),
+        (StatusCode::OK, blob.len().to_string().as_str())
+    );
     let tampered = url.replace("X-Amz-Signature=", "X-Amz-Signature=0");
     assert_eq!(plain.get(&tampered).send().await.expect("tampered GET").status(), StatusCode::FORBIDDEN);
 }
@@ -468,7 +487,12 @@ async fn a_2_gib_push_to_s3_keeps_the_registry_under_200_mib(backend: Backend) {
         },
     ));
     let location = api.start_upload("big/app").await;
-    let r = api.request(Method::PATCH, &location).header("content-type", "application/octet-stream").body(body).send().await;
+    let r = api
+        .request(Method::PATCH, &location)
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await;
     let r = r.expect("PATCH 2 GiB");
     assert_eq!(r.status(), StatusCode::ACCEPTED, "{}", r.text().await.unwrap_or_default());
     let digest = rx.await.expect("the body's digest");

@@ -209,6 +209,9 @@ async fn upload_progress_advances_only_from_the_length_it_was_read_at(backend: B
     assert_eq!(s.db.uploads().next_part("gone").await.unwrap(), None);
     assert!(s.db.uploads().exists("u2").await.unwrap());
     let far_future = i64::MAX / 2;
-    assert_eq!(s.db.uploads().idle_since(far_future, 10).await.unwrap(), vec![("u2".to_owned(), Some("ten".to_owned()))]);
+    assert_eq!(
+        s.db.uploads().idle_since(far_future, 10).await.unwrap(),
+        vec![("u2".to_owned(), Some("ten".to_owned()))]
+    );
     assert!(s.db.uploads().idle_since(row.updated_at, 10).await.unwrap().is_empty());
 }
