@@ -156,3 +156,37 @@ impl StorageConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        storage: StorageArgs,
+    }
+
+    #[test]
+    fn flags_override_the_storage_table_and_s3_needs_a_bucket() {
+        let mut config: StorageConfig =
+            toml::from_str("backend = \"s3\"\nbucket = \"from-file\"\nprefix = \"prod/\"\npath_style = true\n")
+                .unwrap();
+        Cli::parse_from(["r", "--s3-bucket", "from-flag", "--s3-part-size", "6291456"]).storage.apply(&mut config);
+        assert_eq!(
+            (config.backend, config.bucket.as_deref(), config.prefix.as_str(), config.path_style, config.part_size),
+            (StorageBackend::S3, Some("from-flag"), "prod/", true, 6 * 1024 * 1024)
+        );
+        assert_eq!(config.validate(), Ok(()));
+
+        let no_bucket = StorageConfig { backend: StorageBackend::S3, ..StorageConfig::default() };
+        assert!(no_bucket.validate().unwrap_err().contains("--s3-bucket"));
+        let small_parts = StorageConfig { part_size: 1024 * 1024, ..config.clone() };
+        assert!(small_parts.validate().unwrap_err().contains("5242880 (5 MiB)"));
+        let bare_host = StorageConfig { endpoint: Some("127.0.0.1:8333".into()), ..config.clone() };
+        assert!(bare_host.validate().unwrap_err().contains("http://127.0.0.1:8333"));
+        assert!(toml::from_str::<StorageConfig>("bucket_name = \"x\"\n").is_err(), "unknown keys are refused");
+        assert_eq!(StorageConfig::default().validate(), Ok(()), "the filesystem needs nothing more");
+    }
+}

@@ -278,22 +278,27 @@ impl S3Store {
     }
 
     fn explain(&self, what: &str, e: &object_store::Error) -> String {
-        let mut text = e.to_string();
+        // object_store's messages repeat their sources: recognise the failure
+        // on the whole chain, and show its root cause.
+        let mut chain = e.to_string();
+        let mut root = chain.clone();
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
+            root = s.to_string();
+            chain.push_str(": ");
+            chain.push_str(&root);
             source = s.source();
         }
-        explain(&self.inner.endpoint, &self.inner.bucket, what, &text)
+        explain(&self.inner.endpoint, &self.inner.bucket, what, &chain, &root)
     }
 }
 
 /// An operator's sentence for an S3 failure: what failed, and what to check.
-fn explain(endpoint: &str, bucket: &str, what: &str, error: &str) -> String {
-    let lower = error.to_ascii_lowercase();
+/// `chain` is matched on; `shown` is the detail quoted.
+fn explain(endpoint: &str, bucket: &str, what: &str, chain: &str, shown: &str) -> String {
+    let lower = chain.to_ascii_lowercase();
     if lower.contains("connect") || lower.contains("dns error") || lower.contains("connection refused") {
-        format!("S3 endpoint {endpoint} is unreachable while {what}: is it running? ({error})")
+        format!("S3 endpoint {endpoint} is unreachable while {what}: is it running? ({shown})")
     } else if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") {
         format!("S3 bucket {bucket} does not exist at {endpoint}: create it, or set --s3-bucket to one that does")
     } else if lower.contains("accessdenied")
@@ -302,10 +307,10 @@ fn explain(endpoint: &str, bucket: &str, what: &str, error: &str) -> String {
         || lower.contains("403")
     {
         format!(
-            "S3 at {endpoint} refused access to bucket {bucket} while {what}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or --s3-credentials-file) and the bucket's policy ({error})"
+            "S3 at {endpoint} refused access to bucket {bucket} while {what}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or --s3-credentials-file) and the bucket's policy ({shown})"
         )
     } else {
-        format!("S3 at {endpoint} failed while {what} in bucket {bucket}: {error}")
+        format!("S3 at {endpoint} failed while {what} in bucket {bucket}: {shown}")
     }
 }
 

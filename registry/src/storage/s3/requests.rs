@@ -176,7 +176,8 @@ impl S3Store {
 
     fn refusal(&self, what: &str, status: StatusCode, body: &[u8]) -> String {
         let text = String::from_utf8_lossy(body);
-        super::explain(&self.inner.endpoint, &self.inner.bucket, what, &format!("{status}: {text}"))
+        let detail = format!("{status}: {text}");
+        super::explain(&self.inner.endpoint, &self.inner.bucket, what, &detail, &detail)
     }
 
     fn unreachable(&self, error: &str) -> String {
@@ -185,6 +186,7 @@ impl S3Store {
             &self.inner.bucket,
             "sending a request",
             &format!("connect error: {error}"),
+            error,
         )
     }
 }
