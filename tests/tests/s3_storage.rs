@@ -456,7 +456,7 @@ async fn ranges_stream_from_the_bucket_and_redirects_hand_out_presigned_urls(bac
     // HEAD still answers from the registry, and a tampered URL is refused by the store.
     let head = api.request(Method::HEAD, &path).send().await.expect("HEAD");
     assert_eq!(
-        (head.status(), head.headers()["content-length"].to_str().unwrap()),
+        (head.status(), head.headers()["content-length"].to_str().expect("Content-Length")),
         (StatusCode::OK, blob.len().to_string().as_str())
     );
     let tampered = url.replace("X-Amz-Signature=", "X-Amz-Signature=0");

@@ -69,7 +69,7 @@ async fn try_mount(
 async fn monolithic(state: &AppState, name: &RepositoryName, digest: Digest, body: Body) -> Result<Response> {
     let hasher = match state.blobs.write_blob(&digest, body.into_data_stream()).await {
         Ok(hasher) => hasher,
-        Err(StoreError::Mismatch { actual }) => return Err(check_digest(&digest, &actual).unwrap_err()),
+        Err(StoreError::Mismatch { actual }) => return Err(digest_mismatch(&digest, &actual)),
         Err(e) => return Err(e.into()),
     };
     state.metrics.received("blob", hasher.len());
@@ -274,8 +274,12 @@ fn check_digest(expected: &Digest, actual: &Digest) -> Result<()> {
     if expected == actual {
         return Ok(());
     }
-    Err(oci::digest_invalid(format!("the uploaded content has digest {actual}, not {expected}; nothing was stored"))
-        .with_detail(serde_json::json!({ "expected": expected.to_string(), "actual": actual.to_string() })))
+    Err(digest_mismatch(expected, actual))
+}
+
+fn digest_mismatch(expected: &Digest, actual: &Digest) -> RegistryError {
+    oci::digest_invalid(format!("the uploaded content has digest {actual}, not {expected}; nothing was stored"))
+        .with_detail(serde_json::json!({ "expected": expected.to_string(), "actual": actual.to_string() }))
 }
 
 fn upload_location(name: &RepositoryName, id: &str) -> String {
