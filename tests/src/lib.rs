@@ -320,6 +320,17 @@ impl Registry {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The most memory the running process has held (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("the registry is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would: nothing of it runs after.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

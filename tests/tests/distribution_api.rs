@@ -1178,13 +1178,7 @@ async fn a_256_mib_blob_streams_through_in_bounded_memory(backend: Backend) {
     }
     assert_eq!((pulled, format!("sha256:{:x}", hasher.finalize())), (SIZE, digest));
 
-    let pid = reg.pid().expect("registry pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    let peak_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status");
+    let peak_kib = reg.peak_rss_kib();
     assert!(
         peak_kib < BUDGET_KIB,
         "registry peaked at {peak_kib} KiB moving a {SIZE}-byte blob; budget {BUDGET_KIB} KiB"

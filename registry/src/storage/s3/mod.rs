@@ -231,17 +231,11 @@ impl S3Store {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
             hasher.update(&chunk);
-            let mut rest = &chunk[..];
-            while !rest.is_empty() {
-                let take = (part_size - buf.len()).min(rest.len());
-                buf.extend_from_slice(&rest[..take]);
-                rest = &rest[take..];
-                if buf.len() == part_size {
-                    if upload.is_none() {
-                        upload = Some(Multipart::start(self, &path).await?);
-                    }
-                    upload.as_mut().expect("started above").put(buf.split().freeze()).await?;
+            for part in cut_parts(&mut buf, &chunk, part_size) {
+                if upload.is_none() {
+                    upload = Some(Multipart::start(self, &path).await?);
                 }
+                upload.as_mut().expect("started above").put(part).await?;
             }
         }
         // A mismatch drops `upload`, which aborts it: no object appears.
@@ -314,6 +308,21 @@ fn explain(endpoint: &str, bucket: &str, what: &str, chain: &str, shown: &str) -
     }
 }
 
+/// Adds `bytes` to the part being gathered in `buf`, and takes out every
+/// part that fills up, `part_size` bytes each; the rest stays in `buf`.
+fn cut_parts(buf: &mut BytesMut, mut bytes: &[u8], part_size: usize) -> Vec<Bytes> {
+    let mut full = Vec::new();
+    while !bytes.is_empty() {
+        let take = (part_size - buf.len()).min(bytes.len());
+        buf.extend_from_slice(&bytes[..take]);
+        bytes = &bytes[take..];
+        if buf.len() == part_size {
+            full.push(buf.split().freeze());
+        }
+    }
+    full
+}
+
 fn check(digest: &Digest, hasher: BlobHasher) -> Result<BlobHasher, StoreError> {
     let actual = hasher.clone().finish().0;
     if actual == *digest {
@@ -379,7 +388,11 @@ impl Drop for Multipart {
             return;
         }
         let (store, path, id) = (self.store.clone(), self.path.clone(), std::mem::take(&mut self.id));
-        tokio::spawn(async move {
+        // Outside a runtime (the process is stopping) the janitor of the next start aborts it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             if let Err(e) = store.inner.store.abort_multipart(&path, &id).await {
                 tracing::warn!(upload = id, error = %store.explain("aborting a multipart upload", &e), "the janitor will abort it later");
             }
@@ -394,4 +407,21 @@ fn too_large(part_size: u64) -> StoreError {
     StoreError::TooLarge(format!(
         "the blob exceeds S3's 10,000 parts of {part_size} bytes; the operator can raise --s3-part-size"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_cut_at_part_size_whatever_the_chunks() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let mut buf = BytesMut::new();
+        let mut parts = Vec::new();
+        for chunk in [&data[..7], &data[7..8], &data[8..70], &data[70..]] {
+            parts.extend(cut_parts(&mut buf, chunk, 30));
+        }
+        assert_eq!(parts, [&data[..30], &data[30..60], &data[60..90]]);
+        assert_eq!(&buf[..], &data[90..]);
+    }
 }

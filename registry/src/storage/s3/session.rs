@@ -25,7 +25,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use super::{too_large, Multipart, S3Store, MAX_PARTS};
+use super::{cut_parts, too_large, Multipart, S3Store, MAX_PARTS};
 
 /// Bytes copied by one part of a server-side copy.
 const COPY_RANGE: u64 = 1024 * 1024 * 1024;
@@ -149,16 +149,10 @@ impl S3Store {
                 tail_loaded = true;
             }
             hasher.update(&chunk);
-            let mut rest = &chunk[..];
-            while !rest.is_empty() {
-                let take = (part_size - buf.len()).min(rest.len());
-                buf.extend_from_slice(&rest[..take]);
-                rest = &rest[take..];
-                if buf.len() == part_size {
-                    let number = next_part().await?;
-                    let etag = self.put_part(&data, &session.upload_id, number, buf.split().freeze()).await?;
-                    session.parts.push((number, etag));
-                }
+            for part in cut_parts(&mut buf, &chunk, part_size) {
+                let number = next_part().await?;
+                let etag = self.put_part(&data, &session.upload_id, number, part).await?;
+                session.parts.push((number, etag));
             }
         }
         if let Some(expected) = expected_len.filter(|e| received != *e) {
