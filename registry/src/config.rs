@@ -31,8 +31,9 @@ use crate::metadata::redact_url;
     version,
     about = "Damselfly: a multi-tenant OCI registry and P2P supernode.",
     after_help = "Every setting can also be put in the TOML file given by --config, under the flag's name with \
-                  underscores (listen = \"0.0.0.0:5000\"). Flags win over the environment, which wins over the \
-                  file. The README's section \"Configuration\" lists them all."
+                  underscores (listen = \"0.0.0.0:5000\"); the blob storage settings go in a [storage] table, \
+                  named without their s3- prefix (bucket = \"damselfly\"). Flags win over the environment, which \
+                  wins over the file. The README's section \"Configuration\" lists them all."
 )]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -107,6 +108,10 @@ pub struct Config {
     /// Seconds between the points of the acceleration dashboard's traffic chart.
     #[arg(long, env = "DAMSELFLY_TRAFFIC_SAMPLE_SECS", default_value_t = 60)]
     pub traffic_sample_secs: u64,
+    /// Where blob bytes live: the `[storage]` table of the file.
+    #[command(flatten, next_help_heading = "Blob storage")]
+    #[serde(default)]
+    pub storage: crate::storage::StorageConfig,
 }
 
 /// How log lines are written.
@@ -200,6 +205,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.storage.validate().map_err(ConfigError::Invalid)?;
         if self.piece_size < 64 * 1024 {
             return Err(ConfigError::Invalid(format!(
                 "piece_size {} is too small: use at least 65536 bytes (the default is 4194304)",
@@ -352,6 +358,19 @@ mod tests {
             public_ca_file = "/ca.pem"
             console_session_hours = 9
             traffic_sample_secs = 11
+
+            [storage]
+            backend = "s3"
+            bucket = "b"
+            prefix = "p/"
+            endpoint = "http://s3.example.com"
+            region = "eu-1"
+            path_style = true
+            credentials_file = "/creds"
+            profile = "other"
+            part_size = 6291456
+            redirect = true
+            redirect_ttl_secs = 60
             "#,
         )
         .unwrap();
@@ -377,6 +396,19 @@ mod tests {
             public_ca_file: Some("/ca.pem".into()),
             console_session_hours: 9,
             traffic_sample_secs: 11,
+            storage: crate::storage::StorageConfig {
+                backend: crate::storage::StorageBackend::S3,
+                bucket: Some("b".into()),
+                prefix: "p/".into(),
+                endpoint: Some("http://s3.example.com".into()),
+                region: Some("eu-1".into()),
+                path_style: true,
+                credentials_file: Some("/creds".into()),
+                profile: "other".into(),
+                part_size: 6 * 1024 * 1024,
+                redirect: true,
+                redirect_ttl_secs: 60,
+            },
         };
         // Destructured, so that a new setting cannot be left out of this test.
         let Config {
@@ -401,6 +433,7 @@ mod tests {
             public_ca_file,
             console_session_hours,
             traffic_sample_secs,
+            storage,
         } = Config::default();
         // Each differs from its default, or the test could not tell the file's value from it.
         assert_ne!(listen, all.listen);
@@ -423,6 +456,31 @@ mod tests {
         assert_ne!(public_ca_file, all.public_ca_file);
         assert_ne!(console_session_hours, all.console_session_hours);
         assert_ne!(traffic_sample_secs, all.traffic_sample_secs);
+        // Field by field, so that a new storage setting cannot be left out either.
+        let crate::storage::StorageConfig {
+            backend,
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            path_style,
+            credentials_file,
+            profile,
+            part_size,
+            redirect,
+            redirect_ttl_secs,
+        } = storage;
+        assert_ne!(backend, all.storage.backend);
+        assert_ne!(bucket, all.storage.bucket);
+        assert_ne!(prefix, all.storage.prefix);
+        assert_ne!(endpoint, all.storage.endpoint);
+        assert_ne!(region, all.storage.region);
+        assert_ne!(path_style, all.storage.path_style);
+        assert_ne!(credentials_file, all.storage.credentials_file);
+        assert_ne!(profile, all.storage.profile);
+        assert_ne!(part_size, all.storage.part_size);
+        assert_ne!(redirect, all.storage.redirect);
+        assert_ne!(redirect_ttl_secs, all.storage.redirect_ttl_secs);
         assert_eq!(Config::load_from(["r", "--config", file.to_str().unwrap()]).unwrap(), all);
         // A flag still wins over the file.
         let c = Config::load_from(["r", "--config", file.to_str().unwrap(), "--token-ttl-secs", "60"]).unwrap();

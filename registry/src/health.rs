@@ -1,6 +1,6 @@
 //! The operator's endpoints: `/metrics` (Prometheus), `/healthz` (the
 //! process is up) and `/readyz` (the database answers and the blob store is
-//! writable).
+//! writable, or for S3, answers).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -28,15 +28,13 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: the database answers and the blob store is writable.
+/// `GET /readyz`: the database answers and the blob store is writable (filesystem) or answers (S3).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if let Err(e) = state.db.ping().await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("metadata database unavailable: {e}\n")).into_response();
     }
-    let probe = state.config.data_dir.join("tmp").join(".ready-probe");
-    if let Err(e) = tokio::fs::write(&probe, b"ok").await {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("blob store not writable at {}: {e}\n", probe.display()))
-            .into_response();
+    if let Err(e) = state.blobs.probe().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response();
     }
     "ready\n".into_response()
 }

@@ -29,14 +29,9 @@ use storage::BlobStore;
 /// Why the registry could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The data directory could not be prepared.
-    #[error("cannot use data directory {path}: {source}; check that it is writable or pass --data-dir")]
-    DataDir {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The blob store could not be opened.
+    #[error(transparent)]
+    Storage(#[from] storage::OpenError),
     /// The database could not be opened.
     #[error(transparent)]
     Database(#[from] metadata::OpenError),
@@ -58,9 +53,17 @@ pub enum StartError {
 
 /// Opens the data directory and the database and builds the shared state.
 pub async fn build_state(config: Config) -> Result<AppState, StartError> {
-    let data_error = |source| StartError::DataDir { path: config.data_dir.clone(), source };
-    tokio::fs::create_dir_all(&config.data_dir).await.map_err(data_error)?;
-    let blobs = BlobStore::open(&config.data_dir, config.piece_size).await.map_err(data_error)?;
+    let url = config.database_url();
+    if let Some(file) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        // The SQLite file's directory (the data directory by default), whatever holds the blobs.
+        let file = std::path::Path::new(file.split('?').next().unwrap_or(file));
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| storage::OpenError::DataDir { path: dir.to_owned(), source })?;
+        }
+    }
+    let blobs = BlobStore::open(&config.storage, &config.data_dir, config.piece_size).await?;
     let db = Db::open(&config.database_url(), config.database_max_connections).await?;
     let auth = auth::Auth::open(&db, &config).await?;
     let stripes = config.p2p_stripes;

@@ -37,7 +37,8 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    tracing::info!(%listen, %public_url, database, data_dir = %data_dir.display(), "registry ready");
+    let blobs = state.blobs.describe(&data_dir);
+    tracing::info!(%listen, %public_url, database, data_dir = %data_dir.display(), blobs, "registry ready");
     let host = public_url.trim_start_matches("http://").trim_start_matches("https://").to_owned();
     match first_start {
         Bootstrap::CreatedWithGeneratedPassword(password) => eprintln!(
@@ -52,7 +53,7 @@ async fn main() -> std::process::ExitCode {
         Bootstrap::Existing => {}
     }
     eprintln!(
-        "\nDamselfly registry is serving {public_url}\n  data: {}\n  metadata: {database}\n  try:  podman login --tls-verify=false {host} -u admin\n        podman push --tls-verify=false <image> {host}/library/hello:1\n",
+        "\nDamselfly registry is serving {public_url}\n  data: {}\n  blobs: {blobs}\n  metadata: {database}\n  try:  podman login --tls-verify=false {host} -u admin\n        podman push --tls-verify=false <image> {host}/library/hello:1\n",
         data_dir.display(),
     );
     match damselfly_registry::serve(state, shutdown_signal()).await {

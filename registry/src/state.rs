@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use damselfly_core::BlobHasher;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::auth::Auth;
@@ -11,7 +10,7 @@ use crate::config::Config;
 use crate::metadata::Db;
 use crate::observe::Metrics;
 use crate::p2p::Scheduler;
-use crate::storage::BlobStore;
+use crate::storage::{BlobStore, Upload};
 
 /// Handed to every handler as axum `State`.
 #[derive(Clone)]
@@ -36,18 +35,19 @@ pub struct AppState {
     pub preheats: Arc<crate::services::preheat::jobs::Preheats>,
 }
 
-/// The hashing state of each upload session this process has touched, so a
-/// chunk is hashed once as it arrives instead of re-reading the file at the
-/// end. One lock per session serialises its chunks. When the state is
-/// missing (after a restart) it is rebuilt from the file.
+/// The state of each upload session this process has touched, so a chunk
+/// is hashed once as it arrives instead of re-reading the bytes at the end.
+/// One lock per session serialises its chunks on this process; the database
+/// says whether the state is still current (another replica may have moved
+/// the session on), and when it is not the state is reloaded.
 #[derive(Default)]
 pub struct UploadSessions {
-    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<BlobHasher>>>>>,
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Upload>>>>>,
 }
 
 impl UploadSessions {
-    /// Locks a session's state; `None` inside means it must be rebuilt from disk.
-    pub async fn lock(&self, id: &str) -> OwnedMutexGuard<Option<BlobHasher>> {
+    /// Locks a session's state; `None` inside means it must be reloaded.
+    pub async fn lock(&self, id: &str) -> OwnedMutexGuard<Option<Upload>> {
         let slot = {
             let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(id.to_owned()).or_default().clone()

@@ -12,6 +12,7 @@ pub mod image;
 pub mod jwt;
 pub mod kubernetes;
 pub mod netns;
+pub mod seaweedfs;
 pub mod workstation;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,26 @@ pub enum Backend {
 impl Backend {
     /// Both backends, for tests that must pass on each.
     pub const ALL: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+    /// The blob store the API and client suites pair with this database:
+    /// SQLite with the filesystem (the embedded default), PostgreSQL with S3
+    /// (a fleet's shape). Each suite thus covers both stores and both
+    /// databases without running twice per store.
+    pub fn paired_storage(self) -> Storage {
+        match self {
+            Backend::Sqlite => Storage::Filesystem,
+            Backend::Postgres => Storage::S3,
+        }
+    }
+}
+
+/// Where a registry under test keeps blob bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Files in its data directory.
+    Filesystem,
+    /// A fresh bucket of this test process's SeaweedFS server.
+    S3,
 }
 
 /// Path of a workspace binary in the shared `target/` directory.
@@ -131,6 +152,10 @@ pub struct Registry {
     pub database_url: String,
     /// Which backend that is.
     pub backend: Backend,
+    /// The S3 bucket holding its blobs, with the server's environment; `None` on the filesystem.
+    pub bucket: Option<String>,
+    /// Settings every start of this registry gets: where its blobs are.
+    storage_env: Vec<(String, String)>,
     child: Option<Child>,
     log_path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -144,6 +169,39 @@ impl Registry {
 
     /// Starts a registry with extra `DAMSELFLY_*` environment settings.
     pub fn start_with(backend: Backend, env: &[(&str, &str)]) -> Registry {
+        Self::start_on(backend, Storage::Filesystem, env)
+    }
+
+    /// Starts a registry with the blob store [`Backend::paired_storage`] names.
+    pub fn start_paired(backend: Backend) -> Registry {
+        Self::start_on(backend, backend.paired_storage(), &[])
+    }
+
+    /// [`Registry::start_paired`] with extra settings.
+    pub fn start_paired_with(backend: Backend, env: &[(&str, &str)]) -> Registry {
+        Self::start_on(backend, backend.paired_storage(), env)
+    }
+
+    /// Starts a registry on a database and blob store of its own, with extra settings.
+    pub fn start_on(backend: Backend, storage: Storage, env: &[(&str, &str)]) -> Registry {
+        match storage {
+            Storage::Filesystem => Self::start_in(backend, None, Vec::new(), env),
+            Storage::S3 => {
+                let s3 = seaweedfs::SeaweedFs::shared();
+                let bucket = s3.create_bucket();
+                let storage_env = s3.registry_env(&bucket);
+                Self::start_in(backend, Some(bucket), storage_env, env)
+            }
+        }
+    }
+
+    /// Starts a registry whose blobs are in `bucket`, reached with `storage_env`.
+    pub fn start_in(
+        backend: Backend,
+        bucket: Option<String>,
+        storage_env: Vec<(String, String)>,
+        env: &[(&str, &str)],
+    ) -> Registry {
         let tmp = tempfile::Builder::new().prefix("damselfly-e2e-").tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
         let database_url = match backend {
@@ -157,6 +215,8 @@ impl Registry {
             data_dir,
             database_url,
             backend,
+            bucket,
+            storage_env,
             child: None,
             log_path: tmp.path().join("registry.log"),
             _tmp: Some(tmp),
@@ -165,8 +225,8 @@ impl Registry {
         reg
     }
 
-    /// Starts a second process on another port over the same data directory
-    /// and database as `other`, as another replica would run, with extra
+    /// Starts a second process on another port over the same data directory,
+    /// database and bucket as `other`, as another replica would run, with extra
     /// `DAMSELFLY_*` settings. Drop it before `other`, which owns the directory.
     pub fn start_sharing(other: &Registry, env: &[(&str, &str)]) -> Registry {
         let port = free_port();
@@ -177,6 +237,8 @@ impl Registry {
             data_dir: other.data_dir.clone(),
             database_url: other.database_url.clone(),
             backend: other.backend,
+            bucket: other.bucket.clone(),
+            storage_env: other.storage_env.clone(),
             child: None,
             log_path: log_dir.join(format!("registry-{port}.log")),
             _tmp: None,
@@ -198,6 +260,9 @@ impl Registry {
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone().expect("dup log")))
             .stderr(Stdio::from(log));
+        for (k, v) in &self.storage_env {
+            cmd.env(k, v);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -258,12 +323,48 @@ impl Registry {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// A map of every file under the data directory (except the SQLite
-    /// database and its journals) to its SHA-256, for byte-for-byte
-    /// before/after comparisons.
+    /// The most memory the running process has held (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("the registry is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would: nothing of it runs after.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again after [`Registry::stop`] or [`Registry::kill`], with extra settings.
+    pub fn start_again(&mut self, env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "the registry is running");
+        self.spawn(env);
+    }
+
+    /// A map of every blob store file under the data directory (except the
+    /// SQLite database and its journals) or, with S3, of every object in the
+    /// bucket and every multipart upload open in it, to its SHA-256, for
+    /// byte-for-byte before/after comparisons.
     pub fn snapshot_files(&self) -> std::collections::BTreeMap<String, String> {
         use sha2::Digest as _;
         let mut out = std::collections::BTreeMap::new();
+        if let Some(bucket) = &self.bucket {
+            let s3 = seaweedfs::SeaweedFs::shared();
+            for (key, _) in s3.objects(bucket) {
+                out.insert(key.clone(), hex_string(&sha2::Sha256::digest(s3.object(bucket, &key))));
+            }
+            for (key, upload_id) in s3.open_uploads(bucket) {
+                out.insert(format!("multipart upload {upload_id} of {key}"), String::new());
+            }
+            return out;
+        }
         let mut stack = vec![self.data_dir.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {

@@ -37,7 +37,7 @@ on_both_backends!(
 );
 
 fn podman_push_then_pull_round_trips(backend: Backend) {
-    let reg = Registry::start(backend);
+    let reg = Registry::start_paired(backend);
     let ws = Workstation::logged_in_to(&reg);
     let files = sample_files("web 1.0");
     let image = format!("{}/team/app/web:1.0", reg.host);
@@ -58,7 +58,7 @@ fn podman_push_then_pull_round_trips(backend: Backend) {
 /// `docker push` sends Docker's own manifest and layer media types (schema 2);
 /// podman does the same with `--format v2s2`. They must come back as sent.
 fn podman_push_in_docker_format_round_trips(backend: Backend) {
-    let reg = Registry::start(backend);
+    let reg = Registry::start_paired(backend);
     let pusher = Workstation::logged_in_to(&reg);
     let files = sample_files("docker format");
     let image = format!("{}/team/app/legacy:1.0", reg.host);
@@ -88,7 +88,7 @@ fn podman_push_in_docker_format_round_trips(backend: Backend) {
 }
 
 fn skopeo_inspect_reports_exactly_what_was_pushed(backend: Backend) {
-    let reg = Registry::start(backend);
+    let reg = Registry::start_paired(backend);
     let ws = Workstation::logged_in_to(&reg);
     let layout = OciLayout::create(ws.path("layout"));
     let image = layout.add_image(&ws, "1.0", &sample_files("web 1.0"), host_architecture());
@@ -110,7 +110,7 @@ fn skopeo_inspect_reports_exactly_what_was_pushed(backend: Backend) {
 }
 
 fn skopeo_copy_between_repositories_keeps_every_digest(backend: Backend) {
-    let reg = Registry::start(backend);
+    let reg = Registry::start_paired(backend);
     let ws = Workstation::logged_in_to(&reg);
     let layout = OciLayout::create(ws.path("layout"));
     let image = layout.add_image(&ws, "1.0", &sample_files("web 1.0"), host_architecture());
@@ -132,7 +132,7 @@ fn skopeo_copy_between_repositories_keeps_every_digest(backend: Backend) {
 }
 
 fn skopeo_copy_to_an_oci_layout_returns_the_pushed_bytes(backend: Backend) {
-    let reg = Registry::start(backend);
+    let reg = Registry::start_paired(backend);
     let ws = Workstation::logged_in_to(&reg);
     let layout = OciLayout::create(ws.path("layout"));
     let files = sample_files("web 1.0");
@@ -151,7 +151,7 @@ fn skopeo_copy_to_an_oci_layout_returns_the_pushed_bytes(backend: Backend) {
 }
 
 fn skopeo_list_tags_lists_each_repository_own_tags_in_order(backend: Backend) {
-    let reg = Registry::start(backend);
+    let reg = Registry::start_paired(backend);
     let ws = Workstation::logged_in_to(&reg);
     let layout = OciLayout::create(ws.path("layout"));
     let image = layout.add_image(&ws, "1.0", &sample_files("web"), host_architecture());
@@ -172,7 +172,7 @@ fn skopeo_list_tags_lists_each_repository_own_tags_in_order(backend: Backend) {
 }
 
 fn multi_platform_index_round_trips_and_podman_pulls_its_own_platform(backend: Backend) {
-    let reg = Registry::start(backend);
+    let reg = Registry::start_paired(backend);
     let ws = Workstation::logged_in_to(&reg);
     let layout = OciLayout::create(ws.path("layout"));
     let here = host_architecture();
@@ -219,7 +219,7 @@ fn multi_platform_index_round_trips_and_podman_pulls_its_own_platform(backend: B
 }
 
 fn restart_loses_nothing_that_was_pushed(backend: Backend) {
-    let mut reg = Registry::start(backend);
+    let mut reg = Registry::start_paired(backend);
     let pusher = Workstation::logged_in_to(&reg);
     let podman_files = sample_files("pushed by podman");
     let podman_image = format!("{}/team/app/web:1.0", reg.host);

@@ -96,8 +96,13 @@ fn settings_in_help(help: &str) -> std::collections::BTreeMap<String, (String, S
 /// first `--…` and `DAMSELFLY_…` code spans of the second column; the default
 /// is the first code span of the third, or the whole cell if it has none.
 fn settings_in_readme(readme: &str) -> std::collections::BTreeMap<String, (String, String)> {
-    let section = &readme[readme.find("\n## Configuration\n").expect("a Configuration section")..];
-    let rows = section.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).skip(2);
+    // Every table of the section, its subsections (blob storage) included, up to the next `## `.
+    let section = &readme[readme.find("\n## Configuration\n").expect("a Configuration section") + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |end| end + 3)];
+    let rows = section
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .filter(|l| !l.contains("| flag / variable |") && !l.starts_with("|---"));
     let spans = |cell: &str| -> Vec<String> { cell.split('`').skip(1).step_by(2).map(str::to_owned).collect() };
     rows.map(|row| {
         let cells: Vec<String> =

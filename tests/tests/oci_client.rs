@@ -15,7 +15,7 @@ fn client() -> Client {
 }
 
 async fn oci_client_pushes_and_pulls_with_a_token(backend: Backend) {
-    let reg = Registry::start(backend);
+    let reg = Registry::start_paired(backend);
     let reference: Reference = format!("{}/rust/client/app:v1", reg.host).parse().expect("reference");
     let auth = RegistryAuth::Basic("admin".into(), ADMIN_PASSWORD.into());
     let layer_bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -39,7 +39,7 @@ async fn oci_client_pushes_and_pulls_with_a_token(backend: Backend) {
 }
 
 async fn oci_client_without_credentials_is_refused(backend: Backend) {
-    let reg = Registry::start(backend);
+    let reg = Registry::start_paired(backend);
     let reference: Reference = format!("{}/rust/client/app:v1", reg.host).parse().expect("reference");
     let layers = vec![ImageLayer::oci_v1(b"layer".to_vec(), None)];
     let config = Config::oci_v1(b"{}".to_vec(), None);

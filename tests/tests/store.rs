@@ -48,6 +48,7 @@ on_both_backends!(
     tags_list_in_bytewise_order_with_pages,
     referrers_filter_by_artifact_type,
     upload_sessions_belong_to_one_repository,
+    upload_progress_advances_only_from_the_length_it_was_read_at,
 );
 
 async fn migrations_apply_once_and_reopen_cleanly(backend: Backend) {
@@ -185,9 +186,32 @@ async fn upload_sessions_belong_to_one_repository(backend: Backend) {
     let s = open(backend).await;
     let repo = s.db.repositories().ensure("app").await.unwrap();
     s.db.repositories().ensure("other").await.unwrap();
-    s.db.uploads().create("u1", repo).await.unwrap();
-    assert_eq!(s.db.uploads().find("u1", "app").await.unwrap(), Some(repo));
-    assert_eq!(s.db.uploads().find("u1", "other").await.unwrap(), None);
+    s.db.uploads().create("u1", repo, Some("{\"start\":1}")).await.unwrap();
+    let row = s.db.uploads().find("u1", "app").await.unwrap().expect("the session");
+    assert_eq!((row.repository, row.length, row.store_state.as_deref()), (repo, 0, Some("{\"start\":1}")));
+    assert!(s.db.uploads().find("u1", "other").await.unwrap().is_none());
     assert!(s.db.uploads().delete("u1").await.unwrap());
-    assert_eq!(s.db.uploads().find("u1", "app").await.unwrap(), None);
+    assert!(s.db.uploads().find("u1", "app").await.unwrap().is_none());
+}
+
+async fn upload_progress_advances_only_from_the_length_it_was_read_at(backend: Backend) {
+    let s = open(backend).await;
+    let repo = s.db.repositories().ensure("app").await.unwrap();
+    s.db.uploads().create("u2", repo, None).await.unwrap();
+    assert!(s.db.uploads().advance("u2", 0, 10, Some("ten")).await.unwrap());
+    // A request that read the session at 0 bytes lost the race: nothing changes.
+    assert!(!s.db.uploads().advance("u2", 0, 7, Some("seven")).await.unwrap());
+    let row = s.db.uploads().find("u2", "app").await.unwrap().expect("the session");
+    assert_eq!((row.length, row.store_state.as_deref()), (10, Some("ten")));
+    // Part numbers are handed out once each, in order; none for a session that is gone.
+    let numbers = [s.db.uploads().next_part("u2").await.unwrap(), s.db.uploads().next_part("u2").await.unwrap()];
+    assert_eq!(numbers, [Some(1), Some(2)]);
+    assert_eq!(s.db.uploads().next_part("gone").await.unwrap(), None);
+    assert!(s.db.uploads().exists("u2").await.unwrap());
+    let far_future = i64::MAX / 2;
+    assert_eq!(
+        s.db.uploads().idle_since(far_future, 10).await.unwrap(),
+        vec![("u2".to_owned(), Some("ten".to_owned()))]
+    );
+    assert!(s.db.uploads().idle_since(row.updated_at, 10).await.unwrap().is_empty());
 }

@@ -34,7 +34,7 @@ pub use repositories::{Repositories, RepositoryId};
 pub use sessions::{ConsoleSession, ConsoleSessions};
 pub use tags::{TagDetail, Tags};
 pub use tenancy::{Namespace, NamespaceId, Tenancy, Tenant, TenantId};
-pub use uploads::Uploads;
+pub use uploads::{UploadRow, Uploads};
 
 /// Which SQL engine the pool talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,16 +5,11 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::Response;
 use damselfly_core::{ErrorCode, RepositoryName};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::{parse_digest, response, Call};
 use crate::error::{oci, RegistryError, Result};
 use crate::state::AppState;
 use damselfly_core::range::{parse_range, ByteRange};
-
-/// Read size when streaming a blob to a client.
-const READ_CHUNK: usize = 256 * 1024;
 
 pub(super) async fn get(state: &AppState, name: &RepositoryName, digest: &str, call: &Call) -> Result<Response> {
     let digest = parse_digest(digest)?;
@@ -24,10 +19,6 @@ pub(super) async fn get(state: &AppState, name: &RepositoryName, digest: &str, c
         .find_in_repository(name.as_str(), &digest)
         .await?
         .ok_or_else(|| oci::blob_unknown(name, &digest))?;
-    let Some(mut file) = state.blobs.open_blob(&digest).await? else {
-        tracing::error!(%digest, "blob is recorded in the database but its file is missing from the blob store");
-        return Err(oci::blob_unknown(name, &digest));
-    };
     let size = blob.size;
     let mut headers = vec![
         ("docker-content-digest", digest.to_string()),
@@ -55,11 +46,18 @@ pub(super) async fn get(state: &AppState, name: &RepositoryName, digest: &str, c
     if call.method == Method::HEAD {
         return Ok(response(status, &headers, Body::empty()));
     }
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start)).await?;
+    if let Some(url) = state.blobs.redirect_url(&digest).await? {
+        // The client fetches the bytes (and its range) from object storage directly.
+        let headers =
+            [("location", url), ("docker-content-digest", digest.to_string()), ("content-length", "0".into())];
+        return Ok(response(StatusCode::TEMPORARY_REDIRECT, &headers, Body::empty()));
     }
+    let Some(stream) = state.blobs.read(&digest, start, len).await? else {
+        tracing::error!(%digest, "blob is recorded in the database but missing from the blob store");
+        return Err(oci::blob_unknown(name, &digest));
+    };
     let metrics = state.metrics.clone();
-    let stream = ReaderStream::with_capacity(file.take(len), READ_CHUNK).inspect(move |chunk| {
+    let stream = stream.inspect(move |chunk| {
         if let Ok(c) = chunk {
             metrics.sent("blob", c.len() as u64);
         }

@@ -5,14 +5,14 @@
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
-use damselfly_core::{BlobHasher, Digest, ErrorCode, RepositoryName};
+use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{parse_digest, response, Call};
 use crate::error::{oci, RegistryError, Result};
-use crate::metadata::{BlobRecord, RepositoryId};
+use crate::metadata::{BlobRecord, UploadRow};
 use crate::state::AppState;
-use crate::storage::AppendError;
+use crate::storage::{AppendDone, StoreError, Upload};
 use damselfly_core::range::parse_content_range;
 
 /// `POST /v2/<name>/blobs/uploads/`
@@ -30,8 +30,12 @@ pub(super) async fn start(state: &AppState, name: &RepositoryName, call: &Call, 
     }
     let repo = state.db.repositories().ensure(name.as_str()).await?;
     let id = uuid::Uuid::new_v4().to_string();
-    state.blobs.create_upload(&id).await?;
-    state.db.uploads().create(&id, repo).await?;
+    let upload = state.blobs.create_upload(&id).await?;
+    let saved = upload.saved();
+    if let Err(e) = state.db.uploads().create(&id, repo, saved.as_deref()).await {
+        state.blobs.remove_upload(&id, saved.as_deref()).await;
+        return Err(e.into());
+    }
     Ok(session_response(StatusCode::ACCEPTED, name, &id, 0))
 }
 
@@ -53,7 +57,7 @@ async fn try_mount(
     let Some(_) = state.db.blobs().find_in_repository(from.as_str(), digest).await? else {
         return Ok(None);
     };
-    if !state.blobs.contains(digest).await {
+    if !state.blobs.contains(digest).await? {
         return Ok(None);
     }
     let repo = state.db.repositories().ensure(name.as_str()).await?;
@@ -63,14 +67,16 @@ async fn try_mount(
 }
 
 async fn monolithic(state: &AppState, name: &RepositoryName, digest: Digest, body: Body) -> Result<Response> {
-    let (temp, hasher) = state.blobs.write_temp(body.into_data_stream()).await.map_err(append_error)?;
+    let hasher = match state.blobs.write_blob(&digest, body.into_data_stream()).await {
+        Ok(hasher) => hasher,
+        Err(StoreError::Mismatch { actual }) => return Err(digest_mismatch(&digest, &actual)),
+        Err(e) => return Err(e.into()),
+    };
     state.metrics.received("blob", hasher.len());
     let size = hasher.len();
-    let (actual, pieces) = hasher.finish();
-    check_digest(&digest, &actual)?;
+    let (_, pieces) = hasher.finish();
     // The repository appears only once something valid is stored in it.
     let repo = state.db.repositories().ensure(name.as_str()).await?;
-    temp.commit(&digest).await?;
     state.db.blobs().insert_and_link(repo, &BlobRecord { digest, size, pieces }).await?;
     Ok(created(name, &digest))
 }
@@ -78,7 +84,7 @@ async fn monolithic(state: &AppState, name: &RepositoryName, digest: Digest, bod
 /// `GET /v2/<name>/blobs/uploads/<id>`: how many bytes the session holds.
 pub(super) async fn status(state: &AppState, name: &RepositoryName, id: &str) -> Result<Response> {
     let (_, guard) = open_session(state, name, id).await?;
-    let len = guard.as_ref().map_or(0, BlobHasher::len);
+    let len = guard.as_ref().map_or(0, Upload::len);
     Ok(session_response(StatusCode::NO_CONTENT, name, id, len))
 }
 
@@ -90,10 +96,42 @@ pub(super) async fn patch(
     call: &Call,
     body: Body,
 ) -> Result<Response> {
-    let (_, mut guard) = open_session(state, name, id).await?;
-    let hasher = guard.as_mut().ok_or_else(|| oci::upload_unknown(id))?;
-    append(state, name, id, hasher, call, body).await?;
-    Ok(session_response(StatusCode::ACCEPTED, name, id, hasher.len()))
+    let (row, mut guard) = open_session(state, name, id).await?;
+    let upload = guard.as_mut().ok_or_else(|| oci::upload_unknown(id))?;
+    let mut next = upload.clone();
+    let done = append(state, name, id, &mut next, call, body).await?;
+    let len = save(state, name, &row, &mut guard, next, done).await?;
+    Ok(session_response(StatusCode::ACCEPTED, name, id, len))
+}
+
+/// Records an append in the database, unless another request appended first; returns the session's length.
+async fn save(
+    state: &AppState,
+    name: &RepositoryName,
+    row: &UploadRow,
+    guard: &mut Option<Upload>,
+    next: Upload,
+    done: AppendDone,
+) -> Result<u64> {
+    let saved = next.saved();
+    let advanced = state.db.uploads().advance(&next.id, row.length, next.len(), saved.as_deref()).await;
+    // Until saved, reload from the database next time: it, not this process, knows where the session stands.
+    *guard = None;
+    if !advanced? {
+        state.blobs.abandon(done).await;
+        let held = state.db.uploads().find(&next.id, name.as_str()).await?.map_or(0, |r| r.length);
+        return Err(RegistryError::oci(
+            ErrorCode::BlobUploadInvalid,
+            format!("another request appended to upload {} first; it holds {held} bytes, resend from there", next.id),
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+        .with_header(header::LOCATION, upload_location(name, &next.id))
+        .with_header(header::RANGE, range_value(held)));
+    }
+    state.blobs.release(done).await;
+    let len = next.len();
+    *guard = Some(next);
+    Ok(len)
 }
 
 /// `PUT /v2/<name>/blobs/uploads/<id>?digest=…`: append the last chunk, if
@@ -112,53 +150,75 @@ pub(super) async fn finish(
             oci::digest_invalid("the digest query parameter is required to finish an upload: PUT …?digest=sha256:…")
         })
         .and_then(|d| parse_digest(d))?;
-    let (repo, mut guard) = open_session(state, name, id).await?;
-    let hasher = guard.as_mut().ok_or_else(|| oci::upload_unknown(id))?;
-    append(state, name, id, hasher, call, body).await?;
-    let (actual, pieces) = hasher.clone().finish();
-    let size = hasher.len();
+    let (row, mut guard) = open_session(state, name, id).await?;
+    let upload = guard.as_mut().ok_or_else(|| oci::upload_unknown(id))?;
+    // The last chunk is not saved as progress: if the commit fails, the
+    // session is as it was and the client sends the same PUT again.
+    let mut last = upload.clone();
+    *guard = None;
+    append(state, name, id, &mut last, call, body).await?;
+    let (actual, pieces) = last.hasher.clone().finish();
+    let size = last.len();
     if let Err(e) = check_digest(&digest, &actual) {
         // A lying or corrupted upload leaves nothing behind.
-        discard(state, id).await?;
+        discard(state, id, last.saved().as_deref()).await?;
         return Err(e);
     }
-    state.blobs.commit_upload(id, &digest).await?;
-    state.db.blobs().insert_and_link(repo, &BlobRecord { digest, size, pieces }).await?;
+    state.blobs.commit_upload(last, &digest, || next_part(state, id)).await?;
+    state.db.blobs().insert_and_link(row.repository, &BlobRecord { digest, size, pieces }).await?;
     state.db.uploads().delete(id).await?;
-    *guard = None;
     state.uploads.forget(id);
     Ok(created(name, &digest))
 }
 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`: cancel.
 pub(super) async fn cancel(state: &AppState, name: &RepositoryName, id: &str) -> Result<Response> {
-    let (_, _guard) = open_session(state, name, id).await?;
-    discard(state, id).await?;
+    let (row, mut guard) = open_session(state, name, id).await?;
+    *guard = None;
+    discard(state, id, row.store_state.as_deref()).await?;
     Ok(response(StatusCode::NO_CONTENT, &[], Body::empty()))
 }
 
-async fn discard(state: &AppState, id: &str) -> Result<()> {
+async fn discard(state: &AppState, id: &str, saved: Option<&str>) -> Result<()> {
     state.db.uploads().delete(id).await?;
-    state.blobs.remove_upload(id).await;
+    state.blobs.remove_upload(id, saved).await;
     state.uploads.forget(id);
     Ok(())
 }
 
-/// Finds the session, locks it and makes sure its hasher is loaded.
+/// Finds the session, locks it on this process and makes sure its state is
+/// loaded and current: the database row read under the lock is the truth,
+/// since another replica may have moved the session on.
 async fn open_session(
     state: &AppState,
     name: &RepositoryName,
     id: &str,
-) -> Result<(RepositoryId, OwnedMutexGuard<Option<BlobHasher>>)> {
-    let repo = state.db.uploads().find(id, name.as_str()).await?.ok_or_else(|| oci::upload_unknown(id))?;
+) -> Result<(UploadRow, OwnedMutexGuard<Option<Upload>>)> {
+    state.db.uploads().find(id, name.as_str()).await?.ok_or_else(|| oci::upload_unknown(id))?;
     let mut guard = state.uploads.lock(id).await;
-    if guard.is_none() {
-        *guard = state.blobs.rehash_upload(id).await?;
+    let Some(row) = state.db.uploads().find(id, name.as_str()).await? else {
+        *guard = None;
+        return Err(oci::upload_unknown(id));
+    };
+    // On the filesystem the cached hasher is current while the lengths agree;
+    // an S3 session is always taken from its saved state, which costs no S3 call.
+    let current = guard.as_ref().is_some_and(|u| u.len() == row.length && row.store_state.is_none());
+    if !current {
+        *guard = state.blobs.load_upload(id, row.store_state.as_deref()).await?;
         if guard.is_none() {
             return Err(oci::upload_unknown(id));
         }
     }
-    Ok((repo, guard))
+    Ok((row, guard))
+}
+
+/// A part number for the session's multipart upload that no request used before.
+async fn next_part(state: &AppState, id: &str) -> std::result::Result<u32, StoreError> {
+    match state.db.uploads().next_part(id).await {
+        Ok(Some(n)) => Ok(n),
+        Ok(None) => Err(StoreError::Body(format!("upload {id} was cancelled while this request wrote to it"))),
+        Err(e) => Err(StoreError::Unavailable(format!("metadata database failed handing out a part number: {e}"))),
+    }
 }
 
 /// Appends the request body, honouring `Content-Range` if present.
@@ -166,11 +226,11 @@ async fn append(
     state: &AppState,
     name: &RepositoryName,
     id: &str,
-    hasher: &mut BlobHasher,
+    upload: &mut Upload,
     call: &Call,
     body: Body,
-) -> Result<()> {
-    let at = hasher.len();
+) -> Result<AppendDone> {
+    let at = upload.len();
     let expected = match call.header(header::CONTENT_RANGE) {
         Some(value) => {
             let (first, last) = parse_content_range(value).ok_or_else(|| {
@@ -205,33 +265,21 @@ async fn append(
             ));
         }
     }
-    state.blobs.append_upload(id, hasher, body.into_data_stream(), expected).await.map_err(append_error)?;
-    state.metrics.received("blob", hasher.len() - at);
-    Ok(())
+    let done = state.blobs.append_upload(upload, body.into_data_stream(), expected, || next_part(state, id)).await?;
+    state.metrics.received("blob", upload.len() - at);
+    Ok(done)
 }
 
 fn check_digest(expected: &Digest, actual: &Digest) -> Result<()> {
     if expected == actual {
         return Ok(());
     }
-    Err(oci::digest_invalid(format!("the uploaded content has digest {actual}, not {expected}; nothing was stored"))
-        .with_detail(serde_json::json!({ "expected": expected.to_string(), "actual": actual.to_string() })))
+    Err(digest_mismatch(expected, actual))
 }
 
-fn append_error(e: AppendError) -> RegistryError {
-    match e {
-        AppendError::Body(reason) => RegistryError::oci(
-            ErrorCode::BlobUploadInvalid,
-            format!("the upload body was cut short ({reason}); nothing was kept from this request, resend it"),
-        ),
-        AppendError::Size { expected, got } => RegistryError::oci(
-            ErrorCode::SizeInvalid,
-            format!(
-                "Content-Range announced {expected} bytes but the body had {got}; nothing was kept from this request"
-            ),
-        ),
-        AppendError::Io(e) => RegistryError::Io(e),
-    }
+fn digest_mismatch(expected: &Digest, actual: &Digest) -> RegistryError {
+    oci::digest_invalid(format!("the uploaded content has digest {actual}, not {expected}; nothing was stored"))
+        .with_detail(serde_json::json!({ "expected": expected.to_string(), "actual": actual.to_string() }))
 }
 
 fn upload_location(name: &RepositoryName, id: &str) -> String {

@@ -18,9 +18,7 @@ use damselfly_core::p2p::{
 };
 use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Notify;
-use tokio_util::io::ReaderStream;
 
 use super::scheduler::{Blob, Plan, Scheduler};
 use super::stats::Traffic;
@@ -301,12 +299,11 @@ async fn seed_piece(
             .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
     }
     let (start, len) = PieceGeometry { size: blob.size, piece_size: blob.pieces.piece_size() }.span(index);
-    let mut file = state.blobs.open_blob(&digest).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
-    file.seek(std::io::SeekFrom::Start(start)).await?;
+    let stream = state.blobs.read(&digest, start, len).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
     let metrics = state.metrics.clone();
     let stats = state.p2p_stats.clone();
     let cluster = crate::metadata::ClusterId(claims.cluster);
-    let stream = ReaderStream::with_capacity(file.take(len), 256 * 1024).inspect(move |chunk| {
+    let stream = stream.inspect(move |chunk| {
         if let Ok(c) = chunk {
             metrics.sent("seed", c.len() as u64);
             stats.received(cluster, digest, Traffic { peers: 0, seed: c.len() as u64 });

@@ -12,40 +12,26 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use damselfly_core::{BlobHasher, Digest};
 use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::{BlobStream, StoreError};
 
 /// Bytes gathered before one write and hash step.
 const WRITE_CHUNK: usize = 1024 * 1024;
+/// Read size when streaming a blob out.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Blob files, upload sessions and temporary files.
 #[derive(Clone, Debug)]
-pub struct BlobStore {
+pub struct FilesystemStore {
     root: PathBuf,
     piece_size: u64,
 }
 
-/// Why appending a request body to an upload failed. Either way the file is
-/// rolled back to its previous length.
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    /// The client's body ended early or the connection broke.
-    #[error("request body could not be read: {0}")]
-    Body(String),
-    /// The body's length differs from what `Content-Range` announced.
-    #[error("expected {expected} bytes, got {got}")]
-    Size {
-        /// Announced length.
-        expected: u64,
-        /// Bytes actually received.
-        got: u64,
-    },
-    /// The disk write failed.
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-}
-
-impl BlobStore {
+impl FilesystemStore {
     /// Opens (creating) the store under `root` and clears leftovers of interrupted single-request uploads.
-    pub async fn open(root: &Path, piece_size: u64) -> std::io::Result<BlobStore> {
+    pub async fn open(root: &Path, piece_size: u64) -> std::io::Result<FilesystemStore> {
         for dir in ["blobs/sha256", "uploads", "tmp"] {
             tokio::fs::create_dir_all(root.join(dir)).await?;
         }
@@ -54,12 +40,7 @@ impl BlobStore {
         while let Some(e) = entries.next_entry().await? {
             let _ = tokio::fs::remove_file(e.path()).await;
         }
-        Ok(BlobStore { root: root.to_owned(), piece_size })
-    }
-
-    /// Piece size used for per-piece digests.
-    pub fn piece_size(&self) -> u64 {
-        self.piece_size
+        Ok(FilesystemStore { root: root.to_owned(), piece_size })
     }
 
     /// A fresh hasher with the store's piece size.
@@ -73,13 +54,25 @@ impl BlobStore {
         self.root.join("blobs/sha256").join(&hex[..2]).join(hex)
     }
 
-    /// Opens a committed blob for reading.
-    pub async fn open_blob(&self, digest: &Digest) -> std::io::Result<Option<tokio::fs::File>> {
-        match tokio::fs::File::open(self.blob_path(digest)).await {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+    /// `len` bytes of a committed blob from `start`; `None` if its file is missing.
+    pub async fn read(&self, digest: &Digest, start: u64, len: u64) -> std::io::Result<Option<BlobStream>> {
+        let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if start > 0 {
+            file.seek(SeekFrom::Start(start)).await?;
         }
+        Ok(Some(ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed()))
+    }
+
+    /// Checks the data directory takes writes, for `/readyz`.
+    pub async fn probe(&self) -> Result<(), String> {
+        let probe = self.root.join("tmp").join(".ready-probe");
+        tokio::fs::write(&probe, b"ok")
+            .await
+            .map_err(|e| format!("blob store not writable at {}: {e}", probe.display()))
     }
 
     /// True when the blob's bytes are present.
@@ -140,7 +133,7 @@ impl BlobStore {
         hasher: &mut BlobHasher,
         body: S,
         expected_len: Option<u64>,
-    ) -> Result<(), AppendError>
+    ) -> Result<(), StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -153,7 +146,7 @@ impl BlobStore {
         write_stream(file, start, &mut next, body).await?;
         let got = next.len() - start;
         if let Some(expected) = expected_len.filter(|e| *e != got) {
-            return Err(AppendError::Size { expected, got });
+            return Err(StoreError::Size { expected, got });
         }
         rollback.on_drop = None;
         *hasher = next;
@@ -165,20 +158,26 @@ impl BlobStore {
         self.commit_file(&self.upload_path(id), digest).await
     }
 
-    /// Streams a whole blob from one request into a temporary file and
-    /// returns the file's hasher. The caller verifies the digest and calls
-    /// [`TempBlob::commit`]; dropping the `TempBlob` deletes the file.
-    pub async fn write_temp<S, E>(&self, body: S) -> Result<(TempBlob, BlobHasher), AppendError>
+    /// Streams a whole blob from one request into a temporary file, and
+    /// moves it into place only if it hashes to `digest`; otherwise, or if
+    /// the request fails, the file is deleted.
+    pub async fn write_blob<S, E>(&self, digest: &Digest, body: S) -> Result<BlobHasher, StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         let path = self.root.join("tmp").join(uuid::Uuid::new_v4().simple().to_string());
         let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-        let temp = TempBlob { store: self.clone(), guard: Rollback { path, on_drop: Some(Undo::Remove) } };
+        let mut guard = Rollback { path, on_drop: Some(Undo::Remove) };
         let mut hasher = self.hasher();
         write_stream(file, 0, &mut hasher, body).await?;
-        Ok((temp, hasher))
+        let actual = hasher.clone().finish().0;
+        if actual != *digest {
+            return Err(StoreError::Mismatch { actual });
+        }
+        self.commit_file(&guard.path, digest).await?;
+        guard.on_drop = None;
+        Ok(hasher)
     }
 
     async fn commit_file(&self, from: &Path, digest: &Digest) -> std::io::Result<()> {
@@ -191,21 +190,6 @@ impl BlobStore {
             tokio::fs::create_dir_all(parent).await?;
         }
         tokio::fs::rename(from, &to).await
-    }
-}
-
-/// A fully received single-request upload waiting for its digest check.
-pub struct TempBlob {
-    store: BlobStore,
-    guard: Rollback,
-}
-
-impl TempBlob {
-    /// Moves the file into place as blob `digest`.
-    pub async fn commit(mut self, digest: &Digest) -> std::io::Result<()> {
-        self.store.commit_file(&self.guard.path, digest).await?;
-        self.guard.on_drop = None;
-        Ok(())
     }
 }
 
@@ -244,7 +228,7 @@ async fn write_stream<S, E>(
     start: u64,
     hasher: &mut BlobHasher,
     mut body: S,
-) -> Result<(), AppendError>
+) -> Result<(), StoreError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -261,7 +245,7 @@ where
         Ok(())
     };
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| AppendError::Body(e.to_string()))?;
+        let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
         if buf.len() + chunk.len() > WRITE_CHUNK && !buf.is_empty() {
             flush(&mut buf, hasher)?;
         }
