@@ -501,6 +501,11 @@ impl Agent {
         if !extra.contains(&"--cache-dir") {
             args.extend(["--cache-dir".into(), cache_dir.display().to_string()]);
         }
+        // Eviction by filesystem use would make a test's outcome depend on how
+        // full the machine's disk is; the tests that exercise it set their own.
+        if !extra.contains(&"--cache-high-watermark") {
+            args.extend(["--cache-high-watermark", "100", "--cache-low-watermark", "99"].map(String::from));
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut agent = Agent {
             mirror_url: format!("http://127.0.0.1:{mirror}"),

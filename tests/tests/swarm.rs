@@ -145,6 +145,8 @@ impl Swarm {
             .args(["--node-name", &format!("node-{i}")])
             .arg("--cache-dir")
             .arg(self.tmp.path().join(format!("cache-{i}")))
+            // Filesystem-use eviction would tie the outcome to the machine's disk.
+            .args(["--cache-high-watermark", "100", "--cache-low-watermark", "99"])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DAMSELFLY_AGENT_CLUSTER_TOKEN", &self.cluster_token)
