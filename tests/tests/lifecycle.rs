@@ -46,6 +46,11 @@ fn help_lists_every_setting_with_its_variable() {
     ] {
         assert!(help.contains(flag) && help.contains(var), "--help lacks {flag} / {var}:\n{help}");
     }
+    // It sends the reader to a place they can find: a section of the README that exists.
+    assert!(help.contains("The README's section \"Configuration\" lists them all."), "{help}");
+    assert!(!help.contains("Config` docs"), "{help}");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    assert!(readme.contains("\n## Configuration\n"));
 }
 
 /// The README's settings table (section "Configuration") and `--help` name
