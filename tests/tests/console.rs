@@ -226,7 +226,8 @@ async fn a_form_with_an_error_comes_back_with_the_reason_and_what_was_typed(back
     assert!(page.body.contains(signed_in), "{}", page.body);
     let reason = "user ghost does not exist; the system administrator creates users on the Users page.";
     assert!(page.body.contains(reason), "{}", page.body);
-    for kept in [r#"id="member-name" required value="ghost""#, r#"<option value="web" selected>namespace web</option>"#] {
+    for kept in [r#"id="member-name" required value="ghost""#, r#"<option value="web" selected>namespace web</option>"#]
+    {
         assert!(page.body.contains(kept), "{kept} missing:\n{}", page.body);
     }
     assert!(page.body.contains(r#"<option value="admin" selected>"#), "{}", page.body);
@@ -420,7 +421,9 @@ async fn viewer_cannot_act_through_admin_forms_posted_by_hand(backend: Backend) 
         .filter(|e| e["outcome"] == "denied")
         .filter_map(|e| e["action"].as_str())
         .collect();
-    for action in ["tenant.create", "namespace.create", "namespace.update", "robot.create", "cluster.create", "user.create"] {
+    for action in
+        ["tenant.create", "namespace.create", "namespace.update", "robot.create", "cluster.create", "user.create"]
+    {
         assert!(denied.contains(&action), "no denied {action} in {denied:?}");
     }
 }
@@ -498,7 +501,8 @@ async fn repository_page_lists_tags_with_pull_commands_and_deletes_a_tag(backend
         "docker pull p2p.example.test:65001/web/app:1.0".to_owned(),
         "podman pull p2p.example.test:65001/web/app:multi".to_owned(),
         "podman pull --tls-verify=false 127.0.0.1:65001/web/app:1.0".to_owned(),
-        "a name for the nodes: it resolves on a node once a cluster&#39;s setup command has written its hosts entry".to_owned(),
+        "a name for the nodes: it resolves on a node once a cluster&#39;s setup command has written its hosts entry"
+            .to_owned(),
         "href=\"/console/tenants/acme/clusters\" id=\"clusters-link\"".to_owned(),
     ] {
         assert!(
@@ -1095,7 +1099,8 @@ async fn admin_sets_up_tenant_namespace_robot_p2p_and_cluster_in_a_browser() {
     let out = Command::new("sh").args(["-c", &mistyped]).output().expect("sh");
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(
-        String::from_utf8_lossy(&out.stderr).starts_with("damselfly setup: the registry does not know this cluster token"),
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("damselfly setup: the registry does not know this cluster token"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -1330,7 +1335,9 @@ async fn the_console_finishes_the_job_and_asks_before_it_destroys() {
     browser.screenshot("namespace-repositories").await;
     browser.goto(&page("/console/repository?name=web%2Fapp")).await;
     browser.full_screenshot("repository").await;
-    browser.click_xpath("//form[input[@name='tag' and @value='1.0']]/button[contains(@class, 'danger')]", "#confirm").await;
+    browser
+        .click_xpath("//form[input[@name='tag' and @value='1.0']]/button[contains(@class, 'danger')]", "#confirm")
+        .await;
     browser.screenshot("confirm-delete-tag").await;
     browser.click("#confirm", ".notice").await;
     assert_eq!(browser.text(".notice").await, "Tag 1.0 deleted from web/app.");
@@ -1372,7 +1379,10 @@ async fn the_console_finishes_the_job_and_asks_before_it_destroys() {
     }
     browser.select("#audit-action", "").await;
     browser.click("#audit-filter", "#audit").await;
-    assert!(browser.text("#audit").await.contains("access token for repository:web/app:"), "token.issue reads as words");
+    assert!(
+        browser.text("#audit").await.contains("access token for repository:web/app:"),
+        "token.issue reads as words"
+    );
     let one_line = browser
         .c()
         .execute(

@@ -198,8 +198,10 @@ fn get_help_lists_every_flag_with_its_environment_variable() {
     // Each default is said once, by clap, not again in the text before it.
     let rate = help.lines().find(|l| l.contains("--download-rate")).expect("the --download-rate line");
     assert!(
-        rate.ends_with("One-shot peer: most bytes per second of pieces fetched; 0 for no limit \
-                        [env: DAMSELFLY_AGENT_DOWNLOAD_RATE=] [default: 0]"),
+        rate.ends_with(
+            "One-shot peer: most bytes per second of pieces fetched; 0 for no limit \
+                        [env: DAMSELFLY_AGENT_DOWNLOAD_RATE=] [default: 0]"
+        ),
         "{rate}"
     );
     for line in help.lines() {

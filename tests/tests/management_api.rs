@@ -913,8 +913,14 @@ async fn audit_log_records_every_write_with_actor_object_tenant_and_source(backe
         names.dedup();
         names
     };
-    assert_eq!(actions(api.audit(Who::Admin, "action=robot&limit=1000").await), ["robot.create", "robot.revoke", "robot.rotate"]);
-    assert_eq!(actions(api.audit(Who::Admin, "action=rotate&limit=1000").await), ["robot.rotate", "signing_key.rotate"]);
+    assert_eq!(
+        actions(api.audit(Who::Admin, "action=robot&limit=1000").await),
+        ["robot.create", "robot.revoke", "robot.rotate"]
+    );
+    assert_eq!(
+        actions(api.audit(Who::Admin, "action=rotate&limit=1000").await),
+        ["robot.rotate", "signing_key.rotate"]
+    );
     assert_eq!(actions(api.audit(Who::Admin, "action=signing_key&limit=1000").await), ["signing_key.rotate"]);
     for literal in ["signing_ke_", "%25", "robot.%25", "obot"] {
         assert_eq!(api.audit(Who::Admin, &format!("action={literal}")).await, Vec::<Value>::new(), "{literal}");
@@ -1152,7 +1158,9 @@ async fn clusters_get_a_new_token_or_are_deleted_by_their_tenant_s_admins_only(b
     let r = api.post("/api/v1/tenants/acme/clusters", Who::User("admin1"), json!({"name": "edge"})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let first = r.body["token"].as_str().expect("token").to_owned();
-    let r = api.patch("/api/v1/namespaces/web", Who::User("admin1"), json!({"preheat_on_push": [{"cluster": "edge"}]})).await;
+    let r = api
+        .patch("/api/v1/namespaces/web", Who::User("admin1"), json!({"preheat_on_push": [{"cluster": "edge"}]}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(setup_status(&api, &first).await, 200);
 
@@ -1208,5 +1216,6 @@ async fn clusters_get_a_new_token_or_are_deleted_by_their_tenant_s_admins_only(b
 
 /// The status of `GET /p2p/v1/install.sh` with cluster token `token`.
 async fn setup_status(api: &Api, token: &str) -> u16 {
-    api.send(Method::GET, "/p2p/v1/install.sh", Who::Header(&format!("Cluster {token}")), None).await.status
+    let request = api.http.request(&Cred::Anonymous, Method::GET, "/p2p/v1/install.sh");
+    api.http.send(request.header("authorization", format!("Cluster {token}"))).await.status
 }

@@ -119,7 +119,9 @@ fn value_text(key: &str, v: &Value) -> String {
             let on = o.get("namespace").and_then(Value::as_str).unwrap_or("the whole tenant");
             format!("{} on {on}", value_text("role", &o["role"]))
         }
-        Value::Object(o) => o.iter().map(|(k, v)| format!("{}: {}", words(k), value_text(k, v))).collect::<Vec<_>>().join(", "),
+        Value::Object(o) => {
+            o.iter().map(|(k, v)| format!("{}: {}", words(k), value_text(k, v))).collect::<Vec<_>>().join(", ")
+        }
     }
 }
 

@@ -9,8 +9,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{
-    confirm, done, failed, human_bytes, notice, render, segment, utc, Chrome, Confirm, ConsoleResult, Flash, Kept,
-    Posted, Secret, SignedIn,
+    confirm, done, failed, finish, human_bytes, notice, render, segment, utc, Chrome, Confirm, ConsoleResult, Flash,
+    Kept, Posted, Secret, SignedIn,
 };
 use crate::services::access::{self, Manage};
 use crate::services::names::Name;
@@ -225,17 +225,12 @@ pub async fn reissue_token(
         let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(attempt)).await?;
         clusters::reissue_token(&state, &access, &cluster).await
     };
-    match reissued.await {
-        Ok((found, token)) => {
-            let flash = Flash {
-                notice: Some(format!("Cluster {} has a new token; the old one no longer works.", found.name)),
-                secret: Some(token_shown(&state, &found.name, token)),
-                ..Flash::default()
-            };
-            done(&state, &who, &back, flash).await
-        }
-        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
-    }
+    let outcome = reissued.await.map(|(found, token)| Flash {
+        notice: Some(format!("Cluster {} has a new token; the old one no longer works.", found.name)),
+        secret: Some(token_shown(&state, &found.name, token)),
+        ..Flash::default()
+    });
+    finish(&state, &who, &back, kept, outcome).await
 }
 
 /// `POST /console/tenants/{tenant}/clusters/{cluster}/delete`: after a confirmation, deletes the cluster.
@@ -249,11 +244,11 @@ pub async fn delete(
     if !confirmed {
         let question = Confirm {
             title: format!("Delete cluster {cluster}?"),
-            consequence: format!(
-                "Its token stops working at once: its agents can no longer reach the registry, and namespaces stop \
-                 preheating new tags into it. What the setup command installed stays on the nodes: to remove it, \
-                 run the setup command ending in sh -s -- --uninstall before deleting the cluster."
-            ),
+            consequence: "Its token stops working at once: its agents can no longer reach the registry, and \
+                          namespaces stop preheating new tags into it. What the setup command installed stays on \
+                          the nodes: to remove it, run the setup command ending in sh -s -- --uninstall before \
+                          deleting the cluster."
+                .to_owned(),
             button: "Delete cluster".to_owned(),
             cancel: back,
         };
@@ -264,10 +259,8 @@ pub async fn delete(
         let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(attempt)).await?;
         clusters::delete(&state, &access, &cluster).await
     };
-    match deleted.await {
-        Ok(()) => done(&state, &who, &back, notice(format!("Cluster {cluster} deleted."))).await,
-        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
-    }
+    let outcome = deleted.await.map(|()| notice(format!("Cluster {cluster} deleted.")));
+    finish(&state, &who, &back, kept, outcome).await
 }
 
 /// One node of a preheat job as listed.

@@ -120,7 +120,7 @@ pub async fn show(State(state): State<AppState>, who: SignedIn, Query(which): Qu
 
 /// `60 s`, `5 min`: the length of the chart's intervals.
 fn interval(secs: u64) -> String {
-    if secs >= 60 && secs % 60 == 0 {
+    if secs >= 60 && secs.is_multiple_of(60) {
         format!("{} min", secs / 60)
     } else {
         format!("{secs} s")
@@ -141,7 +141,11 @@ fn chart(series: &[Sample], per: &str) -> String {
     );
     let top = series.iter().map(|s| s.traffic.peers.max(s.traffic.seed)).max().unwrap_or(0);
     // The scale's top: the largest point, or no number at all while nothing moved.
-    let label = if top == 0 { format!("no bytes moved yet (points every {per})") } else { format!("{} per {per}", human_bytes(top)) };
+    let label = if top == 0 {
+        format!("no bytes moved yet (points every {per})")
+    } else {
+        format!("{} per {per}", human_bytes(top))
+    };
     let top = top.max(1);
     let _ = write!(
         svg,

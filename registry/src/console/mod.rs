@@ -10,7 +10,9 @@
 //! A form the user can correct (a bad or taken name, something it names that
 //! does not exist) comes back to its page with the reason and what they
 //! typed in it; a refusal, or a failure of the registry, is a page of its
-//! own with its status, since the page they came from may be closed to them too.
+//! own with its status, since the page they came from may be closed to them
+//! too, still framed with who is signed in. A change that is hard to undo
+//! asks first, on a confirmation page that posts the form again.
 
 mod audit;
 mod clusters;
@@ -23,8 +25,8 @@ mod tenants;
 mod users;
 
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::middleware::Next;
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -322,7 +324,8 @@ impl IntoResponse for ConsoleError {
             return Redirect::to("/console/login").into_response();
         }
         let (status, title, message) = self.status_title_message();
-        let mut response = (status, render(&ErrorPage { chrome: None, title, message: message.clone() })).into_response();
+        let mut response =
+            (status, render(&ErrorPage { chrome: None, title, message: message.clone() })).into_response();
         response.extensions_mut().insert(Refused { title, message });
         response
     }
@@ -431,6 +434,21 @@ pub async fn failed(state: &AppState, who: &SignedIn, to: &str, kept: KeptForm, 
             done(state, who, to, flash).await
         }
         other => other.into_response(),
+    }
+}
+
+/// After an action: `to` with the flash it left, or with the error, as
+/// [`done`] and [`failed`] do.
+pub async fn finish(
+    state: &AppState,
+    who: &SignedIn,
+    to: &str,
+    kept: KeptForm,
+    outcome: Result<Flash, services::Error>,
+) -> Response {
+    match outcome {
+        Ok(flash) => done(state, who, to, flash).await,
+        Err(e) => failed(state, who, to, kept, e.into()).await,
     }
 }
 
@@ -586,6 +604,14 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
         assert_eq!(segment("a b/<c>"), "a%20b%2F%3Cc%3E");
+    }
+
+    #[test]
+    fn a_message_keeps_the_case_of_the_name_it_begins_with() {
+        let denied = services::Error::Denied("alice has no role in tenant acme; ask one of its owners for one".into());
+        assert_eq!(sentence(denied), "alice has no role in tenant acme; ask one of its owners for one.");
+        let robot = services::Error::not_found(Thing::Role, "robot$acme+ci holds no role on tenant acme");
+        assert_eq!(sentence(robot), "robot$acme+ci holds no role on tenant acme.");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{
-    confirm, done, failed, notice, render, role_name, segment, utc, Chrome, Clients, Confirm, ConsoleResult, Flash,
-    Kept, Posted, Secret, SignedIn,
+    confirm, finish, notice, render, role_name, segment, utc, Chrome, Clients, Confirm, ConsoleResult, Flash, Kept,
+    Posted, Secret, SignedIn,
 };
 use crate::metadata::Role;
 use crate::services::access::{self, Manage};
@@ -197,18 +197,12 @@ pub async fn create(State(state): State<AppState>, Path(tenant): Path<String>, p
             access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(robots::creating(&tenant, name))).await?;
         robots::create(&state, &access, &Name::robot(name)?, new_robot(&form)?).await
     };
-    match created.await {
-        Ok(created) => {
-            let login = created.robot.login.clone();
-            let flash = Flash {
-                notice: Some(format!("Robot {login} created.")),
-                secret: Some(token_shown(&state, &login, created.token)),
-                ..Flash::default()
-            };
-            done(&state, &who, &back, flash).await
-        }
-        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
-    }
+    let outcome = created.await.map(|created| Flash {
+        notice: Some(format!("Robot {} created.", created.robot.login)),
+        secret: Some(token_shown(&state, &created.robot.login, created.token)),
+        ..Flash::default()
+    });
+    finish(&state, &who, &back, kept, outcome).await
 }
 
 /// `POST /console/tenants/{tenant}/robots/{robot}/rotate`: after a
@@ -238,17 +232,12 @@ pub async fn rotate(
         let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(attempt)).await?;
         robots::rotate(&state, &access, &robot).await
     };
-    match rotated.await {
-        Ok((login, token)) => {
-            let flash = Flash {
-                notice: Some(format!("Robot {login} has a new token; the old one no longer works.")),
-                secret: Some(token_shown(&state, &login, token)),
-                ..Flash::default()
-            };
-            done(&state, &who, &back, flash).await
-        }
-        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
-    }
+    let outcome = rotated.await.map(|(login, token)| Flash {
+        notice: Some(format!("Robot {login} has a new token; the old one no longer works.")),
+        secret: Some(token_shown(&state, &login, token)),
+        ..Flash::default()
+    });
+    finish(&state, &who, &back, kept, outcome).await
 }
 
 /// `POST /console/tenants/{tenant}/robots/{robot}/revoke`: after a confirmation, revokes for good.
@@ -276,8 +265,6 @@ pub async fn revoke(
             access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(robots::revoking(&tenant, &robot))).await?;
         robots::revoke(&state, &access, &robot).await
     };
-    match revoked.await {
-        Ok(()) => done(&state, &who, &back, notice(format!("Robot {robot} revoked; its token no longer works."))).await,
-        Err(e) => failed(&state, &who, &back, kept, e.into()).await,
-    }
+    let outcome = revoked.await.map(|()| notice(format!("Robot {robot} revoked; its token no longer works.")));
+    finish(&state, &who, &back, kept, outcome).await
 }

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{done, failed, notice, render, Chrome, ConsoleResult, Kept, Posted, SignedIn};
+use super::{finish, notice, render, Chrome, ConsoleResult, Kept, Posted, SignedIn};
 use crate::services::access;
 use crate::services::names::Name;
 use crate::services::users;
@@ -62,15 +62,11 @@ pub async fn create(State(state): State<AppState>, posted: Posted<UserForm>) -> 
         let admin = access::system_admin(&state, &who.caller(), Some(users::creating(username))).await?;
         users::create(&state, &admin, &Name::user(username)?, &form.password, form.system_admin).await
     };
-    match created.await {
-        Ok(()) => {
-            let what = if form.system_admin { "System administrator" } else { "User" };
-            let text = format!(
-                "{what} {username} created. They sign in with the password you gave; grant them roles on a tenant's \
-                 page."
-            );
-            done(&state, &who, "/console/users", notice(text)).await
-        }
-        Err(e) => failed(&state, &who, "/console/users", kept, e.into()).await,
-    }
+    let what = if form.system_admin { "System administrator" } else { "User" };
+    let outcome = created.await.map(|()| {
+        notice(format!(
+            "{what} {username} created. They sign in with the password you gave; grant them roles on a tenant's page."
+        ))
+    });
+    finish(&state, &who, "/console/users", kept, outcome).await
 }

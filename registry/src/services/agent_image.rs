@@ -47,7 +47,8 @@ fn in_this_registry(state: &AppState, image: &str) -> Result<(RepositoryName, Re
             _ => (path, "latest"),
         },
     };
-    let invalid = |e: String| Error::invalid(Thing::Field, format!("the agent image {image} is not an image reference: {e}"));
+    let invalid =
+        |e: String| Error::invalid(Thing::Field, format!("the agent image {image} is not an image reference: {e}"));
     let name: RepositoryName = repository.parse().map_err(|e: damselfly_core::NameError| invalid(e.to_string()))?;
     let reference: Reference = reference.parse().map_err(|e: damselfly_core::ReferenceError| invalid(e.to_string()))?;
     Ok((name, reference))
