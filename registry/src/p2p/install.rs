@@ -22,7 +22,6 @@ use damselfly_core::p2p::CLUSTER_AUTH_SCHEME;
 use damselfly_installer::cluster::{script, ClusterSetup};
 use damselfly_installer::node::{NodeSetup, RegistryUrl};
 use serde::Deserialize;
-use tokio_util::io::ReaderStream;
 
 use super::routes::scheme_value;
 use crate::auth::password::token_sha256;
@@ -206,19 +205,20 @@ async fn agent_layer(State(state): State<AppState>, headers: HeaderMap, RawQuery
         let (cluster, _) = cluster_of(&state, &headers).await?;
         let choice: AgentChoice = parsed(query.as_deref())?;
         let layer = agent_image::layer(&state, &cluster, &choice.image, &choice.arch).await?;
-        let file = state.blobs.open_blob(&layer.digest).await.map_err(Refusal::failed)?;
-        let file = file.ok_or_else(|| Refusal::failed(format!("blob {} is recorded but not stored", layer.digest)))?;
+        let stream = state.blobs.read(&layer.digest, 0, layer.size).await.map_err(Refusal::failed)?;
+        let stream =
+            stream.ok_or_else(|| Refusal::failed(format!("blob {} is recorded but not stored", layer.digest)))?;
         tracing::info!(cluster = cluster.name, tenant = cluster.tenant, image = choice.image, "agent layer served");
-        Ok::<_, Refusal>((layer, file))
+        Ok::<_, Refusal>((layer, stream))
     };
     match sent.await {
-        Ok((layer, file)) => (
+        Ok((layer, stream)) => (
             [
                 (header::CONTENT_TYPE, "application/x-tar".to_owned()),
                 (header::CONTENT_LENGTH, layer.size.to_string()),
                 (header::HeaderName::from_static("docker-content-digest"), layer.digest.to_string()),
             ],
-            Body::from_stream(ReaderStream::with_capacity(file, 256 * 1024)),
+            Body::from_stream(stream),
         )
             .into_response(),
         Err(Refusal(status, message)) => {

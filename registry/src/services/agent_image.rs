@@ -8,6 +8,7 @@
 //! as good as absent.
 
 use damselfly_core::{Digest, Reference, RepositoryName};
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::{Error, Result, Thing};
@@ -15,7 +16,7 @@ use crate::metadata::Cluster;
 use crate::state::AppState;
 
 /// Largest image config read to learn the image's platform.
-const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// The layer to send: a blob of the agent image's repository.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,7 +88,7 @@ pub async fn layer(state: &AppState, cluster: &Cluster, image: &str, arch: &str)
         let child = manifests.find_by_digest(name.as_str(), &digest).await?;
         let child = child.ok_or_else(|| Error::not_found(Thing::Manifest, push_it()))?;
         content = serde_json::from_slice(&child.content).unwrap_or(Value::Null);
-    } else if let Some(built_for) = image_architecture(state, &content).await? {
+    } else if let Some(built_for) = image_architecture(state, &name, &content).await? {
         if built_for != arch {
             return Err(Error::invalid(
                 Thing::Manifest,
@@ -129,16 +130,18 @@ fn no_platform(image: &str, arch: &str) -> Error {
 }
 
 /// The `architecture` of an image manifest's config, if it says.
-async fn image_architecture(state: &AppState, manifest: &Value) -> Result<Option<String>> {
+async fn image_architecture(state: &AppState, name: &RepositoryName, manifest: &Value) -> Result<Option<String>> {
     let Some(digest) = manifest["config"]["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) else {
         return Ok(None);
     };
-    let Some(file) = state.blobs.open_blob(&digest).await.map_err(|e| Error::Internal(e.to_string()))? else {
-        return Ok(None);
-    };
+    let Some(blob) = state.db.blobs().find_in_repository(name.as_str(), &digest).await? else { return Ok(None) };
+    let failed = |e: &dyn std::fmt::Display| Error::Internal(format!("reading the agent image's config: {e}"));
+    let len = blob.size.min(MAX_CONFIG_BYTES);
+    let Some(mut stream) = state.blobs.read(&digest, 0, len).await.map_err(|e| failed(&e))? else { return Ok(None) };
     let mut text = Vec::new();
-    use tokio::io::AsyncReadExt as _;
-    file.take(MAX_CONFIG_BYTES as u64).read_to_end(&mut text).await.map_err(|e| Error::Internal(e.to_string()))?;
+    while let Some(chunk) = stream.next().await {
+        text.extend_from_slice(&chunk.map_err(|e| failed(&e))?);
+    }
     let config: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
     Ok(config["architecture"].as_str().map(str::to_owned))
 }
