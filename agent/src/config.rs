@@ -39,6 +39,17 @@ pub const DEFAULT_CACHE_HIGH_WATERMARK: u8 = 85;
 /// Filesystem use, in percent, that eviction brings the cache back down to.
 pub const DEFAULT_CACHE_LOW_WATERMARK: u8 = 75;
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines with `key=value` fields.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
 /// The settings of `damselfly-agent run`. The TOML file's keys are the
 /// flags' names with `_` for `-`; a key it leaves out takes the default.
 #[derive(Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -120,6 +131,10 @@ pub struct Config {
         value_parser = clap::value_parser!(u8).range(0..=100)
     )]
     pub cache_low_watermark: u8,
+    /// Log format: `text` for people, `json` for log pipelines (one object a line). Verbosity follows
+    /// RUST_LOG (default `info`).
+    #[arg(long, env = "DAMSELFLY_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Testing only: flip a byte in every piece served to peers.
     #[arg(long, hide = true)]
     #[serde(skip)]
@@ -148,6 +163,7 @@ impl Default for Config {
             cache_max_bytes: 0,
             cache_high_watermark: DEFAULT_CACHE_HIGH_WATERMARK,
             cache_low_watermark: DEFAULT_CACHE_LOW_WATERMARK,
+            log_format: LogFormat::Text,
             corrupt_pieces_for_testing: false,
         }
     }

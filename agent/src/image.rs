@@ -34,11 +34,11 @@ pub struct PushArgs {
     /// Tag to push [default: the agent's version].
     #[arg(long)]
     pub tag: Option<String>,
-    /// User (or robot login) allowed to push.
-    #[arg(long, env = "DAMSELFLY_REGISTRY_USER")]
+    /// User (or robot login) allowed to push; the same variable `get` reads.
+    #[arg(long, env = "DAMSELFLY_AGENT_USERNAME")]
     pub username: String,
     /// Its password or robot token.
-    #[arg(long, env = "DAMSELFLY_REGISTRY_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = "DAMSELFLY_AGENT_PASSWORD", hide_env_values = true)]
     pub password: String,
     /// Make the repository's namespace public, so nodes pull the agent without credentials.
     #[arg(long)]

@@ -20,7 +20,7 @@ mod webhook;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::error::{Error, Report};
 
 /// The command line.
@@ -67,7 +67,7 @@ fn main() {
         Command::Run(flags) => flags,
         Command::NodeSetup(args) => return exit_on_error("node-setup", node_setup::run(args)),
         Command::Webhook(args) => {
-            init_logging();
+            init_logging(args.log_format);
             let result = block_on(async { webhook::run(args).await.map_err(Error::Webhook) });
             if let Err(e) = result {
                 tracing::error!("{}", Report(&e));
@@ -86,7 +86,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    init_logging();
+    init_logging(config.log_format);
     if let Err(e) = block_on(daemon::run(config)) {
         tracing::error!("{}", Report(&e));
         std::process::exit(1);
@@ -106,12 +106,40 @@ fn exit_on_error(what: &str, result: Result<(), Error>) {
     }
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+        .with_ansi(format == LogFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// clap prints a default it knows; a help text that says it too makes
+    /// `[default: 0, no limit] … [default: 0]`.
+    #[test]
+    fn no_help_text_states_a_default_clap_already_prints() {
+        fn check(command: &clap::Command, path: &str) {
+            for arg in command.get_arguments() {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                if !arg.get_default_values().is_empty() && !arg.is_hide_default_value_set() {
+                    assert!(!help.contains("[default:"), "{path} --{}: {help}", arg.get_id());
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "damselfly-agent");
+    }
 }

@@ -90,6 +90,8 @@ pub async fn bootstrap(state: &AppState) -> Result<auth::bootstrap::Bootstrap, S
 /// Every HTTP route of the registry.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        // A browser pointed at the registry lands in the console.
+        .route("/", get(|| async { axum::response::Redirect::to("/console") }))
         .route("/v2", any(oci::dispatch))
         .route("/v2/", any(oci::dispatch))
         .route("/v2/{*path}", any(oci::dispatch))
@@ -101,7 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(api::router())
         .merge(p2p::router())
-        .merge(console::router())
+        .merge(console::router().layer(axum::middleware::from_fn_with_state(state.clone(), console::frame_errors)))
         .merge(p2p::install::router())
         .merge(p2p::acceleration::router())
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), observe::track_requests))

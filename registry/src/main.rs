@@ -40,10 +40,13 @@ async fn main() -> std::process::ExitCode {
     let blobs = state.blobs.describe(&data_dir);
     tracing::info!(%listen, %public_url, database, data_dir = %data_dir.display(), blobs, "registry ready");
     let host = public_url.trim_start_matches("http://").trim_start_matches("https://").to_owned();
+    // Podman and skopeo refuse plain HTTP unless told; over HTTPS they need no flag.
+    let tls = if public_url.starts_with("http://") { " --tls-verify=false" } else { "" };
     match first_start {
         Bootstrap::CreatedWithGeneratedPassword(password) => eprintln!(
             "\nFirst start: created the tenant `default` and the user `admin` with the password\n\n    {password}\n\n\
-             It is shown only this once. Log in with `podman login --tls-verify=false {host} -u admin`, and change it with\n\
+             It is shown only this once. Sign in to the console with it, or log in with `podman login{tls} {host} -u admin`.\n\
+             Change it with\n\
              curl -u admin -X PUT {public_url}/api/v1/users/admin/password -H 'content-type: application/json' -d '{{\"password\":\"…\"}}'\n\
              (or start with DAMSELFLY_ADMIN_PASSWORD set to choose it).\n"
         ),
@@ -52,10 +55,7 @@ async fn main() -> std::process::ExitCode {
         }
         Bootstrap::Existing => {}
     }
-    eprintln!(
-        "\nDamselfly registry is serving {public_url}\n  data: {}\n  blobs: {blobs}\n  metadata: {database}\n  try:  podman login --tls-verify=false {host} -u admin\n        podman push --tls-verify=false <image> {host}/library/hello:1\n",
-        data_dir.display(),
-    );
+    eprintln!("{}", banner(&public_url, &host, tls, &data_dir.display().to_string(), &blobs, &database));
     match damselfly_registry::serve(state, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("registry stopped");
@@ -67,6 +67,21 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// What the registry prints once it is ready: where it serves, the console,
+/// and the README's first push (`team/hello:1`, a namespace the admin's
+/// first push creates).
+fn banner(public_url: &str, host: &str, tls: &str, data_dir: &str, blobs: &str, database: &str) -> String {
+    format!(
+        "\nDamselfly registry is serving {public_url}\n  \
+         console:  {public_url}/console\n  \
+         data:     {data_dir}\n  \
+         blobs:    {blobs}\n  \
+         metadata: {database}\n  \
+         try:      podman login{tls} {host} -u admin\n            \
+         podman push{tls} <image> {host}/team/hello:1\n"
+    )
 }
 
 fn init_logging(format: LogFormat) {

@@ -935,6 +935,8 @@ fn the_agent_explains_what_is_missing_and_documents_every_flag() {
         "--cache-low-watermark",
         "--registry-ca",
         "--config",
+        "--log-format",
+        "DAMSELFLY_AGENT_LOG_FORMAT",
         "DAMSELFLY_AGENT_LISTEN",
         "DAMSELFLY_AGENT_CACHE_HIGH_WATERMARK",
     ] {
@@ -943,6 +945,22 @@ fn the_agent_explains_what_is_missing_and_documents_every_flag() {
     assert!(!help.contains("corrupt"), "the testing flag stays hidden");
     let version = run(Command::new(damselfly_tests::binary("damselfly-agent")).arg("--version"));
     assert!(version.starts_with("damselfly-agent "), "{version}");
+}
+
+/// With `--log-format json` every line the agent logs is one JSON object, for log pipelines.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_log_format_json_the_agent_logs_one_json_object_a_line() {
+    let s = Setup::new().await;
+    let agent = Agent::start(&s.reg.url, &s.cluster_token, &["--log-format", "json"]);
+    let log = agent.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "the agent logged nothing");
+    for line in &lines {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(event["level"].is_string() && event["timestamp"].is_string(), "{line}");
+    }
+    assert!(lines.iter().any(|l| l.contains("\"registered")), "no registration logged:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

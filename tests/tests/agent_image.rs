@@ -10,8 +10,8 @@ use damselfly_tests::{binary, run, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER
 fn push(reg: &Registry) -> String {
     run(Command::new(binary("damselfly-agent"))
         .args(["image", "push", "--registry", &reg.url, "--tag", "test", "--public"])
-        .env("DAMSELFLY_REGISTRY_USER", ADMIN_USER)
-        .env("DAMSELFLY_REGISTRY_PASSWORD", ADMIN_PASSWORD))
+        .env("DAMSELFLY_AGENT_USERNAME", ADMIN_USER)
+        .env("DAMSELFLY_AGENT_PASSWORD", ADMIN_PASSWORD))
 }
 
 #[test]
@@ -79,8 +79,8 @@ async fn the_static_agent_image_holds_one_file_and_finds_its_registry_by_name_wi
     let reg = Registry::start(Backend::Sqlite);
     let pushed = run(Command::new(&agent)
         .args(["image", "push", "--registry", &reg.url, "--tag", "static", "--public"])
-        .env("DAMSELFLY_REGISTRY_USER", ADMIN_USER)
-        .env("DAMSELFLY_REGISTRY_PASSWORD", ADMIN_PASSWORD));
+        .env("DAMSELFLY_AGENT_USERNAME", ADMIN_USER)
+        .env("DAMSELFLY_AGENT_PASSWORD", ADMIN_PASSWORD));
     assert!(pushed.starts_with(&format!("pushed {}/damselfly/agent:static@sha256:", reg.host)), "{pushed}");
 
     let ws = Workstation::new();

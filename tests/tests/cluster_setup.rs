@@ -1,5 +1,5 @@
 //! The setup script the registry serves to a cluster owner
-//! (`curl -fsSL -H "Authorization: Cluster <token>" …/p2p/v1/install.sh | sh`):
+//! (`curl -sSL -H "Authorization: Cluster <token>" …/p2p/v1/install.sh | sh`):
 //! who may fetch it, that it is clean POSIX `sh`, and that what it would
 //! apply validates against the Kubernetes schemas (with `kubernetes-validate`,
 //! offline) and carries what the DaemonSet and the webhook need.
@@ -827,7 +827,116 @@ async fn the_node_dry_run_shows_the_unit_the_config_and_the_runtime_files() {
     assert!(out.contains("note: containerd: config_path was added"), "{out}");
     assert_eq!(std::fs::read_dir(&root).expect("root").count(), 1, "a dry run writes nothing");
     let out = sh(&path, &["--node", "--dry-run"], &[("DAMSELFLY_AGENT_BIN", "/nonexistent/damselfly-agent")]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("the damselfly-agent binary is not on this host"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "DAMSELFLY_AGENT_BIN is /nonexistent/damselfly-agent, which is not an executable file: point it at \
+             damselfly-agent, or unset it to fetch the agent from the registry"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `--node` on a host without `damselfly-agent` takes it from the agent image in the registry
+/// (dry run included), and says how to put it there while it is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_setup_fetches_the_agent_from_the_registry_when_the_host_has_none() {
+    let (reg, http, token) = registry_with_cluster().await;
+    let script = fetch_script(&reg, &http, &token, "?acceleration_host=p2p.registry.example.com:65001").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = save(dir.path(), "setup.sh", &script);
+    let root = dir.path().join("node");
+    std::fs::create_dir_all(root.join("etc/containerd")).expect("mkdir");
+    let root = root.display().to_string();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("mkdir");
+    let env = [("DAMSELFLY_AGENT_NODE_ROOT", root.as_str()), ("TMPDIR", tmp.to_str().expect("path"))];
+    let version = env!("CARGO_PKG_VERSION");
+    let image = format!("{}/damselfly/agent:{version}", reg.host);
+
+    // Not pushed yet: the registry's reason, and how to push it.
+    let out = sh(&path, &["--node", "--dry-run"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "damselfly setup: the registry has no agent for this host (404): the agent image {image} is not in the \
+             registry, or not where cluster default/edge may read it: push it with `damselfly-agent image push \
+             --registry {} --public`",
+            reg.url
+        )),
+        "{stderr}"
+    );
+
+    damselfly_tests::run(
+        Command::new(binary("damselfly-agent"))
+            .args(["image", "push", "--registry", &reg.url, "--public"])
+            .env("DAMSELFLY_AGENT_USERNAME", ADMIN_USER)
+            .env("DAMSELFLY_AGENT_PASSWORD", ADMIN_PASSWORD),
+    );
+    let out = stdout_of(&sh(&path, &["--node", "--dry-run"], &env));
+    assert!(
+        out.starts_with(&format!(
+            "# the agent: damselfly-agent {version}, fetched from {image}, would be installed as \
+             /var/lib/damselfly/bin/damselfly-agent\n"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("ExecStart=/var/lib/damselfly/bin/damselfly-agent run --config /etc/damselfly/agent.toml"));
+    assert!(out.contains("--- /etc/containerd/certs.d/p2p.registry.example.com:65001/hosts.toml\n"), "{out}");
+    assert!(!out.contains(&token), "the token is not printed");
+    assert_eq!(std::fs::read_dir(&root).expect("root").count(), 1, "a dry run writes nothing");
+    assert_eq!(std::fs::read_dir(&tmp).expect("tmp").count(), 0, "and leaves nothing behind");
+
+    // The layer goes to clusters of the tenant that owns the namespace, or to any when it is public.
+    let other = reg.admin(reqwest::Method::POST, "/api/v1/tenants", json!({"name": "other"})).await;
+    assert_eq!(other.0, 201, "{:?}", other.1);
+    let far = reg.admin(reqwest::Method::POST, "/api/v1/tenants/other/clusters", json!({"name": "far"})).await;
+    let far = far.1["token"].as_str().expect("token").to_owned();
+    let layer = |tok: String| {
+        http.get(format!("{}/p2p/v1/agent.tar", reg.url))
+            .query(&[("image", image.as_str()), ("arch", "amd64")])
+            .header("authorization", format!("Cluster {tok}"))
+            .send()
+    };
+    assert_eq!(layer(far.clone()).await.expect("layer").status(), StatusCode::OK, "a public namespace");
+    let private = reg.admin(reqwest::Method::PATCH, "/api/v1/namespaces/damselfly", json!({"public": false})).await;
+    assert_eq!(private.0, 200, "{:?}", private.1);
+    tokio::time::sleep(Duration::from_millis(2100)).await; // the namespace cache
+    let refused = layer(far).await.expect("layer");
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    assert!(refused.text().await.expect("text").contains("not where cluster other/far may read it"));
+    let own = layer(token.clone()).await.expect("layer");
+    assert_eq!(own.status(), StatusCode::OK, "the tenant's own private namespace");
+    assert_eq!(own.headers()["content-type"], "application/x-tar");
+    let arm = http
+        .get(format!("{}/p2p/v1/agent.tar", reg.url))
+        .query(&[("image", image.as_str()), ("arch", "arm64")])
+        .header("authorization", format!("Cluster {token}"))
+        .send()
+        .await
+        .expect("layer");
+    assert_eq!(arm.status(), StatusCode::BAD_REQUEST);
+    assert!(arm.text().await.expect("text").contains("is for linux/amd64 and this host is linux/arm64"));
+}
+
+/// Piped to `sh` as the console shows it, a wrong or missing token stops with the registry's
+/// reason and exit status 1, rather than running nothing and exiting 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_or_missing_cluster_token_piped_to_sh_fails_with_the_registry_s_reason() {
+    let (reg, _http, _token) = registry_with_cluster().await;
+    for (header, reason) in [
+        ("Authorization: Cluster dfc_not-a-token", "the registry does not know this cluster token"),
+        ("Authorization: Basic YTpi", "no cluster token was sent"),
+    ] {
+        let command = format!("curl -sSL -H '{header}' {}/p2p/v1/install.sh | sh", reg.url);
+        let out = tokio::task::block_in_place(|| Command::new("sh").args(["-c", &command]).output().expect("sh"));
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with(&format!("damselfly setup: {reason}")), "{stderr}");
+        assert!(stderr.contains(&format!("{}/console", reg.url)), "where to get a right one: {stderr}");
+    }
 }
 
 // ----- the registry's answer to the webhook -----

@@ -204,7 +204,7 @@ async fn form_post_without_the_csrf_token_is_rejected_and_changes_nothing(backen
     );
     let no_tenant = admin.get("/console/tenants/forged").await;
     assert_eq!(no_tenant.status, 404);
-    let sentence = "Tenant forged does not exist; list tenants on the Tenants page.";
+    let sentence = "tenant forged does not exist; list tenants on the Tenants page.";
     assert!(no_tenant.body.contains(sentence), "{}", no_tenant.body);
 
     let done = admin.post("/console/tenants", &[("name", "genuine")]).await;
@@ -224,9 +224,10 @@ async fn a_form_with_an_error_comes_back_with_the_reason_and_what_was_typed(back
     let page = admin.post_and_follow("/console/tenants/acme/members", &grant).await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains(signed_in), "{}", page.body);
-    let reason = "User ghost does not exist; the system administrator creates users with POST /api/v1/users.";
+    let reason = "user ghost does not exist; the system administrator creates users on the Users page.";
     assert!(page.body.contains(reason), "{}", page.body);
-    for kept in [r#"id="member-name" required value="ghost""#, r#"id="member-namespace" value="web""#] {
+    for kept in [r#"id="member-name" required value="ghost""#, r#"<option value="web" selected>namespace web</option>"#]
+    {
         assert!(page.body.contains(kept), "{kept} missing:\n{}", page.body);
     }
     assert!(page.body.contains(r#"<option value="admin" selected>"#), "{}", page.body);
@@ -245,16 +246,17 @@ async fn a_form_with_an_error_comes_back_with_the_reason_and_what_was_typed(back
         ("scope2_namespace", ""),
         ("scope2_role", "none"),
     ];
+    // (A scope's namespace is chosen from the tenant's; a name sent by hand comes back as sent.)
     let page = admin.post_and_follow("/console/tenants/acme/robots", &robot).await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains(signed_in), "{}", page.body);
-    let reason = "Namespace nowhere is not in tenant acme; list its namespaces on the tenant&#39;s page.";
+    let reason = "namespace nowhere is not in tenant acme; list its namespaces on the tenant&#39;s page.";
     assert!(page.body.contains(reason) || unescape(&page.body).contains(&unescape(reason)), "{}", page.body);
     for kept in [
-        r#"id="robot-name" required maxlength="64" value="ci""#,
+        r#"value="ci" aria-describedby="robot-name-help""#,
         r#"id="robot-description" maxlength="1024" value="builds &#38; tests""#,
-        r#"id="robot-expiry" min="1" value="7""#,
-        r#"id="robot-scope1-namespace" value="nowhere""#,
+        r#"id="robot-expiry" min="1" max="3650" value="7""#,
+        r#"<option value="nowhere" selected>nowhere (not in this tenant)</option>"#,
         r#"<option value="developer" selected>"#,
     ] {
         assert!(unescape(&page.body).contains(&unescape(kept)), "{kept} missing:\n{}", page.body);
@@ -264,9 +266,33 @@ async fn a_form_with_an_error_comes_back_with_the_reason_and_what_was_typed(back
 
     // A taken name comes back the same way, the box still ticked.
     let page = admin.post_and_follow("/console/tenants/acme/namespaces", &[("name", "web"), ("public", "true")]).await;
-    assert!(page.body.contains("Namespace web already exists"), "{}", page.body);
-    assert!(page.body.contains(r#"id="namespace-name" required maxlength="64" value="web""#), "{}", page.body);
+    assert!(page.body.contains("namespace web already exists"), "{}", page.body);
+    assert!(page.body.contains(r#"value="web" aria-describedby="namespace-name-help""#), "{}", page.body);
     assert!(page.body.contains(r#"id="namespace-public" checked"#), "{}", page.body);
+
+    // A robot that would outlive ten years, or whose expiry was left unsaid, is not made.
+    for (days, reason) in [
+        ("99999999999", "\"99999999999\" is not a number of days from 1 to 3650"),
+        ("3651", "\"3651\" is not a number of days from 1 to 3650"),
+        ("", "no expiry was chosen: give the days until the robot expires (1 to 3650), or tick Never expires"),
+    ] {
+        let fields = [("name", "forever"), ("expires_in_days", days), ("scope1_role", "viewer")];
+        let page = admin.post_and_follow("/console/tenants/acme/robots", &fields).await;
+        assert!(unescape(&page.body).contains(reason), "{days:?}: {}", page.body);
+    }
+    let (_, robots) = api(&reg, reqwest::Method::GET, "/api/v1/tenants/acme/robots", None).await;
+    assert_eq!(robots, json!([]));
+    // The API holds the same bound; never is said by leaving the expiry out.
+    let forever = json!({ "name": "forever", "expires_in_secs": 99_999_999_999i64 * 86_400 });
+    let (s, b) = api(&reg, reqwest::Method::POST, "/api/v1/tenants/acme/robots", Some(forever)).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.to_string().contains("ten years"), "{b}");
+    let never = [("name", "forever"), ("expires_in_days", "90"), ("never_expires", "true"), ("scope1_role", "viewer")];
+    let page = admin.post_and_follow("/console/tenants/acme/robots", &never).await;
+    assert!(page.body.contains("<td class=\"when\">never</td>"), "{}", page.body);
+    let tenyears = [("name", "decade"), ("expires_in_days", "3650"), ("scope1_role", "viewer")];
+    let page = admin.post_and_follow("/console/tenants/acme/robots", &tenyears).await;
+    assert!(page.body.contains("Robot robot$acme+decade created."), "{}", page.body);
 }
 
 /// Text as the browser shows it: the character references a template writes, decoded.
@@ -288,14 +314,19 @@ async fn html_in_names_and_descriptions_is_shown_as_text(backend: Backend) {
     let page = admin.post_and_follow("/console/tenants/acme/namespaces", &[("name", evil)]).await;
     assert!(!page.body.contains("<img src=x"), "raw HTML in the page:\n{}", page.body);
     assert!(
-        unescape(&page.body).contains("Namespace name \"<img src=x onerror=alert(1)>\" is invalid"),
+        unescape(&page.body).contains("namespace name \"<img src=x onerror=alert(1)>\" is invalid"),
         "{}",
         page.body
     );
     assert!(page.body.contains("class=\"error\""), "{}", page.body);
 
     // A robot's description is free text: it is shown, escaped.
-    let fields = [("name", "ci"), ("description", "<b>builds</b> & <script>x()</script>"), ("scope1_role", "none")];
+    let fields = [
+        ("name", "ci"),
+        ("description", "<b>builds</b> & <script>x()</script>"),
+        ("never_expires", "true"),
+        ("scope1_role", "none"),
+    ];
     let page = admin.post_and_follow("/console/tenants/acme/robots", &fields).await;
     assert!(page.body.contains("Robot robot$acme+ci created."), "{}", page.body);
     assert!(!page.body.contains("<b>builds</b>") && !page.body.contains("<script>x()"), "{}", page.body);
@@ -333,10 +364,12 @@ async fn viewer_cannot_act_through_admin_forms_posted_by_hand(backend: Backend) 
     cast(&reg).await;
     let vera = sign_in(&reg, "vera", "vera-password").await;
 
-    for path in ["/console/tenants/acme/robots", "/console/tenants/acme/clusters", "/console/audit"] {
+    for path in ["/console/tenants/acme/robots", "/console/tenants/acme/clusters", "/console/audit", "/console/users"] {
         let page = vera.get(path).await;
         assert_eq!(page.status, 403, "{path}: {}", page.body);
         assert!(page.body.contains("Not allowed") && page.body.contains("vera"), "{path}: {}", page.body);
+        // Refused, she is still signed in, and the page says so.
+        assert!(page.body.contains("Signed in as <strong>vera</strong>"), "{path}: {}", page.body);
     }
     // The pages she may read do not offer what she may not do.
     let ns = vera.get("/console/namespaces/web").await;
@@ -345,14 +378,24 @@ async fn viewer_cannot_act_through_admin_forms_posted_by_hand(backend: Backend) 
     let tenants = vera.get("/console/tenants").await;
     assert!(!tenants.body.contains("Create a tenant"), "{}", tenants.body);
     assert!(!tenants.body.contains("/console/tenants/acme/robots"), "{}", tenants.body);
+    // Nor does the menu offer pages she may not open.
+    for closed in ["/console/dashboard", "/console/audit", "/console/users"] {
+        assert!(!tenants.body.contains(&format!("href=\"{closed}\"")), "{closed} offered:\n{}", tenants.body);
+    }
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await.get("/console/tenants").await;
+    for open in ["/console/dashboard", "/console/audit", "/console/users"] {
+        assert!(admin.body.contains(&format!("href=\"{open}\"")), "{open} not offered:\n{}", admin.body);
+    }
 
     // Posting the forms anyway changes nothing, and says why.
-    let actions: [(&str, &[(&str, &str)]); 5] = [
+    let actions: [(&str, &[(&str, &str)]); 7] = [
         ("/console/tenants", &[("name", "sneaky")]),
         ("/console/tenants/acme/namespaces", &[("name", "sneaky")]),
         ("/console/namespaces/web", &[("p2p_enabled", "true")]),
+        ("/console/namespaces/web", &[("public", "true"), ("confirmed", "yes")]),
         ("/console/tenants/acme/robots", &[("name", "sneaky"), ("scope1_role", "none")]),
         ("/console/tenants/acme/clusters", &[("name", "sneaky")]),
+        ("/console/users", &[("username", "sneaky"), ("password", "sneaky-password")]),
     ];
     for (path, fields) in actions {
         let page = vera.post(path, fields).await;
@@ -378,7 +421,9 @@ async fn viewer_cannot_act_through_admin_forms_posted_by_hand(backend: Backend) 
         .filter(|e| e["outcome"] == "denied")
         .filter_map(|e| e["action"].as_str())
         .collect();
-    for action in ["tenant.create", "namespace.create", "namespace.update", "robot.create", "cluster.create"] {
+    for action in
+        ["tenant.create", "namespace.create", "namespace.update", "robot.create", "cluster.create", "user.create"]
+    {
         assert!(denied.contains(&action), "no denied {action} in {denied:?}");
     }
 }
@@ -396,7 +441,7 @@ const IMAGE: &str = "application/vnd.oci.image.manifest.v1+json";
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// An image `web/app:1.0` (one 3000-byte layer) and an index `web/app:multi` for two platforms;
-/// the image's digest and its size (manifest, config and layer).
+/// the image's digest and its size (config and layer: what a pull fetches).
 async fn push_app(reg: &Registry) -> (String, usize) {
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
     let layer = damselfly_tests::pseudo_random(3000, 7);
@@ -421,7 +466,7 @@ async fn push_app(reg: &Registry) -> (String, usize) {
     })
     .to_string();
     push_manifest(reg, "web/app", "multi", INDEX, &index).await;
-    (image_digest, manifest.len() + config.len() + layer.len())
+    (image_digest, config.len() + layer.len())
 }
 
 async fn repository_page_lists_tags_with_pull_commands_and_deletes_a_tag(backend: Backend) {
@@ -430,22 +475,41 @@ async fn repository_page_lists_tags_with_pull_commands_and_deletes_a_tag(backend
     let (image_digest, image_size) = push_app(&reg).await;
     let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
 
+    // The namespace lists each repository with its tags, what it stores and its last push.
     let ns = admin.get("/console/namespaces/web").await;
-    assert!(ns.body.contains("href=\"/console/repository?name=web%2Fapp\""), "{}", ns.body);
+    let listed = format!(
+        "<tr><td><a href=\"/console/repository?name=web%2Fapp\">web/app</a></td><td>2</td><td>{:.1} KiB</td><td class=\"when\">",
+        image_size as f64 / 1024.0
+    );
+    assert!(ns.body.contains(&listed), "{listed} missing:\n{}", ns.body);
     let page = admin.get("/console/repository?name=web%2Fapp").await;
     assert_eq!(page.status, 200, "{}", page.body);
+    let size = format!("{:.1} KiB", image_size as f64 / 1024.0);
     for expected in [
         format!("<code>{image_digest}</code>"),
         format!("<code>{IMAGE}</code>"),
         format!("<code>{INDEX}</code>"),
-        "linux/amd64, linux/arm64/v8".to_owned(),
+        // A tag card is headed by the whole reference; sizes are the config and layers, per platform for an index.
+        "<h2>web/app:1.0</h2>".to_owned(),
+        "<h2>web/app:multi</h2>".to_owned(),
+        format!("<dt>Size</dt><dd>{size}</dd>"),
+        format!("<li>linux/amd64: {size}</li><li>linux/arm64/v8: {size}</li>"),
+        // Over plain HTTP, every client is told what it needs.
         format!("docker pull {}/web/app:1.0", reg.host),
-        format!("podman pull {}/web/app:1.0", reg.host),
+        format!("podman pull --tls-verify=false {}/web/app:1.0", reg.host),
+        format!("\"insecure-registries\": [\"{}\"]", reg.host),
         "docker pull p2p.example.test:65001/web/app:1.0".to_owned(),
         "podman pull p2p.example.test:65001/web/app:multi".to_owned(),
-        format!("<dd>{:.1} KiB</dd>", image_size as f64 / 1024.0),
+        "podman pull --tls-verify=false 127.0.0.1:65001/web/app:1.0".to_owned(),
+        "a name for the nodes: it resolves on a node once a cluster&#39;s setup command has written its hosts entry"
+            .to_owned(),
+        "href=\"/console/tenants/acme/clusters\" id=\"clusters-link\"".to_owned(),
     ] {
-        assert!(page.body.contains(&expected), "repository page lacks {expected}:\n{}", page.body);
+        assert!(
+            page.body.contains(&expected) || unescape(&page.body).contains(&unescape(&expected)),
+            "repository page lacks {expected}:\n{}",
+            page.body
+        );
     }
 
     // A viewer sees the tags but is offered no delete, and a hand-made delete is refused.
@@ -453,11 +517,20 @@ async fn repository_page_lists_tags_with_pull_commands_and_deletes_a_tag(backend
     let seen = vera.get("/console/repository?name=web%2Fapp").await;
     assert_eq!(seen.status, 200);
     assert!(!seen.body.contains("Delete tag"), "{}", seen.body);
-    let refused = vera.post("/console/repository/delete-tag", &[("repository", "web/app"), ("tag", "1.0")]).await;
+    assert!(!seen.body.contains("clusters-link"), "a viewer is not sent to a page closed to her:\n{}", seen.body);
+    let delete = [("repository", "web/app"), ("tag", "1.0")];
+    let refused = vera.post("/console/repository/delete-tag", &[&delete[..], &[("confirmed", "yes")]].concat()).await;
     assert_eq!(refused.status, 403, "{}", refused.body);
 
+    // Deleting asks first: the first post only shows what it would do.
+    let asked = admin.post("/console/repository/delete-tag", &delete).await;
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    assert!(asked.body.contains("Delete tag 1.0 of web/app?"), "{}", asked.body);
+    assert!(asked.body.contains(r#"<input type="hidden" name="confirmed" value="yes">"#), "{}", asked.body);
+    assert!(asked.body.contains(r#"<a href="/console/repository?name=web%2Fapp" id="cancel">Cancel</a>"#));
+    assert_eq!(admin.get("/console/repository?name=web%2Fapp").await.body.matches("<h2>web/app:").count(), 2);
     let after =
-        admin.post_and_follow("/console/repository/delete-tag", &[("repository", "web/app"), ("tag", "1.0")]).await;
+        admin.post_and_follow("/console/repository/delete-tag", &[&delete[..], &[("confirmed", "yes")]].concat()).await;
     assert!(after.body.contains("Tag 1.0 deleted from web/app."), "{}", after.body);
     let r = http()
         .get(format!("{}/v2/web/app/manifests/1.0", reg.url))
@@ -505,7 +578,7 @@ async fn repository_page_preheats_a_tag_into_a_cluster_and_shows_each_node() {
     let form = [("repository", "web/app"), ("tag", "1.0"), ("cluster", "edge")];
     let refused =
         admin.post_and_follow("/console/repository/preheat", &[&form[..], &[("percent", "0")]].concat()).await;
-    assert!(refused.body.contains("Percent 0 is out of range: give 1 to 100"), "{}", refused.body);
+    assert!(refused.body.contains("percent 0 is out of range: give 1 to 100"), "{}", refused.body);
 
     let posted = admin.post("/console/repository/preheat", &[&form[..], &[("percent", "100")]].concat()).await;
     assert_eq!(posted.status, 303, "{}", posted.body);
@@ -521,12 +594,14 @@ async fn repository_page_preheats_a_tag_into_a_cluster_and_shows_each_node() {
             let platform = damselfly_core::p2p::this_platform();
             let row = format!("<tr><td>{node}</td><td>{platform}</td><td>done</td><td></td></tr>");
             assert!(page.body.contains(&row), "{}", page.body);
-            assert!(page.body.contains("by a request: 2 blob(s)."), "{}", page.body);
+            assert!(page.body.contains("by the console: 2 blob(s)."), "{}", page.body);
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the job is not done after 30 s:\n{}", page.body);
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+    let clusters = admin.get("/console/tenants/acme/clusters").await;
+    assert!(clusters.body.contains(">web/app:1.0</a></td><td>the console</td>"), "{}", clusters.body);
     // Through the console too, a viewer of the tenant may not follow (or start) a preheat.
     assert_eq!(vera.get(&job_page).await.status, 403);
     let refused = vera.post("/console/repository/preheat", &[&form[..], &[("percent", "100")]].concat()).await;
@@ -574,7 +649,7 @@ async fn namespace_page_preheats_new_tags_into_chosen_clusters() {
     push_app(&reg).await;
     let clusters = admin.get("/console/tenants/acme/clusters").await;
     assert!(clusters.body.contains("Preheat jobs of the last hour"), "{}", clusters.body);
-    assert!(clusters.body.contains(">web/app:1.0</a></td><td>push</td>"), "{}", clusters.body);
+    assert!(clusters.body.contains(">web/app:1.0</a></td><td>a push</td>"), "{}", clusters.body);
 
     let stopped =
         admin.post_and_follow("/console/namespaces/web/preheat", &[("cluster", "edge"), ("percent", "0")]).await;
@@ -700,7 +775,19 @@ async fn dashboard_counts_bytes_from_peers_and_the_seed_per_tenant_and_clusters_
     assert_eq!(number_after(&page.body, "<td>edge</td>"), peers, "per cluster");
     let saved = format!("{:.1} %", peers as f64 * 100.0 / (peers + seed) as f64);
     assert!(page.body.contains(&format!("<strong id=\"total-saved\">{saved}</strong>")), "{saved}:\n{}", page.body);
-    assert!(page.body.contains("<strong id=\"active-swarms\">1</strong>"), "one swarm was active:\n{}", page.body);
+    assert!(page.body.contains("points every 1 s") || page.body.contains(" per 1 s</text>"), "{}", page.body);
+    assert!(page.body.contains("Each point is the bytes agents received in 1 s"), "{}", page.body);
+    // Both pulls are over: the swarm stops counting as active once the agents hold every piece,
+    // within seconds, not minutes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = admin.get("/console/dashboard?tenant=acme").await;
+        if page.body.contains("<strong id=\"active-swarms\">0</strong>") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a swarm still counts as active after every pull ended:\n{}", page.body);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     let gina = sign_in(&reg, "gina", "gina-password").await;
     let own = gina.get("/console/dashboard").await;
@@ -835,6 +922,24 @@ impl Browser {
             .unwrap_or_else(|e| panic!("after clicking {css}, {then} did not appear: {e}"));
     }
 
+    /// Clicks the element at `xpath` and waits for the next page to show `then`.
+    async fn click_xpath(&self, xpath: &str, then: &str) {
+        let id = format!("picked-{}", xpath.len());
+        let el = self.c().find(Locator::XPath(xpath)).await.unwrap_or_else(|e| panic!("find {xpath}: {e}"));
+        // Give it an id, so that `click` finds it the way it finds any other.
+        self.c()
+            .execute("arguments[0].id = arguments[1]", vec![serde_json::to_value(&el).expect("element"), json!(id)])
+            .await
+            .expect("mark the element");
+        self.click(&format!("#{id}"), then).await;
+    }
+
+    /// A form field's current value.
+    async fn value(&self, css: &str) -> String {
+        let el = self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}"));
+        el.prop("value").await.unwrap_or_else(|e| panic!("value of {css}: {e}")).unwrap_or_default()
+    }
+
     async fn text(&self, css: &str) -> String {
         let el = self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}"));
         el.text().await.unwrap_or_else(|e| panic!("text of {css}: {e}"))
@@ -842,6 +947,13 @@ impl Browser {
 
     async fn path(&self) -> String {
         self.c().current_url().await.expect("current URL").path().to_owned()
+    }
+
+    /// A screenshot of the whole page, taken in a window tall enough for it.
+    async fn full_screenshot(&self, name: &str) {
+        self.c().set_window_size(1280, 2400).await.expect("a tall window");
+        self.screenshot(name).await;
+        self.c().set_window_size(1280, 900).await.expect("laptop-sized window");
     }
 
     async fn screenshot(&self, name: &str) {
@@ -866,13 +978,36 @@ impl Drop for Browser {
     }
 }
 
+/// Runs a login line as pasted into a terminal, typing `password` when it asks: `script`
+/// gives the command a terminal, as podman reads a password only from one.
+fn login_on_a_terminal(ws: &damselfly_tests::workstation::Workstation, line: &str, password: &str) {
+    use std::io::Write as _;
+    let mut child = ws
+        .command("script")
+        .args(["-qec", line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script");
+    // The terminal keeps what is typed until podman reads its password.
+    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("type the password");
+    let out = child.wait_with_output().expect("login");
+    assert!(
+        out.status.success(),
+        "{line}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_sets_up_tenant_namespace_robot_p2p_and_cluster_in_a_browser() {
     let reg = Registry::start(Backend::Sqlite);
     let browser = Browser::start().await;
 
-    // Sign in.
-    browser.goto(&format!("{}/console/tenants", reg.url)).await;
+    // Sign in: the registry's root leads to the console, which asks who you are first.
+    browser.goto(&format!("{}/", reg.url)).await;
     assert_eq!(browser.path().await, "/console/login", "the console asks who you are first");
     browser.screenshot("login").await;
     browser.sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
@@ -908,19 +1043,38 @@ async fn admin_sets_up_tenant_namespace_robot_p2p_and_cluster_in_a_browser() {
     browser.fill("#robot-name", "ci").await;
     browser.fill("#robot-description", "CI pushes").await;
     browser.fill("#robot-expiry", "30").await;
-    browser.fill("#robot-scope1-namespace", "web").await;
+    browser.select("#robot-scope1-namespace", "web").await;
     browser.select("#robot-scope1-role", "developer").await;
     browser.click("#create-robot", "#secret-value").await;
     let token = browser.text("#secret-value").await;
     browser.screenshot("robots").await;
+    // The login lines shown with it work as pasted: podman asks for the password, and the token is it.
+    let logins = browser.text("#secret-command").await;
+    let podman_line = format!("podman login --tls-verify=false {} -u 'robot$acme+ci'", reg.host);
+    assert_eq!(
+        logins.lines().collect::<Vec<_>>(),
+        [
+            format!("docker login {} -u 'robot$acme+ci'", reg.host),
+            podman_line.clone(),
+            format!("printf '%s' \"$TOKEN\" | docker login {} -u 'robot$acme+ci' --password-stdin", reg.host),
+        ]
+    );
+    assert!(!browser.text(".secret").await.contains("paste the token when asked"), "--password-stdin never asks");
+    let ws = damselfly_tests::workstation::Workstation::new();
+    login_on_a_terminal(&ws, &podman_line, &token);
+    let auth = std::fs::read_to_string(ws.path("auth.json")).expect("auth.json");
+    assert!(auth.contains(&reg.host), "podman did not log in with the line shown: {auth}");
     assert!(browser.text("#robots").await.contains("developer on web"));
     let (status, body) =
         api_as(&reg, "robot$acme+ci", &token, reqwest::Method::GET, "/api/v1/tenants/acme", None).await;
     assert_eq!(status, 200, "the robot's token from the page does not log in: {body}");
     browser.goto(&format!("{}/console/tenants/acme/robots", reg.url)).await;
     assert!(browser.c().find(Locator::Css("#secret-value")).await.is_err(), "the token was shown twice");
-    // Revoked, the same token no longer logs in.
-    browser.click("#robots button.danger", ".notice").await;
+    // Revoked, after a confirmation, the same token no longer logs in.
+    browser.click("#robots button.danger", "#confirm").await;
+    assert!(browser.text("#consequence").await.contains("stops working at once"));
+    browser.screenshot("confirm-revoke").await;
+    browser.click("#confirm", ".notice").await;
     assert!(browser.text("#robots").await.contains("revoked"));
     let (status, _) = api_as(&reg, "robot$acme+ci", &token, reqwest::Method::GET, "/api/v1/tenants/acme", None).await;
     assert_eq!(status, 401, "a revoked robot's token still works");
@@ -933,13 +1087,23 @@ async fn admin_sets_up_tenant_namespace_robot_p2p_and_cluster_in_a_browser() {
     browser.screenshot("cluster-registered").await;
     let expected_tail = format!("' {}/p2p/v1/install.sh | sh", reg.url);
     let token = command
-        .strip_prefix("curl -fsSL -H 'Authorization: Cluster ")
+        .strip_prefix("curl -sSL -H 'Authorization: Cluster ")
         .and_then(|rest| rest.strip_suffix(&expected_tail))
         .unwrap_or_else(|| panic!("unexpected setup command: {command}"));
     // The command's own fetch, without the pipe, gets the setup script for this cluster.
     let fetch = command.strip_suffix(" | sh").expect("piped to sh");
     let script = run(Command::new("sh").args(["-c", fetch]));
     assert!(script.starts_with("#!/bin/sh") && script.contains("damselfly-system"), "{script}");
+    // The same command with a token mistyped stops with the registry's reason and status 1.
+    let mistyped = command.replace(token, &format!("{token}x"));
+    let out = Command::new("sh").args(["-c", &mistyped]).output().expect("sh");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("damselfly setup: the registry does not know this cluster token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let agent = Agent::start(&reg.url, token, &[]);
     let node = agent.peer_url.rsplit(':').next().map(|p| format!("node-{p}")).expect("peer port");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -962,13 +1126,13 @@ async fn admin_sets_up_tenant_namespace_robot_p2p_and_cluster_in_a_browser() {
         assert!(browser.c().find(Locator::Css("main h1")).await.is_ok(), "{path} has no heading");
         browser.screenshot(name).await;
     }
-    // The audit log, filtered to one action.
-    browser.fill("#audit-action", "namespace.update").await;
+    // The audit log, filtered to one action chosen from those recorded.
+    browser.select("#audit-action", "namespace.update").await;
     browser.click("#audit-filter", "#audit").await;
     let actions = browser.c().find_all(Locator::Css("#audit tbody td:nth-child(3)")).await.expect("audit rows");
     assert_eq!(actions.len(), 1, "one P2P switch was made");
     assert_eq!(actions[0].text().await.expect("text"), "namespace.update");
-    assert!(browser.text("#audit").await.contains("{\"p2p_enabled\":true}"));
+    assert!(browser.text("#audit").await.contains("p2p enabled: yes"), "{}", browser.text("#audit").await);
     browser.screenshot("audit-filtered").await;
     browser.c().set_window_size(390, 844).await.expect("phone-sized window");
     browser.goto(&format!("{}/console/namespaces/web", reg.url)).await;
@@ -1051,4 +1215,216 @@ async fn an_artifact_pushed_with_oci_client_is_listed_with_its_files_and_fetched
         .expect("damselfly-agent get");
     assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
     assert!(std::fs::read(&out).expect("the file") == model, "the file arrives intact");
+}
+
+/// A tenant admin (here the system administrator) finishes the job in the console: a user,
+/// roles, robots' and clusters' tokens; every destructive step asks first on a page of its
+/// own; a mistake comes back to the form it was made in; long names stay in their cards.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_finishes_the_job_and_asks_before_it_destroys() {
+    use reqwest::Method;
+    let reg = Registry::start(Backend::Sqlite);
+    cast(&reg).await;
+    push_app(&reg).await;
+    let browser = Browser::start().await;
+    browser.sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    let page = |path: &str| format!("{}{path}", reg.url);
+
+    // A user, created by the system administrator, who can then sign in.
+    browser.goto(&page("/console/users")).await;
+    browser.fill("#user-name", "dana").await;
+    browser.fill("#user-password", "dana-password").await;
+    browser.click("#create-user", ".notice").await;
+    assert!(browser.text("#users").await.contains("dana"));
+    assert!(!browser.c().source().await.expect("source").contains("dana-password"), "the password is not echoed");
+    browser.screenshot("users").await;
+    assert_eq!(api_as(&reg, "dana", "dana-password", Method::GET, "/api/v1/tenants", None).await.0, 200);
+
+    // A role for a user who does not exist: back on the form, still signed in, the input kept.
+    browser.goto(&page("/console/tenants/acme")).await;
+    browser.fill("#member-name", "ghost").await;
+    browser.select("#member-namespace", "web").await;
+    browser.select("#member-role", "developer").await;
+    browser.click("#grant-role", ".error").await;
+    assert_eq!(browser.path().await, "/console/tenants/acme");
+    assert_eq!(
+        browser.text(".error").await,
+        "user ghost does not exist; the system administrator creates users on the Users page."
+    );
+    assert!(browser.text("header.top .who").await.contains("Signed in as admin"));
+    assert_eq!(browser.value("#member-name").await, "ghost");
+    assert_eq!(browser.value("#member-namespace").await, "web");
+    assert_eq!(browser.value("#member-role").await, "developer");
+    browser.screenshot("form-error").await;
+    // Granted to dana; removing it asks first, and Cancel changes nothing.
+    browser.fill("#member-name", "dana").await;
+    browser.click("#grant-role", ".notice").await;
+    let remove_dana = "//table[@id='members']//tr[td[2]='dana']//button";
+    browser.click_xpath(remove_dana, "#confirm").await;
+    assert!(browser.text("#consequence").await.contains("dana no longer gets what the role on namespace web allows"));
+    browser.click("#cancel", "#members").await;
+    assert!(browser.text("#members").await.contains("dana"), "Cancel removed the role");
+    browser.click_xpath(remove_dana, "#confirm").await;
+    browser.screenshot("confirm-remove-member").await;
+    browser.click("#confirm", ".notice").await;
+    assert!(!browser.text("#members").await.contains("dana"));
+
+    // The namespace's switches: P2P on at once; off, and public, only once confirmed.
+    browser.goto(&page("/console/namespaces/web")).await;
+    browser.click("#p2p-switch", ".notice").await;
+    assert!(browser.text("#p2p-state").await.starts_with("on"));
+    browser.click("#p2p-switch", "#confirm").await;
+    assert_eq!(browser.text("main h1").await, "Turn P2P acceleration off for web?");
+    browser.screenshot("confirm-p2p-off").await;
+    browser.click("#confirm", ".notice").await;
+    assert!(browser.text("#p2p-state").await.starts_with("off"));
+    browser.click("#visibility-switch", "#confirm").await;
+    assert_eq!(browser.text("main h1").await, "Make namespace web public?");
+    browser.click("#confirm", ".notice").await;
+    assert!(browser.text("#visibility").await.starts_with("public"));
+    browser.click("#visibility-switch", ".notice").await;
+    assert!(browser.text("#visibility").await.starts_with("private"), "making it private needs no confirmation");
+
+    // A robot's token, rotated once confirmed: the old one stops working, the new one works.
+    browser.goto(&page("/console/tenants/acme/robots")).await;
+    browser.fill("#robot-name", "ci").await;
+    browser.select("#robot-scope1-role", "viewer").await;
+    browser.click("#create-robot", "#secret-value").await;
+    let first = browser.text("#secret-value").await;
+    assert!(browser.text("#robots").await.contains(&utc_year_in(90)), "the default expiry is 90 days");
+    browser.click("#robots button.secondary", "#confirm").await;
+    assert_eq!(browser.text("main h1").await, "Rotate the token of robot ci?");
+    browser.click("#confirm", "#secret-value").await;
+    let second = browser.text("#secret-value").await;
+    assert_ne!(first, second);
+    let robot = "robot$acme+ci";
+    assert_eq!(api_as(&reg, robot, &first, Method::GET, "/api/v1/tenants/acme", None).await.0, 401);
+    assert_eq!(api_as(&reg, robot, &second, Method::GET, "/api/v1/tenants/acme", None).await.0, 200);
+    browser.goto(&page("/console/tenants/acme/robots")).await;
+    browser.full_screenshot("robots-form").await;
+    browser.goto(&page("/console/tenants/acme")).await;
+    browser.full_screenshot("tenant-form").await;
+
+    // A cluster's token, re-issued once confirmed: the old command stops with the reason, the new one works.
+    browser.goto(&page("/console/tenants/acme/clusters")).await;
+    browser.fill("#cluster-name", "edge").await;
+    browser.click("#register-cluster", "#secret-command").await;
+    let old = browser.text("#secret-command").await;
+    browser.screenshot("cluster-registered-once").await;
+    browser.click(".cluster button.secondary", "#confirm").await;
+    assert_eq!(browser.text("main h1").await, "Give cluster edge a new token?");
+    browser.click("#confirm", "#secret-command").await;
+    let new = browser.text("#secret-command").await;
+    assert_ne!(old, new);
+    let out = Command::new("sh").args(["-c", &old]).output().expect("sh");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the registry does not know this cluster token"));
+    let script = run(Command::new("sh").args(["-c", new.strip_suffix(" | sh").expect("piped to sh")]));
+    assert!(script.starts_with("#!/bin/sh\n# Damselfly setup for cluster acme/edge"), "{script}");
+    // Deleted once confirmed.
+    browser.click(".cluster button.danger", "#confirm").await;
+    assert!(browser.text("#consequence").await.contains("What the setup command installed stays on the nodes"));
+    browser.screenshot("confirm-delete-cluster").await;
+    browser.click("#confirm", ".notice").await;
+    assert_eq!(browser.text(".notice").await, "Cluster edge deleted.");
+    assert_eq!(api(&reg, Method::GET, "/api/v1/tenants/acme/clusters", None).await.1, json!([]));
+
+    // The namespace lists its repositories; a repository shows sizes per platform (a tall window
+    // takes the whole page into the screenshot). A tag, deleted once confirmed.
+    browser.goto(&page("/console/namespaces/web")).await;
+    browser.screenshot("namespace-repositories").await;
+    browser.goto(&page("/console/repository?name=web%2Fapp")).await;
+    browser.full_screenshot("repository").await;
+    browser
+        .click_xpath("//form[input[@name='tag' and @value='1.0']]/button[contains(@class, 'danger')]", "#confirm")
+        .await;
+    browser.screenshot("confirm-delete-tag").await;
+    browser.click("#confirm", ".notice").await;
+    assert_eq!(browser.text(".notice").await, "Tag 1.0 deleted from web/app.");
+
+    // A name of 300 characters in an error stays inside its card (typed past the form's limits).
+    browser.goto(&page("/console/tenants/acme")).await;
+    let long = "n".repeat(300);
+    browser
+        .c()
+        .execute("const f = document.getElementById('namespace-name'); f.removeAttribute('maxlength'); f.removeAttribute('pattern');", vec![])
+        .await
+        .expect("lift the form's limits");
+    browser.fill("#namespace-name", &long).await;
+    browser.click("#create-namespace", ".error").await;
+    assert!(browser.text(".error").await.contains(&long));
+    browser.screenshot("long-name-error").await;
+    assert_inside_main(&browser, ".error").await;
+    browser.goto(&page(&format!("/console/audit?tenant={long}"))).await;
+    assert_eq!(browser.text("main h1").await, "Not found");
+    assert!(browser.text("header.top .who").await.contains("Signed in as admin"), "refused, but still signed in");
+    assert_inside_main(&browser, "#error-message").await;
+
+    // The audit log offers its actions: every manifest action finds the pushes; times take one line;
+    // a token is named by what it grants, not by its random id.
+    let r = http()
+        .get(format!("{}/auth/token?service=damselfly&scope=repository:web/app:pull", reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), 200);
+    browser.goto(&page("/console/audit")).await;
+    browser.select("#audit-action", "manifest").await;
+    browser.click("#audit-filter", "#audit").await;
+    let actions = browser.c().find_all(Locator::Css("#audit tbody td:nth-child(3)")).await.expect("audit rows");
+    assert!(!actions.is_empty());
+    for a in actions {
+        assert!(a.text().await.expect("text").starts_with("manifest."));
+    }
+    browser.select("#audit-action", "").await;
+    browser.click("#audit-filter", "#audit").await;
+    assert!(
+        browser.text("#audit").await.contains("access token for repository:web/app:"),
+        "token.issue reads as words"
+    );
+    let one_line = browser
+        .c()
+        .execute(
+            "return Array.from(document.querySelectorAll('td.when')).every(td => { \
+               const r = document.createRange(); r.selectNodeContents(td); return r.getClientRects().length === 1; })",
+            vec![],
+        )
+        .await
+        .expect("measure");
+    assert_eq!(one_line, Value::Bool(true), "a When cell wraps at 1280 px");
+    browser.screenshot("audit").await;
+    browser.quit().await;
+}
+
+/// The year, in UTC, `days` from now: what an expiry that far off shows.
+fn utc_year_in(days: u64) -> String {
+    let at = std::time::SystemTime::now() + Duration::from_secs(days * 86_400);
+    let secs = at.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+    // Days since 1970 to a civil year (accurate to the day, which is all this needs).
+    let mut year = 1970;
+    let mut left = secs / 86_400;
+    loop {
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let length = if leap { 366 } else { 365 };
+        if left < length {
+            return format!("{year}-");
+        }
+        left -= length;
+        year += 1;
+    }
+}
+
+/// The element's box ends within `main`'s, and nothing in it is wider than it.
+async fn assert_inside_main(browser: &Browser, css: &str) {
+    let fits = browser
+        .c()
+        .execute(
+            "const e = document.querySelector(arguments[0]); const m = document.querySelector('main'); \
+             return e.scrollWidth <= e.clientWidth && e.getBoundingClientRect().right <= m.getBoundingClientRect().right;",
+            vec![Value::String(css.to_owned())],
+        )
+        .await
+        .expect("measure");
+    assert_eq!(fits, Value::Bool(true), "{css} overflows");
 }

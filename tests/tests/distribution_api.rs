@@ -524,8 +524,13 @@ async fn cross_repository_mount_links_the_blob_or_falls_back_to_an_upload(backen
     );
     assert_eq!(api.pull_blob("target/app", &blob.digest).await, blob.bytes);
 
-    for from in ["lacking/app", "no/such/repository", "Not/A/Valid/Name"] {
-        let resp = send(api.post(&format!("/v2/fallback/app/blobs/uploads/?mount={}&from={from}", blob.digest))).await;
+    for (mount, from) in [
+        (blob.digest.as_str(), "lacking/app"),
+        (&blob.digest, "no/such/repository"),
+        (&blob.digest, "Not/A/Valid/Name"),
+        ("sha256:not-a-digest", "source/app"),
+    ] {
+        let resp = send(api.post(&format!("/v2/fallback/app/blobs/uploads/?mount={mount}&from={from}"))).await;
         let resp = expect_status(resp, 202).await;
         let uuid = header(&resp, "docker-upload-uuid").expect("Docker-Upload-UUID").to_owned();
         assert_headers(
@@ -694,11 +699,22 @@ async fn rejected_manifests_leave_tags_and_stored_manifests_untouched(backend: B
         expect_error(send(api.get(&format!("/v2/{name}/manifests/{reference}"))).await, 404, "MANIFEST_UNKNOWN").await;
     }
 
-    for tag in ["-leading-dash", ".leading-dot", "t".repeat(129).as_str()] {
+    // A push names what it creates: a malformed name is the client's mistake. A read or a
+    // delete names what exists, and nothing can exist under such a name: it is unknown.
+    for tag in ["-leading-dash", ".leading-dot", ".INVALID_MANIFEST_NAME", "t".repeat(129).as_str()] {
         let path = format!("/v2/{name}/manifests/{tag}");
         let put = api.put(&path).header("content-type", OCI_MANIFEST).body(good.clone());
         expect_error(send(put).await, 400, "TAG_INVALID").await;
-        expect_error(send(api.get(&path)).await, 400, "TAG_INVALID").await;
+        expect_error(send(api.get(&path)).await, 404, "MANIFEST_UNKNOWN").await;
+        expect_status(send(api.request(Method::HEAD, &path)).await, 404).await;
+        expect_error(send(api.request(Method::DELETE, &path)).await, 404, "MANIFEST_UNKNOWN").await;
+    }
+    for digest in ["sha256:nothex", "md5:0123abcd", "sha256:"] {
+        let path = format!("/v2/{name}/manifests/{digest}");
+        let put = api.put(&path).header("content-type", OCI_MANIFEST).body(good.clone());
+        expect_error(send(put).await, 400, "DIGEST_INVALID").await;
+        expect_error(send(api.get(&path)).await, 404, "MANIFEST_UNKNOWN").await;
+        expect_status(send(api.request(Method::HEAD, &path)).await, 404).await;
     }
     expect_error(send(api.get(&format!("/v2/{name}/manifests/nope"))).await, 404, "MANIFEST_UNKNOWN").await;
 
@@ -926,8 +942,13 @@ async fn errors_carry_the_spec_status_and_code(backend: Backend) {
 
     let cases: Vec<(Method, String, u16, &str)> = vec![
         (Method::GET, format!("/v2/errors/app/blobs/{unknown}"), 404, "BLOB_UNKNOWN"),
-        (Method::GET, "/v2/errors/app/blobs/sha256:xyz".into(), 400, "DIGEST_INVALID"),
-        (Method::GET, "/v2/errors/app/blobs/md5:0123abcd".into(), 400, "DIGEST_INVALID"),
+        // No blob is stored under a digest that is none: unknown, as a manifest's reference.
+        (Method::GET, "/v2/errors/app/blobs/sha256:xyz".into(), 404, "BLOB_UNKNOWN"),
+        (Method::GET, "/v2/errors/app/blobs/md5:0123abcd".into(), 404, "BLOB_UNKNOWN"),
+        (Method::DELETE, "/v2/errors/app/blobs/sha256:xyz".into(), 404, "BLOB_UNKNOWN"),
+        // Pushing to one, and the referrers of one (the spec says 400 there), are refused.
+        (Method::POST, "/v2/errors/app/blobs/uploads/?digest=sha256:xyz".into(), 400, "DIGEST_INVALID"),
+        (Method::GET, "/v2/errors/app/referrers/sha256:xyz".into(), 400, "DIGEST_INVALID"),
         (Method::GET, "/v2/Errors/App/tags/list".into(), 400, "NAME_INVALID"),
         (Method::POST, "/v2/UPPER/blobs/uploads/".into(), 400, "NAME_INVALID"),
         (Method::GET, upload.into(), 404, "BLOB_UPLOAD_UNKNOWN"),

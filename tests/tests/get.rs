@@ -195,6 +195,29 @@ fn get_help_lists_every_flag_with_its_environment_variable() {
     ] {
         assert!(help.contains(var), "{var} missing from:\n{help}");
     }
+    // Each default is said once, by clap, not again in the text before it.
+    let rate = help.lines().find(|l| l.contains("--download-rate")).expect("the --download-rate line");
+    assert!(
+        rate.ends_with(
+            "One-shot peer: most bytes per second of pieces fetched; 0 for no limit \
+                        [env: DAMSELFLY_AGENT_DOWNLOAD_RATE=] [default: 0]"
+        ),
+        "{rate}"
+    );
+    for line in help.lines() {
+        assert!(line.matches("[default: ").count() <= 1, "a default said twice: {line}");
+    }
+}
+
+/// `image push` reads the credentials from the variables `get` reads.
+#[test]
+fn image_push_and_get_read_the_same_credential_variables() {
+    let push = run(Command::new(binary("damselfly-agent")).args(["image", "push", "--help"]));
+    let get = run(Command::new(binary("damselfly-agent")).args(["get", "--help"]));
+    for var in ["DAMSELFLY_AGENT_USERNAME", "DAMSELFLY_AGENT_PASSWORD", "DAMSELFLY_AGENT_REGISTRY"] {
+        assert!(push.contains(var) && get.contains(var), "{var}:\n{push}\n{get}");
+    }
+    assert!(!push.contains("DAMSELFLY_REGISTRY_USER"), "{push}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -46,6 +46,11 @@ fn help_lists_every_setting_with_its_variable() {
     ] {
         assert!(help.contains(flag) && help.contains(var), "--help lacks {flag} / {var}:\n{help}");
     }
+    // It sends the reader to a place they can find: a section of the README that exists.
+    assert!(help.contains("The README's section \"Configuration\" lists them all."), "{help}");
+    assert!(!help.contains("Config` docs"), "{help}");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    assert!(readme.contains("\n## Configuration\n"));
 }
 
 /// The README's settings table (section "Configuration") and `--help` name
@@ -170,6 +175,32 @@ fn with_no_settings_it_serves_on_5000_from_damselfly_data_and_prints_a_generated
     assert_eq!(generated_password(&stderr), None, "{stderr}");
     assert!(!stderr.contains(&password), "the password was printed again:\n{stderr}");
     assert_eq!(second_statuses, first_statuses);
+}
+
+/// A browser pointed at the registry's root lands in the console, and the
+/// start-up banner names the console and the README's first push.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_root_leads_to_the_console_which_the_banner_names() {
+    let reg = Registry::start(Backend::Sqlite);
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let root = no_redirects.get(format!("{}/", reg.url)).send().await.unwrap();
+    assert_eq!(root.status().as_u16(), 303);
+    assert_eq!(root.headers()["location"], "/console");
+    // Followed as a browser follows it, it ends on the sign-in form.
+    let landed = client().get(format!("{}/", reg.url)).send().await.unwrap();
+    assert_eq!(landed.url().path(), "/console/login");
+    assert!(landed.text().await.unwrap().contains("Sign in to Damselfly"));
+    let log = reg.log();
+    for line in [
+        format!("Damselfly registry is serving {}\n", reg.url),
+        format!("  console:  {}/console\n", reg.url),
+        format!("  try:      podman login --tls-verify=false {} -u admin\n", reg.host),
+        format!("            podman push --tls-verify=false <image> {}/team/hello:1\n", reg.host),
+    ] {
+        assert!(log.contains(&line), "the banner lacks {line:?}:\n{log}");
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    assert!(readme.contains("$REG/team/hello:1"), "the README's first push is the banner's");
 }
 
 /// The registry started with no settings at all in a directory, and what

@@ -30,6 +30,7 @@ on_both_backends!(
     signing_key_rotation_keeps_old_tokens_valid_and_publishes_both_keys,
     openapi_document_lists_every_endpoint_with_its_schemas,
     repeated_failed_logins_are_throttled_with_retry_after,
+    clusters_get_a_new_token_or_are_deleted_by_their_tenant_s_admins_only,
 );
 
 /// Who sends a request.
@@ -242,6 +243,8 @@ fn endpoints(tenant: &str, namespace: &str) -> Vec<(Method, String, Option<Value
         (Method::POST, format!("/api/v1/tenants/{t}/robots"), Some(json!({"name": "spy", "scopes": []}))),
         (Method::POST, format!("/api/v1/tenants/{t}/robots/ci/rotate"), None),
         (Method::DELETE, format!("/api/v1/tenants/{t}/robots/ci"), None),
+        (Method::POST, format!("/api/v1/tenants/{t}/clusters/edge/token"), None),
+        (Method::DELETE, format!("/api/v1/tenants/{t}/clusters/edge"), None),
         (Method::GET, "/api/v1/users".into(), None),
         (Method::POST, "/api/v1/users".into(), Some(json!({"username": "x", "password": "long-enough"}))),
         (Method::PUT, "/api/v1/users/owner1/password".into(), Some(json!({"password": "long-enough"}))),
@@ -903,6 +906,25 @@ async fn audit_log_records_every_write_with_actor_object_tenant_and_source(backe
     let r = api.audit(Who::Admin, "actor=admin1&action=robot.rotate").await;
     assert_eq!(r.len(), 1);
     assert_eq!(r[0]["object"], "robot/robot$acme+ci");
+    // An action matches whole, or by one of its dotted parts; what is typed holds no wildcards.
+    let actions = |events: Vec<Value>| {
+        let mut names: Vec<String> = events.iter().filter_map(|e| e["action"].as_str().map(str::to_owned)).collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    assert_eq!(
+        actions(api.audit(Who::Admin, "action=robot&limit=1000").await),
+        ["robot.create", "robot.revoke", "robot.rotate"]
+    );
+    assert_eq!(
+        actions(api.audit(Who::Admin, "action=rotate&limit=1000").await),
+        ["robot.rotate", "signing_key.rotate"]
+    );
+    assert_eq!(actions(api.audit(Who::Admin, "action=signing_key&limit=1000").await), ["signing_key.rotate"]);
+    for literal in ["signing_ke_", "%25", "robot.%25", "obot"] {
+        assert_eq!(api.audit(Who::Admin, &format!("action={literal}")).await, Vec::<Value>::new(), "{literal}");
+    }
     let first = api.audit(Who::Admin, "limit=2").await;
     assert_eq!(first, events[..2]);
     let next = api.audit(Who::Admin, &format!("limit=3&after={}", first[1]["id"])).await;
@@ -1026,6 +1048,8 @@ async fn openapi_document_lists_every_endpoint_with_its_schemas(backend: Backend
         "GET /api/v1/tenants/{tenant}",
         "GET /api/v1/tenants/{tenant}/clusters",
         "POST /api/v1/tenants/{tenant}/clusters/{cluster}/preheat",
+        "POST /api/v1/tenants/{tenant}/clusters/{cluster}/token",
+        "DELETE /api/v1/tenants/{tenant}/clusters/{cluster}",
         "GET /api/v1/tenants/{tenant}/clusters/{cluster}/preheat",
         "GET /api/v1/tenants/{tenant}/clusters/{cluster}/preheat/{job}",
         "GET /api/v1/tenants/{tenant}/namespaces",
@@ -1124,4 +1148,74 @@ async fn repeated_failed_logins_are_throttled_with_retry_after(backend: Backend)
     // Even the right password waits while the name is blocked.
     let r = api.get("/api/v1/tenants", Who::Admin).await;
     r.assert_error(429, "TOOMANYREQUESTS", "right password while blocked");
+}
+
+/// A tenant's admins and owners give a cluster a new token, which ends the old one at once,
+/// or delete it, which also ends every namespace's preheating into it; nobody else may.
+async fn clusters_get_a_new_token_or_are_deleted_by_their_tenant_s_admins_only(backend: Backend) {
+    let api = Api::start(backend);
+    cast(&api).await;
+    let r = api.post("/api/v1/tenants/acme/clusters", Who::User("admin1"), json!({"name": "edge"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let first = r.body["token"].as_str().expect("token").to_owned();
+    let r = api
+        .patch("/api/v1/namespaces/web", Who::User("admin1"), json!({"preheat_on_push": [{"cluster": "edge"}]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(setup_status(&api, &first).await, 200);
+
+    let token = "/api/v1/tenants/acme/clusters/edge/token";
+    let cluster = "/api/v1/tenants/acme/clusters/edge";
+    for who in ["dev1", "viewer1", "webadmin", "outsider"] {
+        api.post(token, Who::User(who), json!(null)).await.assert_error(403, "DENIED", who);
+        api.delete(cluster, Who::User(who)).await.assert_error(403, "DENIED", who);
+    }
+    // Another tenant's owner gets the same words for a cluster that exists and one that does not.
+    let there = api.delete(cluster, Who::User("outsider")).await;
+    let nowhere = api.delete("/api/v1/tenants/acme/clusters/nosuch", Who::User("outsider")).await;
+    assert_eq!(there.message(), nowhere.message());
+    let r = api.post("/api/v1/tenants/acme/clusters/nosuch/token", Who::User("admin1"), json!(null)).await;
+    r.assert_error(404, "NOT_FOUND", "an unknown cluster");
+    assert_eq!(setup_status(&api, &first).await, 200, "refusals change nothing");
+
+    let r = api.post(token, Who::User("owner1"), json!(null)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["name"], "edge");
+    let second = r.body["token"].as_str().expect("token").to_owned();
+    assert!(second.starts_with("dfc_") && second != first, "{second}");
+    assert_eq!(setup_status(&api, &first).await, 401, "the old token stops working at once");
+    assert_eq!(setup_status(&api, &second).await, 200);
+
+    assert_eq!(api.delete(cluster, Who::User("admin1")).await.status, 204);
+    assert_eq!(api.get("/api/v1/tenants/acme/clusters", Who::User("admin1")).await.body, json!([]));
+    let web = api.get("/api/v1/namespaces/web", Who::User("admin1")).await;
+    assert_eq!(web.body["preheat_on_push"], json!([]), "no namespace preheats into a deleted cluster");
+    assert_eq!(setup_status(&api, &second).await, 401);
+    api.delete(cluster, Who::User("admin1")).await.assert_error(404, "NOT_FOUND", "deleted twice");
+
+    let done: Vec<(String, String, String)> = api
+        .audit(Who::Admin, "action=cluster&limit=1000")
+        .await
+        .iter()
+        .filter(|e| e["outcome"] == "success")
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (s("actor"), s("action"), s("object"))
+        })
+        .collect();
+    let object = "cluster/acme/edge".to_owned();
+    assert_eq!(
+        done,
+        [
+            ("admin1".to_owned(), "cluster.create".to_owned(), object.clone()),
+            ("owner1".to_owned(), "cluster.token".to_owned(), object.clone()),
+            ("admin1".to_owned(), "cluster.delete".to_owned(), object),
+        ]
+    );
+}
+
+/// The status of `GET /p2p/v1/install.sh` with cluster token `token`.
+async fn setup_status(api: &Api, token: &str) -> u16 {
+    let request = api.http.request(&Cred::Anonymous, Method::GET, "/p2p/v1/install.sh");
+    api.http.send(request.header("authorization", format!("Cluster {token}"))).await.status
 }

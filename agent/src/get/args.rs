@@ -57,7 +57,7 @@ pub struct GetArgs {
     /// One-shot peer: topology zone; peers in the same zone are preferred.
     #[arg(long, env = "DAMSELFLY_AGENT_ZONE")]
     pub zone: Option<String>,
-    /// One-shot peer: most bytes per second of pieces fetched [default: 0, no limit].
+    /// One-shot peer: most bytes per second of pieces fetched; 0 for no limit.
     #[arg(long, env = "DAMSELFLY_AGENT_DOWNLOAD_RATE", default_value_t = 0)]
     pub download_rate: u64,
 }

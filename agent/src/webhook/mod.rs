@@ -61,6 +61,9 @@ pub struct WebhookArgs {
         default_value = "/var/run/secrets/kubernetes.io/serviceaccount"
     )]
     pub service_account: PathBuf,
+    /// Log format: `text` for people, `json` for log pipelines (one object a line).
+    #[arg(long, env = "DAMSELFLY_AGENT_LOG_FORMAT", value_enum, default_value_t = crate::config::LogFormat::Text)]
+    pub log_format: crate::config::LogFormat,
 }
 
 struct Webhook {

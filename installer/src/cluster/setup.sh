@@ -67,7 +67,8 @@ Piped from curl, give options after `sh -s --`.
   --timeout DURATION     how long to wait for the nodes, e.g. 300, 90s, 10m (default 5m)
   --skip-unready-nodes   do not wait for nodes that are not Ready, nor fail for them
   --uninstall            remove everything and restore every node's runtime configuration
-  --node                 set up this host instead (no Kubernetes): a systemd unit and the local runtimes
+  --node                 set up this host instead (no Kubernetes): a systemd unit and the local runtimes;
+                         the agent is damselfly-agent on PATH (or DAMSELFLY_AGENT_BIN), else fetched from the registry
   --help                 this text
 
 Exit status: 0 done; 1 not done (the message says why); 3 done, but some
@@ -657,12 +658,49 @@ WantedBy=multi-user.target
 EOF
 }
 
+# Where --node keeps an agent it fetched from the registry.
+NODE_AGENT=/var/lib/damselfly/bin/damselfly-agent
+
+# The agent this host runs: DAMSELFLY_AGENT_BIN, else damselfly-agent on
+# PATH, else the one a previous run fetched; empty if there is none.
 node_agent() {
-    agent=${DAMSELFLY_AGENT_BIN:-$(command -v damselfly-agent || true)}
-    if [ -z "$agent" ] || [ ! -x "$agent" ]; then
-        die "the damselfly-agent binary is not on this host: put it on PATH or set DAMSELFLY_AGENT_BIN=/path/to/damselfly-agent, then run this again"
+    if [ -n "${DAMSELFLY_AGENT_BIN:-}" ]; then
+        [ -x "$DAMSELFLY_AGENT_BIN" ] \
+            || die "DAMSELFLY_AGENT_BIN is $DAMSELFLY_AGENT_BIN, which is not an executable file: point it at damselfly-agent, or unset it to fetch the agent from the registry"
+        printf '%s' "$DAMSELFLY_AGENT_BIN"
+    elif command -v damselfly-agent >/dev/null 2>&1; then
+        command -v damselfly-agent
+    elif [ -x "$NODE_AGENT" ]; then
+        printf '%s' "$NODE_AGENT"
     fi
-    printf '%s' "$agent"
+}
+
+# Fetches the agent into directory $1 from the registry: the layer of
+# $AGENT_IMAGE, which `damselfly-agent image push` put there, unpacked.
+fetch_agent() {
+    for tool in curl tar base64 uname; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed, and --node needs it to fetch the agent: install it, or put damselfly-agent on PATH, then run this again"
+    done
+    case "$(uname -m)" in
+        x86_64 | amd64) arch=amd64 ;;
+        aarch64 | arm64) arch=arm64 ;;
+        *) die "no agent is built for this host's processor ($(uname -m)): build damselfly-agent for it, set DAMSELFLY_AGENT_BIN to it and run this again" ;;
+    esac
+    mkdir -p "$1"
+    # The token goes in on standard input, so it is not on curl's command line.
+    status=$(printf 'Authorization: Cluster %s\n' "$(printf '%s' "$cluster_token" | base64 -d)" \
+        | curl -sS -H @- -G --data-urlencode "image=$AGENT_IMAGE" --data-urlencode "arch=$arch" \
+            -o "$1/agent.tar" -w '%{http_code}' "$REGISTRY_URL/p2p/v1/agent.tar") \
+        || die "could not reach the registry at $REGISTRY_URL for the agent: check this host's network, then run this again"
+    if [ "$status" != 200 ]; then
+        die "the registry has no agent for this host ($status): $(head -c 2000 "$1/agent.tar")"
+    fi
+    tar -xf "$1/agent.tar" -C "$1" damselfly-agent 2>/dev/null \
+        || die "the agent image $AGENT_IMAGE holds no damselfly-agent at its root: push it with damselfly-agent image push, or put damselfly-agent on PATH"
+    rm -f "$1/agent.tar"
+    chmod 755 "$1/damselfly-agent"
+    "$1/damselfly-agent" --version >/dev/null 2>&1 \
+        || die "the agent fetched from $AGENT_IMAGE does not run on this host: build damselfly-agent for it, set DAMSELFLY_AGENT_BIN to it and run this again"
 }
 
 node_preflight() {
@@ -672,15 +710,37 @@ node_preflight() {
 
 install_node() {
     agent=$(node_agent)
+    fetched=0
+    if [ -z "$agent" ]; then
+        fetched=1
+        if [ "$dry_run" = 1 ]; then
+            # Fetched for a look only: it goes with the rest of the working directory.
+            workdir=$(mktemp -d)
+            fetch_agent "$workdir"
+            agent=$workdir/damselfly-agent
+        else
+            node_preflight
+            fetch_agent "$(dirname "$NODE_AGENT")"
+            agent=$NODE_AGENT
+        fi
+    fi
     if [ "$dry_run" = 1 ]; then
+        if [ "$fetched" = 1 ]; then
+            say "# the agent: $("$agent" --version), fetched from $AGENT_IMAGE, would be installed as $NODE_AGENT"
+            agent=$NODE_AGENT
+            runner=$workdir/damselfly-agent
+        else
+            runner=$agent
+        fi
         say "# /etc/damselfly/agent.toml"
         node_config | sed 's/^cluster_token = .*/cluster_token = "(hidden)"/'
         say "# /etc/systemd/system/damselfly-agent.service"
         node_unit "$agent"
         say "# the runtime configuration"
-        "$agent" node-setup --dry-run --registry "$REGISTRY_URL" --acceleration-host "$ACCELERATION_HOST"
+        "$runner" node-setup --dry-run --registry "$REGISTRY_URL" --acceleration-host "$ACCELERATION_HOST"
         return 0
     fi
+    [ "$fetched" = 0 ] || say "Fetched the agent from $AGENT_IMAGE: $NODE_AGENT"
     node_preflight
     mkdir -p /etc/damselfly /var/lib/damselfly/cache
     (umask 077 && node_config >/etc/damselfly/agent.toml)
@@ -703,6 +763,7 @@ install_node() {
 
 uninstall_node() {
     agent=$(node_agent)
+    [ -n "$agent" ] || die "there is no damselfly-agent on this host to undo its runtime configuration with: put it on PATH or set DAMSELFLY_AGENT_BIN, then run this again"
     if [ "$dry_run" = 1 ]; then
         say "# would stop and remove damselfly-agent.service and /etc/damselfly/agent.toml, then run:"
         say "$agent node-setup --uninstall"
@@ -714,6 +775,8 @@ uninstall_node() {
     rmdir /etc/damselfly 2>/dev/null || true
     systemctl daemon-reload
     "$agent" node-setup --uninstall
+    # An agent this script fetched goes too; one the owner installed stays.
+    rm -rf "$(dirname "$NODE_AGENT")"
     say "Damselfly is removed from this host."
 }
 

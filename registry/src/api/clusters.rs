@@ -82,3 +82,64 @@ pub async fn create(
     let (cluster, token) = clusters::register(&state, &access, &name).await?;
     Ok((StatusCode::CREATED, Json(CreatedCluster { cluster, token })))
 }
+
+/// Gives a cluster a new token and returns it, once (tenant admin or owner).
+/// The old token stops working at once: the cluster's agents, and the setup
+/// command shown with it, until the cluster is set up again with the new one.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{tenant}/clusters/{cluster}/token",
+    operation_id = "reissueClusterToken",
+    tag = "clusters",
+    params(
+        ("tenant" = String, Path, description = "Tenant name"),
+        ("cluster" = String, Path, description = "Cluster name within the tenant"),
+    ),
+    responses(
+        (status = 200, description = "The new token, shown only here", body = CreatedCluster),
+        (status = 401, description = "No or bad credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin or owner of the tenant", body = ErrorBody),
+        (status = 404, description = "No such cluster in the tenant", body = ErrorBody),
+    )
+)]
+pub async fn reissue_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((tenant, name)): PathParams<(String, String)>,
+) -> ApiResult<Json<CreatedCluster>> {
+    let attempt = clusters::reissuing(&tenant, &name);
+    let access = access::tenant::<Manage>(&state, &caller, &tenant, Some(attempt)).await?;
+    let (cluster, token) = clusters::reissue_token(&state, &access, &name).await?;
+    Ok(Json(CreatedCluster { cluster, token }))
+}
+
+/// Deletes a cluster (tenant admin or owner): its token stops working, its
+/// agents are forgotten, and namespaces stop preheating new tags into it.
+/// What the setup script installed stays on the nodes until it is run with
+/// `--uninstall`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{tenant}/clusters/{cluster}",
+    operation_id = "deleteCluster",
+    tag = "clusters",
+    params(
+        ("tenant" = String, Path, description = "Tenant name"),
+        ("cluster" = String, Path, description = "Cluster name within the tenant"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No or bad credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin or owner of the tenant", body = ErrorBody),
+        (status = 404, description = "No such cluster in the tenant", body = ErrorBody),
+    )
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((tenant, name)): PathParams<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let attempt = clusters::deleting(&tenant, &name);
+    let access = access::tenant::<Manage>(&state, &caller, &tenant, Some(attempt)).await?;
+    clusters::delete(&state, &access, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

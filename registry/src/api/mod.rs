@@ -45,6 +45,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/tenants/{tenant}/robots/{robot}", axum::routing::delete(robots::revoke))
         .route("/api/v1/tenants/{tenant}/robots/{robot}/rotate", post(robots::rotate))
         .route("/api/v1/tenants/{tenant}/clusters", get(clusters::list).post(clusters::create))
+        .route("/api/v1/tenants/{tenant}/clusters/{cluster}", axum::routing::delete(clusters::delete))
+        .route("/api/v1/tenants/{tenant}/clusters/{cluster}/token", post(clusters::reissue_token))
         .route("/api/v1/tenants/{tenant}/clusters/{cluster}/preheat", get(preheat::list).post(preheat::start))
         .route("/api/v1/tenants/{tenant}/clusters/{cluster}/preheat/{job}", get(preheat::show))
         .route("/api/v1/users", get(users::list).post(users::create))
@@ -83,6 +85,8 @@ pub fn router() -> Router<AppState> {
         robots::revoke,
         clusters::list,
         clusters::create,
+        clusters::reissue_token,
+        clusters::delete,
         preheat::list,
         preheat::start,
         preheat::show,

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::{Body, PathParams};
 use crate::services::access::{self, Caller, Manage};
-use crate::services::preheat::{self, Percent, PreheatJob};
+use crate::services::preheat::{self, Percent, PreheatJob, PreheatTrigger};
 use crate::services::{clusters, Result};
 use crate::state::AppState;
 
@@ -71,7 +71,7 @@ pub async fn start(
     let cluster = clusters::find(&state, &access, &cluster_name).await?;
     let percent = Percent::new(body.percent)?;
     let name: RepositoryName = body.repository.parse().map_err(|e| ApiError::InvalidRequest(format!("{e}")))?;
-    let job = preheat::start(&state, &access, &cluster, &name, &body.tag, percent).await?;
+    let job = preheat::start(&state, &access, &cluster, &name, &body.tag, percent, PreheatTrigger::Api).await?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 

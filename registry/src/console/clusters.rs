@@ -1,7 +1,7 @@
 //! A tenant's clusters: register one (its token and setup command shown
-//! once), and see each cluster's online agents with their last heartbeat,
-//! version, cache use and bytes served to peers. Tenant admins and owners
-//! only, as in the API.
+//! once), see each cluster's online agents with their last heartbeat,
+//! version, cache use and bytes served to peers, give a cluster a new token,
+//! delete one. Tenant admins and owners only, as in the API.
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -9,10 +9,12 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{
-    done, failed, human_bytes, render, segment, utc, Chrome, ConsoleResult, Flash, Kept, Posted, Secret, SignedIn,
+    confirm, done, failed, finish, human_bytes, notice, render, segment, utc, Chrome, Confirm, ConsoleResult, Flash,
+    Kept, Posted, Secret, SignedIn,
 };
 use crate::services::access::{self, Manage};
 use crate::services::names::Name;
+use crate::services::preheat::PreheatTrigger;
 use crate::services::{clusters, preheat};
 use crate::state::AppState;
 
@@ -47,6 +49,15 @@ struct ClusterRow {
 /// Most preheat jobs a cluster's card lists.
 const JOBS_LISTED: usize = 10;
 
+/// What started a preheat job, as the clusters page lists it.
+fn started_by(trigger: PreheatTrigger) -> &'static str {
+    match trigger {
+        PreheatTrigger::Api => "the API",
+        PreheatTrigger::Console => "the console",
+        PreheatTrigger::Push => "a push",
+    }
+}
+
 fn word<T: serde::Serialize>(v: T) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
@@ -58,6 +69,8 @@ struct ClustersPage {
     tenant: String,
     clusters: Vec<ClusterRow>,
     setup: String,
+    /// Where accelerated Pods pull from.
+    acceleration: String,
 }
 
 impl ClustersPage {
@@ -68,14 +81,40 @@ impl ClustersPage {
     fn new_cluster(&self) -> Kept<'_> {
         self.chrome.kept(&format!("{}/clusters", self.base()))
     }
+
+    fn action(&self, c: &ClusterRow, what: &str) -> String {
+        format!("{}/clusters/{}/{what}", self.base(), segment(&c.name))
+    }
+
+    /// The acceleration address is each node's own agent, not a name.
+    fn accelerated_locally(&self) -> bool {
+        self.acceleration == "127.0.0.1:65001"
+    }
 }
 
 /// The one-line cluster setup: the installer script, fetched with the
 /// cluster token in a header (never in the URL, which lands in logs), piped
 /// to `sh` where `kubectl` reaches the cluster. `sh -s -- --node` instead
 /// sets up a single machine without Kubernetes.
+///
+/// No `curl -f`: a refused token is answered with a script that prints the
+/// registry's reason and exits 1, which `-f` would swallow, leaving `sh`
+/// nothing to run and the pipeline exiting 0.
 fn setup_command(state: &AppState, token: &str) -> String {
-    format!("curl -fsSL -H 'Authorization: Cluster {token}' {}/p2p/v1/install.sh | sh", state.config.public_url())
+    format!("curl -sSL -H 'Authorization: Cluster {token}' {}/p2p/v1/install.sh | sh", state.config.public_url())
+}
+
+/// A cluster's token, shown once, with the command that sets the cluster up with it.
+fn token_shown(state: &AppState, name: &str, token: String) -> Secret {
+    Secret {
+        label: format!("Token of cluster {name}"),
+        command_label: "Set the cluster up with this command, where kubectl reaches it (more under Setting up a \
+                        cluster below)"
+            .to_owned(),
+        command: Some(setup_command(state, &token)),
+        value: token,
+        note: None,
+    }
 }
 
 /// `GET /console/tenants/{tenant}/clusters`.
@@ -105,7 +144,7 @@ pub async fn list(State(state): State<AppState>, who: SignedIn, Path(tenant): Pa
                 .take(JOBS_LISTED)
                 .map(|j| JobRow {
                     reference: format!("{}:{}", j.repository, j.tag),
-                    trigger: word(j.trigger),
+                    trigger: started_by(j.trigger).to_owned(),
                     state: word(j.state),
                     started: utc(j.created_at),
                     id: j.id,
@@ -118,7 +157,8 @@ pub async fn list(State(state): State<AppState>, who: SignedIn, Path(tenant): Pa
         chrome: who.chrome(&state, "tenants").await,
         tenant: access.tenant().name.clone(),
         clusters: rows,
-        setup: setup_command(&state, "<the cluster's token>"),
+        setup: setup_command(&state, "<token>"),
+        acceleration: state.config.acceleration_host(),
     };
     Ok(render(&page))
 }
@@ -136,7 +176,7 @@ pub async fn create(
     Path(tenant): Path<String>,
     posted: Posted<ClusterForm>,
 ) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/tenants/{}/clusters", segment(&tenant));
     let name = form.name.trim();
     let registered = async {
@@ -148,23 +188,79 @@ pub async fn create(
         Ok((cluster, token)) => {
             let name = cluster.name;
             let flash = Flash {
-                notice: Some(format!(
-                    "Cluster {name} registered. Run the command below where kubectl reaches the cluster; \
-                     it installs the agent on every node. For one machine without Kubernetes, end it with \
-                     `sh -s -- --node` instead of `sh`."
-                )),
-                secret: Some(Secret {
-                    label: format!("Token of cluster {name}"),
-                    command_label: "Set up the cluster with".to_owned(),
-                    command: Some(setup_command(&state, &token)),
-                    value: token,
-                }),
+                notice: Some(format!("Cluster {name} registered.")),
+                secret: Some(token_shown(&state, &name, token)),
                 ..Flash::default()
             };
             done(&state, &who, &back, flash).await
         }
         Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
+}
+
+/// `POST /console/tenants/{tenant}/clusters/{cluster}/token`: after a
+/// confirmation, a new token for the cluster, shown once with its setup command.
+pub async fn reissue_token(
+    State(state): State<AppState>,
+    Path((tenant, cluster)): Path<(String, String)>,
+    posted: Posted<super::session::NoFields>,
+) -> Response {
+    let Posted { who, kept, confirmed, .. } = posted;
+    let back = format!("/console/tenants/{}/clusters", segment(&tenant));
+    if !confirmed {
+        let question = Confirm {
+            title: format!("Give cluster {cluster} a new token?"),
+            consequence: format!(
+                "The current token stops working at once: the agents of {cluster} can no longer reach the registry, \
+                 and its setup command fails, until the cluster is set up again with the command shown next, which \
+                 carries the new token."
+            ),
+            button: "Re-issue token".to_owned(),
+            cancel: back,
+        };
+        return confirm(&state, &who, kept, question).await;
+    }
+    let reissued = async {
+        let attempt = clusters::reissuing(&tenant, &cluster);
+        let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(attempt)).await?;
+        clusters::reissue_token(&state, &access, &cluster).await
+    };
+    let outcome = reissued.await.map(|(found, token)| Flash {
+        notice: Some(format!("Cluster {} has a new token; the old one no longer works.", found.name)),
+        secret: Some(token_shown(&state, &found.name, token)),
+        ..Flash::default()
+    });
+    finish(&state, &who, &back, kept, outcome).await
+}
+
+/// `POST /console/tenants/{tenant}/clusters/{cluster}/delete`: after a confirmation, deletes the cluster.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((tenant, cluster)): Path<(String, String)>,
+    posted: Posted<super::session::NoFields>,
+) -> Response {
+    let Posted { who, kept, confirmed, .. } = posted;
+    let back = format!("/console/tenants/{}/clusters", segment(&tenant));
+    if !confirmed {
+        let question = Confirm {
+            title: format!("Delete cluster {cluster}?"),
+            consequence: "Its token stops working at once: its agents can no longer reach the registry, and \
+                          namespaces stop preheating new tags into it. What the setup command installed stays on \
+                          the nodes: to remove it, run the setup command ending in sh -s -- --uninstall before \
+                          deleting the cluster."
+                .to_owned(),
+            button: "Delete cluster".to_owned(),
+            cancel: back,
+        };
+        return confirm(&state, &who, kept, question).await;
+    }
+    let deleted = async {
+        let attempt = clusters::deleting(&tenant, &cluster);
+        let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(attempt)).await?;
+        clusters::delete(&state, &access, &cluster).await
+    };
+    let outcome = deleted.await.map(|()| notice(format!("Cluster {cluster} deleted.")));
+    finish(&state, &who, &back, kept, outcome).await
 }
 
 /// One node of a preheat job as listed.
@@ -211,7 +307,7 @@ pub async fn preheat_job(
         reference: format!("{}:{}", job.repository, job.tag),
         state: word(job.state),
         started: utc(job.created_at),
-        trigger: word(job.trigger),
+        trigger: started_by(job.trigger).to_owned(),
         blobs: job.blobs.len(),
         nodes: job
             .nodes

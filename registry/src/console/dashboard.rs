@@ -1,7 +1,7 @@
 //! The acceleration dashboard: for one tenant, bytes its clusters' agents
 //! got from peers versus from the registry's seed, per namespace and per
-//! cluster, the origin traffic saved, the swarms active now, and a chart of
-//! the traffic over time drawn on the server as inline SVG.
+//! cluster, the origin traffic saved, the swarms an agent downloads from
+//! now, and a chart of the traffic over time drawn on the server as inline SVG.
 //!
 //! A tenant's traffic is shown to its admins and owners (the system
 //! administrator sees every tenant's), the same standing its clusters need.
@@ -54,6 +54,10 @@ struct DashboardPage {
     by_namespace: Vec<Row>,
     by_cluster: Vec<Row>,
     chart: String,
+    /// The time between the chart's points, e.g. `1 min`.
+    interval: String,
+    /// Most points the chart keeps.
+    samples: usize,
 }
 
 impl DashboardPage {
@@ -88,6 +92,8 @@ pub async fn show(State(state): State<AppState>, who: SignedIn, Query(which): Qu
         by_namespace: Vec::new(),
         by_cluster: Vec::new(),
         chart: String::new(),
+        interval: interval(state.config.traffic_sample_secs),
+        samples: crate::p2p::stats::SAMPLES,
     };
     if let Some(name) = wanted {
         // The check refuses a tenant named in the URL that the user may not manage.
@@ -106,33 +112,49 @@ pub async fn show(State(state): State<AppState>, who: SignedIn, Query(which): Qu
         page.by_namespace = traffic.by_namespace.iter().map(|(n, t)| row(n.clone(), *t, None)).collect();
         page.active_swarms = traffic.active_swarms.iter().map(|(_, n)| n).sum();
         page.total = Some(row(tenant.name.clone(), traffic.total, None));
-        page.chart = chart(&traffic.series);
+        page.chart = chart(&traffic.series, &page.interval);
         page.tenant = Some(tenant.name);
     }
     Ok(render(&page))
 }
 
-/// A line chart of bytes per interval from peers and from the seed. Only
-/// numbers go into the markup, so it needs no escaping.
-fn chart(series: &[Sample]) -> String {
+/// `60 s`, `5 min`: the length of the chart's intervals.
+fn interval(secs: u64) -> String {
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
+}
+
+/// A line chart of bytes per interval (`per`, e.g. `1 min`) from peers and
+/// from the seed. Only numbers and our own words go into the markup, so it
+/// needs no escaping.
+fn chart(series: &[Sample], per: &str) -> String {
     const W: f64 = 720.0;
     const H: f64 = 220.0;
     const PAD: f64 = 40.0;
     let mut svg = format!(
         "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-labelledby=\"chart-title\" \
-         xmlns=\"http://www.w3.org/2000/svg\"><title id=\"chart-title\">Bytes per interval from peers (blue) and \
+         xmlns=\"http://www.w3.org/2000/svg\"><title id=\"chart-title\">Bytes per {per} from peers (blue) and \
          from the seed (orange)</title>"
     );
-    let top = series.iter().map(|s| s.traffic.peers.max(s.traffic.seed)).max().unwrap_or(0).max(1);
+    let top = series.iter().map(|s| s.traffic.peers.max(s.traffic.seed)).max().unwrap_or(0);
+    // The scale's top: the largest point, or no number at all while nothing moved.
+    let label = if top == 0 {
+        format!("no bytes moved yet (points every {per})")
+    } else {
+        format!("{} per {per}", human_bytes(top))
+    };
+    let top = top.max(1);
     let _ = write!(
         svg,
         "<line x1=\"{PAD}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#d8dde5\"/>\
          <line x1=\"{PAD}\" y1=\"{t}\" x2=\"{PAD}\" y2=\"{b}\" stroke=\"#d8dde5\"/>\
-         <text x=\"{PAD}\" y=\"14\" font-size=\"12\" fill=\"#5b6675\">{max} per interval</text>",
+         <text x=\"{PAD}\" y=\"14\" font-size=\"12\" fill=\"#5b6675\" id=\"chart-scale\">{label}</text>",
         b = H - PAD,
         r = W - 10.0,
         t = 20.0,
-        max = human_bytes(top),
     );
     if series.len() < 2 {
         let _ = write!(
@@ -183,4 +205,21 @@ fn chart(series: &[Sample]) -> String {
 /// `HH:MM:SS UTC` of a Unix time.
 fn clock(secs: i64) -> String {
     super::utc(secs).split_once(' ').map_or_else(String::new, |(_, time)| time.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_chart_states_its_interval_and_no_made_up_scale() {
+        let empty = chart(&[], "1 min");
+        assert!(empty.contains(">no bytes moved yet (points every 1 min)</text>"), "{empty}");
+        assert!(!empty.contains("1 B"), "{empty}");
+        let one = Sample { at: 0, traffic: Traffic { peers: 2048, seed: 10 } };
+        let two = Sample { at: 60, traffic: Traffic { peers: 0, seed: 0 } };
+        let drawn = chart(&[one, two], "1 min");
+        assert!(drawn.contains(">2.0 KiB per 1 min</text>"), "{drawn}");
+        assert_eq!((interval(60), interval(300), interval(15)), ("1 min".into(), "5 min".into(), "15 s".into()));
+    }
 }

@@ -10,7 +10,9 @@
 //! A form the user can correct (a bad or taken name, something it names that
 //! does not exist) comes back to its page with the reason and what they
 //! typed in it; a refusal, or a failure of the registry, is a page of its
-//! own with its status, since the page they came from may be closed to them too.
+//! own with its status, since the page they came from may be closed to them
+//! too, still framed with who is signed in. A change that is hard to undo
+//! asks first, on a confirmation page that posts the form again.
 
 mod audit;
 mod clusters;
@@ -20,9 +22,11 @@ mod repositories;
 mod robots;
 mod session;
 mod tenants;
+mod users;
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -53,7 +57,11 @@ pub fn router() -> Router<AppState> {
         .route("/console/tenants/{tenant}/members/revoke", post(tenants::revoke))
         .route("/console/tenants/{tenant}/robots", get(robots::list).post(robots::create))
         .route("/console/tenants/{tenant}/robots/{robot}/revoke", post(robots::revoke))
+        .route("/console/tenants/{tenant}/robots/{robot}/rotate", post(robots::rotate))
         .route("/console/tenants/{tenant}/clusters", get(clusters::list).post(clusters::create))
+        .route("/console/tenants/{tenant}/clusters/{cluster}/token", post(clusters::reissue_token))
+        .route("/console/tenants/{tenant}/clusters/{cluster}/delete", post(clusters::delete))
+        .route("/console/users", get(users::list).post(users::create))
         .route("/console/namespaces/{namespace}", get(namespaces::show).post(namespaces::update))
         .route("/console/namespaces/{namespace}/preheat", post(namespaces::preheat))
         .route("/console/repository", get(repositories::show))
@@ -81,6 +89,9 @@ pub struct Chrome {
     pub user: String,
     /// Whether they are the system administrator (shows the admin entries; the handlers check again).
     pub system_admin: bool,
+    /// Whether they administer a tenant (or the system): the menu shows the
+    /// dashboard and the audit log only then, as only then may they open them.
+    pub manages: bool,
     /// The CSRF token every form carries.
     pub csrf: String,
     /// The menu entry to highlight.
@@ -166,6 +177,9 @@ pub struct Secret {
     pub command_label: String,
     /// A command that uses it, if any.
     pub command: Option<String>,
+    /// What else to know about the command (what a client needs over plain HTTP).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// Why a console request failed; rendered as a page with a sentence saying what to do.
@@ -199,8 +213,39 @@ pub type ConsoleResult<T> = Result<T, ConsoleError>;
 #[derive(askama::Template)]
 #[template(path = "error.html")]
 struct ErrorPage {
+    /// The page frame, when the user is signed in.
+    chrome: Option<Chrome>,
     title: &'static str,
     message: String,
+}
+
+/// What an error page said, kept on its response so that [`frame_errors`]
+/// can show it again inside the signed-in user's frame.
+#[derive(Clone)]
+struct Refused {
+    title: &'static str,
+    message: String,
+}
+
+/// An error page is rendered where no session is at hand; for a signed-in
+/// user it is rendered again with the header they know (who is signed in,
+/// the menu, signing out), so a refusal does not look like being thrown out.
+pub async fn frame_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers().clone();
+    let response = next.run(request).await;
+    let Some(Refused { title, message }) = response.extensions().get::<Refused>().cloned() else {
+        return response;
+    };
+    let mut probe = Request::new(());
+    *probe.headers_mut() = headers;
+    let (mut parts, ()) = probe.into_parts();
+    let Ok(who) = SignedIn::from_request_parts(&mut parts, &state).await else {
+        return response;
+    };
+    let chrome = who.chrome(&state, "").await;
+    let mut framed = render(&ErrorPage { chrome: Some(chrome), title, message });
+    *framed.status_mut() = response.status();
+    framed
 }
 
 impl ConsoleError {
@@ -251,10 +296,8 @@ fn sentence(e: services::Error) -> String {
             None => p.message,
         },
     };
-    if let Some(first) = text.get(0..1) {
-        let upper = first.to_uppercase();
-        text.replace_range(0..1, &upper);
-    }
+    // The case is left as the rule wrote it: a message may begin with a
+    // name (`alice has no role…`), and names are case-sensitive.
     if !text.ends_with('.') {
         text.push('.');
     }
@@ -270,11 +313,8 @@ fn page(place: &Place) -> String {
         Place::Robots { .. } | Place::NewRobot { .. } => " on the tenant's Robot accounts page".to_owned(),
         Place::Clusters { .. } => " on the tenant's Clusters page".to_owned(),
         Place::P2pSwitch { .. } => " on the namespace's page".to_owned(),
-        Place::RotateRobot { tenant, robot } => {
-            format!(" with the management API (POST /api/v1/tenants/{tenant}/robots/{robot}/rotate)")
-        }
-        Place::Users => " with GET /api/v1/users".to_owned(),
-        Place::NewUser => " with POST /api/v1/users".to_owned(),
+        Place::RotateRobot { .. } => " with its Rotate token button on the tenant's Robot accounts page".to_owned(),
+        Place::Users | Place::NewUser => " on the Users page".to_owned(),
     }
 }
 
@@ -284,7 +324,10 @@ impl IntoResponse for ConsoleError {
             return Redirect::to("/console/login").into_response();
         }
         let (status, title, message) = self.status_title_message();
-        (status, render(&ErrorPage { title, message })).into_response()
+        let mut response =
+            (status, render(&ErrorPage { chrome: None, title, message: message.clone() })).into_response();
+        response.extensions_mut().insert(Refused { title, message });
+        response
     }
 }
 
@@ -323,15 +366,23 @@ pub struct Posted<T> {
     pub who: SignedIn,
     /// Its fields.
     pub form: T,
-    /// The form as posted, to send back with an error.
+    /// The form as posted, to send back with an error (passwords left out).
     pub kept: KeptForm,
+    /// The user confirmed it on a confirmation page ([`confirm`]).
+    pub confirmed: bool,
 }
 
 #[derive(Deserialize)]
 struct CsrfField {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
+    confirmed: String,
 }
+
+/// Fields a form sends that are not kept to be shown again: the CSRF token,
+/// the confirmation, and secrets.
+const NOT_KEPT: [&str; 3] = ["csrf", "confirmed", "password"];
 
 impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
     type Rejection = ConsoleError;
@@ -349,8 +400,9 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
         }
         let form: T = parse_form(&bytes)?;
         let fields: Vec<(String, String)> = parse_form(&bytes)?;
-        let fields = fields.into_iter().filter(|(k, _)| k != "csrf").collect();
-        Ok(Posted { who, form, kept: KeptForm { action: parts.uri.path().to_owned(), fields } })
+        let fields = fields.into_iter().filter(|(k, _)| !NOT_KEPT.contains(&k.as_str())).collect();
+        let kept = KeptForm { action: parts.uri.path().to_owned(), fields };
+        Ok(Posted { who, form, kept, confirmed: token.confirmed == "yes" })
     }
 }
 
@@ -385,9 +437,51 @@ pub async fn failed(state: &AppState, who: &SignedIn, to: &str, kept: KeptForm, 
     }
 }
 
+/// After an action: `to` with the flash it left, or with the error, as
+/// [`done`] and [`failed`] do.
+pub async fn finish(
+    state: &AppState,
+    who: &SignedIn,
+    to: &str,
+    kept: KeptForm,
+    outcome: Result<Flash, services::Error>,
+) -> Response {
+    match outcome {
+        Ok(flash) => done(state, who, to, flash).await,
+        Err(e) => failed(state, who, to, kept, e.into()).await,
+    }
+}
+
 /// A notice for the next page.
 pub fn notice(text: impl Into<String>) -> Flash {
     Flash { notice: Some(text.into()), ..Flash::default() }
+}
+
+/// What a confirmation page asks before a change that is hard to undo.
+pub struct Confirm {
+    /// The question, e.g. "Delete tag 1.0 of web/app?".
+    pub title: String,
+    /// What happens, and what cannot be undone.
+    pub consequence: String,
+    /// The button that does it, e.g. "Delete tag 1.0".
+    pub button: String,
+    /// Where Cancel goes: the page the form was on.
+    pub cancel: String,
+}
+
+#[derive(askama::Template)]
+#[template(path = "confirm.html")]
+struct ConfirmPage {
+    chrome: Chrome,
+    confirm: Confirm,
+    form: KeptForm,
+}
+
+/// The confirmation step of a destructive form, without JavaScript: the
+/// form's first post shows this page, which posts the same fields again
+/// with `confirmed=yes`. Nothing is changed until then.
+pub async fn confirm(state: &AppState, who: &SignedIn, form: KeptForm, confirm: Confirm) -> Response {
+    render(&ConfirmPage { chrome: who.chrome(state, "tenants").await, confirm, form })
 }
 
 /// Path-segment encoding for names put into links (names are validated, but a
@@ -402,6 +496,55 @@ pub fn segment(s: &str) -> String {
         }
     }
     out
+}
+
+/// How the OCI clients in the commands the console shows reach this
+/// registry: over plain HTTP they need to be told, each its own way.
+pub struct Clients {
+    /// `host[:port]` of the registry, as image references name it.
+    pub host: String,
+    /// The public URL is `http://`.
+    pub plain_http: bool,
+}
+
+impl Clients {
+    /// This registry's.
+    pub fn of(state: &AppState) -> Clients {
+        Clients { host: state.config.registry_host(), plain_http: !state.config.behind_tls() }
+    }
+
+    /// The flag podman and skopeo need: ` --tls-verify=false` over plain HTTP.
+    pub fn podman_flag(&self) -> &'static str {
+        if self.plain_http {
+            " --tls-verify=false"
+        } else {
+            ""
+        }
+    }
+
+    /// What Docker needs over plain HTTP, which no flag can say.
+    pub fn docker_note(&self) -> Option<String> {
+        self.plain_http.then(|| {
+            format!(
+                "This registry is served over plain HTTP: Docker pulls from it only once /etc/docker/daemon.json \
+                 lists it, as \"insecure-registries\": [\"{}\"], and Docker is restarted; podman needs \
+                 --tls-verify=false, as shown.",
+                self.host
+            )
+        })
+    }
+
+    /// Working login commands for `login`: interactive ones that ask for
+    /// the token, and one for scripts that reads it from a variable.
+    pub fn login_commands(&self, login: &str) -> String {
+        let host = &self.host;
+        let flag = self.podman_flag();
+        format!(
+            "docker login {host} -u '{login}'\n\
+             podman login{flag} {host} -u '{login}'\n\
+             printf '%s' \"$TOKEN\" | docker login {host} -u '{login}' --password-stdin"
+        )
+    }
 }
 
 /// A role as people read it.
@@ -464,6 +607,14 @@ mod tests {
     }
 
     #[test]
+    fn a_message_keeps_the_case_of_the_name_it_begins_with() {
+        let denied = services::Error::Denied("alice has no role in tenant acme; ask one of its owners for one".into());
+        assert_eq!(sentence(denied), "alice has no role in tenant acme; ask one of its owners for one.");
+        let robot = services::Error::not_found(Thing::Role, "robot$acme+ci holds no role on tenant acme");
+        assert_eq!(sentence(robot), "robot$acme+ci holds no role on tenant acme.");
+    }
+
+    #[test]
     fn hints_point_at_console_pages_and_at_the_api_only_where_no_page_does_it() {
         let console_hint = |e: services::Error| match e {
             services::Error::NotFound(p) => p.hint.as_ref().map(|h| h.join(&p.message, &page(&h.at))).unwrap(),
@@ -480,7 +631,7 @@ mod tests {
             ),
             "ana holds no role on tenant t; list roles on the tenant's page"
         );
-        let users = "user u does not exist; the system administrator creates users with POST /api/v1/users";
+        let users = "user u does not exist; the system administrator creates users on the Users page";
         assert_eq!(
             console_hint(
                 not_found("user u does not exist").then("the system administrator creates users", Place::NewUser)

@@ -7,7 +7,11 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{done, failed, notice, render, segment, Chrome, ConsoleResult, Kept, Posted, SignedIn};
+use super::{
+    confirm, done, failed, human_bytes, notice, render, segment, utc, Chrome, Confirm, ConsoleResult, Kept, Posted,
+    SignedIn,
+};
+use crate::metadata::RepositorySummary;
 use crate::services::access::{self, Manage, Read};
 use crate::services::names::Name;
 use crate::services::namespaces::{self, Change, Namespace, PreheatTarget};
@@ -21,7 +25,7 @@ const MAX_LISTED: i64 = 500;
 struct NamespacePage {
     chrome: Chrome,
     ns: Namespace,
-    repositories: Vec<String>,
+    repositories: Vec<RepositorySummary>,
     may_change: bool,
     /// The tenant's clusters with the share of their agents new tags go to (0: none), for admins.
     clusters: Vec<(String, u8)>,
@@ -40,8 +44,16 @@ impl NamespacePage {
         format!("/console/namespaces/{}/preheat", segment(&self.ns.name))
     }
 
-    fn repo_link(&self, name: &str) -> String {
-        format!("/console/repository?name={}", segment(name))
+    fn repo_link(&self, r: &RepositorySummary) -> String {
+        format!("/console/repository?name={}", segment(&r.name))
+    }
+
+    fn stored(&self, r: &RepositorySummary) -> String {
+        human_bytes(u64::try_from(r.stored_bytes).unwrap_or(0))
+    }
+
+    fn last_push(&self, r: &RepositorySummary) -> String {
+        r.last_push.map_or_else(|| "-".to_owned(), utc)
     }
 
     /// The preheat form of `cluster`'s row, if it came back with an error.
@@ -82,7 +94,7 @@ pub async fn create(
     Path(tenant): Path<String>,
     posted: Posted<NamespaceForm>,
 ) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/tenants/{}", segment(&tenant));
     let name = form.name.trim();
     let created = async {
@@ -109,11 +121,40 @@ pub struct SwitchForm {
     p2p_enabled: Option<bool>,
 }
 
-/// `POST /console/namespaces/{namespace}`: flips public/private or P2P acceleration (namespace admin or owner).
-/// Agents see the change within seconds: the scheduler reads it through the two-second policy cache.
+/// What a confirmation says before a switch that exposes or slows something:
+/// making a namespace public, or turning P2P acceleration off.
+fn risky(name: &str, form: &SwitchForm, back: &str) -> Option<Confirm> {
+    if form.public == Some(true) {
+        return Some(Confirm {
+            title: format!("Make namespace {name} public?"),
+            consequence: format!(
+                "Anyone who reaches the registry may then pull every image of {name}, without signing in: \
+                 everything pushed there so far, and everything pushed later."
+            ),
+            button: "Make public".to_owned(),
+            cancel: back.to_owned(),
+        });
+    }
+    (form.p2p_enabled == Some(false)).then(|| Confirm {
+        title: format!("Turn P2P acceleration off for {name}?"),
+        consequence: format!(
+            "Within seconds agents stop fetching the blobs of {name} from each other: every node pulls them from the \
+             registry again, and preheating its new tags stops until acceleration is back on."
+        ),
+        button: "Turn P2P acceleration off".to_owned(),
+        cancel: back.to_owned(),
+    })
+}
+
+/// `POST /console/namespaces/{namespace}`: flips public/private or P2P acceleration (namespace admin or owner),
+/// after a confirmation for making it public or turning acceleration off. Agents see the change within seconds:
+/// the scheduler reads it through the two-second policy cache.
 pub async fn update(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<SwitchForm>) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, confirmed } = posted;
     let back = format!("/console/namespaces/{}", segment(&name));
+    if let (false, Some(question)) = (confirmed, risky(&name, &form, &back)) {
+        return confirm(&state, &who, kept, question).await;
+    }
     let change = Change { public: form.public, p2p_enabled: form.p2p_enabled, preheat_on_push: None };
     let updated = async {
         let access =
@@ -153,7 +194,7 @@ pub struct PreheatForm {
 /// `POST /console/namespaces/{namespace}/preheat`: starts or stops preheating the namespace's
 /// new tags into one cluster (namespace admin or owner; the API checks the cluster is the tenant's).
 pub async fn preheat(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<PreheatForm>) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/namespaces/{}", segment(&name));
     let caller = who.caller();
     let updated = async {

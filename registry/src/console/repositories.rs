@@ -14,31 +14,36 @@ use damselfly_core::RepositoryName;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{done, failed, human_bytes, notice, render, segment, utc, Chrome, ConsoleResult, Kept, Posted, SignedIn};
-use crate::metadata::TagDetail;
+use super::{
+    confirm, done, failed, human_bytes, notice, render, segment, utc, Chrome, Clients, Confirm, ConsoleResult, Kept,
+    Posted, SignedIn,
+};
 use crate::services::access::{self, Manage};
-use crate::services::preheat::{self, Percent};
-use crate::services::{clusters, repositories, Error, Thing};
+use crate::services::preheat::{self, Percent, PreheatTrigger};
+use crate::services::repositories::{self, ImageSize, Tagged};
+use crate::services::{clusters, Error, Thing};
 use crate::state::AppState;
 
 /// Most tags a repository page lists.
 const MAX_LISTED: i64 = 1000;
+
+/// The address of the agent on the machine it runs on, as `damselfly-agent run` listens by default.
+const LOCAL_AGENT: &str = "127.0.0.1:65001";
 
 /// One tag as listed.
 struct TagRow {
     name: String,
     digest: String,
     media_type: String,
-    size: String,
+    /// What a pull fetches: one line for an image, one per platform for an index.
+    sizes: Vec<String>,
+    /// The sizes are per platform.
+    per_platform: bool,
     pushed: String,
-    platforms: Vec<String>,
     /// An artifact's type (its `artifactType`, else a config media type that is not an image's).
     artifact_type: Option<String>,
     /// The titles of an artifact's files (`org.opencontainers.image.title` of its layers).
     files: Vec<String>,
-    /// `<registry>/<repo>:<tag>` and `<acceleration>/<repo>:<tag>`.
-    registry_ref: String,
-    accelerated_ref: String,
 }
 
 #[derive(Template)]
@@ -51,6 +56,12 @@ struct RepositoryPage {
     may_delete: bool,
     /// The tenant's clusters, when the user may preheat into them.
     clusters: Vec<String>,
+    /// The namespace's tenant, when the user manages it (and so may set up clusters).
+    managed_tenant: Option<String>,
+    /// `host[:port]` of the registry, and how clients reach it.
+    clients: Clients,
+    /// The acceleration address: a node's agent, by a name or at 127.0.0.1.
+    acceleration: String,
 }
 
 impl RepositoryPage {
@@ -58,9 +69,43 @@ impl RepositoryPage {
         format!("/console/namespaces/{}", segment(&self.namespace))
     }
 
+    fn clusters_link(&self, tenant: &str) -> String {
+        format!("/console/tenants/{}/clusters", segment(tenant))
+    }
+
     /// The preheat form of tag `tag`, if it came back with an error.
     fn kept_preheat(&self, tag: &str) -> Kept<'_> {
         self.chrome.kept("/console/repository/preheat").row("tag", tag)
+    }
+
+    /// `<registry>/<repo>:<tag>`.
+    fn registry_ref(&self, t: &TagRow) -> String {
+        format!("{}/{}:{}", self.clients.host, self.name, t.name)
+    }
+
+    /// `<acceleration address>/<repo>:<tag>`.
+    fn accelerated_ref(&self, t: &TagRow) -> String {
+        format!("{}/{}:{}", self.acceleration, self.name, t.name)
+    }
+
+    /// `127.0.0.1:65001/<repo>:<tag>`: through an agent run by hand on this machine.
+    fn local_ref(&self, t: &TagRow) -> String {
+        format!("{LOCAL_AGENT}/{}:{}", self.name, t.name)
+    }
+
+    /// The acceleration address is the node's own agent at 127.0.0.1, not a name.
+    fn accelerated_locally(&self) -> bool {
+        self.acceleration == LOCAL_AGENT
+    }
+
+    /// `podman pull` through the acceleration address: at 127.0.0.1 the
+    /// agent speaks plain HTTP, and only node-setup tells podman so.
+    fn accelerated_podman_flag(&self) -> &'static str {
+        if self.accelerated_locally() {
+            " --tls-verify=false"
+        } else {
+            ""
+        }
     }
 }
 
@@ -78,30 +123,6 @@ fn parse_name(name: &str) -> Result<RepositoryName, Error> {
             format!("{name:?} is not a repository name ({e}); open it from its namespace's page"),
         )
     })
-}
-
-/// Sizes a manifest refers to: an image's config and layers, an index's manifests.
-fn total_size(content: &Value) -> u64 {
-    let sum = |key: &str| {
-        content[key].as_array().map_or(0, |items| items.iter().filter_map(|d| d["size"].as_u64()).sum::<u64>())
-    };
-    content["config"]["size"].as_u64().unwrap_or(0) + sum("layers") + sum("manifests") + sum("blobs")
-}
-
-fn platforms(content: &Value) -> Vec<String> {
-    let Some(manifests) = content["manifests"].as_array() else { return Vec::new() };
-    manifests
-        .iter()
-        .filter_map(|m| {
-            let p = &m["platform"];
-            let os = p["os"].as_str()?;
-            let arch = p["architecture"].as_str()?;
-            Some(match p["variant"].as_str() {
-                Some(v) => format!("{os}/{arch}/{v}"),
-                None => format!("{os}/{arch}"),
-            })
-        })
-        .collect()
 }
 
 /// What an artifact (not an image) says it is: its `artifactType`, or else a
@@ -124,16 +145,23 @@ fn files(content: &Value) -> Vec<String> {
         .collect()
 }
 
-fn row(state: &AppState, repo: &str, t: TagDetail) -> TagRow {
+/// A size as listed: `3.0 KiB`, or `linux/arm64: 3.0 KiB` for an index's entry.
+fn size_line(s: &ImageSize) -> String {
+    let bytes = s.bytes.map_or_else(|| "not in this repository".to_owned(), human_bytes);
+    match &s.platform {
+        Some(p) => format!("{p}: {bytes}"),
+        None => bytes,
+    }
+}
+
+fn row(t: Tagged) -> TagRow {
+    let Tagged { detail: t, sizes } = t;
     let content: Value = serde_json::from_slice(&t.content).unwrap_or(Value::Null);
-    let size = total_size(&content) + t.content.len() as u64;
     TagRow {
-        registry_ref: format!("{}/{repo}:{}", state.config.registry_host(), t.name),
-        accelerated_ref: format!("{}/{repo}:{}", state.config.acceleration_host(), t.name),
-        platforms: platforms(&content),
+        per_platform: sizes.iter().any(|s| s.platform.is_some()),
+        sizes: sizes.iter().map(size_line).collect(),
         artifact_type: artifact_type(&content),
         files: files(&content),
-        size: human_bytes(size),
         pushed: utc(t.pushed_at),
         name: t.name,
         digest: t.digest,
@@ -146,8 +174,12 @@ pub async fn show(State(state): State<AppState>, who: SignedIn, Query(which): Qu
     let name = parse_name(&which.name)?;
     let caller = who.caller();
     let listed = repositories::tags(&state, &caller, &name, MAX_LISTED).await?;
-    let tags = listed.tags.into_iter().map(|t| row(&state, name.as_str(), t)).collect();
+    let tags = listed.tags.into_iter().map(row).collect();
     let clusters = preheat::clusters_for(&state, &caller, &name).await?;
+    let managed_tenant = match preheat::tenant_of(&state, &name).await {
+        Ok(tenant) => access::tenant::<Manage>(&state, &caller, &tenant, None).await.ok().map(|_| tenant),
+        Err(_) => None,
+    };
     let page = RepositoryPage {
         chrome: who.chrome(&state, "tenants").await,
         namespace: name.namespace().to_owned(),
@@ -155,6 +187,9 @@ pub async fn show(State(state): State<AppState>, who: SignedIn, Query(which): Qu
         tags,
         may_delete: listed.may_delete,
         clusters,
+        managed_tenant,
+        clients: Clients::of(&state),
+        acceleration: state.config.acceleration_host(),
     };
     Ok(render(&page))
 }
@@ -168,10 +203,23 @@ pub struct DeleteTag {
     tag: String,
 }
 
-/// `POST /console/repository/delete-tag`: removes a tag; its manifest stays until collected.
+/// `POST /console/repository/delete-tag`: after a confirmation, removes a tag; its manifest stays until collected.
 pub async fn delete_tag(State(state): State<AppState>, posted: Posted<DeleteTag>) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, confirmed } = posted;
     let back = format!("/console/repository?name={}", segment(&form.repository));
+    if !confirmed {
+        let question = Confirm {
+            title: format!("Delete tag {} of {}?", form.tag, form.repository),
+            consequence: format!(
+                "{}:{} stops resolving at once: pulls of it fail until the tag is pushed again. The manifest stays, \
+                 and pulls by its digest still work.",
+                form.repository, form.tag
+            ),
+            button: format!("Delete tag {}", form.tag),
+            cancel: back,
+        };
+        return confirm(&state, &who, kept, question).await;
+    }
     let deleted = async {
         let name = parse_name(&form.repository)?;
         repositories::delete_tag(&state, &who.caller(), &name, &form.tag, "console").await
@@ -199,7 +247,7 @@ pub struct PreheatForm {
 
 /// `POST /console/repository/preheat`: starts a preheat job and shows it.
 pub async fn preheat(State(state): State<AppState>, posted: Posted<PreheatForm>) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/repository?name={}", segment(&form.repository));
     match start_preheat(&state, &who, &form).await {
         Ok((tenant, job)) => {
@@ -229,6 +277,7 @@ async fn start_preheat(state: &AppState, who: &SignedIn, form: &PreheatForm) -> 
     let attempt = preheat::starting(&tenant, &form.cluster);
     let access = access::tenant::<Manage>(state, &who.caller(), &tenant, Some(attempt)).await?;
     let cluster = clusters::find(state, &access, &form.cluster).await?;
-    let job = preheat::start(state, &access, &cluster, &name, &form.tag, Percent::new(percent)?).await?;
+    let percent = Percent::new(percent)?;
+    let job = preheat::start(state, &access, &cluster, &name, &form.tag, percent, PreheatTrigger::Console).await?;
     Ok((tenant, job.id))
 }

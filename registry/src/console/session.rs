@@ -103,9 +103,12 @@ impl SignedIn {
                 Flash::default()
             }
         };
+        // Exactly who may read the audit log: the system administrator, and tenant admins and owners.
+        let manages = crate::services::access::audit_log(state, &self.caller(), None).await.is_ok();
         Chrome {
             user: self.principal.actor().to_owned(),
             system_admin: self.principal.is_system_admin(),
+            manages,
             csrf: self.csrf.clone(),
             section,
             flash,

@@ -6,7 +6,10 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{done, failed, notice, render, role_name, segment, utc, Chrome, ConsoleResult, Kept, Posted, SignedIn};
+use super::{
+    confirm, done, failed, notice, render, role_name, segment, utc, Chrome, Confirm, ConsoleResult, Kept, Posted,
+    SignedIn,
+};
 use crate::metadata::{Role, Tenant};
 use crate::services::access::{self, Manage, Read};
 use crate::services::members::{self, Grant, Member, MemberKind};
@@ -58,7 +61,7 @@ pub struct TenantForm {
 
 /// `POST /console/tenants`: creates a tenant (the API allows only the system administrator).
 pub async fn create(State(state): State<AppState>, posted: Posted<TenantForm>) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, .. } = posted;
     let name = form.name.trim();
     let created = async {
         let admin = access::system_admin(&state, &who.caller(), Some(tenants::creating(name))).await?;
@@ -114,6 +117,13 @@ impl TenantPage {
 
     fn scope(&self, m: &Member) -> String {
         m.namespace.clone().unwrap_or_default()
+    }
+
+    /// A namespace the grant form named that is not among the tenant's,
+    /// kept so the form shows what was sent.
+    fn stray_namespace(&self) -> Option<&str> {
+        let kept = self.new_grant().value("namespace");
+        (!kept.is_empty() && !self.namespaces.iter().any(|n| n.name == kept)).then_some(kept)
     }
 }
 
@@ -187,7 +197,7 @@ fn optional(s: &str) -> Option<String> {
 
 /// `POST /console/tenants/{tenant}/members`: grants a role.
 pub async fn grant(State(state): State<AppState>, Path(tenant): Path<String>, posted: Posted<GrantForm>) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/tenants/{}", segment(&tenant));
     let grant = Grant {
         kind: form.kind.into(),
@@ -218,11 +228,25 @@ pub struct RevokeForm {
     namespace: String,
 }
 
-/// `POST /console/tenants/{tenant}/members/revoke`: removes a role.
+/// `POST /console/tenants/{tenant}/members/revoke`: after a confirmation, removes a role.
 pub async fn revoke(State(state): State<AppState>, Path(tenant): Path<String>, posted: Posted<RevokeForm>) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, confirmed } = posted;
     let back = format!("/console/tenants/{}", segment(&tenant));
     let kind = MemberKind::from(form.kind);
+    if !confirmed {
+        let on = optional(&form.namespace).map_or_else(|| format!("tenant {tenant}"), |n| format!("namespace {n}"));
+        let question = Confirm {
+            title: format!("Remove the role of {} on {on}?", form.name),
+            consequence: format!(
+                "{} no longer gets what the role on {on} allows: pulls, pushes or management there are refused. The \
+                 role can be granted again later.",
+                form.name
+            ),
+            button: "Remove role".to_owned(),
+            cancel: back,
+        };
+        return confirm(&state, &who, kept, question).await;
+    }
     let revoked = async {
         let attempt = members::revoking(kind, &form.name);
         let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, Some(attempt)).await?;

@@ -50,7 +50,8 @@ pub struct AuditFilter {
     pub tenant_ids: Option<Vec<i64>>,
     /// Exact actor.
     pub actor: Option<String>,
-    /// Exact action.
+    /// An action, or one dotted part of it: `push` matches `manifest.push`,
+    /// `robot` matches `robot.create` and `robot.revoke`.
     pub action: Option<String>,
     /// Events after this id (for paging).
     pub after_id: Option<i64>,
@@ -85,29 +86,36 @@ impl AuditLog<'_> {
         Ok(())
     }
 
+    /// The actions recorded for these tenants (`None`: all), by name.
+    pub async fn actions(&self, tenant_ids: Option<&[i64]>) -> Result<Vec<String>, sqlx::Error> {
+        let tenant_clause = tenant_clause(tenant_ids, "WHERE");
+        let sql = format!("SELECT DISTINCT e.action FROM audit_events e {tenant_clause} ORDER BY e.action");
+        let rows = sqlx::query(&sql).fetch_all(self.pool).await?;
+        rows.iter().map(|r| r.try_get(0)).collect()
+    }
+
     /// Events matching the filter, oldest first.
     pub async fn query(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>, sqlx::Error> {
-        // Tenant ids are integers from our own tables, so inlining them is safe.
-        let tenant_clause = match &f.tenant_ids {
-            None => String::new(),
-            Some(ids) if ids.is_empty() => " AND 1 = 0".to_owned(),
-            Some(ids) => {
-                let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-                format!(" AND e.tenant_id IN ({})", list.join(","))
-            }
-        };
+        let tenant_clause = tenant_clause(f.tenant_ids.as_deref(), " AND");
         let sql = format!(
             "SELECT e.id, e.at, e.actor, e.action, e.object, t.name, e.source, e.outcome, e.detail \
              FROM audit_events e LEFT JOIN tenants t ON t.id = e.tenant_id \
-             WHERE ($1 IS NULL OR e.actor = $1) AND ($2 IS NULL OR e.action = $2) \
+             WHERE ($1 IS NULL OR e.actor = $1) \
+             AND ($2 IS NULL OR e.action = $2 OR e.action LIKE $6 ESCAPE '\\' OR e.action LIKE $7 ESCAPE '\\' \
+                  OR e.action LIKE $8 ESCAPE '\\') \
              AND e.id > $3 AND e.at >= $4{tenant_clause} ORDER BY e.id LIMIT $5"
         );
+        // `_` and `%` in what was typed are literal, not wildcards.
+        let part = f.action.as_deref().map(|a| a.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         let rows = sqlx::query(&sql)
             .bind(f.actor.as_deref())
             .bind(f.action.as_deref())
             .bind(f.after_id.unwrap_or(0))
             .bind(f.since.unwrap_or(0))
             .bind(f.limit)
+            .bind(part.as_ref().map(|p| format!("{p}.%")))
+            .bind(part.as_ref().map(|p| format!("%.{p}")))
+            .bind(part.as_ref().map(|p| format!("%.{p}.%")))
             .fetch_all(self.pool)
             .await?;
         rows.iter()
@@ -125,5 +133,18 @@ impl AuditLog<'_> {
                 })
             })
             .collect()
+    }
+}
+
+/// `<joiner> e.tenant_id IN (…)` for these tenants; nothing for all of them.
+fn tenant_clause(tenant_ids: Option<&[i64]>, joiner: &str) -> String {
+    // Tenant ids are integers from our own tables, so inlining them is safe.
+    match tenant_ids {
+        None => String::new(),
+        Some([]) => format!("{joiner} 1 = 0"),
+        Some(ids) => {
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            format!("{joiner} e.tenant_id IN ({})", list.join(","))
+        }
     }
 }

@@ -54,6 +54,22 @@ impl Clusters<'_> {
         Ok(ClusterId(row.try_get(0)?))
     }
 
+    /// Forgets a cluster; its token stops working, and namespaces stop preheating into it.
+    pub async fn delete(&self, id: ClusterId) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM clusters WHERE id = $1").bind(id.0).execute(self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Replaces a cluster's token: the old one stops working at once.
+    pub async fn set_token(&self, id: ClusterId, token_sha256: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("UPDATE clusters SET token_sha256 = $1 WHERE id = $2")
+            .bind(token_sha256)
+            .bind(id.0)
+            .execute(self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// The cluster whose token hashes to `token_sha256`.
     pub async fn by_token(&self, token_sha256: &str) -> Result<Option<Cluster>, sqlx::Error> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} WHERE c.token_sha256 = $1"))

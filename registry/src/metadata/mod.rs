@@ -30,7 +30,7 @@ pub use blobs::{BlobRecord, Blobs};
 pub use clusters::{Cluster, ClusterId, Clusters};
 pub use keys::{SigningKeys, StoredKey};
 pub use manifests::{ManifestRecord, Manifests, NewManifest, Referrer, TargetKind};
-pub use repositories::{Repositories, RepositoryId};
+pub use repositories::{Repositories, RepositoryId, RepositorySummary};
 pub use sessions::{ConsoleSession, ConsoleSessions};
 pub use tags::{TagDetail, Tags};
 pub use tenancy::{Namespace, NamespaceId, Tenancy, Tenant, TenantId};

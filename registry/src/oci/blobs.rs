@@ -3,16 +3,27 @@
 use axum::body::Body;
 use axum::http::{header, Method, StatusCode};
 use axum::response::Response;
-use damselfly_core::{ErrorCode, RepositoryName};
+use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use futures_util::StreamExt;
 
-use super::{parse_digest, response, Call};
+use super::{response, Call};
 use crate::error::{oci, RegistryError, Result};
 use crate::state::AppState;
 use damselfly_core::range::{parse_range, ByteRange};
 
+/// The digest a read or a delete names. No blob is stored under a string
+/// that is not a valid digest, so it is unknown (`404 BLOB_UNKNOWN`, with
+/// the reason), as with a manifest's reference; a push that names one is
+/// refused with `DIGEST_INVALID` instead.
+fn existing_digest(name: &RepositoryName, s: &str) -> Result<Digest> {
+    s.parse().map_err(|e: damselfly_core::DigestError| {
+        RegistryError::oci(ErrorCode::BlobUnknown, format!("blob {s:?} is not in repository {name}: {e}"))
+            .with_detail(serde_json::json!({ "digest": s }))
+    })
+}
+
 pub(super) async fn get(state: &AppState, name: &RepositoryName, digest: &str, call: &Call) -> Result<Response> {
-    let digest = parse_digest(digest)?;
+    let digest = existing_digest(name, digest)?;
     let blob = state
         .db
         .blobs()
@@ -66,7 +77,7 @@ pub(super) async fn get(state: &AppState, name: &RepositoryName, digest: &str, c
 }
 
 pub(super) async fn delete(state: &AppState, name: &RepositoryName, digest: &str, call: &Call) -> Result<Response> {
-    let digest = parse_digest(digest)?;
+    let digest = existing_digest(name, digest)?;
     let repo = state.db.repositories().find(name.as_str()).await?.ok_or_else(|| oci::blob_unknown(name, &digest))?;
     if !state.db.blobs().unlink(repo, &digest).await? {
         return Err(oci::blob_unknown(name, &digest));

@@ -12,6 +12,8 @@ use crate::services::audit::{self, Event};
 use crate::services::{manifest, preheat};
 use crate::state::AppState;
 
+/// The reference a push names: one that is neither a tag nor a digest is
+/// the client's mistake, said with `TAG_INVALID` or `DIGEST_INVALID`.
 fn parse_reference(s: &str) -> Result<Reference> {
     s.parse().map_err(|e: ReferenceError| match e {
         ReferenceError::Tag(_) => RegistryError::oci(ErrorCode::TagInvalid, e.to_string()),
@@ -19,8 +21,18 @@ fn parse_reference(s: &str) -> Result<Reference> {
     })
 }
 
+/// The reference a read or a delete names. No manifest can be stored under
+/// one that is neither a tag nor a digest, so it is unknown, as Distribution
+/// answers it: `404 MANIFEST_UNKNOWN`, with the reason.
+fn existing_reference(name: &RepositoryName, s: &str) -> Result<Reference> {
+    s.parse().map_err(|e: ReferenceError| {
+        RegistryError::oci(ErrorCode::ManifestUnknown, format!("manifest {s:?} is not in repository {name}: {e}"))
+            .with_detail(serde_json::json!({ "reference": s }))
+    })
+}
+
 pub(super) async fn get(state: &AppState, name: &RepositoryName, reference: &str, call: &Call) -> Result<Response> {
-    let reference = parse_reference(reference)?;
+    let reference = existing_reference(name, reference)?;
     let found: Option<ManifestRecord> = match &reference {
         Reference::Tag(t) => state.db.manifests().find_by_tag(name.as_str(), t.as_str()).await?,
         Reference::Digest(d) => state.db.manifests().find_by_digest(name.as_str(), d).await?,
@@ -164,7 +176,7 @@ fn missing(name: &RepositoryName, digest: &Digest, what: &str) -> RegistryError 
 }
 
 pub(super) async fn delete(state: &AppState, name: &RepositoryName, reference: &str, call: &Call) -> Result<Response> {
-    let reference = parse_reference(reference)?;
+    let reference = existing_reference(name, reference)?;
     let repo =
         state.db.repositories().find(name.as_str()).await?.ok_or_else(|| oci::manifest_unknown(name, &reference))?;
     let deleted = match &reference {

@@ -18,11 +18,13 @@ use damselfly_core::range::parse_content_range;
 /// `POST /v2/<name>/blobs/uploads/`
 pub(super) async fn start(state: &AppState, name: &RepositoryName, call: &Call, body: Body) -> Result<Response> {
     if let (Some(mount), Some(from)) = (call.query.get("mount"), call.query.get("from")) {
-        let digest = parse_digest(mount)?;
-        if let Some(done) = try_mount(state, name, &digest, from, call).await? {
-            return Ok(done);
+        // Not mountable, a digest that is none included: the client uploads
+        // the bytes instead, as the spec prescribes for invalid arguments.
+        if let Ok(digest) = mount.parse() {
+            if let Some(done) = try_mount(state, name, &digest, from, call).await? {
+                return Ok(done);
+            }
         }
-        // Not mountable: the client uploads the bytes instead, as the spec prescribes.
     }
     if let Some(digest) = call.query.get("digest") {
         let digest = parse_digest(digest)?;

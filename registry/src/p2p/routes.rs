@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use super::scheduler::{Blob, Plan, Scheduler};
-use super::stats::Traffic;
+use super::stats::{Joining, Traffic};
 use super::ticket;
 use crate::auth::password::token_sha256;
 use crate::auth::Principal;
@@ -199,11 +199,12 @@ async fn join(
     let blob = blob.ok_or_else(|| oci::blob_unknown(&name, &req.digest))?;
     let namespace = state.auth.policy.namespace(&state.db, name.namespace()).await?;
     let p2p_on = namespace.is_some_and(|n| n.p2p_enabled);
+    let shape = Blob { pieces: blob.pieces.digests().len(), piece_size: blob.pieces.piece_size() };
     if p2p_on {
-        state.p2p_stats.joined(cluster.tenant_id, cluster.id, name.namespace(), req.digest);
+        let joining = Joining { agent: &agent.id, pieces: shape.pieces, held: req.have.len() };
+        state.p2p_stats.joined(cluster.tenant_id, cluster.id, name.namespace(), req.digest, joining);
     }
     state.scheduler.load(cluster.id, &agent.id, req.uploading, req.fetching);
-    let shape = Blob { pieces: blob.pieces.digests().len(), piece_size: blob.pieces.piece_size() };
     let (mode, plan) = if p2p_on {
         (JoinMode::P2p, plan_held(&state.scheduler, &held, cluster.id, &agent.id, &req, shape).await)
     } else {
@@ -271,6 +272,7 @@ async fn report(
     }
     let from_peers = req.bytes_from.iter().map(|(_, n)| *n).sum();
     state.p2p_stats.received(cluster.id, req.digest, Traffic { peers: from_peers, seed: 0 });
+    state.p2p_stats.progressed(cluster.id, req.digest, &req.agent_id, req.have.len());
     if !req.bad_parents.is_empty() {
         tracing::warn!(reporter = req.agent_id, bad = ?req.bad_parents, digest = %req.digest, "peers sent corrupt pieces");
     }

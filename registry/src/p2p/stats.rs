@@ -16,10 +16,12 @@ use damselfly_core::Digest;
 
 use crate::metadata::{now, ClusterId, TenantId};
 
-/// A swarm counts as active this long after its last join or report.
-const ACTIVE_FOR: Duration = Duration::from_secs(120);
+/// A swarm counts as active while one of its agents still lacks pieces and
+/// was heard from this recently. An agent downloading joins or reports every
+/// few seconds; one that went quiet longer has died or given up.
+const ACTIVE_FOR: Duration = Duration::from_secs(30);
 /// How many samples each tenant's series keeps.
-const SAMPLES: usize = 360;
+pub const SAMPLES: usize = 360;
 /// Most swarms remembered; the oldest are forgotten first.
 const MAX_SWARMS: usize = 100_000;
 
@@ -74,6 +76,17 @@ struct SwarmInfo {
     tenant: TenantId,
     namespace: String,
     last_active: Instant,
+    /// Pieces of the blob.
+    pieces: usize,
+    /// Agents still downloading it, with the pieces each holds; an agent
+    /// leaves once it holds them all.
+    fetching: HashMap<String, usize>,
+}
+
+impl SwarmInfo {
+    fn active(&self) -> bool {
+        !self.fetching.is_empty() && self.last_active.elapsed() < ACTIVE_FOR
+    }
 }
 
 #[derive(Default)]
@@ -87,6 +100,17 @@ struct Inner {
     sampled: HashMap<TenantId, Traffic>,
 }
 
+/// An agent joining a swarm, as [`Stats::joined`] counts it.
+#[derive(Clone, Copy, Debug)]
+pub struct Joining<'a> {
+    /// The agent's id.
+    pub agent: &'a str,
+    /// Pieces of the blob.
+    pub pieces: usize,
+    /// Pieces the agent holds already.
+    pub held: usize,
+}
+
 /// The dashboard's numbers for one tenant.
 #[derive(Clone, Debug, Default)]
 pub struct TenantTraffic {
@@ -96,7 +120,7 @@ pub struct TenantTraffic {
     pub by_namespace: Vec<(String, Traffic)>,
     /// Everything.
     pub total: Traffic,
-    /// Swarms joined or reported on lately, per cluster.
+    /// Swarms with an agent still downloading, per cluster.
     pub active_swarms: Vec<(ClusterId, usize)>,
     /// Oldest first.
     pub series: Vec<Sample>,
@@ -131,8 +155,9 @@ impl Stats {
         self.lock().agents.get(&(cluster, agent.to_owned())).copied()
     }
 
-    /// An agent of `tenant`'s cluster joined the swarm of a blob of `namespace`.
-    pub fn joined(&self, tenant: TenantId, cluster: ClusterId, namespace: &str, digest: Digest) {
+    /// Agent `agent` of `tenant`'s cluster joined the swarm of a blob of
+    /// `namespace` that has `pieces` pieces, holding `held` of them.
+    pub fn joined(&self, tenant: TenantId, cluster: ClusterId, namespace: &str, digest: Digest, joining: Joining) {
         let mut inner = self.lock();
         if inner.swarms.len() >= MAX_SWARMS && !inner.swarms.contains_key(&(cluster, digest)) {
             let oldest = inner.swarms.iter().min_by_key(|(_, s)| s.last_active).map(|(k, _)| *k);
@@ -140,10 +165,35 @@ impl Stats {
                 inner.swarms.remove(&k);
             }
         }
-        inner.swarms.insert(
-            (cluster, digest),
-            SwarmInfo { tenant, namespace: namespace.to_owned(), last_active: Instant::now() },
-        );
+        let swarm = inner.swarms.entry((cluster, digest)).or_insert_with(|| SwarmInfo {
+            tenant,
+            namespace: namespace.to_owned(),
+            last_active: Instant::now(),
+            pieces: joining.pieces,
+            fetching: HashMap::new(),
+        });
+        swarm.last_active = Instant::now();
+        // A join says every piece the agent holds.
+        if joining.held < swarm.pieces {
+            let held = swarm.fetching.entry(joining.agent.to_owned()).or_default();
+            *held = (*held).max(joining.held);
+        } else {
+            swarm.fetching.remove(joining.agent);
+        }
+    }
+
+    /// Agent `agent` of `cluster` reported `new_pieces` more pieces of a blob.
+    pub fn progressed(&self, cluster: ClusterId, digest: Digest, agent: &str, new_pieces: usize) {
+        let mut inner = self.lock();
+        let Some(swarm) = inner.swarms.get_mut(&(cluster, digest)) else { return };
+        swarm.last_active = Instant::now();
+        let pieces = swarm.pieces;
+        if let Some(held) = swarm.fetching.get_mut(agent) {
+            *held += new_pieces;
+            if *held >= pieces {
+                swarm.fetching.remove(agent);
+            }
+        }
     }
 
     /// Bytes of a blob an agent of `cluster` received, from peers or from the seed.
@@ -193,7 +243,7 @@ impl Stats {
         }
         let mut active: HashMap<ClusterId, usize> = HashMap::new();
         for ((cluster, _), swarm) in &inner.swarms {
-            if swarm.tenant == tenant && swarm.last_active.elapsed() < ACTIVE_FOR {
+            if swarm.tenant == tenant && swarm.active() {
                 *active.entry(*cluster).or_default() += 1;
             }
         }
@@ -229,8 +279,9 @@ mod tests {
     fn traffic_is_counted_per_tenant_and_never_shown_to_another() {
         let stats = Stats::default();
         let (acme, globex) = (TenantId(1), TenantId(2));
-        stats.joined(acme, ClusterId(10), "web", digest(1));
-        stats.joined(globex, ClusterId(20), "gx", digest(1));
+        let fresh = Joining { agent: "a", pieces: 4, held: 0 };
+        stats.joined(acme, ClusterId(10), "web", digest(1), fresh);
+        stats.joined(globex, ClusterId(20), "gx", digest(1), fresh);
         stats.received(ClusterId(10), digest(1), Traffic { peers: 300, seed: 100 });
         stats.received(ClusterId(20), digest(1), Traffic { peers: 0, seed: 50 });
         // Bytes for a swarm nobody joined are not attributed to anyone.
@@ -253,5 +304,28 @@ mod tests {
             series.iter().map(|s| s.traffic).collect::<Vec<_>>(),
             vec![Traffic { peers: 300, seed: 100 }, Traffic { peers: 10, seed: 0 }]
         );
+    }
+
+    /// A swarm is active while one of its agents still downloads, not for
+    /// minutes after every pull has ended.
+    #[test]
+    fn a_swarm_is_active_until_its_last_agent_holds_every_piece() {
+        let stats = Stats::default();
+        let acme = TenantId(1);
+        let active = || stats.of_tenant(acme).active_swarms;
+        stats.joined(acme, ClusterId(10), "web", digest(1), Joining { agent: "a", pieces: 4, held: 0 });
+        stats.joined(acme, ClusterId(10), "web", digest(1), Joining { agent: "b", pieces: 4, held: 1 });
+        assert_eq!(active(), vec![(ClusterId(10), 1)]);
+        stats.progressed(ClusterId(10), digest(1), "a", 4);
+        assert_eq!(active(), vec![(ClusterId(10), 1)], "b still downloads");
+        stats.progressed(ClusterId(10), digest(1), "b", 2);
+        stats.progressed(ClusterId(10), digest(1), "b", 1);
+        assert_eq!(active(), vec![], "both hold every piece");
+        // An agent that joins holding the whole blob (from its cache) downloads nothing.
+        stats.joined(acme, ClusterId(10), "web", digest(2), Joining { agent: "c", pieces: 2, held: 2 });
+        assert_eq!(active(), vec![]);
+        // A report from an agent the swarm never saw join changes nothing.
+        stats.progressed(ClusterId(10), digest(2), "d", 1);
+        assert_eq!(active(), vec![]);
     }
 }

@@ -69,7 +69,8 @@ impl Limit {
 pub struct Filter {
     /// Only this actor's: a username or `robot$<tenant>+<name>`.
     pub actor: Option<String>,
-    /// Only this action, e.g. `role.grant`.
+    /// Only this action, e.g. `role.grant`, or the actions with this dotted
+    /// part: `push` for `manifest.push`, `robot` for every `robot.…`.
     pub action: Option<String>,
     /// Only events at or after these Unix seconds.
     pub since: Option<i64>,
@@ -88,6 +89,12 @@ pub async fn events(state: &AppState, readable: &Readable, filter: Filter, limit
         limit: limit.0,
     };
     Ok(state.db.audit().query(&filter).await?)
+}
+
+/// The actions recorded among the events the caller may read, by name: the
+/// choices of a filter.
+pub async fn actions(state: &AppState, readable: &Readable) -> Result<Vec<String>> {
+    Ok(state.db.audit().actions(readable.tenant_ids.as_deref()).await?)
 }
 
 /// An event's detail as JSON; detail that is not JSON is a JSON string.

@@ -74,12 +74,17 @@ pub fn registering(tenant: &str, name: &str) -> Attempt {
     Attempt::new("cluster.create", format!("cluster/{tenant}/{name}"))
 }
 
+/// A new cluster token; a prefix tells it apart from passwords and robot
+/// tokens in a config file.
+fn new_token() -> String {
+    format!("dfc_{}", password::random_secret())
+}
+
 /// Registers a cluster and returns it with the token its agents authenticate
 /// with, shown only now; the check was made for [`registering`].
 pub async fn register(state: &AppState, access: &TenantAccess<Manage>, name: &Name) -> Result<(Cluster, String)> {
     let tenant = access.tenant();
-    // A prefix tells the token apart from passwords and robot tokens in a config file.
-    let token = format!("dfc_{}", password::random_secret());
+    let token = new_token();
     let id = state.db.clusters().create(tenant.id, name.as_str(), &password::token_sha256(&token)).await.on_duplicate(
         || {
             Error::conflict(
@@ -91,4 +96,57 @@ pub async fn register(state: &AppState, access: &TenantAccess<Manage>, name: &Na
     access.record(state, Some(json!({ "cluster_id": id.0 }))).await;
     let cluster = Cluster { id, name: name.to_string(), created_at: metadata::now(), agents: Vec::new() };
     Ok((cluster, token))
+}
+
+/// The scheduler forgets the cluster's agents: their token no longer works,
+/// so they are not anyone's parents any more.
+fn forget_agents(state: &AppState, cluster: ClusterId) {
+    for agent in state.scheduler.agents_of(cluster) {
+        state.scheduler.forget(cluster, &agent.id);
+    }
+}
+
+/// The audit attempt of giving cluster `name` of `tenant` a new token.
+pub fn reissuing(tenant: &str, name: &str) -> Attempt {
+    Attempt::new("cluster.token", format!("cluster/{tenant}/{name}"))
+}
+
+/// Gives the tenant's cluster `name` a new token and returns it, shown only
+/// now. The old token stops working at once: its agents and setup command
+/// with it, until they are set up again with the new one. The check was
+/// made for [`reissuing`].
+pub async fn reissue_token(state: &AppState, access: &TenantAccess<Manage>, name: &str) -> Result<(Cluster, String)> {
+    let found = find(state, access, name).await?;
+    let token = new_token();
+    if !state.db.clusters().set_token(found.id, &password::token_sha256(&token)).await? {
+        return Err(gone(access, name));
+    }
+    forget_agents(state, found.id);
+    access.record(state, Some(json!({ "cluster_id": found.id.0 }))).await;
+    Ok((view(state, found), token))
+}
+
+/// The audit attempt of deleting cluster `name` of `tenant`.
+pub fn deleting(tenant: &str, name: &str) -> Attempt {
+    Attempt::new("cluster.delete", format!("cluster/{tenant}/{name}"))
+}
+
+/// Deletes the tenant's cluster `name`: its token stops working, its agents
+/// are forgotten, and no namespace preheats new tags into it any more. The
+/// nodes keep what the setup script installed until it is run with
+/// `--uninstall`. The check was made for [`deleting`].
+pub async fn delete(state: &AppState, access: &TenantAccess<Manage>, name: &str) -> Result<()> {
+    let found = find(state, access, name).await?;
+    if !state.db.clusters().delete(found.id).await? {
+        return Err(gone(access, name));
+    }
+    forget_agents(state, found.id);
+    access.record(state, Some(json!({ "cluster_id": found.id.0 }))).await;
+    Ok(())
+}
+
+/// A cluster deleted between finding it and changing it.
+fn gone(access: &TenantAccess<Manage>, name: &str) -> Error {
+    Error::not_found(Thing::Cluster, format!("cluster {name} does not exist in tenant {}", access.tenant().name))
+        .then("list them", Place::Clusters { tenant: access.tenant().name.clone() })
 }

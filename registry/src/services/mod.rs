@@ -8,6 +8,7 @@
 //! each service), and act through the service that takes the proof.
 
 pub mod access;
+pub mod agent_image;
 pub mod audit;
 pub mod clusters;
 mod error;

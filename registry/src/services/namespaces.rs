@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::access::{Attempt, Caller, Manage, NamespaceAccess, Read, TenantAccess};
+use super::access::{Attempt, Caller, Manage, NamespaceAccess, TenantAccess};
 use super::audit::{self, Event};
 use super::names::Name;
 use super::{Error, OnDuplicate, Place, Result, Thing};
@@ -65,7 +65,7 @@ async fn described(state: &AppState, n: metadata::Namespace) -> Result<Namespace
 
 /// The namespaces of a tenant the caller may see: all of them with a
 /// tenant-wide role, only their own with namespace roles.
-pub async fn visible(state: &AppState, access: &TenantAccess<Read>) -> Result<Vec<Namespace>> {
+pub async fn visible<N>(state: &AppState, access: &TenantAccess<N>) -> Result<Vec<Namespace>> {
     let standing = access.standing();
     let mut namespaces = state.db.tenancy().namespaces_of(access.tenant().id).await?;
     if standing.tenant_role.is_none() {
@@ -188,8 +188,13 @@ pub async fn preheat_choices(state: &AppState, access: &NamespaceAccess<Manage>)
         .collect())
 }
 
-/// The names of the namespace's repositories, byte-wise, at most `limit`.
-pub async fn repositories<N>(state: &AppState, access: &NamespaceAccess<N>, limit: i64) -> Result<Vec<String>> {
+/// The namespace's repositories, byte-wise, at most `limit`, each with its
+/// tag count, stored bytes and last push.
+pub async fn repositories<N>(
+    state: &AppState,
+    access: &NamespaceAccess<N>,
+    limit: i64,
+) -> Result<Vec<metadata::RepositorySummary>> {
     Ok(state.db.repositories().in_namespace(&access.namespace().name, limit).await?)
 }
 

@@ -1,8 +1,8 @@
 //! A repository's tags as a person browses them, and deleting one, under
 //! the same repository policy the Distribution API applies.
 
-use damselfly_core::RepositoryName;
-use serde_json::json;
+use damselfly_core::{Digest, RepositoryName};
+use serde_json::{json, Value};
 
 use super::access::Caller;
 use super::audit::{self, Event};
@@ -14,9 +14,63 @@ use crate::state::AppState;
 #[derive(Debug)]
 pub struct Tags {
     /// Tags with their manifests, at most the limit asked for.
-    pub tags: Vec<TagDetail>,
+    pub tags: Vec<Tagged>,
     /// The caller may delete tags.
     pub may_delete: bool,
+}
+
+/// A tag with its manifest and the size of what it pulls.
+#[derive(Debug)]
+pub struct Tagged {
+    /// The tag and its manifest.
+    pub detail: TagDetail,
+    /// What a pull of it fetches: one entry for an image or an artifact,
+    /// one per platform for an index.
+    pub sizes: Vec<ImageSize>,
+}
+
+/// The size of an image as people count it: its config and layers, the
+/// bytes a pull fetches (a manifest's own few hundred bytes left out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSize {
+    /// `os/arch[/variant]` of an index's entry; `None` for a lone image.
+    pub platform: Option<String>,
+    /// `None` when an index names a manifest this repository does not hold.
+    pub bytes: Option<u64>,
+}
+
+/// The config and layers an image manifest (or an artifact's) refers to.
+fn pulled_bytes(content: &Value) -> u64 {
+    let layers = content["layers"].as_array().map_or(0, |l| l.iter().filter_map(|d| d["size"].as_u64()).sum::<u64>());
+    content["config"]["size"].as_u64().unwrap_or(0) + layers
+}
+
+/// `os/arch[/variant]` of an index entry.
+fn platform(entry: &Value) -> String {
+    let p = &entry["platform"];
+    let part = |k: &str| p[k].as_str().unwrap_or("unknown");
+    match p["variant"].as_str() {
+        Some(v) => format!("{}/{}/{v}", part("os"), part("architecture")),
+        None => format!("{}/{}", part("os"), part("architecture")),
+    }
+}
+
+/// The sizes of what a manifest pulls: an image's own, or each platform's of an index.
+async fn sizes(state: &AppState, name: &RepositoryName, content: &[u8]) -> Result<Vec<ImageSize>> {
+    let content: Value = serde_json::from_slice(content).unwrap_or(Value::Null);
+    let Some(entries) = content["manifests"].as_array() else {
+        return Ok(vec![ImageSize { platform: None, bytes: Some(pulled_bytes(&content)) }]);
+    };
+    let mut sizes = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let child = match entry["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) {
+            Some(d) => state.db.manifests().find_by_digest(name.as_str(), &d).await?,
+            None => None,
+        };
+        let bytes = child.map(|m| pulled_bytes(&serde_json::from_slice(&m.content).unwrap_or(Value::Null)));
+        sizes.push(ImageSize { platform: Some(platform(entry)), bytes });
+    }
+    Ok(sizes)
 }
 
 /// The tags of `name`, for a caller who may pull from it.
@@ -35,7 +89,12 @@ pub async fn tags(state: &AppState, caller: &Caller, name: &RepositoryName, limi
             format!("repository {name} has nothing in it yet; push an image to it first"),
         ));
     };
-    Ok(Tags { tags: state.db.tags().details(repo, limit).await?, may_delete: actions.delete })
+    let mut tags = Vec::new();
+    for detail in state.db.tags().details(repo, limit).await? {
+        let sizes = sizes(state, name, &detail.content).await?;
+        tags.push(Tagged { detail, sizes });
+    }
+    Ok(Tags { tags, may_delete: actions.delete })
 }
 
 /// Removes tag `tag` of `name` (its manifest stays until collected), for a

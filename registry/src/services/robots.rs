@@ -20,6 +20,10 @@ use crate::state::AppState;
 
 const MAX_DESCRIPTION: usize = 1024;
 
+/// The longest a robot may be made to last, in seconds: ten years (of 365
+/// days). A robot that should never expire says so by having no expiry.
+pub const MAX_LIFETIME_SECS: i64 = 10 * 365 * 86_400;
+
 /// A role a robot holds, on its whole tenant or one namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -123,15 +127,16 @@ pub async fn create(
     }
     let expires_at = match new.expires_in_secs {
         None => None,
-        Some(secs) => match now().checked_add(secs) {
-            Some(at) if secs > 0 => Some(at),
-            _ => {
-                return Err(Error::invalid(
-                    Thing::Field,
-                    "expires_in_secs must be a positive number of seconds; omit it for a robot that never expires",
-                ))
-            }
-        },
+        Some(secs) if (1..=MAX_LIFETIME_SECS).contains(&secs) => Some(now() + secs),
+        Some(_) => {
+            return Err(Error::invalid(
+                Thing::Field,
+                format!(
+                    "expires_in_secs must be 1 to {MAX_LIFETIME_SECS} seconds (ten years); omit it for a robot that \
+                     never expires"
+                ),
+            ))
+        }
     };
     // Every scope is checked before anything is written, so a bad one leaves no robot behind.
     let mut bindings = Vec::with_capacity(new.scopes.len());

@@ -37,8 +37,10 @@ pub enum PreheatState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PreheatTrigger {
-    /// A request to the management API or the console.
+    /// A request to the management API.
     Api,
+    /// A tenant admin's button on a repository page of the console.
+    Console,
     /// A push of the tag into a namespace that preheats its new tags.
     Push,
 }

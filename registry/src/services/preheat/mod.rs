@@ -95,7 +95,8 @@ pub fn starting(tenant: &str, cluster: &str) -> Attempt {
 }
 
 /// Starts a preheat job of `name:tag` into the cluster, found in the
-/// caller's tenant; the check was made for [`starting`].
+/// caller's tenant, asked for through `trigger` (the API or the console);
+/// the check was made for [`starting`].
 pub async fn start(
     state: &AppState,
     access: &TenantAccess<Manage>,
@@ -103,9 +104,10 @@ pub async fn start(
     name: &RepositoryName,
     tag: &str,
     percent: Percent,
+    trigger: PreheatTrigger,
 ) -> Result<PreheatJob> {
     let what = Launch { tenant: access.tenant(), cluster, name, tag, percent };
-    let job = launch(state, what, &access.caller().principal, PreheatTrigger::Api).await?;
+    let job = launch(state, what, &access.caller().principal, trigger).await?;
     let detail = json!({ "job": job.id, "repository": job.repository, "tag": job.tag, "nodes": job.nodes.len() });
     access.record(state, Some(detail)).await;
     Ok(job)
