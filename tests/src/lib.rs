@@ -122,6 +122,8 @@ pub fn fresh_postgres_database() -> String {
         "DAMSELFLY_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL, \
          or point it at a server, e.g. postgres://postgres@127.0.0.1:5432/postgres",
     );
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| drop_databases_of_finished_runs(&base));
     let name = format!("damselfly_test_{}", uuid_like());
     let status = Command::new("psql")
         .arg(&base)
@@ -131,6 +133,31 @@ pub fn fresh_postgres_database() -> String {
     assert!(status.success(), "could not create database {name} on {base}");
     let (prefix, _) = base.rsplit_once('/').expect("postgres URL with a database path");
     format!("{prefix}/{name}")
+}
+
+/// Drops the databases of test processes that have ended. A test's database
+/// name starts with its process id, and a run that was killed never cleans
+/// up after itself; on a long-lived server they would otherwise pile up.
+fn drop_databases_of_finished_runs(base: &str) {
+    let Ok(out) = Command::new("psql")
+        .arg(base)
+        .args(["-qAt", "-c", "SELECT datname FROM pg_database WHERE datname LIKE 'damselfly\\_test\\_%'"])
+        .output()
+    else {
+        return;
+    };
+    let finished = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|name| {
+            let pid = name.trim_start_matches("damselfly_test_").split('_').next().unwrap_or("");
+            pid.parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .flat_map(|name| ["-c".to_owned(), format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")])
+        .collect::<Vec<_>>();
+    if !finished.is_empty() {
+        // One `-c` per statement: DROP DATABASE cannot share a transaction.
+        let _ = Command::new("psql").arg(base).arg("-q").args(&finished).status();
+    }
 }
 
 fn uuid_like() -> String {
