@@ -199,9 +199,12 @@ pub(crate) async fn grant(
         let Some(asked) = Access::parse_scope(scope) else { continue };
         let actions = match asked.kind.as_str() {
             "repository" => match asked.name.parse::<RepositoryName>() {
-                Ok(name) => {
-                    state.auth.policy.repository_actions(&state.db, principal, &name).await?.intersect(&asked.actions)
-                }
+                Ok(name) => state
+                    .auth
+                    .policy
+                    .repository_actions_now(&state.db, principal, &name)
+                    .await?
+                    .intersect(&asked.actions),
                 Err(_) => Vec::new(),
             },
             "registry" if asked.name == "catalog" && principal != &Principal::Anonymous => {
