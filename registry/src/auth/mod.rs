@@ -5,6 +5,7 @@
 pub mod bootstrap;
 mod cache;
 pub mod endpoint;
+mod holders;
 pub mod keys;
 pub mod password;
 pub mod policy;

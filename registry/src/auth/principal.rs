@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap};
 use base64::Engine;
 
 use super::cache::TtlCache;
+use super::holders::HolderReads;
 use super::password;
 use super::token::{self, Claims, TokenError};
 use super::verified::{Holder, Verified, VerifiedTokens};
@@ -152,6 +153,7 @@ pub struct Authenticator {
     verified_basic: TtlCache<[u8; 32], i64>,
     principals: TtlCache<String, Option<Principal>>,
     tokens: VerifiedTokens,
+    holders: HolderReads,
 }
 
 /// Verified bearer tokens kept at most; a client holds one per repository it works on.
@@ -163,6 +165,7 @@ impl Default for Authenticator {
             verified_basic: TtlCache::new(Duration::from_secs(60), 10_000),
             principals: TtlCache::new(Duration::from_secs(2), 10_000),
             tokens: VerifiedTokens::new(VERIFIED_TOKENS),
+            holders: HolderReads::default(),
         }
     }
 }
@@ -248,7 +251,8 @@ impl Authenticator {
     ///
     /// The signature and claims are checked once per token and kept (see
     /// [`VerifiedTokens`]); the subject's versions are read from the
-    /// database on every call, one row by its key, so a password change, a
+    /// database for every call, one row by its key, by a read that began
+    /// after the call did (see [`HolderReads`]), so a password change, a
     /// robot revoked or rotated, or a role removed or lessened, made through
     /// any replica, ends the token on its next use here.
     pub async fn bearer(
@@ -266,12 +270,12 @@ impl Authenticator {
             None => {
                 let verified = Arc::new(self.verify_fresh(db, keys, token, service, issuer).await?);
                 // Kept only once it checked out; a refused token is checked in full each time.
-                let principal = current(db, &verified).await?;
+                let principal = self.current(db, &verified).await?;
                 self.tokens.put(key, verified.clone(), at);
                 return Ok((principal, verified.claims.clone()));
             }
         };
-        let principal = current(db, &verified).await?;
+        let principal = self.current(db, &verified).await?;
         Ok((principal, verified.claims.clone()))
     }
 
@@ -308,37 +312,37 @@ impl Authenticator {
         };
         Ok(Verified { claims: Arc::new(claims), kid, holder })
     }
-}
 
-/// The principal a verified token names, as the database has it now; a
-/// refusal if its credentials or grants changed since the token was issued.
-async fn current(db: &Db, verified: &Verified) -> Result<Principal, AuthError> {
-    let claims = &verified.claims;
-    let who = match &verified.holder {
-        Holder::Anonymous => return Ok(Principal::Anonymous),
-        Holder::User { id, .. } => PrincipalRef::User(*id),
-        Holder::Robot { id, .. } => PrincipalRef::Robot(*id),
-    };
-    let state: TokenHolder = db.accounts().token_holder(who).await?.ok_or(TokenError::Revoked)?;
-    let active = !state.revoked && state.expires_at.is_none_or(|e| now() < e);
-    if !active || state.credentials_version != claims.cv || state.grants_version != claims.gv {
-        return Err(TokenError::Revoked.into());
+    /// The principal a verified token names, as the database has it now; a
+    /// refusal if its credentials or grants changed since the token was issued.
+    async fn current(&self, db: &Db, verified: &Verified) -> Result<Principal, AuthError> {
+        let claims = &verified.claims;
+        let who = match &verified.holder {
+            Holder::Anonymous => return Ok(Principal::Anonymous),
+            Holder::User { id, .. } => PrincipalRef::User(*id),
+            Holder::Robot { id, .. } => PrincipalRef::Robot(*id),
+        };
+        let state: TokenHolder = self.holders.read(db, who).await?.ok_or(TokenError::Revoked)?;
+        let active = !state.revoked && state.expires_at.is_none_or(|e| now() < e);
+        if !active || state.credentials_version != claims.cv || state.grants_version != claims.gv {
+            return Err(TokenError::Revoked.into());
+        }
+        Ok(match &verified.holder {
+            Holder::Anonymous => Principal::Anonymous,
+            Holder::User { id, name } => Principal::User {
+                id: *id,
+                name: name.clone(),
+                system_admin: state.system_admin,
+                cv: state.credentials_version,
+                gv: state.grants_version,
+            },
+            Holder::Robot { id, tenant_id, login } => Principal::Robot {
+                id: *id,
+                tenant_id: *tenant_id,
+                login: login.clone(),
+                cv: state.credentials_version,
+                gv: state.grants_version,
+            },
+        })
     }
-    Ok(match &verified.holder {
-        Holder::Anonymous => Principal::Anonymous,
-        Holder::User { id, name } => Principal::User {
-            id: *id,
-            name: name.clone(),
-            system_admin: state.system_admin,
-            cv: state.credentials_version,
-            gv: state.grants_version,
-        },
-        Holder::Robot { id, tenant_id, login } => Principal::Robot {
-            id: *id,
-            tenant_id: *tenant_id,
-            login: login.clone(),
-            cv: state.credentials_version,
-            gv: state.grants_version,
-        },
-    })
 }
