@@ -1,9 +1,9 @@
-//! What the P2P handlers take from a request (path parameters, query
-//! parameters, a JSON body), each refusing with the OCI error body every
+//! What the P2P handlers take from a request (path parameters, a JSON
+//! body), each refusing with the OCI error body every
 //! other `/p2p/v1` answer carries rather than axum's plain-text rejection,
 //! and the answers for a path or a method the API does not have.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
@@ -35,22 +35,6 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for P2pPath
             )),
             Err(e) => Err(unreadable(e.status(), "the path could not be read", e.body_text())),
         }
-    }
-}
-
-/// Query parameters.
-pub(super) struct P2pQuery<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for P2pQuery<T> {
-    type Rejection = RegistryError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(value)| P2pQuery(value))
-            .map_err(|e: QueryRejection| {
-                unreadable(e.status(), "the query parameters are not the ones this endpoint takes", e.body_text())
-            })
     }
 }
 

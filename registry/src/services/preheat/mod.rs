@@ -275,6 +275,14 @@ async fn platform_manifest(
     }
 }
 
+/// The tenant whose clusters a repository may be preheated into: its namespace's.
+pub async fn tenant_of(state: &AppState, name: &RepositoryName) -> Result<String> {
+    let namespace = state.db.tenancy().namespace(name.namespace()).await?;
+    let namespace = namespace
+        .ok_or_else(|| Error::not_found(Thing::Namespace, format!("namespace {} does not exist", name.namespace())))?;
+    Ok(namespace.tenant)
+}
+
 /// The clusters a repository may be preheated into by the caller: its
 /// tenant's, if the caller manages that tenant; none otherwise.
 pub async fn clusters_for(state: &AppState, caller: &Caller, name: &RepositoryName) -> Result<Vec<String>> {
