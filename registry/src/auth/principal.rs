@@ -95,6 +95,14 @@ impl Principal {
             Principal::User { gv, .. } | Principal::Robot { gv, .. } => *gv,
         }
     }
+
+    /// The same principal under grants version `version` (anonymous has none).
+    pub fn with_grants_version(mut self, version: i64) -> Principal {
+        if let Principal::User { gv, .. } | Principal::Robot { gv, .. } = &mut self {
+            *gv = version;
+        }
+        self
+    }
 }
 
 /// What the `Authorization` header carried.
