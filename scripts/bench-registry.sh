@@ -10,12 +10,20 @@ PROG=$(basename "$0")
 usage() {
   cat <<EOF
 Usage: $PROG <base-url> [pid]
+       $PROG --manifest-only <base-url>
        $PROG --prepare-blobs <dir>
        $PROG --help
 
 Benchmarks one OCI registry at <base-url> (e.g. http://127.0.0.1:5000; plain
-HTTP, no auth) and prints machine-readable key=value lines on stdout.
-Progress and diagnostics go to stderr.
+HTTP) and prints machine-readable key=value lines on stdout. Progress and
+diagnostics go to stderr.
+
+With BENCH_AUTH, it authenticates the way docker, podman and containerd do:
+before each step it reads the Bearer challenge of GET /v2/, logs in at the
+challenge's realm with those credentials (HTTP Basic) for the step's scope,
+and sends the bearer token it gets on every request of the step. A registry
+that does not challenge with Bearer gets the credentials as HTTP Basic on
+every request instead; BENCH_AUTH_SCHEME=basic forces that.
 
 Steps:
   1. push: ${BENCH_PUSH_RUNS:-3} distinct random blobs of ${BENCH_BLOB_MIB:-256} MiB, each monolithically
@@ -35,6 +43,11 @@ Steps:
 Exit status: 0 ok, 3 ran to the end but the result is invalid (see
 'invalid=' line), 1 fatal error, 2 usage error.
 
+--manifest-only <base-url>: only step 2's wrk run (no warm-up unless
+  BENCH_WRK_WARMUP says so, no check of the body) against \$BENCH_REPO:bench,
+  which an earlier full run pushed; used by bench.sh to measure both
+  registries in alternating rounds.
+
 --prepare-blobs <dir>: only generate the random blobs (blob-N + blob-N.sha256)
   in <dir> and exit; used by bench.sh so that blobs are generated once,
   outside any timing, and both registries get the same bytes.
@@ -46,7 +59,10 @@ Environment (defaults in brackets):
   BENCH_PUSH_RUNS      number of distinct big blobs pushed [3]
   BENCH_PULL_RUNS      number of timed blob downloads [5]
   BENCH_REPO           repository name [bench/app]
-  BENCH_AUTH           user:password sent as HTTP Basic on every request [unset]
+  BENCH_AUTH           user:password to log in with [unset: no auth]
+  BENCH_AUTH_SCHEME    bearer (a token from the challenge's realm, as
+                       clients do) or basic (the credentials on every
+                       request) [bearer]
   BENCH_WRK_THREADS    wrk threads [2]
   BENCH_WRK_CONNS      wrk connections [32]
   BENCH_WRK_SECONDS    wrk measured duration in seconds [10]
@@ -69,14 +85,12 @@ BLOB_MIB=${BENCH_BLOB_MIB:-256}
 PUSH_RUNS=${BENCH_PUSH_RUNS:-3}
 PULL_RUNS=${BENCH_PULL_RUNS:-5}
 REPO=${BENCH_REPO:-bench/app}
-# Credentials, for a registry that requires a login: sent as HTTP Basic on
-# every request (curl and wrk alike).
+# Credentials, for a registry that requires a login: see use_credentials.
 AUTH=()
 WRK_AUTH=()
-if [[ -n ${BENCH_AUTH:-} ]]; then
-  AUTH=(-u "$BENCH_AUTH")
-  WRK_AUTH=(-H "Authorization: Basic $(printf %s "$BENCH_AUTH" | base64 -w0)")
-fi
+AUTH_SCHEME=${BENCH_AUTH_SCHEME:-bearer}
+[[ $AUTH_SCHEME == bearer || $AUTH_SCHEME == basic ]] ||
+  die "BENCH_AUTH_SCHEME must be bearer or basic (got '$AUTH_SCHEME')"
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 WRK_CONNS=${BENCH_WRK_CONNS:-32}
 WRK_SECONDS=${BENCH_WRK_SECONDS:-10}
@@ -143,6 +157,42 @@ absolute() {
   esac
 }
 
+# bearer_token <scope>: a token for <scope> from the realm the registry's
+# Bearer challenge names, logging in there with BENCH_AUTH; fails if the
+# registry does not challenge with Bearer or refuses the login.
+bearer_token() {
+  local challenge realm service body token
+  curl -sS --max-time 10 -o /dev/null -D "$WORK/challenge.hdr" "$BASE/v2/" || return 1
+  challenge=$(header "$WORK/challenge.hdr" WWW-Authenticate)
+  [[ $challenge == [Bb]earer\ * ]] || return 1
+  realm=$(sed -n 's/.*realm="\([^"]*\)".*/\1/p' <<<"$challenge")
+  service=$(sed -n 's/.*service="\([^"]*\)".*/\1/p' <<<"$challenge")
+  [[ -n $realm ]] || return 1
+  body=$(curl -sS --fail --max-time 10 -u "$BENCH_AUTH" -G "$realm" \
+    --data-urlencode "service=$service" --data-urlencode "scope=$1") || return 1
+  token=$(sed -n 's/.*"token" *: *"\([^"]*\)".*/\1/p' <<<"$body")
+  [[ -n $token ]] || return 1
+  echo "$token"
+}
+
+# use_credentials <scope>: sets AUTH (curl) and WRK_AUTH (wrk) for the next
+# step: a fresh bearer token for <scope> (tokens are short-lived), or the
+# credentials as HTTP Basic.
+use_credentials() {
+  [[ -n ${BENCH_AUTH:-} ]] || return 0
+  local token
+  if [[ $AUTH_SCHEME == bearer ]] && token=$(bearer_token "$1"); then
+    AUTH=(-H "Authorization: Bearer $token")
+    WRK_AUTH=(-H "Authorization: Bearer $token")
+    AUTH_USED=bearer
+  else
+    [[ $AUTH_SCHEME == basic ]] || log "WARNING: no bearer token for $1 (no Bearer challenge, or the login was refused); sending Basic credentials"
+    AUTH=(-u "$BENCH_AUTH")
+    WRK_AUTH=(-H "Authorization: Basic $(printf %s "$BENCH_AUTH" | base64 -w0)")
+    AUTH_USED=basic
+  fi
+}
+
 # push_blob <file> <digest> <size> -> prints the seconds taken (POST + PUT)
 push_blob() {
   local file=$1 digest=$2 size=$3 res code t_post t_put loc sep
@@ -188,8 +238,14 @@ case ${1:-} in
     prepare_blobs "$2"
     exit 0
     ;;
+  --manifest-only)
+    MANIFEST_ONLY=1
+    shift
+    [[ $# -eq 1 ]] || { usage >&2; exit 2; }
+    ;;
   "" | -*) usage >&2; exit 2 ;;
 esac
+MANIFEST_ONLY=${MANIFEST_ONLY:-0}
 [[ $# -le 2 ]] || { usage >&2; exit 2; }
 BASE=${1%/}
 PID=${2:-}
@@ -212,11 +268,57 @@ cleanup() { rm -rf "$WORK"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# measure_manifest: wrk against $MANIFEST_URL with the credentials in force
+# (warm-up, then the measured run); prints the manifest_* keys.
+measure_manifest() {
+  run_wrk() { # run_wrk <seconds> <outfile>
+    # --foreground keeps wrk in our process group, so a signal sent to the
+    # group (Ctrl-C, or bench.sh stopping us) reaches it.
+    timeout --foreground --kill-after=5 $(($1 + 30)) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$1"s --timeout 5s \
+      -s "$SCRIPT_DIR/bench-wrk.lua" -H "Accept: $ACCEPT_MANIFEST" "${WRK_AUTH[@]}" "$MANIFEST_URL" >"$2" 2>&1 ||
+      die "wrk failed: $(cat "$2")"
+  }
+  if ((WRK_WARMUP > 0)); then
+    log "wrk warm-up ${WRK_WARMUP}s"
+    run_wrk "$WRK_WARMUP" "$WORK/wrk-warmup.out"
+  fi
+  log "wrk -t$WRK_THREADS -c$WRK_CONNS -d${WRK_SECONDS}s GET $MANIFEST_URL"
+  run_wrk "$WRK_SECONDS" "$WORK/wrk.out"
+  sed 's/^/  | /' "$WORK/wrk.out" >&2
+  wrk_val() { awk -F= -v k="$1" '$1 == k { v = $2 } END { print v }' "$WORK/wrk.out"; }
+  local k v non2xx sockerr
+  for k in rps requests duration_s err_status err_connect err_read err_write err_timeout lat_p50_ms lat_p99_ms lat_max_ms; do
+    v=$(wrk_val "wrk_$k")
+    [[ -n $v ]] || die "could not parse wrk_$k from wrk output: $(cat "$WORK/wrk.out")"
+    out "manifest_$k" "$v"
+  done
+  out manifest_conns "$WRK_CONNS"
+  non2xx=$(wrk_val wrk_err_status)
+  sockerr=$(($(wrk_val wrk_err_connect) + $(wrk_val wrk_err_read) + $(wrk_val wrk_err_write) + $(wrk_val wrk_err_timeout)))
+  ((non2xx == 0)) || INVALID+=("manifest-GET:${non2xx}-non-2xx")
+  ((sockerr == 0)) || log "WARNING: wrk reported $sockerr socket errors (connect/read/write/timeout)"
+  (($(wrk_val wrk_requests) > 0)) || INVALID+=("manifest-GET:no-requests")
+}
+
 # ---------------------------------------------------------------- sanity
 
+AUTH_USED=none
+use_credentials "repository:$REPO:pull"
 code=$(curl "${AUTH[@]}" -sS --max-time 10 -o /dev/null -w '%{http_code}' "$BASE/v2/") ||
   die "GET $BASE/v2/ failed: is the registry running?"
 [[ $code == 200 ]] || die "GET $BASE/v2/ returned $code (want 200; set BENCH_AUTH=user:password for a registry that needs a login)"
+
+if ((MANIFEST_ONLY)); then
+  INVALID=()
+  MANIFEST_URL=$BASE/v2/$REPO/manifests/bench
+  out auth "$AUTH_USED"
+  measure_manifest
+  if ((${#INVALID[@]})); then
+    out invalid "$(join_by_comma "${INVALID[@]}")"
+    exit 3
+  fi
+  exit 0
+fi
 
 BLOB_DIR=${BENCH_BLOB_DIR:-$WORK/blobs}
 prepare_blobs "$BLOB_DIR"
@@ -224,6 +326,7 @@ prepare_blobs "$BLOB_DIR"
 INVALID=()
 
 out registry_url "$BASE"
+out auth "$AUTH_USED"
 out repo "$REPO"
 out blob_bytes "$BLOB_BYTES"
 
@@ -234,6 +337,7 @@ for ((i = 1; i <= PUSH_RUNS; i++)); do
   f=$BLOB_DIR/blob-$i
   d=sha256:$(cat "$f.sha256")
   log "push $i/$PUSH_RUNS: $BLOB_MIB MiB blob $d"
+  use_credentials "repository:$REPO:pull,push"
   t=$(push_blob "$f" "$d" "$BLOB_BYTES")
   m=$(mibs "$BLOB_BYTES" "$t")
   log "  ${t}s = $m MiB/s"
@@ -250,6 +354,7 @@ printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids
   "$LAYER_DIGEST" "$(date +%s%N)" >"$WORK/config.json"
 CONFIG_DIGEST=sha256:$(sha256sum "$WORK/config.json" | awk '{print $1}')
 CONFIG_SIZE=$(stat -c %s "$WORK/config.json")
+use_credentials "repository:$REPO:pull,push"
 push_blob "$WORK/config.json" "$CONFIG_DIGEST" "$CONFIG_SIZE" >/dev/null
 log "pushed config blob $CONFIG_DIGEST"
 
@@ -271,6 +376,8 @@ out manifest_digest "$MANIFEST_DIGEST"
 
 # ---------------------------------------------------------------- 2. manifest GET
 
+use_credentials "repository:$REPO:pull"
+
 code=$(curl "${AUTH[@]}" -sS --max-time 10 -H "Accept: $ACCEPT_MANIFEST" -D "$WORK/mget.hdr" \
   -o "$WORK/mget.body" -w '%{http_code}' "$MANIFEST_URL") || die "GET $MANIFEST_URL failed (curl)"
 [[ $code == 200 ]] || die "GET $MANIFEST_URL (Accept: $ACCEPT_MANIFEST) returned $code (want 200): $(head -c 500 "$WORK/mget.body")"
@@ -284,36 +391,11 @@ got=$(header "$WORK/mget.hdr" Docker-Content-Digest)
   log "WARNING: GET $MANIFEST_URL: Docker-Content-Digest '$got', want $MANIFEST_DIGEST"
 out manifest_bytes "$(stat -c %s "$WORK/manifest.json")"
 
-run_wrk() { # run_wrk <seconds> <outfile>
-  # --foreground keeps wrk in our process group, so a signal sent to the
-  # group (Ctrl-C, or bench.sh stopping us) reaches it.
-  timeout --foreground --kill-after=5 $(($1 + 30)) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$1"s --timeout 5s \
-    -s "$SCRIPT_DIR/bench-wrk.lua" -H "Accept: $ACCEPT_MANIFEST" "${WRK_AUTH[@]}" "$MANIFEST_URL" >"$2" 2>&1 ||
-    die "wrk failed: $(cat "$2")"
-}
-if ((WRK_WARMUP > 0)); then
-  log "wrk warm-up ${WRK_WARMUP}s"
-  run_wrk "$WRK_WARMUP" "$WORK/wrk-warmup.out"
-fi
-log "wrk -t$WRK_THREADS -c$WRK_CONNS -d${WRK_SECONDS}s GET $MANIFEST_URL"
-run_wrk "$WRK_SECONDS" "$WORK/wrk.out"
-sed 's/^/  | /' "$WORK/wrk.out" >&2
-wrk_val() { awk -F= -v k="$1" '$1 == k { v = $2 } END { print v }' "$WORK/wrk.out"; }
-for k in rps requests err_status err_connect err_read err_write err_timeout lat_p50_ms lat_p99_ms lat_max_ms; do
-  v=$(wrk_val "wrk_$k")
-  [[ -n $v ]] || die "could not parse wrk_$k from wrk output: $(cat "$WORK/wrk.out")"
-  out "manifest_$k" "$v"
-done
-out manifest_conns "$WRK_CONNS"
-non2xx=$(wrk_val wrk_err_status)
-sockerr=$(($(wrk_val wrk_err_connect) + $(wrk_val wrk_err_read) + $(wrk_val wrk_err_write) + $(wrk_val wrk_err_timeout)))
-((non2xx == 0)) || INVALID+=("manifest-GET:${non2xx}-non-2xx")
-((sockerr == 0)) || log "WARNING: wrk reported $sockerr socket errors (connect/read/write/timeout)"
-(($(wrk_val wrk_requests) > 0)) || INVALID+=("manifest-GET:no-requests")
-
+measure_manifest
 # ---------------------------------------------------------------- 3. blob GET
 
 BLOB_URL=$BASE/v2/$REPO/blobs/$LAYER_DIGEST
+use_credentials "repository:$REPO:pull"
 log "verifying GET $BLOB_URL"
 got=$(curl "${AUTH[@]}" -sS -L --max-time "$CURL_TIMEOUT" --fail "$BLOB_URL" | sha256sum | awk '{print "sha256:" $1}') ||
   die "GET $BLOB_URL failed"

@@ -1,6 +1,10 @@
 //! The piece server other agents fetch from (`--peer-listen`, :65002).
 //! A piece is served only to a holder of a ticket the registry issued for
-//! that blob, verified offline against the registry's JWKS.
+//! that blob to an agent of this agent's cluster, verified offline against
+//! the registry's JWKS, and not expired. Within those bounds a ticket serves
+//! every piece of its blob, as many times as its download needs: a peer,
+//! verifying offline, cannot know whether the agent it names is still in
+//! the swarm (the registry's seed does, and refuses it once it is not).
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
@@ -108,7 +112,8 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], format!("{message}\n")).into_response()
 }
 
-/// The blob a request names and the agent asking, if it carries a valid ticket for that blob.
+/// The blob a request names and the agent asking, if it carries a valid
+/// ticket for that blob, issued to an agent of this agent's cluster.
 async fn authorize(state: &PeerState, digest: &str, headers: &HeaderMap) -> Result<(Digest, String), Response> {
     let Ok(digest) = digest.parse::<Digest>() else {
         return Err(refuse(StatusCode::BAD_REQUEST, "not a digest"));
@@ -122,7 +127,13 @@ async fn authorize(state: &PeerState, digest: &str, headers: &HeaderMap) -> Resu
     let Some(ticket) = ticket else {
         return Err(refuse(StatusCode::UNAUTHORIZED, "pieces are served only with `Authorization: Ticket <ticket>`"));
     };
+    let Some(cluster) = state.supernode.cluster() else {
+        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "this agent has not registered with its registry yet"));
+    };
     match state.supernode.verify::<TicketClaims>(&ticket, TICKET_AUDIENCE).await {
+        Some(claims) if claims.cluster != cluster => {
+            Err(refuse(StatusCode::FORBIDDEN, "the ticket is for another cluster's swarm"))
+        }
         Some(claims) if claims.blob == digest => Ok((digest, claims.sub)),
         Some(_) => Err(refuse(StatusCode::FORBIDDEN, "the ticket is for another blob")),
         None => Err(refuse(StatusCode::FORBIDDEN, "the ticket is invalid or expired")),

@@ -104,8 +104,6 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router())
         .merge(p2p::router())
         .merge(console::router().layer(axum::middleware::from_fn_with_state(state.clone(), console::frame_errors)))
-        .merge(p2p::install::router())
-        .merge(p2p::acceleration::router())
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), observe::track_requests))
         .with_state(state)
 }

@@ -340,6 +340,15 @@ impl Registry {
         }
     }
 
+    /// Runs one SQL statement on the registry's metadata database behind its
+    /// back, as an operator (or a bug) might; for changes no API makes.
+    pub async fn sql(&self, statement: &str) {
+        let db =
+            damselfly_registry::metadata::Db::open(&self.database_url, 1).await.expect("open the metadata database");
+        sqlx::query(statement).execute(db.pool()).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+        db.close().await;
+    }
+
     /// Process id of the running registry.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -17,6 +17,7 @@ on_both_backends!(
     another_tenant_neither_sees_nor_registers_clusters_here,
     an_agent_that_leaves_is_forgotten_at_once,
     an_agent_the_scheduler_does_not_know_is_told_so_with_the_p2p_code,
+    every_p2p_answer_that_is_no_success_is_an_oci_error_body,
 );
 
 const MIB: usize = 1024 * 1024;
@@ -427,5 +428,142 @@ async fn an_agent_the_scheduler_does_not_know_is_told_so_with_the_p2p_code(backe
         assert_eq!(error_code(as_cluster(report).send().await.unwrap()).await, unknown, "{agent}");
         let leave = f.http.delete(format!("{}/p2p/v1/agents/{agent}", f.reg.url));
         assert_eq!(error_code(as_cluster(leave).send().await.unwrap()).await, unknown, "{agent}");
+    }
+}
+
+/// Every refusal and failure under `/p2p/v1`, axum's own rejections of a
+/// path or a body included, and paths or methods the API does not have,
+/// comes as the same JSON error body as the rest of the API. The setup
+/// script and the agent layer (`install.sh`, `agent.tar`) are read by `sh`,
+/// not by agents: their refusals are a script that fails loudly, and a
+/// sentence of text (tests/cluster_setup.rs).
+async fn every_p2p_answer_that_is_no_success_is_an_oci_error_body(backend: Backend) {
+    let f = fixture(backend).await;
+    f.set_p2p(true).await;
+    let a = f.register("node-a", "").await;
+    let token = f.client_token("puller", Some("viewer")).await;
+    let ticket = f.join(&a, &token).await.ticket;
+    let url = |path: &str| format!("{}{path}", f.reg.url);
+    let cluster = format!("Cluster {}", f.cluster_token);
+    let seed = |index: &str| {
+        f.http
+            .get(url(&format!("/p2p/v1/seed/{}/pieces/{index}", f.digest)))
+            .header("authorization", format!("Ticket {ticket}"))
+    };
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        ("a negative piece index", seed("-1"), 400, "UNSUPPORTED"),
+        ("a piece index above u32", seed("4294967296"), 400, "UNSUPPORTED"),
+        ("a piece index that is no number", seed("first"), 400, "UNSUPPORTED"),
+        ("a piece index past the blob", seed("3"), 416, "SIZE_INVALID"),
+        ("a seed digest that is none", f.http.get(url("/p2p/v1/seed/sha256:xyz/pieces/0")), 400, "DIGEST_INVALID"),
+        (
+            "a register body that is not JSON",
+            f.http
+                .post(url("/p2p/v1/agents"))
+                .header("authorization", &cluster)
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+            "UNSUPPORTED",
+        ),
+        (
+            "a register body without its content type",
+            f.http
+                .post(url("/p2p/v1/agents"))
+                .header("authorization", &cluster)
+                .body(r#"{"node":"n","ip":"127.0.0.1","peer_port":1}"#),
+            415,
+            "UNSUPPORTED",
+        ),
+        (
+            "a register body missing fields",
+            f.http.post(url("/p2p/v1/agents")).header("authorization", &cluster).json(&json!({"node": "n"})),
+            422,
+            "UNSUPPORTED",
+        ),
+        (
+            "a join whose digest is none",
+            f.http.post(url("/p2p/v1/swarms/join")).header("authorization", &cluster).json(
+                &json!({"agent_id": a, "repository": "accel/app", "digest": "sha256:nope", "client_token": null}),
+            ),
+            422,
+            "UNSUPPORTED",
+        ),
+        (
+            "a report that is an array",
+            f.http.post(url("/p2p/v1/swarms/report")).header("authorization", &cluster).json(&json!([1, 2])),
+            422,
+            "UNSUPPORTED",
+        ),
+        (
+            "a preheat report without its body",
+            f.http.post(url("/p2p/v1/preheat/job-1/report")).header("authorization", &cluster),
+            415,
+            "UNSUPPORTED",
+        ),
+        (
+            "an agent id that is not UTF-8",
+            f.http.delete(url("/p2p/v1/agents/%FF%FE")).header("authorization", &cluster),
+            400,
+            "UNSUPPORTED",
+        ),
+        (
+            "a namespace name that is not UTF-8",
+            f.http.get(url("/p2p/v1/namespaces/%FF/acceleration")).header("authorization", &cluster),
+            400,
+            "UNSUPPORTED",
+        ),
+        (
+            "a path that is no endpoint",
+            f.http.get(url("/p2p/v1/nothing/here")).header("authorization", &cluster),
+            404,
+            "UNSUPPORTED",
+        ),
+        ("the API's root", f.http.get(url("/p2p/v1")), 404, "UNSUPPORTED"),
+        ("the API's root with a slash", f.http.get(url("/p2p/v1/")), 404, "UNSUPPORTED"),
+        (
+            "GET on the register endpoint",
+            f.http.get(url("/p2p/v1/agents")).header("authorization", &cluster),
+            405,
+            "UNSUPPORTED",
+        ),
+        (
+            "PUT on the join endpoint",
+            f.http.put(url("/p2p/v1/swarms/join")).header("authorization", &cluster),
+            405,
+            "UNSUPPORTED",
+        ),
+        ("POST on the seed", f.http.post(url(&format!("/p2p/v1/seed/{}/pieces/0", f.digest))), 405, "UNSUPPORTED"),
+        ("no cluster token", f.http.post(url("/p2p/v1/swarms/join")).json(&json!({})), 401, "UNAUTHORIZED"),
+        (
+            "a bearer token instead",
+            f.http.post(url("/p2p/v1/swarms/join")).bearer_auth(&token).json(&json!({})),
+            401,
+            "UNAUTHORIZED",
+        ),
+        ("no ticket at the seed", f.http.get(url(&format!("/p2p/v1/seed/{}/pieces/0", f.digest))), 401, "UNAUTHORIZED"),
+        (
+            "an unknown agent",
+            f.http.post(url("/p2p/v1/agents/nobody/heartbeat")).header("authorization", &cluster),
+            404,
+            "AGENT_UNKNOWN",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let r = request.send().await.unwrap();
+        let got = r.status().as_u16();
+        let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let allow = r.headers().get("allow").is_some();
+        let text = r.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+        assert_eq!((got, body["errors"][0]["code"].as_str()), (status, Some(code)), "{what}: {text}");
+        assert_eq!(content_type, "application/json", "{what}");
+        let error = &body["errors"][0];
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: a message: {text}");
+        assert!(error.get("detail").is_some(), "{what}: the detail member, as every OCI error body has: {text}");
+        assert_eq!(body["errors"].as_array().map(Vec::len), Some(1), "{what}");
+        if status == 405 {
+            assert!(allow, "{what}: Allow names the methods the endpoint takes");
+        }
     }
 }

@@ -39,6 +39,8 @@ pub struct Supernode {
     http: reqwest::Client,
     config: Config,
     agent_id: RwLock<Option<String>>,
+    /// The cluster the registry put this agent in, as tickets name it.
+    cluster: RwLock<Option<i64>>,
     heartbeat: RwLock<Duration>,
     peer_port: AtomicU16,
     challenge: RwLock<Option<Challenge>>,
@@ -60,6 +62,7 @@ impl Supernode {
         Arc::new(Supernode {
             http,
             agent_id: RwLock::new(None),
+            cluster: RwLock::new(None),
             heartbeat: RwLock::new(Duration::from_secs(10)),
             peer_port: AtomicU16::new(0),
             challenge: RwLock::new(None),
@@ -100,6 +103,12 @@ impl Supernode {
     /// Our agent id, once registered.
     pub fn agent_id(&self) -> Option<String> {
         self.agent_id.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// This agent's cluster, once registered with a registry that says it:
+    /// the piece server serves tickets of this cluster only.
+    pub fn cluster(&self) -> Option<i64> {
+        *self.cluster.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The registry's challenge, once learnt.
@@ -196,6 +205,12 @@ impl Supernode {
         let body: RegisterResponse = r.json().await.map_err(|source| Error::BadAnswer { call, source })?;
         tracing::info!(agent_id = body.agent_id, heartbeat_secs = body.heartbeat_secs, "registered with the registry");
         *self.heartbeat.write().unwrap_or_else(|p| p.into_inner()) = Duration::from_secs(body.heartbeat_secs.max(1));
+        if body.cluster.is_none() {
+            tracing::warn!(
+                "the registry does not say which cluster this agent is in: no piece will be served to peers"
+            );
+        }
+        *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = body.cluster;
         *self.agent_id.write().unwrap_or_else(|p| p.into_inner()) = Some(body.agent_id);
         Ok(())
     }

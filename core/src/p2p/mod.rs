@@ -73,6 +73,12 @@ pub struct RegisterResponse {
     pub agent_id: String,
     /// Send a heartbeat at least this often, or be forgotten.
     pub heartbeat_secs: u64,
+    /// The agent's cluster, as tickets name it ([`TicketClaims::cluster`]): the
+    /// piece server serves only tickets of its own cluster. Absent from
+    /// registries older than this field; an agent that does not know its
+    /// cluster serves no piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<i64>,
 }
 
 /// `POST /p2p/v1/swarms/join`: an agent wants a blob for a client.

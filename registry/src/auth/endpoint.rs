@@ -199,9 +199,12 @@ pub(crate) async fn grant(
         let Some(asked) = Access::parse_scope(scope) else { continue };
         let actions = match asked.kind.as_str() {
             "repository" => match asked.name.parse::<RepositoryName>() {
-                Ok(name) => {
-                    state.auth.policy.repository_actions(&state.db, principal, &name).await?.intersect(&asked.actions)
-                }
+                Ok(name) => state
+                    .auth
+                    .policy
+                    .repository_actions_now(&state.db, principal, &name)
+                    .await?
+                    .intersect(&asked.actions),
                 Err(_) => Vec::new(),
             },
             "registry" if asked.name == "catalog" && principal != &Principal::Anonymous => {
@@ -226,6 +229,23 @@ pub(crate) async fn grant(
     Ok(granted)
 }
 
+/// `principal` with its grants version as the database holds it now, read
+/// before its grants are. Credentials are checked on caches that another
+/// replica's change reaches within two seconds; a grants version from there
+/// would put a narrowing made a moment ago through another replica under an
+/// older version than the grants read after it, and the new token would be
+/// refused on its first use. The credentials version stays the one the
+/// credentials were checked under, so a token never outlives the password
+/// that got it.
+async fn current_grants_version(state: &AppState, principal: &Principal) -> Result<Principal, sqlx::Error> {
+    let Some(who) = principal.reference() else { return Ok(principal.clone()) };
+    Ok(match state.db.accounts().token_holder(who).await? {
+        Some(now) => principal.clone().with_grants_version(now.grants_version),
+        // Gone since its credentials were checked: its token is refused on first use.
+        None => principal.clone(),
+    })
+}
+
 async fn respond(
     state: &AppState,
     principal: &Principal,
@@ -234,6 +254,10 @@ async fn respond(
     source: &str,
     oauth: bool,
 ) -> Response {
+    let principal = &match current_grants_version(state, principal).await {
+        Ok(p) => p,
+        Err(e) => return RegistryError::Database(e).into_response(),
+    };
     let access = match grant(state, principal, scopes).await {
         Ok(a) => a,
         Err(e) => return RegistryError::Database(e).into_response(),

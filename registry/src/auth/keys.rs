@@ -180,6 +180,11 @@ impl KeyRing {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).get(kid).map(|k| k.decoding.clone())
     }
 
+    /// True while `kid` may verify a token.
+    pub fn knows(&self, kid: &str) -> bool {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).contains_key(kid)
+    }
+
     /// Every key that may verify a token now, as a JWKS document.
     pub fn jwks(&self) -> serde_json::Value {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());

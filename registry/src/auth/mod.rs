@@ -5,12 +5,14 @@
 pub mod bootstrap;
 mod cache;
 pub mod endpoint;
+mod holders;
 pub mod keys;
 pub mod password;
 pub mod policy;
 pub mod principal;
 pub mod rate_limit;
 pub mod token;
+mod verified;
 
 use std::time::Duration;
 
@@ -60,7 +62,7 @@ pub struct Authenticated {
     /// Who.
     pub principal: Principal,
     /// The bearer token's claims, when one was presented.
-    pub claims: Option<Claims>,
+    pub claims: Option<std::sync::Arc<Claims>>,
 }
 
 /// Why presented credentials were refused.
@@ -161,6 +163,7 @@ impl Auth {
             access,
             typ: typ.to_owned(),
             cv: principal.credentials_version(),
+            gv: principal.grants_version(),
         };
         self.keys.sign(&claims).map(|t| (t, claims)).map_err(|e| e.to_string())
     }

@@ -66,7 +66,9 @@ impl Actions {
 }
 
 /// Decides with cached namespaces and role bindings (two seconds), so a
-/// change made anywhere takes effect within seconds.
+/// change made anywhere takes effect within seconds; what a token is granted
+/// is decided on what the database holds at that moment
+/// ([`Policy::repository_actions_now`]), since a token's grants outlive any cache.
 pub struct Policy {
     namespaces: TtlCache<String, Option<Namespace>>,
     bindings: TtlCache<PrincipalRef, Vec<Binding>>,
@@ -81,11 +83,26 @@ impl Default for Policy {
     }
 }
 
+/// Where a decision reads namespaces and role bindings from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// The two-second caches.
+    Cached,
+    /// The database, now.
+    Fresh,
+}
+
 impl Policy {
     /// A namespace by name, cached.
     pub async fn namespace(&self, db: &Db, name: &str) -> Result<Option<Namespace>, sqlx::Error> {
-        if let Some(n) = self.namespaces.get(&name.to_owned()) {
-            return Ok(n);
+        self.namespace_from(db, name, Reading::Cached).await
+    }
+
+    async fn namespace_from(&self, db: &Db, name: &str, reading: Reading) -> Result<Option<Namespace>, sqlx::Error> {
+        if reading == Reading::Cached {
+            if let Some(n) = self.namespaces.get(&name.to_owned()) {
+                return Ok(n);
+            }
         }
         let n = db.tenancy().namespace(name).await?;
         self.namespaces.put(name.to_owned(), n.clone());
@@ -94,8 +111,14 @@ impl Policy {
 
     /// A principal's role bindings, cached.
     pub async fn bindings(&self, db: &Db, who: PrincipalRef) -> Result<Vec<Binding>, sqlx::Error> {
-        if let Some(b) = self.bindings.get(&who) {
-            return Ok(b);
+        self.bindings_from(db, who, Reading::Cached).await
+    }
+
+    async fn bindings_from(&self, db: &Db, who: PrincipalRef, reading: Reading) -> Result<Vec<Binding>, sqlx::Error> {
+        if reading == Reading::Cached {
+            if let Some(b) = self.bindings.get(&who) {
+                return Ok(b);
+            }
         }
         let b = db.accounts().bindings_of(who).await?;
         self.bindings.put(who, b.clone());
@@ -110,6 +133,16 @@ impl Policy {
 
     /// The highest role a principal holds on a namespace.
     pub async fn role_on(&self, db: &Db, who: &Principal, ns: &Namespace) -> Result<Option<Role>, sqlx::Error> {
+        self.role_from(db, who, ns, Reading::Cached).await
+    }
+
+    async fn role_from(
+        &self,
+        db: &Db,
+        who: &Principal,
+        ns: &Namespace,
+        reading: Reading,
+    ) -> Result<Option<Role>, sqlx::Error> {
         if who.is_system_admin() {
             return Ok(Some(Role::Owner));
         }
@@ -119,7 +152,7 @@ impl Policy {
             }
         }
         let Some(r) = who.reference() else { return Ok(None) };
-        let bindings = self.bindings(db, r).await?;
+        let bindings = self.bindings_from(db, r, reading).await?;
         Ok(bindings
             .iter()
             .filter(|b| b.tenant_id == ns.tenant_id && b.namespace_id.is_none_or(|n| n == ns.id))
@@ -127,33 +160,55 @@ impl Policy {
             .max())
     }
 
-    /// What the principal may do to the repository.
+    /// What the principal may do to the repository, decided on the caches.
     pub async fn repository_actions(
         &self,
         db: &Db,
         who: &Principal,
         repo: &RepositoryName,
     ) -> Result<Actions, sqlx::Error> {
+        self.actions(db, who, repo, Reading::Cached).await
+    }
+
+    /// What the principal may do to the repository, decided on what the
+    /// database holds now: what a token is granted. Read after the
+    /// principal's grants version, so that a token carrying grants that a
+    /// change has since narrowed also carries the version that change left
+    /// behind, and is refused.
+    pub async fn repository_actions_now(
+        &self,
+        db: &Db,
+        who: &Principal,
+        repo: &RepositoryName,
+    ) -> Result<Actions, sqlx::Error> {
+        self.actions(db, who, repo, Reading::Fresh).await
+    }
+
+    async fn actions(
+        &self,
+        db: &Db,
+        who: &Principal,
+        repo: &RepositoryName,
+        reading: Reading,
+    ) -> Result<Actions, sqlx::Error> {
         let name = repo.as_str();
         let Some((namespace, _)) = name.split_once('/') else {
             // A repository lives in a namespace: `<namespace>/<name>`.
             return Ok(Actions::default());
         };
-        let Some(ns) = self.namespace(db, namespace).await? else {
+        let Some(ns) = self.namespace_from(db, namespace, reading).await? else {
             return Ok(if who.is_system_admin() {
                 Actions { pull: true, push: true, delete: true }
             } else {
                 Actions::default()
             });
         };
-        let mut actions = match self.role_on(db, who, &ns).await? {
-            Some(role) => Actions::from_role(role),
-            None => Actions::default(),
-        };
+        let role = self.role_from(db, who, &ns, reading).await?;
+        let mut actions = role.map(Actions::from_role).unwrap_or_default();
         if ns.public {
             actions.pull = true;
         }
-        if actions.push && !matches!(self.role_on(db, who, &ns).await?, Some(Role::Admin | Role::Owner)) {
+        if actions.push && !matches!(role, Some(Role::Admin | Role::Owner)) {
             // Developers push to repositories that exist; creating one takes an admin.
             actions.push = db.repositories().find(name).await?.is_some();
         }

@@ -1,16 +1,19 @@
 //! Who is calling: parsing `Authorization`, checking passwords, robot
 //! tokens and bearer tokens, and noticing revoked credentials.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
 use base64::Engine;
 
 use super::cache::TtlCache;
+use super::holders::HolderReads;
 use super::password;
 use super::token::{self, Claims, TokenError};
+use super::verified::{Holder, Verified, VerifiedTokens};
 use super::KeyRing;
-use crate::metadata::{now, Db, PrincipalRef, TenantId};
+use crate::metadata::{now, Db, PrincipalRef, TenantId, TokenHolder};
 
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +30,8 @@ pub enum Principal {
         system_admin: bool,
         /// Current credentials version.
         cv: i64,
+        /// Current grants version.
+        gv: i64,
     },
     /// A robot account of one tenant.
     Robot {
@@ -38,6 +43,8 @@ pub enum Principal {
         login: String,
         /// Current credentials version.
         cv: i64,
+        /// Current grants version.
+        gv: i64,
     },
 }
 
@@ -79,6 +86,22 @@ impl Principal {
             Principal::Anonymous => 0,
             Principal::User { cv, .. } | Principal::Robot { cv, .. } => *cv,
         }
+    }
+
+    /// Grants version, 0 for anonymous.
+    pub fn grants_version(&self) -> i64 {
+        match self {
+            Principal::Anonymous => 0,
+            Principal::User { gv, .. } | Principal::Robot { gv, .. } => *gv,
+        }
+    }
+
+    /// The same principal under grants version `version` (anonymous has none).
+    pub fn with_grants_version(mut self, version: i64) -> Principal {
+        if let Principal::User { gv, .. } | Principal::Robot { gv, .. } = &mut self {
+            *gv = version;
+        }
+        self
     }
 }
 
@@ -131,17 +154,26 @@ pub enum AuthError {
 
 /// Checks credentials, caching what is expensive to re-check: an argon2
 /// verification costs tens of milliseconds, and clients sending Basic auth
-/// on every request would otherwise pay it each time.
+/// on every request would otherwise pay it each time; an ES256 signature
+/// costs tens of microseconds, and clients send the same bearer token on
+/// every request.
 pub struct Authenticator {
     verified_basic: TtlCache<[u8; 32], i64>,
     principals: TtlCache<String, Option<Principal>>,
+    tokens: VerifiedTokens,
+    holders: HolderReads,
 }
+
+/// Verified bearer tokens kept at most; a client holds one per repository it works on.
+const VERIFIED_TOKENS: usize = 100_000;
 
 impl Default for Authenticator {
     fn default() -> Self {
         Authenticator {
             verified_basic: TtlCache::new(Duration::from_secs(60), 10_000),
             principals: TtlCache::new(Duration::from_secs(2), 10_000),
+            tokens: VerifiedTokens::new(VERIFIED_TOKENS),
+            holders: HolderReads::default(),
         }
     }
 }
@@ -160,19 +192,23 @@ impl Authenticator {
         if let Some(p) = self.principals.get(&login.to_owned()) {
             return Ok(p);
         }
-        let found =
-            if let Some((tenant, name)) = robot_login(login) {
-                db.accounts().robot_by_name(tenant, name).await?.filter(|r| r.is_active(now())).map(|r| {
-                    Principal::Robot { id: r.id, tenant_id: r.tenant_id, login: r.login(), cv: r.credentials_version }
-                })
-            } else {
-                db.accounts().user_by_name(login).await?.map(|u| Principal::User {
-                    id: u.id,
-                    name: u.username,
-                    system_admin: u.system_admin,
-                    cv: u.credentials_version,
-                })
-            };
+        let found = if let Some((tenant, name)) = robot_login(login) {
+            db.accounts().robot_by_name(tenant, name).await?.filter(|r| r.is_active(now())).map(|r| Principal::Robot {
+                id: r.id,
+                tenant_id: r.tenant_id,
+                login: r.login(),
+                cv: r.credentials_version,
+                gv: r.grants_version,
+            })
+        } else {
+            db.accounts().user_by_name(login).await?.map(|u| Principal::User {
+                id: u.id,
+                name: u.username,
+                system_admin: u.system_admin,
+                cv: u.credentials_version,
+                gv: u.grants_version,
+            })
+        };
         self.principals.put(login.to_owned(), found.clone());
         Ok(found)
     }
@@ -196,6 +232,7 @@ impl Authenticator {
                 tenant_id: robot.tenant_id,
                 login: robot.login(),
                 cv: robot.credentials_version,
+                gv: robot.grants_version,
             });
         }
         let key = *damselfly_core::Digest::of(format!("{login}\0{secret}").as_bytes()).as_bytes();
@@ -213,10 +250,19 @@ impl Authenticator {
             name: user.username,
             system_admin: user.system_admin,
             cv: user.credentials_version,
+            gv: user.grants_version,
         })
     }
 
-    /// Verifies a bearer token and that its subject still holds the same credentials.
+    /// Verifies a bearer token and that its subject still holds the
+    /// credentials and the grants it was issued under.
+    ///
+    /// The signature and claims are checked once per token and kept (see
+    /// [`VerifiedTokens`]); the subject's versions are read from the
+    /// database for every call, one row by its key, by a read that began
+    /// after the call did (see [`HolderReads`]), so a password change, a
+    /// robot revoked or rotated, or a role removed or lessened, made through
+    /// any replica, ends the token on its next use here.
     pub async fn bearer(
         &self,
         db: &Db,
@@ -224,7 +270,33 @@ impl Authenticator {
         token: &str,
         service: &str,
         issuer: &str,
-    ) -> Result<(Principal, Claims), AuthError> {
+    ) -> Result<(Principal, Arc<Claims>), AuthError> {
+        let key = VerifiedTokens::key(token);
+        let at = now();
+        let verified = match self.tokens.get(&key, at).filter(|v| keys.knows(&v.kid)) {
+            Some(v) => v,
+            None => {
+                let verified = Arc::new(self.verify_fresh(db, keys, token, service, issuer).await?);
+                // Kept only once it checked out; a refused token is checked in full each time.
+                let principal = self.current(db, &verified).await?;
+                self.tokens.put(key, verified.clone(), at);
+                return Ok((principal, verified.claims.clone()));
+            }
+        };
+        let principal = self.current(db, &verified).await?;
+        Ok((principal, verified.claims.clone()))
+    }
+
+    /// Checks a token's signature, key, audience, issuer, times and type,
+    /// and finds the account it names.
+    async fn verify_fresh(
+        &self,
+        db: &Db,
+        keys: &KeyRing,
+        token: &str,
+        service: &str,
+        issuer: &str,
+    ) -> Result<Verified, AuthError> {
         let claims = match token::verify(keys, token, service, issuer) {
             Err(TokenError::UnknownKey) => {
                 // Another replica may have rotated the key: look once more.
@@ -236,13 +308,49 @@ impl Authenticator {
         if claims.typ != "access" {
             return Err(TokenError::Invalid("a refresh token cannot be used as an access token".into()).into());
         }
-        if claims.sub.is_empty() {
-            return Ok((Principal::Anonymous, claims));
-        }
-        let principal = self.lookup(db, &claims.sub).await?.ok_or(TokenError::Revoked)?;
-        if principal.credentials_version() != claims.cv {
+        let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).ok_or(TokenError::Malformed)?;
+        let holder = if claims.sub.is_empty() {
+            Holder::Anonymous
+        } else if let Some((tenant, name)) = robot_login(&claims.sub) {
+            let robot = db.accounts().robot_by_name(tenant, name).await?.ok_or(TokenError::Revoked)?;
+            Holder::Robot { id: robot.id, tenant_id: robot.tenant_id, login: robot.login() }
+        } else {
+            let user = db.accounts().user_by_name(&claims.sub).await?.ok_or(TokenError::Revoked)?;
+            Holder::User { id: user.id, name: user.username }
+        };
+        Ok(Verified { claims: Arc::new(claims), kid, holder })
+    }
+
+    /// The principal a verified token names, as the database has it now; a
+    /// refusal if its credentials or grants changed since the token was issued.
+    async fn current(&self, db: &Db, verified: &Verified) -> Result<Principal, AuthError> {
+        let claims = &verified.claims;
+        let who = match &verified.holder {
+            Holder::Anonymous => return Ok(Principal::Anonymous),
+            Holder::User { id, .. } => PrincipalRef::User(*id),
+            Holder::Robot { id, .. } => PrincipalRef::Robot(*id),
+        };
+        let state: TokenHolder = self.holders.read(db, who).await?.ok_or(TokenError::Revoked)?;
+        let active = !state.revoked && state.expires_at.is_none_or(|e| now() < e);
+        if !active || state.credentials_version != claims.cv || state.grants_version != claims.gv {
             return Err(TokenError::Revoked.into());
         }
-        Ok((principal, claims))
+        Ok(match &verified.holder {
+            Holder::Anonymous => Principal::Anonymous,
+            Holder::User { id, name } => Principal::User {
+                id: *id,
+                name: name.clone(),
+                system_admin: state.system_admin,
+                cv: state.credentials_version,
+                gv: state.grants_version,
+            },
+            Holder::Robot { id, tenant_id, login } => Principal::Robot {
+                id: *id,
+                tenant_id: *tenant_id,
+                login: login.clone(),
+                cv: state.credentials_version,
+                gv: state.grants_version,
+            },
+        })
     }
 }

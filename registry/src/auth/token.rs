@@ -40,9 +40,11 @@ impl Access {
     }
 }
 
-/// What a token says. `typ` tells access tokens from refresh tokens, and
-/// `cv` is the holder's credentials version: a password change or a robot
-/// token rotation bumps it and every older token stops working.
+/// What a token says. `typ` tells access tokens from refresh tokens, `cv`
+/// is the holder's credentials version (a password change, a robot token
+/// rotation or revocation bumps it, and every older token stops working),
+/// and `gv` its grants version (a role removed or lessened bumps it, and
+/// every older access token stops working).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claims {
     /// Issuer: the registry's public URL.
@@ -68,6 +70,9 @@ pub struct Claims {
     /// Credentials version of the subject when the token was issued.
     #[serde(default)]
     pub cv: i64,
+    /// Grants version of the subject when the token was issued.
+    #[serde(default)]
+    pub gv: i64,
 }
 
 fn access_typ() -> String {
@@ -100,12 +105,19 @@ pub enum TokenError {
     Revoked,
 }
 
+/// Seconds of clock skew allowed on `exp` and `nbf`.
+pub const LEEWAY_SECS: i64 = 5;
+
 /// Checks signature, algorithm, `kid`, audience, issuer and times of an access or refresh token.
 pub fn verify(keys: &KeyRing, token: &str, service: &str, issuer: &str) -> Result<Claims, TokenError> {
     verify_as(keys, token, service, issuer)
 }
 
 /// Checks any JWT this registry signs (tokens, P2P tickets) and decodes its claims.
+///
+/// Only ES256 is accepted, and only with a `kid` naming one of the
+/// registry's own keys in force: a key a token brings along or points at
+/// (`jwk`, `jku`, `x5u`, `x5c` headers) is never looked at.
 pub fn verify_as<T: serde::de::DeserializeOwned>(
     keys: &KeyRing,
     token: &str,
@@ -121,7 +133,7 @@ pub fn verify_as<T: serde::de::DeserializeOwned>(
     let mut validation = Validation::new(Algorithm::ES256);
     validation.set_audience(&[audience]);
     validation.set_issuer(&[issuer]);
-    validation.leeway = 5;
+    validation.leeway = LEEWAY_SECS as u64;
     validation.validate_nbf = true;
     validation.required_spec_claims =
         ["exp", "nbf", "iss", "aud", "sub"].into_iter().map(str::to_owned).collect::<HashSet<_>>();

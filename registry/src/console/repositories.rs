@@ -273,9 +273,10 @@ async fn start_preheat(state: &AppState, who: &SignedIn, form: &PreheatForm) -> 
             format!("{:?} is not a percentage: give a whole number from 1 to 100", form.percent),
         )
     })?;
-    let tenant = preheat::tenant_of(state, &name).await?;
-    let attempt = preheat::starting(&tenant, &form.cluster);
-    let access = access::tenant::<Manage>(state, &who.caller(), &tenant, Some(attempt)).await?;
+    // Refused in the same words whether the namespace exists or not, naming no tenant.
+    let attempt = |tenant: &str| preheat::starting(tenant, &form.cluster);
+    let access = access::tenant_of_namespace::<Manage>(state, &who.caller(), name.namespace(), attempt).await?;
+    let tenant = access.tenant().name.clone();
     let cluster = clusters::find(state, &access, &form.cluster).await?;
     let percent = Percent::new(percent)?;
     let job = preheat::start(state, &access, &cluster, &name, &form.tag, percent, PreheatTrigger::Console).await?;

@@ -84,6 +84,7 @@ impl FromRequestParts<AppState> for SignedIn {
                 name: user.username,
                 system_admin: user.system_admin,
                 cv: user.credentials_version,
+                gv: user.grants_version,
             },
             source: source_of(parts),
             csrf: session.csrf_token,

@@ -110,6 +110,8 @@ pub struct User {
     pub system_admin: bool,
     /// Bumped on every password change.
     pub credentials_version: i64,
+    /// Bumped whenever one of its roles is removed or lessened.
+    pub grants_version: i64,
 }
 
 /// A robot account row.
@@ -127,8 +129,10 @@ pub struct Robot {
     pub description: String,
     /// Hex SHA-256 of its token.
     pub token_sha256: String,
-    /// Bumped on every token rotation.
+    /// Bumped on every token rotation and on revocation.
     pub credentials_version: i64,
+    /// Bumped whenever one of its roles (its scopes) is removed or lessened.
+    pub grants_version: i64,
     /// Unix seconds after which it no longer authenticates.
     pub expires_at: Option<i64>,
     /// Unix seconds it was revoked at.
@@ -182,9 +186,25 @@ pub struct Accounts<'a> {
     pub(super) pool: &'a AnyPool,
 }
 
-const USER_COLUMNS: &str = "id, username, password_hash, system_admin, credentials_version FROM users";
+const USER_COLUMNS: &str = "id, username, password_hash, system_admin, credentials_version, grants_version FROM users";
 const ROBOT_COLUMNS: &str = "r.id, r.tenant_id, t.name, r.name, r.description, r.token_sha256, r.credentials_version, \
-     r.expires_at, r.revoked_at, r.created_at FROM robots r JOIN tenants t ON t.id = r.tenant_id";
+     r.expires_at, r.revoked_at, r.created_at, r.grants_version FROM robots r JOIN tenants t ON t.id = r.tenant_id";
+
+/// What an access token's holder must still match for the token to work,
+/// read on every request that presents one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenHolder {
+    /// The credentials version now.
+    pub credentials_version: i64,
+    /// The grants version now.
+    pub grants_version: i64,
+    /// A user who is the system administrator.
+    pub system_admin: bool,
+    /// A robot: Unix seconds it stops authenticating at, if ever.
+    pub expires_at: Option<i64>,
+    /// A robot: revoked.
+    pub revoked: bool,
+}
 
 fn user(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
     Ok(User {
@@ -193,6 +213,7 @@ fn user(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
         password_hash: r.try_get(2)?,
         system_admin: r.try_get::<i64, _>(3)? != 0,
         credentials_version: r.try_get(4)?,
+        grants_version: r.try_get(5)?,
     })
 }
 
@@ -208,6 +229,7 @@ fn robot(r: &sqlx::any::AnyRow) -> Result<Robot, sqlx::Error> {
         expires_at: r.try_get(7)?,
         revoked_at: r.try_get(8)?,
         created_at: r.try_get(9)?,
+        grants_version: r.try_get(10)?,
     })
 }
 
@@ -246,6 +268,47 @@ impl Accounts<'_> {
         let row =
             sqlx::query(&format!("SELECT {USER_COLUMNS} WHERE id = $1")).bind(id).fetch_optional(self.pool).await?;
         row.as_ref().map(user).transpose()
+    }
+
+    /// The state a token of user or robot `who` must still match; `None` once the account is gone.
+    pub async fn token_holder(&self, who: PrincipalRef) -> Result<Option<TokenHolder>, sqlx::Error> {
+        match who {
+            PrincipalRef::User(id) => {
+                let row =
+                    sqlx::query("SELECT credentials_version, grants_version, system_admin FROM users WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(self.pool)
+                        .await?;
+                row.map(|r| {
+                    Ok(TokenHolder {
+                        credentials_version: r.try_get(0)?,
+                        grants_version: r.try_get(1)?,
+                        system_admin: r.try_get::<i64, _>(2)? != 0,
+                        expires_at: None,
+                        revoked: false,
+                    })
+                })
+                .transpose()
+            }
+            PrincipalRef::Robot(id) => {
+                let row = sqlx::query(
+                    "SELECT credentials_version, grants_version, expires_at, revoked_at FROM robots WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(self.pool)
+                .await?;
+                row.map(|r| {
+                    Ok(TokenHolder {
+                        credentials_version: r.try_get(0)?,
+                        grants_version: r.try_get(1)?,
+                        system_admin: false,
+                        expires_at: r.try_get(2)?,
+                        revoked: r.try_get::<Option<i64>, _>(3)?.is_some(),
+                    })
+                })
+                .transpose()
+            }
+        }
     }
 
     /// Every user, by name.
@@ -334,15 +397,30 @@ impl Accounts<'_> {
         Ok(())
     }
 
-    /// Grants a role, replacing any role the principal held on the same tenant or namespace.
+    /// Grants a role, replacing any role the principal held on the same
+    /// tenant or namespace. A lesser role than the one replaced bumps the
+    /// principal's grants version in the same transaction, ending its access
+    /// tokens; returns true if it did.
     pub async fn bind(
         &self,
         who: PrincipalRef,
         tenant: TenantId,
         namespace: Option<NamespaceId>,
         role: Role,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        let previous: Option<String> = sqlx::query(
+            "SELECT role FROM role_bindings WHERE principal_kind = $1 AND principal_id = $2 AND tenant_id = $3 \
+             AND COALESCE(namespace_id, 0) = $4",
+        )
+        .bind(who.kind())
+        .bind(who.id())
+        .bind(tenant.0)
+        .bind(namespace.map_or(0, |n| n.0))
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
         unbind_in(&mut tx, who, tenant, namespace).await?;
         sqlx::query(
             "INSERT INTO role_bindings (principal_kind, principal_id, tenant_id, namespace_id, role, created_at) \
@@ -356,10 +434,16 @@ impl Accounts<'_> {
         .bind(now())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        let narrowed = previous.and_then(|p| p.parse::<Role>().ok()).is_some_and(|p| role < p);
+        if narrowed {
+            bump_grants_version(&mut tx, who).await?;
+        }
+        tx.commit().await?;
+        Ok(narrowed)
     }
 
-    /// Removes a role; true if there was one.
+    /// Removes a role, bumping the principal's grants version in the same
+    /// transaction so that its access tokens end; true if there was one.
     pub async fn unbind(
         &self,
         who: PrincipalRef,
@@ -368,6 +452,9 @@ impl Accounts<'_> {
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let n = unbind_in(&mut tx, who, tenant, namespace).await?;
+        if n > 0 {
+            bump_grants_version(&mut tx, who).await?;
+        }
         tx.commit().await?;
         Ok(n > 0)
     }
@@ -422,6 +509,15 @@ impl Accounts<'_> {
             })
             .collect()
     }
+}
+
+async fn bump_grants_version(tx: &mut sqlx::Transaction<'_, sqlx::Any>, who: PrincipalRef) -> Result<(), sqlx::Error> {
+    let table = match who {
+        PrincipalRef::User(_) => "UPDATE users SET grants_version = grants_version + 1 WHERE id = $1",
+        PrincipalRef::Robot(_) => "UPDATE robots SET grants_version = grants_version + 1 WHERE id = $1",
+    };
+    sqlx::query(table).bind(who.id()).execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn unbind_in(

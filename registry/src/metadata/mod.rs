@@ -24,7 +24,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use accounts::{Accounts, Binding, Member, PrincipalRef, Robot, Role, User};
+pub use accounts::{Accounts, Binding, Member, PrincipalRef, Robot, Role, TokenHolder, User};
 pub use audit::{AuditEvent, AuditFilter, AuditLog, NewAuditEvent};
 pub use blobs::{BlobRecord, Blobs};
 pub use clusters::{Cluster, ClusterId, Clusters};

@@ -15,7 +15,7 @@ pub(crate) struct Caller {
     /// The principal.
     pub principal: Principal,
     /// The bearer token's claims, when one was presented.
-    pub claims: Option<Claims>,
+    pub claims: Option<std::sync::Arc<Claims>>,
     /// Client address.
     pub source: String,
 }

@@ -2,14 +2,18 @@
 //! namespace's P2P switch is on, for a cluster's image-rewrite webhook, which
 //! moves only those images to the acceleration address. A cluster sees its
 //! own tenant's namespaces and public ones; any other is as good as absent.
+//! A cluster accelerates only its own tenant's namespaces (see the join), so
+//! another tenant's public namespace is never switched on for it: its images
+//! are pulled from the registry as they are.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use damselfly_core::ErrorCode;
 use serde::Serialize;
 
+use super::extract::P2pPath;
 use super::routes::ClusterCaller;
 use crate::error::{RegistryError, Result};
 use crate::state::AppState;
@@ -29,12 +33,13 @@ struct Acceleration {
 async fn acceleration(
     State(state): State<AppState>,
     ClusterCaller(cluster): ClusterCaller,
-    Path(name): Path<String>,
+    P2pPath(name): P2pPath<String>,
 ) -> Result<Json<Acceleration>> {
     let namespace = state.auth.policy.namespace(&state.db, &name).await?;
     match namespace {
         Some(n) if n.tenant_id == cluster.tenant_id || n.public => {
-            Ok(Json(Acceleration { namespace: n.name, p2p_enabled: n.p2p_enabled }))
+            let p2p_enabled = n.p2p_enabled && n.tenant_id == cluster.tenant_id;
+            Ok(Json(Acceleration { namespace: n.name, p2p_enabled }))
         }
         _ => Err(RegistryError::oci(
             ErrorCode::NameUnknown,

@@ -3,6 +3,7 @@
 //! serve pieces, and the seed itself, serving pieces from the blob store.
 
 pub mod acceleration;
+mod extract;
 pub mod install;
 mod routes;
 pub mod scheduler;

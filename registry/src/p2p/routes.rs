@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use damselfly_core::p2p::{
     HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse, PieceGeometry, PreheatReport,
@@ -20,6 +20,7 @@ use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
+use super::extract::{method_not_allowed, unknown_endpoint, P2pJson, P2pPath};
 use super::scheduler::{Blob, Plan, Scheduler};
 use super::stats::{Joining, Traffic};
 use super::ticket;
@@ -32,7 +33,9 @@ use crate::state::AppState;
 /// Lifetime of the tickets handed out with a join.
 const TICKET_TTL_SECS: i64 = 300;
 
-/// Every P2P route.
+/// Every P2P route: the agents' calls, the seed, the setup script and the
+/// webhook's question. Every answer that is not a success, even for a path
+/// or a method the API does not have, is an OCI error body.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/p2p/v1/agents", post(register))
@@ -43,6 +46,12 @@ pub fn router() -> Router<AppState> {
         .route("/p2p/v1/preheat/{job}/report", post(preheat_report))
         .route("/p2p/v1/seed/{digest}/pieces/{index}", get(seed_piece))
         .layer(Extension(Arc::new(HeldJoins::default())))
+        .merge(super::install::router())
+        .merge(super::acceleration::router())
+        .route("/p2p/v1", any(unknown_endpoint))
+        .route("/p2p/v1/", any(unknown_endpoint))
+        .route("/p2p/v1/{*rest}", any(unknown_endpoint))
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 /// Joins held open for agents with nothing to fetch, per cluster: a report
@@ -97,7 +106,7 @@ impl FromRequestParts<AppState> for ClusterCaller {
 async fn register(
     State(state): State<AppState>,
     ClusterCaller(cluster): ClusterCaller,
-    Json(req): Json<RegisterRequest>,
+    P2pJson(req): P2pJson<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>> {
     if req.ip.parse::<std::net::IpAddr>().is_err() || req.peer_port == 0 || req.node.is_empty() {
         return Err(RegistryError::oci(
@@ -109,7 +118,11 @@ async fn register(
     let agent_id = state.scheduler.register(cluster.id, &req);
     state.p2p_stats.heard_from(cluster.id, &agent_id, None, None);
     tracing::info!(cluster = cluster.name, tenant = cluster.tenant, node = req.node, agent_id, "agent registered");
-    Ok(Json(RegisterResponse { agent_id, heartbeat_secs: state.scheduler.heartbeat().as_secs() }))
+    Ok(Json(RegisterResponse {
+        agent_id,
+        heartbeat_secs: state.scheduler.heartbeat().as_secs(),
+        cluster: Some(cluster.id.0),
+    }))
 }
 
 /// `DELETE /p2p/v1/agents/{agent}`: an agent leaving (a stopping daemon, a
@@ -118,7 +131,7 @@ async fn register(
 async fn unregister(
     State(state): State<AppState>,
     ClusterCaller(cluster): ClusterCaller,
-    Path(agent): Path<String>,
+    P2pPath(agent): P2pPath<String>,
 ) -> Result<StatusCode> {
     if !state.scheduler.forget(cluster.id, &agent) {
         return Err(unknown_agent());
@@ -130,7 +143,7 @@ async fn unregister(
 async fn heartbeat(
     State(state): State<AppState>,
     ClusterCaller(cluster): ClusterCaller,
-    Path(agent): Path<String>,
+    P2pPath(agent): P2pPath<String>,
     body: axum::body::Bytes,
 ) -> Result<Response> {
     // Older agents send no body; a body that does not parse is ignored rather than
@@ -152,8 +165,8 @@ async fn heartbeat(
 async fn preheat_report(
     State(state): State<AppState>,
     ClusterCaller(cluster): ClusterCaller,
-    Path(job): Path<String>,
-    Json(req): Json<PreheatReport>,
+    P2pPath(job): P2pPath<String>,
+    P2pJson(req): P2pJson<PreheatReport>,
 ) -> Result<StatusCode> {
     if state.preheats.report(cluster.id, &job, &req.agent_id, req.ok, req.error) {
         Ok(StatusCode::NO_CONTENT)
@@ -170,11 +183,20 @@ fn unknown_agent() -> RegistryError {
 /// Admits the agent to the blob's swarm on behalf of its client: the
 /// client's token must grant `pull` on the repository, and the blob must
 /// belong to that repository. Nothing is revealed otherwise.
+///
+/// A cluster accelerates its own tenant's namespaces, those whose P2P switch
+/// is on, and no other: for any other repository, public ones of other
+/// tenants included, the answer is `passthrough` with no ticket, and the
+/// agent streams the bytes from the registry with the client's own rights,
+/// keeping nothing. Another tenant's blobs thus never enter this cluster's
+/// swarms or its nodes' caches, where they would outlive that tenant's
+/// choices (a namespace made private, an image deleted) out of its sight;
+/// preheat follows the same rule.
 async fn join(
     State(state): State<AppState>,
     Extension(held): Extension<Arc<HeldJoins>>,
     ClusterCaller(cluster): ClusterCaller,
-    Json(req): Json<JoinRequest>,
+    P2pJson(req): P2pJson<JoinRequest>,
 ) -> Result<Json<JoinResponse>> {
     let agent = state.scheduler.agent(cluster.id, &req.agent_id).ok_or_else(unknown_agent)?;
     let name: RepositoryName = req
@@ -198,20 +220,30 @@ async fn join(
     let blob = state.db.blobs().find_in_repository(name.as_str(), &req.digest).await?;
     let blob = blob.ok_or_else(|| oci::blob_unknown(&name, &req.digest))?;
     let namespace = state.auth.policy.namespace(&state.db, name.namespace()).await?;
-    let p2p_on = namespace.is_some_and(|n| n.p2p_enabled);
-    let shape = Blob { pieces: blob.pieces.digests().len(), piece_size: blob.pieces.piece_size() };
-    if p2p_on {
-        let joining = Joining { agent: &agent.id, pieces: shape.pieces, held: req.have.len() };
-        state.p2p_stats.joined(cluster.tenant_id, cluster.id, name.namespace(), req.digest, joining);
-    }
+    let p2p_on = namespace.is_some_and(|n| n.p2p_enabled && n.tenant_id == cluster.tenant_id);
     state.scheduler.load(cluster.id, &agent.id, req.uploading, req.fetching);
-    let (mode, plan) = if p2p_on {
-        (JoinMode::P2p, plan_held(&state.scheduler, &held, cluster.id, &agent.id, &req, shape).await)
-    } else {
-        (JoinMode::Passthrough, Plan::default())
-    };
+    if !p2p_on {
+        return Ok(Json(JoinResponse {
+            mode: JoinMode::Passthrough,
+            size: blob.size,
+            piece_size: blob.pieces.piece_size(),
+            piece_digests: Vec::new(),
+            parents: Vec::new(),
+            seed_pieces: Vec::new(),
+            availability: Vec::new(),
+            seed_url: String::new(),
+            ticket: String::new(),
+            ticket_expires_in: 0,
+            feeds: Vec::new(),
+            queued: false,
+        }));
+    }
+    let shape = Blob { pieces: blob.pieces.digests().len(), piece_size: blob.pieces.piece_size() };
+    let joining = Joining { agent: &agent.id, pieces: shape.pieces, held: req.have.len() };
+    state.p2p_stats.joined(cluster.tenant_id, cluster.id, name.namespace(), req.digest, joining);
+    let plan = plan_held(&state.scheduler, &held, cluster.id, &agent.id, &req, shape).await;
     // A brief join's agent holds the digests and a ticket: neither is made again.
-    let (piece_digests, ticket, ticket_expires_in) = if req.brief && p2p_on {
+    let (piece_digests, ticket, ticket_expires_in) = if req.brief {
         (Vec::new(), String::new(), 0)
     } else {
         let ticket = ticket::issue(&state.auth, &agent.id, cluster.id, req.digest, TICKET_TTL_SECS)
@@ -219,7 +251,7 @@ async fn join(
         (blob.pieces.digests().iter().map(Digest::hex).collect(), ticket, TICKET_TTL_SECS as u64)
     };
     Ok(Json(JoinResponse {
-        mode,
+        mode: JoinMode::P2p,
         size: blob.size,
         piece_size: blob.pieces.piece_size(),
         piece_digests,
@@ -264,7 +296,7 @@ async fn report(
     State(state): State<AppState>,
     Extension(held): Extension<Arc<HeldJoins>>,
     ClusterCaller(cluster): ClusterCaller,
-    Json(req): Json<ReportRequest>,
+    P2pJson(req): P2pJson<ReportRequest>,
 ) -> Result<StatusCode> {
     state.scheduler.agent(cluster.id, &req.agent_id).ok_or_else(unknown_agent)?;
     if state.scheduler.report(cluster.id, &req) {
@@ -282,7 +314,7 @@ async fn report(
 /// The seed: one piece of a blob, straight from the blob store, to a ticket holder.
 async fn seed_piece(
     State(state): State<AppState>,
-    Path((digest, index)): Path<(String, u32)>,
+    P2pPath((digest, index)): P2pPath<(String, u32)>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let digest: Digest = digest.parse().map_err(|e: damselfly_core::DigestError| oci::digest_invalid(e.to_string()))?;
@@ -294,6 +326,15 @@ async fn seed_piece(
     })?;
     let claims = ticket::verify(&state.auth, ticket, &digest)
         .map_err(|e| RegistryError::oci(ErrorCode::Denied, format!("ticket refused: {e}")))?;
+    // A ticket is good for one download of the agent it names: once that
+    // agent has left its cluster's swarms (it unregistered, fell silent, or
+    // this registry restarted), the ticket is a replay.
+    if state.scheduler.agent(ClusterId(claims.cluster), &claims.sub).is_none() {
+        return Err(RegistryError::oci(
+            ErrorCode::Denied,
+            "ticket refused: the agent it was issued to is no longer in its cluster's swarms; join again for a new one",
+        ));
+    }
     let blob = state.db.blobs().find(&digest).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
     let count = blob.pieces.digests().len();
     if index as usize >= count {
@@ -304,7 +345,7 @@ async fn seed_piece(
     let stream = state.blobs.read(&digest, start, len).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
     let metrics = state.metrics.clone();
     let stats = state.p2p_stats.clone();
-    let cluster = crate::metadata::ClusterId(claims.cluster);
+    let cluster = ClusterId(claims.cluster);
     let stream = stream.inspect(move |chunk| {
         if let Ok(c) = chunk {
             metrics.sent("seed", c.len() as u64);

@@ -114,15 +114,22 @@ impl Caller {
     /// The caller's roles in one tenant.
     pub async fn standing(&self, state: &AppState, tenant: TenantId) -> Result<Standing> {
         if self.principal.is_system_admin() {
-            return Ok(Standing { tenant_role: Some(Role::Owner), namespace_roles: Vec::new(), own_robot: false });
+            return Ok(self.standing_in(&[], tenant));
         }
-        let bindings = self.bindings(state).await?;
+        Ok(self.standing_in(&self.bindings(state).await?, tenant))
+    }
+
+    /// The caller's roles in one tenant, among `bindings` (theirs, from [`Caller::bindings`]).
+    fn standing_in(&self, bindings: &[Binding], tenant: TenantId) -> Standing {
+        if self.principal.is_system_admin() {
+            return Standing { tenant_role: Some(Role::Owner), namespace_roles: Vec::new(), own_robot: false };
+        }
         let in_tenant = bindings.iter().filter(|b| b.tenant_id == tenant);
-        Ok(Standing {
+        Standing {
             tenant_role: in_tenant.clone().filter(|b| b.namespace_id.is_none()).map(|b| b.role).max(),
             namespace_roles: in_tenant.filter_map(|b| b.namespace_id.map(|n| (n, b.role))).collect(),
             own_robot: matches!(self.principal, Principal::Robot { tenant_id, .. } if tenant_id == tenant),
-        })
+        }
     }
 }
 
@@ -296,9 +303,12 @@ pub async fn tenant<N: Need>(
         let standing = caller.standing(state, tenant.id).await?;
         return Ok(admitted(tenant, standing, attempt));
     }
+    // The caller's roles are read whether the tenant exists or not, so that
+    // a refusal takes as long either way.
+    let bindings = caller.bindings(state).await?;
     let mut tenant_id = None;
     if let Some(tenant) = found {
-        let standing = caller.standing(state, tenant.id).await?;
+        let standing = caller.standing_in(&bindings, tenant.id);
         let enough = if N::MANAGE { standing.administers() } else { standing.is_member() };
         if enough {
             return Ok(admitted(tenant, standing, attempt));
@@ -316,6 +326,45 @@ pub async fn tenant<N: Need>(
         format!("{} has no role in tenant {name}; ask one of its owners for one", caller.actor())
     });
     Err(caller.refused(state, attempt.as_ref(), tenant_id, error).await)
+}
+
+/// The tenant that owns namespace `name`, checked like [`tenant`], for what is
+/// done to a namespace's repositories with a role on its whole tenant
+/// (preheat). A caller who may not is refused in the same words whether the
+/// namespace exists or not, naming neither its tenant nor whether it has one.
+/// The attempt is named for the tenant (`attempt` is given its name; the
+/// namespace's when there is none) and recorded if refused.
+pub async fn tenant_of_namespace<N: Need>(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    attempt: impl Fn(&str) -> Attempt,
+) -> Result<TenantAccess<N>> {
+    let namespace = state.db.tenancy().namespace(name).await?;
+    if caller.principal.is_system_admin() {
+        let namespace = namespace.ok_or_else(|| {
+            Error::not_found(Thing::Namespace, format!("namespace {name} does not exist"))
+                .then("create it", Place::NewNamespace)
+        })?;
+        return tenant(state, caller, &namespace.tenant, Some(attempt(&namespace.tenant))).await;
+    }
+    let bindings = caller.bindings(state).await?;
+    let (mut tenant_id, mut refused) = (None, attempt(name));
+    if let Some(ns) = namespace {
+        let standing = caller.standing_in(&bindings, ns.tenant_id);
+        let enough = if N::MANAGE { standing.administers() } else { standing.is_member() };
+        if enough {
+            return tenant(state, caller, &ns.tenant, Some(attempt(&ns.tenant))).await;
+        }
+        (tenant_id, refused) = (Some(ns.tenant_id), attempt(&ns.tenant));
+    }
+    // The same words whether the namespace exists or not.
+    let error = Error::Denied(format!(
+        "this takes the {} role on the tenant of namespace {name}, which {} does not hold; ask one of its owners",
+        if N::MANAGE { "admin or owner" } else { "any" },
+        caller.actor()
+    ));
+    Err(caller.refused(state, Some(&refused), tenant_id, error).await)
 }
 
 /// Proof that the caller may read (`N` = [`Read`]) or manage ([`Manage`]) a namespace.
@@ -364,9 +413,11 @@ pub async fn namespace<N: Need>(
         })?;
         return Ok(admitted(namespace, attempt));
     }
+    // As for a tenant: the caller's roles are read whether the namespace exists or not.
+    let bindings = caller.bindings(state).await?;
     let mut tenant = None;
     if let Some(ns) = found {
-        let role = caller.standing(state, ns.tenant_id).await?.role_on(ns.id);
+        let role = caller.standing_in(&bindings, ns.tenant_id).role_on(ns.id);
         let enough = if N::MANAGE { role >= Some(Role::Admin) } else { role.is_some() || ns.public };
         if enough {
             return Ok(admitted(ns, attempt));
