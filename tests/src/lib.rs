@@ -7,6 +7,7 @@
 //! script in `scripts/test.sh` does that.
 
 pub mod containerd;
+pub mod fuzz;
 pub mod http;
 pub mod image;
 pub mod jwt;
