@@ -13,6 +13,7 @@ pub mod image;
 pub mod jwt;
 pub mod kubernetes;
 pub mod netns;
+pub mod postgres;
 pub mod seaweedfs;
 pub mod workstation;
 use std::net::TcpListener;
