@@ -10,7 +10,8 @@
 //! - a 100 MiB manifest, with a length or chunked: `413` with the OCI error
 //!   body, after at most the manifest limit (4 MiB) is read;
 //! - JSON nested 10,000 deep (and 2,000,000 deep) in a manifest, in the
-//!   management API and in the P2P API: `400` with each API's error body,
+//!   management API and in the P2P API: `400` (`422` in the P2P API, as for any body of the
+//!   wrong shape) with each API's error body,
 //!   or, where the nesting sits in a field the manifest may carry unknown,
 //!   the manifest stored byte for byte as the OCI image spec asks;
 //! - a repository with 50,000 tags: the tag list comes in pages of at most
@@ -363,7 +364,8 @@ async fn json_nested_10000_deep_gets_each_apis_error(backend: Backend) {
         let r = http.send(request.body(body)).await;
         assert_eq!(r.status_and_code(), (400, Some("INVALID_REQUEST".into())), "{method} {api_path}: {}", r.text());
     }
-    // The P2P API: 400 with an OCI error body.
+    // The P2P API: an OCI error body, 422 as for any body of the wrong shape (the nesting sits where a
+    // string or nothing is expected, so it is refused at its first bracket).
     let token = reg.register_cluster("edge").await;
     for p2p_path in ["/p2p/v1/agents", "/p2p/v1/swarms/join", "/p2p/v1/swarms/report"] {
         let request = http
@@ -371,7 +373,7 @@ async fn json_nested_10000_deep_gets_each_apis_error(backend: Backend) {
             .header("authorization", format!("Cluster {token}"))
             .header("content-type", "application/json");
         let r = http.send(request.body(format!(r#"{{"agent_id":{deep}}}"#))).await;
-        assert_eq!(r.status_and_code(), (400, Some("UNSUPPORTED".into())), "{p2p_path}: {}", r.text());
+        assert_eq!(r.status_and_code(), (422, Some("UNSUPPORTED".into())), "{p2p_path}: {}", r.text());
     }
     assert_eq!(http.get(&Cred::Anonymous, "/healthz").await.status, 200);
     client.served("deeply nested JSON", attack).await;
