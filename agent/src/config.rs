@@ -5,7 +5,7 @@
 //! out of the file takes it too.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
@@ -173,17 +173,23 @@ impl Config {
     /// The settings in force: `flags` (as clap parsed them, environment
     /// included, into `matches`) over the `--config` file over the defaults.
     pub fn load(flags: Config, matches: &ArgMatches) -> Result<Config> {
-        let config = match &flags.config {
-            None => flags,
+        match flags.config.clone() {
+            None => flags.settled(),
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| Error::ConfigRead { path: path.clone(), source })?;
-                let file: Config =
-                    toml::from_str(&text).map_err(|source| Error::ConfigInvalid { path: path.clone(), source })?;
-                file.overridden_by(flags, matches)
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| Error::ConfigRead { path: path.clone(), source })?;
+                Config::with_file(flags, matches, &path, &text)
             }
-        };
-        config.settled()
+        }
+    }
+
+    /// The settings in force when the `--config` file at `path` holds
+    /// `text`: [`Config::load`] once the file is read. Public so that the
+    /// fuzz target `agent_config` can hand it any text.
+    pub fn with_file(flags: Config, matches: &ArgMatches, path: &Path, text: &str) -> Result<Config> {
+        let file: Config =
+            toml::from_str(text).map_err(|source| Error::ConfigInvalid { path: path.to_path_buf(), source })?;
+        file.overridden_by(flags, matches).settled()
     }
 
     /// These settings (from the file) with every value that `flags` took

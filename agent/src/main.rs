@@ -3,9 +3,7 @@
 //! blobs from peers and the registry's seed, verifying every piece.
 
 mod cache;
-mod config;
 mod daemon;
-mod error;
 mod get;
 mod image;
 mod metrics;
@@ -19,6 +17,9 @@ mod supernode;
 mod webhook;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+// The settings and the error type are the library's (src/lib.rs), so the
+// fuzz targets read a config file with the same code.
+use damselfly_agent::{config, error};
 
 use crate::config::{Config, LogFormat};
 use crate::error::{Error, Report};

@@ -57,6 +57,10 @@ pub struct Config {
     /// Largest manifest accepted, in bytes; larger ones get `413`.
     #[arg(long, env = "DAMSELFLY_MAX_MANIFEST_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_manifest_bytes: usize,
+    /// Seconds a client has to send a request's headers (and an idle keep-alive connection is kept); a
+    /// client that takes longer is disconnected, so trickled headers cannot hold connections open.
+    #[arg(long, env = "DAMSELFLY_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub header_read_timeout_secs: u64,
     /// Size in bytes of the pieces whose SHA-256 is recorded for every blob.
     #[arg(long, env = "DAMSELFLY_PIECE_SIZE", default_value_t = damselfly_core::PIECE_SIZE)]
     pub piece_size: u64,
@@ -343,6 +347,7 @@ mod tests {
             database_url = "postgres://d@db/d"
             public_url = "https://r.example.com"
             max_manifest_bytes = 1234
+            header_read_timeout_secs = 4
             piece_size = 65536
             p2p_stripes = 0
             database_max_connections = 3
@@ -381,6 +386,7 @@ mod tests {
             database_url: Some("postgres://d@db/d".into()),
             public_url: Some("https://r.example.com".into()),
             max_manifest_bytes: 1234,
+            header_read_timeout_secs: 4,
             piece_size: 65536,
             p2p_stripes: 0,
             database_max_connections: 3,
@@ -418,6 +424,7 @@ mod tests {
             database_url,
             public_url,
             max_manifest_bytes,
+            header_read_timeout_secs,
             piece_size,
             p2p_stripes,
             database_max_connections,
@@ -441,6 +448,7 @@ mod tests {
         assert_ne!(database_url, all.database_url);
         assert_ne!(public_url, all.public_url);
         assert_ne!(max_manifest_bytes, all.max_manifest_bytes);
+        assert_ne!(header_read_timeout_secs, all.header_read_timeout_secs);
         assert_ne!(piece_size, all.piece_size);
         assert_ne!(p2p_stripes, all.p2p_stripes);
         assert_ne!(database_max_connections, all.database_max_connections);

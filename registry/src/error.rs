@@ -38,6 +38,9 @@ pub struct OciError {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+/// What a `503` asks the client to wait before retrying, in seconds.
+const RETRY_AFTER_SECS: &str = "5";
+
 /// Shorthand for handler results.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
@@ -91,6 +94,18 @@ impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         let oci = match self {
             RegistryError::Oci(e) => *e,
+            RegistryError::Database(e) if crate::metadata::is_unreachable(&e) => {
+                tracing::error!(error = %e, "metadata database unreachable");
+                OciError {
+                    code: ErrorCode::InternalError,
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: "the registry's metadata database is unreachable; nothing was changed by this request, \
+                              retry in a few seconds"
+                        .into(),
+                    detail: serde_json::Value::Null,
+                    headers: vec![(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS))],
+                }
+            }
             other => {
                 // Internal detail goes to the log, not to the client.
                 tracing::error!(error = %other, "request failed");

@@ -123,11 +123,46 @@ pub async fn serve(
         state.p2p_stats.clone(),
         std::time::Duration::from_secs(state.config.traffic_sample_secs),
     ));
+    let header_timeout = std::time::Duration::from_secs(state.config.header_read_timeout_secs.max(1));
     let app = router(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors, say: the connections being served
+                // go on, and new ones are taken again in a moment.
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not accept a connection; trying again in 1 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            tower::ServiceExt::oneshot(app.clone(), request)
+        });
+        // hyper answers headers over ~400 KiB or of more than 100 fields
+        // with 431, and bad request lines with 400, before any handler runs.
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %remote, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
     janitor.abort();
     key_refresh.abort();
     forget_agents.abort();

@@ -7,11 +7,13 @@
 //! script in `scripts/test.sh` does that.
 
 pub mod containerd;
+pub mod fuzz;
 pub mod http;
 pub mod image;
 pub mod jwt;
 pub mod kubernetes;
 pub mod netns;
+pub mod postgres;
 pub mod seaweedfs;
 pub mod workstation;
 use std::net::TcpListener;

@@ -1,12 +1,12 @@
 //! The receiving end of a stripe feed: one parent of the swarm's stripe
 //! trees streams this agent a stripe's pieces as it gets them (see
-//! [`damselfly_core::p2p::FeedRequest`]). The task here only cuts the
-//! stream into pieces; the fetch loop verifies each before it is kept.
+//! [`damselfly_core::p2p::FeedRequest`]). The task here cuts the stream
+//! into pieces ([`FeedFrames`]); the fetch loop verifies each before it is kept.
 
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
-use damselfly_core::p2p::{stripe_of, FeedRequest, TICKET_AUTH_SCHEME};
+use bytes::Bytes;
+use damselfly_core::p2p::{FeedFrames, FeedRequest, TICKET_AUTH_SCHEME};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{Download, STALL_TIMEOUT};
@@ -91,36 +91,18 @@ async fn receive(
         return Err(broken(format!("answered {}", r.status())));
     }
     let layout = &spec.download.layout;
-    let (pieces, stripes, stripe) = (layout.pieces(), spec.request.stripes, spec.request.stripe);
+    let mut frames = FeedFrames::new(layout.geometry(), spec.request.stripes, spec.request.stripe);
     let mut body = r.bytes_stream();
-    let mut buf = BytesMut::new();
-    // The piece being received, and its length.
-    let mut current: Option<(u32, usize)> = None;
     loop {
-        loop {
-            match current {
-                None if buf.len() >= 4 => {
-                    let i = buf.get_u32();
-                    if i >= pieces || stripe_of(i, stripes as usize) != stripe as usize {
-                        return Err(broken(format!(
-                            "sent piece {i}, which is not one of stripe {stripe} of {stripes}"
-                        )));
-                    }
-                    current = Some((i, layout.span(i).1 as usize));
-                }
-                Some((i, len)) if buf.len() >= len => {
-                    if !send(FeedItem::Piece(i, buf.split_to(len).freeze())) {
-                        return Ok(());
-                    }
-                    current = None;
-                }
-                _ => break,
+        while let Some((i, piece)) = frames.next_piece().map_err(|e| broken(e.to_string()))? {
+            if !send(FeedItem::Piece(i, piece)) {
+                return Ok(());
             }
         }
         // Between pieces the parent may be waiting for its own next piece;
         // within one, it has the bytes and silence is a stall.
-        let next = if current.is_some() || !buf.is_empty() {
-            let held = buf.len();
+        let next = if frames.mid_frame() {
+            let held = frames.held();
             tokio::time::timeout(STALL_TIMEOUT, body.next())
                 .await
                 .map_err(|_| broken(format!("stalled for {} s in a piece ({held} bytes)", STALL_TIMEOUT.as_secs())))?
@@ -130,10 +112,10 @@ async fn receive(
         match next {
             Some(Ok(chunk)) => {
                 limit.take(chunk.len() as u64).await;
-                buf.extend_from_slice(&chunk);
+                frames.extend(&chunk);
             }
             Some(Err(e)) => return Err(broken(e.to_string())),
-            None if current.is_none() && buf.is_empty() => return Ok(()),
+            None if !frames.mid_frame() => return Ok(()),
             None => return Err(broken("the feed ended in the middle of a piece".into())),
         }
     }

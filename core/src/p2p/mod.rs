@@ -9,11 +9,13 @@
 //! The contract both sides hold to lives here too: the ticket's claims,
 //! and how a blob is cut into pieces ([`BlobLayout`], [`PieceGeometry`]).
 
+mod feed;
 mod pieces;
 mod ticket;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::feed::{FeedFrames, FrameError};
 pub use self::pieces::{bitmap_from_hex, bitmap_hex, stripe_len, stripe_of, BlobLayout, LayoutError, PieceGeometry};
 pub use self::ticket::{TicketClaims, TICKET_AUDIENCE};
 use crate::Digest;

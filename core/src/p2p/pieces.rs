@@ -72,6 +72,14 @@ pub enum LayoutError {
     /// A blob with bytes has no piece size.
     #[error("a blob of {0} bytes cannot be cut into pieces of 0 bytes")]
     NoPieceSize(u64),
+    /// The size and piece size make more pieces than a piece index numbers.
+    #[error("a blob of {size} bytes in pieces of {piece_size} has more than 2^32 pieces")]
+    TooManyPieces {
+        /// Blob size.
+        size: u64,
+        /// Piece size.
+        piece_size: u64,
+    },
     /// The number of piece digests does not match the size and piece size.
     #[error(
         "{digests} piece digests for a blob of {size} bytes in pieces of {piece_size}, which makes {pieces} pieces"
@@ -94,6 +102,10 @@ impl BlobLayout {
         let geometry = PieceGeometry { size, piece_size };
         if piece_size == 0 && size > 0 {
             return Err(LayoutError::NoPieceSize(size));
+        }
+        // count() numbers pieces with a u32, as the wire does.
+        if piece_size > 0 && size.div_ceil(piece_size) > u64::from(u32::MAX) {
+            return Err(LayoutError::TooManyPieces { size, piece_size });
         }
         if piece_digests.len() != geometry.count() as usize {
             return Err(LayoutError::Count {
@@ -238,6 +250,11 @@ mod tests {
             Err(LayoutError::Count { digests: 2, size: 10, piece_size: 4, pieces: 3 })
         );
         assert_eq!(BlobLayout::new(10, 0, Vec::new()), Err(LayoutError::NoPieceSize(10)));
+        // Found by the fuzz target p2p_wire: the count wrapped, and one digest passed for 2^32 + 1 pieces.
+        assert_eq!(
+            BlobLayout::new((1 << 32) + 1, 1, vec![Digest::of(b"x")]),
+            Err(LayoutError::TooManyPieces { size: (1 << 32) + 1, piece_size: 1 })
+        );
         let bad = serde_json::json!({"size": 4, "piece_size": 4, "piece_digests": ["XYZ"]});
         assert!(serde_json::from_value::<BlobLayout>(bad).is_err(), "a digest that is not hex is refused");
     }

@@ -27,7 +27,8 @@ pub struct AuditQuery {
     pub since: Option<i64>,
     /// Only events after this event id: pass the last id of a page to get the next.
     pub after: Option<i64>,
-    /// At most this many events: 1 to 1000, 100 if absent.
+    /// At most this many events (no more than 1000 are returned); 100 if absent.
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
 }
 

@@ -29,6 +29,7 @@ pub struct CreatedCluster {
 #[serde(deny_unknown_fields)]
 pub struct NewCluster {
     /// `[a-z0-9]+([._-][a-z0-9]+)*`, at most 64 characters.
+    #[schema(pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*$", min_length = 1, max_length = 64)]
     pub name: String,
 }
 
@@ -43,6 +44,7 @@ pub struct NewCluster {
         (status = 200, description = "Clusters by name", body = [Cluster]),
         (status = 401, description = "No or bad credentials", body = ErrorBody),
         (status = 403, description = "Not an admin or owner of the tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant (system administrator only)", body = ErrorBody),
     )
 )]
 pub async fn list(
@@ -67,6 +69,7 @@ pub async fn list(
         (status = 400, description = "Invalid name or body", body = ErrorBody),
         (status = 401, description = "No or bad credentials", body = ErrorBody),
         (status = 403, description = "Not an admin or owner of the tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant (system administrator only)", body = ErrorBody),
         (status = 409, description = "The tenant has a cluster of that name", body = ErrorBody),
     )
 )]

@@ -14,6 +14,7 @@ mod caller;
 mod clusters;
 pub mod error;
 mod keys;
+mod links;
 mod members;
 mod namespaces;
 mod preheat;
@@ -31,6 +32,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::state::AppState;
 use error::{ApiError, ApiResult};
+use links::Links;
 
 /// Every route of the management API, at its full path.
 pub fn router() -> Router<AppState> {
@@ -97,7 +99,7 @@ pub fn router() -> Router<AppState> {
         keys::rotate,
     ),
     components(schemas(error::ErrorBody, error::ErrorEntry)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &LoginThrottle, &Links),
     security(("basic" = []), ("bearer" = [])),
     tags(
         (name = "tenants", description = "Tenants own namespaces, members and robots."),
@@ -123,6 +125,37 @@ impl Modify for SecuritySchemes {
             "bearer",
             SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
+    }
+}
+
+/// Every operation that takes credentials may answer `429`: Basic
+/// credentials are checked, and failed logins throttled, on each of them.
+struct LoginThrottle;
+
+impl Modify for LoginThrottle {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder};
+        let throttled = ResponseBuilder::new()
+            .description("Too many failed logins from this name or address; wait the seconds Retry-After says")
+            .header(
+                "Retry-After",
+                HeaderBuilder::new().schema(ObjectBuilder::new().schema_type(utoipa::openapi::Type::Integer)).build(),
+            )
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                // Only the document itself is public (`security: [{}]`).
+                let public = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                if !public {
+                    operation.responses.responses.insert("429".to_owned(), throttled.clone().into());
+                }
+            }
+        }
     }
 }
 

@@ -48,6 +48,7 @@ impl From<namespaces::Namespace> for Namespace {
 #[serde(deny_unknown_fields)]
 pub struct NewNamespace {
     /// `[a-z0-9]+([._-][a-z0-9]+)*`, at most 64 characters, unique across tenants.
+    #[schema(pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*$", min_length = 1, max_length = 64)]
     pub name: String,
     /// Let anyone pull; private unless given.
     #[serde(default)]

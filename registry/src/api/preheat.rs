@@ -12,7 +12,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::{Body, PathParams};
 use crate::services::access::{self, Caller, Manage};
 use crate::services::preheat::{self, Percent, PreheatJob, PreheatTrigger};
-use crate::services::{clusters, Result};
+use crate::services::{clusters, number, Result};
 use crate::state::AppState;
 
 /// The body of `POST …/preheat`.
@@ -20,11 +20,17 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct NewPreheat {
     /// The repository, e.g. `team-a/app`; its namespace must belong to the tenant and have P2P on.
+    #[schema(
+        pattern = r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$",
+        min_length = 1,
+        max_length = 255
+    )]
     pub repository: String,
     /// The tag whose config and layers are fetched.
     pub tag: String,
     /// Share of the cluster's online agents to preheat, 1 to 100 (rounded up to whole nodes); 100 if absent.
-    #[serde(default = "all")]
+    #[serde(default = "all", deserialize_with = "number::whole")]
+    #[schema(minimum = 1, maximum = 100)]
     pub percent: u8,
 }
 

@@ -13,6 +13,7 @@ use super::error::{ApiResult, ErrorBody};
 use super::{Body, PathParams};
 use crate::services::access::{self, Caller, Manage};
 use crate::services::names::Name;
+use crate::services::number;
 use crate::services::robots::{self, CreatedRobot, Robot, Scope};
 use crate::state::AppState;
 
@@ -30,11 +31,15 @@ pub struct RotatedToken {
 #[serde(deny_unknown_fields)]
 pub struct NewRobot {
     /// `[a-z0-9]+([._-][a-z0-9]+)*`, at most 64 characters, unique in the tenant.
+    #[schema(pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*$", min_length = 1, max_length = 64)]
     pub name: String,
-    /// What it is for.
+    /// What it is for, at most 1024 characters.
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub description: String,
-    /// Seconds until it stops logging in; absent for never.
+    /// Seconds until it stops logging in, at most ten years; absent for never.
+    #[serde(default, deserialize_with = "number::whole_or_null")]
+    #[schema(minimum = 1, maximum = 315_360_000_i64)]
     pub expires_in_secs: Option<i64>,
     /// Its roles in this tenant.
     #[serde(default)]

@@ -46,6 +46,7 @@ pub struct TenantDetail {
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     /// `[a-z0-9]+([._-][a-z0-9]+)*`, at most 64 characters.
+    #[schema(pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*$", min_length = 1, max_length = 64)]
     pub name: String,
 }
 

@@ -27,8 +27,10 @@ pub struct User {
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// `[a-z0-9]+([._-][a-z0-9]+)*`, at most 64 characters.
+    #[schema(pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*$", min_length = 1, max_length = 64)]
     pub username: String,
-    /// At least 8 characters.
+    /// 8 to 1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
     /// Make a system administrator.
     #[serde(default)]
@@ -39,7 +41,8 @@ pub struct NewUser {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
-    /// At least 8 characters.
+    /// 8 to 1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
 }
 

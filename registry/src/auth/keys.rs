@@ -136,6 +136,18 @@ impl KeyRing {
         Ok(ring)
     }
 
+    /// A ring of one active key (a P-256 key in PKCS#8 DER) and no database,
+    /// for checking tokens where no registry runs: the fuzz target `jwt`
+    /// verifies with the same code the registry does.
+    pub fn single(kid: &str, pkcs8: &[u8]) -> Result<KeyRing, KeyError> {
+        let key = load(kid, pkcs8, false)?;
+        Ok(KeyRing {
+            keys: RwLock::new(HashMap::from([(kid.to_owned(), key)])),
+            active: RwLock::new(Some(kid.to_owned())),
+            verify_grace: 0,
+        })
+    }
+
     /// Re-reads the keys from the database.
     pub async fn reload(&self, db: &Db) -> Result<(), KeyError> {
         let stored = db.signing_keys().usable(now() - self.verify_grace).await?;

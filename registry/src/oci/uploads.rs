@@ -206,7 +206,7 @@ async fn open_session(
     // an S3 session is always taken from its saved state, which costs no S3 call.
     let current = guard.as_ref().is_some_and(|u| u.len() == row.length && row.store_state.is_none());
     if !current {
-        *guard = state.blobs.load_upload(id, row.store_state.as_deref()).await?;
+        *guard = state.blobs.load_upload(id, row.store_state.as_deref(), row.length).await?;
         if guard.is_none() {
             return Err(oci::upload_unknown(id));
         }

@@ -38,7 +38,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Why a script-facing request was refused: its status and a sentence for the person at the terminal.
-struct Refusal(StatusCode, String);
+#[derive(Debug)]
+pub struct Refusal(StatusCode, String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0, self.1)
+    }
+}
 
 impl Refusal {
     fn bad_choice(message: String) -> Refusal {
@@ -141,16 +148,30 @@ async fn install_script(State(state): State<AppState>, headers: HeaderMap, RawQu
     }
 }
 
-async fn setup_script(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<String, Refusal> {
-    let (cluster, token) = cluster_of(state, headers).await?;
+/// The setup a cluster owner asked for, checked: every value is one the
+/// nodes and the script can use as it is.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Chosen {
+    /// The address workloads pull from.
+    pub acceleration_host: String,
+    /// The agent's image.
+    pub agent_image: String,
+    /// The agents' cache limit in bytes.
+    pub cache_max_bytes: u64,
+}
+
+/// Reads and checks the query string of `GET /p2p/v1/install.sh` for the
+/// registry at `registry_url`, whose own acceleration host is
+/// `default_acceleration_host`. A query that does not parse or a value the
+/// nodes could not use is a `400` refusal that says what to give instead.
+pub fn choose(query: Option<&str>, registry_url: &str, default_acceleration_host: String) -> Result<Chosen, Refusal> {
     let choices: Choices = parsed(query)?;
-    let registry_url = state.auth.issuer.trim_end_matches('/').to_owned();
-    let registry = RegistryUrl::parse(&registry_url)
+    let registry = RegistryUrl::parse(registry_url)
         .map_err(|e| Refusal::failed(format!("the registry's public URL cannot be used: {e}")))?;
     // The registry's own acceleration host (its console shows pull commands for it) unless the owner chose one.
-    let acceleration_host = choices.acceleration_host.unwrap_or_else(|| state.config.acceleration_host());
+    let acceleration_host = choices.acceleration_host.unwrap_or(default_acceleration_host);
     // Checked the way node-setup checks it, so a script never fails on the nodes for it.
-    NodeSetup::new(&registry_url, Some(&acceleration_host), "127.0.0.1:65001", Vec::new())
+    NodeSetup::new(registry_url, Some(&acceleration_host), "127.0.0.1:65001", Vec::new())
         .map_err(|e| Refusal::bad_choice(format!("acceleration_host: {e}")))?;
     let agent_image = choices
         .agent_image
@@ -163,6 +184,17 @@ async fn setup_script(state: &AppState, headers: &HeaderMap, query: Option<&str>
             "agent_image `{agent_image}` is not an image reference: give it as host/repository:tag or host/repository@sha256:…"
         )));
     }
+    Ok(Chosen {
+        acceleration_host,
+        agent_image,
+        cache_max_bytes: choices.cache_max_bytes.unwrap_or(DEFAULT_CACHE_MAX_BYTES),
+    })
+}
+
+async fn setup_script(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<String, Refusal> {
+    let (cluster, token) = cluster_of(state, headers).await?;
+    let registry_url = state.auth.issuer.trim_end_matches('/').to_owned();
+    let chosen = choose(query, &registry_url, state.config.acceleration_host())?;
     let registry_ca = match &state.config.public_ca_file {
         Some(path) => Some(tokio::fs::read_to_string(path).await.map_err(|e| {
             Refusal::failed(format!("cannot read the public CA file {} (public_ca_file): {e}", path.display()))
@@ -174,9 +206,9 @@ async fn setup_script(state: &AppState, headers: &HeaderMap, query: Option<&str>
         registry_ca,
         cluster: format!("{}/{}", cluster.tenant, cluster.name),
         cluster_token: token,
-        acceleration_host,
-        agent_image,
-        cache_max_bytes: choices.cache_max_bytes.unwrap_or(DEFAULT_CACHE_MAX_BYTES),
+        acceleration_host: chosen.acceleration_host,
+        agent_image: chosen.agent_image,
+        cache_max_bytes: chosen.cache_max_bytes,
     };
     tracing::info!(cluster = setup.cluster, "setup script served");
     Ok(script(&setup))

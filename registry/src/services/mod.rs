@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod members;
 pub mod names;
 pub mod namespaces;
+pub mod number;
 pub mod preheat;
 pub mod repositories;
 pub mod robots;

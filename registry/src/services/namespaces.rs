@@ -38,7 +38,8 @@ pub struct PreheatTarget {
     /// A cluster of the namespace's tenant.
     pub cluster: String,
     /// Share of its online agents, 1 to 100 (rounded up to whole nodes); 100 if absent.
-    #[serde(default = "all_agents")]
+    #[serde(default = "all_agents", deserialize_with = "super::number::whole")]
+    #[schema(minimum = 1, maximum = 100)]
     pub percent: u8,
 }
 

@@ -32,7 +32,17 @@ pub struct Scope {
     #[serde(default)]
     pub namespace: Option<String>,
     /// Any role but `owner`.
+    #[schema(schema_with = robot_role)]
     pub role: Role,
+}
+
+/// The roles a robot may hold, for the OpenAPI document.
+fn robot_role() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["admin", "developer", "viewer"]))
+        .description(Some("Any role but `owner`."))
+        .build()
 }
 
 /// A robot account.

@@ -46,21 +46,23 @@ pub async fn expire_idle(state: &AppState) -> Result<usize, sqlx::Error> {
     Ok(expired)
 }
 
-/// Aborts multipart uploads and deletes upload objects older than the TTL
-/// that no session owns (S3 only; the filesystem clears its leftovers at start).
+/// Removes what interrupted uploads left behind that no session owns and
+/// that is older than the TTL: multipart uploads and upload objects in S3,
+/// session files on the filesystem (a crash between creating a session's
+/// storage and recording the session leaves those).
 pub async fn sweep_orphans(state: &AppState) -> Result<OrphanSweep, String> {
-    let BlobStore::S3(s3) = &state.blobs else {
-        return Ok(OrphanSweep::default());
-    };
     let ttl = Duration::from_secs(state.config.upload_ttl_secs);
     // A session the database cannot vouch for right now is kept, and looked at again next round.
     let live = |id: String| async move { state.db.uploads().exists(&id).await.unwrap_or(true) };
-    let sweep = s3.sweep_orphans(ttl, live).await?;
+    let sweep = match &state.blobs {
+        BlobStore::S3(s3) => s3.sweep_orphans(ttl, live).await?,
+        BlobStore::Filesystem(fs) => fs.sweep_orphans(ttl, live).await?,
+    };
     if sweep != OrphanSweep::default() {
         tracing::info!(
             aborted = sweep.aborted,
             deleted = sweep.deleted,
-            "removed what interrupted uploads left in object storage"
+            "removed what interrupted uploads left in the blob store"
         );
     }
     Ok(sweep)
@@ -77,7 +79,7 @@ pub async fn run_janitor(state: AppState) {
             tracing::warn!(error = %e, "could not expire idle upload sessions; will retry");
         }
         if let Err(e) = sweep_orphans(&state).await {
-            tracing::warn!(error = %e, "could not sweep interrupted uploads from object storage; will retry");
+            tracing::warn!(error = %e, "could not sweep what interrupted uploads left in the blob store; will retry");
         }
     }
 }

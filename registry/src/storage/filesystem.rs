@@ -8,6 +8,7 @@
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use damselfly_core::{BlobHasher, Digest};
@@ -15,7 +16,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::{BlobStream, StoreError};
+use super::{BlobStream, OrphanSweep, StoreError};
 
 /// Bytes gathered before one write and hash step.
 const WRITE_CHUNK: usize = 1024 * 1024;
@@ -99,28 +100,67 @@ impl FilesystemStore {
         let _ = tokio::fs::remove_file(self.upload_path(id)).await;
     }
 
-    /// Re-reads an upload session's bytes to rebuild its hasher, after a
-    /// restart or when another replica took the earlier chunks.
-    pub async fn rehash_upload(&self, id: &str) -> std::io::Result<Option<BlobHasher>> {
+    /// Re-reads the first `length` bytes of an upload session, the bytes the
+    /// database recorded, to rebuild its hasher after a restart or when
+    /// another replica took the earlier chunks. Bytes past `length` are the
+    /// part of a chunk a crash cut short: never acknowledged, they are not
+    /// counted, and the next append writes over them. `None` if the file is
+    /// gone or holds less than was recorded.
+    pub async fn rehash_upload(&self, id: &str, length: u64) -> std::io::Result<Option<BlobHasher>> {
         let path = self.upload_path(id);
         let mut hasher = self.hasher();
         tokio::task::spawn_blocking(move || {
-            let mut file = match std::fs::File::open(&path) {
+            let file = match std::fs::File::open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
             };
+            let mut recorded = std::io::Read::take(file, length);
             let mut buf = vec![0u8; WRITE_CHUNK];
             loop {
-                let n = std::io::Read::read(&mut file, &mut buf)?;
+                let n = std::io::Read::read(&mut recorded, &mut buf)?;
                 if n == 0 {
-                    return Ok(Some(hasher));
+                    return Ok((hasher.len() == length).then_some(hasher));
                 }
                 hasher.update(&buf[..n]);
             }
         })
         .await
         .map_err(std::io::Error::other)?
+    }
+
+    /// Deletes the files in `uploads/` that no session owns (`live` says
+    /// which do) and that took no bytes for `older_than`: what a crash
+    /// leaves between creating a session's file and recording the session,
+    /// or between forgetting a session and deleting its file.
+    pub async fn sweep_orphans<L, F>(&self, older_than: Duration, mut live: L) -> Result<OrphanSweep, String>
+    where
+        L: FnMut(String) -> F,
+        F: std::future::Future<Output = bool>,
+    {
+        let dir = self.root.join("uploads");
+        let explain = |e: std::io::Error| format!("cannot list upload sessions in {}: {e}", dir.display());
+        let mut sweep = OrphanSweep::default();
+        let mut entries = tokio::fs::read_dir(&dir).await.map_err(explain)?;
+        while let Some(entry) = entries.next_entry().await.map_err(explain)? {
+            let idle = entry
+                .metadata()
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|m| SystemTime::now().duration_since(m).ok());
+            if idle.is_none_or(|idle| idle < older_than) {
+                continue;
+            }
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if live(id).await {
+                continue;
+            }
+            if tokio::fs::remove_file(entry.path()).await.is_ok() {
+                sweep.deleted += 1;
+            }
+        }
+        Ok(sweep)
     }
 
     /// Appends a body to an upload session at `hasher.len()`, the length the

@@ -190,12 +190,12 @@ impl BlobStore {
         }
     }
 
-    /// The session as the database last saved it (`saved`, from [`Upload::saved`]);
-    /// `None` if its storage is gone.
-    pub async fn load_upload(&self, id: &str, saved: Option<&str>) -> Result<Option<Upload>, StoreError> {
+    /// The session as the database last saved it (`saved`, from [`Upload::saved`],
+    /// and `length`, the bytes it acknowledged); `None` if its storage is gone.
+    pub async fn load_upload(&self, id: &str, saved: Option<&str>, length: u64) -> Result<Option<Upload>, StoreError> {
         match self {
             BlobStore::Filesystem(f) => {
-                let hasher = f.rehash_upload(id).await?;
+                let hasher = f.rehash_upload(id, length).await?;
                 Ok(hasher.map(|hasher| Upload { id: id.to_owned(), hasher, parts: None }))
             }
             BlobStore::S3(s) => s.load_upload(id, saved),
