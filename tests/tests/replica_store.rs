@@ -87,6 +87,10 @@ async fn a_cluster_lease_has_one_holder_until_it_lapses_and_is_taken_over(backen
     assert_eq!(leases.release_all("b").await.unwrap(), 2);
     assert_eq!(leases.acquire(s.cluster, "a", "http://a", 60_000).await.unwrap(), Some(3));
     assert_eq!(leases.holder(s.cluster).await.unwrap().expect("row").url, "http://a");
+    // a is restarted on the same address (a single process, say): the new
+    // process takes its predecessor's lease at once, in a new term.
+    assert_eq!(leases.acquire(s.cluster, "a-restarted", "http://a", 60_000).await.unwrap(), Some(4));
+    assert_eq!(leases.acquire(s.cluster, "c", "http://c", 60_000).await.unwrap(), None);
 }
 
 async fn replicas_route_a_cluster_to_its_one_holder(backend: Backend) {

@@ -34,7 +34,9 @@ fn now_ms(engine: Engine) -> &'static str {
 
 impl Leases<'_> {
     /// Takes the cluster's lease for `holder` for `ttl_ms` if nobody holds it,
-    /// its holder let it lapse, or `holder` holds it already (a renewal).
+    /// its holder let it lapse, `holder` holds it already (a renewal), or its
+    /// holder had the same URL: an earlier process of this replica, which
+    /// must be gone since two processes cannot listen on one address.
     /// Returns the lease's term if `holder` holds it now.
     pub async fn acquire(
         &self,
@@ -51,6 +53,7 @@ impl Leases<'_> {
              expires_at = excluded.expires_at, \
              term = CASE WHEN p2p_leases.holder = excluded.holder THEN p2p_leases.term ELSE p2p_leases.term + 1 END \
              WHERE p2p_leases.expires_at < {now} OR p2p_leases.holder = excluded.holder \
+             OR p2p_leases.holder_url = excluded.holder_url \
              RETURNING term"
         ))
         .bind(cluster.0)

@@ -157,11 +157,21 @@ impl Leases {
             lost
         };
         for cluster in lost {
-            tracing::warn!(
-                cluster = cluster.0,
-                replica = self.replica,
-                "another replica took over the cluster's lease"
-            );
+            let taker = self.db.leases().holder(cluster).await.ok().flatten();
+            if taker.as_ref().is_some_and(|t| t.url == self.url) {
+                tracing::error!(
+                    cluster = cluster.0,
+                    url = self.url,
+                    "another replica has this replica's internal URL and took the cluster's lease; give every \
+                     replica its own address with --internal-url"
+                );
+            } else {
+                tracing::warn!(
+                    cluster = cluster.0,
+                    replica = self.replica,
+                    "another replica took over the cluster's lease"
+                );
+            }
             self.forget_cluster(cluster);
         }
         Ok(())
