@@ -12,6 +12,7 @@ pub mod image;
 pub mod jwt;
 pub mod kubernetes;
 pub mod netns;
+pub mod postgres;
 pub mod scaled;
 pub mod seaweedfs;
 pub mod workstation;
