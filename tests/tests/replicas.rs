@@ -579,3 +579,92 @@ async fn a_preheat_job_completes_when_the_replica_scheduling_its_cluster_is_kill
         assert_eq!(agent_bytes(agent), before, "served from the cache");
     }
 }
+
+/// `scripts/run-scaled.sh` as a newcomer runs it: it prints the URL and the
+/// admin password, serves through HAProxy from three replicas, and Ctrl-C
+/// (SIGINT to its process group, as a terminal sends it) stops every
+/// process it started and removes its directory.
+#[test]
+fn run_scaled_serves_through_haproxy_and_ctrl_c_leaves_nothing_behind() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let base = loop {
+        let p = damselfly_tests::free_port();
+        if (1..=3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            break p;
+        }
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/run-scaled.sh");
+    let mut child = Command::new("setsid")
+        .args(["bash", script])
+        .env("DAMSELFLY_SCALED_PORT", base.to_string())
+        .env("DAMSELFLY_REGISTRY_BIN", damselfly_tests::binary("damselfly-registry"))
+        .env("DAMSELFLY_WEED_BIN", damselfly_tests::seaweedfs::weed_binary())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run scripts/run-scaled.sh");
+    let pgid = child.id().to_string();
+    let stop = |pgid: &str| {
+        let _ = Command::new("kill").args(["-INT", "--", &format!("-{pgid}")]).status();
+    };
+    let (lines, stdout) = (std::sync::mpsc::channel(), child.stdout.take().expect("stdout"));
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.0.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !printed.iter().any(|l: &String| l.contains("Press Ctrl-C")) {
+        match lines.1.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => printed.push(line),
+            Err(_) if Instant::now() < deadline && child.try_wait().ok().flatten().is_none() => {}
+            Err(_) => {
+                stop(&pgid);
+                let err = child.stderr.take().map(std::io::read_to_string).and_then(Result::ok).unwrap_or_default();
+                panic!("run-scaled.sh did not start:\n{}\n{err}", printed.join("\n"));
+            }
+        }
+    }
+    let field = |name: &str| {
+        printed.iter().find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned())).expect(name)
+    };
+    let password = field("admin password:");
+    let work = field("replicas:").split("(logs: ").nth(1).expect("log dir").trim_end_matches(')').to_owned();
+    let work = work.trim_end_matches("/replica-*.log").to_owned();
+    assert!(printed.iter().any(|l| l.contains(&format!("serving http://127.0.0.1:{base} through HAProxy"))));
+
+    let url = format!("http://127.0.0.1:{base}");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let http = Http::at(&url);
+        let admin = Cred::basic("admin", &password);
+        let image = push_image(&http, &admin, "team/hello", "scaled").await;
+        for _ in 0..3 {
+            assert_eq!(http.get(&admin, &image.manifest_path("v1")).await.expect(200).text(), image.manifest);
+        }
+    });
+    for i in 1..=3 {
+        let page = Command::new("curl").args(["-fsS", &format!("http://127.0.0.1:{}/metrics", base + i)]).output();
+        let page = String::from_utf8_lossy(&page.expect("curl").stdout).into_owned();
+        assert!(page.contains("route=\"manifest\""), "replica {i} served manifests:\n{page}");
+    }
+
+    stop(&pgid);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "run-scaled.sh did not stop within 60 s of Ctrl-C");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = reader.join();
+    assert!(!status.success(), "interrupted: {status}");
+    assert!(!std::path::Path::new(&work).exists(), "{work} was removed");
+    let left = Command::new("pgrep").args(["-f", &work]).output().expect("pgrep");
+    assert!(left.stdout.is_empty(), "processes left running:\n{}", String::from_utf8_lossy(&left.stdout));
+}
