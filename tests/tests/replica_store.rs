@@ -288,6 +288,8 @@ async fn failed_logins_count_for_every_replica_together(backend: Backend) {
     let db = &s.db;
     // Two replicas' limiters, one database.
     let (a, b) = (LoginLimiter::new(3, Duration::from_secs(60)), LoginLimiter::new(3, Duration::from_secs(60)));
+    let c = LoginLimiter::new(3, Duration::from_secs(60));
+    assert_eq!(c.standing(db, &["user:eve"]).await.unwrap(), Default::default(), "c has looked: nothing yet");
     a.failed(db, &["user:eve", "addr:10.0.0.9"]).await.unwrap();
     b.failed(db, &["user:eve", "addr:10.0.0.9"]).await.unwrap();
     let standing = a.standing(db, &["user:eve", "addr:10.0.0.9"]).await.unwrap();
@@ -295,6 +297,10 @@ async fn failed_logins_count_for_every_replica_together(backend: Backend) {
     a.failed(db, &["user:eve", "addr:10.0.0.9"]).await.unwrap();
     let wait =
         b.standing(db, &["user:bob", "addr:10.0.0.9"]).await.unwrap().blocked.expect("the address is blocked on b");
+    // c, which failed nobody, sees the others' failures once its view is
+    // refreshed: within the stated bound.
+    tokio::time::sleep(damselfly_registry::auth::rate_limit::WATCH_REFRESH).await;
+    assert!(c.standing(db, &["user:eve"]).await.unwrap().blocked.is_some(), "blocked on c too");
     assert!(wait <= Duration::from_secs(60) && wait > Duration::from_secs(50), "{wait:?}");
     b.succeeded(db, "user:eve").await.unwrap();
     assert!(a.standing(db, &["user:eve"]).await.unwrap().blocked.is_none());

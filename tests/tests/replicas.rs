@@ -629,9 +629,8 @@ fn run_scaled_serves_through_haproxy_and_ctrl_c_leaves_nothing_behind() {
             }
         }
     }
-    let field = |name: &str| {
-        printed.iter().find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned())).expect(name)
-    };
+    let field =
+        |name: &str| printed.iter().find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned())).expect(name);
     let password = field("admin password:");
     let work = field("replicas:").split("(logs: ").nth(1).expect("log dir").trim_end_matches(')').to_owned();
     let work = work.trim_end_matches("/replica-*.log").to_owned();

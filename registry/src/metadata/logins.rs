@@ -10,19 +10,30 @@ impl LoginFailures<'_> {
     /// Per subject among `subjects`, the failures at or after `since_ms`:
     /// how many, and the oldest of them (milliseconds since the epoch).
     pub async fn recent(&self, subjects: &[&str], since_ms: i64) -> Result<Vec<(String, usize, i64)>, sqlx::Error> {
-        let mut out = Vec::with_capacity(subjects.len());
-        for subject in subjects {
-            let row = sqlx::query("SELECT COUNT(*), MIN(at) FROM login_failures WHERE subject = $1 AND at >= $2")
-                .bind(*subject)
-                .bind(since_ms)
-                .fetch_one(self.pool)
-                .await?;
-            let n = row.try_get::<i64, _>(0)?.max(0) as usize;
-            if n > 0 {
-                out.push(((*subject).to_owned(), n, row.try_get::<Option<i64>, _>(1)?.unwrap_or(since_ms)));
-            }
+        if subjects.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let marks: Vec<String> = (2..subjects.len() + 2).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT subject, COUNT(*), MIN(at) FROM login_failures WHERE at >= $1 AND subject IN ({}) GROUP BY subject",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(since_ms);
+        for s in subjects {
+            query = query.bind(*s);
+        }
+        let rows = query.fetch_all(self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)?.max(0) as usize, r.try_get(2)?))).collect()
+    }
+
+    /// The subjects with a failure at or after `since_ms`, at most `limit` of them.
+    pub async fn subjects_since(&self, since_ms: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query("SELECT DISTINCT subject FROM login_failures WHERE at >= $1 LIMIT $2")
+            .bind(since_ms)
+            .bind(limit)
+            .fetch_all(self.pool)
+            .await?;
+        rows.iter().map(|r| r.try_get(0)).collect()
     }
 
     /// Counts a failure at `at_ms` against every subject, and forgets those
