@@ -267,33 +267,10 @@ async fn the_p2p_switch_turned_through_one_replica_holds_for_agents_attached_to_
     let agents =
         [Agent::start(&s.replicas[1].url, &cluster_token, &[]), Agent::start(&s.replicas[2].url, &cluster_token, &[])];
     let (pull, _) = http.token(&admin, &["repository:team/app:pull"]).await;
-    let bytes_of = |agent: &Agent| {
-        let page = std::process::Command::new("curl")
-            .args(["-fsS", &format!("{}/metrics", agent.metrics_url)])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let v =
-            |source: &str| metric_value(&page, &format!("damselfly_agent_bytes_received_total{{source=\"{source}\"}}"));
-        (v("peer") + v("seed"), v("passthrough"))
-    };
-    let pull_through = |agent: &Agent, blob: &Blob| {
-        let (url, digest, token) = (agent.mirror_url.clone(), blob.digest.clone(), pull.clone());
-        async move {
-            let got = reqwest::Client::new()
-                .get(format!("{url}/v2/team/app/blobs/{digest}"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("pull through the agent");
-            assert_eq!(got.status(), 200);
-            got.bytes().await.expect("blob").to_vec()
-        }
-    };
     // On: the first blob comes through P2P on both; the switch is now cached where the cluster is scheduled.
     for agent in &agents {
-        assert!(pull_through(agent, &blobs[0]).await == blobs[0].bytes);
-        let (p2p, passthrough) = bytes_of(agent);
+        assert!(pull_through(agent, &pull, "team/app", &blobs[0].digest).await == blobs[0].bytes);
+        let (p2p, passthrough) = agent_bytes(agent);
         assert!(p2p >= blobs[0].bytes.len() as f64 && passthrough == 0.0, "p2p {p2p}, passthrough {passthrough}");
     }
     let holder = s.scheduler().expect("one replica schedules the cluster");
@@ -306,9 +283,9 @@ async fn the_p2p_switch_turned_through_one_replica_holds_for_agents_attached_to_
     let off = switch(&s, false).await;
     tokio::time::sleep((CACHE_BOUND + Duration::from_millis(200)).saturating_sub(off.elapsed())).await;
     for agent in &agents {
-        let before = bytes_of(agent);
-        assert!(pull_through(agent, &blobs[1]).await == blobs[1].bytes);
-        let after = bytes_of(agent);
+        let before = agent_bytes(agent);
+        assert!(pull_through(agent, &pull, "team/app", &blobs[1].digest).await == blobs[1].bytes);
+        let after = agent_bytes(agent);
         assert_eq!(after.0, before.0, "no byte through P2P with the switch off");
         assert_eq!(after.1 - before.1, blobs[1].bytes.len() as f64, "the blob passed through");
     }
@@ -329,9 +306,9 @@ async fn the_p2p_switch_turned_through_one_replica_holds_for_agents_attached_to_
     let on = switch(&s, true).await;
     tokio::time::sleep((CACHE_BOUND + Duration::from_millis(200)).saturating_sub(on.elapsed())).await;
     for agent in &agents {
-        let before = bytes_of(agent);
-        assert!(pull_through(agent, &blobs[2]).await == blobs[2].bytes);
-        let after = bytes_of(agent);
+        let before = agent_bytes(agent);
+        assert!(pull_through(agent, &pull, "team/app", &blobs[2].digest).await == blobs[2].bytes);
+        let after = agent_bytes(agent);
         assert_eq!(after.1, before.1, "nothing passed through with the switch on");
         assert!(after.0 > before.0, "bytes came through P2P");
     }

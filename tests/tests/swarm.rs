@@ -123,19 +123,19 @@ impl Swarm {
         let reg_ip = net.nodes[REG].ip.clone();
         let reg_url = format!("http://{reg_ip}:5000");
         let registry = spawn_registry(&net, &reg_url, tmp.path(), piece_kib);
-        let mut s = Swarm {
-            agents: Vec::new(),
-            registry,
-            replicated: None,
-            net,
-            reg_url,
-            cluster_token: String::new(),
-            tmp,
-            piece_kib,
-        };
-        wait_until_ready(&s.net, &s.reg_url, &mut s.registry);
-        s.register_cluster_and_agents(agents);
-        s
+        Swarm::assemble(
+            Swarm {
+                agents: Vec::new(),
+                registry,
+                replicated: None,
+                net,
+                reg_url,
+                cluster_token: String::new(),
+                tmp,
+                piece_kib,
+            },
+            agents,
+        )
     }
 
     /// Three registry replicas in the registry's namespace on their own
@@ -185,7 +185,7 @@ impl Swarm {
         cmd.args(["-db", "-f"]).arg(&cfg);
         let registry = NsProcess::spawn(cmd, tmp.path().join("haproxy.log"));
         let replicated = Replicated { replicas, urls, _s3: s3, _postgres: postgres };
-        let mut s = Swarm {
+        let swarm = Swarm {
             agents: Vec::new(),
             registry,
             replicated: Some(replicated),
@@ -195,20 +195,19 @@ impl Swarm {
             tmp,
             piece_kib,
         };
-        wait_until_ready(&s.net, &s.reg_url, &mut s.registry);
-        s.register_cluster_and_agents(agents);
-        s
+        Swarm::assemble(swarm, agents)
     }
 
-    /// Registers the cluster `swarm` and starts `agents` agents with its token.
-    fn register_cluster_and_agents(&mut self, agents: usize) {
-        let s = self;
+    /// Once the registry answers: registers the cluster `swarm` and starts `agents` agents with its token.
+    fn assemble(mut s: Swarm, agents: usize) -> Swarm {
+        wait_until_ready(&s.net, &s.reg_url, &mut s.registry);
         let (code, body) = s.admin("POST", "/api/v1/tenants/default/clusters", &json!({"name": "swarm"}));
         assert_eq!(code, 201, "{body}");
         s.cluster_token = body["token"].as_str().expect("cluster token").to_owned();
         for i in 0..agents {
             s.start_agent(i);
         }
+        s
     }
 
     /// The fault scenarios' setting: six agents on 40 Mbit/s links with P2P on for
