@@ -11,7 +11,7 @@ use damselfly_core::Digest;
 use damselfly_registry::auth::rate_limit::LoginLimiter;
 use damselfly_registry::metadata::{ClusterId, Db, TenantId};
 use damselfly_registry::p2p::lease::Route;
-use damselfly_registry::p2p::stats::Traffic;
+use damselfly_registry::p2p::stats::{Joining, Traffic};
 use damselfly_registry::p2p::{Leases, Scheduler, Stats};
 use damselfly_registry::services::preheat::jobs;
 use damselfly_registry::services::preheat::{NewJob, NodePlan, PreheatState, PreheatTrigger};
@@ -53,10 +53,12 @@ fn registration(node: &str) -> RegisterRequest {
 on_both_backends!(
     a_cluster_lease_has_one_holder_until_it_lapses_and_is_taken_over,
     replicas_route_a_cluster_to_its_one_holder,
+    a_revoked_lease_makes_its_holder_forget_the_cluster_and_starts_a_new_term,
     agents_are_kept_with_what_they_said_and_forgotten_when_silent,
     a_preheat_job_is_done_once_every_node_reports_and_failed_if_one_fails,
     a_node_without_a_manifest_for_its_platform_fails_at_once_and_the_others_run,
     traffic_counted_on_two_replicas_adds_up_per_tenant_and_is_never_shown_to_another,
+    a_swarm_is_active_on_every_replica_until_its_last_agent_holds_every_piece,
     failed_logins_count_for_every_replica_together,
 );
 
@@ -124,6 +126,33 @@ async fn replicas_route_a_cluster_to_its_one_holder(backend: Backend) {
     a.forget_holder(s.cluster);
     assert_eq!(a.route(s.cluster).await.unwrap(), Route::Here);
     assert!(sa.agents_of(s.cluster).is_empty(), "what a knew is from an earlier term");
+}
+
+/// A cluster's token re-issued through any replica: its agents' rows go and
+/// its lease is revoked, so the replica scheduling it forgets its agents at
+/// its next renewal and whoever schedules it next starts clean.
+async fn a_revoked_lease_makes_its_holder_forget_the_cluster_and_starts_a_new_term(backend: Backend) {
+    let s = open(backend).await;
+    let scheduler = || Arc::new(Scheduler::new(Duration::from_secs(10)));
+    let (sa, sb) = (scheduler(), scheduler());
+    let a = Leases::new(s.db.clone(), "http://replica-a:5000".into(), sa.clone());
+    let b = Leases::new(s.db.clone(), "http://replica-b:5000".into(), sb.clone());
+    assert_eq!(a.route(s.cluster).await.unwrap(), Route::Here);
+    assert_eq!(a.route(s.other).await.unwrap(), Route::Here);
+    let id = sa.register(s.cluster, &registration("n1"));
+    s.db.agents().insert(&id, s.cluster, &registration("n1")).await.unwrap();
+    let kept = sa.register(s.other, &registration("n2"));
+
+    s.db.agents().delete_all(s.cluster).await.unwrap();
+    s.db.leases().revoke(s.cluster).await.unwrap();
+    let now = damselfly_registry::metadata::now();
+    assert!(s.db.agents().online(s.cluster, now - 30).await.unwrap().is_empty());
+    a.renew().await.unwrap();
+    assert_eq!(a.held(), 1, "only the other cluster's lease is left");
+    assert!(sa.agents_of(s.cluster).is_empty(), "a forgot the revoked cluster's agents");
+    assert_eq!(sa.agents_of(s.other).iter().map(|a| a.id.clone()).collect::<Vec<_>>(), vec![kept]);
+    assert_eq!(b.route(s.cluster).await.unwrap(), Route::Here, "b takes the revoked lease at once");
+    assert_eq!(s.db.leases().holder(s.cluster).await.unwrap().expect("row").term, 2);
 }
 
 async fn agents_are_kept_with_what_they_said_and_forgotten_when_silent(backend: Backend) {
@@ -252,8 +281,9 @@ async fn traffic_counted_on_two_replicas_adds_up_per_tenant_and_is_never_shown_t
     let digest = |n: u8| Digest::of(&[n]);
     // The replica scheduling acme's cluster hears of the join and of bytes from peers…
     let holder = Stats::new(Duration::from_secs(60));
-    holder.joined(db, s.tenant, s.cluster, "web", digest(1)).await.unwrap();
-    holder.joined(db, globex, gx_cluster, "gx", digest(1)).await.unwrap();
+    let fresh = Joining { agent: "a", pieces: 4, held: 0 };
+    holder.joined(db, s.tenant, s.cluster, "web", digest(1), fresh).await.unwrap();
+    holder.joined(db, globex, gx_cluster, "gx", digest(1), fresh).await.unwrap();
     holder.received(s.cluster, digest(1), Traffic { peers: 300, seed: 0 });
     // …another serves the seed's pieces and finds the swarm in the database.
     let seed = Stats::new(Duration::from_secs(60));
@@ -281,6 +311,37 @@ async fn traffic_counted_on_two_replicas_adds_up_per_tenant_and_is_never_shown_t
     seed.received(s.cluster, digest(1), Traffic { peers: 0, seed: 10 });
     seed.flush(db).await.unwrap();
     assert_eq!(reader.of_tenant(db, s.tenant).await.unwrap().total, Traffic { peers: 300, seed: 110 });
+}
+
+/// A swarm is active while one of its agents still downloads, not for
+/// minutes after every pull has ended; the replica scheduling the cluster
+/// hears of it and another replica's dashboard shows it.
+async fn a_swarm_is_active_on_every_replica_until_its_last_agent_holds_every_piece(backend: Backend) {
+    let s = open(backend).await;
+    let db = &s.db;
+    let digest = |n: u8| Digest::of(&[n]);
+    let holder = Stats::new(Duration::from_secs(60));
+    let reader = Stats::new(Duration::from_secs(60));
+    let active = || async { reader.of_tenant(db, s.tenant).await.unwrap().active_swarms };
+    let join = |agent, pieces, held, d| holder.joined(db, s.tenant, s.cluster, "web", d, Joining { agent, pieces, held });
+    join("a", 4, 0, digest(1)).await.unwrap();
+    join("b", 4, 1, digest(1)).await.unwrap();
+    assert_eq!(active().await, vec![(s.cluster, 1)]);
+    holder.progressed(db, s.cluster, digest(1), "a", 4).await.unwrap();
+    assert_eq!(active().await, vec![(s.cluster, 1)], "b still downloads");
+    holder.progressed(db, s.cluster, digest(1), "b", 2).await.unwrap();
+    holder.progressed(db, s.cluster, digest(1), "b", 1).await.unwrap();
+    assert_eq!(active().await, vec![], "both hold every piece");
+    // An agent that joins holding the whole blob (from its cache) downloads nothing.
+    join("c", 2, 2, digest(2)).await.unwrap();
+    assert_eq!(active().await, vec![]);
+    // A report from an agent the swarm never saw join changes nothing.
+    holder.progressed(db, s.cluster, digest(2), "d", 1).await.unwrap();
+    assert_eq!(active().await, vec![]);
+    // A swarm whose downloading agents went quiet stops counting after the bound.
+    let quiet_since = damselfly_registry::metadata::now() - 3_600;
+    db.traffic().swarm_active(s.cluster, &digest(3).to_string(), s.tenant, "web", quiet_since, true).await.unwrap();
+    assert_eq!(active().await, vec![]);
 }
 
 async fn failed_logins_count_for_every_replica_together(backend: Backend) {

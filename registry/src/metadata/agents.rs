@@ -132,6 +132,12 @@ impl Agents<'_> {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Forgets every agent of a cluster; returns how many.
+    pub async fn delete_all(&self, cluster: ClusterId) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM p2p_agents WHERE cluster_id = $1").bind(cluster.0).execute(self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
     /// Forgets agents last heard from before `before` (Unix seconds); returns how many.
     pub async fn expire(&self, before: i64) -> Result<u64, sqlx::Error> {
         let done = sqlx::query("DELETE FROM p2p_agents WHERE last_seen < $1").bind(before).execute(self.pool).await?;

@@ -99,6 +99,20 @@ impl Leases<'_> {
         rows.iter().map(|r| Ok(ClusterId(r.try_get(0)?))).collect()
     }
 
+    /// Takes the cluster's lease from whoever holds it: the holder finds it
+    /// gone at its next renewal and drops what it knew of the cluster, and
+    /// the next call for the cluster, on any replica, starts a new term.
+    pub async fn revoke(&self, cluster: ClusterId) -> Result<(), sqlx::Error> {
+        let now = now_ms(self.engine);
+        sqlx::query(&format!(
+            "UPDATE p2p_leases SET holder = '', holder_url = '', expires_at = {now} - 1 WHERE cluster_id = $1"
+        ))
+        .bind(cluster.0)
+        .execute(self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Lets every lease of `holder` lapse at once, for a replica that stops:
     /// the next call for one of its clusters, on any replica, takes it over.
     pub async fn release_all(&self, holder: &str) -> Result<u64, sqlx::Error> {

@@ -165,6 +165,12 @@ impl Leases {
                     "another replica has this replica's internal URL and took the cluster's lease; give every \
                      replica its own address with --internal-url"
                 );
+            } else if taker.as_ref().is_none_or(|t| t.holder.is_empty()) {
+                tracing::info!(
+                    cluster = cluster.0,
+                    replica = self.replica,
+                    "the cluster's lease was revoked (its token changed or it was deleted); its agents are forgotten"
+                );
             } else {
                 tracing::warn!(
                     cluster = cluster.0,

@@ -25,6 +25,10 @@
 //! lease of its own taken over (it was paused, or cut off from the
 //! database) forgets that cluster's agents and swarms; so does one that
 //! takes a lease over, since what it may remember is from an earlier term.
+//! Re-issuing a cluster's token, through any replica, deletes its agents'
+//! rows and revokes its lease (no holder, expired): the holder finds it
+//! gone at its next renewal and forgets the agents, whose token no longer
+//! works, and the next call starts a new term.
 //!
 //! **Passing calls on.** The calls that change scheduling (register,
 //! heartbeat, join, report, leave) go to the holder: a replica that does not

@@ -128,12 +128,19 @@ pub async fn register(state: &AppState, access: &TenantAccess<Manage>, name: &Na
     Ok((cluster, token))
 }
 
-/// The scheduler forgets the cluster's agents: their token no longer works,
-/// so they are not anyone's parents any more.
-fn forget_agents(state: &AppState, cluster: ClusterId) {
+/// Every replica forgets the cluster's agents: their token no longer works,
+/// so they are not anyone's parents any more. This replica's scheduler
+/// forgets them at once; their rows go, so no replica takes them back; and
+/// the cluster's lease is revoked, so the replica scheduling it (perhaps
+/// another) drops what it knew at its next renewal, within
+/// [`crate::p2p::lease::RENEW_EVERY`].
+async fn forget_agents(state: &AppState, cluster: ClusterId) -> Result<()> {
     for agent in state.scheduler.agents_of(cluster) {
         state.scheduler.forget(cluster, &agent.id);
     }
+    state.db.agents().delete_all(cluster).await?;
+    state.db.leases().revoke(cluster).await?;
+    Ok(())
 }
 
 /// The audit attempt of giving cluster `name` of `tenant` a new token.
@@ -151,9 +158,9 @@ pub async fn reissue_token(state: &AppState, access: &TenantAccess<Manage>, name
     if !state.db.clusters().set_token(found.id, &password::token_sha256(&token)).await? {
         return Err(gone(access, name));
     }
-    forget_agents(state, found.id);
+    forget_agents(state, found.id).await?;
     access.record(state, Some(json!({ "cluster_id": found.id.0 }))).await;
-    Ok((view(state, found), token))
+    Ok((view(state, found).await?, token))
 }
 
 /// The audit attempt of deleting cluster `name` of `tenant`.
@@ -170,7 +177,10 @@ pub async fn delete(state: &AppState, access: &TenantAccess<Manage>, name: &str)
     if !state.db.clusters().delete(found.id).await? {
         return Err(gone(access, name));
     }
-    forget_agents(state, found.id);
+    // Its agents' and lease's rows went with it.
+    for agent in state.scheduler.agents_of(found.id) {
+        state.scheduler.forget(found.id, &agent.id);
+    }
     access.record(state, Some(json!({ "cluster_id": found.id.0 }))).await;
     Ok(())
 }

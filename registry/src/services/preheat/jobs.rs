@@ -72,15 +72,16 @@ impl PreheatTrigger {
     fn as_str(self) -> &'static str {
         match self {
             PreheatTrigger::Api => "api",
+            PreheatTrigger::Console => "console",
             PreheatTrigger::Push => "push",
         }
     }
 
     fn parse(s: &str) -> PreheatTrigger {
-        if s == "push" {
-            PreheatTrigger::Push
-        } else {
-            PreheatTrigger::Api
+        match s {
+            "push" => PreheatTrigger::Push,
+            "console" => PreheatTrigger::Console,
+            _ => PreheatTrigger::Api,
         }
     }
 }
