@@ -122,13 +122,21 @@ fn the_registry_chart_with_replicas_on_postgres_and_s3_renders_valid_objects_and
     assert!(!yaml.contains("DAMSELFLY_S3_REDIRECT") && !yaml.contains("persistentVolumeClaim"), "{yaml}");
     // Without a bucket or credentials, rendering says which is missing.
     let no_keys = values.replace("  credentials:\n    existingSecret: s3-keys\n", "");
-    let out = render("damselfly", &no_keys);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("s3.credentials.existingSecret is required with s3.enabled"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    refused(&no_keys, "s3.credentials.existingSecret is required with s3.enabled");
+    // Replicas that could not share their metadata or blobs are refused, saying what to set.
+    refused(&values.replace("database:\n  existingSecret: pg\n", ""), "replicas above 1 need PostgreSQL");
+    refused(&values.replace("s3:\n  enabled: true\n", "s3:\n  enabled: false\n"), "set s3.enabled");
+}
+
+/// Rendering the registry chart with `values` fails, saying `why`, here and in real Helm's lint.
+fn refused(values: &str, why: &str) {
+    let out = render("damselfly", values);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains(why), "rendering did not fail with {why:?}: {said}");
+    let lint = helm_lint("damselfly", values);
+    let report = format!("{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    // Helm's lint reports what `required` and `fail` stop at without failing itself.
+    assert!(report.contains(why), "helm lint did not report {why:?}: {report}");
 }
 
 #[test]
