@@ -35,10 +35,12 @@ scaled_init() {
     scaled_need curl "apt-get install curl"
     work="$(mktemp -d "${TMPDIR:-/tmp}/damselfly-scaled.XXXXXX")"
     pids=()
+    weed_ports=()
     pg_ctl=""
 }
 
-# scaled_stop: every process started (TERM, 5 s, then KILL), PostgreSQL, the directory.
+# scaled_stop: every process started (TERM, 5 s, then KILL), PostgreSQL, the
+# directory, and the local sockets SeaweedFS leaves in /tmp (one per port, named by it).
 # shellcheck disable=SC2317 # run by an EXIT trap
 scaled_stop() {
     local pid alive
@@ -51,6 +53,7 @@ scaled_stop() {
     done
     for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     if [ -n "$pg_ctl" ]; then run_as_pg "$pg_ctl" -D "$work/postgres/data" -m fast -w stop >/dev/null 2>&1 || true; fi
+    for port in "${weed_ports[@]}"; do rm -f /tmp/seaweedfs-*-"$port".sock; done
     rm -rf "$work"
 }
 
@@ -106,6 +109,7 @@ EOF
     # One volume at a time, as the tests' harness does; the master reads this from its working directory.
     printf '[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 1\ncopy_3 = 1\ncopy_other = 1\n' >"$work/s3/master.toml"
     for _ in 1 2 3 4 5 6 7 8; do w+=("$(free_port)"); done
+    weed_ports+=("${w[@]}")
     (cd "$work/s3" && exec "$weed" server -dir="$work/s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -master.port="${w[0]}" -master.port.grpc="${w[1]}" -master.volumeSizeLimitMB=1024 \
         -volume.port="${w[2]}" -volume.port.grpc="${w[3]}" -volume.max=100 \

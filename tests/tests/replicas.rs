@@ -629,6 +629,15 @@ fn run_scaled_serves_through_haproxy_and_ctrl_c_leaves_nothing_behind() {
         assert!(page.contains("route=\"manifest\""), "replica {i} served manifests:\n{page}");
     }
 
+    // SeaweedFS's ports, to check the sockets it leaves in /tmp go with it.
+    let weed = Command::new("pgrep").args(["-af", &format!("{work}/s3/data")]).output().expect("pgrep");
+    let weed_ports: Vec<String> = String::from_utf8_lossy(&weed.stdout)
+        .split_whitespace()
+        .filter(|arg| arg.contains(".port") && !arg.contains("iceberg") && !arg.contains("lance"))
+        .filter_map(|arg| arg.rsplit('=').next().map(str::to_owned))
+        .collect();
+    assert!(weed_ports.len() >= 8, "SeaweedFS's ports: {weed_ports:?}");
+
     stop(&pgid);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -643,4 +652,10 @@ fn run_scaled_serves_through_haproxy_and_ctrl_c_leaves_nothing_behind() {
     assert!(!std::path::Path::new(&work).exists(), "{work} was removed");
     let left = Command::new("pgrep").args(["-f", &work]).output().expect("pgrep");
     assert!(left.stdout.is_empty(), "processes left running:\n{}", String::from_utf8_lossy(&left.stdout));
+    let sockets: Vec<String> = std::fs::read_dir("/tmp")
+        .expect("read /tmp")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("seaweedfs-") && weed_ports.iter().any(|p| name.ends_with(&format!("-{p}.sock"))))
+        .collect();
+    assert!(sockets.is_empty(), "SeaweedFS's sockets left in /tmp: {sockets:?}");
 }
