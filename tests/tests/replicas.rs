@@ -20,8 +20,17 @@ use serde_json::{json, Value};
 const CACHE_BOUND: Duration = Duration::from_secs(2);
 /// How often every replica re-reads the signing keys.
 const KEYS_BOUND: Duration = Duration::from_secs(5);
-/// Slack for the requests that observe a bound.
-const SLACK: Duration = Duration::from_millis(1500);
+/// Slack for waits on a replica's timers (the keys' refresh, a lease's
+/// renewal): on a loaded machine a timer fires late, so these waits are
+/// generous and print what they measured; the caches read on demand are
+/// checked exactly, with no slack.
+const SLACK: Duration = Duration::from_secs(10);
+
+/// Sleeps until `bound` (and a little) has passed since `since`: a cache
+/// entry read before then has expired, whatever the machine's speed.
+async fn past(since: Instant, bound: Duration) {
+    tokio::time::sleep((bound + Duration::from_millis(100)).saturating_sub(since.elapsed())).await;
+}
 
 fn replica(s: &Scaled, i: usize) -> Http {
     Http::at(&s.replicas[i].url)
@@ -172,16 +181,10 @@ async fn a_token_from_one_replica_is_honoured_by_all_and_revocations_on_one_by_a
 
     // Revoked through replica 2: the token and the robot's own login stop working on every replica.
     replica(&s, 2).api(&admin, Method::DELETE, "/api/v1/tenants/default/robots/ci", Value::Null).await.expect(204);
-    let revoked = Instant::now();
+    past(Instant::now(), CACHE_BOUND).await;
     for i in 0..3 {
         let path = image.manifest_path("v1");
-        let took = within(CACHE_BOUND + SLACK, &format!("replica {i} refuses the revoked token"), || {
-            let (http, bearer, path) = (replica(&s, i), bearer.clone(), path.clone());
-            async move { http.get(&bearer, &path).await.status == 401 }
-        })
-        .await;
-        eprintln!("replica {i} refused the revoked robot's token {:?} after the revocation", revoked.elapsed());
-        assert!(took <= CACHE_BOUND + SLACK);
+        assert_eq!(replica(&s, i).get(&bearer, &path).await.status, 401, "replica {i}: the revoked robot's token");
         assert_eq!(replica(&s, i).get(&robot, &path).await.status, 401, "replica {i}: the robot's login");
     }
 
@@ -196,14 +199,11 @@ async fn a_token_from_one_replica_is_honoured_by_all_and_revocations_on_one_by_a
         .api(&admin, Method::PUT, "/api/v1/users/dev/password", json!({ "password": "dev-password-2" }))
         .await
         .expect(204);
+    past(Instant::now(), CACHE_BOUND).await;
     for i in 0..3 {
         let path = image.manifest_path("v1");
-        within(CACHE_BOUND + SLACK, &format!("replica {i} refuses the old password"), || {
-            let (http, old, path) = (replica(&s, i), old.clone(), path.clone());
-            async move { http.get(&old, &path).await.status == 401 }
-        })
-        .await;
-        replica(&s, i).get(&Cred::basic("dev", "dev-password-2"), &image.manifest_path("v1")).await.expect(200);
+        assert_eq!(replica(&s, i).get(&old, &path).await.status, 401, "replica {i}: the old password");
+        replica(&s, i).get(&Cred::basic("dev", "dev-password-2"), &path).await.expect(200);
     }
 
     // A signing key rotated through replica 0 signs tokens every replica honours at once,
@@ -224,6 +224,72 @@ async fn a_token_from_one_replica_is_honoured_by_all_and_revocations_on_one_by_a
         .await;
     }
     eprintln!("every replica published the new key {:?} after the rotation", at.elapsed());
+}
+
+/// A console page through replica `i` with the session cookie: its status and where it redirects.
+async fn console_page(s: &Scaled, i: usize, cookie: &str, path: &str) -> (u16, String, String) {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let r = client.get(format!("{}{path}", s.replicas[i].url)).header("cookie", cookie).send().await.expect("GET");
+    let location = r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    (r.status().as_u16(), location, r.text().await.unwrap_or_default())
+}
+
+/// The first `name="csrf"` field's value on a page.
+fn csrf_of(html: &str) -> String {
+    let rest = html.split("name=\"csrf\" value=\"").nth(1).unwrap_or_else(|| panic!("no CSRF field:\n{html}"));
+    rest[..rest.find('"').expect("closing quote")].to_owned()
+}
+
+/// The `name=value` of a `Set-Cookie` named `name`.
+fn set_cookie(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no {name} cookie"))
+        .to_owned()
+}
+
+/// Console sign-ins live in the database: the sign-in form fetched from one
+/// replica is posted to another, the session opens pages on every replica,
+/// and a sign-out through one ends it on all at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_console_session_opened_through_one_replica_holds_on_all_and_its_sign_out_on_all_at_once() {
+    let s = Scaled::start(3, &[]);
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let form = client.get(format!("{}/console/login", s.replicas[0].url)).send().await.expect("login page");
+    let login_cookie = set_cookie(&form, "damselfly_login");
+    let csrf = csrf_of(&form.text().await.expect("login page"));
+    let password = damselfly_tests::ADMIN_PASSWORD;
+    let signed_in = client
+        .post(format!("{}/console/login", s.replicas[1].url))
+        .header("cookie", &login_cookie)
+        .form(&[("username", "admin"), ("password", password), ("csrf", &csrf)])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(signed_in.status().as_u16(), 303, "the form from replica 0 signs in on replica 1");
+    let session = set_cookie(&signed_in, "damselfly_session");
+    let mut page_csrf = String::new();
+    for i in 0..3 {
+        let (status, _, body) = console_page(&s, i, &session, "/console/tenants").await;
+        assert_eq!(status, 200, "replica {i} opens the session's pages");
+        page_csrf = csrf_of(&body);
+    }
+    let out = client
+        .post(format!("{}/console/logout", s.replicas[2].url))
+        .header("cookie", &session)
+        .form(&[("csrf", page_csrf.as_str())])
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(out.status().as_u16(), 303);
+    for i in 0..3 {
+        let (status, location, _) = console_page(&s, i, &session, "/console/tenants").await;
+        assert_eq!((status, location.as_str()), (303, "/console/login"), "replica {i} after the sign-out");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
