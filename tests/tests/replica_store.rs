@@ -323,7 +323,8 @@ async fn a_swarm_is_active_on_every_replica_until_its_last_agent_holds_every_pie
     let holder = Stats::new(Duration::from_secs(60));
     let reader = Stats::new(Duration::from_secs(60));
     let active = || async { reader.of_tenant(db, s.tenant).await.unwrap().active_swarms };
-    let join = |agent, pieces, held, d| holder.joined(db, s.tenant, s.cluster, "web", d, Joining { agent, pieces, held });
+    let join =
+        |agent, pieces, held, d| holder.joined(db, s.tenant, s.cluster, "web", d, Joining { agent, pieces, held });
     join("a", 4, 0, digest(1)).await.unwrap();
     join("b", 4, 1, digest(1)).await.unwrap();
     assert_eq!(active().await, vec![(s.cluster, 1)]);

@@ -721,7 +721,9 @@ fn run_scaled_serves_through_haproxy_and_ctrl_c_leaves_nothing_behind() {
     let sockets: Vec<String> = std::fs::read_dir("/tmp")
         .expect("read /tmp")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| name.starts_with("seaweedfs-") && weed_ports.iter().any(|p| name.ends_with(&format!("-{p}.sock"))))
+        .filter(|name| {
+            name.starts_with("seaweedfs-") && weed_ports.iter().any(|p| name.ends_with(&format!("-{p}.sock")))
+        })
         .collect();
     assert!(sockets.is_empty(), "SeaweedFS's sockets left in /tmp: {sockets:?}");
 }

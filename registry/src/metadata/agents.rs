@@ -134,7 +134,8 @@ impl Agents<'_> {
 
     /// Forgets every agent of a cluster; returns how many.
     pub async fn delete_all(&self, cluster: ClusterId) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query("DELETE FROM p2p_agents WHERE cluster_id = $1").bind(cluster.0).execute(self.pool).await?;
+        let done =
+            sqlx::query("DELETE FROM p2p_agents WHERE cluster_id = $1").bind(cluster.0).execute(self.pool).await?;
         Ok(done.rows_affected())
     }
 
