@@ -151,6 +151,15 @@ start_replica() {
     pids+=("$!")
     last_pid=$!
     wait_for "http://$listen/readyz" "$name" "$work/$name.log"
+    # On a busy machine another program may take the port between the check
+    # that it was free and the replica's start: the answer must be this one's.
+    for _ in $(seq 1 50); do
+        ss -Hltnp "sport = :${listen##*:}" 2>/dev/null | grep -q "pid=$last_pid," && return 0
+        kill -0 "$last_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -n 20 "$work/$name.log" >&2
+    scaled_fail "$name is not what listens on $listen (another program took the port?): try other ports"
 }
 
 # start_haproxy NAME LISTEN BACKEND…: round robin over the backends
