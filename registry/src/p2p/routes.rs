@@ -364,8 +364,13 @@ async fn seed_piece(
         .map_err(|e| RegistryError::oci(ErrorCode::Denied, format!("ticket refused: {e}")))?;
     // A ticket is good for one download of the agent it names: once that
     // agent has left its cluster's swarms (it unregistered, fell silent, or
-    // this registry restarted), the ticket is a replay.
-    if state.scheduler.agent(ClusterId(claims.cluster), &claims.sub).is_none() {
+    // its cluster's token was re-issued), the ticket is a replay. Any replica
+    // serves the seed, and the agents they all know are the database's; the
+    // scheduler here answers first when this replica schedules the cluster.
+    let cluster = ClusterId(claims.cluster);
+    let in_swarms = state.scheduler.agent(cluster, &claims.sub).is_some()
+        || state.db.agents().find(cluster, &claims.sub, super::alive_since(&state)).await?.is_some();
+    if !in_swarms {
         return Err(RegistryError::oci(
             ErrorCode::Denied,
             "ticket refused: the agent it was issued to is no longer in its cluster's swarms; join again for a new one",
