@@ -631,9 +631,13 @@ async fn a_preheat_job_completes_when_the_replica_scheduling_its_cluster_is_kill
 fn run_scaled_serves_through_haproxy_and_ctrl_c_leaves_nothing_behind() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
+    // free_port() hands ports out in order: taking the three after the base
+    // from it too keeps the other tests of this process off the replicas'
+    // ports while the script starts PostgreSQL and SeaweedFS.
     let base = loop {
         let p = damselfly_tests::free_port();
-        if (1..=3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+        let next: Vec<u16> = (0..3).map(|_| damselfly_tests::free_port()).collect();
+        if next == [p + 1, p + 2, p + 3] {
             break p;
         }
     };
