@@ -655,6 +655,14 @@ fn run_scaled_serves_through_haproxy_and_ctrl_c_leaves_nothing_behind() {
     let stop = |pgid: &str| {
         let _ = Command::new("kill").args(["-INT", "--", &format!("-{pgid}")]).status();
     };
+    // Whatever fails below, Ctrl-C reaches the script, so that nothing it started outlives the test.
+    struct Interrupt(String);
+    impl Drop for Interrupt {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-INT", "--", &format!("-{}", self.0)]).status();
+        }
+    }
+    let _interrupt = Interrupt(pgid.clone());
     let (lines, stdout) = (std::sync::mpsc::channel(), child.stdout.take().expect("stdout"));
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
