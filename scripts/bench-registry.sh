@@ -68,6 +68,9 @@ Environment (defaults in brackets):
   BENCH_WRK_SECONDS    wrk measured duration in seconds [10]
   BENCH_WRK_WARMUP     wrk warm-up duration in seconds, 0 = none [2]
   BENCH_CURL_TIMEOUT   max seconds for one big-blob transfer [300]
+  BENCH_STEPS          which of push, manifest, blob to run, comma-separated
+                       [push,manifest,blob]; without push, the first blob is
+                       pushed (untimed) if the registry lacks it
 EOF
 }
 
@@ -96,6 +99,8 @@ WRK_CONNS=${BENCH_WRK_CONNS:-32}
 WRK_SECONDS=${BENCH_WRK_SECONDS:-10}
 WRK_WARMUP=${BENCH_WRK_WARMUP:-2}
 CURL_TIMEOUT=${BENCH_CURL_TIMEOUT:-300}
+STEPS=${BENCH_STEPS:-push,manifest,blob}
+has_step() { [[ ,$STEPS, == *,$1,* ]]; }
 for v in BLOB_MIB PUSH_RUNS PULL_RUNS WRK_THREADS WRK_CONNS WRK_SECONDS WRK_WARMUP CURL_TIMEOUT; do
   is_uint "${!v}" || die "BENCH_$v must be a non-negative integer (got '${!v}')"
 done
@@ -332,89 +337,106 @@ out blob_bytes "$BLOB_BYTES"
 
 # ---------------------------------------------------------------- 1. push
 
-push_mibs=()
-for ((i = 1; i <= PUSH_RUNS; i++)); do
-  f=$BLOB_DIR/blob-$i
-  d=sha256:$(cat "$f.sha256")
-  log "push $i/$PUSH_RUNS: $BLOB_MIB MiB blob $d"
-  use_credentials "repository:$REPO:pull,push"
-  t=$(push_blob "$f" "$d" "$BLOB_BYTES")
-  m=$(mibs "$BLOB_BYTES" "$t")
-  log "  ${t}s = $m MiB/s"
-  push_mibs+=("$m")
-done
-out push_runs_mibs "$(join_by_comma "${push_mibs[@]}")"
-out push_mibs_median "$(median "${push_mibs[@]}")"
+if has_step push; then
+  push_mibs=()
+  for ((i = 1; i <= PUSH_RUNS; i++)); do
+    f=$BLOB_DIR/blob-$i
+    d=sha256:$(cat "$f.sha256")
+    log "push $i/$PUSH_RUNS: $BLOB_MIB MiB blob $d"
+    use_credentials "repository:$REPO:pull,push"
+    t=$(push_blob "$f" "$d" "$BLOB_BYTES")
+    m=$(mibs "$BLOB_BYTES" "$t")
+    log "  ${t}s = $m MiB/s"
+    push_mibs+=("$m")
+  done
+  out push_runs_mibs "$(join_by_comma "${push_mibs[@]}")"
+  out push_mibs_median "$(median "${push_mibs[@]}")"
+fi
 
 LAYER_FILE=$BLOB_DIR/blob-1
 LAYER_DIGEST=sha256:$(cat "$LAYER_FILE.sha256")
-
-# small config blob (its diff_id is not real: registries do not check it)
-printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["%s"]},"config":{"Labels":{"bench":"%s"}}}' \
-  "$LAYER_DIGEST" "$(date +%s%N)" >"$WORK/config.json"
-CONFIG_DIGEST=sha256:$(sha256sum "$WORK/config.json" | awk '{print $1}')
-CONFIG_SIZE=$(stat -c %s "$WORK/config.json")
-use_credentials "repository:$REPO:pull,push"
-push_blob "$WORK/config.json" "$CONFIG_DIGEST" "$CONFIG_SIZE" >/dev/null
-log "pushed config blob $CONFIG_DIGEST"
-
-printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"%s","digest":"%s","size":%d},"layers":[{"mediaType":"%s","digest":"%s","size":%d}]}' \
-  "$MEDIA_OCI_MANIFEST" "$MEDIA_OCI_CONFIG" "$CONFIG_DIGEST" "$CONFIG_SIZE" \
-  "$MEDIA_OCI_LAYER" "$LAYER_DIGEST" "$BLOB_BYTES" >"$WORK/manifest.json"
-MANIFEST_DIGEST=sha256:$(sha256sum "$WORK/manifest.json" | awk '{print $1}')
-MANIFEST_URL=$BASE/v2/$REPO/manifests/bench
-code=$(curl "${AUTH[@]}" -sS --max-time 30 -X PUT -H "Content-Type: $MEDIA_OCI_MANIFEST" \
-  --data-binary @"$WORK/manifest.json" -D "$WORK/mput.hdr" -o "$WORK/mput.body" \
-  -w '%{http_code}' "$MANIFEST_URL") || die "PUT $MANIFEST_URL failed (curl)"
-[[ $code == 201 ]] || die "PUT $MANIFEST_URL returned $code (want 201): $(head -c 500 "$WORK/mput.body")"
-got=$(header "$WORK/mput.hdr" Docker-Content-Digest)
-if [[ -n $got && $got != "$MANIFEST_DIGEST" ]]; then
-  log "WARNING: PUT $MANIFEST_URL: Docker-Content-Digest '$got', want $MANIFEST_DIGEST"
+if ! has_step push; then
+  use_credentials "repository:$REPO:pull,push"
+  code=$(curl "${AUTH[@]}" -sS --max-time 30 -I -o /dev/null -w '%{http_code}' "$BASE/v2/$REPO/blobs/$LAYER_DIGEST") ||
+    die "HEAD $BASE/v2/$REPO/blobs/$LAYER_DIGEST failed (curl)"
+  # 307: a registry that redirects reads to its object store has it.
+  if [[ $code != 200 && $code != 307 ]]; then
+    log "pushing $LAYER_DIGEST first (untimed)"
+    push_blob "$LAYER_FILE" "$LAYER_DIGEST" "$BLOB_BYTES" >/dev/null
+  fi
 fi
-log "pushed manifest $MANIFEST_DIGEST as $REPO:bench"
-out manifest_digest "$MANIFEST_DIGEST"
 
-# ---------------------------------------------------------------- 2. manifest GET
+if has_step manifest; then
+  # small config blob (its diff_id is not real: registries do not check it)
+  printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["%s"]},"config":{"Labels":{"bench":"%s"}}}' \
+    "$LAYER_DIGEST" "$(date +%s%N)" >"$WORK/config.json"
+  CONFIG_DIGEST=sha256:$(sha256sum "$WORK/config.json" | awk '{print $1}')
+  CONFIG_SIZE=$(stat -c %s "$WORK/config.json")
+  use_credentials "repository:$REPO:pull,push"
+  push_blob "$WORK/config.json" "$CONFIG_DIGEST" "$CONFIG_SIZE" >/dev/null
+  log "pushed config blob $CONFIG_DIGEST"
 
-use_credentials "repository:$REPO:pull"
+  printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"%s","digest":"%s","size":%d},"layers":[{"mediaType":"%s","digest":"%s","size":%d}]}' \
+    "$MEDIA_OCI_MANIFEST" "$MEDIA_OCI_CONFIG" "$CONFIG_DIGEST" "$CONFIG_SIZE" \
+    "$MEDIA_OCI_LAYER" "$LAYER_DIGEST" "$BLOB_BYTES" >"$WORK/manifest.json"
+  MANIFEST_DIGEST=sha256:$(sha256sum "$WORK/manifest.json" | awk '{print $1}')
+  MANIFEST_URL=$BASE/v2/$REPO/manifests/bench
+  code=$(curl "${AUTH[@]}" -sS --max-time 30 -X PUT -H "Content-Type: $MEDIA_OCI_MANIFEST" \
+    --data-binary @"$WORK/manifest.json" -D "$WORK/mput.hdr" -o "$WORK/mput.body" \
+    -w '%{http_code}' "$MANIFEST_URL") || die "PUT $MANIFEST_URL failed (curl)"
+  [[ $code == 201 ]] || die "PUT $MANIFEST_URL returned $code (want 201): $(head -c 500 "$WORK/mput.body")"
+  got=$(header "$WORK/mput.hdr" Docker-Content-Digest)
+  if [[ -n $got && $got != "$MANIFEST_DIGEST" ]]; then
+    log "WARNING: PUT $MANIFEST_URL: Docker-Content-Digest '$got', want $MANIFEST_DIGEST"
+  fi
+  log "pushed manifest $MANIFEST_DIGEST as $REPO:bench"
+  out manifest_digest "$MANIFEST_DIGEST"
 
-code=$(curl "${AUTH[@]}" -sS --max-time 10 -H "Accept: $ACCEPT_MANIFEST" -D "$WORK/mget.hdr" \
-  -o "$WORK/mget.body" -w '%{http_code}' "$MANIFEST_URL") || die "GET $MANIFEST_URL failed (curl)"
-[[ $code == 200 ]] || die "GET $MANIFEST_URL (Accept: $ACCEPT_MANIFEST) returned $code (want 200): $(head -c 500 "$WORK/mget.body")"
-cmp -s "$WORK/mget.body" "$WORK/manifest.json" ||
-  die "GET $MANIFEST_URL returned a body that differs from the pushed manifest"
-ctype=$(header "$WORK/mget.hdr" Content-Type)
-[[ $ctype == "$MEDIA_OCI_MANIFEST"* ]] ||
-  log "WARNING: GET $MANIFEST_URL: Content-Type '$ctype', want $MEDIA_OCI_MANIFEST"
-got=$(header "$WORK/mget.hdr" Docker-Content-Digest)
-[[ -z $got || $got == "$MANIFEST_DIGEST" ]] ||
-  log "WARNING: GET $MANIFEST_URL: Docker-Content-Digest '$got', want $MANIFEST_DIGEST"
-out manifest_bytes "$(stat -c %s "$WORK/manifest.json")"
+  # ---------------------------------------------------------------- 2. manifest GET
 
-measure_manifest
+  use_credentials "repository:$REPO:pull"
+
+  code=$(curl "${AUTH[@]}" -sS --max-time 10 -H "Accept: $ACCEPT_MANIFEST" -D "$WORK/mget.hdr" \
+    -o "$WORK/mget.body" -w '%{http_code}' "$MANIFEST_URL") || die "GET $MANIFEST_URL failed (curl)"
+  [[ $code == 200 ]] || die "GET $MANIFEST_URL (Accept: $ACCEPT_MANIFEST) returned $code (want 200): $(head -c 500 "$WORK/mget.body")"
+  cmp -s "$WORK/mget.body" "$WORK/manifest.json" ||
+    die "GET $MANIFEST_URL returned a body that differs from the pushed manifest"
+  ctype=$(header "$WORK/mget.hdr" Content-Type)
+  [[ $ctype == "$MEDIA_OCI_MANIFEST"* ]] ||
+    log "WARNING: GET $MANIFEST_URL: Content-Type '$ctype', want $MEDIA_OCI_MANIFEST"
+  got=$(header "$WORK/mget.hdr" Docker-Content-Digest)
+  [[ -z $got || $got == "$MANIFEST_DIGEST" ]] ||
+    log "WARNING: GET $MANIFEST_URL: Docker-Content-Digest '$got', want $MANIFEST_DIGEST"
+  out manifest_bytes "$(stat -c %s "$WORK/manifest.json")"
+
+  measure_manifest
+fi
+
 # ---------------------------------------------------------------- 3. blob GET
 
-BLOB_URL=$BASE/v2/$REPO/blobs/$LAYER_DIGEST
-use_credentials "repository:$REPO:pull"
-log "verifying GET $BLOB_URL"
-got=$(curl "${AUTH[@]}" -sS -L --max-time "$CURL_TIMEOUT" --fail "$BLOB_URL" | sha256sum | awk '{print "sha256:" $1}') ||
-  die "GET $BLOB_URL failed"
-[[ $got == "$LAYER_DIGEST" ]] || die "GET $BLOB_URL: downloaded bytes hash to $got, want $LAYER_DIGEST"
-out blob_get_verified 1
+if has_step blob; then
+  BLOB_URL=$BASE/v2/$REPO/blobs/$LAYER_DIGEST
+  use_credentials "repository:$REPO:pull"
+  log "verifying GET $BLOB_URL"
+  got=$(curl "${AUTH[@]}" -sS -L --max-time "$CURL_TIMEOUT" --fail "$BLOB_URL" | sha256sum | awk '{print "sha256:" $1}') ||
+    die "GET $BLOB_URL failed"
+  [[ $got == "$LAYER_DIGEST" ]] || die "GET $BLOB_URL: downloaded bytes hash to $got, want $LAYER_DIGEST"
+  out blob_get_verified 1
 
-pull_mibs=()
-for ((i = 1; i <= PULL_RUNS; i++)); do
-  res=$(curl "${AUTH[@]}" -sS -L --max-time "$CURL_TIMEOUT" -o /dev/null -w '%{http_code} %{size_download} %{time_total}' \
-    "$BLOB_URL") || die "GET $BLOB_URL failed (curl)"
-  read -r code size t <<<"$res"
-  [[ $code == 200 ]] || die "GET $BLOB_URL returned $code (want 200)"
-  [[ $size == "$BLOB_BYTES" ]] || die "GET $BLOB_URL returned $size bytes, want $BLOB_BYTES"
-  m=$(mibs "$BLOB_BYTES" "$t")
-  log "blob GET $i/$PULL_RUNS: ${t}s = $m MiB/s"
-  pull_mibs+=("$m")
-done
-out blob_get_runs_mibs "$(join_by_comma "${pull_mibs[@]}")"
-out blob_get_mibs_median "$(median "${pull_mibs[@]}")"
+  pull_mibs=()
+  for ((i = 1; i <= PULL_RUNS; i++)); do
+    res=$(curl "${AUTH[@]}" -sS -L --max-time "$CURL_TIMEOUT" -o /dev/null -w '%{http_code} %{size_download} %{time_total}' \
+      "$BLOB_URL") || die "GET $BLOB_URL failed (curl)"
+    read -r code size t <<<"$res"
+    [[ $code == 200 ]] || die "GET $BLOB_URL returned $code (want 200)"
+    [[ $size == "$BLOB_BYTES" ]] || die "GET $BLOB_URL returned $size bytes, want $BLOB_BYTES"
+    m=$(mibs "$BLOB_BYTES" "$t")
+    log "blob GET $i/$PULL_RUNS: ${t}s = $m MiB/s"
+    pull_mibs+=("$m")
+  done
+  out blob_get_runs_mibs "$(join_by_comma "${pull_mibs[@]}")"
+  out blob_get_mibs_median "$(median "${pull_mibs[@]}")"
+fi
 
 # ---------------------------------------------------------------- 4. memory
 

@@ -10,6 +10,7 @@ PROG=$(basename "$0")
 usage() {
   cat <<EOF
 Usage: $PROG [--only-distribution] [--no-build] [--help]
+       $PROG --scaled [--s3-only | --replicas-only]
 
 Builds damselfly-registry (cargo build --release -p damselfly-registry, in the
 workspace root, shared target dir), starts it and CNCF Distribution
@@ -19,7 +20,12 @@ the other (damselfly first, unless BENCH_DISTRIBUTION_FIRST=1) with the same
 pre-generated random blobs, stops both, and prints a markdown table on stdout
 (progress goes to stderr).
 
+With --scaled, runs scripts/bench-scaled.sh instead: Damselfly and
+Distribution on the same S3 bucket (SeaweedFS), blob GET proxied and
+redirected, and manifest GET with 1, 2 and 3 replicas behind HAProxy.
+
 Options:
+  --scaled             the S3 and replica benchmark (scripts/bench-scaled.sh --help)
   --only-distribution  benchmark Distribution only; nothing is built
                        (same as BENCH_ONLY_DISTRIBUTION=1)
   --no-build           do not run cargo; use the existing binary
@@ -75,6 +81,10 @@ need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found: apt-get install $
 
 ONLY_DISTRIBUTION=${BENCH_ONLY_DISTRIBUTION:-0}
 NO_BUILD=${BENCH_NO_BUILD:-0}
+if [[ ${1:-} == --scaled ]]; then
+  shift
+  exec "$(dirname "${BASH_SOURCE[0]}")/bench-scaled.sh" "$@"
+fi
 while (($#)); do
   case $1 in
     --only-distribution) ONLY_DISTRIBUTION=1 ;;

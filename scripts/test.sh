@@ -31,12 +31,14 @@ section "System packages"
 # puts TLS in front of the registry, as an ingress would, for the agent.
 # docker.io is the Docker engine node-setup configures; the test runs its own
 # dockerd (its package scripts are kept from starting one, as above).
+# haproxy is the load balancer in front of several registry replicas, in the
+# replica tests and scripts/run-scaled.sh.
 packages=(
     postgresql postgresql-client
     podman skopeo containerd uidmap crun fuse-overlayfs slirp4netns containernetworking-plugins
     curl wrk docker-registry iproute2 procps
     chromium chromium-driver
-    shellcheck openssl python3-venv socat docker.io
+    shellcheck openssl python3-venv socat docker.io haproxy
 )
 # Any kubectl will do; Debian's comes in kubernetes-client.
 command -v kubectl >/dev/null || packages+=(kubernetes-client)

@@ -149,10 +149,46 @@ def call(fn, args):
         return all(truthy(a) for a in args)
     if fn == "or":
         return next((a for a in args if truthy(a)), args[-1])
+    if fn == "int":
+        # sprig's int: numbers and numeric strings; anything else is 0.
+        try:
+            return int(float(args[-1]))
+        except (TypeError, ValueError):
+            return 0
+    if fn == "gt":
+        if type(args[0]) is not type(args[1]) or not isinstance(args[0], (int, float)):
+            # Go's templates refuse to compare an int with a float (values are floats: convert with int).
+            raise RenderError(f"gt: incompatible types for comparison: {args[0]!r} and {args[1]!r}")
+        return args[0] > args[1]
+    if fn == "fail":
+        raise RenderError(args[0])
     raise RenderError(f"function `{fn}` is outside the supported template subset")
 
 
-FUNCTIONS = {"quote", "toYaml", "nindent", "indent", "required", "not", "and", "or"}
+FUNCTIONS = {"quote", "toYaml", "nindent", "indent", "required", "not", "and", "or", "int", "gt", "fail"}
+
+
+def arguments(words, ctx):
+    """The values of a function's arguments; `( fn arg… )` is a call whose result is one argument."""
+    out = []
+    i = 0
+    while i < len(words):
+        if words[i] == "(":
+            depth, j = 1, i + 1
+            while j < len(words) and depth:
+                depth += {"(": 1, ")": -1}.get(words[j], 0)
+                j += 1
+            if depth:
+                raise RenderError(f"unclosed `(` in `{' '.join(words)}`")
+            inner = words[i + 1 : j - 1]
+            if not inner or inner[0] not in FUNCTIONS:
+                raise RenderError(f"`({' '.join(inner)})` is outside the supported template subset")
+            out.append(call(inner[0], arguments(inner[1:], ctx)))
+            i = j
+        else:
+            out.append(term(words[i], ctx))
+            i += 1
+    return out
 
 
 def evaluate(expr, ctx):
@@ -163,7 +199,7 @@ def evaluate(expr, ctx):
         if not words:
             raise RenderError(f"empty command in `{expr}`")
         if words[0] in FUNCTIONS:
-            args = [term(w, ctx) for w in words[1:]]
+            args = arguments(words[1:], ctx)
             if not first:
                 args.append(value)
             value = call(words[0], args)

@@ -54,6 +54,10 @@ pub struct Config {
     /// URL clients reach the registry at, used in `Location` headers that leave the request's host [default: http://<listen>].
     #[arg(long, env = "DAMSELFLY_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// URL the other registry replicas reach this one at, to pass it the P2P calls of the clusters it schedules;
+    /// with an unspecified listen address (0.0.0.0, ::) the machine's host name stands in [default: http://<listen>].
+    #[arg(long, env = "DAMSELFLY_INTERNAL_URL")]
+    pub internal_url: Option<String>,
     /// Largest manifest accepted, in bytes; larger ones get `413`.
     #[arg(long, env = "DAMSELFLY_MAX_MANIFEST_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_manifest_bytes: usize,
@@ -248,6 +252,14 @@ impl Config {
                     .into(),
             ));
         }
+        if let Some(url) = &self.internal_url {
+            let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.trim_end_matches('/').contains('/')) {
+                return Err(ConfigError::Invalid(format!(
+                    "internal_url {url:?} is not a base URL: give http://<host>:<port> where the other replicas reach this one"
+                )));
+            }
+        }
         if self.max_manifest_bytes == 0 {
             return Err(ConfigError::Invalid("max_manifest_bytes must be positive".into()));
         }
@@ -286,6 +298,24 @@ impl Config {
     /// True when clients reach the registry over TLS, so cookies must be `Secure`.
     pub fn behind_tls(&self) -> bool {
         self.public_url().starts_with("https://")
+    }
+
+    /// The URL other replicas reach this one at, without a trailing slash.
+    pub fn internal_url(&self) -> String {
+        if let Some(u) = &self.internal_url {
+            return u.trim_end_matches('/').to_owned();
+        }
+        let (ip, port) = (self.listen.ip(), self.listen.port());
+        if ip.is_unspecified() {
+            // Listening everywhere: the host name is what others can resolve to this machine.
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+            return format!("http://{host}:{port}");
+        }
+        format!("http://{}", self.listen)
     }
 
     /// The URL clients reach the registry at, without a trailing slash.
@@ -346,6 +376,7 @@ mod tests {
             data_dir = "/var/lib/d"
             database_url = "postgres://d@db/d"
             public_url = "https://r.example.com"
+            internal_url = "http://10.0.0.7:5000"
             max_manifest_bytes = 1234
             header_read_timeout_secs = 4
             piece_size = 65536
@@ -385,6 +416,7 @@ mod tests {
             data_dir: "/var/lib/d".into(),
             database_url: Some("postgres://d@db/d".into()),
             public_url: Some("https://r.example.com".into()),
+            internal_url: Some("http://10.0.0.7:5000".into()),
             max_manifest_bytes: 1234,
             header_read_timeout_secs: 4,
             piece_size: 65536,
@@ -423,6 +455,7 @@ mod tests {
             data_dir,
             database_url,
             public_url,
+            internal_url,
             max_manifest_bytes,
             header_read_timeout_secs,
             piece_size,
@@ -447,6 +480,7 @@ mod tests {
         assert_ne!(data_dir, all.data_dir);
         assert_ne!(database_url, all.database_url);
         assert_ne!(public_url, all.public_url);
+        assert_ne!(internal_url, all.internal_url);
         assert_ne!(max_manifest_bytes, all.max_manifest_bytes);
         assert_ne!(header_read_timeout_secs, all.header_read_timeout_secs);
         assert_ne!(piece_size, all.piece_size);
@@ -493,6 +527,20 @@ mod tests {
         // A flag still wins over the file.
         let c = Config::load_from(["r", "--config", file.to_str().unwrap(), "--token-ttl-secs", "60"]).unwrap();
         assert_eq!((c.token_ttl_secs, c.traffic_sample_secs), (60, 11));
+    }
+
+    #[test]
+    fn internal_url_defaults_to_the_listen_address_and_must_be_a_base_url() {
+        let c = Config::load_from(["r", "--listen", "10.1.2.3:5001"]).unwrap();
+        assert_eq!(c.internal_url(), "http://10.1.2.3:5001");
+        let c = Config::load_from(["r", "--internal-url", "http://registry-0.registry:5000/"]).unwrap();
+        assert_eq!(c.internal_url(), "http://registry-0.registry:5000");
+        let any = Config::load_from(["r", "--listen", "0.0.0.0:5000"]).unwrap().internal_url();
+        assert!(any.starts_with("http://") && any.ends_with(":5000") && !any.contains("0.0.0.0"), "{any}");
+        for bad in ["registry:5000", "http://", "http://h:1/p2p"] {
+            let err = Config::load_from(["r", "--internal-url", bad]).unwrap_err();
+            assert!(err.to_string().contains("is not a base URL"), "{bad}: {err}");
+        }
     }
 
     #[test]

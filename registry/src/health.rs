@@ -15,7 +15,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Err(e) => tracing::warn!(error = %e, "could not read blob store totals for /metrics"),
     }
     let census = state.scheduler.census();
-    state.metrics.set_p2p(census.agents, census.swarms);
+    state.metrics.set_p2p(census.agents, census.swarms, state.leases.held());
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),

@@ -67,6 +67,9 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     let db = Db::open(&config.database_url(), config.database_max_connections).await?;
     let auth = auth::Auth::open(&db, &config).await?;
     let stripes = config.p2p_stripes;
+    let scheduler = Arc::new(p2p::Scheduler::new(std::time::Duration::from_secs(10)).with_stripes(stripes));
+    let leases = Arc::new(p2p::Leases::new(db.clone(), config.internal_url(), scheduler.clone()));
+    let sample = std::time::Duration::from_secs(config.traffic_sample_secs);
     Ok(AppState {
         config: Arc::new(config),
         db,
@@ -74,9 +77,10 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         metrics: Arc::new(observe::Metrics::new()),
         uploads: Arc::new(UploadSessions::default()),
         auth: Arc::new(auth),
-        scheduler: Arc::new(p2p::Scheduler::new(std::time::Duration::from_secs(10)).with_stripes(stripes)),
-        p2p_stats: Arc::new(p2p::Stats::default()),
-        preheats: Arc::new(services::preheat::Preheats::default()),
+        scheduler,
+        p2p_stats: Arc::new(p2p::Stats::new(sample)),
+        leases,
+        forwarder: p2p::forward::client(),
     })
 }
 
@@ -102,7 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(api::router())
-        .merge(p2p::router())
+        .merge(p2p::router(&state))
         .merge(console::router().layer(axum::middleware::from_fn_with_state(state.clone(), console::frame_errors)))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), observe::track_requests))
         .with_state(state)
@@ -116,13 +120,14 @@ pub async fn serve(
     let addr = state.config.listen;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let db = state.db.clone();
-    let janitor = tokio::spawn(services::uploads::run_janitor(state.clone()));
-    let key_refresh = tokio::spawn(auth::keys::refresh_periodically(state.auth.clone(), db.clone()));
-    let forget_agents = tokio::spawn(p2p::expire_periodically(state.scheduler.clone()));
-    let sample_traffic = tokio::spawn(p2p::stats::sample_periodically(
-        state.p2p_stats.clone(),
-        std::time::Duration::from_secs(state.config.traffic_sample_secs),
-    ));
+    let (leases, stats) = (state.leases.clone(), state.p2p_stats.clone());
+    let tasks = [
+        tokio::spawn(services::uploads::run_janitor(state.clone())),
+        tokio::spawn(auth::keys::refresh_periodically(state.auth.clone(), db.clone())),
+        tokio::spawn(p2p::expire_periodically(state.clone())),
+        tokio::spawn(p2p::lease::renew_periodically(leases.clone())),
+        tokio::spawn(p2p::stats::flush_periodically(stats.clone(), db.clone())),
+    ];
     let header_timeout = std::time::Duration::from_secs(state.config.header_read_timeout_secs.max(1));
     let app = router(state);
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
@@ -163,10 +168,14 @@ pub async fn serve(
     }
     drop(listener);
     connections.shutdown().await;
-    janitor.abort();
-    key_refresh.abort();
-    forget_agents.abort();
-    sample_traffic.abort();
+    for task in tasks {
+        task.abort();
+    }
+    // Another replica takes this one's clusters at their next call, and the traffic counted here is kept.
+    leases.release().await;
+    if let Err(e) = stats.flush(&db).await {
+        tracing::warn!(error = %e, "could not add the last P2P traffic counted here to the database");
+    }
     db.close().await;
     Ok(())
 }

@@ -29,10 +29,12 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// The P2P swarms and their agents.
     pub scheduler: Arc<Scheduler>,
-    /// P2P traffic and agent reports, for the console.
+    /// P2P traffic counted here, on its way to the database.
     pub p2p_stats: Arc<crate::p2p::Stats>,
-    /// Preheat jobs and the work they hand agents.
-    pub preheats: Arc<crate::services::preheat::jobs::Preheats>,
+    /// Which clusters this replica schedules, and who schedules the others.
+    pub leases: Arc<crate::p2p::Leases>,
+    /// The HTTP client that passes P2P calls on to the replica scheduling their cluster.
+    pub forwarder: reqwest::Client,
 }
 
 /// The state of each upload session this process has touched, so a chunk

@@ -121,10 +121,15 @@ pub struct Http {
 impl Http {
     /// A client for `reg`.
     pub fn new(reg: &Registry) -> Http {
+        Http::at(&reg.url)
+    }
+
+    /// A client for the registry at `url` (a load balancer in front of replicas, say).
+    pub fn at(url: &str) -> Http {
         // A fresh connection per request: the registry closes connections
         // after refused writes, and a pooled one might be that one.
         let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("HTTP client");
-        Http { client, url: reg.url.clone() }
+        Http { client, url: url.to_owned() }
     }
 
     /// A request to a path, or to a full URL the registry sent (a `Location`).

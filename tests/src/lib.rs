@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod kubernetes;
 pub mod netns;
 pub mod postgres;
+pub mod scaled;
 pub mod seaweedfs;
 pub mod workstation;
 use std::net::TcpListener;

@@ -32,6 +32,8 @@ pub struct SeaweedFs {
     filer: String,
     ports: [u16; 8],
     dir: PathBuf,
+    /// The network namespace it runs in, if not the test's own.
+    netns: Option<String>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -57,6 +59,12 @@ impl SeaweedFs {
 
     /// Starts a server of its own in a fresh directory; stopped on drop.
     pub fn start() -> SeaweedFs {
+        SeaweedFs::start_in(None)
+    }
+
+    /// [`SeaweedFs::start`] inside network namespace `netns` (its loopback),
+    /// for registries that run there; the helpers below reach it there too.
+    pub fn start_in(netns: Option<&str>) -> SeaweedFs {
         let tmp = tempfile::Builder::new().prefix("damselfly-seaweedfs-").tempdir().expect("temp dir");
         let ports = [(); 8].map(|_| free_port());
         let mut server = SeaweedFs {
@@ -64,6 +72,7 @@ impl SeaweedFs {
             filer: format!("http://127.0.0.1:{}", ports[4]),
             ports,
             dir: tmp.path().to_owned(),
+            netns: netns.map(str::to_owned),
             child: None,
             _tmp: Some(tmp),
         };
@@ -138,7 +147,8 @@ impl SeaweedFs {
             quoted.join(" "),
             shell_quote(&self.dir.join("weed.log").display().to_string()),
         );
-        let child = Command::new("setsid")
+        let child = self
+            .command("setsid")
             .args(["sh", "-c", &script])
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -256,8 +266,20 @@ impl SeaweedFs {
         out.is_ok_and(|o| o.status.success())
     }
 
+    /// A command that runs `program` where the server runs.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, program]);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+
     fn curl_s3(&self, method: &str, path_and_query: &str) -> Command {
-        let mut cmd = Command::new("curl");
+        let mut cmd = self.command("curl");
         cmd.args(["-sS", "-f", "--max-time", "30", "-X", method])
             .args(["--aws-sigv4", &format!("aws:amz:{REGION}:s3"), "--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
             // curl signs no payload hash of its own; S3 requires one.
@@ -270,7 +292,8 @@ impl SeaweedFs {
 
     /// Creates a directory through the filer (a bucket under `/buckets/`); true if it is there now.
     fn filer_mkdir(&self, path: &str) -> bool {
-        let out = Command::new("curl")
+        let out = self
+            .command("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "-X", "POST"])
             .arg(format!("{}{path}", self.filer))
             .stderr(Stdio::null())

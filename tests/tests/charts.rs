@@ -63,7 +63,13 @@ fn the_registry_chart_renders_valid_objects_with_its_defaults() {
     let yaml = rendered("damselfly", REGISTRY);
     assert_eq!(
         validate(&yaml),
-        ["deployment/dfly", "persistentvolumeclaim/dfly-data", "service/dfly", "serviceaccount/dfly"]
+        [
+            "deployment/dfly",
+            "poddisruptionbudget/dfly",
+            "persistentvolumeclaim/dfly-data",
+            "service/dfly",
+            "serviceaccount/dfly"
+        ]
     );
     for secure in [
         "runAsNonRoot: true",
@@ -76,6 +82,61 @@ fn the_registry_chart_renders_valid_objects_with_its_defaults() {
         assert!(yaml.contains(secure), "{secure} missing:\n{yaml}");
     }
     assert!(!yaml.contains("DAMSELFLY_DATABASE_URL"), "SQLite on the volume by default");
+    assert!(!yaml.contains("DAMSELFLY_STORAGE"), "blobs on the volume by default");
+    // One replica: the budget blocks no drain.
+    assert!(yaml.contains("kind: PodDisruptionBudget\nmetadata:\n  name: dfly\n"), "{yaml}");
+    assert!(yaml.contains("  maxUnavailable: 1\n"), "{yaml}");
+}
+
+#[test]
+fn the_registry_chart_with_replicas_on_postgres_and_s3_renders_valid_objects_and_claims_no_volume() {
+    let values = format!(
+        "{REGISTRY}replicas: 3\ndatabase:\n  existingSecret: pg\n\
+         s3:\n  enabled: true\n  bucket: damselfly-blobs\n  prefix: prod/\n  endpoint: http://seaweedfs-s3:8333\n  \
+         pathStyle: true\n  credentials:\n    existingSecret: s3-keys\n\
+         podDisruptionBudget:\n  maxUnavailable: 2\n"
+    );
+    let yaml = rendered("damselfly", &values);
+    assert_eq!(
+        validate(&yaml),
+        ["deployment/dfly", "poddisruptionbudget/dfly", "service/dfly", "serviceaccount/dfly"],
+        "no claim: blobs in the bucket, metadata in PostgreSQL"
+    );
+    for wanted in [
+        "replicas: 3",
+        "name: DAMSELFLY_STORAGE\n              value: s3",
+        "name: DAMSELFLY_S3_BUCKET\n              value: \"damselfly-blobs\"",
+        "name: DAMSELFLY_S3_PREFIX\n              value: \"prod/\"",
+        "name: DAMSELFLY_S3_ENDPOINT\n              value: \"http://seaweedfs-s3:8333\"",
+        "name: DAMSELFLY_S3_REGION\n              value: \"us-east-1\"",
+        "name: DAMSELFLY_S3_PATH_STYLE\n              value: \"true\"",
+        "name: AWS_ACCESS_KEY_ID\n              valueFrom:\n                secretKeyRef:\n                  name: s3-keys\n                  key: access-key-id",
+        "name: AWS_SECRET_ACCESS_KEY\n              valueFrom:\n                secretKeyRef:\n                  name: s3-keys\n                  key: secret-access-key",
+        "name: POD_IP\n              valueFrom:\n                fieldRef:\n                  fieldPath: status.podIP",
+        "name: DAMSELFLY_INTERNAL_URL\n              value: \"http://$(POD_IP):5000\"",
+        "- name: data\n          # Blobs are in the bucket and metadata in PostgreSQL: nothing here outlives the Pod.\n          emptyDir: {}",
+        "  maxUnavailable: 2\n",
+    ] {
+        assert!(yaml.contains(wanted), "{wanted:?} missing:\n{yaml}");
+    }
+    assert!(!yaml.contains("DAMSELFLY_S3_REDIRECT") && !yaml.contains("persistentVolumeClaim"), "{yaml}");
+    // Without a bucket or credentials, rendering says which is missing.
+    let no_keys = values.replace("  credentials:\n    existingSecret: s3-keys\n", "");
+    refused(&no_keys, "s3.credentials.existingSecret is required with s3.enabled");
+    // Replicas that could not share their metadata or blobs are refused, saying what to set.
+    refused(&values.replace("database:\n  existingSecret: pg\n", ""), "replicas above 1 need PostgreSQL");
+    refused(&values.replace("s3:\n  enabled: true\n", "s3:\n  enabled: false\n"), "set s3.enabled");
+}
+
+/// Rendering the registry chart with `values` fails, saying `why`, here and in real Helm's lint.
+fn refused(values: &str, why: &str) {
+    let out = render("damselfly", values);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains(why), "rendering did not fail with {why:?}: {said}");
+    let lint = helm_lint("damselfly", values);
+    let report = format!("{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    // Helm's lint reports what `required` and `fail` stop at without failing itself.
+    assert!(report.contains(why), "helm lint did not report {why:?}: {report}");
 }
 
 #[test]
@@ -88,7 +149,10 @@ fn the_registry_chart_with_postgres_an_ingress_and_an_existing_claim_renders_val
          annotations:\n    nginx.ingress.kubernetes.io/proxy-body-size: \"0\"\n  tls:\n    secretName: registry-tls\n"
     );
     let yaml = rendered("damselfly", &values);
-    assert_eq!(validate(&yaml), ["deployment/dfly", "ingress/dfly", "service/dfly", "serviceaccount/dfly"]);
+    assert_eq!(
+        validate(&yaml),
+        ["deployment/dfly", "ingress/dfly", "poddisruptionbudget/dfly", "service/dfly", "serviceaccount/dfly"]
+    );
     for wanted in [
         "replicas: 3",
         "name: DAMSELFLY_DATABASE_URL\n              valueFrom:\n                secretKeyRef:\n                  name: pg\n                  key: url",

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use damselfly_core::Digest;
 use damselfly_tests::netns::{Net, NsProcess};
+use damselfly_tests::postgres::PrivatePostgres;
+use damselfly_tests::scaled::{haproxy_binary, haproxy_config};
+use damselfly_tests::seaweedfs::SeaweedFs;
 use damselfly_tests::{binary, metric_value, pseudo_random, run, ADMIN_PASSWORD, ADMIN_USER};
 use serde_json::{json, Value};
 
@@ -28,13 +31,26 @@ const TREE_PIECE_KIB: u64 = 256;
 /// The registry, N agents and the network. Fields drop in order: processes first, then the namespaces.
 struct Swarm {
     agents: Vec<Option<NsProcess>>,
+    /// The registry, or with replicas the load balancer in front of them.
     registry: NsProcess,
+    /// Replicas behind `registry`, with what they share, when the swarm has them.
+    replicated: Option<Replicated>,
     net: Net,
     reg_url: String,
     cluster_token: String,
     tmp: tempfile::TempDir,
     /// The registry's piece size in KiB, when not its default.
     piece_kib: Option<u64>,
+}
+
+/// Registry replicas behind the swarm's load balancer, and the database and
+/// object store they share, all in the registry's namespace.
+struct Replicated {
+    replicas: Vec<Option<NsProcess>>,
+    /// Each replica's own URL.
+    urls: Vec<String>,
+    _s3: SeaweedFs,
+    _postgres: PrivatePostgres,
 }
 
 /// One layer of the pushed image.
@@ -107,7 +123,83 @@ impl Swarm {
         let reg_ip = net.nodes[REG].ip.clone();
         let reg_url = format!("http://{reg_ip}:5000");
         let registry = spawn_registry(&net, &reg_url, tmp.path(), piece_kib);
-        let mut s = Swarm { agents: Vec::new(), registry, net, reg_url, cluster_token: String::new(), tmp, piece_kib };
+        Swarm::assemble(
+            Swarm {
+                agents: Vec::new(),
+                registry,
+                replicated: None,
+                net,
+                reg_url,
+                cluster_token: String::new(),
+                tmp,
+                piece_kib,
+            },
+            agents,
+        )
+    }
+
+    /// Three registry replicas in the registry's namespace on their own
+    /// PostgreSQL server and SeaweedFS store (there too), with HAProxy at
+    /// the registry's address in front of them: a fleet in miniature.
+    fn start_replicated(agents: usize, piece_kib: Option<u64>) -> Swarm {
+        const REPLICAS: usize = 3;
+        let net = Net::new(FIRST_AGENT + agents);
+        let tmp = tempfile::Builder::new().prefix("damselfly-swarm-").tempdir().expect("temp dir");
+        let ns = net.nodes[REG].ns.clone();
+        let reg_ip = net.nodes[REG].ip.clone();
+        let reg_url = format!("http://{reg_ip}:5000");
+        let postgres = PrivatePostgres::start_in(Some(&ns), 5432);
+        let database = postgres.create_database("damselfly");
+        let s3 = SeaweedFs::start_in(Some(&ns));
+        let bucket = s3.create_bucket();
+        let mut env: Vec<(String, String)> = s3.registry_env(&bucket);
+        env.push(("DAMSELFLY_DATABASE_URL".into(), database));
+        if let Some(kib) = piece_kib {
+            env.push(("DAMSELFLY_PIECE_SIZE".into(), (kib * 1024).to_string()));
+        }
+        let mut replicas = Vec::new();
+        let mut urls = Vec::new();
+        for i in 0..REPLICAS {
+            let listen = format!("{reg_ip}:{}", 5001 + i);
+            let data = tmp.path().join(format!("replica-{i}"));
+            let mut cmd = net.command(REG, binary("damselfly-registry"));
+            cmd.env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("DAMSELFLY_LISTEN", &listen)
+                .env("DAMSELFLY_PUBLIC_URL", &reg_url)
+                .env("DAMSELFLY_DATA_DIR", &data)
+                .env("DAMSELFLY_LOG_FORMAT", "json")
+                .env("DAMSELFLY_ADMIN_PASSWORD", ADMIN_PASSWORD)
+                .env("RUST_LOG", "info")
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let url = format!("http://{listen}");
+            let mut replica = NsProcess::spawn(cmd, tmp.path().join(format!("replica-{i}.log")));
+            wait_until_ready(&net, &url, &mut replica);
+            replicas.push(Some(replica));
+            urls.push(url);
+        }
+        let backends: Vec<String> = urls.iter().map(|u| u.trim_start_matches("http://").to_owned()).collect();
+        let cfg = tmp.path().join("haproxy.cfg");
+        std::fs::write(&cfg, haproxy_config(&format!("{reg_ip}:5000"), &backends)).expect("haproxy.cfg");
+        let mut cmd = net.command(REG, haproxy_binary());
+        cmd.args(["-db", "-f"]).arg(&cfg);
+        let registry = NsProcess::spawn(cmd, tmp.path().join("haproxy.log"));
+        let replicated = Replicated { replicas, urls, _s3: s3, _postgres: postgres };
+        let swarm = Swarm {
+            agents: Vec::new(),
+            registry,
+            replicated: Some(replicated),
+            net,
+            reg_url,
+            cluster_token: String::new(),
+            tmp,
+            piece_kib,
+        };
+        Swarm::assemble(swarm, agents)
+    }
+
+    /// Once the registry answers: registers the cluster `swarm` and starts `agents` agents with its token.
+    fn assemble(mut s: Swarm, agents: usize) -> Swarm {
         wait_until_ready(&s.net, &s.reg_url, &mut s.registry);
         let (code, body) = s.admin("POST", "/api/v1/tenants/default/clusters", &json!({"name": "swarm"}));
         assert_eq!(code, 201, "{body}");
@@ -127,6 +219,30 @@ impl Swarm {
         let layers = swarm.push_image(3, 24 * MIB);
         let token = swarm.limited(40);
         (swarm, layers, token, (0..AGENTS).collect())
+    }
+
+    /// Replica `i`'s metrics page, empty if it does not answer.
+    fn replica_metrics(&self, i: usize) -> String {
+        let url = &self.replicated.as_ref().expect("replicas").urls[i];
+        self.curl(&["-fsS", "--max-time", "5", &format!("{url}/metrics")]).1
+    }
+
+    /// The replica scheduling the cluster: the one holding its lease.
+    fn scheduling_replica(&self) -> Option<usize> {
+        let replicas = self.replicated.as_ref().expect("replicas").urls.len();
+        (0..replicas).find(|&i| metric_value(&self.replica_metrics(i), "damselfly_p2p_clusters_scheduled") >= 1.0)
+    }
+
+    /// Bytes that left the registry's node on its link: every replica's and
+    /// the load balancer's, headers and retransmissions included.
+    fn registry_link_sent(&self) -> f64 {
+        let out = self
+            .net
+            .command(REG, "cat")
+            .arg("/sys/class/net/eth0/statistics/tx_bytes")
+            .output()
+            .expect("read the registry node's counters");
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("tx_bytes")
     }
 
     fn agent_ip(&self, i: usize) -> &str {
@@ -760,6 +876,48 @@ fn a_registry_killed_and_restarted_mid_swarm_does_not_stop_the_pulls() {
     let page = swarm.registry_metrics();
     assert_eq!(metric_value(&page, "damselfly_p2p_agents"), nodes.len() as f64, "every agent registered again\n{page}");
     assert!(peer > seed, "agents received {peer} bytes from peers and {seed} from the seed\n{}", swarm.logs());
+}
+
+/// Three replicas on PostgreSQL and S3 behind HAProxy serve the swarm; four
+/// seconds in, the replica scheduling the cluster dies without warning. A
+/// survivor takes the cluster's lease over within seconds and the agents'
+/// calls go there, the seed's pieces come from any replica, and every agent
+/// finishes with verified bytes while the registry's node sends the image
+/// about once.
+#[test]
+fn a_replica_killed_mid_swarm_costs_no_pull_and_the_registry_sends_the_image_about_once() {
+    const AGENTS: usize = 6;
+    let _serial = serial();
+    let mut swarm = Swarm::start_replicated(AGENTS, Some(TREE_PIECE_KIB));
+    let layers = swarm.push_image(3, 24 * MIB);
+    let image: usize = layers.iter().map(|l| l.len).sum();
+    let token = swarm.limited(40);
+    let holder = swarm.scheduling_replica().expect("a replica schedules the cluster");
+    let mut victim = swarm.replicated.as_mut().and_then(|r| r.replicas[holder].take()).expect("the holder");
+    let nodes: Vec<usize> = (0..AGENTS).collect();
+    let sent_before = swarm.registry_link_sent();
+    let results = swarm.pull_through_agents(&nodes, &layers, &token, || {
+        std::thread::sleep(Duration::from_secs(4));
+        victim.kill();
+    });
+    let sent = swarm.registry_link_sent() - sent_before;
+    let (peer, seed, pass) = swarm.agent_bytes(&nodes);
+    let now_holder = swarm.scheduling_replica();
+    eprintln!(
+        "fault: replica {holder} (scheduling the cluster) killed at 4 s; replica {now_holder:?} took over; nodes \
+         finished at {:?} s; the registry's node sent {sent} B for a {image} B image ({:.3}×); agents received \
+         peer {peer} seed {seed} passthrough {pass}",
+        results.iter().map(|r| format!("{:.1}", r.secs)).collect::<Vec<_>>(),
+        sent / image as f64,
+    );
+    assert_all_correct(&results, &nodes, &swarm);
+    assert!(now_holder.is_some_and(|h| h != holder), "a surviving replica schedules the cluster: {now_holder:?}");
+    assert!(
+        sent <= 1.2 * image as f64,
+        "the registry's node sent {sent} bytes for a {image} byte image ({:.2}×)\n{}",
+        sent / image as f64,
+        swarm.logs()
+    );
 }
 
 /// The scenarios are heavy (a registry, six agents, shaped links): one at a time.

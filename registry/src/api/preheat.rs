@@ -104,7 +104,7 @@ pub async fn list(
     PathParams((tenant, cluster_name)): PathParams<(String, String)>,
 ) -> ApiResult<Json<Vec<PreheatJob>>> {
     let cluster = cluster(&state, &caller, &tenant, &cluster_name).await?;
-    Ok(Json(preheat::jobs(&state, cluster.id)))
+    Ok(Json(preheat::jobs(&state, cluster.id).await?))
 }
 
 /// A preheat job and where each of its nodes stands (tenant admin or owner).
@@ -131,5 +131,5 @@ pub async fn show(
     PathParams((tenant, cluster_name, id)): PathParams<(String, String, String)>,
 ) -> ApiResult<Json<PreheatJob>> {
     let cluster = cluster(&state, &caller, &tenant, &cluster_name).await?;
-    Ok(Json(preheat::job(&state, &cluster, &id)?))
+    Ok(Json(preheat::job(&state, &cluster, &id).await?))
 }

@@ -128,21 +128,26 @@ impl Auth {
         })
     }
 
-    /// Checks Basic credentials with brute-force protection per login name and per address.
+    /// Checks Basic credentials with brute-force protection per login name
+    /// and per address, counted in the database for every replica together.
     pub async fn login(&self, db: &Db, login: &str, secret: &str, source: &str) -> Result<Principal, LoginError> {
         let keys = [format!("user:{login}"), format!("addr:{source}")];
         let key_refs = [keys[0].as_str(), keys[1].as_str()];
-        if let Some(wait) = self.limiter.blocked(&key_refs) {
+        let standing = self.limiter.standing(db, &key_refs).await.map_err(LoginError::Db)?;
+        if let Some(wait) = standing.blocked {
             return Err(LoginError::Throttled(wait));
         }
         match self.authenticator.basic(db, login, secret).await {
             Ok(p) => {
-                self.limiter.succeeded(&keys[0]);
+                // Only a login that failed lately has a counter to clear: no write for every other.
+                if standing.failures {
+                    self.limiter.succeeded(db, &keys[0]).await.map_err(LoginError::Db)?;
+                }
                 Ok(p)
             }
             Err(AuthError::Db(e)) => Err(LoginError::Db(e)),
             Err(_) => {
-                self.limiter.failed(&key_refs);
+                self.limiter.failed(db, &key_refs).await.map_err(LoginError::Db)?;
                 Err(LoginError::Denied)
             }
         }

@@ -121,38 +121,34 @@ fn token_shown(state: &AppState, name: &str, token: String) -> Secret {
 pub async fn list(State(state): State<AppState>, who: SignedIn, Path(tenant): Path<String>) -> ConsoleResult<Response> {
     let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, None).await?;
     let clusters = clusters::list(&state, &access).await?;
-    let rows = clusters
-        .into_iter()
-        .map(|c| {
-            let agents = c
-                .agents
-                .into_iter()
-                .map(|a| {
-                    let said = state.p2p_stats.agent(c.id, &a.id).unwrap_or_default();
-                    AgentRow {
-                        node: a.node,
-                        zone: a.zone,
-                        version: a.version,
-                        last_heartbeat: if said.last_heartbeat > 0 { utc(said.last_heartbeat) } else { "-".into() },
-                        cache: said.cache_bytes.map_or_else(|| "not reported".into(), human_bytes),
-                        served: said.served_bytes.map_or_else(|| "not reported".into(), human_bytes),
-                    }
-                })
-                .collect();
-            let jobs = preheat::jobs(&state, c.id)
-                .into_iter()
-                .take(JOBS_LISTED)
-                .map(|j| JobRow {
-                    reference: format!("{}:{}", j.repository, j.tag),
-                    trigger: started_by(j.trigger).to_owned(),
-                    state: word(j.state),
-                    started: utc(j.created_at),
-                    id: j.id,
-                })
-                .collect();
-            ClusterRow { name: c.name, registered: utc(c.created_at), agents, jobs }
-        })
-        .collect();
+    let mut rows = Vec::with_capacity(clusters.len());
+    for c in clusters {
+        let agents = c
+            .agents
+            .into_iter()
+            .map(|a| AgentRow {
+                node: a.node,
+                zone: a.zone,
+                version: a.version,
+                last_heartbeat: if a.last_heartbeat > 0 { utc(a.last_heartbeat) } else { "-".into() },
+                cache: a.cache_bytes.map_or_else(|| "not reported".into(), human_bytes),
+                served: a.served_bytes.map_or_else(|| "not reported".into(), human_bytes),
+            })
+            .collect();
+        let jobs = preheat::jobs(&state, c.id)
+            .await?
+            .into_iter()
+            .take(JOBS_LISTED)
+            .map(|j| JobRow {
+                reference: format!("{}:{}", j.repository, j.tag),
+                trigger: started_by(j.trigger).to_owned(),
+                state: word(j.state),
+                started: utc(j.created_at),
+                id: j.id,
+            })
+            .collect();
+        rows.push(ClusterRow { name: c.name, registered: utc(c.created_at), agents, jobs });
+    }
     let page = ClustersPage {
         chrome: who.chrome(&state, "tenants").await,
         tenant: access.tenant().name.clone(),
@@ -299,7 +295,7 @@ pub async fn preheat_job(
 ) -> ConsoleResult<Response> {
     let access = access::tenant::<Manage>(&state, &who.caller(), &tenant, None).await?;
     let found = clusters::find(&state, &access, &cluster).await?;
-    let job = preheat::job(&state, &found, &job)?;
+    let job = preheat::job(&state, &found, &job).await?;
     let page = PreheatPage {
         chrome: who.chrome(&state, "tenants").await,
         tenant,

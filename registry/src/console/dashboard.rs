@@ -99,7 +99,7 @@ pub async fn show(State(state): State<AppState>, who: SignedIn, Query(which): Qu
         // The check refuses a tenant named in the URL that the user may not manage.
         let access = access::tenant::<Manage>(&state, &caller, &name, None).await?;
         let tenant = access.tenant().clone();
-        let traffic = state.p2p_stats.of_tenant(tenant.id);
+        let traffic = state.p2p_stats.of_tenant(&state.db, tenant.id).await?;
         let clusters = clusters::list(&state, &access).await?;
         let active = |id| traffic.active_swarms.iter().find(|(c, _)| *c == id).map_or(0, |(_, n)| *n);
         page.by_cluster = clusters

@@ -7,15 +7,20 @@
 //! `$n` placeholders numbered in order of appearance, which both accept.
 
 mod accounts;
+mod agents;
 mod audit;
 mod blobs;
 mod clusters;
 mod keys;
+mod leases;
+mod logins;
 mod manifests;
+mod preheat;
 mod repositories;
 mod sessions;
 mod tags;
 mod tenancy;
+mod traffic;
 mod uploads;
 
 use std::str::FromStr;
@@ -25,15 +30,20 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use accounts::{Accounts, Binding, Member, PrincipalRef, Robot, Role, TokenHolder, User};
+pub use agents::{AgentRecord, Agents};
 pub use audit::{AuditEvent, AuditFilter, AuditLog, NewAuditEvent};
 pub use blobs::{BlobRecord, Blobs};
 pub use clusters::{Cluster, ClusterId, Clusters};
 pub use keys::{SigningKeys, StoredKey};
+pub use leases::{LeaseHolder, Leases};
+pub use logins::LoginFailures;
 pub use manifests::{ManifestRecord, Manifests, NewManifest, Referrer, TargetKind};
+pub use preheat::{PreheatJobRow, PreheatJobs, PreheatNodeRow, TakenWork};
 pub use repositories::{Repositories, RepositoryId, RepositorySummary};
 pub use sessions::{ConsoleSession, ConsoleSessions};
 pub use tags::{TagDetail, Tags};
 pub use tenancy::{Namespace, NamespaceId, Tenancy, Tenant, TenantId};
+pub use traffic::{Traffic, TrafficRow};
 pub use uploads::{UploadRow, Uploads};
 
 /// Which SQL engine the pool talks to.
@@ -183,6 +193,31 @@ impl Db {
     /// The audit log.
     pub fn audit(&self) -> AuditLog<'_> {
         AuditLog { pool: &self.pool }
+    }
+
+    /// Which replica schedules each P2P cluster.
+    pub fn leases(&self) -> Leases<'_> {
+        Leases { pool: &self.pool, engine: self.engine }
+    }
+
+    /// The agents registered with each cluster.
+    pub fn agents(&self) -> Agents<'_> {
+        Agents { pool: &self.pool }
+    }
+
+    /// Preheat jobs and their nodes.
+    pub fn preheat_jobs(&self) -> PreheatJobs<'_> {
+        PreheatJobs { pool: &self.pool }
+    }
+
+    /// P2P traffic for the acceleration dashboard.
+    pub fn traffic(&self) -> Traffic<'_> {
+        Traffic { pool: &self.pool }
+    }
+
+    /// Failed logins, for the limit every replica enforces.
+    pub fn login_failures(&self) -> LoginFailures<'_> {
+        LoginFailures { pool: &self.pool }
     }
 
     /// Answers when the database accepts a query.

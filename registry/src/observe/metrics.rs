@@ -66,6 +66,8 @@ pub struct Metrics {
     blob_store_blobs: Gauge<i64, std::sync::atomic::AtomicI64>,
     p2p_agents: Gauge<i64, std::sync::atomic::AtomicI64>,
     p2p_swarms: Gauge<i64, std::sync::atomic::AtomicI64>,
+    p2p_clusters: Gauge<i64, std::sync::atomic::AtomicI64>,
+    p2p_forwarded: Counter,
 }
 
 impl Default for Metrics {
@@ -100,6 +102,18 @@ impl Metrics {
         registry.register("p2p_agents", "Agents heard from recently", p2p_agents.clone());
         let p2p_swarms = Gauge::default();
         registry.register("p2p_swarms", "Blobs with an active swarm", p2p_swarms.clone());
+        let p2p_clusters = Gauge::default();
+        registry.register(
+            "p2p_clusters_scheduled",
+            "P2P clusters this replica schedules (holds the lease of)",
+            p2p_clusters.clone(),
+        );
+        let p2p_forwarded = Counter::default();
+        registry.register(
+            "p2p_forwarded",
+            "P2P calls passed on to the replica that schedules their cluster",
+            p2p_forwarded.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -110,6 +124,8 @@ impl Metrics {
             blob_store_blobs,
             p2p_agents,
             p2p_swarms,
+            p2p_clusters,
+            p2p_forwarded,
         }
     }
 
@@ -145,10 +161,16 @@ impl Metrics {
         self.blob_store_bytes.set(bytes);
     }
 
-    /// Updates the P2P gauges.
-    pub fn set_p2p(&self, agents: usize, swarms: usize) {
+    /// Updates the P2P gauges: what this replica schedules.
+    pub fn set_p2p(&self, agents: usize, swarms: usize, clusters: usize) {
         self.p2p_agents.set(agents as i64);
         self.p2p_swarms.set(swarms as i64);
+        self.p2p_clusters.set(clusters as i64);
+    }
+
+    /// Counts a P2P call passed on to another replica.
+    pub fn forwarded(&self) {
+        self.p2p_forwarded.inc();
     }
 
     /// The text exposition of every metric.

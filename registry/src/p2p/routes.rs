@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use super::extract::{method_not_allowed, unknown_endpoint, P2pJson, P2pPath};
-use super::scheduler::{Blob, Plan, Scheduler};
+use super::scheduler::{Agent, Blob, Plan, Scheduler};
 use super::stats::{Joining, Traffic};
 use super::ticket;
 use crate::auth::password::token_sha256;
@@ -35,17 +35,24 @@ const TICKET_TTL_SECS: i64 = 300;
 
 /// Every P2P route: the agents' calls, the seed, the setup script and the
 /// webhook's question. Every answer that is not a success, even for a path
-/// or a method the API does not have, is an OCI error body.
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// or a method the API does not have, is an OCI error body. The calls that
+/// change a cluster's scheduling are served by the replica that holds the
+/// cluster's lease (`super::forward`); a preheat report (the database), the
+/// seed (a ticket and the shared blob store), the setup script and the
+/// webhook's question are served by whichever replica receives them.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let scheduled = Router::new()
         .route("/p2p/v1/agents", post(register))
         .route("/p2p/v1/agents/{agent}", axum::routing::delete(unregister))
         .route("/p2p/v1/agents/{agent}/heartbeat", post(heartbeat))
         .route("/p2p/v1/swarms/join", post(join))
         .route("/p2p/v1/swarms/report", post(report))
+        .layer(Extension(Arc::new(HeldJoins::default())))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), super::forward::to_holder));
+    Router::new()
         .route("/p2p/v1/preheat/{job}/report", post(preheat_report))
         .route("/p2p/v1/seed/{digest}/pieces/{index}", get(seed_piece))
-        .layer(Extension(Arc::new(HeldJoins::default())))
+        .merge(scheduled)
         .merge(super::install::router())
         .merge(super::acceleration::router())
         .route("/p2p/v1", any(unknown_endpoint))
@@ -84,7 +91,9 @@ pub(super) fn scheme_value<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&
     s.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }
 
-/// An agent's cluster, established from `Authorization: Cluster <token>`.
+/// An agent's cluster, established from `Authorization: Cluster <token>`
+/// (or already, by the step that chose this replica to serve the call).
+#[derive(Clone)]
 pub(super) struct ClusterCaller(pub(super) Cluster);
 
 impl FromRequestParts<AppState> for ClusterCaller {
@@ -97,6 +106,9 @@ impl FromRequestParts<AppState> for ClusterCaller {
                 "send the cluster token as `Authorization: Cluster <token>`; a cluster owner gets it when registering the cluster",
             )
         };
+        if let Some(known) = parts.extensions.get::<ClusterCaller>() {
+            return Ok(known.clone());
+        }
         let token = scheme_value(&parts.headers, CLUSTER_AUTH_SCHEME).ok_or_else(refused)?;
         let cluster = state.db.clusters().by_token(&token_sha256(token)).await?.ok_or_else(refused)?;
         Ok(ClusterCaller(cluster))
@@ -116,7 +128,9 @@ async fn register(
         .with_status(StatusCode::BAD_REQUEST));
     }
     let agent_id = state.scheduler.register(cluster.id, &req);
-    state.p2p_stats.heard_from(cluster.id, &agent_id, None, None);
+    // Kept in the database too: for the console and preheat on every replica,
+    // and for the replica that schedules the cluster next.
+    state.db.agents().insert(&agent_id, cluster.id, &req).await?;
     tracing::info!(cluster = cluster.name, tenant = cluster.tenant, node = req.node, agent_id, "agent registered");
     Ok(Json(RegisterResponse {
         agent_id,
@@ -133,7 +147,8 @@ async fn unregister(
     ClusterCaller(cluster): ClusterCaller,
     P2pPath(agent): P2pPath<String>,
 ) -> Result<StatusCode> {
-    if !state.scheduler.forget(cluster.id, &agent) {
+    let scheduled = state.scheduler.forget(cluster.id, &agent);
+    if !state.db.agents().delete(cluster.id, &agent).await? && !scheduled {
         return Err(unknown_agent());
     }
     tracing::info!(agent, cluster = cluster.id.0, "agent left");
@@ -150,11 +165,11 @@ async fn heartbeat(
     // refusing the heartbeat, which keeps the agent in its swarms.
     let said: HeartbeatRequest = serde_json::from_slice(&body).unwrap_or_default();
     if !state.scheduler.heartbeat_from(cluster.id, &agent) {
-        return Err(unknown_agent());
+        known_agent(&state, cluster.id, &agent).await?;
     }
-    state.p2p_stats.heard_from(cluster.id, &agent, said.cache_bytes, said.served_bytes);
+    state.db.agents().heard_from(cluster.id, &agent, said.cache_bytes, said.served_bytes).await?;
     // Work rides on the heartbeat's answer: agents behind NAT cannot be called.
-    let preheat = state.preheats.take_work(cluster.id, &agent);
+    let preheat = crate::services::preheat::take_work(&state, cluster.id, &agent).await?;
     if preheat.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -168,7 +183,7 @@ async fn preheat_report(
     P2pPath(job): P2pPath<String>,
     P2pJson(req): P2pJson<PreheatReport>,
 ) -> Result<StatusCode> {
-    if state.preheats.report(cluster.id, &job, &req.agent_id, req.ok, req.error) {
+    if crate::services::preheat::report(&state, cluster.id, &job, &req.agent_id, req.ok, req.error).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(RegistryError::oci(ErrorCode::NameUnknown, "no such preheat job for this agent")
@@ -178,6 +193,27 @@ async fn preheat_report(
 
 fn unknown_agent() -> RegistryError {
     RegistryError::oci(ErrorCode::AgentUnknown, "this agent is unknown or was forgotten: register again")
+}
+
+/// The agent as the scheduler knows it. One the scheduler has not seen is
+/// taken back from the database if it is alive there: it registered with
+/// the replica that scheduled its cluster before this one took the lease
+/// over. It keeps its id, its tickets stay good, and its next join says
+/// which pieces it holds.
+async fn known_agent(state: &AppState, cluster: ClusterId, id: &str) -> Result<Agent> {
+    if let Some(agent) = state.scheduler.agent(cluster, id) {
+        return Ok(agent);
+    }
+    let alive_since = crate::metadata::now() - 3 * state.scheduler.heartbeat().as_secs() as i64;
+    let record = state.db.agents().find(cluster, id, alive_since).await?.ok_or_else(unknown_agent)?;
+    state.scheduler.readmit(cluster, id, &record.registered);
+    tracing::info!(
+        cluster = cluster.0,
+        agent_id = id,
+        node = record.registered.node,
+        "took the agent over from another replica"
+    );
+    state.scheduler.agent(cluster, id).ok_or_else(unknown_agent)
 }
 
 /// Admits the agent to the blob's swarm on behalf of its client: the
@@ -198,7 +234,7 @@ async fn join(
     ClusterCaller(cluster): ClusterCaller,
     P2pJson(req): P2pJson<JoinRequest>,
 ) -> Result<Json<JoinResponse>> {
-    let agent = state.scheduler.agent(cluster.id, &req.agent_id).ok_or_else(unknown_agent)?;
+    let agent = known_agent(&state, cluster.id, &req.agent_id).await?;
     let name: RepositoryName = req
         .repository
         .parse()
@@ -240,7 +276,7 @@ async fn join(
     }
     let shape = Blob { pieces: blob.pieces.digests().len(), piece_size: blob.pieces.piece_size() };
     let joining = Joining { agent: &agent.id, pieces: shape.pieces, held: req.have.len() };
-    state.p2p_stats.joined(cluster.tenant_id, cluster.id, name.namespace(), req.digest, joining);
+    state.p2p_stats.joined(&state.db, cluster.tenant_id, cluster.id, name.namespace(), req.digest, joining).await?;
     let plan = plan_held(&state.scheduler, &held, cluster.id, &agent.id, &req, shape).await;
     // A brief join's agent holds the digests and a ticket: neither is made again.
     let (piece_digests, ticket, ticket_expires_in) = if req.brief {
@@ -298,13 +334,13 @@ async fn report(
     ClusterCaller(cluster): ClusterCaller,
     P2pJson(req): P2pJson<ReportRequest>,
 ) -> Result<StatusCode> {
-    state.scheduler.agent(cluster.id, &req.agent_id).ok_or_else(unknown_agent)?;
+    known_agent(&state, cluster.id, &req.agent_id).await?;
     if state.scheduler.report(cluster.id, &req) {
         held.wake(cluster.id);
     }
     let from_peers = req.bytes_from.iter().map(|(_, n)| *n).sum();
     state.p2p_stats.received(cluster.id, req.digest, Traffic { peers: from_peers, seed: 0 });
-    state.p2p_stats.progressed(cluster.id, req.digest, &req.agent_id, req.have.len());
+    state.p2p_stats.progressed(&state.db, cluster.id, req.digest, &req.agent_id, req.have.len()).await?;
     if !req.bad_parents.is_empty() {
         tracing::warn!(reporter = req.agent_id, bad = ?req.bad_parents, digest = %req.digest, "peers sent corrupt pieces");
     }
@@ -328,8 +364,13 @@ async fn seed_piece(
         .map_err(|e| RegistryError::oci(ErrorCode::Denied, format!("ticket refused: {e}")))?;
     // A ticket is good for one download of the agent it names: once that
     // agent has left its cluster's swarms (it unregistered, fell silent, or
-    // this registry restarted), the ticket is a replay.
-    if state.scheduler.agent(ClusterId(claims.cluster), &claims.sub).is_none() {
+    // its cluster's token was re-issued), the ticket is a replay. Any replica
+    // serves the seed, and the agents they all know are the database's; the
+    // scheduler here answers first when this replica schedules the cluster.
+    let cluster = ClusterId(claims.cluster);
+    let in_swarms = state.scheduler.agent(cluster, &claims.sub).is_some()
+        || state.db.agents().find(cluster, &claims.sub, super::alive_since(&state)).await?.is_some();
+    if !in_swarms {
         return Err(RegistryError::oci(
             ErrorCode::Denied,
             "ticket refused: the agent it was issued to is no longer in its cluster's swarms; join again for a new one",

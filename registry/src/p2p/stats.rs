@@ -1,28 +1,44 @@
-//! What the acceleration dashboard and the clusters page show: bytes that
-//! agents got from peers versus from the seed, per cluster and namespace;
-//! swarms active lately; what each agent last said in its heartbeat; and a
-//! time series of the traffic, sampled periodically into a ring buffer.
+//! What the acceleration dashboard shows: bytes that agents got from peers
+//! versus from the seed, per cluster and namespace; swarms with an agent
+//! still downloading; and a time series of the traffic, one point per
+//! sample period.
 //!
 //! Everything is keyed by the tenant that owns the cluster, so a tenant's
-//! pages read only its own clusters' traffic. The numbers live in memory:
-//! they describe this process since it started, like its Prometheus
-//! counters.
+//! pages read only its own clusters' traffic. The numbers live in the
+//! database, shared by every replica: a replica counts the bytes it hears
+//! of (reports on the replica scheduling the cluster, seed pieces on
+//! whichever replica serves them) and adds them there every
+//! [`FLUSH_EVERY`]. A replica that dies loses at most what it counted since
+//! its last flush. A swarm's bytes count against the namespace of the
+//! repository it was joined through, written when the swarm is joined, so
+//! that the replica serving its seed pieces can find it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use damselfly_core::Digest;
 
-use crate::metadata::{now, ClusterId, TenantId};
+use crate::metadata::{now, ClusterId, Db, TenantId};
 
 /// A swarm counts as active while one of its agents still lacks pieces and
-/// was heard from this recently. An agent downloading joins or reports every
-/// few seconds; one that went quiet longer has died or given up.
-const ACTIVE_FOR: Duration = Duration::from_secs(30);
+/// was heard from this recently (seconds). An agent downloading joins or
+/// reports every few seconds; one that went quiet longer has died or given up.
+const ACTIVE_FOR: i64 = 30;
+/// While a swarm stays active, or stays idle, this replica writes it again
+/// at most this often; a change between the two is written at once. A swarm
+/// whose agents all went quiet therefore stops counting as active between
+/// [`ACTIVE_FOR`] and `ACTIVE_FOR` + this after it was last heard from.
+const REWRITE_AFTER: Duration = Duration::from_secs(10);
 /// How many samples each tenant's series keeps.
 pub const SAMPLES: usize = 360;
-/// Most swarms remembered; the oldest are forgotten first.
+/// How often a replica adds what it counted to the database.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// Bytes whose swarm is not known yet are kept this long for a later flush.
+const UNATTRIBUTED_FOR: Duration = Duration::from_secs(30);
+/// Seconds between two prunings of samples past the series and swarms idle for a week.
+const PRUNE_EVERY: i64 = 600;
+/// Most swarms remembered in memory; the map is emptied when it grows past this.
 const MAX_SWARMS: usize = 100_000;
 
 /// Bytes moved into agents' caches.
@@ -51,64 +67,13 @@ impl Traffic {
     }
 }
 
-/// What an agent last said about itself.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AgentReport {
-    /// Unix seconds of its last heartbeat (or registration).
-    pub last_heartbeat: i64,
-    /// Bytes in its cache, if it said.
-    pub cache_bytes: Option<u64>,
-    /// Bytes it has served to peers since it started, if it said.
-    pub served_bytes: Option<u64>,
-}
-
-/// One point of a tenant's series: bytes moved since the previous one.
+/// One point of a tenant's series: bytes moved in the period starting then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sample {
     /// Unix seconds.
     pub at: i64,
     /// Bytes in the interval.
     pub traffic: Traffic,
-}
-
-#[derive(Clone)]
-struct SwarmInfo {
-    tenant: TenantId,
-    namespace: String,
-    last_active: Instant,
-    /// Pieces of the blob.
-    pieces: usize,
-    /// Agents still downloading it, with the pieces each holds; an agent
-    /// leaves once it holds them all.
-    fetching: HashMap<String, usize>,
-}
-
-impl SwarmInfo {
-    fn active(&self) -> bool {
-        !self.fetching.is_empty() && self.last_active.elapsed() < ACTIVE_FOR
-    }
-}
-
-#[derive(Default)]
-struct Inner {
-    agents: HashMap<(ClusterId, String), AgentReport>,
-    swarms: HashMap<(ClusterId, Digest), SwarmInfo>,
-    /// Cumulative traffic per (tenant, cluster, namespace).
-    totals: HashMap<(TenantId, ClusterId, String), Traffic>,
-    series: HashMap<TenantId, VecDeque<Sample>>,
-    /// Per-tenant totals at the last sample.
-    sampled: HashMap<TenantId, Traffic>,
-}
-
-/// An agent joining a swarm, as [`Stats::joined`] counts it.
-#[derive(Clone, Copy, Debug)]
-pub struct Joining<'a> {
-    /// The agent's id.
-    pub agent: &'a str,
-    /// Pieces of the blob.
-    pub pieces: usize,
-    /// Pieces the agent holds already.
-    pub held: usize,
 }
 
 /// The dashboard's numbers for one tenant.
@@ -126,74 +91,151 @@ pub struct TenantTraffic {
     pub series: Vec<Sample>,
 }
 
-/// The registry's P2P statistics.
+#[derive(Clone)]
+struct Attribution {
+    tenant: TenantId,
+    namespace: String,
+    /// When this replica last wrote the swarm to the database, if it did.
+    written: Option<Instant>,
+    /// Whether it was written as having an agent downloading.
+    written_active: bool,
+    /// Pieces of the blob; 0 where this replica only attributes seed bytes.
+    pieces: usize,
+    /// Agents still downloading it through this replica (the one scheduling
+    /// its cluster), with the pieces each holds; an agent leaves once it
+    /// holds them all.
+    fetching: HashMap<String, usize>,
+}
+
+impl Attribution {
+    fn new(tenant: TenantId, namespace: String, pieces: usize) -> Attribution {
+        Attribution { tenant, namespace, written: None, written_active: false, pieces, fetching: HashMap::new() }
+    }
+
+    /// Whether the database must hear of this swarm now: never written, its
+    /// activity changed, or written longer ago than [`REWRITE_AFTER`].
+    fn due(&self) -> bool {
+        let active = !self.fetching.is_empty();
+        self.written.is_none_or(|at| active != self.written_active || at.elapsed() >= REWRITE_AFTER)
+    }
+}
+
+/// An agent joining a swarm, as [`Stats::joined`] counts it.
+#[derive(Clone, Copy, Debug)]
+pub struct Joining<'a> {
+    /// The agent's id.
+    pub agent: &'a str,
+    /// Pieces of the blob.
+    pub pieces: usize,
+    /// Pieces the agent holds already.
+    pub held: usize,
+}
+
 #[derive(Default)]
+struct Inner {
+    swarms: HashMap<(ClusterId, Digest), Attribution>,
+    /// Bytes counted here whose swarm is not known yet, with when they were first counted.
+    pending: HashMap<(ClusterId, Digest), (Traffic, Instant)>,
+    /// Bytes counted here, known to belong to (tenant, cluster, namespace), not yet in the database.
+    unsaved: HashMap<(TenantId, ClusterId, String), Traffic>,
+}
+
+/// This replica's share of the P2P statistics.
 pub struct Stats {
     inner: Mutex<Inner>,
+    /// Seconds between the points of the series.
+    sample_secs: i64,
 }
 
 impl Stats {
+    /// Statistics with one point per `sample` in the series.
+    pub fn new(sample: Duration) -> Stats {
+        Stats { inner: Mutex::new(Inner::default()), sample_secs: sample.as_secs().max(1) as i64 }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An agent registered or sent a heartbeat; `None` fields leave what it said before.
-    pub fn heard_from(&self, cluster: ClusterId, agent: &str, cache_bytes: Option<u64>, served_bytes: Option<u64>) {
-        let mut inner = self.lock();
-        let report = inner.agents.entry((cluster, agent.to_owned())).or_default();
-        report.last_heartbeat = now();
-        if cache_bytes.is_some() {
-            report.cache_bytes = cache_bytes;
-        }
-        if served_bytes.is_some() {
-            report.served_bytes = served_bytes;
-        }
-    }
-
-    /// What an agent last said, if it is known.
-    pub fn agent(&self, cluster: ClusterId, agent: &str) -> Option<AgentReport> {
-        self.lock().agents.get(&(cluster, agent.to_owned())).copied()
-    }
-
-    /// Agent `agent` of `tenant`'s cluster joined the swarm of a blob of
-    /// `namespace` that has `pieces` pieces, holding `held` of them.
-    pub fn joined(&self, tenant: TenantId, cluster: ClusterId, namespace: &str, digest: Digest, joining: Joining) {
-        let mut inner = self.lock();
-        if inner.swarms.len() >= MAX_SWARMS && !inner.swarms.contains_key(&(cluster, digest)) {
-            let oldest = inner.swarms.iter().min_by_key(|(_, s)| s.last_active).map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                inner.swarms.remove(&k);
+    /// Agent `joining.agent` of `tenant`'s cluster joined the swarm of a blob
+    /// of `namespace`. Written to the database at the swarm's first join here,
+    /// when it starts or stops having an agent downloading, and otherwise at
+    /// most every [`REWRITE_AFTER`], before the join is answered: the seed
+    /// pieces it leads to may be served by another replica.
+    pub async fn joined(
+        &self,
+        db: &Db,
+        tenant: TenantId,
+        cluster: ClusterId,
+        namespace: &str,
+        digest: Digest,
+        joining: Joining<'_>,
+    ) -> Result<(), sqlx::Error> {
+        let due = {
+            let mut inner = self.lock();
+            if inner.swarms.len() >= MAX_SWARMS && !inner.swarms.contains_key(&(cluster, digest)) {
+                inner.swarms.clear();
             }
+            let swarm = inner
+                .swarms
+                .entry((cluster, digest))
+                .or_insert_with(|| Attribution::new(tenant, namespace.to_owned(), joining.pieces));
+            swarm.pieces = joining.pieces;
+            // A join says every piece the agent holds.
+            if joining.held < swarm.pieces {
+                let held = swarm.fetching.entry(joining.agent.to_owned()).or_default();
+                *held = (*held).max(joining.held);
+            } else {
+                swarm.fetching.remove(joining.agent);
+            }
+            swarm.due()
+        };
+        if due {
+            self.write_swarm(db, cluster, digest).await?;
         }
-        let swarm = inner.swarms.entry((cluster, digest)).or_insert_with(|| SwarmInfo {
-            tenant,
-            namespace: namespace.to_owned(),
-            last_active: Instant::now(),
-            pieces: joining.pieces,
-            fetching: HashMap::new(),
-        });
-        swarm.last_active = Instant::now();
-        // A join says every piece the agent holds.
-        if joining.held < swarm.pieces {
-            let held = swarm.fetching.entry(joining.agent.to_owned()).or_default();
-            *held = (*held).max(joining.held);
-        } else {
-            swarm.fetching.remove(joining.agent);
-        }
+        Ok(())
     }
 
     /// Agent `agent` of `cluster` reported `new_pieces` more pieces of a blob.
-    pub fn progressed(&self, cluster: ClusterId, digest: Digest, agent: &str, new_pieces: usize) {
-        let mut inner = self.lock();
-        let Some(swarm) = inner.swarms.get_mut(&(cluster, digest)) else { return };
-        swarm.last_active = Instant::now();
-        let pieces = swarm.pieces;
-        if let Some(held) = swarm.fetching.get_mut(agent) {
-            *held += new_pieces;
-            if *held >= pieces {
-                swarm.fetching.remove(agent);
+    pub async fn progressed(
+        &self,
+        db: &Db,
+        cluster: ClusterId,
+        digest: Digest,
+        agent: &str,
+        new_pieces: usize,
+    ) -> Result<(), sqlx::Error> {
+        let due = {
+            let mut inner = self.lock();
+            let Some(swarm) = inner.swarms.get_mut(&(cluster, digest)) else { return Ok(()) };
+            let pieces = swarm.pieces;
+            if let Some(held) = swarm.fetching.get_mut(agent) {
+                *held += new_pieces;
+                if *held >= pieces {
+                    swarm.fetching.remove(agent);
+                }
             }
+            swarm.due()
+        };
+        if due {
+            self.write_swarm(db, cluster, digest).await?;
         }
+        Ok(())
+    }
+
+    /// Writes a swarm as this replica sees it now: heard from now, with an agent downloading or not.
+    async fn write_swarm(&self, db: &Db, cluster: ClusterId, digest: Digest) -> Result<(), sqlx::Error> {
+        let Some((tenant, namespace, active)) =
+            self.lock().swarms.get(&(cluster, digest)).map(|a| (a.tenant, a.namespace.clone(), !a.fetching.is_empty()))
+        else {
+            return Ok(());
+        };
+        db.traffic().swarm_active(cluster, &digest.to_string(), tenant, &namespace, now(), active).await?;
+        if let Some(a) = self.lock().swarms.get_mut(&(cluster, digest)) {
+            a.written = Some(Instant::now());
+            a.written_active = active;
+        }
+        Ok(())
     }
 
     /// Bytes of a blob an agent of `cluster` received, from peers or from the seed.
@@ -202,130 +244,116 @@ impl Stats {
             return;
         }
         let mut inner = self.lock();
-        let Some(swarm) = inner.swarms.get_mut(&(cluster, digest)) else { return };
-        swarm.last_active = Instant::now();
-        let key = (swarm.tenant, cluster, swarm.namespace.clone());
-        inner.totals.entry(key).or_default().add(traffic);
+        inner.pending.entry((cluster, digest)).or_insert_with(|| (Traffic::default(), Instant::now())).0.add(traffic);
     }
 
-    /// Appends a point to every tenant's series: the traffic since the last one.
-    pub fn sample(&self) {
-        let at = now();
-        let mut inner = self.lock();
-        let mut per_tenant: HashMap<TenantId, Traffic> = HashMap::new();
-        for ((tenant, _, _), t) in &inner.totals {
-            per_tenant.entry(*tenant).or_default().add(*t);
-        }
-        for (tenant, total) in per_tenant {
-            let before = inner.sampled.insert(tenant, total).unwrap_or_default();
-            let delta = Traffic { peers: total.peers - before.peers, seed: total.seed - before.seed };
-            let series = inner.series.entry(tenant).or_default();
-            if series.len() == SAMPLES {
-                series.pop_front();
+    /// Adds what this replica counted to the database. Bytes of a swarm
+    /// nobody joined are kept for [`UNATTRIBUTED_FOR`], then dropped; on a
+    /// database failure everything is kept for the next flush.
+    pub async fn flush(&self, db: &Db) -> Result<(), sqlx::Error> {
+        let pending = std::mem::take(&mut self.lock().pending);
+        let mut failed = None;
+        for ((cluster, digest), (traffic, since)) in pending {
+            let known = self.lock().swarms.get(&(cluster, digest)).map(|a| (a.tenant, a.namespace.clone()));
+            let found = match known {
+                Some(found) => Some(found),
+                None if failed.is_some() => None,
+                None => match db.traffic().swarm(cluster, &digest.to_string()).await {
+                    Ok(Some((tenant, namespace))) => {
+                        let attribution = Attribution::new(tenant, namespace.clone(), 0);
+                        self.lock().swarms.entry((cluster, digest)).or_insert(attribution);
+                        Some((tenant, namespace))
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        failed = Some(e);
+                        None
+                    }
+                },
+            };
+            let mut inner = self.lock();
+            match found {
+                Some((tenant, namespace)) => {
+                    inner.unsaved.entry((tenant, cluster, namespace)).or_default().add(traffic)
+                }
+                None if since.elapsed() < UNATTRIBUTED_FOR || failed.is_some() => {
+                    let slot = inner.pending.entry((cluster, digest)).or_insert((Traffic::default(), since));
+                    slot.0.add(traffic);
+                    slot.1 = slot.1.min(since);
+                }
+                None => {
+                    tracing::debug!(cluster = cluster.0, %digest, "bytes for a swarm nobody joined are not counted")
+                }
             }
-            series.push_back(Sample { at, traffic: delta });
         }
+        let at = now();
+        let bucket = at - at.rem_euclid(self.sample_secs);
+        let unsaved = std::mem::take(&mut self.lock().unsaved);
+        for ((tenant, cluster, namespace), traffic) in unsaved {
+            if failed.is_none() {
+                match db.traffic().add(tenant, cluster, &namespace, (traffic.peers, traffic.seed), bucket).await {
+                    Ok(()) => continue,
+                    Err(e) => failed = Some(e),
+                }
+            }
+            self.lock().unsaved.entry((tenant, cluster, namespace)).or_default().add(traffic);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if at.rem_euclid(PRUNE_EVERY) < FLUSH_EVERY.as_secs() as i64 {
+            db.traffic().prune(at - SAMPLES as i64 * self.sample_secs, at - 7 * 86_400).await?;
+        }
+        Ok(())
     }
 
     /// Everything the dashboard shows for one tenant.
-    pub fn of_tenant(&self, tenant: TenantId) -> TenantTraffic {
-        let inner = self.lock();
+    pub async fn of_tenant(&self, db: &Db, tenant: TenantId) -> Result<TenantTraffic, sqlx::Error> {
         let mut out = TenantTraffic::default();
         let mut by_cluster: HashMap<ClusterId, Traffic> = HashMap::new();
         let mut by_namespace: HashMap<String, Traffic> = HashMap::new();
-        for ((t, cluster, namespace), traffic) in &inner.totals {
-            if *t != tenant {
-                continue;
-            }
-            by_cluster.entry(*cluster).or_default().add(*traffic);
-            by_namespace.entry(namespace.clone()).or_default().add(*traffic);
-            out.total.add(*traffic);
-        }
-        let mut active: HashMap<ClusterId, usize> = HashMap::new();
-        for ((cluster, _), swarm) in &inner.swarms {
-            if swarm.tenant == tenant && swarm.active() {
-                *active.entry(*cluster).or_default() += 1;
-            }
+        for row in db.traffic().totals(tenant).await? {
+            let traffic = Traffic { peers: row.peers, seed: row.seed };
+            by_cluster.entry(row.cluster).or_default().add(traffic);
+            by_namespace.entry(row.namespace).or_default().add(traffic);
+            out.total.add(traffic);
         }
         out.by_cluster = by_cluster.into_iter().collect();
         out.by_cluster.sort_by_key(|(c, _)| *c);
         out.by_namespace = by_namespace.into_iter().collect();
         out.by_namespace.sort_by(|a, b| a.0.cmp(&b.0));
-        out.active_swarms = active.into_iter().collect();
-        out.active_swarms.sort();
-        out.series = inner.series.get(&tenant).map(|s| s.iter().copied().collect()).unwrap_or_default();
-        out
+        let at = now();
+        out.active_swarms = db.traffic().active_swarms(tenant, at - ACTIVE_FOR).await?;
+        let current = at - at.rem_euclid(self.sample_secs);
+        let stored = db.traffic().samples(tenant, current - (SAMPLES as i64 - 1) * self.sample_secs).await?;
+        // A point for every period from the first with traffic to now, the quiet ones at zero.
+        if let Some(&(first, _, _)) = stored.first() {
+            let mut stored = stored.into_iter().peekable();
+            let mut bucket = first;
+            while bucket <= current {
+                let traffic = match stored.peek() {
+                    Some(&(t, peers, seed)) if t == bucket => {
+                        stored.next();
+                        Traffic { peers, seed }
+                    }
+                    _ => Traffic::default(),
+                };
+                out.series.push(Sample { at: bucket, traffic });
+                bucket += self.sample_secs;
+            }
+        }
+        Ok(out)
     }
 }
 
-/// Samples the series every `period` until the task is aborted.
-pub async fn sample_periodically(stats: std::sync::Arc<Stats>, period: Duration) {
-    let mut tick = tokio::time::interval(period);
+/// Adds what this replica counted to the database every [`FLUSH_EVERY`] until the task is aborted.
+pub async fn flush_periodically(stats: std::sync::Arc<Stats>, db: Db) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        stats.sample();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn digest(n: u8) -> Digest {
-        Digest::of(&[n])
-    }
-
-    #[test]
-    fn traffic_is_counted_per_tenant_and_never_shown_to_another() {
-        let stats = Stats::default();
-        let (acme, globex) = (TenantId(1), TenantId(2));
-        let fresh = Joining { agent: "a", pieces: 4, held: 0 };
-        stats.joined(acme, ClusterId(10), "web", digest(1), fresh);
-        stats.joined(globex, ClusterId(20), "gx", digest(1), fresh);
-        stats.received(ClusterId(10), digest(1), Traffic { peers: 300, seed: 100 });
-        stats.received(ClusterId(20), digest(1), Traffic { peers: 0, seed: 50 });
-        // Bytes for a swarm nobody joined are not attributed to anyone.
-        stats.received(ClusterId(30), digest(2), Traffic { peers: 7, seed: 7 });
-        stats.sample();
-        let a = stats.of_tenant(acme);
-        assert_eq!(a.total, Traffic { peers: 300, seed: 100 });
-        assert_eq!(a.total.saved_percent(), 75.0);
-        assert_eq!(a.by_namespace, vec![("web".to_owned(), Traffic { peers: 300, seed: 100 })]);
-        assert_eq!(a.by_cluster, vec![(ClusterId(10), Traffic { peers: 300, seed: 100 })]);
-        assert_eq!(a.active_swarms, vec![(ClusterId(10), 1)]);
-        assert_eq!(a.series.len(), 1);
-        let g = stats.of_tenant(globex);
-        assert_eq!(g.total, Traffic { peers: 0, seed: 50 });
-        assert_eq!(g.by_namespace, vec![("gx".to_owned(), Traffic { peers: 0, seed: 50 })]);
-        stats.received(ClusterId(10), digest(1), Traffic { peers: 10, seed: 0 });
-        stats.sample();
-        let series = stats.of_tenant(acme).series;
-        assert_eq!(
-            series.iter().map(|s| s.traffic).collect::<Vec<_>>(),
-            vec![Traffic { peers: 300, seed: 100 }, Traffic { peers: 10, seed: 0 }]
-        );
-    }
-
-    /// A swarm is active while one of its agents still downloads, not for
-    /// minutes after every pull has ended.
-    #[test]
-    fn a_swarm_is_active_until_its_last_agent_holds_every_piece() {
-        let stats = Stats::default();
-        let acme = TenantId(1);
-        let active = || stats.of_tenant(acme).active_swarms;
-        stats.joined(acme, ClusterId(10), "web", digest(1), Joining { agent: "a", pieces: 4, held: 0 });
-        stats.joined(acme, ClusterId(10), "web", digest(1), Joining { agent: "b", pieces: 4, held: 1 });
-        assert_eq!(active(), vec![(ClusterId(10), 1)]);
-        stats.progressed(ClusterId(10), digest(1), "a", 4);
-        assert_eq!(active(), vec![(ClusterId(10), 1)], "b still downloads");
-        stats.progressed(ClusterId(10), digest(1), "b", 2);
-        stats.progressed(ClusterId(10), digest(1), "b", 1);
-        assert_eq!(active(), vec![], "both hold every piece");
-        // An agent that joins holding the whole blob (from its cache) downloads nothing.
-        stats.joined(acme, ClusterId(10), "web", digest(2), Joining { agent: "c", pieces: 2, held: 2 });
-        assert_eq!(active(), vec![]);
-        // A report from an agent the swarm never saw join changes nothing.
-        stats.progressed(ClusterId(10), digest(2), "d", 1);
-        assert_eq!(active(), vec![]);
+        if let Err(e) = stats.flush(&db).await {
+            tracing::warn!(error = %e, "could not add P2P traffic to the database; kept for the next try");
+        }
     }
 }

@@ -41,22 +41,52 @@ pub struct Agent {
     pub version: String,
     /// The node's platform, e.g. `linux/amd64`.
     pub platform: String,
+    /// Unix seconds of its last heartbeat (or registration).
+    #[serde(skip)]
+    pub last_heartbeat: i64,
+    /// Bytes in its cache, as it last said.
+    #[serde(skip)]
+    pub cache_bytes: Option<u64>,
+    /// Bytes it served to peers since it started, as it last said.
+    #[serde(skip)]
+    pub served_bytes: Option<u64>,
 }
 
-fn view(state: &AppState, c: metadata::Cluster) -> Cluster {
+/// A cluster with its agents online, from the database: whichever replica
+/// an agent registered with, every replica lists it.
+async fn view(state: &AppState, c: metadata::Cluster) -> Result<Cluster> {
     let agents = state
-        .scheduler
-        .agents_of(c.id)
+        .db
+        .agents()
+        .online(c.id, crate::p2p::alive_since(state))
+        .await?
         .into_iter()
-        .map(|a| Agent { id: a.id, node: a.node, url: a.url, zone: a.zone, version: a.version, platform: a.platform })
+        .map(|a| {
+            let r = a.registered;
+            Agent {
+                id: a.id,
+                url: format!("http://{}:{}", r.ip, r.peer_port),
+                node: r.node,
+                zone: r.zone,
+                version: r.version,
+                platform: if r.platform.is_empty() { "linux/amd64".into() } else { r.platform },
+                last_heartbeat: a.last_seen,
+                cache_bytes: a.cache_bytes,
+                served_bytes: a.served_bytes,
+            }
+        })
         .collect();
-    Cluster { id: c.id, name: c.name, created_at: c.created_at, agents }
+    Ok(Cluster { id: c.id, name: c.name, created_at: c.created_at, agents })
 }
 
 /// The tenant's clusters by name, with their online agents.
 pub async fn list(state: &AppState, access: &TenantAccess<Manage>) -> Result<Vec<Cluster>> {
     let clusters = state.db.clusters().of_tenant(access.tenant().id).await?;
-    Ok(clusters.into_iter().map(|c| view(state, c)).collect())
+    let mut out = Vec::with_capacity(clusters.len());
+    for c in clusters {
+        out.push(view(state, c).await?);
+    }
+    Ok(out)
 }
 
 /// The tenant's cluster `name`.
@@ -98,12 +128,19 @@ pub async fn register(state: &AppState, access: &TenantAccess<Manage>, name: &Na
     Ok((cluster, token))
 }
 
-/// The scheduler forgets the cluster's agents: their token no longer works,
-/// so they are not anyone's parents any more.
-fn forget_agents(state: &AppState, cluster: ClusterId) {
+/// Every replica forgets the cluster's agents: their token no longer works,
+/// so they are not anyone's parents any more. This replica's scheduler
+/// forgets them at once; their rows go, so no replica takes them back; and
+/// the cluster's lease is revoked, so the replica scheduling it (perhaps
+/// another) drops what it knew at its next renewal, within
+/// [`crate::p2p::lease::RENEW_EVERY`].
+async fn forget_agents(state: &AppState, cluster: ClusterId) -> Result<()> {
     for agent in state.scheduler.agents_of(cluster) {
         state.scheduler.forget(cluster, &agent.id);
     }
+    state.db.agents().delete_all(cluster).await?;
+    state.db.leases().revoke(cluster).await?;
+    Ok(())
 }
 
 /// The audit attempt of giving cluster `name` of `tenant` a new token.
@@ -121,9 +158,9 @@ pub async fn reissue_token(state: &AppState, access: &TenantAccess<Manage>, name
     if !state.db.clusters().set_token(found.id, &password::token_sha256(&token)).await? {
         return Err(gone(access, name));
     }
-    forget_agents(state, found.id);
+    forget_agents(state, found.id).await?;
     access.record(state, Some(json!({ "cluster_id": found.id.0 }))).await;
-    Ok((view(state, found), token))
+    Ok((view(state, found).await?, token))
 }
 
 /// The audit attempt of deleting cluster `name` of `tenant`.
@@ -140,7 +177,10 @@ pub async fn delete(state: &AppState, access: &TenantAccess<Manage>, name: &str)
     if !state.db.clusters().delete(found.id).await? {
         return Err(gone(access, name));
     }
-    forget_agents(state, found.id);
+    // Its agents' and lease's rows went with it.
+    for agent in state.scheduler.agents_of(found.id) {
+        state.scheduler.forget(found.id, &agent.id);
+    }
     access.record(state, Some(json!({ "cluster_id": found.id.0 }))).await;
     Ok(())
 }

@@ -162,11 +162,18 @@ impl Scheduler {
     /// Registers an agent and returns its id.
     pub fn register(&self, cluster: ClusterId, req: &RegisterRequest) -> String {
         let id = uuid::Uuid::new_v4().simple().to_string();
+        self.readmit(cluster, &id, req);
+        id
+    }
+
+    /// Admits an agent under the id it registered with before, as it said
+    /// then: another registry replica scheduled its cluster until it stopped.
+    pub fn readmit(&self, cluster: ClusterId, id: &str, req: &RegisterRequest) {
         let now = self.clock.now();
         let mut state = self.lock();
         state.registered += 1;
         let agent = Agent {
-            id: id.clone(),
+            id: id.to_owned(),
             cluster,
             node: req.node.clone(),
             url: format!("http://{}:{}", req.ip, req.peer_port),
@@ -180,8 +187,7 @@ impl Scheduler {
             seq: state.registered,
             heard: now,
         };
-        state.agents.insert(id.clone(), agent);
-        id
+        state.agents.insert(id.to_owned(), agent);
     }
 
     /// Records a heartbeat; false if the agent is unknown (it must register again).

@@ -4,20 +4,23 @@
 //! agent finds its share of a job in its next heartbeat's answer, fetches
 //! the blobs through its engine (the same swarm as any pull, so the registry
 //! sends about one copy whatever the number of nodes) and reports. Jobs live
-//! in memory, like the swarms, and are forgotten an hour after they start.
+//! in the database, so that a job started through one replica is handed out
+//! by the one that schedules the cluster, reported to any, and outlives the
+//! loss of either; they are forgotten an hour after they start.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::HashSet;
 
 use damselfly_core::p2p::PreheatTask;
 use damselfly_core::Digest;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::metadata::ClusterId;
+use crate::metadata::{ClusterId, Db, PreheatJobRow, PreheatNodeRow};
 
 /// How long a job stays visible after it was created.
-const JOB_TTL_SECS: i64 = 3600;
+const JOB_TTL_MS: i64 = 3_600_000;
+/// Why a node's share failed when its agent went away.
+const WENT_OFFLINE: &str = "the agent went offline before it finished";
 
 /// Where one node stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -33,6 +36,26 @@ pub enum PreheatState {
     Failed,
 }
 
+impl PreheatState {
+    fn as_str(self) -> &'static str {
+        match self {
+            PreheatState::Pending => "pending",
+            PreheatState::Running => "running",
+            PreheatState::Done => "done",
+            PreheatState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> PreheatState {
+        match s {
+            "pending" => PreheatState::Pending,
+            "running" => PreheatState::Running,
+            "done" => PreheatState::Done,
+            _ => PreheatState::Failed,
+        }
+    }
+}
+
 /// What started a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -43,6 +66,24 @@ pub enum PreheatTrigger {
     Console,
     /// A push of the tag into a namespace that preheats its new tags.
     Push,
+}
+
+impl PreheatTrigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            PreheatTrigger::Api => "api",
+            PreheatTrigger::Console => "console",
+            PreheatTrigger::Push => "push",
+        }
+    }
+
+    fn parse(s: &str) -> PreheatTrigger {
+        match s {
+            "push" => PreheatTrigger::Push,
+            "console" => PreheatTrigger::Console,
+            _ => PreheatTrigger::Api,
+        }
+    }
 }
 
 /// One node of a job.
@@ -57,9 +98,6 @@ pub struct PreheatNode {
     /// The manifest it fetches: the tag's, or for a multi-platform tag the one of its platform.
     #[schema(value_type = Option<String>)]
     pub manifest: Option<Digest>,
-    /// The blobs it fetches.
-    #[serde(skip)]
-    blobs: Vec<Digest>,
     /// Where it stands.
     pub state: PreheatState,
     /// Why it failed.
@@ -90,24 +128,48 @@ pub struct PreheatJob {
     pub created_at: i64,
     /// The chosen nodes.
     pub nodes: Vec<PreheatNode>,
-    #[serde(skip)]
-    cluster: ClusterId,
-    /// Order of creation, for listing newest first within one second.
-    #[serde(skip)]
-    seq: u64,
-    #[serde(skip)]
-    token: String,
 }
 
 impl PreheatJob {
-    fn check_online(&mut self, online: &impl Fn(&str) -> bool) {
+    fn from_rows(job: PreheatJobRow, nodes: Vec<PreheatNodeRow>) -> PreheatJob {
+        let digests = |json: &str| serde_json::from_str::<Vec<Digest>>(json).unwrap_or_default();
+        let nodes = nodes
+            .into_iter()
+            .map(|n| PreheatNode {
+                manifest: n.manifest.as_deref().and_then(|m| m.parse().ok()),
+                agent_id: n.agent_id,
+                node: n.node,
+                platform: n.platform,
+                state: PreheatState::parse(&n.state),
+                error: n.error,
+            })
+            .collect();
+        let mut out = PreheatJob {
+            blobs: digests(&job.blobs),
+            manifest: job.manifest.parse().unwrap_or_else(|_| Digest::of(b"")),
+            id: job.id,
+            repository: job.repository,
+            tag: job.tag,
+            trigger: PreheatTrigger::parse(&job.started_by),
+            state: PreheatState::Running,
+            created_at: job.created_ms / 1000,
+            nodes,
+        };
+        out.settle();
+        out
+    }
+
+    /// Marks failed, here and in the database, the unfinished nodes whose agent is not `online`.
+    async fn check_online(&mut self, db: &Db, online: &HashSet<String>) -> Result<(), sqlx::Error> {
         for n in &mut self.nodes {
-            if matches!(n.state, PreheatState::Pending | PreheatState::Running) && !online(&n.agent_id) {
+            if matches!(n.state, PreheatState::Pending | PreheatState::Running) && !online.contains(&n.agent_id) {
+                db.preheat_jobs().fail_unfinished(&self.id, &n.agent_id, WENT_OFFLINE).await?;
                 n.state = PreheatState::Failed;
-                n.error = Some("the agent went offline before it finished".into());
+                n.error = Some(WENT_OFFLINE.into());
             }
         }
         self.settle();
+        Ok(())
     }
 
     fn settle(&mut self) {
@@ -153,197 +215,107 @@ pub struct NodePlan {
     pub fetch: Result<(Digest, Vec<Digest>), String>,
 }
 
-/// Every job, by id.
-#[derive(Default)]
-pub struct Preheats {
-    jobs: Mutex<HashMap<String, PreheatJob>>,
-    created: std::sync::atomic::AtomicU64,
-}
-
-impl Preheats {
-    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, PreheatJob>> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Starts a job.
-    pub fn create(&self, new: NewJob) -> PreheatJob {
-        let now = crate::metadata::now();
-        let mut blobs: Vec<Digest> = Vec::new();
-        let nodes = new
-            .nodes
-            .into_iter()
-            .map(|n| {
-                let (manifest, fetch, state, error) = match n.fetch {
-                    Ok((manifest, fetch)) => (Some(manifest), fetch, PreheatState::Pending, None),
-                    Err(why) => (None, Vec::new(), PreheatState::Failed, Some(why)),
-                };
-                for b in &fetch {
-                    if !blobs.contains(b) {
-                        blobs.push(*b);
-                    }
+/// Starts a job: stores it with its nodes, and forgets jobs older than an hour.
+pub async fn create(db: &Db, new: NewJob) -> Result<PreheatJob, sqlx::Error> {
+    let created_ms = now_ms();
+    let mut blobs: Vec<Digest> = Vec::new();
+    let json = |digests: &[Digest]| serde_json::to_string(digests).unwrap_or_else(|_| "[]".into());
+    let nodes: Vec<PreheatNodeRow> = new
+        .nodes
+        .into_iter()
+        .map(|n| {
+            let (manifest, fetch, state, error) = match n.fetch {
+                Ok((manifest, fetch)) => (Some(manifest.to_string()), fetch, PreheatState::Pending, None),
+                Err(why) => (None, Vec::new(), PreheatState::Failed, Some(why)),
+            };
+            for b in &fetch {
+                if !blobs.contains(b) {
+                    blobs.push(*b);
                 }
-                PreheatNode {
-                    agent_id: n.agent_id,
-                    node: n.node,
-                    platform: n.platform,
-                    manifest,
-                    blobs: fetch,
-                    state,
-                    error,
-                }
-            })
-            .collect();
-        let mut job = PreheatJob {
-            id: uuid::Uuid::new_v4().to_string(),
-            repository: new.repository,
-            tag: new.tag,
-            manifest: new.manifest,
-            blobs,
-            trigger: new.trigger,
-            state: PreheatState::Running,
-            created_at: now,
-            nodes,
-            cluster: new.cluster,
-            token: new.token,
-            seq: self.created.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        };
-        job.settle();
-        let mut jobs = self.jobs();
-        jobs.retain(|_, j| now - j.created_at < JOB_TTL_SECS);
-        jobs.insert(job.id.clone(), job.clone());
-        job
-    }
-
-    /// The job `id` of `cluster`, with nodes whose agent `online` no longer
-    /// knows marked failed.
-    pub fn job(&self, cluster: ClusterId, id: &str, online: impl Fn(&str) -> bool) -> Option<PreheatJob> {
-        let mut jobs = self.jobs();
-        let job = jobs.get_mut(id).filter(|j| j.cluster == cluster)?;
-        job.check_online(&online);
-        Some(job.clone())
-    }
-
-    /// The jobs of `cluster`, newest first, checked as [`Preheats::job`] does.
-    pub fn jobs_of(&self, cluster: ClusterId, online: impl Fn(&str) -> bool) -> Vec<PreheatJob> {
-        let mut jobs = self.jobs();
-        let mut found: Vec<PreheatJob> = jobs
-            .values_mut()
-            .filter(|j| j.cluster == cluster)
-            .map(|j| {
-                j.check_online(&online);
-                j.clone()
-            })
-            .collect();
-        found.sort_by_key(|j| std::cmp::Reverse(j.seq));
-        found
-    }
-
-    /// The work waiting for `agent`, now marked running.
-    pub fn take_work(&self, cluster: ClusterId, agent: &str) -> Vec<PreheatTask> {
-        let mut jobs = self.jobs();
-        let mut work = Vec::new();
-        for job in jobs.values_mut().filter(|j| j.cluster == cluster) {
-            for n in job.nodes.iter_mut().filter(|n| n.agent_id == agent && n.state == PreheatState::Pending) {
-                n.state = PreheatState::Running;
-                work.push(PreheatTask {
-                    job: job.id.clone(),
-                    repository: job.repository.clone(),
-                    blobs: n.blobs.clone(),
-                    token: job.token.clone(),
-                });
             }
-        }
-        work
-    }
-
-    /// Records how `agent`'s share of job `id` ended; false if there is no such share.
-    pub fn report(&self, cluster: ClusterId, id: &str, agent: &str, ok: bool, error: Option<String>) -> bool {
-        let mut jobs = self.jobs();
-        let Some(job) = jobs.get_mut(id).filter(|j| j.cluster == cluster) else { return false };
-        let Some(node) = job.nodes.iter_mut().find(|n| n.agent_id == agent) else { return false };
-        node.state = if ok { PreheatState::Done } else { PreheatState::Failed };
-        node.error = if ok { None } else { Some(error.unwrap_or_else(|| "the agent gave no reason".into())) };
-        job.settle();
-        true
-    }
+            PreheatNodeRow {
+                agent_id: n.agent_id,
+                node: n.node,
+                platform: n.platform,
+                manifest,
+                blobs: json(&fetch),
+                state: state.as_str().to_owned(),
+                error,
+            }
+        })
+        .collect();
+    let job = PreheatJobRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        cluster: new.cluster,
+        repository: new.repository,
+        tag: new.tag,
+        manifest: new.manifest.to_string(),
+        blobs: json(&blobs),
+        started_by: new.trigger.as_str().to_owned(),
+        token: new.token,
+        created_ms,
+    };
+    db.preheat_jobs().insert(&job, &nodes, created_ms - JOB_TTL_MS).await?;
+    Ok(PreheatJob::from_rows(job, nodes))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The job `id` of `cluster`, with nodes whose agent is not `online` any more marked failed.
+pub async fn job(
+    db: &Db,
+    cluster: ClusterId,
+    id: &str,
+    online: &HashSet<String>,
+) -> Result<Option<PreheatJob>, sqlx::Error> {
+    let Some((job, nodes)) = db.preheat_jobs().find(cluster, id, now_ms() - JOB_TTL_MS).await? else {
+        return Ok(None);
+    };
+    let mut job = PreheatJob::from_rows(job, nodes);
+    job.check_online(db, online).await?;
+    Ok(Some(job))
+}
 
-    fn agent(id: &str) -> NodePlan {
-        NodePlan {
-            agent_id: id.to_owned(),
-            node: format!("node-{id}"),
-            platform: "linux/amd64".into(),
-            fetch: Ok((Digest::of(b"m"), vec![Digest::of(b"l")])),
-        }
+/// The jobs of `cluster`, newest first, checked as [`job`] does.
+pub async fn jobs_of(db: &Db, cluster: ClusterId, online: &HashSet<String>) -> Result<Vec<PreheatJob>, sqlx::Error> {
+    let mut out = Vec::new();
+    for (job, nodes) in db.preheat_jobs().of_cluster(cluster, now_ms() - JOB_TTL_MS).await? {
+        let mut job = PreheatJob::from_rows(job, nodes);
+        job.check_online(db, online).await?;
+        out.push(job);
     }
+    Ok(out)
+}
 
-    #[test]
-    fn a_job_is_done_once_every_node_reports_and_failed_if_one_fails() {
-        let p = Preheats::default();
-        let new = |tag: &str, nodes: Vec<NodePlan>| NewJob {
-            cluster: ClusterId(1),
-            repository: "a/b".into(),
-            tag: tag.into(),
-            manifest: Digest::of(b"m"),
-            token: "t".into(),
-            trigger: PreheatTrigger::Api,
-            nodes,
-        };
-        let job = p.create(new("v1", vec![agent("x"), agent("y")]));
-        assert_eq!(p.take_work(ClusterId(2), "x"), vec![]);
-        let work = p.take_work(ClusterId(1), "x");
-        assert_eq!(work.len(), 1);
-        assert_eq!((work[0].blobs.clone(), work[0].token.as_str()), (vec![Digest::of(b"l")], "t"));
-        assert!(p.take_work(ClusterId(1), "x").is_empty(), "work is handed out once");
-        assert!(p.report(ClusterId(1), &job.id, "x", true, None));
-        let seen = p.job(ClusterId(1), &job.id, |_| true).expect("job");
-        assert_eq!(
-            (seen.state, seen.nodes[0].state, seen.nodes[1].state),
-            (PreheatState::Running, PreheatState::Done, PreheatState::Pending)
-        );
-        // y goes offline before it takes the work.
-        let seen = p.job(ClusterId(1), &job.id, |a| a != "y").expect("job");
-        assert_eq!((seen.state, seen.nodes[1].state), (PreheatState::Failed, PreheatState::Failed));
-        assert!(p.job(ClusterId(2), &job.id, |_| true).is_none(), "another cluster's job is not visible");
+/// The work waiting for `agent`, now marked running: handed out once.
+pub async fn take_work(db: &Db, cluster: ClusterId, agent: &str) -> Result<Vec<PreheatTask>, sqlx::Error> {
+    let work = db.preheat_jobs().take_work(cluster, agent).await?;
+    Ok(work
+        .into_iter()
+        .map(|(job, repository, blobs, token)| PreheatTask {
+            job,
+            repository,
+            blobs: serde_json::from_str(&blobs).unwrap_or_default(),
+            token,
+        })
+        .collect())
+}
 
-        let job = p.create(new("v2", vec![agent("x")]));
-        p.take_work(ClusterId(1), "x");
-        assert!(p.report(ClusterId(1), &job.id, "x", true, None));
-        assert_eq!(p.job(ClusterId(1), &job.id, |_| true).expect("job").state, PreheatState::Done);
-        assert!(!p.report(ClusterId(1), &job.id, "z", true, None));
-    }
+/// Records how `agent`'s share of job `id` ended; false if there is no such share.
+pub async fn report(
+    db: &Db,
+    cluster: ClusterId,
+    id: &str,
+    agent: &str,
+    ok: bool,
+    error: Option<String>,
+) -> Result<bool, sqlx::Error> {
+    let (state, error) = if ok {
+        (PreheatState::Done, None)
+    } else {
+        (PreheatState::Failed, Some(error.unwrap_or_else(|| "the agent gave no reason".into())))
+    };
+    db.preheat_jobs().finish(cluster, id, agent, state.as_str(), error.as_deref()).await
+}
 
-    #[test]
-    fn a_node_without_a_manifest_for_its_platform_fails_at_once_and_the_others_run() {
-        let p = Preheats::default();
-        let mut arm = agent("arm");
-        arm.platform = "linux/arm64".into();
-        arm.fetch = Err("the index has no manifest for linux/arm64".into());
-        let mut other = agent("x");
-        other.fetch = Ok((Digest::of(b"m2"), vec![Digest::of(b"l"), Digest::of(b"l2")]));
-        let job = p.create(NewJob {
-            cluster: ClusterId(1),
-            repository: "a/b".into(),
-            tag: "v1".into(),
-            manifest: Digest::of(b"index"),
-            token: "t".into(),
-            trigger: PreheatTrigger::Push,
-            nodes: vec![arm, agent("y"), other],
-        });
-        assert_eq!(job.state, PreheatState::Running);
-        assert_eq!(job.blobs, vec![Digest::of(b"l"), Digest::of(b"l2")], "each blob once, in order");
-        assert_eq!((job.nodes[0].state, job.nodes[0].manifest), (PreheatState::Failed, None));
-        assert!(p.take_work(ClusterId(1), "arm").is_empty());
-        assert_eq!(p.take_work(ClusterId(1), "x")[0].blobs, vec![Digest::of(b"l"), Digest::of(b"l2")]);
-        assert!(p.report(ClusterId(1), &job.id, "x", true, None));
-        p.take_work(ClusterId(1), "y");
-        assert!(p.report(ClusterId(1), &job.id, "y", true, None));
-        let jobs = p.jobs_of(ClusterId(1), |_| true);
-        assert_eq!((jobs.len(), jobs[0].state), (1, PreheatState::Failed));
-        assert!(p.jobs_of(ClusterId(2), |_| true).is_empty());
-    }
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -5,13 +5,14 @@
 
 pub mod jobs;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use damselfly_core::{Digest, RepositoryName};
 use serde::Deserialize;
 use serde_json::json;
 
-pub use jobs::{NewJob, NodePlan, PreheatJob, PreheatNode, PreheatState, PreheatTrigger, Preheats};
+use damselfly_core::p2p::PreheatTask;
+pub use jobs::{NewJob, NodePlan, PreheatJob, PreheatNode, PreheatState, PreheatTrigger};
 
 use super::access::{self, Attempt, Caller, Manage, TenantAccess};
 use super::{Error, Place, Result, Thing};
@@ -113,21 +114,44 @@ pub async fn start(
     Ok(job)
 }
 
+/// The ids of the cluster's online agents, whichever replica they registered with.
+async fn online(state: &AppState, cluster: ClusterId) -> Result<HashSet<String>> {
+    let agents = state.db.agents().online(cluster, crate::p2p::alive_since(state)).await?;
+    Ok(agents.into_iter().map(|a| a.id).collect())
+}
+
 /// The cluster's jobs of the last hour, newest first.
-pub fn jobs(state: &AppState, cluster: ClusterId) -> Vec<PreheatJob> {
-    let online = |agent: &str| state.scheduler.agent(cluster, agent).is_some();
-    state.preheats.jobs_of(cluster, online)
+pub async fn jobs(state: &AppState, cluster: ClusterId) -> Result<Vec<PreheatJob>> {
+    let online = online(state, cluster).await?;
+    Ok(jobs::jobs_of(&state.db, cluster, &online).await?)
 }
 
 /// The cluster's job `id`.
-pub fn job(state: &AppState, cluster: &Cluster, id: &str) -> Result<PreheatJob> {
-    let online = |agent: &str| state.scheduler.agent(cluster.id, agent).is_some();
-    state.preheats.job(cluster.id, id, online).ok_or_else(|| {
+pub async fn job(state: &AppState, cluster: &Cluster, id: &str) -> Result<PreheatJob> {
+    let online = online(state, cluster.id).await?;
+    jobs::job(&state.db, cluster.id, id, &online).await?.ok_or_else(|| {
         Error::not_found(
             Thing::PreheatJob,
             format!("cluster {} has no preheat job {id} (jobs are kept for an hour)", cluster.name),
         )
     })
+}
+
+/// The preheat work waiting for an agent of the cluster, handed out once.
+pub async fn take_work(state: &AppState, cluster: ClusterId, agent: &str) -> Result<Vec<PreheatTask>, sqlx::Error> {
+    jobs::take_work(&state.db, cluster, agent).await
+}
+
+/// Records how an agent's share of job `job` ended; false if it has no share in it.
+pub async fn report(
+    state: &AppState,
+    cluster: ClusterId,
+    job: &str,
+    agent: &str,
+    ok: bool,
+    error: Option<String>,
+) -> Result<bool, sqlx::Error> {
+    jobs::report(&state.db, cluster, job, agent, ok, error).await
 }
 
 /// What to preheat where.
@@ -169,7 +193,7 @@ async fn launch(
             format!("{}:{tag} is not a JSON manifest; it cannot be preheated", name.as_str()),
         )
     })?;
-    let mut agents = state.scheduler.agents_of(cluster.id);
+    let mut agents = state.db.agents().online(cluster.id, crate::p2p::alive_since(state)).await?;
     if agents.is_empty() {
         return Err(Error::conflict(
             Thing::Cluster,
@@ -177,7 +201,7 @@ async fn launch(
         )
         .then("check its nodes", Place::Clusters { tenant: tenant.name.clone() }));
     }
-    agents.sort_by(|a, b| a.node.cmp(&b.node));
+    agents.sort_by(|a, b| a.registered.node.cmp(&b.registered.node));
     let chosen = (agents.len() * usize::from(percent)).div_ceil(100).max(1);
     agents.truncate(chosen);
 
@@ -187,8 +211,8 @@ async fn launch(
         for a in agents {
             nodes.push(NodePlan {
                 agent_id: a.id,
-                node: a.node,
-                platform: a.platform,
+                node: a.registered.node,
+                platform: platform_of(&a.registered.platform),
                 fetch: Ok((manifest.digest, blobs.clone())),
             });
         }
@@ -196,26 +220,40 @@ async fn launch(
         // One lookup per platform the chosen nodes run, not per node.
         let mut per_platform: HashMap<String, std::result::Result<(Digest, Vec<Digest>), String>> = HashMap::new();
         for a in agents {
-            if !per_platform.contains_key(&a.platform) {
-                let fetch = platform_manifest(state, name, &parsed, &a.platform).await?;
-                per_platform.insert(a.platform.clone(), fetch);
+            let platform = platform_of(&a.registered.platform);
+            if !per_platform.contains_key(&platform) {
+                let fetch = platform_manifest(state, name, &parsed, &platform).await?;
+                per_platform.insert(platform.clone(), fetch);
             }
-            let fetch = per_platform[&a.platform].clone();
-            nodes.push(NodePlan { agent_id: a.id, node: a.node, platform: a.platform, fetch });
+            let fetch = per_platform[&platform].clone();
+            nodes.push(NodePlan { agent_id: a.id, node: a.registered.node, platform, fetch });
         }
     }
     let access =
         vec![Access { kind: "repository".into(), name: name.as_str().to_owned(), actions: vec!["pull".into()] }];
     let (token, _) = state.auth.issue(principal, access, "access").map_err(Error::Internal)?;
-    Ok(state.preheats.create(NewJob {
-        cluster: cluster.id,
-        repository: name.as_str().to_owned(),
-        tag: tag.to_owned(),
-        manifest: manifest.digest,
-        token,
-        trigger,
-        nodes,
-    }))
+    Ok(jobs::create(
+        &state.db,
+        NewJob {
+            cluster: cluster.id,
+            repository: name.as_str().to_owned(),
+            tag: tag.to_owned(),
+            manifest: manifest.digest,
+            token,
+            trigger,
+            nodes,
+        },
+    )
+    .await?)
+}
+
+/// An agent's platform as it registered it; none said means `linux/amd64`.
+fn platform_of(registered: &str) -> String {
+    if registered.is_empty() {
+        "linux/amd64".into()
+    } else {
+        registered.to_owned()
+    }
 }
 
 /// Preheats a tag just pushed into the clusters its namespace names for new
