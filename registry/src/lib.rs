@@ -119,6 +119,7 @@ pub async fn serve(
     let janitor = tokio::spawn(services::uploads::run_janitor(state.clone()));
     let key_refresh = tokio::spawn(auth::keys::refresh_periodically(state.auth.clone(), db.clone()));
     let forget_agents = tokio::spawn(p2p::expire_periodically(state.scheduler.clone()));
+    let collect_garbage = tokio::spawn(services::gc::schedule::run_periodically(state.clone()));
     let sample_traffic = tokio::spawn(p2p::stats::sample_periodically(
         state.p2p_stats.clone(),
         std::time::Duration::from_secs(state.config.traffic_sample_secs),
@@ -131,6 +132,7 @@ pub async fn serve(
     janitor.abort();
     key_refresh.abort();
     forget_agents.abort();
+    collect_garbage.abort();
     sample_traffic.abort();
     db.close().await;
     Ok(())
