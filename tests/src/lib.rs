@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod kubernetes;
 pub mod netns;
 pub mod seaweedfs;
+pub mod storage;
 pub mod workstation;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

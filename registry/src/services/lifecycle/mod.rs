@@ -51,6 +51,16 @@ pub struct RetentionRule {
 }
 
 impl RetentionRule {
+    /// A rule as a person wrote it; [`Policy::parse`] checks it.
+    pub fn new(
+        repositories: Option<String>,
+        tags: String,
+        keep_newest: Option<u32>,
+        not_pulled_for_days: Option<u32>,
+    ) -> RetentionRule {
+        RetentionRule { repositories, tags, keep_newest, not_pulled_for_days, compiled: None }
+    }
+
     fn covers_repository(&self, repository: &str) -> bool {
         match &self.compiled {
             Some((Some(p), _)) => p.matches(repository),
