@@ -309,6 +309,8 @@ async fn the_sweep_removes_unreferenced_links_and_marks_unreferenced_blobs(backe
     assert_eq!(sweep.collect(&x.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::LinksRemoved(1));
     assert!(s.db.blobs().find_in_repository("ns/b", &x.digest).await.unwrap().is_none());
     assert!(s.db.blobs().find_in_repository("ns/a", &x.digest).await.unwrap().is_some());
+    let left: Vec<Digest> = sweep.candidates(None, stale, 10).await.unwrap().into_iter().map(|c| c.digest).collect();
+    assert!(!left.contains(&x.digest) && left.len() == 2, "a blob every link of which is referenced is no candidate");
     assert_eq!(sweep.collect(&y.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::Marked(1));
     // Marked: absent for readers, refused to manifests and links.
     assert!(s.db.blobs().find(&y.digest).await.unwrap().is_none());

@@ -3,7 +3,7 @@
 
 use sqlx::{AnyPool, Row};
 
-use super::{NamespaceId, TenantId};
+use super::NamespaceId;
 
 /// A namespace's lifecycle policy as stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -57,17 +57,14 @@ impl Policies<'_> {
         Ok(())
     }
 
-    /// Every namespace with a policy that deletes something: its id, name and tenant, by name.
-    pub async fn deleting(&self) -> Result<Vec<(NamespaceId, String, TenantId, NamespacePolicy)>, sqlx::Error> {
+    /// The names of the namespaces whose policy deletes something, by name.
+    pub async fn deleting(&self) -> Result<Vec<String>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT n.id, n.name, n.tenant_id, p.untagged_days, p.retention, p.immutable_tags \
-             FROM namespace_policies p JOIN namespaces n ON n.id = p.namespace_id \
+            "SELECT n.name FROM namespace_policies p JOIN namespaces n ON n.id = p.namespace_id \
              WHERE p.untagged_days IS NOT NULL OR p.retention <> '[]' ORDER BY n.name",
         )
         .fetch_all(self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((NamespaceId(r.try_get(0)?), r.try_get(1)?, TenantId(r.try_get(2)?), policy(r, 3)?)))
-            .collect()
+        rows.iter().map(|r| r.try_get(0)).collect()
     }
 }

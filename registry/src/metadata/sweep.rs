@@ -70,7 +70,11 @@ impl Sweep<'_> {
                   AND r.target_digest = b.digest AND r.target_kind = 'blob')), \
                CAST(CASE WHEN EXISTS (SELECT 1 FROM manifest_references r WHERE r.target_digest = b.digest \
                   AND r.target_kind = 'blob') THEN 0 ELSE 1 END AS BIGINT) \
-             FROM blobs b WHERE b.digest > $1 AND b.deleting = 0 AND b.touched_at < $2 \
+             FROM blobs b WHERE b.digest > $1 AND b.deleting = 0 AND b.touched_at < $2 AND ( \
+               NOT EXISTS (SELECT 1 FROM manifest_references r WHERE r.target_digest = b.digest AND r.target_kind = 'blob') \
+               OR EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest AND NOT EXISTS ( \
+                  SELECT 1 FROM manifest_references r WHERE r.repository_id = rb.repository_id \
+                  AND r.target_digest = b.digest AND r.target_kind = 'blob'))) \
              ORDER BY b.digest LIMIT $3",
         )
         .bind(after.map(Digest::to_string).unwrap_or_default())

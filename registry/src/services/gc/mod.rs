@@ -379,8 +379,9 @@ async fn steps(state: &AppState, tally: &mut Tally, dry_run: bool) -> Result<()>
 
 /// Step 2: each namespace's lifecycle policy.
 async fn policies(state: &AppState, tally: &mut Tally, dry_run: bool) -> Result<()> {
-    for (ns_id, ns_name, tenant, _) in state.db.policies().deleting().await? {
+    for ns_name in state.db.policies().deleting().await? {
         let Some(ns) = state.db.tenancy().namespace(&ns_name).await? else { continue };
+        let tenant = ns.tenant_id;
         let policy = match lifecycle::of_namespace(state, &ns).await {
             Ok(p) => p,
             Err(e) => {
@@ -409,7 +410,6 @@ async fn policies(state: &AppState, tally: &mut Tally, dry_run: bool) -> Result<
             };
             audit::record(state, event).await;
         }
-        let _ = ns_id;
         let room = LISTED.saturating_sub(tally.details.tags.len());
         tally.details.tags.extend(outcome.tags.into_iter().take(room));
         let room = LISTED.saturating_sub(tally.details.manifests.len());
