@@ -30,13 +30,15 @@ section "System packages"
 # apply with kubernetes-validate, from PyPI, in a venv (python3-venv). socat
 # puts TLS in front of the registry, as an ingress would, for the agent.
 # docker.io is the Docker engine node-setup configures; the test runs its own
-# dockerd (its package scripts are kept from starting one, as above).
+# dockerd (its package scripts are kept from starting one, as above). time
+# (/usr/bin/time) measures the peak memory of Distribution's garbage collector
+# beside Damselfly's in the GC benchmark.
 packages=(
     postgresql postgresql-client
     podman skopeo containerd uidmap crun fuse-overlayfs slirp4netns containernetworking-plugins
     curl wrk docker-registry iproute2 procps
     chromium chromium-driver
-    shellcheck openssl python3-venv socat docker.io
+    shellcheck openssl python3-venv socat docker.io time
 )
 # Any kubectl will do; Debian's comes in kubernetes-client.
 command -v kubectl >/dev/null || packages+=(kubernetes-client)
