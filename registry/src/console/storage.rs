@@ -200,7 +200,7 @@ impl QuotaForm {
 
 /// `POST /console/namespaces/{namespace}/storage/quota` (tenant admin or owner).
 pub async fn set_namespace_quota(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<QuotaForm>) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/namespaces/{}/storage", segment(&name));
     let set = async { quota::set_namespace(&state, &who.caller(), &name, form.limits()?).await };
     match set.await {
@@ -211,7 +211,7 @@ pub async fn set_namespace_quota(State(state): State<AppState>, Path(name): Path
 
 /// `POST /console/tenants/{tenant}/storage/quota` (system administrator).
 pub async fn set_tenant_quota(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<QuotaForm>) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/tenants/{}/storage", segment(&name));
     let set = async {
         let admin = access::system_admin(&state, &who.caller(), Some(quota::setting_tenant(&name))).await?;
@@ -270,7 +270,7 @@ async fn change_policy(
 
 /// `POST /console/namespaces/{namespace}/storage/policy`.
 pub async fn set_policy(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<PolicyForm>) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/namespaces/{}/storage", segment(&name));
     let changed = change_policy(&state, &who, &name, |p| {
         let days = form.untagged_days.trim();
@@ -292,7 +292,7 @@ pub async fn set_policy(State(state): State<AppState>, Path(name): Path<String>,
 
 /// `POST /console/namespaces/{namespace}/storage/rules`: adds a retention rule.
 pub async fn add_rule(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<RuleForm>) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/namespaces/{}/storage", segment(&name));
     let changed = change_policy(&state, &who, &name, |p| {
         let n: u32 = form.number.trim().parse().map_err(|_| Error::invalid(Thing::Field, "give the rule a whole number"))?;
@@ -314,7 +314,7 @@ pub async fn add_rule(State(state): State<AppState>, Path(name): Path<String>, p
 
 /// `POST /console/namespaces/{namespace}/storage/rules/remove`.
 pub async fn remove_rule(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<RemoveForm>) -> Response {
-    let Posted { who, form, kept } = posted;
+    let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/namespaces/{}/storage", segment(&name));
     let changed = change_policy(&state, &who, &name, |p| {
         if form.index >= p.retention.len() {
