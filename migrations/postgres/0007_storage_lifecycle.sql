@@ -10,6 +10,9 @@
 -- it as absent; its bytes are deleted next, then the row.
 ALTER TABLE blobs ADD COLUMN touched_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE blobs ADD COLUMN deleting BIGINT NOT NULL DEFAULT 0;
+-- Uploads between their claim and their link: while any is, the link of one
+-- does not end the collector's hold on the blob that the others still need.
+ALTER TABLE blobs ADD COLUMN claims BIGINT NOT NULL DEFAULT 0;
 UPDATE blobs SET touched_at = created_at;
 CREATE INDEX blobs_deleting ON blobs (deleting) WHERE deleting = 1;
 

@@ -201,7 +201,7 @@ async fn immutable_tags_are_never_moved_or_deleted(backend: Backend) {
     pull_with_skopeo_and_compare(&reg, &other);
     // The console deletes no immutable tag either.
     let console = ConsoleSession::sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
-    let r = console.post("/console/repository/delete-tag", &[("repository", "imm/app"), ("tag", "release-1")]).await;
+    let r = console.post("/console/repository/delete-tag", &[("repository", "imm/app"), ("tag", "release-1"), ("confirmed", "yes")]).await;
     assert_eq!(r.status, 403, "{}", r.body);
 }
 

@@ -332,6 +332,20 @@ async fn the_sweep_removes_unreferenced_links_and_marks_unreferenced_blobs(backe
     assert_eq!(done, Ok(Finished::Deleted(z.size)));
     assert!(sweep.pending(None, 10).await.unwrap().is_empty());
     assert_eq!(s.db.blobs().totals().await.unwrap().0, 2);
+    // A claim keeps every run off the blob while its bytes move into place, however short the grace; its link ends that.
+    let w = blob(b"moving into place");
+    s.db.blobs().claim(&w).await.unwrap();
+    assert_eq!(sweep.collect(&w.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::Kept);
+    assert_eq!(s.db.blobs().link(a, &w.digest, None).await.unwrap(), Linked::Linked);
+    assert_eq!(sweep.collect(&w.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::Marked(1));
+    // Two uploads of one blob overlap: the first to link leaves the hold to the other, whose link ends it.
+    let v = blob(b"uploaded twice at once");
+    s.db.blobs().claim(&v).await.unwrap();
+    s.db.blobs().claim(&v).await.unwrap();
+    assert_eq!(s.db.blobs().link(a, &v.digest, None).await.unwrap(), Linked::Linked);
+    assert_eq!(sweep.collect(&v.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::Kept);
+    assert_eq!(s.db.blobs().link(b, &v.digest, None).await.unwrap(), Linked::Linked);
+    assert_eq!(sweep.collect(&v.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::Marked(2));
 }
 
 async fn an_immutable_tag_is_created_once_and_never_moved(backend: Backend) {

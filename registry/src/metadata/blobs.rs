@@ -29,6 +29,13 @@ pub enum Linked {
     Refused(QuotaExceeded),
 }
 
+/// How long a claim keeps the collector off a blob whose bytes are being
+/// moved into place, beyond the grace period: an upload whose move took
+/// longer than the grace would otherwise find its blob collected at its
+/// link and have to be sent again. A claim that is never linked (its
+/// process died) is collected this much later than an unlinked upload.
+pub const CLAIM_HOLD_SECS: i64 = 3600;
+
 /// The `blobs` and `repository_blobs` tables.
 ///
 /// A blob becomes readable in two steps, so that the garbage collector can
@@ -42,22 +49,27 @@ pub struct Blobs<'a> {
 
 impl Blobs<'_> {
     /// Records a verified blob whose bytes are about to be made visible in
-    /// the store, as touched now: the collector leaves it alone for the grace
-    /// period. A row the collector was deleting is taken back (it waits for
-    /// a deletion of the bytes in progress to finish first).
+    /// the store, as touched [`CLAIM_HOLD_SECS`] from now: the collector
+    /// leaves it alone while the bytes move into place (a server-side copy
+    /// in S3 can take a while), and for the grace period after. The link
+    /// that ends the upload sets the touch back to now. A row the collector
+    /// was deleting is taken back (it waits for a deletion of the bytes in
+    /// progress to finish first). Claims are counted, so that when several
+    /// uploads of one blob overlap, only the last link ends the hold.
     pub async fn claim(&self, blob: &BlobRecord) -> Result<(), sqlx::Error> {
         let at = now();
+        let held_until = at + CLAIM_HOLD_SECS;
         sqlx::query(
-            "INSERT INTO blobs (digest, size, piece_size, piece_digests, created_at, touched_at, deleting) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0) \
-             ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at, deleting = 0",
+            "INSERT INTO blobs (digest, size, piece_size, piece_digests, created_at, touched_at, deleting, claims) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, 1) \
+             ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at, deleting = 0, claims = blobs.claims + 1",
         )
         .bind(blob.digest.to_string())
         .bind(blob.size as i64)
         .bind(blob.pieces.piece_size() as i64)
         .bind(blob.pieces.to_bytes())
         .bind(at)
-        .bind(at)
+        .bind(held_until)
         .execute(self.pool)
         .await?;
         Ok(())
@@ -76,7 +88,11 @@ impl Blobs<'_> {
     ) -> Result<Linked, sqlx::Error> {
         let digest = digest.to_string();
         let mut tx = super::begin_write(self.pool).await?;
-        let Some(size) = touch_live(&mut tx, &digest).await? else {
+        let touched = match from {
+            Some(_) => touch_live(&mut tx, &digest).await?,
+            None => end_claim(&mut *tx, &digest).await?,
+        };
+        let Some(size) = touched else {
             return Ok(Linked::Missing);
         };
         if let Some(from) = from {
@@ -96,6 +112,11 @@ impl Blobs<'_> {
                 repositories: i64::from(usage::repository_is_empty(&mut tx, repo).await?),
             };
             if let Err(refused) = usage::apply(&mut tx, &mut held, delta).await? {
+                tx.rollback().await?;
+                if from.is_none() {
+                    // Nothing is linked, but the upload is over: its hold goes.
+                    end_claim(self.pool, &digest).await?;
+                }
                 return Ok(Linked::Refused(refused));
             }
         }
@@ -236,14 +257,33 @@ impl Blobs<'_> {
     }
 }
 
-/// Holds a blob's row if nobody is deleting it, and marks it needed now;
-/// its size, or `None` if it is gone or going.
+/// Holds a blob's row if nobody is deleting it, and marks it needed now
+/// (never earlier than a claim's hold); its size, or `None` if it is gone or going.
 pub(super) async fn touch_live(tx: &mut Transaction<'_, Any>, digest: &str) -> Result<Option<i64>, sqlx::Error> {
-    let row = sqlx::query("UPDATE blobs SET touched_at = $1 WHERE digest = $2 AND deleting = 0 RETURNING size")
-        .bind(now())
-        .bind(digest)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row = sqlx::query(
+        "UPDATE blobs SET touched_at = CASE WHEN touched_at > $1 THEN touched_at ELSE $1 END \
+         WHERE digest = $2 AND deleting = 0 RETURNING size",
+    )
+    .bind(now())
+    .bind(digest)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(|r| r.try_get(0)).transpose()
+}
+
+/// [`touch_live`] for the end of an upload: its claim is over, and unless
+/// another upload of the blob still holds one, so is the hold, and the blob
+/// counts as touched now.
+async fn end_claim<'e>(db: impl sqlx::Executor<'e, Database = Any>, digest: &str) -> Result<Option<i64>, sqlx::Error> {
+    let row = sqlx::query(
+        "UPDATE blobs SET touched_at = CASE WHEN claims > 1 AND touched_at > $1 THEN touched_at ELSE $1 END, \
+         claims = CASE WHEN claims > 0 THEN claims - 1 ELSE 0 END \
+         WHERE digest = $2 AND deleting = 0 RETURNING size",
+    )
+    .bind(now())
+    .bind(digest)
+    .fetch_optional(db)
+    .await?;
     row.map(|r| r.try_get(0)).transpose()
 }
 

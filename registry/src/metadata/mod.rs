@@ -31,7 +31,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use accounts::{Accounts, Binding, Member, PrincipalRef, Robot, Role, TokenHolder, User};
 pub use audit::{AuditEvent, AuditFilter, AuditLog, NewAuditEvent};
-pub use blobs::{BlobRecord, Blobs, Linked};
+pub use blobs::{BlobRecord, Blobs, Linked, CLAIM_HOLD_SECS};
 pub use clusters::{Cluster, ClusterId, Clusters};
 pub use deletions::{BlobDeletions, Departure};
 pub use gc_runs::{GcCounts, GcRun, GcRuns, RunState};

@@ -192,7 +192,7 @@ impl Sweep<'_> {
             let _ = usage::apply(&mut tx, h, delta).await?;
         }
         if mark {
-            sqlx::query("UPDATE blobs SET deleting = 1 WHERE digest = $1").bind(&digest).execute(&mut *tx).await?;
+            sqlx::query("UPDATE blobs SET deleting = 1, claims = 0 WHERE digest = $1").bind(&digest).execute(&mut *tx).await?;
         }
         let tenants: Vec<_> = held.iter().map(|h| h.scope.tenant).collect();
         deletions::record_departures(&mut tx, &digest, &tenants).await?;

@@ -90,17 +90,25 @@
 //!
 //! An upload's bytes become visible under their digest only after its row
 //! is claimed: `INSERT … ON CONFLICT (digest) DO UPDATE SET touched_at =
-//! now, deleting = 0` commits first (waiting on the row's lock if a run is
-//! deleting that blob's bytes at that moment), then the bytes are moved into
-//! place, then the link goes in under rule 1. A run that marked the blob
-//! earlier finds `deleting = 0` when it comes to delete the bytes, and
-//! leaves them; a run that was deleting them when the claim came has
-//! finished before the claim commits, and the new bytes come after. Bytes a
-//! commit relies on are therefore never deleted under it. Moving bytes into
-//! place (a rename, or a server-side copy in S3) must take less than the
-//! grace period: if it ever took longer and a run marked the claimed blob
-//! meanwhile, the link step would find it marked and fail the upload with a
-//! retryable error, so nothing is ever linked to missing bytes.
+//! now + hold, deleting = 0` commits first (waiting on the row's lock if a
+//! run is deleting that blob's bytes at that moment), then the bytes are
+//! moved into place, then the link goes in under rule 1 (which sets the
+//! touch back to now). A run that marked the blob earlier finds `deleting =
+//! 0` when it comes to delete the bytes, and leaves them; a run that was
+//! deleting them when the claim came has finished before the claim commits,
+//! and the new bytes come after. Bytes a commit relies on are therefore
+//! never deleted under it. The claim's touch lies an hour ahead
+//! (`metadata::CLAIM_HOLD_SECS`), so no run considers the blob while its
+//! bytes move into place (a rename, or a server-side copy in S3, which on a
+//! loaded store can outlast a short grace period). Should a move ever take
+//! longer than the hold and the grace together, and a run mark the claimed
+//! blob meanwhile, the link step finds it marked and fails the upload with
+//! a retryable error, so nothing is ever linked to missing bytes. Claims
+//! are counted (`blobs.claims`): when uploads of one blob overlap, the
+//! first to link leaves the hold for the others, and only the last sets
+//! the touch back to now; a manifest PUT or a mount never moves a touch
+//! earlier. A claim whose process died before its link is collected once
+//! the hold and the grace have passed.
 //!
 //! # P2P
 //!
