@@ -32,13 +32,15 @@ section "System packages"
 # docker.io is the Docker engine node-setup configures; the test runs its own
 # dockerd (its package scripts are kept from starting one, as above).
 # haproxy is the load balancer in front of several registry replicas, in the
-# replica tests and scripts/run-scaled.sh.
+# replica tests and scripts/run-scaled.sh. time (/usr/bin/time) measures the
+# peak memory of Distribution's garbage collector beside Damselfly's in the GC
+# benchmark.
 packages=(
     postgresql postgresql-client
     podman skopeo containerd uidmap crun fuse-overlayfs slirp4netns containernetworking-plugins
     curl wrk docker-registry iproute2 procps
     chromium chromium-driver
-    shellcheck openssl python3-venv socat docker.io haproxy
+    shellcheck openssl python3-venv socat docker.io haproxy time
 )
 # Any kubectl will do; Debian's comes in kubernetes-client.
 command -v kubectl >/dev/null || packages+=(kubernetes-client)

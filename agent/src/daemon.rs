@@ -61,6 +61,9 @@ pub async fn run(config: Config) -> Result<()> {
     let Node { supernode, mirror, peer, metrics, engine } = assemble(&config)?;
     let (work, tasks) = tokio::sync::mpsc::unbounded_channel();
     supernode.take_preheat_work(work);
+    let (evict, evictions) = tokio::sync::mpsc::unbounded_channel();
+    supernode.take_evictions(evict);
+    tokio::spawn(forget_departed(engine.cache().clone(), evictions));
     tokio::spawn(preheat::work(engine, supernode.clone(), tasks));
     let mirror_listener = bind(config.listen, "registry mirror").await?;
     let peer_listener = bind(config.peer_listen, "piece server").await?;
@@ -85,6 +88,17 @@ pub async fn run(config: Config) -> Result<()> {
     };
     supernode.unregister().await;
     served
+}
+
+/// Drops from the cache the blobs the registry says were deleted.
+async fn forget_departed(
+    cache: Arc<cache::Cache>,
+    mut gone: tokio::sync::mpsc::UnboundedReceiver<damselfly_core::Digest>,
+) {
+    while let Some(digest) = gone.recv().await {
+        let cache = cache.clone();
+        let _ = tokio::task::spawn_blocking(move || cache.forget(&digest)).await;
+    }
 }
 
 /// Listens on `addr` for the server `what`.

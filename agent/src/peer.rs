@@ -134,6 +134,9 @@ async fn authorize(state: &PeerState, digest: &str, headers: &HeaderMap) -> Resu
         Some(claims) if claims.cluster != cluster => {
             Err(refuse(StatusCode::FORBIDDEN, "the ticket is for another cluster's swarm"))
         }
+        Some(claims) if claims.blob == digest && state.supernode.departed().refuses(&digest, claims.iat) => {
+            Err(refuse(StatusCode::GONE, "this blob was deleted from the registry after the ticket was issued"))
+        }
         Some(claims) if claims.blob == digest => Ok((digest, claims.sub)),
         Some(_) => Err(refuse(StatusCode::FORBIDDEN, "the ticket is for another blob")),
         None => Err(refuse(StatusCode::FORBIDDEN, "the ticket is invalid or expired")),

@@ -32,7 +32,8 @@ use crate::metadata::redact_url;
     about = "Damselfly: a multi-tenant OCI registry and P2P supernode.",
     after_help = "Every setting can also be put in the TOML file given by --config, under the flag's name with \
                   underscores (listen = \"0.0.0.0:5000\"); the blob storage settings go in a [storage] table, \
-                  named without their s3- prefix (bucket = \"damselfly\"). Flags win over the environment, which \
+                  named without their s3- prefix (bucket = \"damselfly\"), and the garbage collection settings in a \
+                  [gc] table, without their gc- prefix (grace_secs = 3600). Flags win over the environment, which \
                   wins over the file. The README's section \"Configuration\" lists them all."
 )]
 #[serde(default, deny_unknown_fields)]
@@ -120,6 +121,10 @@ pub struct Config {
     #[command(flatten, next_help_heading = "Blob storage")]
     #[serde(default)]
     pub storage: crate::storage::StorageConfig,
+    /// When garbage collection runs and what it spares: the `[gc]` table of the file.
+    #[command(flatten, next_help_heading = "Garbage collection")]
+    #[serde(default)]
+    pub gc: crate::services::gc::GcConfig,
 }
 
 /// How log lines are written.
@@ -407,6 +412,11 @@ mod tests {
             part_size = 6291456
             redirect = true
             redirect_ttl_secs = 60
+
+            [gc]
+            interval_secs = 12
+            grace_secs = 13
+            test_hold_dir = "/hold"
             "#,
         )
         .unwrap();
@@ -447,6 +457,11 @@ mod tests {
                 redirect: true,
                 redirect_ttl_secs: 60,
             },
+            gc: crate::services::gc::GcConfig {
+                interval_secs: 12,
+                grace_secs: 13,
+                test_hold_dir: Some("/hold".into()),
+            },
         };
         // Destructured, so that a new setting cannot be left out of this test.
         let Config {
@@ -474,6 +489,7 @@ mod tests {
             console_session_hours,
             traffic_sample_secs,
             storage,
+            gc,
         } = Config::default();
         // Each differs from its default, or the test could not tell the file's value from it.
         assert_ne!(listen, all.listen);
@@ -523,6 +539,10 @@ mod tests {
         assert_ne!(part_size, all.storage.part_size);
         assert_ne!(redirect, all.storage.redirect);
         assert_ne!(redirect_ttl_secs, all.storage.redirect_ttl_secs);
+        let crate::services::gc::GcConfig { interval_secs, grace_secs, test_hold_dir } = gc;
+        assert_ne!(interval_secs, all.gc.interval_secs);
+        assert_ne!(grace_secs, all.gc.grace_secs);
+        assert_ne!(test_hold_dir, all.gc.test_hold_dir);
         assert_eq!(Config::load_from(["r", "--config", file.to_str().unwrap()]).unwrap(), all);
         // A flag still wins over the file.
         let c = Config::load_from(["r", "--config", file.to_str().unwrap(), "--token-ttl-secs", "60"]).unwrap();

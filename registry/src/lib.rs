@@ -127,6 +127,7 @@ pub async fn serve(
         tokio::spawn(p2p::expire_periodically(state.clone())),
         tokio::spawn(p2p::lease::renew_periodically(leases.clone())),
         tokio::spawn(p2p::stats::flush_periodically(stats.clone(), db.clone())),
+        tokio::spawn(services::gc::schedule::run_periodically(state.clone())),
     ];
     let header_timeout = std::time::Duration::from_secs(state.config.header_read_timeout_secs.max(1));
     let app = router(state);

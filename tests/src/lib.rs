@@ -16,6 +16,7 @@ pub mod netns;
 pub mod postgres;
 pub mod scaled;
 pub mod seaweedfs;
+pub mod storage;
 pub mod workstation;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -470,7 +470,10 @@ async fn seed_tags(reg: &Registry, manifest: &str, tags: Vec<String>) {
                 references: Vec::<(Digest, TargetKind)>::new(),
             };
             for tag in &share {
-                db.manifests().put(repo, &new, Some(tag)).await.expect("a tag written");
+                db.manifests()
+                    .put(repo, &new, Some(tag), damselfly_registry::metadata::TagRule::default())
+                    .await
+                    .expect("a tag written");
             }
         });
     }

@@ -1068,6 +1068,16 @@ async fn openapi_document_lists_every_endpoint_with_its_schemas(backend: Backend
         "PUT /api/v1/users/{username}/password",
         "GET /api/v1/audit",
         "POST /api/v1/signing-keys/rotate",
+        "POST /api/v1/gc",
+        "GET /api/v1/gc/runs",
+        "GET /api/v1/gc/runs/{id}",
+        "GET /api/v1/tenants/{tenant}/quota",
+        "PUT /api/v1/tenants/{tenant}/quota",
+        "GET /api/v1/namespaces/{namespace}/quota",
+        "PUT /api/v1/namespaces/{namespace}/quota",
+        "GET /api/v1/namespaces/{namespace}/lifecycle",
+        "PUT /api/v1/namespaces/{namespace}/lifecycle",
+        "GET /api/v1/namespaces/{namespace}/lifecycle/preview",
     ];
     expected.sort();
     assert_eq!(listed, expected);

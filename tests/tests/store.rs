@@ -2,7 +2,10 @@
 //! PostgreSQL, through the registry's own store types.
 
 use damselfly_core::{BlobHasher, Digest};
-use damselfly_registry::metadata::{BlobRecord, Db, NewManifest, TargetKind};
+use damselfly_registry::metadata::{
+    BlobRecord, BlobVerdict, Db, Finished, Level, Linked, Measure, NewManifest, PutOutcome, TagRule, TargetKind,
+    Unstored,
+};
 use damselfly_tests::{fresh_postgres_database, on_both_backends, Backend};
 
 struct Store {
@@ -49,7 +52,18 @@ on_both_backends!(
     referrers_filter_by_artifact_type,
     upload_sessions_belong_to_one_repository,
     upload_progress_advances_only_from_the_length_it_was_read_at,
+    use_counts_a_blob_once_per_namespace_and_quotas_refuse_what_would_pass_them,
+    the_sweep_removes_unreferenced_links_and_marks_unreferenced_blobs,
+    an_immutable_tag_is_created_once_and_never_moved,
 );
+
+/// A tenant `t` with namespaces `ns` and `ns2`.
+async fn tenant_with_namespaces(s: &Store) -> (damselfly_registry::metadata::TenantId, [damselfly_registry::metadata::NamespaceId; 2]) {
+    let t = s.db.tenancy().create_tenant("t").await.unwrap();
+    let ns = s.db.tenancy().create_namespace(t.id, "ns", false).await.unwrap();
+    let ns2 = s.db.tenancy().create_namespace(t.id, "ns2", false).await.unwrap();
+    (t.id, [ns, ns2])
+}
 
 async fn migrations_apply_once_and_reopen_cleanly(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
@@ -73,7 +87,7 @@ async fn repositories_are_created_once_and_listed_bytewise(backend: Backend) {
     s.db.blobs().insert_and_link(a, &layer).await.unwrap();
     for n in ["a", "a-b", "a.b", "a/b", "a_b", "z", "0"] {
         let id = repos.ensure(n).await.unwrap();
-        s.db.blobs().link(id, &layer.digest).await.unwrap();
+        s.db.blobs().link(id, &layer.digest, None).await.unwrap();
     }
     // A repository with nothing in it (an upload was started, never finished) is not listed.
     repos.ensure("empty").await.unwrap();
@@ -96,7 +110,8 @@ async fn blobs_keep_piece_digests_and_belong_to_repositories(backend: Backend) {
     assert_eq!(found.pieces.digests(), [Digest::of(b"0123"), Digest::of(b"4567"), Digest::of(b"89")].as_slice());
     // Knowing the digest does not make it readable through another repository.
     assert!(s.db.blobs().find_in_repository("two", &b.digest).await.unwrap().is_none());
-    s.db.blobs().link(two, &b.digest).await.unwrap();
+    assert_eq!(s.db.blobs().link(two, &b.digest, Some(one)).await.unwrap(), Linked::Linked);
+    assert_eq!(s.db.blobs().link(two, &b.digest, Some(one)).await.unwrap(), Linked::Already);
     assert!(s.db.blobs().find_in_repository("two", &b.digest).await.unwrap().is_some());
     assert!(s.db.blobs().unlink(one, &b.digest).await.unwrap());
     assert!(!s.db.blobs().unlink(one, &b.digest).await.unwrap());
@@ -109,12 +124,12 @@ async fn manifests_are_stored_byte_exact_and_tags_move(backend: Backend) {
     let repo = s.db.repositories().ensure("app").await.unwrap();
     let first = b"{ \"schemaVersion\" : 2 ,\n \"x\": 1 }".to_vec();
     let second = b"{\"schemaVersion\":2,\"x\":2}".to_vec();
-    s.db.manifests().put(repo, &manifest(&first, vec![]), Some("latest")).await.unwrap();
+    s.db.manifests().put(repo, &manifest(&first, vec![]), Some("latest"), TagRule::default()).await.unwrap();
     let got = s.db.manifests().find_by_tag("app", "latest").await.unwrap().unwrap();
     assert_eq!(got.content, first);
     assert_eq!(got.digest, Digest::of(&first));
     assert_eq!(got.media_type, "application/vnd.oci.image.manifest.v1+json");
-    s.db.manifests().put(repo, &manifest(&second, vec![]), Some("latest")).await.unwrap();
+    s.db.manifests().put(repo, &manifest(&second, vec![]), Some("latest"), TagRule::default()).await.unwrap();
     assert_eq!(s.db.manifests().find_by_tag("app", "latest").await.unwrap().unwrap().content, second);
     // The first manifest is still there by digest.
     assert_eq!(s.db.manifests().find_by_digest("app", &Digest::of(&first)).await.unwrap().unwrap().content, first);
@@ -128,8 +143,8 @@ async fn deleting_a_manifest_removes_its_tags_and_references(backend: Backend) {
     s.db.blobs().insert_and_link(repo, &layer).await.unwrap();
     let body = b"{\"m\":1}".to_vec();
     let m = manifest(&body, vec![(layer.digest, TargetKind::Blob)]);
-    s.db.manifests().put(repo, &m, Some("v1")).await.unwrap();
-    s.db.manifests().put(repo, &m, Some("v2")).await.unwrap();
+    s.db.manifests().put(repo, &m, Some("v1"), TagRule::default()).await.unwrap();
+    s.db.manifests().put(repo, &m, Some("v2"), TagRule::default()).await.unwrap();
     assert!(s.db.manifests().delete(repo, &m.digest).await.unwrap());
     assert!(s.db.manifests().find_by_tag("app", "v1").await.unwrap().is_none());
     assert!(s.db.tags().list(repo, None, 10).await.unwrap().is_empty());
@@ -137,7 +152,7 @@ async fn deleting_a_manifest_removes_its_tags_and_references(backend: Backend) {
     // The layer is still in the repository: deleting a manifest does not delete blobs.
     assert!(s.db.blobs().find_in_repository("app", &layer.digest).await.unwrap().is_some());
     // Pushing it again works, including its references.
-    s.db.manifests().put(repo, &m, Some("v1")).await.unwrap();
+    s.db.manifests().put(repo, &m, Some("v1"), TagRule::default()).await.unwrap();
     assert!(s.db.manifests().exists(repo, &m.digest).await.unwrap());
 }
 
@@ -147,14 +162,14 @@ async fn tags_list_in_bytewise_order_with_pages(backend: Backend) {
     let body = b"{}".to_vec();
     let names = ["b", "B", "a", "A", "_x", "Z9", "a-1", "a.1", "a_1", "10", "9"];
     for t in names {
-        s.db.manifests().put(repo, &manifest(&body, vec![]), Some(t)).await.unwrap();
+        s.db.manifests().put(repo, &manifest(&body, vec![]), Some(t), TagRule::default()).await.unwrap();
     }
     let mut expected: Vec<&str> = names.to_vec();
     expected.sort(); // Rust sorts str byte-wise
     assert_eq!(s.db.tags().list(repo, None, 100).await.unwrap(), expected);
     assert_eq!(s.db.tags().list(repo, Some("Z9"), 3).await.unwrap(), ["_x", "a", "a-1"]);
-    assert!(s.db.tags().delete(repo, "a").await.unwrap());
-    assert!(!s.db.tags().delete(repo, "a").await.unwrap());
+    assert_eq!(s.db.tags().delete(repo, "a").await.unwrap(), Some(Digest::of(&body)));
+    assert_eq!(s.db.tags().delete(repo, "a").await.unwrap(), None);
 }
 
 async fn referrers_filter_by_artifact_type(backend: Backend) {
@@ -170,8 +185,8 @@ async fn referrers_filter_by_artifact_type(backend: Backend) {
     let mut m2 = manifest(&sbom, vec![]);
     m2.subject = Some(subject);
     m2.artifact_type = Some("application/spdx+json");
-    s.db.manifests().put(repo, &m1, None).await.unwrap();
-    s.db.manifests().put(repo, &m2, None).await.unwrap();
+    s.db.manifests().put(repo, &m1, None, TagRule::default()).await.unwrap();
+    s.db.manifests().put(repo, &m2, None, TagRule::default()).await.unwrap();
     let all = s.db.manifests().referrers(repo, &subject, None).await.unwrap();
     assert_eq!(all.len(), 2);
     let sigs = s.db.manifests().referrers(repo, &subject, Some("application/vnd.example.signature")).await.unwrap();
@@ -214,4 +229,138 @@ async fn upload_progress_advances_only_from_the_length_it_was_read_at(backend: B
         vec![("u2".to_owned(), Some("ten".to_owned()))]
     );
     assert!(s.db.uploads().idle_since(row.updated_at, 10).await.unwrap().is_empty());
+}
+
+async fn use_counts_a_blob_once_per_namespace_and_quotas_refuse_what_would_pass_them(backend: Backend) {
+    let s = open(backend).await;
+    let (tenant, [ns, ns2]) = tenant_with_namespaces(&s).await;
+    let repos = s.db.repositories();
+    let (a, b, c) = (repos.ensure("ns/a").await.unwrap(), repos.ensure("ns/b").await.unwrap(), repos.ensure("ns2/c").await.unwrap());
+    let x = blob(b"0123456789");
+    assert_eq!(s.db.blobs().insert_and_link(a, &x).await.unwrap(), Linked::Linked);
+    assert_eq!(s.db.blobs().link(b, &x.digest, Some(a)).await.unwrap(), Linked::Linked);
+    assert_eq!(s.db.blobs().link(c, &x.digest, None).await.unwrap(), Linked::Linked);
+    let used = |u: damselfly_registry::metadata::Usage| (u.used_bytes, u.used_repositories);
+    assert_eq!(used(s.db.storage().namespace(ns).await.unwrap()), (10, 2), "once per namespace, two repositories");
+    assert_eq!(used(s.db.storage().namespace(ns2).await.unwrap()), (10, 1));
+    assert_eq!(used(s.db.storage().tenant(tenant).await.unwrap()), (20, 3), "once in each of its namespaces");
+    let body = b"{\"m\":\"with x\"}".to_vec();
+    let m = manifest(&body, vec![(x.digest, TargetKind::Blob)]);
+    assert!(matches!(s.db.manifests().put(a, &m, Some("v1"), TagRule::default()).await.unwrap(), PutOutcome::Stored { .. }));
+    let with_manifest = 10 + body.len() as i64;
+    assert_eq!(used(s.db.storage().namespace(ns).await.unwrap()), (with_manifest, 2));
+
+    // A limit 5 bytes above the use refuses a 10-byte blob, and nothing of it is linked or counted.
+    s.db.storage().set_namespace_quota(ns, Some(with_manifest + 5), None).await.unwrap();
+    let y = blob(b"abcdefghij");
+    s.db.blobs().claim(&y).await.unwrap();
+    match s.db.blobs().link(a, &y.digest, None).await.unwrap() {
+        Linked::Refused(q) => {
+            assert_eq!((q.level, q.measure, q.name.as_str()), (Level::Namespace, Measure::Bytes, "ns"));
+            assert_eq!((q.used, q.limit, q.adding), (with_manifest, with_manifest + 5, 10));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(s.db.blobs().find_in_repository("ns/a", &y.digest).await.unwrap().is_none());
+    assert_eq!(used(s.db.storage().namespace(ns).await.unwrap()), (with_manifest, 2));
+    assert!(s.db.blobs().quota_check(a, &y.digest, 10).await.unwrap().is_some());
+    // Raised, it counts at once.
+    s.db.storage().set_namespace_quota(ns, Some(with_manifest + 10), None).await.unwrap();
+    assert_eq!(s.db.blobs().link(a, &y.digest, None).await.unwrap(), Linked::Linked);
+    // A repository count on the tenant refuses a fourth repository.
+    s.db.storage().set_tenant_quota(tenant, None, Some(3)).await.unwrap();
+    let d = repos.ensure("ns/d").await.unwrap();
+    match s.db.blobs().link(d, &y.digest, Some(a)).await.unwrap() {
+        Linked::Refused(q) => assert_eq!((q.level, q.measure, q.used, q.limit), (Level::Tenant, Measure::Repositories, 3, 3)),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Unlinking frees a blob's bytes only when the namespace's last link goes, and a repository once empty.
+    assert!(s.db.blobs().unlink(b, &x.digest).await.unwrap());
+    assert_eq!(used(s.db.storage().namespace(ns).await.unwrap()), (with_manifest + 10, 1));
+    assert!(s.db.blobs().unlink(a, &y.digest).await.unwrap());
+    assert_eq!(used(s.db.storage().namespace(ns).await.unwrap()), (with_manifest, 1));
+    assert!(s.db.manifests().delete(a, &m.digest).await.unwrap());
+    assert_eq!(used(s.db.storage().namespace(ns).await.unwrap()), (10, 1));
+    // What was kept incrementally is what a recount finds.
+    let (before, after) = s.db.storage().recount_namespace(ns, "ns").await.unwrap();
+    assert_eq!(used(before), used(after));
+    let (before, after) = s.db.storage().recount_tenant(tenant).await.unwrap();
+    assert_eq!((used(before), used(after)), ((20, 2), (20, 2)));
+}
+
+async fn the_sweep_removes_unreferenced_links_and_marks_unreferenced_blobs(backend: Backend) {
+    let s = open(backend).await;
+    tenant_with_namespaces(&s).await;
+    let a = s.db.repositories().ensure("ns/a").await.unwrap();
+    let b = s.db.repositories().ensure("ns/b").await.unwrap();
+    let (x, y, z) = (blob(b"referenced in a"), blob(b"referenced nowhere"), blob(b"deleted"));
+    for blob in [&x, &y, &z] {
+        s.db.blobs().insert_and_link(a, blob).await.unwrap();
+    }
+    s.db.blobs().link(b, &x.digest, None).await.unwrap();
+    let body = b"{\"m\":\"x\"}".to_vec();
+    s.db.manifests().put(a, &manifest(&body, vec![(x.digest, TargetKind::Blob)]), Some("v1"), TagRule::default()).await.unwrap();
+    let sweep = s.db.sweep();
+    let stale = damselfly_registry::metadata::now() + 10;
+    let candidates = sweep.candidates(None, stale, 10).await.unwrap();
+    assert_eq!(candidates.len(), 3);
+    // Untouched since a cutoff in the past: nothing to decide.
+    assert_eq!(sweep.collect(&y.digest, 0, std::future::ready(())).await.unwrap(), BlobVerdict::Kept);
+    assert_eq!(sweep.collect(&x.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::LinksRemoved(1));
+    assert!(s.db.blobs().find_in_repository("ns/b", &x.digest).await.unwrap().is_none());
+    assert!(s.db.blobs().find_in_repository("ns/a", &x.digest).await.unwrap().is_some());
+    let left: Vec<Digest> = sweep.candidates(None, stale, 10).await.unwrap().into_iter().map(|c| c.digest).collect();
+    assert!(!left.contains(&x.digest) && left.len() == 2, "a blob every link of which is referenced is no candidate");
+    assert_eq!(sweep.collect(&y.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::Marked(1));
+    // Marked: absent for readers, refused to manifests and links.
+    assert!(s.db.blobs().find(&y.digest).await.unwrap().is_none());
+    assert_eq!(s.db.blobs().link(a, &y.digest, None).await.unwrap(), Linked::Missing);
+    let refers_y = b"{\"m\":\"y\"}".to_vec();
+    let outcome = s.db.manifests().put(a, &manifest(&refers_y, vec![(y.digest, TargetKind::Blob)]), Some("v2"), TagRule::default()).await.unwrap();
+    assert_eq!(outcome, PutOutcome::Refused(Unstored::Blob(y.digest)));
+    // An upload of the same content takes it back before its bytes go.
+    s.db.blobs().claim(&y).await.unwrap();
+    let finished = sweep.finish(&y.digest, async { Err("not called".to_owned()) }, std::future::ready(())).await.unwrap();
+    assert_eq!(finished, Ok(Finished::Revived));
+    assert_eq!(s.db.blobs().link(a, &y.digest, None).await.unwrap(), Linked::Linked);
+    // A marked blob whose bytes go loses its row; one whose bytes fail to go stays marked for the next run.
+    assert_eq!(sweep.collect(&z.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::Marked(1));
+    let failed = sweep.finish(&z.digest, async { Err("store down".to_owned()) }, std::future::ready(())).await.unwrap();
+    assert_eq!(failed, Err("store down".to_owned()));
+    assert_eq!(sweep.pending(None, 10).await.unwrap(), [z.digest]);
+    let done = sweep.finish(&z.digest, async { Ok(()) }, std::future::ready(())).await.unwrap();
+    assert_eq!(done, Ok(Finished::Deleted(z.size)));
+    assert!(sweep.pending(None, 10).await.unwrap().is_empty());
+    assert_eq!(s.db.blobs().totals().await.unwrap().0, 2);
+    // A claim keeps every run off the blob while its bytes move into place, however short the grace; its link ends that.
+    let w = blob(b"moving into place");
+    s.db.blobs().claim(&w).await.unwrap();
+    assert_eq!(sweep.collect(&w.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::Kept);
+    assert_eq!(s.db.blobs().link(a, &w.digest, None).await.unwrap(), Linked::Linked);
+    assert_eq!(sweep.collect(&w.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::Marked(1));
+    // Two uploads of one blob overlap: the first to link leaves the hold to the other, whose link ends it.
+    let v = blob(b"uploaded twice at once");
+    s.db.blobs().claim(&v).await.unwrap();
+    s.db.blobs().claim(&v).await.unwrap();
+    assert_eq!(s.db.blobs().link(a, &v.digest, None).await.unwrap(), Linked::Linked);
+    assert_eq!(sweep.collect(&v.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::Kept);
+    assert_eq!(s.db.blobs().link(b, &v.digest, None).await.unwrap(), Linked::Linked);
+    assert_eq!(sweep.collect(&v.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::Marked(2));
+}
+
+async fn an_immutable_tag_is_created_once_and_never_moved(backend: Backend) {
+    let s = open(backend).await;
+    let repo = s.db.repositories().ensure("app").await.unwrap();
+    let (one, two) = (b"{\"v\":1}".to_vec(), b"{\"v\":2}".to_vec());
+    let immutable = TagRule { immutable: true };
+    for _ in 0..2 {
+        let stored = s.db.manifests().put(repo, &manifest(&one, vec![]), Some("v1"), immutable).await.unwrap();
+        assert_eq!(stored, PutOutcome::Stored { moved_from: None });
+    }
+    let refused = s.db.manifests().put(repo, &manifest(&two, vec![]), Some("v1"), immutable).await.unwrap();
+    assert_eq!(refused, PutOutcome::Refused(Unstored::Immutable { current: Digest::of(&one) }));
+    assert_eq!(s.db.manifests().find_by_tag("app", "v1").await.unwrap().unwrap().content, one);
+    assert!(!s.db.manifests().exists(repo, &Digest::of(&two)).await.unwrap(), "nothing of the refused push stays");
+    let moved = s.db.manifests().put(repo, &manifest(&two, vec![]), Some("v1"), TagRule::default()).await.unwrap();
+    assert_eq!(moved, PutOutcome::Stored { moved_from: Some(Digest::of(&one)) });
 }

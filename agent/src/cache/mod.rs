@@ -168,6 +168,19 @@ impl Cache {
         self.update_gauge();
     }
 
+    /// Drops a blob the registry deleted: its completed file, partial file,
+    /// bitmap and layout. A reader streaming it keeps its open file.
+    pub fn forget(&self, d: &Digest) {
+        let mut dropped = false;
+        for path in [self.complete_path(d), self.partial_path(d), self.bitmap_path(d), self.meta_path(d)] {
+            dropped |= std::fs::remove_file(path).is_ok();
+        }
+        if dropped {
+            tracing::info!(blob = %d, "dropped from the cache: deleted from the registry");
+            self.update_gauge();
+        }
+    }
+
     /// Evicts least recently used completed blobs that nobody is reading:
     /// down to the byte limit, and, once the filesystem is fuller than the
     /// high watermark, until it is no fuller than the low one.

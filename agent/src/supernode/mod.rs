@@ -3,6 +3,7 @@
 //! which client tokens and peer tickets are verified offline.
 
 mod challenge;
+mod departed;
 mod jwks;
 
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -17,6 +18,7 @@ use damselfly_core::{Digest, ErrorBody, ErrorCode};
 use tokio::sync::{mpsc, Semaphore};
 
 pub use self::challenge::Challenge;
+pub use self::departed::Departed;
 pub use self::jwks::AccessClaims;
 use self::jwks::Jwks;
 use crate::config::Config;
@@ -51,6 +53,10 @@ pub struct Supernode {
     metrics: Arc<Metrics>,
     /// Where preheat work from heartbeat answers goes; none on a one-shot `get` peer.
     preheat: Mutex<Option<mpsc::UnboundedSender<PreheatTask>>>,
+    /// Blobs that left the cluster's tenant, from heartbeat answers.
+    departed: Departed,
+    /// Where blobs to drop from the cache go; none on a one-shot `get` peer.
+    evict: Mutex<Option<mpsc::UnboundedSender<Digest>>>,
     /// The piece server's upload slots; how many are taken goes with every
     /// join and report, so that the scheduler sends requesters to free parents.
     upload_slots: Arc<Semaphore>,
@@ -71,6 +77,8 @@ impl Supernode {
             upload_slots: Arc::new(Semaphore::new(config.upload_slots as usize)),
             metrics,
             preheat: Mutex::new(None),
+            departed: Departed::default(),
+            evict: Mutex::new(None),
             config,
         })
     }
@@ -88,6 +96,16 @@ impl Supernode {
     /// Hands preheat work found in heartbeat answers to `worker`.
     pub fn take_preheat_work(&self, worker: mpsc::UnboundedSender<PreheatTask>) {
         *self.preheat.lock().unwrap_or_else(|p| p.into_inner()) = Some(worker);
+    }
+
+    /// Hands the blobs to drop from the cache, as heartbeat answers name them, to `worker`.
+    pub fn take_evictions(&self, worker: mpsc::UnboundedSender<Digest>) {
+        *self.evict.lock().unwrap_or_else(|p| p.into_inner()) = Some(worker);
+    }
+
+    /// Blobs that left the cluster's tenant.
+    pub fn departed(&self) -> &Departed {
+        &self.departed
     }
 
     /// The registry's base URL.
@@ -220,6 +238,7 @@ impl Supernode {
         let said = HeartbeatRequest {
             cache_bytes: Some(self.metrics.cache_bytes.get().max(0) as u64),
             served_bytes: Some(self.metrics.served_total()),
+            deletions_after: self.departed.cursor(),
         };
         let request = self.http.post(format!("{}/p2p/v1/agents/{id}/heartbeat", self.base())).json(&said);
         let r = match self.call("heartbeat", request).await {
@@ -228,6 +247,16 @@ impl Supernode {
         };
         if r.status() == reqwest::StatusCode::OK {
             let answer: HeartbeatResponse = r.json().await.unwrap_or_default();
+            if !answer.deleted.is_empty() {
+                tracing::info!(blobs = answer.deleted.len(), "blobs left the registry; no longer serving them");
+            }
+            let gone = self.departed.record(&answer.deleted, answer.deletions_cursor);
+            let evict = self.evict.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(evict) = evict {
+                for digest in gone {
+                    let _ = evict.send(digest);
+                }
+            }
             let worker = self.preheat.lock().unwrap_or_else(|p| p.into_inner()).clone();
             for task in answer.preheat {
                 match &worker {

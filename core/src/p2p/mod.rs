@@ -225,6 +225,10 @@ pub struct HeartbeatRequest {
     /// Bytes the agent has served to peers since it started.
     #[serde(default)]
     pub served_bytes: Option<u64>,
+    /// The last blob deletion the agent heard of ([`HeartbeatResponse::deletions_cursor`]);
+    /// `None` asks for those of the last day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletions_after: Option<i64>,
 }
 
 /// `POST /p2p/v1/swarms/report`: progress and trouble.
@@ -258,6 +262,24 @@ pub struct HeartbeatResponse {
     /// Blobs to fetch into the cache before any workload asks for them.
     #[serde(default)]
     pub preheat: Vec<PreheatTask>,
+    /// Blobs that left the cluster's tenant (deleted from its repositories,
+    /// or collected) since the agent last heard: it drops them from its
+    /// cache and refuses them to peers holding a ticket issued before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<DeletedBlob>,
+    /// What to send as [`HeartbeatRequest::deletions_after`] next time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletions_cursor: Option<i64>,
+}
+
+/// A blob that left a tenant's repositories.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedBlob {
+    /// The blob.
+    pub digest: Digest,
+    /// When, in Unix seconds of the registry's clock: tickets for it issued
+    /// at or before this moment open nothing.
+    pub at: i64,
 }
 
 /// One node's share of a preheat job: fetch these blobs of `repository`

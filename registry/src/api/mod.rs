@@ -1,5 +1,6 @@
 //! The JSON management API under `/api/v1/`: tenants, namespaces, members,
-//! robot accounts, users, the audit log and signing keys. Its OpenAPI
+//! robot accounts, users, the audit log, signing keys, garbage collection,
+//! quotas and lifecycle policies. Its OpenAPI
 //! document is generated from these handlers and served at
 //! `/api/v1/openapi.json`.
 //!
@@ -13,12 +14,14 @@ mod audit;
 mod caller;
 mod clusters;
 pub mod error;
+mod gc;
 mod keys;
 mod links;
 mod members;
 mod namespaces;
 mod preheat;
 mod robots;
+mod storage;
 mod tenants;
 mod users;
 
@@ -40,8 +43,12 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/tenants", get(tenants::list).post(tenants::create))
         .route("/api/v1/tenants/{tenant}", get(tenants::show))
+        .route("/api/v1/tenants/{tenant}/quota", get(storage::tenant_quota).put(storage::set_tenant_quota))
         .route("/api/v1/tenants/{tenant}/namespaces", get(namespaces::list).post(namespaces::create))
         .route("/api/v1/namespaces/{namespace}", get(namespaces::show).patch(namespaces::update))
+        .route("/api/v1/namespaces/{namespace}/quota", get(storage::namespace_quota).put(storage::set_namespace_quota))
+        .route("/api/v1/namespaces/{namespace}/lifecycle", get(storage::lifecycle).put(storage::set_lifecycle))
+        .route("/api/v1/namespaces/{namespace}/lifecycle/preview", get(storage::preview))
         .route("/api/v1/tenants/{tenant}/members", get(members::list).put(members::grant).delete(members::revoke))
         .route("/api/v1/tenants/{tenant}/robots", get(robots::list).post(robots::create))
         .route("/api/v1/tenants/{tenant}/robots/{robot}", axum::routing::delete(robots::revoke))
@@ -55,6 +62,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/users/{username}/password", put(users::set_password))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/signing-keys/rotate", post(keys::rotate))
+        .route("/api/v1/gc", post(gc::start))
+        .route("/api/v1/gc/runs", get(gc::list))
+        .route("/api/v1/gc/runs/{id}", get(gc::show))
         .route("/api/v1", get(unknown_endpoint))
         .route("/api/v1/", get(unknown_endpoint))
         .route("/api/v1/{*rest}", axum::routing::any(unknown_endpoint))
@@ -65,8 +75,8 @@ pub fn router() -> Router<AppState> {
 #[openapi(
     info(
         title = "Damselfly management API",
-        description = "Tenants, namespaces, members, robot accounts, users, the audit log and token signing keys \
-                       of a Damselfly registry. Authenticate with Basic credentials (a user, or \
+        description = "Tenants, namespaces, members, robot accounts, users, the audit log, token signing keys, \
+                       garbage collection, quotas and lifecycle policies of a Damselfly registry. Authenticate with Basic credentials (a user, or \
                        `robot$<tenant>+<name>` with its token) or a Bearer token from `/auth/token`."
     ),
     paths(
@@ -97,6 +107,16 @@ pub fn router() -> Router<AppState> {
         users::set_password,
         audit::list,
         keys::rotate,
+        gc::start,
+        gc::list,
+        gc::show,
+        storage::tenant_quota,
+        storage::set_tenant_quota,
+        storage::namespace_quota,
+        storage::set_namespace_quota,
+        storage::lifecycle,
+        storage::set_lifecycle,
+        storage::preview,
     ),
     components(schemas(error::ErrorBody, error::ErrorEntry)),
     modifiers(&SecuritySchemes, &LoginThrottle, &Links),
@@ -110,6 +130,8 @@ pub fn router() -> Router<AppState> {
         (name = "users", description = "People who log in."),
         (name = "audit", description = "What was done, by whom, from where."),
         (name = "signing-keys", description = "The keys that sign access tokens."),
+        (name = "gc", description = "Garbage collection: runs that delete what nothing references, beside pushes."),
+        (name = "storage", description = "Quotas, storage use, and namespaces' retention and immutability rules."),
         (name = "meta", description = "This document."),
     )
 )]

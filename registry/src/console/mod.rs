@@ -17,10 +17,12 @@
 mod audit;
 mod clusters;
 mod dashboard;
+mod gc;
 mod namespaces;
 mod repositories;
 mod robots;
 mod session;
+mod storage;
 mod tenants;
 mod users;
 
@@ -69,6 +71,15 @@ pub fn router() -> Router<AppState> {
         .route("/console/repository/preheat", post(repositories::preheat))
         .route("/console/tenants/{tenant}/clusters/{cluster}/preheat/{job}", get(clusters::preheat_job))
         .route("/console/dashboard", get(dashboard::show))
+        .route("/console/gc", get(gc::list).post(gc::start))
+        .route("/console/gc/{id}", get(gc::show))
+        .route("/console/namespaces/{namespace}/storage", get(storage::namespace))
+        .route("/console/namespaces/{namespace}/storage/quota", post(storage::set_namespace_quota))
+        .route("/console/namespaces/{namespace}/storage/policy", post(storage::set_policy))
+        .route("/console/namespaces/{namespace}/storage/rules", post(storage::add_rule))
+        .route("/console/namespaces/{namespace}/storage/rules/remove", post(storage::remove_rule))
+        .route("/console/tenants/{tenant}/storage", get(storage::tenant))
+        .route("/console/tenants/{tenant}/storage/quota", post(storage::set_tenant_quota))
         .route("/console/audit", get(audit::list))
         .route("/console/{*rest}", get(not_found))
 }

@@ -11,17 +11,22 @@ mod agents;
 mod audit;
 mod blobs;
 mod clusters;
+mod deletions;
+mod gc_runs;
 mod keys;
 mod leases;
 mod logins;
 mod manifests;
+mod policies;
 mod preheat;
 mod repositories;
 mod sessions;
+mod sweep;
 mod tags;
 mod tenancy;
 mod traffic;
 mod uploads;
+mod usage;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -32,19 +37,26 @@ use sqlx::{AnyPool, Executor};
 pub use accounts::{Accounts, Binding, Member, PrincipalRef, Robot, Role, TokenHolder, User};
 pub use agents::{AgentRecord, Agents};
 pub use audit::{AuditEvent, AuditFilter, AuditLog, NewAuditEvent};
-pub use blobs::{BlobRecord, Blobs};
+pub use blobs::{BlobRecord, Blobs, Linked, CLAIM_HOLD_SECS};
 pub use clusters::{Cluster, ClusterId, Clusters};
+pub use deletions::{BlobDeletions, Departure};
+pub use gc_runs::{GcCounts, GcRun, GcRuns, RunState};
 pub use keys::{SigningKeys, StoredKey};
 pub use leases::{LeaseHolder, Leases};
 pub use logins::LoginFailures;
-pub use manifests::{ManifestRecord, Manifests, NewManifest, Referrer, TargetKind};
+pub use manifests::{
+    ManifestRecord, ManifestRow, Manifests, NewManifest, PutOutcome, Referrer, TagRule, TargetKind, Unstored,
+};
 pub use preheat::{PreheatJobRow, PreheatJobs, PreheatNodeRow, TakenWork};
+pub use policies::{NamespacePolicy, Policies};
 pub use repositories::{Repositories, RepositoryId, RepositorySummary};
 pub use sessions::{ConsoleSession, ConsoleSessions};
-pub use tags::{TagDetail, Tags};
+pub use sweep::{BlobCandidate, BlobVerdict, Finished, Sweep};
+pub use tags::{TagDetail, TagRow, Tags, PULL_RESOLUTION_SECS};
 pub use tenancy::{Namespace, NamespaceId, Tenancy, Tenant, TenantId};
 pub use traffic::{Traffic, TrafficRow};
 pub use uploads::{UploadRow, Uploads};
+pub use usage::{Level, Measure, QuotaExceeded, Storage, Usage, UsageRow};
 
 /// Which SQL engine the pool talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,6 +232,31 @@ impl Db {
         LoginFailures { pool: &self.pool }
     }
 
+    /// Quotas and storage use of namespaces and tenants.
+    pub fn storage(&self) -> Storage<'_> {
+        Storage { pool: &self.pool }
+    }
+
+    /// Namespaces' lifecycle policies: untagged manifests, retention, immutable tags.
+    pub fn policies(&self) -> Policies<'_> {
+        Policies { pool: &self.pool }
+    }
+
+    /// Garbage collection runs and their reports.
+    pub fn gc_runs(&self) -> GcRuns<'_> {
+        GcRuns { pool: &self.pool }
+    }
+
+    /// The sweep's conditional deletions of blobs and links.
+    pub fn sweep(&self) -> Sweep<'_> {
+        Sweep { pool: &self.pool }
+    }
+
+    /// Blobs that left a tenant, for its agents.
+    pub fn blob_deletions(&self) -> BlobDeletions<'_> {
+        BlobDeletions { pool: &self.pool }
+    }
+
     /// Answers when the database accepts a query.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
@@ -228,6 +265,19 @@ impl Db {
     /// Closes every connection; pending writes are flushed.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Begins a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`: the
+/// write lock is taken at once (waiting up to the busy timeout for another
+/// writer), so no later statement of it can fail because another writer
+/// made its snapshot stale. On PostgreSQL it is a plain `BEGIN` (READ
+/// COMMITTED); the writes order themselves by the rows they lock.
+pub(crate) async fn begin_write(pool: &AnyPool) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    if pool.connect_options().database_url.scheme().starts_with("sqlite") {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        pool.begin().await
     }
 }
 

@@ -81,6 +81,17 @@ impl Repositories<'_> {
             })
             .collect()
     }
+
+    /// Every repository of a namespace, whatever it holds, by name.
+    pub async fn all_in_namespace(&self, namespace: &str) -> Result<Vec<(RepositoryId, String)>, sqlx::Error> {
+        let (from, to) = super::usage::name_range(namespace);
+        let rows = sqlx::query("SELECT id, name FROM repositories WHERE name > $1 AND name < $2 ORDER BY name")
+            .bind(from)
+            .bind(to)
+            .fetch_all(self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((RepositoryId(r.try_get(0)?), r.try_get(1)?))).collect()
+    }
 }
 
 /// A repository as a namespace lists it.

@@ -55,6 +55,7 @@ pub(super) async fn get(state: &AppState, name: &RepositoryName, digest: &str, c
     };
     headers.push(("content-length", len.to_string()));
     if call.method == Method::HEAD {
+        keep_for_push(state, &digest).await?;
         return Ok(response(status, &headers, Body::empty()));
     }
     if let Some(url) = state.blobs.redirect_url(&digest).await? {
@@ -74,6 +75,20 @@ pub(super) async fn get(state: &AppState, name: &RepositoryName, digest: &str, c
         }
     });
     Ok(response(status, &headers, Body::from_stream(stream)))
+}
+
+/// A HEAD is how a pushing client asks whether to upload a blob: one told
+/// "present" skips the upload and references the blob in its manifest next.
+/// Touching it (when its last touch is older than half the grace period)
+/// gives that manifest the whole grace period before the blob could be
+/// collected (see `services::gc`).
+async fn keep_for_push(state: &AppState, digest: &damselfly_core::Digest) -> Result<()> {
+    let half_grace = (state.config.gc.grace_secs / 2) as i64;
+    let stale_before = crate::metadata::now() - half_grace;
+    if state.db.blobs().touched_at(digest).await?.is_some_and(|at| at < stale_before) {
+        state.db.blobs().touch(digest, stale_before).await?;
+    }
+    Ok(())
 }
 
 pub(super) async fn delete(state: &AppState, name: &RepositoryName, digest: &str, call: &Call) -> Result<Response> {

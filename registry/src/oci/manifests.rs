@@ -7,9 +7,9 @@ use damselfly_core::{Digest, ErrorCode, Reference, ReferenceError, RepositoryNam
 
 use super::{response, Call};
 use crate::error::{oci, RegistryError, Result};
-use crate::metadata::{ManifestRecord, NewManifest, TargetKind};
+use crate::metadata::{ManifestRecord, NewManifest, PutOutcome, TagRule, TargetKind, Unstored};
 use crate::services::audit::{self, Event};
-use crate::services::{manifest, preheat};
+use crate::services::{lifecycle, manifest, preheat, quota};
 use crate::state::AppState;
 
 /// The reference a push names: one that is neither a tag nor a digest is
@@ -38,6 +38,9 @@ pub(super) async fn get(state: &AppState, name: &RepositoryName, reference: &str
         Reference::Digest(d) => state.db.manifests().find_by_digest(name.as_str(), d).await?,
     };
     let m = found.ok_or_else(|| oci::manifest_unknown(name, &reference))?;
+    if let Reference::Tag(t) = &reference {
+        record_pull(state, name, t.as_str(), m.tag_pulled_at);
+    }
     let headers = [
         ("content-type", m.media_type),
         ("docker-content-digest", m.digest.to_string()),
@@ -129,7 +132,25 @@ pub(super) async fn put(
         Some(repo) => repo,
         None => state.db.repositories().ensure(name.as_str()).await?,
     };
-    state.db.manifests().put(repo, &new_manifest, tag).await?;
+    let immutable = match tag {
+        Some(t) => lifecycle::immutable_pattern(state, name, t).await?,
+        None => None,
+    };
+    let rule = TagRule { immutable: immutable.is_some() };
+    match state.db.manifests().put(repo, &new_manifest, tag, rule).await? {
+        PutOutcome::Stored { .. } => {}
+        PutOutcome::Refused(Unstored::Blob(d)) => return Err(missing(name, &d, "blob")),
+        PutOutcome::Refused(Unstored::Manifest(d)) => return Err(missing(name, &d, "manifest")),
+        PutOutcome::Refused(Unstored::Quota(q)) => {
+            return Err(RegistryError::oci(ErrorCode::Denied, quota::refusal(&q, "manifest")))
+        }
+        PutOutcome::Refused(Unstored::Immutable { current }) => {
+            let pattern = immutable.unwrap_or_default();
+            let tag = tag.unwrap_or_default();
+            return Err(RegistryError::oci(ErrorCode::Denied, lifecycle::immutable_message(name, tag, &pattern, "moved"))
+                .with_detail(serde_json::json!({ "tag": tag, "current": current.to_string(), "pattern": pattern })));
+        }
+    }
     tracing::info!(repository = %name, %digest, tag, media_type = parsed.media_type, "manifest stored");
     let object = match tag {
         Some(t) => format!("{name}:{t}"),
@@ -149,6 +170,21 @@ pub(super) async fn put(
         headers.push(("oci-subject", subject.to_string()));
     }
     Ok(response(StatusCode::CREATED, &headers, Body::empty()))
+}
+
+/// Records a pull of `tag` for the retention rules, at most once an hour
+/// per tag and off the request's path: a pull never waits on a write.
+fn record_pull(state: &AppState, name: &RepositoryName, tag: &str, last: Option<i64>) {
+    use crate::metadata::now;
+    if last.is_some_and(|at| at >= now() - crate::metadata::PULL_RESOLUTION_SECS) {
+        return;
+    }
+    let (db, name, tag) = (state.db.clone(), name.to_string(), tag.to_owned());
+    tokio::spawn(async move {
+        if let Err(e) = db.tags().record_pull(&name, &tag).await {
+            tracing::debug!(error = %e, repository = name, tag, "could not record a pull");
+        }
+    });
 }
 
 /// Starts the preheat jobs a namespace asks for on every new tag; what
@@ -180,8 +216,14 @@ pub(super) async fn delete(state: &AppState, name: &RepositoryName, reference: &
     let repo =
         state.db.repositories().find(name.as_str()).await?.ok_or_else(|| oci::manifest_unknown(name, &reference))?;
     let deleted = match &reference {
-        Reference::Tag(t) => state.db.tags().delete(repo, t.as_str()).await?,
-        Reference::Digest(d) => state.db.manifests().delete(repo, d).await?,
+        Reference::Tag(t) => {
+            lifecycle::check_tag_deletable(state, name, t.as_str()).await?;
+            state.db.tags().delete(repo, t.as_str()).await?.is_some()
+        }
+        Reference::Digest(d) => {
+            lifecycle::check_manifest_deletable(state, name, repo, d).await?;
+            state.db.manifests().delete(repo, d).await?
+        }
     };
     if !deleted {
         return Err(oci::manifest_unknown(name, &reference));

@@ -5,12 +5,12 @@
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
-use damselfly_core::{Digest, ErrorCode, RepositoryName};
+use damselfly_core::{BlobHasher, Digest, ErrorCode, RepositoryName};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{parse_digest, response, Call};
 use crate::error::{oci, RegistryError, Result};
-use crate::metadata::{BlobRecord, UploadRow};
+use crate::metadata::{BlobRecord, Linked, RepositoryId, UploadRow};
 use crate::state::AppState;
 use crate::storage::{AppendDone, StoreError, Upload};
 use damselfly_core::range::parse_content_range;
@@ -56,6 +56,9 @@ async fn try_mount(
     if !call.caller.may_pull(state, &from).await? {
         return Ok(None);
     }
+    let Some(from_repo) = state.db.repositories().find(from.as_str()).await? else {
+        return Ok(None);
+    };
     let Some(_) = state.db.blobs().find_in_repository(from.as_str(), digest).await? else {
         return Ok(None);
     };
@@ -63,23 +66,47 @@ async fn try_mount(
         return Ok(None);
     }
     let repo = state.db.repositories().ensure(name.as_str()).await?;
-    state.db.blobs().link(repo, digest).await?;
+    // The link re-checks, holding the blob's row, that the source still holds it and nobody is collecting it.
+    linked(state.db.blobs().link(repo, digest, Some(from_repo)).await?)?;
     tracing::info!(repository = %name, %digest, from = %from, "blob mounted");
     Ok(Some(created(name, digest)))
 }
 
+/// A link's outcome as the client's answer: done, or refused by a quota.
+/// `Missing` after a claim means a collection took the blob while the upload
+/// completed (see `services::gc`).
+fn linked(outcome: Linked) -> Result<()> {
+    match outcome {
+        Linked::Linked | Linked::Already => Ok(()),
+        Linked::Refused(q) => Err(StoreError::Quota(q).into()),
+        Linked::Missing => Err(StoreError::Collected.into()),
+    }
+}
+
+/// Records a verified blob before its bytes become visible (see
+/// `metadata::Blobs::claim`), unless a quota refuses it already.
+async fn claim(state: &AppState, repo: RepositoryId, blob: &BlobRecord) -> std::result::Result<(), StoreError> {
+    if let Some(q) = state.db.blobs().quota_check(repo, &blob.digest, blob.size).await? {
+        return Err(StoreError::Quota(q));
+    }
+    state.db.blobs().claim(blob).await?;
+    Ok(())
+}
+
 async fn monolithic(state: &AppState, name: &RepositoryName, digest: Digest, body: Body) -> Result<Response> {
-    let hasher = match state.blobs.write_blob(&digest, body.into_data_stream()).await {
+    let repo = state.db.repositories().ensure(name.as_str()).await?;
+    let claimed = |hasher: &BlobHasher| {
+        let (_, pieces) = hasher.clone().finish();
+        let blob = BlobRecord { digest, size: hasher.len(), pieces };
+        async move { claim(state, repo, &blob).await }
+    };
+    let hasher = match state.blobs.write_blob(&digest, body.into_data_stream(), claimed).await {
         Ok(hasher) => hasher,
         Err(StoreError::Mismatch { actual }) => return Err(digest_mismatch(&digest, &actual)),
         Err(e) => return Err(e.into()),
     };
     state.metrics.received("blob", hasher.len());
-    let size = hasher.len();
-    let (_, pieces) = hasher.finish();
-    // The repository appears only once something valid is stored in it.
-    let repo = state.db.repositories().ensure(name.as_str()).await?;
-    state.db.blobs().insert_and_link(repo, &BlobRecord { digest, size, pieces }).await?;
+    linked(state.db.blobs().link(repo, &digest, None).await?)?;
     Ok(created(name, &digest))
 }
 
@@ -166,10 +193,18 @@ pub(super) async fn finish(
         discard(state, id, last.saved().as_deref()).await?;
         return Err(e);
     }
+    let blob = BlobRecord { digest, size, pieces };
+    if let Err(e) = claim(state, row.repository, &blob).await {
+        if matches!(e, StoreError::Quota(_)) {
+            // It cannot succeed as it is: nothing of it stays.
+            discard(state, id, last.saved().as_deref()).await?;
+        }
+        return Err(e.into());
+    }
     state.blobs.commit_upload(last, &digest, || next_part(state, id)).await?;
-    state.db.blobs().insert_and_link(row.repository, &BlobRecord { digest, size, pieces }).await?;
     state.db.uploads().delete(id).await?;
     state.uploads.forget(id);
+    linked(state.db.blobs().link(row.repository, &digest, None).await?)?;
     Ok(created(name, &digest))
 }
 

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use damselfly_core::p2p::{
-    HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse, PieceGeometry, PreheatReport,
+    DeletedBlob, HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse, PieceGeometry, PreheatReport,
     RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME, MAX_JOIN_WAIT_MS, TICKET_AUTH_SCHEME,
 };
 use damselfly_core::{Digest, ErrorCode, RepositoryName};
@@ -170,10 +170,14 @@ async fn heartbeat(
     state.db.agents().heard_from(cluster.id, &agent, said.cache_bytes, said.served_bytes).await?;
     // Work rides on the heartbeat's answer: agents behind NAT cannot be called.
     let preheat = crate::services::preheat::take_work(&state, cluster.id, &agent).await?;
-    if preheat.is_empty() {
+    // Only the cluster's own tenant's departures: which blobs another tenant deleted is none of its business.
+    let departures = state.db.blob_deletions().of_tenant(cluster.tenant_id, said.deletions_after).await?;
+    if preheat.is_empty() && departures.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    Ok(Json(HeartbeatResponse { preheat }).into_response())
+    let deletions_cursor = departures.last().map(|d| d.id).or(said.deletions_after);
+    let deleted = departures.into_iter().map(|d| DeletedBlob { digest: d.digest, at: d.at }).collect();
+    Ok(Json(HeartbeatResponse { preheat, deleted, deletions_cursor }).into_response())
 }
 
 /// An agent says how its share of a preheat job ended.

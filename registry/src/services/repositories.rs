@@ -123,9 +123,13 @@ pub async fn delete_tag(state: &AppState, caller: &Caller, name: &RepositoryName
             caller.actor()
         )));
     }
+    if let Err(refused) = super::lifecycle::check_tag_deletable(state, name, tag).await {
+        record("denied").await;
+        return Err(refused);
+    }
     let repo = state.db.repositories().find(name.as_str()).await?;
     let deleted = match repo {
-        Some(repo) => state.db.tags().delete(repo, tag).await?,
+        Some(repo) => state.db.tags().delete(repo, tag).await?.is_some(),
         None => false,
     };
     if !deleted {

@@ -81,6 +81,14 @@ impl FilesystemStore {
         tokio::fs::metadata(self.blob_path(digest)).await.is_ok()
     }
 
+    /// Deletes a committed blob's file; a missing file is not an error.
+    pub async fn delete_blob(&self, digest: &Digest) -> std::io::Result<()> {
+        match tokio::fs::remove_file(self.blob_path(digest)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     fn upload_path(&self, id: &str) -> PathBuf {
         self.root.join("uploads").join(id)
     }
@@ -199,12 +207,14 @@ impl FilesystemStore {
     }
 
     /// Streams a whole blob from one request into a temporary file, and
-    /// moves it into place only if it hashes to `digest`; otherwise, or if
-    /// the request fails, the file is deleted.
-    pub async fn write_blob<S, E>(&self, digest: &Digest, body: S) -> Result<BlobHasher, StoreError>
+    /// moves it into place only if it hashes to `digest` and `claim` then
+    /// succeeds; otherwise, or if the request fails, the file is deleted.
+    pub async fn write_blob<S, E, C, F>(&self, digest: &Digest, body: S, claim: C) -> Result<BlobHasher, StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
+        C: FnOnce(&BlobHasher) -> F,
+        F: std::future::Future<Output = Result<(), StoreError>>,
     {
         let path = self.root.join("tmp").join(uuid::Uuid::new_v4().simple().to_string());
         let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
@@ -215,6 +225,7 @@ impl FilesystemStore {
         if actual != *digest {
             return Err(StoreError::Mismatch { actual });
         }
+        claim(&hasher).await?;
         self.commit_file(&guard.path, digest).await?;
         guard.on_drop = None;
         Ok(hasher)

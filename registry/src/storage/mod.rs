@@ -56,6 +56,17 @@ pub enum StoreError {
     /// Object storage failed or is unreachable; the message says what an operator should check.
     #[error("{0}")]
     Unavailable(String),
+    /// Recording the blob in the metadata database failed. Nothing was stored.
+    #[error("metadata database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Storing the blob would take a quota past its limit. Nothing was stored.
+    #[error("quota exceeded")]
+    Quota(crate::metadata::QuotaExceeded),
+    /// Garbage collection deleted the blob's bytes while the upload was
+    /// completing (they were found, then gone). Nothing was stored; the
+    /// upload can be sent again.
+    #[error("the blob was collected while the upload completed")]
+    Collected,
 }
 
 /// Where blob bytes live.
@@ -149,6 +160,16 @@ impl BlobStore {
         }
     }
 
+    /// Deletes a blob's bytes; deleting bytes that are not there succeeds.
+    /// Only the garbage collector calls this, holding the blob's row marked
+    /// for deletion (see `services::gc`).
+    pub async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        match self {
+            BlobStore::Filesystem(f) => Ok(f.delete_blob(digest).await?),
+            BlobStore::S3(s) => s.delete_blob(digest).await,
+        }
+    }
+
     /// A presigned URL a client may fetch the blob from directly, when the
     /// store is configured to hand those out.
     pub async fn redirect_url(&self, digest: &Digest) -> Result<Option<String>, StoreError> {
@@ -167,15 +188,20 @@ impl BlobStore {
     }
 
     /// Stores a whole blob sent in one request, under `digest`, if the bytes
-    /// hash to it; returns their hasher. On any failure nothing is stored.
-    pub async fn write_blob<S, E>(&self, digest: &Digest, body: S) -> Result<BlobHasher, StoreError>
+    /// hash to it; returns their hasher. Once they are verified and before
+    /// they become visible under the digest, `claim` runs (it records the
+    /// blob, see `services::gc`); if it fails, nothing is stored. On any
+    /// failure nothing is stored.
+    pub async fn write_blob<S, E, C, F>(&self, digest: &Digest, body: S, claim: C) -> Result<BlobHasher, StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
+        C: FnOnce(&BlobHasher) -> F + Send,
+        F: std::future::Future<Output = Result<(), StoreError>> + Send,
     {
         match self {
-            BlobStore::Filesystem(f) => f.write_blob(digest, body).await,
-            BlobStore::S3(s) => s.write_blob(digest, body).await,
+            BlobStore::Filesystem(f) => f.write_blob(digest, body, claim).await,
+            BlobStore::S3(s) => s.write_blob(digest, body, claim).await,
         }
     }
 
@@ -305,6 +331,13 @@ impl From<StoreError> for crate::error::RegistryError {
             )),
             StoreError::TooLarge(message) => RegistryError::oci(ErrorCode::SizeInvalid, message),
             StoreError::Io(e) => RegistryError::Io(e),
+            StoreError::Database(e) => RegistryError::Database(e),
+            StoreError::Quota(q) => RegistryError::oci(ErrorCode::Denied, crate::services::quota::refusal(&q, "blob")),
+            StoreError::Collected => RegistryError::oci(
+                ErrorCode::BlobUploadInvalid,
+                "the registry's garbage collection deleted this blob while the upload completed; nothing was stored, upload it again",
+            )
+            .with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE),
             StoreError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "blob storage failed");
                 RegistryError::oci(

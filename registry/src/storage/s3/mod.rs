@@ -195,6 +195,14 @@ impl S3Store {
         }
     }
 
+    /// Deletes a blob's object; an object that is not there is not an error.
+    pub async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        match self.inner.store.delete(&self.blob_path(digest)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.unavailable("deleting a blob", &e)),
+        }
+    }
+
     /// A presigned GET URL of the blob, if redirects are configured.
     pub async fn redirect_url(&self, digest: &Digest) -> Result<Option<String>, StoreError> {
         let Some(ttl) = self.inner.redirect else {
@@ -210,11 +218,13 @@ impl S3Store {
     }
 
     /// Streams one request's blob into the bucket under `digest`, committing
-    /// only if the bytes hash to it.
-    pub async fn write_blob<S, E>(&self, digest: &Digest, mut body: S) -> Result<BlobHasher, StoreError>
+    /// only if the bytes hash to it and `claim` then succeeds.
+    pub async fn write_blob<S, E, C, F>(&self, digest: &Digest, mut body: S, claim: C) -> Result<BlobHasher, StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
+        C: FnOnce(&BlobHasher) -> F,
+        F: std::future::Future<Output = Result<(), StoreError>>,
     {
         let mut hasher = BlobHasher::new(self.inner.piece_size);
         if self.contains(digest).await? {
@@ -222,7 +232,13 @@ impl S3Store {
             while let Some(chunk) = body.next().await {
                 hasher.update(&chunk.map_err(|e| StoreError::Body(e.to_string()))?);
             }
-            return check(digest, hasher);
+            let hasher = check(digest, hasher)?;
+            claim(&hasher).await?;
+            // Looked up before the claim: a collection finishing in between would have taken the bytes.
+            if !self.contains(digest).await? {
+                return Err(StoreError::Collected);
+            }
+            return Ok(hasher);
         }
         let path = self.blob_path(digest);
         let part_size = self.inner.part_size as usize;
@@ -238,8 +254,9 @@ impl S3Store {
                 upload.as_mut().expect("started above").put(part).await?;
             }
         }
-        // A mismatch drops `upload`, which aborts it: no object appears.
+        // A mismatch, or a failed claim, drops `upload`, which aborts it: no object appears.
         let hasher = check(digest, hasher)?;
+        claim(&hasher).await?;
         match upload {
             None => {
                 self.inner
