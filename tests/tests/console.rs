@@ -497,7 +497,8 @@ async fn repository_page_lists_tags_with_pull_commands_and_deletes_a_tag(backend
         // Over plain HTTP, every client is told what it needs.
         format!("docker pull {}/web/app:1.0", reg.host),
         format!("podman pull --tls-verify=false {}/web/app:1.0", reg.host),
-        format!("\"insecure-registries\": [\"{}\"]", reg.host),
+        // Docker speaks plain HTTP to a loopback address by itself: no daemon.json to edit.
+        format!("Docker accepts that for {} by itself", reg.host),
         "docker pull p2p.example.test:65001/web/app:1.0".to_owned(),
         "podman pull p2p.example.test:65001/web/app:multi".to_owned(),
         "podman pull --tls-verify=false 127.0.0.1:65001/web/app:1.0".to_owned(),
@@ -1310,6 +1311,7 @@ async fn the_console_finishes_the_job_and_asks_before_it_destroys() {
     browser.fill("#cluster-name", "edge").await;
     browser.click("#register-cluster", "#secret-command").await;
     let old = browser.text("#secret-command").await;
+    assert_words_whole(&browser, "#secret-command").await;
     browser.screenshot("cluster-registered-once").await;
     browser.click(".cluster button.secondary", "#confirm").await;
     assert_eq!(browser.text("main h1").await, "Give cluster edge a new token?");
@@ -1427,4 +1429,25 @@ async fn assert_inside_main(browser: &Browser, css: &str) {
         .await
         .expect("measure");
     assert_eq!(fits, Value::Bool(true), "{css} overflows");
+}
+
+/// The element's text wraps only between words: no word longer than a line
+/// is split in two (`| sh` read as `| s` and `h`).
+async fn assert_words_whole(browser: &Browser, css: &str) {
+    let split = browser
+        .c()
+        .execute(
+            "const e = document.querySelector(arguments[0]); const text = e.firstChild; const split = []; \
+             const width = e.clientWidth; let at = 0; \
+             for (const word of text.data.split(/(\\s+)/)) { \
+               if (word.trim() !== '') { const r = document.createRange(); r.setStart(text, at); r.setEnd(text, at + word.length); \
+                 const rects = Array.from(r.getClientRects()).filter(b => b.width > 0); \
+                 if (rects.length > 1 && rects.reduce((w, b) => w + b.width, 0) < width / 2) split.push(word); } \
+               at += word.length; } \
+             return split;",
+            vec![Value::String(css.to_owned())],
+        )
+        .await
+        .expect("measure");
+    assert_eq!(split, json!([]), "words of {css} split across lines");
 }

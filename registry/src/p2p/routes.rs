@@ -239,7 +239,7 @@ async fn join(
         }));
     }
     let shape = Blob { pieces: blob.pieces.digests().len(), piece_size: blob.pieces.piece_size() };
-    let joining = Joining { agent: &agent.id, pieces: shape.pieces, held: req.have.len() };
+    let joining = Joining { agent: &agent.id, pieces: shape.pieces, held: &req.have };
     state.p2p_stats.joined(cluster.tenant_id, cluster.id, name.namespace(), req.digest, joining);
     let plan = plan_held(&state.scheduler, &held, cluster.id, &agent.id, &req, shape).await;
     // A brief join's agent holds the digests and a ticket: neither is made again.
@@ -304,7 +304,7 @@ async fn report(
     }
     let from_peers = req.bytes_from.iter().map(|(_, n)| *n).sum();
     state.p2p_stats.received(cluster.id, req.digest, Traffic { peers: from_peers, seed: 0 });
-    state.p2p_stats.progressed(cluster.id, req.digest, &req.agent_id, req.have.len());
+    state.p2p_stats.progressed(cluster.id, req.digest, &req.agent_id, &req.have);
     if !req.bad_parents.is_empty() {
         tracing::warn!(reporter = req.agent_id, bad = ?req.bad_parents, digest = %req.digest, "peers sent corrupt pieces");
     }

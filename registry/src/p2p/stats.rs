@@ -8,7 +8,7 @@
 //! they describe this process since it started, like its Prometheus
 //! counters.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -79,13 +79,27 @@ struct SwarmInfo {
     /// Pieces of the blob.
     pieces: usize,
     /// Agents still downloading it, with the pieces each holds; an agent
-    /// leaves once it holds them all.
-    fetching: HashMap<String, usize>,
+    /// leaves once it holds them all. The pieces are a set, not a count:
+    /// an agent says a piece again (a join after a restart announces what
+    /// it holds, and its first report repeats it), which a count would take
+    /// for progress.
+    fetching: HashMap<String, HashSet<u32>>,
 }
 
 impl SwarmInfo {
     fn active(&self) -> bool {
         !self.fetching.is_empty() && self.last_active.elapsed() < ACTIVE_FOR
+    }
+
+    /// Agent `agent` holds `pieces` (besides what it held before); it
+    /// leaves the downloading agents once it holds every piece.
+    fn holds(&mut self, agent: &str, pieces: &[u32]) {
+        let total = self.pieces;
+        let Some(held) = self.fetching.get_mut(agent) else { return };
+        held.extend(pieces.iter().copied().filter(|&p| (p as usize) < total));
+        if held.len() >= total {
+            self.fetching.remove(agent);
+        }
     }
 }
 
@@ -108,7 +122,7 @@ pub struct Joining<'a> {
     /// Pieces of the blob.
     pub pieces: usize,
     /// Pieces the agent holds already.
-    pub held: usize,
+    pub held: &'a [u32],
 }
 
 /// The dashboard's numbers for one tenant.
@@ -173,27 +187,18 @@ impl Stats {
             fetching: HashMap::new(),
         });
         swarm.last_active = Instant::now();
-        // A join says every piece the agent holds.
-        if joining.held < swarm.pieces {
-            let held = swarm.fetching.entry(joining.agent.to_owned()).or_default();
-            *held = (*held).max(joining.held);
-        } else {
-            swarm.fetching.remove(joining.agent);
-        }
+        // Joining (or joining again) makes the agent one that downloads,
+        // until what it holds covers the blob.
+        swarm.fetching.entry(joining.agent.to_owned()).or_default();
+        swarm.holds(joining.agent, joining.held);
     }
 
-    /// Agent `agent` of `cluster` reported `new_pieces` more pieces of a blob.
-    pub fn progressed(&self, cluster: ClusterId, digest: Digest, agent: &str, new_pieces: usize) {
+    /// Agent `agent` of `cluster` reported that it holds the pieces `have` of a blob.
+    pub fn progressed(&self, cluster: ClusterId, digest: Digest, agent: &str, have: &[u32]) {
         let mut inner = self.lock();
         let Some(swarm) = inner.swarms.get_mut(&(cluster, digest)) else { return };
         swarm.last_active = Instant::now();
-        let pieces = swarm.pieces;
-        if let Some(held) = swarm.fetching.get_mut(agent) {
-            *held += new_pieces;
-            if *held >= pieces {
-                swarm.fetching.remove(agent);
-            }
-        }
+        swarm.holds(agent, have);
     }
 
     /// Bytes of a blob an agent of `cluster` received, from peers or from the seed.
@@ -279,7 +284,7 @@ mod tests {
     fn traffic_is_counted_per_tenant_and_never_shown_to_another() {
         let stats = Stats::default();
         let (acme, globex) = (TenantId(1), TenantId(2));
-        let fresh = Joining { agent: "a", pieces: 4, held: 0 };
+        let fresh = Joining { agent: "a", pieces: 4, held: &[] };
         stats.joined(acme, ClusterId(10), "web", digest(1), fresh);
         stats.joined(globex, ClusterId(20), "gx", digest(1), fresh);
         stats.received(ClusterId(10), digest(1), Traffic { peers: 300, seed: 100 });
@@ -313,19 +318,26 @@ mod tests {
         let stats = Stats::default();
         let acme = TenantId(1);
         let active = || stats.of_tenant(acme).active_swarms;
-        stats.joined(acme, ClusterId(10), "web", digest(1), Joining { agent: "a", pieces: 4, held: 0 });
-        stats.joined(acme, ClusterId(10), "web", digest(1), Joining { agent: "b", pieces: 4, held: 1 });
+        stats.joined(acme, ClusterId(10), "web", digest(1), Joining { agent: "a", pieces: 4, held: &[] });
+        stats.joined(acme, ClusterId(10), "web", digest(1), Joining { agent: "b", pieces: 4, held: &[0] });
         assert_eq!(active(), vec![(ClusterId(10), 1)]);
-        stats.progressed(ClusterId(10), digest(1), "a", 4);
+        stats.progressed(ClusterId(10), digest(1), "a", &[0, 1, 2, 3]);
         assert_eq!(active(), vec![(ClusterId(10), 1)], "b still downloads");
-        stats.progressed(ClusterId(10), digest(1), "b", 2);
-        stats.progressed(ClusterId(10), digest(1), "b", 1);
+        stats.progressed(ClusterId(10), digest(1), "b", &[1, 2]);
+        stats.progressed(ClusterId(10), digest(1), "b", &[3]);
         assert_eq!(active(), vec![], "both hold every piece");
         // An agent that joins holding the whole blob (from its cache) downloads nothing.
-        stats.joined(acme, ClusterId(10), "web", digest(2), Joining { agent: "c", pieces: 2, held: 2 });
+        stats.joined(acme, ClusterId(10), "web", digest(2), Joining { agent: "c", pieces: 2, held: &[0, 1] });
         assert_eq!(active(), vec![]);
         // A report from an agent the swarm never saw join changes nothing.
-        stats.progressed(ClusterId(10), digest(2), "d", 1);
+        stats.progressed(ClusterId(10), digest(2), "d", &[0]);
+        assert_eq!(active(), vec![]);
+        // An agent resumed after a restart announces what it holds, and its first report says it
+        // again: it still downloads until it holds the pieces it lacked.
+        stats.joined(acme, ClusterId(10), "web", digest(3), Joining { agent: "e", pieces: 4, held: &[0, 1] });
+        stats.progressed(ClusterId(10), digest(3), "e", &[0, 1, 2]);
+        assert_eq!(active(), vec![(ClusterId(10), 1)], "piece 3 is still missing");
+        stats.progressed(ClusterId(10), digest(3), "e", &[3]);
         assert_eq!(active(), vec![]);
     }
 }
