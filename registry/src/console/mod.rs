@@ -50,6 +50,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/static/console.css", get(stylesheet))
         .route("/console/login", get(session::login_page).post(session::login))
         .route("/console/logout", post(session::logout))
+        .route("/console/password", get(session::password_page).post(session::change_password))
         .route("/console/tenants", get(tenants::list).post(tenants::create))
         .route("/console/tenants/{tenant}", get(tenants::show))
         .route("/console/tenants/{tenant}/namespaces", post(namespaces::create))
@@ -381,8 +382,12 @@ struct CsrfField {
 }
 
 /// Fields a form sends that are not kept to be shown again: the CSRF token,
-/// the confirmation, and secrets.
-const NOT_KEPT: [&str; 3] = ["csrf", "confirmed", "password"];
+/// the confirmation, and secrets (any field named `…password`).
+const NOT_KEPT: [&str; 2] = ["csrf", "confirmed"];
+
+fn kept_field(name: &str) -> bool {
+    !NOT_KEPT.contains(&name) && !name.ends_with("password")
+}
 
 impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
     type Rejection = ConsoleError;
@@ -400,7 +405,7 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
         }
         let form: T = parse_form(&bytes)?;
         let fields: Vec<(String, String)> = parse_form(&bytes)?;
-        let fields = fields.into_iter().filter(|(k, _)| !NOT_KEPT.contains(&k.as_str())).collect();
+        let fields = fields.into_iter().filter(|(k, _)| kept_field(k)).collect();
         let kept = KeptForm { action: parts.uri.path().to_owned(), fields };
         Ok(Posted { who, form, kept, confirmed: token.confirmed == "yes" })
     }
