@@ -385,6 +385,10 @@ async fn sign_out_and_a_password_change_end_the_session(backend: Backend) {
     }
     let (s, _) = api_as(&reg, "vera", "a-new-password", reqwest::Method::GET, "/api/v1/tenants", None).await;
     assert_eq!(s, 200, "a refused change changed the password");
+    let (_, audit) = api(&reg, reqwest::Method::GET, "/api/v1/audit?actor=vera&action=user.password", None).await;
+    let outcomes: Vec<&str> =
+        audit["events"].as_array().expect("events").iter().filter_map(|e| e["outcome"].as_str()).collect();
+    assert_eq!(outcomes, ["denied"], "a wrong current password is in the audit log: {audit}");
     let changed = vera.post("/console/password", &change("a-new-password", "third-password", "third-password")).await;
     assert_eq!((changed.status, changed.location.as_deref()), (303, Some("/console/login?error=password")));
     let login = http().get(format!("{}/console/login?error=password", reg.url)).send().await.expect("login page");
@@ -394,6 +398,10 @@ async fn sign_out_and_a_password_change_end_the_session(backend: Backend) {
     assert_eq!((ended.status, ended.location.as_deref()), (303, Some("/console/login")));
     let (s, _) = api_as(&reg, "vera", "a-new-password", reqwest::Method::GET, "/api/v1/tenants", None).await;
     assert_eq!(s, 401, "the old password still works");
+    let (_, audit) = api(&reg, reqwest::Method::GET, "/api/v1/audit?actor=vera&action=user.password", None).await;
+    let outcomes: Vec<&str> =
+        audit["events"].as_array().expect("events").iter().filter_map(|e| e["outcome"].as_str()).collect();
+    assert_eq!(outcomes, ["denied", "success"], "{audit}");
     sign_in(&reg, "vera", "third-password").await;
 }
 

@@ -329,6 +329,17 @@ pub async fn change_password(State(state): State<AppState>, posted: Posted<Passw
             return failed(&state, &who, BACK, kept, e.into()).await;
         }
         Err(LoginError::Denied) => {
+            let object = format!("user/{name}");
+            let event = Event {
+                actor: &name,
+                action: "user.password",
+                object: &object,
+                tenant: None,
+                source: &who.source,
+                outcome: "denied",
+                detail: Some(serde_json::json!({ "via": "console", "reason": "wrong current password" })),
+            };
+            audit::record(&state, event).await;
             let e = Error::invalid(Thing::Password, "the current password is wrong; nothing was changed");
             return failed(&state, &who, BACK, kept, e.into()).await;
         }
