@@ -402,7 +402,22 @@ async fn sign_out_and_a_password_change_end_the_session(backend: Backend) {
     let outcomes: Vec<&str> =
         audit["events"].as_array().expect("events").iter().filter_map(|e| e["outcome"].as_str()).collect();
     assert_eq!(outcomes, ["denied", "success"], "{audit}");
-    sign_in(&reg, "vera", "third-password").await;
+    let vera = sign_in(&reg, "vera", "third-password").await;
+
+    // She forgets it: the system administrator sets another on the Users page. Vera may not.
+    let refused = vera.post("/console/users/password", &[("username", "vera"), ("password", "self-set-pass")]).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let admin = sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
+    let short = admin.post_and_follow("/console/users/password", &[("username", "vera"), ("password", "short")]).await;
+    assert!(short.body.contains("the password must be 8 to 1024 characters long."), "{}", short.body);
+    assert!(short.body.contains(r#"<option value="vera" selected>vera</option>"#), "{}", short.body);
+    let set =
+        admin.post_and_follow("/console/users/password", &[("username", "vera"), ("password", "from-the-admin")]).await;
+    assert!(set.body.contains("Password of vera set: their sessions and tokens have ended"), "{}", set.body);
+    assert!(!set.body.contains("from-the-admin"), "{}", set.body);
+    let ended = vera.get("/console/tenants").await;
+    assert_eq!((ended.status, ended.location.as_deref()), (303, Some("/console/login")));
+    sign_in(&reg, "vera", "from-the-admin").await;
 }
 
 async fn viewer_cannot_act_through_admin_forms_posted_by_hand(backend: Backend) {

@@ -63,6 +63,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/tenants/{tenant}/clusters/{cluster}/token", post(clusters::reissue_token))
         .route("/console/tenants/{tenant}/clusters/{cluster}/delete", post(clusters::delete))
         .route("/console/users", get(users::list).post(users::create))
+        .route("/console/users/password", post(users::set_password))
         .route("/console/namespaces/{namespace}", get(namespaces::show).post(namespaces::update))
         .route("/console/namespaces/{namespace}/preheat", post(namespaces::preheat))
         .route("/console/repository", get(repositories::show))
