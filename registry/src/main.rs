@@ -46,7 +46,7 @@ async fn main() -> std::process::ExitCode {
         Bootstrap::CreatedWithGeneratedPassword(password) => eprintln!(
             "\nFirst start: created the tenant `default` and the user `admin` with the password\n\n    {password}\n\n\
              It is shown only this once. Sign in to the console with it, or log in with `podman login{tls} {host} -u admin`.\n\
-             Change it with\n\
+             Change it on the console's Password page ({public_url}/console/password), or with\n\
              curl -u admin -X PUT {public_url}/api/v1/users/admin/password -H 'content-type: application/json' -d '{{\"password\":\"…\"}}'\n\
              (or start with DAMSELFLY_ADMIN_PASSWORD set to choose it).\n"
         ),

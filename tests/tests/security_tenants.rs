@@ -950,6 +950,28 @@ fn matrix() -> Vec<Case> {
         "/console/users",
         form(&[("username", "intruder"), ("password", "intruder-password")])
     );
+    case!(
+        Console,
+        "POST",
+        "/console/users/password",
+        none,
+        |w, t| "/console/users/password".to_owned(),
+        Body::Form(vec![("username".into(), t.user.clone()), ("password".into(), "taken-over-password".into())])
+    );
+    // Everyone's own password, given the current one (a wrong one here): nothing of alpha's.
+    fixed!(Console, "GET", "/console/password", [Allow, Allow, Deny, Deny], "/console/password");
+    fixed!(
+        Console,
+        "POST",
+        "/console/password",
+        [Allow, Allow, Deny, Deny],
+        "/console/password",
+        form(&[
+            ("current_password", "not-the-password"),
+            ("new_password", "taken-over-password"),
+            ("repeat_password", "taken-over-password")
+        ])
+    );
     case!(Console, "GET", "/console/dashboard", none, |w, t| format!("/console/dashboard?tenant={}", t.tenant));
     case!(Console, "GET", "/console/audit", none, |w, t| format!("/console/audit?tenant={}", t.tenant));
     case!(Console, "GET", "/console/{*rest}", [Is(404, None); 4], |w, t| format!("/console/{}/secrets", t.tenant));

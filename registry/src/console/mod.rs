@@ -52,6 +52,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/static/console.css", get(stylesheet))
         .route("/console/login", get(session::login_page).post(session::login))
         .route("/console/logout", post(session::logout))
+        .route("/console/password", get(session::password_page).post(session::change_password))
         .route("/console/tenants", get(tenants::list).post(tenants::create))
         .route("/console/tenants/{tenant}", get(tenants::show))
         .route("/console/tenants/{tenant}/namespaces", post(namespaces::create))
@@ -64,6 +65,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/tenants/{tenant}/clusters/{cluster}/token", post(clusters::reissue_token))
         .route("/console/tenants/{tenant}/clusters/{cluster}/delete", post(clusters::delete))
         .route("/console/users", get(users::list).post(users::create))
+        .route("/console/users/password", post(users::set_password))
         .route("/console/namespaces/{namespace}", get(namespaces::show).post(namespaces::update))
         .route("/console/namespaces/{namespace}/preheat", post(namespaces::preheat))
         .route("/console/repository", get(repositories::show))
@@ -392,8 +394,12 @@ struct CsrfField {
 }
 
 /// Fields a form sends that are not kept to be shown again: the CSRF token,
-/// the confirmation, and secrets.
-const NOT_KEPT: [&str; 3] = ["csrf", "confirmed", "password"];
+/// the confirmation, and secrets (any field named `…password`).
+const NOT_KEPT: [&str; 2] = ["csrf", "confirmed"];
+
+fn kept_field(name: &str) -> bool {
+    !NOT_KEPT.contains(&name) && !name.ends_with("password")
+}
 
 impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
     type Rejection = ConsoleError;
@@ -411,7 +417,7 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
         }
         let form: T = parse_form(&bytes)?;
         let fields: Vec<(String, String)> = parse_form(&bytes)?;
-        let fields = fields.into_iter().filter(|(k, _)| !NOT_KEPT.contains(&k.as_str())).collect();
+        let fields = fields.into_iter().filter(|(k, _)| kept_field(k)).collect();
         let kept = KeptForm { action: parts.uri.path().to_owned(), fields };
         Ok(Posted { who, form, kept, confirmed: token.confirmed == "yes" })
     }
@@ -533,16 +539,38 @@ impl Clients {
         }
     }
 
-    /// What Docker needs over plain HTTP, which no flag can say.
+    /// What Docker needs over plain HTTP, which no flag can say. Docker
+    /// speaks plain HTTP to a loopback address (127.0.0.0/8, `localhost`)
+    /// by itself, and to any other host only once `daemon.json` lists it.
     pub fn docker_note(&self) -> Option<String> {
-        self.plain_http.then(|| {
-            format!(
-                "This registry is served over plain HTTP: Docker pulls from it only once /etc/docker/daemon.json \
-                 lists it, as \"insecure-registries\": [\"{}\"], and Docker is restarted; podman needs \
-                 --tls-verify=false, as shown.",
+        if !self.plain_http {
+            return None;
+        }
+        if self.loopback() {
+            return Some(format!(
+                "This registry is served over plain HTTP at a loopback address: Docker accepts that for {} by \
+                 itself, on this machine only; podman needs --tls-verify=false, as shown.",
                 self.host
-            )
-        })
+            ));
+        }
+        Some(format!(
+            "This registry is served over plain HTTP: Docker pulls from it only once /etc/docker/daemon.json lists \
+             it, as \"insecure-registries\": [\"{}\"], and Docker is restarted; podman needs --tls-verify=false, \
+             as shown.",
+            self.host
+        ))
+    }
+
+    /// The registry's host is this machine's loopback: `127.x.y.z` or `localhost`, with any port.
+    fn loopback(&self) -> bool {
+        let name = self.host.rsplit_once(':').map_or(self.host.as_str(), |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                self.host.as_str()
+            }
+        });
+        name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     /// Working login commands for `login`: interactive ones that ask for
@@ -615,6 +643,20 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
         assert_eq!(segment("a b/<c>"), "a%20b%2F%3Cc%3E");
+    }
+
+    #[test]
+    fn docker_is_told_of_insecure_registries_only_where_it_needs_them() {
+        let at = |host: &str, plain_http| Clients { host: host.to_owned(), plain_http };
+        let remote = at("registry.example.test:5000", true).docker_note().expect("a note over plain HTTP");
+        assert!(remote.contains("\"insecure-registries\": [\"registry.example.test:5000\"]"), "{remote}");
+        for host in ["127.0.0.1:5000", "localhost:5000", "127.0.0.1"] {
+            let local = at(host, true).docker_note().expect("a note over plain HTTP");
+            assert!(!local.contains("insecure-registries"), "{local}");
+            assert!(local.contains("Docker accepts that for"), "{local}");
+        }
+        assert!(!at("10.0.0.5:5000", true).docker_note().expect("note").contains("Docker accepts"));
+        assert_eq!(at("registry.example.test", false).docker_note(), None);
     }
 
     #[test]

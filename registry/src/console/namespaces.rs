@@ -29,6 +29,8 @@ struct NamespacePage {
     may_change: bool,
     /// The tenant's clusters with the share of their agents new tags go to (0: none), for admins.
     clusters: Vec<(String, u8)>,
+    /// The user manages the tenant, and so may open its Clusters page.
+    manages_tenant: bool,
 }
 
 impl NamespacePage {
@@ -75,8 +77,9 @@ pub async fn show(State(state): State<AppState>, who: SignedIn, Path(name): Path
         Some(admin) => namespaces::preheat_choices(&state, admin).await?,
         None => Vec::new(),
     };
+    let manages_tenant = access::tenant::<Manage>(&state, &caller, &ns.tenant, None).await.is_ok();
     let chrome = who.chrome(&state, "tenants").await;
-    Ok(render(&NamespacePage { chrome, ns, repositories, may_change, clusters }))
+    Ok(render(&NamespacePage { chrome, ns, repositories, may_change, clusters, manages_tenant }))
 }
 
 /// The new-namespace form.

@@ -19,11 +19,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{render, Chrome, ConsoleError, ConsoleResult, Flash, Posted};
+use super::{failed, render, Chrome, ConsoleError, ConsoleResult, Flash, Posted};
 use crate::auth::password::{random_secret, token_sha256};
 use crate::auth::{LoginError, Principal};
 use crate::metadata::{now, ConsoleSession};
 use crate::services::audit::{self, Event};
+use crate::services::{users, Error, Thing};
 use crate::state::AppState;
 
 const SESSION_COOKIE: &str = "damselfly_session";
@@ -130,7 +131,10 @@ impl SignedIn {
 struct LoginPage {
     csrf: String,
     username: String,
+    /// Why the form is shown again, or why signing in is needed.
     error: Option<String>,
+    /// Good news from before, such as a changed password.
+    notice: Option<String>,
 }
 
 /// Where to go after signing in.
@@ -141,9 +145,12 @@ pub struct LoginQuery {
 }
 
 fn login_form(state: &AppState, status: StatusCode, username: String, error: Option<String>) -> Response {
-    let csrf = random_secret();
-    let cookie = set_cookie(state, LOGIN_COOKIE, &csrf, 600);
-    let mut response = render(&LoginPage { csrf, username, error });
+    login_page_with(state, status, LoginPage { csrf: random_secret(), username, error, notice: None })
+}
+
+fn login_page_with(state: &AppState, status: StatusCode, page: LoginPage) -> Response {
+    let cookie = set_cookie(state, LOGIN_COOKIE, &page.csrf, 600);
+    let mut response = render(&page);
     *response.status_mut() = status;
     if let Ok(v) = cookie.parse() {
         response.headers_mut().append(header::SET_COOKIE, v);
@@ -153,11 +160,21 @@ fn login_form(state: &AppState, status: StatusCode, username: String, error: Opt
 
 /// `GET /console/login`: the sign-in form.
 pub async fn login_page(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
-    let error = q.error.map(|e| match e.as_str() {
-        "ended" => "Your session ended. Sign in again.".to_owned(),
-        _ => "Sign in to continue.".to_owned(),
-    });
-    login_form(&state, StatusCode::OK, String::new(), error)
+    let (error, notice) = match q.error.as_deref() {
+        None => (None, None),
+        Some("ended") => (Some("Your session ended. Sign in again."), None),
+        Some("password") => {
+            (None, Some("Your password has changed, and every session you had has ended. Sign in with the new one."))
+        }
+        Some(_) => (Some("Sign in to continue."), None),
+    };
+    let page = LoginPage {
+        csrf: random_secret(),
+        username: String::new(),
+        error: error.map(str::to_owned),
+        notice: notice.map(str::to_owned),
+    };
+    login_page_with(&state, StatusCode::OK, page)
 }
 
 /// The sign-in form's fields.
@@ -263,4 +280,77 @@ pub async fn logout(State(state): State<AppState>, posted: Posted<NoFields>) -> 
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     Ok(response)
+}
+
+#[derive(Template)]
+#[template(path = "password.html")]
+struct PasswordPage {
+    chrome: Chrome,
+}
+
+/// `GET /console/password`: the signed-in user's own password.
+pub async fn password_page(State(state): State<AppState>, who: SignedIn) -> Response {
+    render(&PasswordPage { chrome: who.chrome(&state, "password").await })
+}
+
+/// The password form's fields; none of them is ever sent back to the page.
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    repeat_password: String,
+}
+
+/// `POST /console/password`: changes the user's own password, once the
+/// current one is given (checked against the sign-in rate limit, so a left
+/// open session is no way to guess it). As through the API, every session
+/// of the user ends, this one too: they sign in again with the new password.
+pub async fn change_password(State(state): State<AppState>, posted: Posted<PasswordForm>) -> Response {
+    let Posted { who, form, kept, .. } = posted;
+    const BACK: &str = "/console/password";
+    let Principal::User { name, .. } = &who.principal else {
+        return ConsoleError::SignIn.into_response();
+    };
+    let name = name.clone();
+    if form.new_password != form.repeat_password {
+        let e = Error::invalid(Thing::Password, "the new password and its repetition differ; type the same one twice");
+        return failed(&state, &who, BACK, kept, e.into()).await;
+    }
+    match state.auth.login(&state.db, &name, &form.current_password, &who.source).await {
+        Ok(_) => {}
+        Err(LoginError::Throttled(wait)) => {
+            let e = Error::invalid(
+                Thing::Password,
+                format!("too many wrong passwords for {name}; wait {} seconds and try again", wait.as_secs().max(1)),
+            );
+            return failed(&state, &who, BACK, kept, e.into()).await;
+        }
+        Err(LoginError::Denied) => {
+            let object = format!("user/{name}");
+            let event = Event {
+                actor: &name,
+                action: "user.password",
+                object: &object,
+                tenant: None,
+                source: &who.source,
+                outcome: "denied",
+                detail: Some(serde_json::json!({ "via": "console", "reason": "wrong current password" })),
+            };
+            audit::record(&state, event).await;
+            let e = Error::invalid(Thing::Password, "the current password is wrong; nothing was changed");
+            return failed(&state, &who, BACK, kept, e.into()).await;
+        }
+        Err(LoginError::Db(e)) => return ConsoleError::from(e).into_response(),
+    }
+    if let Err(e) = users::set_password(&state, &who.caller(), &name, &form.new_password).await {
+        return failed(&state, &who, BACK, kept, e.into()).await;
+    }
+    let mut response = Redirect::to("/console/login?error=password").into_response();
+    if let Ok(v) = set_cookie(&state, SESSION_COOKIE, "", 0).parse() {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
 }

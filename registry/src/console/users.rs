@@ -1,9 +1,11 @@
-//! People who sign in: the system administrator lists them and creates
-//! them, as with the API. Roles are granted on each tenant's page.
+//! People who sign in: the system administrator lists them, creates them
+//! and sets a user's password (one they forgot), as with the API. Roles are
+//! granted on each tenant's page; users change their own password on the
+//! Password page.
 
 use askama::Template;
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{finish, notice, render, Chrome, ConsoleResult, Kept, Posted, SignedIn};
@@ -28,6 +30,10 @@ struct UsersPage {
 impl UsersPage {
     fn new_user(&self) -> Kept<'_> {
         self.chrome.kept("/console/users")
+    }
+
+    fn set_password(&self) -> Kept<'_> {
+        self.chrome.kept("/console/users/password")
     }
 }
 
@@ -68,5 +74,36 @@ pub async fn create(State(state): State<AppState>, posted: Posted<UserForm>) -> 
             "{what} {username} created. They sign in with the password you gave; grant them roles on a tenant's page."
         ))
     });
+    finish(&state, &who, "/console/users", kept, outcome).await
+}
+
+/// The set-a-password form.
+#[derive(Deserialize)]
+pub struct SetPasswordForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /console/users/password`: the system administrator sets a user's
+/// password. As any password change, it ends every session and token of
+/// that user; the administrator's own, when they set theirs here.
+pub async fn set_password(State(state): State<AppState>, posted: Posted<SetPasswordForm>) -> Response {
+    let Posted { who, form, kept, .. } = posted;
+    let username = form.username.trim();
+    let set = async {
+        // Here only the system administrator: a user setting their own would skip giving the current one.
+        access::system_admin(&state, &who.caller(), Some(users::setting_password(username))).await?;
+        users::set_password(&state, &who.caller(), username, &form.password).await
+    };
+    let outcome = set.await.map(|()| {
+        notice(format!(
+            "Password of {username} set: their sessions and tokens have ended, and they sign in with the new password."
+        ))
+    });
+    if outcome.is_ok() && who.principal.actor() == username {
+        return axum::response::Redirect::to("/console/login?error=password").into_response();
+    }
     finish(&state, &who, "/console/users", kept, outcome).await
 }

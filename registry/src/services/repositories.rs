@@ -55,6 +55,21 @@ fn platform(entry: &Value) -> String {
     }
 }
 
+/// What an index entry is, as listed: its platform; for the attestations
+/// `docker buildx` adds (platform `unknown/unknown`, annotated with the
+/// image they describe), `attestations of <that image's platform>`.
+fn entry_label(entry: &Value, entries: &[Value]) -> String {
+    let annotations = &entry["annotations"];
+    if annotations["vnd.docker.reference.type"].as_str() != Some("attestation-manifest") {
+        return platform(entry);
+    }
+    let of = annotations["vnd.docker.reference.digest"].as_str();
+    match entries.iter().find(|e| of.is_some() && e["digest"].as_str() == of) {
+        Some(image) => format!("attestations of {}", platform(image)),
+        None => "attestations".to_owned(),
+    }
+}
+
 /// The sizes of what a manifest pulls: an image's own, or each platform's of an index.
 async fn sizes(state: &AppState, name: &RepositoryName, content: &[u8]) -> Result<Vec<ImageSize>> {
     let content: Value = serde_json::from_slice(content).unwrap_or(Value::Null);
@@ -68,7 +83,7 @@ async fn sizes(state: &AppState, name: &RepositoryName, content: &[u8]) -> Resul
             None => None,
         };
         let bytes = child.map(|m| pulled_bytes(&serde_json::from_slice(&m.content).unwrap_or(Value::Null)));
-        sizes.push(ImageSize { platform: Some(platform(entry)), bytes });
+        sizes.push(ImageSize { platform: Some(entry_label(entry, entries)), bytes });
     }
     Ok(sizes)
 }
@@ -137,4 +152,28 @@ pub async fn delete_tag(state: &AppState, caller: &Caller, name: &RepositoryName
     }
     record("success").await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_image_counts_its_config_and_layers_and_an_index_names_each_entry() {
+        let image = json!({"config": {"size": 100}, "layers": [{"size": 2000}, {"size": 30}]});
+        assert_eq!(pulled_bytes(&image), 2130);
+        let entries = [
+            json!({"digest": "sha256:a", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}),
+            json!({"digest": "sha256:b", "platform": {"os": "unknown", "architecture": "unknown"},
+                   "annotations": {"vnd.docker.reference.type": "attestation-manifest",
+                                   "vnd.docker.reference.digest": "sha256:a"}}),
+            json!({"digest": "sha256:c", "platform": {"os": "unknown", "architecture": "unknown"},
+                   "annotations": {"vnd.docker.reference.type": "attestation-manifest"}}),
+            json!({"digest": "sha256:d"}),
+        ];
+        let labels: Vec<String> = entries.iter().map(|e| entry_label(e, &entries)).collect();
+        assert_eq!(labels, ["linux/arm64/v8", "attestations of linux/arm64/v8", "attestations", "unknown/unknown"]);
+    }
 }

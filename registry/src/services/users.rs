@@ -38,6 +38,11 @@ pub fn creating(username: &str) -> Attempt {
     Attempt::new("user.create", format!("user/{username}"))
 }
 
+/// The audit attempt of setting user `username`'s password, as requested.
+pub fn setting_password(username: &str) -> Attempt {
+    Attempt::new("user.password", format!("user/{username}"))
+}
+
 /// Creates a user; the check was made for [`creating`]. Roles are granted per tenant.
 pub async fn create(
     state: &AppState,
@@ -62,7 +67,7 @@ pub async fn create(
 /// Sets `username`'s password, as that user or the system administrator.
 /// The old password, every token issued before and every console sign-in stop working.
 pub async fn set_password(state: &AppState, caller: &Caller, username: &str, password: &str) -> Result<()> {
-    let attempt = Attempt::new("user.password", format!("user/{username}"));
+    let attempt = setting_password(username);
     let is_self = matches!(&caller.principal, Principal::User { name, .. } if *name == username);
     if !is_self && !caller.principal.is_system_admin() {
         let error = Error::Denied(format!(
