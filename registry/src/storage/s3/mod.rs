@@ -227,19 +227,6 @@ impl S3Store {
         F: std::future::Future<Output = Result<(), StoreError>>,
     {
         let mut hasher = BlobHasher::new(self.inner.piece_size);
-        if self.contains(digest).await? {
-            // Stored already: check the bytes, keep the stored copy untouched.
-            while let Some(chunk) = body.next().await {
-                hasher.update(&chunk.map_err(|e| StoreError::Body(e.to_string()))?);
-            }
-            let hasher = check(digest, hasher)?;
-            claim(&hasher).await?;
-            // Looked up before the claim: a collection finishing in between would have taken the bytes.
-            if !self.contains(digest).await? {
-                return Err(StoreError::Collected);
-            }
-            return Ok(hasher);
-        }
         let path = self.blob_path(digest);
         let part_size = self.inner.part_size as usize;
         let mut buf = BytesMut::new();
@@ -257,6 +244,14 @@ impl S3Store {
         // A mismatch, or a failed claim, drops `upload`, which aborts it: no object appears.
         let hasher = check(digest, hasher)?;
         claim(&hasher).await?;
+        // Claimed, so no collection takes the blob from here on. A copy stored
+        // already stays untouched and this one is dropped (aborted). The bytes
+        // are sent even when a copy exists: looked up before the claim, a
+        // collection could take that copy before the claim, with the body
+        // already read and nothing left to store.
+        if self.contains(digest).await? {
+            return Ok(hasher);
+        }
         match upload {
             None => {
                 self.inner
