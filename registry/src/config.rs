@@ -117,6 +117,11 @@ pub struct Config {
     /// Seconds between the points of the acceleration dashboard's traffic chart.
     #[arg(long, env = "DAMSELFLY_TRAFFIC_SAMPLE_SECS", default_value_t = 60)]
     pub traffic_sample_secs: u64,
+    /// Export each tenant's and namespace's storage use and quota on `/metrics`, labelled with their names.
+    /// `/metrics` asks for no credentials, so this tells whoever reaches it every tenant's name: turn it on
+    /// only where the metrics port is the operator's alone.
+    #[arg(long, env = "DAMSELFLY_METRICS_TENANT_LABELS", action = clap::ArgAction::Set, default_value_t = false)]
+    pub metrics_tenant_labels: bool,
     /// Where blob bytes live: the `[storage]` table of the file.
     #[command(flatten, next_help_heading = "Blob storage")]
     #[serde(default)]
@@ -399,6 +404,7 @@ mod tests {
             public_ca_file = "/ca.pem"
             console_session_hours = 9
             traffic_sample_secs = 11
+            metrics_tenant_labels = true
 
             [storage]
             backend = "s3"
@@ -444,6 +450,7 @@ mod tests {
             public_ca_file: Some("/ca.pem".into()),
             console_session_hours: 9,
             traffic_sample_secs: 11,
+            metrics_tenant_labels: true,
             storage: crate::storage::StorageConfig {
                 backend: crate::storage::StorageBackend::S3,
                 bucket: Some("b".into()),
@@ -488,6 +495,7 @@ mod tests {
             public_ca_file,
             console_session_hours,
             traffic_sample_secs,
+            metrics_tenant_labels,
             storage,
             gc,
         } = Config::default();
@@ -514,6 +522,7 @@ mod tests {
         assert_ne!(public_ca_file, all.public_ca_file);
         assert_ne!(console_session_hours, all.console_session_hours);
         assert_ne!(traffic_sample_secs, all.traffic_sample_secs);
+        assert_ne!(metrics_tenant_labels, all.metrics_tenant_labels);
         // Field by field, so that a new storage setting cannot be left out either.
         let crate::storage::StorageConfig {
             backend,

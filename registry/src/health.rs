@@ -14,9 +14,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Ok((count, bytes)) => state.metrics.set_blob_store(count, bytes),
         Err(e) => tracing::warn!(error = %e, "could not read blob store totals for /metrics"),
     }
-    match state.db.storage().all().await {
-        Ok(rows) => state.metrics.set_storage(&rows),
-        Err(e) => tracing::warn!(error = %e, "could not read storage use for /metrics"),
+    // Labelled with tenants' names, which an anonymous scrape must not learn unless the operator says so.
+    if state.config.metrics_tenant_labels {
+        match state.db.storage().all().await {
+            Ok(rows) => state.metrics.set_storage(&rows),
+            Err(e) => tracing::warn!(error = %e, "could not read storage use for /metrics"),
+        }
     }
     match state.db.gc_runs().last_finished().await {
         Ok(Some(run)) => state.metrics.set_gc_last_run(&run),

@@ -173,7 +173,8 @@ pub fn pull_with_skopeo_and_compare(reg: &Registry, image: &PushedImage) {
     assert_eq!(manifest, image.manifest.as_bytes(), "{}:{} manifest", image.repo, image.tag);
     for b in image.blobs() {
         let hex = b.digest.trim_start_matches("sha256:");
-        let got = std::fs::read(dir.path().join(hex)).unwrap_or_else(|e| panic!("{}:{} blob {hex}: {e}", image.repo, image.tag));
+        let got = std::fs::read(dir.path().join(hex))
+            .unwrap_or_else(|e| panic!("{}:{} blob {hex}: {e}", image.repo, image.tag));
         assert!(got == b.bytes, "{}:{}: blob {} differs from what was pushed", image.repo, image.tag, b.digest);
     }
 }

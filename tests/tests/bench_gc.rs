@@ -176,7 +176,9 @@ async fn seed_damselfly(reg: &Registry, data: &Dataset, dir: &Path) -> BlobStore
                     Ok::<_, std::io::Error>(axum::body::Bytes::from(Dataset::bytes(i)))
                 });
                 store
-                    .write_blob(digest, Box::pin(body), |_| async { Ok::<(), damselfly_registry::storage::StoreError>(()) })
+                    .write_blob(digest, Box::pin(body), |_| async {
+                        Ok::<(), damselfly_registry::storage::StoreError>(())
+                    })
                     .await
                     .expect("blob written");
             }
@@ -191,11 +193,21 @@ async fn seed_damselfly(reg: &Registry, data: &Dataset, dir: &Path) -> BlobStore
         "blobs",
         "digest, size, piece_size, piece_digests, created_at, touched_at, deleting",
         data.blobs.iter().map(|(d, pieces)| {
-            format!("('{d}', {BLOB_BYTES}, {}, {}, {old}, {old}, 0)", damselfly_core::PIECE_SIZE, bytes_literal(backend, pieces))
+            format!(
+                "('{d}', {BLOB_BYTES}, {}, {}, {old}, {old}, 0)",
+                damselfly_core::PIECE_SIZE,
+                bytes_literal(backend, pieces)
+            )
         }),
     )
     .await;
-    insert(&db, "repositories", "name, created_at", (0..data.repositories).map(|r| format!("('{}', {old})", data.repository(r)))).await;
+    insert(
+        &db,
+        "repositories",
+        "name, created_at",
+        (0..data.repositories).map(|r| format!("('{}', {old})", data.repository(r))),
+    )
+    .await;
     let ids: std::collections::HashMap<String, i64> = {
         use sqlx::Row;
         let rows = sqlx::query("SELECT name, id FROM repositories").fetch_all(db.pool()).await.expect("ids");
@@ -223,7 +235,8 @@ async fn seed_damselfly(reg: &Registry, data: &Dataset, dir: &Path) -> BlobStore
         "manifest_references",
         "repository_id, manifest_digest, target_digest, target_kind",
         data.manifests.iter().enumerate().flat_map(|(m, (r, _, _, d))| {
-            (0..=LAYERS).map(move |k| format!("({}, '{d}', '{}', 'blob')", repo_id(*r), data.blobs[m * (LAYERS + 1) + k].0))
+            (0..=LAYERS)
+                .map(move |k| format!("({}, '{d}', '{}', 'blob')", repo_id(*r), data.blobs[m * (LAYERS + 1) + k].0))
         }),
     )
     .await;
@@ -285,7 +298,12 @@ fn seed_distribution(root: &Path, data: &Dataset) {
 /// The blobs Distribution's layout holds.
 fn distribution_blobs(root: &Path) -> usize {
     let dir = root.join("docker/registry/v2/blobs/sha256");
-    std::fs::read_dir(dir).into_iter().flatten().flatten().map(|d| std::fs::read_dir(d.path()).map(Iterator::count).unwrap_or(0)).sum()
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| std::fs::read_dir(d.path()).map(Iterator::count).unwrap_or(0))
+        .sum()
 }
 
 /// What a collector's run took.
@@ -316,7 +334,12 @@ fn distribution_gc(root: &Path, dir: &Path) -> Measured {
         .expect("run docker-registry garbage-collect under /usr/bin/time (scripts/test.sh installs both)");
     let seconds = started.elapsed().as_secs_f64();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "docker-registry garbage-collect failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "docker-registry garbage-collect failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let max_rss_kib: u64 = std::fs::read_to_string(&rusage)
         .ok()
         .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()))
@@ -346,7 +369,8 @@ async fn bench(backend: Backend, storage: Storage, repositories: usize) {
     let started = Instant::now();
     let run = collect(&http, false).await;
     let seconds = started.elapsed().as_secs_f64();
-    let damselfly = Measured { seconds, peak_mib: reg.peak_rss_kib() / 1024, deleted: run["blobs_deleted"].as_u64().unwrap_or(0) };
+    let damselfly =
+        Measured { seconds, peak_mib: reg.peak_rss_kib() / 1024, deleted: run["blobs_deleted"].as_u64().unwrap_or(0) };
     assert_eq!(damselfly.deleted, data.garbage as u64, "{run}");
     assert_eq!(run["errors"].as_u64(), Some(0), "{run}");
     assert_eq!(held(&store, &data).await, (data.referenced(), 0), "the store keeps exactly the referenced blobs");
@@ -366,7 +390,8 @@ async fn bench(backend: Backend, storage: Storage, repositories: usize) {
 }
 
 fn full_size() -> usize {
-    let scale = std::env::var("DAMSELFLY_GC_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).filter(|s| *s >= 1).unwrap_or(1);
+    let scale =
+        std::env::var("DAMSELFLY_GC_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).filter(|s| *s >= 1).unwrap_or(1);
     (1000 / scale).max(1)
 }
 

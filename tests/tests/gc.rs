@@ -38,6 +38,7 @@ fn registry(backend: Backend, hold: &Path) -> Registry {
             ("DAMSELFLY_GC_GRACE_SECS", GRACE),
             ("DAMSELFLY_GC_INTERVAL_SECS", "0"),
             ("DAMSELFLY_GC_TEST_HOLD_DIR", &hold),
+            ("DAMSELFLY_METRICS_TENANT_LABELS", "true"),
         ],
     )
 }
@@ -63,7 +64,10 @@ async fn past_grace() {
 }
 
 fn digests(run: &Value) -> Vec<String> {
-    run["details"]["blobs"].as_array().map(|b| b.iter().map(|b| b["digest"].as_str().unwrap_or("").to_owned()).collect()).unwrap_or_default()
+    run["details"]["blobs"]
+        .as_array()
+        .map(|b| b.iter().map(|b| b["digest"].as_str().unwrap_or("").to_owned()).collect())
+        .unwrap_or_default()
 }
 
 async fn a_manifest_put_racing_a_sweep_held_before_its_decision_wins_and_the_blob_stays(backend: Backend) {
@@ -105,7 +109,9 @@ async fn a_manifest_put_racing_a_sweep_that_decided_fails_with_blob_unknown_and_
     assert_eq!(reached(hold.path(), "marked").await, layer.digest);
     let put = {
         let (http, manifest) = (http.clone(), image.manifest.clone());
-        tokio::spawn(async move { push_manifest(&http, &Cred::admin(), "race/app", "v1", OCI_MANIFEST, &manifest).await })
+        tokio::spawn(
+            async move { push_manifest(&http, &Cred::admin(), "race/app", "v1", OCI_MANIFEST, &manifest).await },
+        )
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!put.is_finished(), "the PUT waits for the sweep's decision on the layer's row");
@@ -152,12 +158,17 @@ async fn a_registry_killed_mid_sweep_loses_nothing_referenced_and_the_next_run_f
     let victim = reached(hold.path(), "bytes-deleted").await;
     reg.kill();
     std::fs::remove_file(hold.path().join("bytes-deleted")).expect("release");
-    let only_dropped: Vec<String> = vec![dropped.config.digest.clone(), dropped.layers[1].digest.clone(), dropped.layers[2].digest.clone()];
+    let only_dropped: Vec<String> =
+        vec![dropped.config.digest.clone(), dropped.layers[1].digest.clone(), dropped.layers[2].digest.clone()];
     assert!(only_dropped.contains(&victim), "the sweep deleted {victim}, which only the deleted image held");
     assert!(!stored_blobs(&reg).contains(&victim));
 
     let hold_dir = hold.path().display().to_string();
-    reg.start_again(&[("DAMSELFLY_GC_GRACE_SECS", GRACE), ("DAMSELFLY_GC_INTERVAL_SECS", "0"), ("DAMSELFLY_GC_TEST_HOLD_DIR", &hold_dir)]);
+    reg.start_again(&[
+        ("DAMSELFLY_GC_GRACE_SECS", GRACE),
+        ("DAMSELFLY_GC_INTERVAL_SECS", "0"),
+        ("DAMSELFLY_GC_TEST_HOLD_DIR", &hold_dir),
+    ]);
     let http = Http::new(&reg);
     // Nothing referenced is missing: the kept image pulls byte for byte.
     pull_with_skopeo_and_compare(&reg, &kept);
@@ -189,7 +200,9 @@ async fn runs_are_reported_in_the_api_console_metrics_and_audit_log_and_a_dry_ru
     );
     push_image(&http, &admin, &image).await;
     let before = stored_blobs(&reg);
-    http.send(http.request(&admin, Method::DELETE, &format!("/v2/report/app/manifests/{}", image.digest))).await.expect(202);
+    http.send(http.request(&admin, Method::DELETE, &format!("/v2/report/app/manifests/{}", image.digest)))
+        .await
+        .expect(202);
     past_grace().await;
     let freed: u64 = image.blobs().map(|b| b.bytes.len() as u64).sum();
 
@@ -202,7 +215,11 @@ async fn runs_are_reported_in_the_api_console_metrics_and_audit_log_and_a_dry_ru
 
     // A dry run lists what would go and deletes nothing.
     let dry = collect(&http, true).await;
-    assert_eq!((dry["dry_run"].clone(), dry["blobs_deleted"].clone(), dry["bytes_freed"].clone()), (json!(true), json!(3), json!(freed)), "{dry}");
+    assert_eq!(
+        (dry["dry_run"].clone(), dry["blobs_deleted"].clone(), dry["bytes_freed"].clone()),
+        (json!(true), json!(3), json!(freed)),
+        "{dry}"
+    );
     let mut listed = digests(&dry);
     listed.sort();
     let mut all: Vec<String> = image.blobs().map(|b| b.digest.clone()).collect();
@@ -219,7 +236,11 @@ async fn runs_are_reported_in_the_api_console_metrics_and_audit_log_and_a_dry_ru
     assert!(second.text().contains(&format!("run {}", held["id"])), "{}", second.text());
     std::fs::remove_file(hold.path().join("decide")).expect("release");
     let run = finished_run(&http, held["id"].as_i64().expect("id")).await;
-    assert_eq!((run["state"].clone(), run["blobs_deleted"].clone(), run["bytes_freed"].clone(), run["errors"].clone()), (json!("done"), json!(3), json!(freed), json!(0)), "{run}");
+    assert_eq!(
+        (run["state"].clone(), run["blobs_deleted"].clone(), run["bytes_freed"].clone(), run["errors"].clone()),
+        (json!("done"), json!(3), json!(freed), json!(0)),
+        "{run}"
+    );
     assert!(run["duration_ms"].as_i64().is_some() && run["finished_at"].as_i64().is_some(), "{run}");
     assert!(stored_blobs(&reg).is_disjoint(&all.iter().cloned().collect()));
     let runs = http.get(&admin, "/api/v1/gc/runs?limit=10").await.expect(200).json();
@@ -250,7 +271,11 @@ async fn runs_are_reported_in_the_api_console_metrics_and_audit_log_and_a_dry_ru
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains(&format!("<a href=\"/console/gc/{}\">{}</a>", run["id"], run["id"])), "{}", page.body);
     let report = console.get(&format!("/console/gc/{}", run["id"])).await;
-    assert!(report.body.contains("<dd id=\"gc-blobs\">3 (") && report.body.contains(&image.layers[0].digest), "{}", report.body);
+    assert!(
+        report.body.contains("<dd id=\"gc-blobs\">3 (") && report.body.contains(&image.layers[0].digest),
+        "{}",
+        report.body
+    );
     let started = console.post_and_follow("/console/gc", &[("dry_run", "true")]).await;
     assert!(started.body.contains("Dry run") && started.body.contains("started"), "{}", started.body);
     let runs = http.get(&admin, "/api/v1/gc/runs").await.expect(200).json();
@@ -261,14 +286,23 @@ async fn runs_are_reported_in_the_api_console_metrics_and_audit_log_and_a_dry_ru
 
     // The OpenAPI document describes the endpoints.
     let doc = http.get(&Cred::Anonymous, "/api/v1/openapi.json").await.expect(200).json();
-    for path in ["/api/v1/gc", "/api/v1/gc/runs", "/api/v1/gc/runs/{id}", "/api/v1/namespaces/{namespace}/quota", "/api/v1/namespaces/{namespace}/lifecycle/preview"] {
+    for path in [
+        "/api/v1/gc",
+        "/api/v1/gc/runs",
+        "/api/v1/gc/runs/{id}",
+        "/api/v1/namespaces/{namespace}/quota",
+        "/api/v1/namespaces/{namespace}/lifecycle/preview",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} is not in the OpenAPI document");
     }
     assert!(doc["paths"]["/api/v1/gc"]["post"]["requestBody"].is_object());
 }
 
 async fn the_schedule_starts_runs_and_one_run_at_a_time_holds(backend: Backend) {
-    let reg = Registry::start_paired_with(backend, &[("DAMSELFLY_GC_GRACE_SECS", GRACE), ("DAMSELFLY_GC_INTERVAL_SECS", "2")]);
+    let reg = Registry::start_paired_with(
+        backend,
+        &[("DAMSELFLY_GC_GRACE_SECS", GRACE), ("DAMSELFLY_GC_INTERVAL_SECS", "2")],
+    );
     let http = Http::new(&reg);
     let admin = Cred::admin();
     let blob = Blob::new(pseudo_random(10_000, 30));

@@ -59,7 +59,8 @@ impl Dice {
 /// Uploads a blob in a session: POST, one PATCH, PUT with the digest.
 async fn push_chunked(http: &Http, repo: &str, blob: &Blob) {
     let admin = Cred::admin();
-    let started = http.send(http.request(&admin, Method::POST, &format!("/v2/{repo}/blobs/uploads/"))).await.expect(202);
+    let started =
+        http.send(http.request(&admin, Method::POST, &format!("/v2/{repo}/blobs/uploads/"))).await.expect(202);
     let location = started.header("location").expect("Location").to_owned();
     let range = format!("0-{}", blob.bytes.len() - 1);
     let patch = http.request(&admin, Method::PATCH, &location).header("content-range", range).body(blob.bytes.clone());
@@ -106,7 +107,8 @@ async fn client(http: Http, c: u64, base: Blob, until: Instant) -> (Vec<PushedIm
         n += 1;
         let seed = c * 1_000_000 + n;
         let config = Blob::new(format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"client\":{c},\"n\":{n}}}"));
-        let mut layers = vec![base.clone(), own.clone(), Blob::new(pseudo_random(1024 + dice.roll(48 * 1024) as usize, seed))];
+        let mut layers =
+            vec![base.clone(), own.clone(), Blob::new(pseudo_random(1024 + dice.roll(48 * 1024) as usize, seed))];
         if dice.roll(3) == 0 {
             layers.push(Blob::new(pseudo_random(512 + dice.roll(8 * 1024) as usize, seed + 500_000)));
         }
@@ -145,18 +147,22 @@ async fn client(http: Http, c: u64, base: Blob, until: Instant) -> (Vec<PushedIm
 async fn a_minute_of_pushes_and_deletes_beside_back_to_back_collections_loses_nothing_and_frees_the_rest(
     backend: Backend,
 ) {
-    let reg = Registry::start_paired_with(backend, &[("DAMSELFLY_GC_GRACE_SECS", "2"), ("DAMSELFLY_GC_INTERVAL_SECS", "0")]);
+    let reg =
+        Registry::start_paired_with(backend, &[("DAMSELFLY_GC_GRACE_SECS", "2"), ("DAMSELFLY_GC_INTERVAL_SECS", "0")]);
     let http = Http::new(&reg);
     create_namespace(&http, "default", "load", false).await;
     let base = Blob::new(pseudo_random(64 * 1024, 7));
     let until = Instant::now() + load_time();
-    let clients: Vec<_> =
-        (0..CLIENTS).map(|c| tokio::spawn(client(http.clone(), c, base.clone(), until))).collect();
+    let clients: Vec<_> = (0..CLIENTS).map(|c| tokio::spawn(client(http.clone(), c, base.clone(), until))).collect();
     let (mut runs, mut freed_blobs, mut freed_bytes) = (0u64, 0u64, 0u64);
     while Instant::now() < until {
         let run = collect(&http, false).await;
         assert_eq!(run["errors"], 0, "{run}");
-        assert_eq!(run["details"]["usage_corrections"], serde_json::json!([]), "use was kept exactly between runs: {run}");
+        assert_eq!(
+            run["details"]["usage_corrections"],
+            serde_json::json!([]),
+            "use was kept exactly between runs: {run}"
+        );
         runs += 1;
         freed_blobs += run["blobs_deleted"].as_u64().unwrap_or(0);
         freed_bytes += run["bytes_freed"].as_u64().unwrap_or(0);
@@ -182,7 +188,10 @@ async fn a_minute_of_pushes_and_deletes_beside_back_to_back_collections_loses_no
         total.retries,
         remaining.len()
     );
-    assert!(runs >= 5 && total.pushes >= 40 && total.deletes >= 20 && freed_blobs > 0, "too little happened: {total:?}");
+    assert!(
+        runs >= 5 && total.pushes >= 40 && total.deletes >= 20 && freed_blobs > 0,
+        "too little happened: {total:?}"
+    );
     assert!(total.retries > 0, "no manifest PUT met a collected blob: the race never happened ({total:?})");
 
     // Every tag still stored pulls, byte for byte: no tag points at a missing blob.

@@ -60,11 +60,18 @@ async fn heartbeat(reg: &Registry, cluster: &str, agent: &str) -> reqwest::Respo
 }
 
 async fn piece(url: &str, ticket: &str) -> StatusCode {
-    reqwest::Client::new().get(url).header("authorization", format!("Ticket {ticket}")).send().await.expect("piece").status()
+    reqwest::Client::new()
+        .get(url)
+        .header("authorization", format!("Ticket {ticket}"))
+        .send()
+        .await
+        .expect("piece")
+        .status()
 }
 
 async fn a_deleted_and_collected_blob_leaves_the_p2p_network(backend: Backend) {
-    let reg = Registry::start_paired_with(backend, &[("DAMSELFLY_GC_GRACE_SECS", "1"), ("DAMSELFLY_GC_INTERVAL_SECS", "0")]);
+    let reg =
+        Registry::start_paired_with(backend, &[("DAMSELFLY_GC_GRACE_SECS", "1"), ("DAMSELFLY_GC_INTERVAL_SECS", "0")]);
     let http = Http::new(&reg);
     let admin = Cred::admin();
     let cluster = reg.register_cluster("edge").await;
@@ -101,7 +108,9 @@ async fn a_deleted_and_collected_blob_leaves_the_p2p_network(backend: Backend) {
     assert_eq!(piece(&from_agent, &ticket).await, StatusCode::OK);
 
     // The image is deleted and collected.
-    http.send(http.request(&admin, Method::DELETE, &format!("/v2/accel/app/manifests/{}", image.digest))).await.expect(202);
+    http.send(http.request(&admin, Method::DELETE, &format!("/v2/accel/app/manifests/{}", image.digest)))
+        .await
+        .expect(202);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let run = collect(&http, false).await;
     assert_eq!(run["blobs_deleted"], 2, "{run}");

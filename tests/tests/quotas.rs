@@ -42,7 +42,14 @@ fn image(repo: &str, tag: &str, seed: u64, shared: &Blob, own: usize) -> PushedI
 }
 
 async fn use_counts_shared_layers_once_per_namespace_and_a_quota_refuses_at_commit_leaving_nothing(backend: Backend) {
-    let reg = Registry::start_paired_with(backend, &[("DAMSELFLY_GC_GRACE_SECS", "1"), ("DAMSELFLY_GC_INTERVAL_SECS", "0")]);
+    let reg = Registry::start_paired_with(
+        backend,
+        &[
+            ("DAMSELFLY_GC_GRACE_SECS", "1"),
+            ("DAMSELFLY_GC_INTERVAL_SECS", "0"),
+            ("DAMSELFLY_METRICS_TENANT_LABELS", "true"),
+        ],
+    );
     let http = Http::new(&reg);
     let admin = Cred::admin();
     create_tenant(&http, "acme").await;
@@ -60,10 +67,16 @@ async fn use_counts_shared_layers_once_per_namespace_and_a_quota_refuses_at_comm
     assert_eq!(namespace_use(&http, "team").await, (team, 2));
     assert_eq!(namespace_use(&http, "other").await, (bytes_of(&[&c]), 1));
     let tenant = http.admin_api(Method::GET, "/api/v1/tenants/acme/quota", Value::Null).await;
-    assert_eq!((tenant["used_bytes"].as_i64(), tenant["used_repositories"].as_i64()), (Some(team + bytes_of(&[&c])), Some(3)));
+    assert_eq!(
+        (tenant["used_bytes"].as_i64(), tenant["used_repositories"].as_i64()),
+        (Some(team + bytes_of(&[&c])), Some(3))
+    );
     assert_eq!(tenant["limit_bytes"], Value::Null);
     let page = reqwest::get(format!("{}/metrics", reg.url)).await.expect("metrics").text().await.expect("text");
-    assert_eq!(metric_value(&page, "damselfly_namespace_storage_bytes{tenant=\"acme\",namespace=\"team\"}"), team as f64);
+    assert_eq!(
+        metric_value(&page, "damselfly_namespace_storage_bytes{tenant=\"acme\",namespace=\"team\"}"),
+        team as f64
+    );
     assert_eq!(metric_value(&page, "damselfly_tenant_repositories{tenant=\"acme\"}"), 3.0);
 
     // A limit 50 KB above the use: a 100 KB layer is refused, whichever way it is sent, and nothing of it stays.
@@ -74,7 +87,12 @@ async fn use_counts_shared_layers_once_per_namespace_and_a_quota_refuses_at_comm
     let refused = http.send(http.request(&admin, Method::POST, &path).body(big.bytes.clone())).await;
     assert_eq!(refused.status_and_code(), (403, Some("DENIED".to_owned())), "{}", refused.text());
     let said = refused.json()["errors"][0]["message"].as_str().unwrap_or_default().to_owned();
-    for part in ["storage quota of namespace team", &format!("({team} bytes) used"), &format!("({} bytes), and it adds", team + 50_000), "(100000 bytes)"] {
+    for part in [
+        "storage quota of namespace team",
+        &format!("({team} bytes) used"),
+        &format!("({} bytes), and it adds", team + 50_000),
+        "(100000 bytes)",
+    ] {
         assert!(said.contains(part), "{part:?} not in {said:?}");
     }
     let session = http.send(http.request(&admin, Method::POST, "/v2/team/a/blobs/uploads/")).await.expect(202);
@@ -85,7 +103,10 @@ async fn use_counts_shared_layers_once_per_namespace_and_a_quota_refuses_at_comm
     let refused = http.send(finish).await;
     assert_eq!(refused.status_and_code(), (403, Some("DENIED".to_owned())), "{}", refused.text());
     assert_eq!(http.get(&admin, &location).await.status_and_code(), (404, Some("BLOB_UPLOAD_UNKNOWN".to_owned())));
-    assert_eq!(http.send(http.request(&admin, Method::HEAD, &format!("/v2/team/a/blobs/{}", big.digest))).await.status, 404);
+    assert_eq!(
+        http.send(http.request(&admin, Method::HEAD, &format!("/v2/team/a/blobs/{}", big.digest))).await.status,
+        404
+    );
     assert!(!stored_blobs(&reg).contains(&big.digest), "a refused blob's bytes are not kept");
     if reg.bucket.is_none() {
         let sessions = std::fs::read_dir(reg.data_dir.join("uploads")).expect("uploads").count();
@@ -102,7 +123,11 @@ async fn use_counts_shared_layers_once_per_namespace_and_a_quota_refuses_at_comm
     quota(&http, "/api/v1/namespaces/team/quota", Some(now), None).await;
     let put = push_manifest(&http, &admin, "team/a", "v2", OCI_MANIFEST, &d.manifest).await;
     assert_eq!(put.status_and_code(), (403, Some("DENIED".to_owned())), "{}", put.text());
-    assert!(put.text().contains("storing this manifest would exceed the storage quota of namespace team"), "{}", put.text());
+    assert!(
+        put.text().contains("storing this manifest would exceed the storage quota of namespace team"),
+        "{}",
+        put.text()
+    );
     assert_eq!(http.get(&admin, "/v2/team/a/manifests/v2").await.status, 404);
     assert_eq!(namespace_use(&http, "team").await, (now, 2));
 
@@ -114,7 +139,12 @@ async fn use_counts_shared_layers_once_per_namespace_and_a_quota_refuses_at_comm
     // A repository count on the tenant: a fourth repository is refused, an existing one still takes pushes.
     quota(&http, "/api/v1/tenants/acme/quota", None, Some(3)).await;
     let extra = Blob::new(pseudo_random(1_000, 7));
-    let refused = http.send(http.request(&admin, Method::POST, &format!("/v2/other/new/blobs/uploads/?digest={}", extra.digest)).body(extra.bytes.clone())).await;
+    let refused = http
+        .send(
+            http.request(&admin, Method::POST, &format!("/v2/other/new/blobs/uploads/?digest={}", extra.digest))
+                .body(extra.bytes.clone()),
+        )
+        .await;
     assert_eq!(refused.status_and_code(), (403, Some("DENIED".to_owned())), "{}", refused.text());
     assert!(refused.text().contains("repository quota of tenant acme: 3 of a limit of 3"), "{}", refused.text());
     push_blob(&http, &admin, "other/c", &extra).await;
@@ -155,13 +185,20 @@ async fn who_may_set_quotas_and_see_use(backend: Backend) {
     let bad = http.api(&Cred::admin(), Method::PUT, "/api/v1/tenants/acme/quota", json!({ "limit_bytes": -1 })).await;
     assert_eq!(bad.status_and_code(), (400, Some("INVALID_REQUEST".to_owned())), "{}", bad.text());
     let events = damselfly_tests::http::audit(&http, &[("action", "quota.update")]).await;
-    let outcomes: Vec<(String, String)> =
-        events.iter().map(|e| (e["actor"].as_str().unwrap_or("").to_owned(), e["outcome"].as_str().unwrap_or("").to_owned())).collect();
-    assert!(outcomes.contains(&("ada".into(), "success".into())) && outcomes.contains(&("ada".into(), "denied".into())), "{events:?}");
+    let outcomes: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap_or("").to_owned(), e["outcome"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert!(
+        outcomes.contains(&("ada".into(), "success".into())) && outcomes.contains(&("ada".into(), "denied".into())),
+        "{events:?}"
+    );
 
     // The console shows the use and lets the system administrator set the tenant's quota.
     let console = ConsoleSession::sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
-    let page = console.post_and_follow("/console/tenants/acme/storage/quota", &[("limit_mib", "5"), ("limit_repositories", "")]).await;
+    let page = console
+        .post_and_follow("/console/tenants/acme/storage/quota", &[("limit_mib", "5"), ("limit_repositories", "")])
+        .await;
     assert!(page.body.contains("Quota of tenant acme set"), "{}", page.body);
     assert!(page.body.contains("<dd id=\"usage-bytes\">0 B of 5.0 MiB (0%)</dd>"), "{}", page.body);
     let q = http.admin_api(Method::GET, "/api/v1/tenants/acme/quota", Value::Null).await;

@@ -102,13 +102,13 @@ async fn replicas_route_a_cluster_to_its_one_holder(backend: Backend) {
     let a = Leases::new(s.db.clone(), "http://replica-a:5000".into(), sa.clone());
     let b = Leases::new(s.db.clone(), "http://replica-b:5000".into(), sb.clone());
     assert_ne!(a.replica(), b.replica());
-    assert_eq!(a.route(s.cluster).await.unwrap(), Route::Here, "the first to ask takes the lease");
-    assert_eq!(b.route(s.cluster).await.unwrap(), Route::Holder("http://replica-a:5000".into()));
-    assert_eq!(b.route(s.other).await.unwrap(), Route::Here, "clusters spread over replicas");
-    assert_eq!(a.route(s.other).await.unwrap(), Route::Holder("http://replica-b:5000".into()));
+    assert_eq!(a.route_of(s.cluster).await.unwrap(), Route::Here, "the first to ask takes the lease");
+    assert_eq!(b.route_of(s.cluster).await.unwrap(), Route::Holder("http://replica-a:5000".into()));
+    assert_eq!(b.route_of(s.other).await.unwrap(), Route::Here, "clusters spread over replicas");
+    assert_eq!(a.route_of(s.other).await.unwrap(), Route::Holder("http://replica-b:5000".into()));
     assert_eq!((a.held(), b.held()), (1, 1));
     a.renew().await.unwrap();
-    assert_eq!(a.route(s.cluster).await.unwrap(), Route::Here);
+    assert_eq!(a.route_of(s.cluster).await.unwrap(), Route::Here);
 
     // a schedules an agent, then stops; b takes the cluster over at its next
     // call and starts with an empty scheduler for it.
@@ -116,15 +116,15 @@ async fn replicas_route_a_cluster_to_its_one_holder(backend: Backend) {
     a.release().await;
     assert_eq!(a.held(), 0);
     b.forget_holder(s.cluster);
-    assert_eq!(b.route(s.cluster).await.unwrap(), Route::Here);
+    assert_eq!(b.route_of(s.cluster).await.unwrap(), Route::Here);
     assert!(sb.agents_of(s.cluster).is_empty());
     // a, told it holds nothing, routes to b; were it to take the cluster
     // back later, it would start clean too.
     a.renew().await.unwrap();
-    assert_eq!(a.route(s.cluster).await.unwrap(), Route::Holder("http://replica-b:5000".into()));
+    assert_eq!(a.route_of(s.cluster).await.unwrap(), Route::Holder("http://replica-b:5000".into()));
     b.release().await;
     a.forget_holder(s.cluster);
-    assert_eq!(a.route(s.cluster).await.unwrap(), Route::Here);
+    assert_eq!(a.route_of(s.cluster).await.unwrap(), Route::Here);
     assert!(sa.agents_of(s.cluster).is_empty(), "what a knew is from an earlier term");
 }
 
@@ -137,8 +137,8 @@ async fn a_revoked_lease_makes_its_holder_forget_the_cluster_and_starts_a_new_te
     let (sa, sb) = (scheduler(), scheduler());
     let a = Leases::new(s.db.clone(), "http://replica-a:5000".into(), sa.clone());
     let b = Leases::new(s.db.clone(), "http://replica-b:5000".into(), sb.clone());
-    assert_eq!(a.route(s.cluster).await.unwrap(), Route::Here);
-    assert_eq!(a.route(s.other).await.unwrap(), Route::Here);
+    assert_eq!(a.route_of(s.cluster).await.unwrap(), Route::Here);
+    assert_eq!(a.route_of(s.other).await.unwrap(), Route::Here);
     let id = sa.register(s.cluster, &registration("n1"));
     s.db.agents().insert(&id, s.cluster, &registration("n1")).await.unwrap();
     let kept = sa.register(s.other, &registration("n2"));
@@ -151,7 +151,7 @@ async fn a_revoked_lease_makes_its_holder_forget_the_cluster_and_starts_a_new_te
     assert_eq!(a.held(), 1, "only the other cluster's lease is left");
     assert!(sa.agents_of(s.cluster).is_empty(), "a forgot the revoked cluster's agents");
     assert_eq!(sa.agents_of(s.other).iter().map(|a| a.id.clone()).collect::<Vec<_>>(), vec![kept]);
-    assert_eq!(b.route(s.cluster).await.unwrap(), Route::Here, "b takes the revoked lease at once");
+    assert_eq!(b.route_of(s.cluster).await.unwrap(), Route::Here, "b takes the revoked lease at once");
     assert_eq!(s.db.leases().holder(s.cluster).await.unwrap().expect("row").term, 2);
 }
 
@@ -281,7 +281,7 @@ async fn traffic_counted_on_two_replicas_adds_up_per_tenant_and_is_never_shown_t
     let digest = |n: u8| Digest::of(&[n]);
     // The replica scheduling acme's cluster hears of the join and of bytes from peers…
     let holder = Stats::new(Duration::from_secs(60));
-    let fresh = Joining { agent: "a", pieces: 4, held: 0 };
+    let fresh = Joining { agent: "a", pieces: 4, held: &[] };
     holder.joined(db, s.tenant, s.cluster, "web", digest(1), fresh).await.unwrap();
     holder.joined(db, globex, gx_cluster, "gx", digest(1), fresh).await.unwrap();
     holder.received(s.cluster, digest(1), Traffic { peers: 300, seed: 0 });
@@ -325,19 +325,26 @@ async fn a_swarm_is_active_on_every_replica_until_its_last_agent_holds_every_pie
     let active = || async { reader.of_tenant(db, s.tenant).await.unwrap().active_swarms };
     let join =
         |agent, pieces, held, d| holder.joined(db, s.tenant, s.cluster, "web", d, Joining { agent, pieces, held });
-    join("a", 4, 0, digest(1)).await.unwrap();
-    join("b", 4, 1, digest(1)).await.unwrap();
+    join("a", 4, &[], digest(1)).await.unwrap();
+    join("b", 4, &[0], digest(1)).await.unwrap();
     assert_eq!(active().await, vec![(s.cluster, 1)]);
-    holder.progressed(db, s.cluster, digest(1), "a", 4).await.unwrap();
+    holder.progressed(db, s.cluster, digest(1), "a", &[0, 1, 2, 3]).await.unwrap();
     assert_eq!(active().await, vec![(s.cluster, 1)], "b still downloads");
-    holder.progressed(db, s.cluster, digest(1), "b", 2).await.unwrap();
-    holder.progressed(db, s.cluster, digest(1), "b", 1).await.unwrap();
+    holder.progressed(db, s.cluster, digest(1), "b", &[1, 2]).await.unwrap();
+    holder.progressed(db, s.cluster, digest(1), "b", &[3]).await.unwrap();
     assert_eq!(active().await, vec![], "both hold every piece");
     // An agent that joins holding the whole blob (from its cache) downloads nothing.
-    join("c", 2, 2, digest(2)).await.unwrap();
+    join("c", 2, &[0, 1], digest(2)).await.unwrap();
     assert_eq!(active().await, vec![]);
     // A report from an agent the swarm never saw join changes nothing.
-    holder.progressed(db, s.cluster, digest(2), "d", 1).await.unwrap();
+    holder.progressed(db, s.cluster, digest(2), "d", &[0]).await.unwrap();
+    assert_eq!(active().await, vec![]);
+    // An agent resumed after a restart announces what it holds, and its first report says it
+    // again: it still downloads until it holds the pieces it lacked.
+    join("e", 4, &[0, 1], digest(4)).await.unwrap();
+    holder.progressed(db, s.cluster, digest(4), "e", &[0, 1, 2]).await.unwrap();
+    assert_eq!(active().await, vec![(s.cluster, 1)], "piece 3 is still missing");
+    holder.progressed(db, s.cluster, digest(4), "e", &[3]).await.unwrap();
     assert_eq!(active().await, vec![]);
     // A swarm whose downloading agents went quiet stops counting after the bound.
     let quiet_since = damselfly_registry::metadata::now() - 3_600;

@@ -10,7 +10,9 @@ use std::time::Duration;
 use damselfly_registry::metadata::Db;
 use damselfly_tests::http::{Cred, Http};
 use damselfly_tests::image::{push_manifest, Blob, OCI_INDEX, OCI_MANIFEST};
-use damselfly_tests::storage::{collect, pull_with_skopeo_and_compare, push_image, stored_blobs, ConsoleSession, PushedImage};
+use damselfly_tests::storage::{
+    collect, pull_with_skopeo_and_compare, push_image, stored_blobs, ConsoleSession, PushedImage,
+};
 use damselfly_tests::{on_both_backends, pseudo_random, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -79,7 +81,8 @@ async fn retention_keeps_the_newest_tags_and_lists_what_would_go_before_it_delet
     let latest = PushedImage { tag: "latest".into(), ..images[4].clone() };
     push_image(&http, &admin, &latest).await;
     // A signature of v1: it goes with its subject.
-    let signature = PushedImage::new("rel/app", "unused", Blob::new(b"{}".to_vec()), vec![Blob::new(b"signature of v1".to_vec())]);
+    let signature =
+        PushedImage::new("rel/app", "unused", Blob::new(b"{}".to_vec()), vec![Blob::new(b"signature of v1".to_vec())]);
     let mut sig: Value = serde_json::from_str(&signature.manifest).expect("json");
     sig["subject"] = json!({ "mediaType": OCI_MANIFEST, "digest": images[0].digest, "size": images[0].manifest.len() });
     let sig = sig.to_string();
@@ -89,7 +92,9 @@ async fn retention_keeps_the_newest_tags_and_lists_what_would_go_before_it_delet
     }
     push_manifest(&http, &admin, "rel/app", &sig_digest, OCI_MANIFEST, &sig).await.expect(201);
 
-    let bad = http.api(&admin, Method::PUT, "/api/v1/namespaces/rel/lifecycle", json!({ "retention": [{ "tags": "v*" }] })).await;
+    let bad = http
+        .api(&admin, Method::PUT, "/api/v1/namespaces/rel/lifecycle", json!({ "retention": [{ "tags": "v*" }] }))
+        .await;
     assert_eq!(bad.status_and_code(), (400, Some("INVALID_REQUEST".to_owned())));
     assert!(bad.text().contains("exactly one of keep_newest"), "{}", bad.text());
     let stored = set_policy(&http, "rel", json!({ "retention": [{ "tags": "v*", "keep_newest": 2 }] })).await;
@@ -99,18 +104,25 @@ async fn retention_keeps_the_newest_tags_and_lists_what_would_go_before_it_delet
     let would = preview(&http, "rel").await;
     assert_eq!(listed(&would, "tags", "tag"), ["v1", "v2", "v3"]);
     assert_eq!(would["tags"][0]["reason"], json!({ "not_among_newest": { "tags": "v*", "keep": 2 } }));
-    let mut gone: Vec<String> = vec![images[0].digest.clone(), images[1].digest.clone(), images[2].digest.clone(), sig_digest.clone()];
+    let mut gone: Vec<String> =
+        vec![images[0].digest.clone(), images[1].digest.clone(), images[2].digest.clone(), sig_digest.clone()];
     gone.sort();
     assert_eq!(listed(&would, "manifests", "digest"), gone);
     let dry = collect(&http, true).await;
     assert_eq!((dry["tags_deleted"].clone(), dry["manifests_deleted"].clone()), (json!(3), json!(4)), "{dry}");
-    assert_eq!(http.get(&admin, "/v2/rel/app/tags/list").await.expect(200).json()["tags"], json!(["latest", "v1", "v2", "v3", "v4", "v5"]));
+    assert_eq!(
+        http.get(&admin, "/v2/rel/app/tags/list").await.expect(200).json()["tags"],
+        json!(["latest", "v1", "v2", "v3", "v4", "v5"])
+    );
 
     // The run deletes them, and the blobs only they held go in the same run once past the grace.
     past_grace().await;
     let run = collect(&http, false).await;
     assert_eq!((run["tags_deleted"].clone(), run["manifests_deleted"].clone()), (json!(3), json!(4)), "{run}");
-    assert_eq!(http.get(&admin, "/v2/rel/app/tags/list").await.expect(200).json()["tags"], json!(["latest", "v4", "v5"]));
+    assert_eq!(
+        http.get(&admin, "/v2/rel/app/tags/list").await.expect(200).json()["tags"],
+        json!(["latest", "v4", "v5"])
+    );
     for d in &gone {
         assert_eq!(http.get(&admin, &format!("/v2/rel/app/manifests/{d}")).await.status, 404, "{d} is gone");
     }
@@ -131,21 +143,48 @@ async fn retention_keeps_the_newest_tags_and_lists_what_would_go_before_it_delet
     // The console shows the policy and its listing, and adds a rule.
     let console = ConsoleSession::sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
     let page = console
-        .post_and_follow("/console/namespaces/rel/storage/rules", &[("repositories", "app"), ("tags", "latest"), ("kind", "keep_newest"), ("number", "1")])
+        .post_and_follow(
+            "/console/namespaces/rel/storage/rules",
+            &[("repositories", "app"), ("tags", "latest"), ("kind", "keep_newest"), ("number", "1")],
+        )
         .await;
-    assert!(page.body.contains("tags v*: keep the newest 2") && page.body.contains("tags latest in repositories app: keep the newest 1"), "{}", page.body);
+    assert!(
+        page.body.contains("tags v*: keep the newest 2")
+            && page.body.contains("tags latest in repositories app: keep the newest 1"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("Nothing: the policy keeps everything stored now."), "{}", page.body);
-    let page = console.post_and_follow("/console/namespaces/rel/storage/rules", &[("tags", "v*"), ("kind", "keep_newest"), ("number", "1")]).await;
-    assert!(page.body.contains("<table id=\"preview-tags\">") && page.body.contains("<td>rel/app</td><td>v4</td>"), "{}", page.body);
-    let page = console.post_and_follow("/console/namespaces/rel/storage/rules", &[("tags", "["), ("kind", "keep_newest"), ("number", "1")]).await;
-    assert!(page.body.contains("is not a pattern"), "a pattern that does not parse comes back with the reason: {}", page.body);
+    let page = console
+        .post_and_follow(
+            "/console/namespaces/rel/storage/rules",
+            &[("tags", "v*"), ("kind", "keep_newest"), ("number", "1")],
+        )
+        .await;
+    assert!(
+        page.body.contains("<table id=\"preview-tags\">") && page.body.contains("<td>rel/app</td><td>v4</td>"),
+        "{}",
+        page.body
+    );
+    let page = console
+        .post_and_follow(
+            "/console/namespaces/rel/storage/rules",
+            &[("tags", "["), ("kind", "keep_newest"), ("number", "1")],
+        )
+        .await;
+    assert!(
+        page.body.contains("is not a pattern"),
+        "a pattern that does not parse comes back with the reason: {}",
+        page.body
+    );
 }
 
 async fn tags_not_pulled_for_days_go_and_a_pull_keeps_one(backend: Backend) {
     let reg = registry(backend);
     let http = Http::new(&reg);
     let admin = Cred::admin();
-    let (a, b, fresh) = (image("old/app", "build-a", 1), image("old/app", "build-b", 2), image("old/app", "build-c", 3));
+    let (a, b, fresh) =
+        (image("old/app", "build-a", 1), image("old/app", "build-b", 2), image("old/app", "build-c", 3));
     for i in [&a, &b, &fresh] {
         push_image(&http, &admin, i).await;
     }
@@ -156,14 +195,24 @@ async fn tags_not_pulled_for_days_go_and_a_pull_keeps_one(backend: Backend) {
     http.get(&admin, "/v2/old/app/manifests/build-b").await.expect(200);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while listed(&preview(&http, "old").await, "tags", "tag") != ["build-a"] {
-        assert!(std::time::Instant::now() < deadline, "the pull of build-b was not recorded: {}", preview(&http, "old").await);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pull of build-b was not recorded: {}",
+            preview(&http, "old").await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(preview(&http, "old").await["tags"][0]["reason"], json!({ "not_pulled_for": { "tags": "build-*", "days": 30 } }));
+    assert_eq!(
+        preview(&http, "old").await["tags"][0]["reason"],
+        json!({ "not_pulled_for": { "tags": "build-*", "days": 30 } })
+    );
     past_grace().await;
     let run = collect(&http, false).await;
     assert_eq!((run["tags_deleted"].clone(), run["manifests_deleted"].clone()), (json!(1), json!(1)), "{run}");
-    assert_eq!(http.get(&admin, "/v2/old/app/tags/list").await.expect(200).json()["tags"], json!(["build-b", "build-c"]));
+    assert_eq!(
+        http.get(&admin, "/v2/old/app/tags/list").await.expect(200).json()["tags"],
+        json!(["build-b", "build-c"])
+    );
     pull_with_skopeo_and_compare(&reg, &b);
     assert!(a.blobs().all(|x| !stored_blobs(&reg).contains(&x.digest)));
 }
@@ -174,7 +223,12 @@ async fn immutable_tags_are_never_moved_or_deleted(backend: Backend) {
     let admin = Cred::admin();
     let (one, two) = (image("imm/app", "release-1", 1), image("imm/app", "release-1", 2));
     push_image(&http, &admin, &one).await;
-    set_policy(&http, "imm", json!({ "immutable_tags": ["release-*"], "retention": [{ "tags": "*", "keep_newest": 1 }] })).await;
+    set_policy(
+        &http,
+        "imm",
+        json!({ "immutable_tags": ["release-*"], "retention": [{ "tags": "*", "keep_newest": 1 }] }),
+    )
+    .await;
     let other = image("imm/app", "latest", 3);
     push_image(&http, &admin, &other).await;
     // Moving it is refused with the reason; pushing the same manifest again is fine.
@@ -184,10 +238,18 @@ async fn immutable_tags_are_never_moved_or_deleted(backend: Backend) {
     let moved = push_manifest(&http, &admin, "imm/app", "release-1", OCI_MANIFEST, &two.manifest).await;
     assert_eq!(moved.status_and_code(), (403, Some("DENIED".to_owned())), "{}", moved.text());
     let said = moved.json()["errors"][0]["message"].as_str().unwrap_or_default().to_owned();
-    assert!(said.contains("tag release-1 of imm/app is immutable") && said.contains("\"release-*\"") && said.contains("push under a new tag"), "{said}");
+    assert!(
+        said.contains("tag release-1 of imm/app is immutable")
+            && said.contains("\"release-*\"")
+            && said.contains("push under a new tag"),
+        "{said}"
+    );
     assert_eq!(moved.json()["errors"][0]["detail"]["current"], one.digest.as_str());
     push_manifest(&http, &admin, "imm/app", "release-1", OCI_MANIFEST, &one.manifest).await.expect(201);
-    assert!(http.get(&admin, &format!("/v2/imm/app/manifests/{}", two.digest)).await.status == 404, "nothing of the refused push stays");
+    assert!(
+        http.get(&admin, &format!("/v2/imm/app/manifests/{}", two.digest)).await.status == 404,
+        "nothing of the refused push stays"
+    );
     // Deleting the tag, or its manifest, is refused too.
     let r = http.send(http.request(&admin, Method::DELETE, "/v2/imm/app/manifests/release-1")).await;
     assert_eq!(r.status_and_code(), (403, Some("DENIED".to_owned())), "{}", r.text());
@@ -201,7 +263,12 @@ async fn immutable_tags_are_never_moved_or_deleted(backend: Backend) {
     pull_with_skopeo_and_compare(&reg, &other);
     // The console deletes no immutable tag either.
     let console = ConsoleSession::sign_in(&reg, ADMIN_USER, ADMIN_PASSWORD).await;
-    let r = console.post("/console/repository/delete-tag", &[("repository", "imm/app"), ("tag", "release-1"), ("confirmed", "yes")]).await;
+    let r = console
+        .post(
+            "/console/repository/delete-tag",
+            &[("repository", "imm/app"), ("tag", "release-1"), ("confirmed", "yes")],
+        )
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
 }
 
@@ -224,8 +291,17 @@ async fn untagged_manifests_go_after_their_days_unless_an_index_lists_them(backe
     // Off by default: nothing untagged goes.
     assert!(preview(&http, "unt").await["manifests"].as_array().expect("manifests").is_empty());
     set_policy(&http, "unt", json!({ "untagged_days": 7 })).await;
-    age(&reg, &format!("UPDATE manifests SET untagged_at = $1 WHERE digest IN ('{}', '{}')", old.digest, child.digest), 8).await;
-    assert_eq!(listed(&preview(&http, "unt").await, "manifests", "digest"), [old.digest.clone()], "the index keeps its child");
+    age(
+        &reg,
+        &format!("UPDATE manifests SET untagged_at = $1 WHERE digest IN ('{}', '{}')", old.digest, child.digest),
+        8,
+    )
+    .await;
+    assert_eq!(
+        listed(&preview(&http, "unt").await, "manifests", "digest"),
+        [old.digest.clone()],
+        "the index keeps its child"
+    );
     past_grace().await;
     let run = collect(&http, false).await;
     assert_eq!(run["manifests_deleted"], 1, "{run}");

@@ -338,7 +338,7 @@ async fn the_janitor_aborts_what_a_killed_registry_left_open(backend: Backend) {
     let r = api.request(Method::GET, &session).send().await.expect("GET session");
     assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()));
     let log = reg.log();
-    assert!(log.contains("removed what interrupted uploads left in object storage"), "{log}");
+    assert!(log.contains("removed what interrupted uploads left in the blob store"), "{log}");
     // Pushes work as before.
     assert_eq!(api.push("crash/app", &blob).await.status(), StatusCode::CREATED);
     assert_eq!(api.pull("crash/app", &digest).await, blob);

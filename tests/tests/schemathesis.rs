@@ -72,7 +72,7 @@ impl Operation {
             // What the administrator's sweep creates is not what the others name.
             "createTenant" => json!({ "name": "made-by-a-sweep" }),
             "createNamespace" | "createRobot" | "createCluster" => json!({ "name": NONE_SUCH }),
-            "updateNamespace" => json!({}),
+            "updateNamespace" | "setTenantQuota" | "setNamespaceQuota" | "setNamespaceLifecycle" => json!({}),
             "grantRole" => json!({ "kind": "user", "name": NONE_SUCH, "role": "viewer" }),
             "startPreheat" => json!({ "repository": format!("{NONE_SUCH}/app"), "tag": "1" }),
             "createUser" => json!({ "username": "made-by-a-sweep", "password": "a-long-password" }),

@@ -772,6 +772,52 @@ fn matrix() -> Vec<Case> {
     case!(Api, "GET", "/api/v1/audit", none, |w, t| format!("/api/v1/audit?tenant={}", t.tenant));
     fixed!(Api, "POST", "/api/v1/signing-keys/rotate", none, "/api/v1/signing-keys/rotate");
     let unknown_api = Is(404, Some("NOT_FOUND"));
+    // Storage lifecycle: quotas (the tenant's read by any member, set by the system administrator), a
+    // namespace's lifecycle policy (read with the namespace, changed by its admins), garbage collection
+    // (the system administrator's alone).
+    case!(Api, "GET", "/api/v1/tenants/{tenant}/quota", member_read, |w, t| format!(
+        "/api/v1/tenants/{}/quota",
+        t.tenant
+    ));
+    case!(
+        Api,
+        "PUT",
+        "/api/v1/tenants/{tenant}/quota",
+        none,
+        |w, t| format!("/api/v1/tenants/{}/quota", t.tenant),
+        Body::Json(json!({ "limit_bytes": 1 }))
+    );
+    case!(Api, "GET", "/api/v1/namespaces/{namespace}/quota", read, |w, t| format!(
+        "/api/v1/namespaces/{}/quota",
+        t.ns
+    ));
+    case!(
+        Api,
+        "PUT",
+        "/api/v1/namespaces/{namespace}/quota",
+        none,
+        |w, t| format!("/api/v1/namespaces/{}/quota", t.ns),
+        Body::Json(json!({ "limit_bytes": 1 }))
+    );
+    case!(Api, "GET", "/api/v1/namespaces/{namespace}/lifecycle", read, |w, t| format!(
+        "/api/v1/namespaces/{}/lifecycle",
+        t.ns
+    ));
+    case!(
+        Api,
+        "PUT",
+        "/api/v1/namespaces/{namespace}/lifecycle",
+        none,
+        |w, t| format!("/api/v1/namespaces/{}/lifecycle", t.ns),
+        Body::Json(json!({ "immutable_tags": ["*"] }))
+    );
+    case!(Api, "GET", "/api/v1/namespaces/{namespace}/lifecycle/preview", read, |w, t| format!(
+        "/api/v1/namespaces/{}/lifecycle/preview",
+        t.ns
+    ));
+    fixed!(Api, "POST", "/api/v1/gc", none, "/api/v1/gc", Body::Json(json!({ "dry_run": true })));
+    fixed!(Api, "GET", "/api/v1/gc/runs", none, "/api/v1/gc/runs");
+    fixed!(Api, "GET", "/api/v1/gc/runs/{id}", none, "/api/v1/gc/runs/1");
     fixed!(Api, "GET", "/api/v1", [unknown_api; 4], "/api/v1");
     fixed!(Api, "GET", "/api/v1/", [unknown_api; 4], "/api/v1/");
     case!(Api, "ANY", "/api/v1/{*rest}", [unknown_api; 4], |w, t| format!("/api/v1/tenants/{}/secrets", t.tenant));
@@ -891,6 +937,57 @@ fn matrix() -> Vec<Case> {
         |w, t| format!("/console/tenants/{}/clusters", t.tenant),
         form(&[("name", "intruder")])
     );
+    case!(Console, "GET", "/console/namespaces/{namespace}/storage", [Deny, Allow, Deny, Deny], |w, t| format!(
+        "/console/namespaces/{}/storage",
+        t.ns
+    ));
+    case!(
+        Console,
+        "POST",
+        "/console/namespaces/{namespace}/storage/quota",
+        none,
+        |w, t| format!("/console/namespaces/{}/storage/quota", t.ns),
+        form(&[("limit_bytes", "1")])
+    );
+    case!(
+        Console,
+        "POST",
+        "/console/namespaces/{namespace}/storage/policy",
+        none,
+        |w, t| format!("/console/namespaces/{}/storage/policy", t.ns),
+        form(&[("untagged_days", "1")])
+    );
+    case!(
+        Console,
+        "POST",
+        "/console/namespaces/{namespace}/storage/rules",
+        none,
+        |w, t| format!("/console/namespaces/{}/storage/rules", t.ns),
+        form(&[("tags", "*"), ("keep_newest", "1")])
+    );
+    case!(
+        Console,
+        "POST",
+        "/console/namespaces/{namespace}/storage/rules/remove",
+        none,
+        |w, t| format!("/console/namespaces/{}/storage/rules/remove", t.ns),
+        form(&[("index", "0")])
+    );
+    case!(Console, "GET", "/console/tenants/{tenant}/storage", [Deny, Allow, Deny, Deny], |w, t| format!(
+        "/console/tenants/{}/storage",
+        t.tenant
+    ));
+    case!(
+        Console,
+        "POST",
+        "/console/tenants/{tenant}/storage/quota",
+        none,
+        |w, t| format!("/console/tenants/{}/storage/quota", t.tenant),
+        form(&[("limit_bytes", "1")])
+    );
+    fixed!(Console, "GET", "/console/gc", none, "/console/gc");
+    fixed!(Console, "POST", "/console/gc", none, "/console/gc", form(&[("dry_run", "true")]));
+    fixed!(Console, "GET", "/console/gc/{id}", none, "/console/gc/1");
     case!(Console, "GET", "/console/namespaces/{namespace}", [Deny, Allow, Deny, Deny], |w, t| format!(
         "/console/namespaces/{}",
         t.ns

@@ -58,7 +58,9 @@ on_both_backends!(
 );
 
 /// A tenant `t` with namespaces `ns` and `ns2`.
-async fn tenant_with_namespaces(s: &Store) -> (damselfly_registry::metadata::TenantId, [damselfly_registry::metadata::NamespaceId; 2]) {
+async fn tenant_with_namespaces(
+    s: &Store,
+) -> (damselfly_registry::metadata::TenantId, [damselfly_registry::metadata::NamespaceId; 2]) {
     let t = s.db.tenancy().create_tenant("t").await.unwrap();
     let ns = s.db.tenancy().create_namespace(t.id, "ns", false).await.unwrap();
     let ns2 = s.db.tenancy().create_namespace(t.id, "ns2", false).await.unwrap();
@@ -235,7 +237,11 @@ async fn use_counts_a_blob_once_per_namespace_and_quotas_refuse_what_would_pass_
     let s = open(backend).await;
     let (tenant, [ns, ns2]) = tenant_with_namespaces(&s).await;
     let repos = s.db.repositories();
-    let (a, b, c) = (repos.ensure("ns/a").await.unwrap(), repos.ensure("ns/b").await.unwrap(), repos.ensure("ns2/c").await.unwrap());
+    let (a, b, c) = (
+        repos.ensure("ns/a").await.unwrap(),
+        repos.ensure("ns/b").await.unwrap(),
+        repos.ensure("ns2/c").await.unwrap(),
+    );
     let x = blob(b"0123456789");
     assert_eq!(s.db.blobs().insert_and_link(a, &x).await.unwrap(), Linked::Linked);
     assert_eq!(s.db.blobs().link(b, &x.digest, Some(a)).await.unwrap(), Linked::Linked);
@@ -246,7 +252,10 @@ async fn use_counts_a_blob_once_per_namespace_and_quotas_refuse_what_would_pass_
     assert_eq!(used(s.db.storage().tenant(tenant).await.unwrap()), (20, 3), "once in each of its namespaces");
     let body = b"{\"m\":\"with x\"}".to_vec();
     let m = manifest(&body, vec![(x.digest, TargetKind::Blob)]);
-    assert!(matches!(s.db.manifests().put(a, &m, Some("v1"), TagRule::default()).await.unwrap(), PutOutcome::Stored { .. }));
+    assert!(matches!(
+        s.db.manifests().put(a, &m, Some("v1"), TagRule::default()).await.unwrap(),
+        PutOutcome::Stored { .. }
+    ));
     let with_manifest = 10 + body.len() as i64;
     assert_eq!(used(s.db.storage().namespace(ns).await.unwrap()), (with_manifest, 2));
 
@@ -271,7 +280,9 @@ async fn use_counts_a_blob_once_per_namespace_and_quotas_refuse_what_would_pass_
     s.db.storage().set_tenant_quota(tenant, None, Some(3)).await.unwrap();
     let d = repos.ensure("ns/d").await.unwrap();
     match s.db.blobs().link(d, &y.digest, Some(a)).await.unwrap() {
-        Linked::Refused(q) => assert_eq!((q.level, q.measure, q.used, q.limit), (Level::Tenant, Measure::Repositories, 3, 3)),
+        Linked::Refused(q) => {
+            assert_eq!((q.level, q.measure, q.used, q.limit), (Level::Tenant, Measure::Repositories, 3, 3))
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     // Unlinking frees a blob's bytes only when the namespace's last link goes, and a repository once empty.
@@ -299,7 +310,10 @@ async fn the_sweep_removes_unreferenced_links_and_marks_unreferenced_blobs(backe
     }
     s.db.blobs().link(b, &x.digest, None).await.unwrap();
     let body = b"{\"m\":\"x\"}".to_vec();
-    s.db.manifests().put(a, &manifest(&body, vec![(x.digest, TargetKind::Blob)]), Some("v1"), TagRule::default()).await.unwrap();
+    s.db.manifests()
+        .put(a, &manifest(&body, vec![(x.digest, TargetKind::Blob)]), Some("v1"), TagRule::default())
+        .await
+        .unwrap();
     let sweep = s.db.sweep();
     let stale = damselfly_registry::metadata::now() + 10;
     let candidates = sweep.candidates(None, stale, 10).await.unwrap();
@@ -316,11 +330,16 @@ async fn the_sweep_removes_unreferenced_links_and_marks_unreferenced_blobs(backe
     assert!(s.db.blobs().find(&y.digest).await.unwrap().is_none());
     assert_eq!(s.db.blobs().link(a, &y.digest, None).await.unwrap(), Linked::Missing);
     let refers_y = b"{\"m\":\"y\"}".to_vec();
-    let outcome = s.db.manifests().put(a, &manifest(&refers_y, vec![(y.digest, TargetKind::Blob)]), Some("v2"), TagRule::default()).await.unwrap();
+    let outcome =
+        s.db.manifests()
+            .put(a, &manifest(&refers_y, vec![(y.digest, TargetKind::Blob)]), Some("v2"), TagRule::default())
+            .await
+            .unwrap();
     assert_eq!(outcome, PutOutcome::Refused(Unstored::Blob(y.digest)));
     // An upload of the same content takes it back before its bytes go.
     s.db.blobs().claim(&y).await.unwrap();
-    let finished = sweep.finish(&y.digest, async { Err("not called".to_owned()) }, std::future::ready(())).await.unwrap();
+    let finished =
+        sweep.finish(&y.digest, async { Err("not called".to_owned()) }, std::future::ready(())).await.unwrap();
     assert_eq!(finished, Ok(Finished::Revived));
     assert_eq!(s.db.blobs().link(a, &y.digest, None).await.unwrap(), Linked::Linked);
     // A marked blob whose bytes go loses its row; one whose bytes fail to go stays marked for the next run.

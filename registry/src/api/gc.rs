@@ -67,7 +67,11 @@ pub struct Run {
 impl From<metadata::GcRun> for Run {
     fn from(r: metadata::GcRun) -> Self {
         let state = serde_json::to_value(r.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        let details = r.report.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(serde_json::Value::Null);
+        let details = r
+            .report
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
         Run {
             id: r.id,
             cause: r.cause,
@@ -94,7 +98,7 @@ impl From<metadata::GcRun> for Run {
     path = "/api/v1/gc",
     operation_id = "startGc",
     tag = "gc",
-    request_body(content = StartRun, description = "May be empty"),
+    request_body(content = Option<StartRun>, description = "May be empty"),
     responses(
         (status = 200, description = "The run, finished (`wait`)", body = Run),
         (status = 202, description = "The run, started", body = Run),
@@ -112,7 +116,8 @@ pub async fn start(
     let StartRun { dry_run, wait } = if body.iter().all(u8::is_ascii_whitespace) {
         StartRun::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
+        // `null` is an empty request too.
+        serde_json::from_slice::<Option<StartRun>>(&body).map(Option::unwrap_or_default).map_err(|e| {
             ApiError::InvalidRequest(format!(
                 "the body is not a run request ({e}); send {{\"dry_run\": true}}, {{\"wait\": true}}, both, or nothing"
             ))
@@ -134,6 +139,7 @@ pub async fn start(
 #[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     /// At most this many, newest first: 1 to 500, 50 if absent.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -146,6 +152,7 @@ pub struct RunsQuery {
     params(RunsQuery),
     responses(
         (status = 200, description = "Runs, newest first", body = Vec<Run>),
+        (status = 400, description = "Invalid parameters", body = ErrorBody),
         (status = 401, description = "No or bad credentials", body = ErrorBody),
         (status = 403, description = "Not the system administrator", body = ErrorBody),
     )
@@ -156,7 +163,11 @@ pub async fn list(
     Params(q): Params<RunsQuery>,
 ) -> ApiResult<Json<Vec<Run>>> {
     let admin = access::system_admin(&state, &caller, None).await?;
-    let runs = gc::runs(&state, &admin, q.limit.unwrap_or(50)).await?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::InvalidRequest(format!("limit must be 1 to 500, not {limit}")));
+    }
+    let runs = gc::runs(&state, &admin, limit).await?;
     Ok(Json(runs.into_iter().map(Run::from).collect()))
 }
 
@@ -169,12 +180,17 @@ pub async fn list(
     params(("id" = i64, Path, description = "The run's number")),
     responses(
         (status = 200, description = "The run", body = Run),
+        (status = 400, description = "A run number that is not a 64-bit integer", body = ErrorBody),
         (status = 401, description = "No or bad credentials", body = ErrorBody),
         (status = 403, description = "Not the system administrator", body = ErrorBody),
         (status = 404, description = "No such run", body = ErrorBody),
     )
 )]
-pub async fn show(State(state): State<AppState>, caller: Caller, PathParams(id): PathParams<i64>) -> ApiResult<Json<Run>> {
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(id): PathParams<i64>,
+) -> ApiResult<Json<Run>> {
     let admin = access::system_admin(&state, &caller, None).await?;
     let run = gc::run(&state, &admin, id).await?;
     Ok(Json(run.into()))

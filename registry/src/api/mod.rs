@@ -198,15 +198,26 @@ async fn unknown_endpoint() -> ApiError {
     ApiError::NotFound("no such management endpoint; the endpoints are listed in /api/v1/openapi.json".to_owned())
 }
 
-/// A JSON request body; a body that does not parse is a `400 INVALID_REQUEST`.
+/// A JSON request body, an object; a body that does not parse is a `400 INVALID_REQUEST`.
 pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> ApiResult<Self> {
-        let Json(value) = Json::<T>::from_request(request, state).await?;
-        Ok(Body(value))
+        let Json(value) = Json::<serde_json::Value>::from_request(request, state).await?;
+        // serde reads a struct from a JSON array as well, by position: every
+        // body of this API is an object, and an array is refused as such.
+        if !value.is_object() {
+            return Err(ApiError::InvalidRequest(
+                "the body must be a JSON object; see /api/v1/openapi.json for its fields".to_owned(),
+            ));
+        }
+        serde_json::from_value(value).map(Body).map_err(|e| {
+            ApiError::InvalidRequest(format!(
+                "Failed to deserialize the JSON body into the target type: {e}; see /api/v1/openapi.json for the fields"
+            ))
+        })
     }
 }
 

@@ -44,11 +44,22 @@ impl From<Usage> for Quota {
 #[serde(deny_unknown_fields)]
 pub struct QuotaChange {
     /// Most bytes; null for no limit.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 0)]
     pub limit_bytes: Option<i64>,
     /// Most repositories; null for no limit.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 0)]
     pub limit_repositories: Option<i64>,
+}
+
+/// A JSON number with no fraction, as JSON Schema's `integer` counts one: `5` or `5.0`.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    n.as_i64()
+        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64))
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number of at most 63 bits")))
 }
 
 /// A tenant's quota and use (any role in the tenant).
@@ -156,6 +167,7 @@ pub async fn set_namespace_quota(
 pub struct Lifecycle {
     /// Delete untagged manifests this many days after they lost their last tag (1 to 10000); null: keep them.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub untagged_days: Option<u32>,
     /// Retention rules; a tag any rule picks is deleted by the next garbage collection run.
     #[serde(default)]

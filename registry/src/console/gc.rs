@@ -74,7 +74,9 @@ impl RunPage {
             .iter()
             .map(|i| match key {
                 "tags" => format!("{}:{} ({})", text(i, "repository"), text(i, "tag"), text(i, "digest")),
-                "manifests" => format!("{}@{} ({})", text(i, "repository"), text(i, "digest"), human_bytes(number(i, "size"))),
+                "manifests" => {
+                    format!("{}@{} ({})", text(i, "repository"), text(i, "digest"), human_bytes(number(i, "size")))
+                }
                 "blobs" => format!("{} ({})", text(i, "digest"), human_bytes(number(i, "size"))),
                 "usage_corrections" => format!(
                     "{}: {} → {} bytes, {} → {} repositories",
@@ -145,7 +147,13 @@ pub async fn start(State(state): State<AppState>, posted: Posted<StartForm>) -> 
     match started.await {
         Ok((id, _task)) => {
             let what = if form.dry_run { "Dry run" } else { "Garbage collection run" };
-            done(&state, &who, &format!("/console/gc/{id}"), notice(format!("{what} {id} started; reload to follow it."))).await
+            done(
+                &state,
+                &who,
+                &format!("/console/gc/{id}"),
+                notice(format!("{what} {id} started; reload to follow it.")),
+            )
+            .await
         }
         Err(crate::services::Error::Conflict(p)) => {
             let flash = super::Flash { error: Some(format!("{}.", p.message)), ..super::Flash::default() };

@@ -135,7 +135,11 @@ impl TenantStoragePage {
 }
 
 /// `GET /console/namespaces/{namespace}/storage`.
-pub async fn namespace(State(state): State<AppState>, who: SignedIn, Path(name): Path<String>) -> ConsoleResult<Response> {
+pub async fn namespace(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path(name): Path<String>,
+) -> ConsoleResult<Response> {
     let caller = who.caller();
     let access = access::namespace::<Read>(&state, &caller, &name, None).await?;
     let ns = access.namespace().clone();
@@ -189,28 +193,44 @@ impl QuotaForm {
                 return Ok(None);
             }
             v.parse::<i64>().ok().filter(|n| *n >= 0).map(Some).ok_or_else(|| {
-                Error::invalid(Thing::Field, format!("{field} must be a whole number, 0 or more, or empty for no limit"))
+                Error::invalid(
+                    Thing::Field,
+                    format!("{field} must be a whole number, 0 or more, or empty for no limit"),
+                )
             })
         };
         let mib = number("the storage limit (MiB)", &self.limit_mib)?;
-        let bytes = mib.map(|m| m.checked_mul(MIB).ok_or_else(|| Error::invalid(Thing::Field, "the storage limit is too large"))).transpose()?;
+        let bytes = mib
+            .map(|m| m.checked_mul(MIB).ok_or_else(|| Error::invalid(Thing::Field, "the storage limit is too large")))
+            .transpose()?;
         Ok(Limits { bytes, repositories: number("the repository limit", &self.limit_repositories)? })
     }
 }
 
 /// `POST /console/namespaces/{namespace}/storage/quota` (tenant admin or owner).
-pub async fn set_namespace_quota(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<QuotaForm>) -> Response {
+pub async fn set_namespace_quota(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    posted: Posted<QuotaForm>,
+) -> Response {
     let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/namespaces/{}/storage", segment(&name));
     let set = async { quota::set_namespace(&state, &who.caller(), &name, form.limits()?).await };
     match set.await {
-        Ok(_) => done(&state, &who, &back, notice(format!("Quota of namespace {name} set; it applies to the next push."))).await,
+        Ok(_) => {
+            done(&state, &who, &back, notice(format!("Quota of namespace {name} set; it applies to the next push.")))
+                .await
+        }
         Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
 }
 
 /// `POST /console/tenants/{tenant}/storage/quota` (system administrator).
-pub async fn set_tenant_quota(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<QuotaForm>) -> Response {
+pub async fn set_tenant_quota(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    posted: Posted<QuotaForm>,
+) -> Response {
     let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/tenants/{}/storage", segment(&name));
     let set = async {
@@ -218,7 +238,9 @@ pub async fn set_tenant_quota(State(state): State<AppState>, Path(name): Path<St
         quota::set_tenant(&state, &admin, &name, form.limits()?).await
     };
     match set.await {
-        Ok(_) => done(&state, &who, &back, notice(format!("Quota of tenant {name} set; it applies to the next push."))).await,
+        Ok(_) => {
+            done(&state, &who, &back, notice(format!("Quota of tenant {name} set; it applies to the next push."))).await
+        }
         Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
 }
@@ -269,7 +291,11 @@ async fn change_policy(
 }
 
 /// `POST /console/namespaces/{namespace}/storage/policy`.
-pub async fn set_policy(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<PolicyForm>) -> Response {
+pub async fn set_policy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    posted: Posted<PolicyForm>,
+) -> Response {
     let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/namespaces/{}/storage", segment(&name));
     let changed = change_policy(&state, &who, &name, |p| {
@@ -278,10 +304,14 @@ pub async fn set_policy(State(state): State<AppState>, Path(name): Path<String>,
             None
         } else {
             Some(days.parse().map_err(|_| {
-                Error::invalid(Thing::Field, "untagged days must be a whole number of days, or empty to keep untagged manifests")
+                Error::invalid(
+                    Thing::Field,
+                    "untagged days must be a whole number of days, or empty to keep untagged manifests",
+                )
             })?)
         };
-        p.immutable_tags = form.immutable_tags.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+        p.immutable_tags =
+            form.immutable_tags.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
         Ok(())
     });
     match changed.await {
@@ -295,25 +325,43 @@ pub async fn add_rule(State(state): State<AppState>, Path(name): Path<String>, p
     let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/namespaces/{}/storage", segment(&name));
     let changed = change_policy(&state, &who, &name, |p| {
-        let n: u32 = form.number.trim().parse().map_err(|_| Error::invalid(Thing::Field, "give the rule a whole number"))?;
+        let n: u32 =
+            form.number.trim().parse().map_err(|_| Error::invalid(Thing::Field, "give the rule a whole number"))?;
         let repositories = Some(form.repositories.trim().to_owned()).filter(|r| !r.is_empty());
         let tags = form.tags.trim().to_owned();
         let rule = match form.kind.as_str() {
             "keep_newest" => RetentionRule::new(repositories, tags, Some(n), None),
             "not_pulled_for_days" => RetentionRule::new(repositories, tags, None, Some(n)),
-            _ => return Err(Error::invalid(Thing::Field, "choose what the rule does: keep the newest, or delete those not pulled")),
+            _ => {
+                return Err(Error::invalid(
+                    Thing::Field,
+                    "choose what the rule does: keep the newest, or delete those not pulled",
+                ))
+            }
         };
         p.retention.push(rule);
         Ok(())
     });
     match changed.await {
-        Ok(_) => done(&state, &who, &back, notice(format!("Retention rule added to {name}; the next garbage collection run applies it."))).await,
+        Ok(_) => {
+            done(
+                &state,
+                &who,
+                &back,
+                notice(format!("Retention rule added to {name}; the next garbage collection run applies it.")),
+            )
+            .await
+        }
         Err(e) => failed(&state, &who, &back, kept, e.into()).await,
     }
 }
 
 /// `POST /console/namespaces/{namespace}/storage/rules/remove`.
-pub async fn remove_rule(State(state): State<AppState>, Path(name): Path<String>, posted: Posted<RemoveForm>) -> Response {
+pub async fn remove_rule(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    posted: Posted<RemoveForm>,
+) -> Response {
     let Posted { who, form, kept, .. } = posted;
     let back = format!("/console/namespaces/{}/storage", segment(&name));
     let changed = change_policy(&state, &who, &name, |p| {

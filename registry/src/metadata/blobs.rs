@@ -288,7 +288,11 @@ async fn end_claim<'e>(db: impl sqlx::Executor<'e, Database = Any>, digest: &str
 }
 
 /// True when the repository links the blob.
-pub(super) async fn is_linked(tx: &mut Transaction<'_, Any>, repo: RepositoryId, digest: &str) -> Result<bool, sqlx::Error> {
+pub(super) async fn is_linked(
+    tx: &mut Transaction<'_, Any>,
+    repo: RepositoryId,
+    digest: &str,
+) -> Result<bool, sqlx::Error> {
     let row = sqlx::query("SELECT 1 FROM repository_blobs WHERE repository_id = $1 AND digest = $2")
         .bind(repo.0)
         .bind(digest)

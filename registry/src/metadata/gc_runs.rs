@@ -185,9 +185,10 @@ impl GcRuns<'_> {
 
     /// The run going on now, if any.
     pub async fn running(&self) -> Result<Option<GcRun>, sqlx::Error> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM gc_runs WHERE state = 'running' ORDER BY id DESC LIMIT 1"))
-            .fetch_optional(self.pool)
-            .await?;
+        let row =
+            sqlx::query(&format!("SELECT {COLUMNS} FROM gc_runs WHERE state = 'running' ORDER BY id DESC LIMIT 1"))
+                .fetch_optional(self.pool)
+                .await?;
         row.as_ref().map(run).transpose()
     }
 

@@ -47,8 +47,8 @@ pub use logins::LoginFailures;
 pub use manifests::{
     ManifestRecord, ManifestRow, Manifests, NewManifest, PutOutcome, Referrer, TagRule, TargetKind, Unstored,
 };
-pub use preheat::{PreheatJobRow, PreheatJobs, PreheatNodeRow, TakenWork};
 pub use policies::{NamespacePolicy, Policies};
+pub use preheat::{PreheatJobRow, PreheatJobs, PreheatNodeRow, TakenWork};
 pub use repositories::{Repositories, RepositoryId, RepositorySummary};
 pub use sessions::{ConsoleSession, ConsoleSessions};
 pub use sweep::{BlobCandidate, BlobVerdict, Finished, Sweep};

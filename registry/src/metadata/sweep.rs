@@ -87,7 +87,12 @@ impl Sweep<'_> {
             let size: i64 = r.try_get(1)?;
             let links: i64 = r.try_get(2)?;
             let unreferenced = r.try_get::<i64, _>(3)? != 0;
-            out.push(BlobCandidate { digest: digest(r)?, size: size as u64, unreferenced_links: links as u64, unreferenced });
+            out.push(BlobCandidate {
+                digest: digest(r)?,
+                size: size as u64,
+                unreferenced_links: links as u64,
+                unreferenced,
+            });
         }
         Ok(out)
     }
@@ -192,7 +197,10 @@ impl Sweep<'_> {
             let _ = usage::apply(&mut tx, h, delta).await?;
         }
         if mark {
-            sqlx::query("UPDATE blobs SET deleting = 1, claims = 0 WHERE digest = $1").bind(&digest).execute(&mut *tx).await?;
+            sqlx::query("UPDATE blobs SET deleting = 1, claims = 0 WHERE digest = $1")
+                .bind(&digest)
+                .execute(&mut *tx)
+                .await?;
         }
         let tenants: Vec<_> = held.iter().map(|h| h.scope.tenant).collect();
         deletions::record_departures(&mut tx, &digest, &tenants).await?;
@@ -214,10 +222,11 @@ impl Sweep<'_> {
     ) -> Result<Result<Finished, String>, sqlx::Error> {
         let digest = blob.to_string();
         let mut tx = super::begin_write(self.pool).await?;
-        let size = sqlx::query("UPDATE blobs SET touched_at = touched_at WHERE digest = $1 AND deleting = 1 RETURNING size")
-            .bind(&digest)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let size =
+            sqlx::query("UPDATE blobs SET touched_at = touched_at WHERE digest = $1 AND deleting = 1 RETURNING size")
+                .bind(&digest)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(size) = size.map(|r| r.try_get::<i64, _>(0)).transpose()? else {
             return Ok(Ok(Finished::Revived));
         };

@@ -127,10 +127,12 @@ pub(super) async fn scope_of(tx: &mut Transaction<'_, Any>, repository: &str) ->
 
 /// The scope of the namespace `name`.
 pub(super) async fn scope_named(tx: &mut Transaction<'_, Any>, name: &str) -> Result<Option<Scope>, sqlx::Error> {
-    let row = sqlx::query("SELECT n.id, n.tenant_id, t.name FROM namespaces n JOIN tenants t ON t.id = n.tenant_id WHERE n.name = $1")
-        .bind(name)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row = sqlx::query(
+        "SELECT n.id, n.tenant_id, t.name FROM namespaces n JOIN tenants t ON t.id = n.tenant_id WHERE n.name = $1",
+    )
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?;
     row.map(|r| {
         Ok(Scope {
             namespace: NamespaceId(r.try_get(0)?),
@@ -161,11 +163,12 @@ async fn lock_tenant(tx: &mut Transaction<'_, Any>, id: TenantId) -> Result<Usag
         .bind(id.0)
         .execute(&mut **tx)
         .await?;
-    let row =
-        sqlx::query(&format!("UPDATE tenant_storage SET used_bytes = used_bytes WHERE tenant_id = $1 RETURNING {COLUMNS}"))
-            .bind(id.0)
-            .fetch_one(&mut **tx)
-            .await?;
+    let row = sqlx::query(&format!(
+        "UPDATE tenant_storage SET used_bytes = used_bytes WHERE tenant_id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id.0)
+    .fetch_one(&mut **tx)
+    .await?;
     usage(&row)
 }
 
@@ -301,7 +304,10 @@ pub(super) async fn linked_in_namespace(
 }
 
 /// True when the repository holds no blob and no manifest.
-pub(super) async fn repository_is_empty(tx: &mut Transaction<'_, Any>, repo: RepositoryId) -> Result<bool, sqlx::Error> {
+pub(super) async fn repository_is_empty(
+    tx: &mut Transaction<'_, Any>,
+    repo: RepositoryId,
+) -> Result<bool, sqlx::Error> {
     let row = sqlx::query(
         "SELECT 1 WHERE EXISTS (SELECT 1 FROM repository_blobs WHERE repository_id = $1) \
          OR EXISTS (SELECT 1 FROM manifests WHERE repository_id = $1)",

@@ -247,7 +247,9 @@ impl Metrics {
     /// Sets the storage gauges from every namespace's and tenant's use; a limit is exported only when set.
     pub fn set_storage(&self, rows: &[crate::metadata::UsageRow]) {
         let s = &self.storage;
-        for family in [&s.namespace_bytes, &s.namespace_repositories, &s.namespace_quota_bytes, &s.namespace_quota_repositories] {
+        for family in
+            [&s.namespace_bytes, &s.namespace_repositories, &s.namespace_quota_bytes, &s.namespace_quota_repositories]
+        {
             family.clear();
         }
         for family in [&s.tenant_bytes, &s.tenant_repositories, &s.tenant_quota_bytes, &s.tenant_quota_repositories] {
@@ -308,24 +310,52 @@ impl GcMetrics {
             last_errors: Gauge::default(),
         };
         registry.register("gc_runs", "Garbage collection runs this process finished, by outcome", m.runs.clone());
-        registry.register("gc_blobs_deleted", "Blobs this process's garbage collection runs deleted", m.blobs_deleted.clone());
-        registry.register("gc_bytes_freed", "Bytes this process's garbage collection runs freed", m.bytes_freed.clone());
+        registry.register(
+            "gc_blobs_deleted",
+            "Blobs this process's garbage collection runs deleted",
+            m.blobs_deleted.clone(),
+        );
+        registry.register(
+            "gc_bytes_freed",
+            "Bytes this process's garbage collection runs freed",
+            m.bytes_freed.clone(),
+        );
         registry.register(
             "gc_manifests_deleted",
             "Manifests this process's garbage collection runs deleted by namespace policies",
             m.manifests_deleted.clone(),
         );
-        registry.register("gc_tags_deleted", "Tags this process's garbage collection runs deleted by retention", m.tags_deleted.clone());
+        registry.register(
+            "gc_tags_deleted",
+            "Tags this process's garbage collection runs deleted by retention",
+            m.tags_deleted.clone(),
+        );
         registry.register("gc_errors", "Failed steps of this process's garbage collection runs", m.errors.clone());
         registry.register(
             "gc_last_run_finished_timestamp_seconds",
             "When the last garbage collection run (any replica's) finished",
             m.last_finished.clone(),
         );
-        registry.register("gc_last_run_duration_milliseconds", "How long the last garbage collection run took", m.last_duration_ms.clone());
-        registry.register("gc_last_run_bytes_freed", "Bytes the last garbage collection run freed", m.last_bytes_freed.clone());
-        registry.register("gc_last_run_blobs_deleted", "Blobs the last garbage collection run deleted", m.last_blobs_deleted.clone());
-        registry.register("gc_last_run_errors", "Failed steps of the last garbage collection run", m.last_errors.clone());
+        registry.register(
+            "gc_last_run_duration_milliseconds",
+            "How long the last garbage collection run took",
+            m.last_duration_ms.clone(),
+        );
+        registry.register(
+            "gc_last_run_bytes_freed",
+            "Bytes the last garbage collection run freed",
+            m.last_bytes_freed.clone(),
+        );
+        registry.register(
+            "gc_last_run_blobs_deleted",
+            "Blobs the last garbage collection run deleted",
+            m.last_blobs_deleted.clone(),
+        );
+        registry.register(
+            "gc_last_run_errors",
+            "Failed steps of the last garbage collection run",
+            m.last_errors.clone(),
+        );
         m
     }
 }
@@ -342,14 +372,34 @@ impl StorageMetrics {
             tenant_quota_bytes: Family::default(),
             tenant_quota_repositories: Family::default(),
         };
-        registry.register("namespace_storage_bytes", "Bytes a namespace stores (each blob once)", m.namespace_bytes.clone());
-        registry.register("namespace_repositories", "Repositories of a namespace that hold something", m.namespace_repositories.clone());
+        registry.register(
+            "namespace_storage_bytes",
+            "Bytes a namespace stores (each blob once)",
+            m.namespace_bytes.clone(),
+        );
+        registry.register(
+            "namespace_repositories",
+            "Repositories of a namespace that hold something",
+            m.namespace_repositories.clone(),
+        );
         registry.register("namespace_quota_bytes", "A namespace's storage quota", m.namespace_quota_bytes.clone());
-        registry.register("namespace_quota_repositories", "A namespace's repository quota", m.namespace_quota_repositories.clone());
+        registry.register(
+            "namespace_quota_repositories",
+            "A namespace's repository quota",
+            m.namespace_quota_repositories.clone(),
+        );
         registry.register("tenant_storage_bytes", "Bytes a tenant's namespaces store", m.tenant_bytes.clone());
-        registry.register("tenant_repositories", "Repositories of a tenant that hold something", m.tenant_repositories.clone());
+        registry.register(
+            "tenant_repositories",
+            "Repositories of a tenant that hold something",
+            m.tenant_repositories.clone(),
+        );
         registry.register("tenant_quota_bytes", "A tenant's storage quota", m.tenant_quota_bytes.clone());
-        registry.register("tenant_quota_repositories", "A tenant's repository quota", m.tenant_quota_repositories.clone());
+        registry.register(
+            "tenant_quota_repositories",
+            "A tenant's repository quota",
+            m.tenant_quota_repositories.clone(),
+        );
         m
     }
 }

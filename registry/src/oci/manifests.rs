@@ -147,8 +147,11 @@ pub(super) async fn put(
         PutOutcome::Refused(Unstored::Immutable { current }) => {
             let pattern = immutable.unwrap_or_default();
             let tag = tag.unwrap_or_default();
-            return Err(RegistryError::oci(ErrorCode::Denied, lifecycle::immutable_message(name, tag, &pattern, "moved"))
-                .with_detail(serde_json::json!({ "tag": tag, "current": current.to_string(), "pattern": pattern })));
+            return Err(RegistryError::oci(
+                ErrorCode::Denied,
+                lifecycle::immutable_message(name, tag, &pattern, "moved"),
+            )
+            .with_detail(serde_json::json!({ "tag": tag, "current": current.to_string(), "pattern": pattern })));
         }
     }
     tracing::info!(repository = %name, %digest, tag, media_type = parsed.media_type, "manifest stored");

@@ -44,7 +44,7 @@ pub async fn to_holder(State(state): State<AppState>, request: Request, next: Ne
         Err(refused) => return refused.into_response(),
     };
     let id = cluster.id;
-    match state.leases.route(id).await {
+    match state.leases.route_of(id).await {
         Ok(Route::Here) => {
             parts.extensions.insert(ClusterCaller(cluster));
             next.run(Request::from_parts(parts, body)).await

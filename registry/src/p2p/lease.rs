@@ -89,7 +89,7 @@ impl Leases {
     /// Where the cluster's calls go: here if this replica holds its lease or
     /// can take it (nobody holds it, or its holder let it lapse), else to
     /// the holder.
-    pub async fn route(&self, cluster: ClusterId) -> Result<Route, sqlx::Error> {
+    pub async fn route_of(&self, cluster: ClusterId) -> Result<Route, sqlx::Error> {
         if let Some(route) = self.known(cluster, Instant::now()) {
             return Ok(route);
         }

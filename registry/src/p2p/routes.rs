@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use damselfly_core::p2p::{
-    DeletedBlob, HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse, PieceGeometry, PreheatReport,
-    RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME, MAX_JOIN_WAIT_MS, TICKET_AUTH_SCHEME,
+    DeletedBlob, HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse, PieceGeometry,
+    PreheatReport, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME, MAX_JOIN_WAIT_MS,
+    TICKET_AUTH_SCHEME,
 };
 use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use futures_util::StreamExt;
@@ -279,7 +280,7 @@ async fn join(
         }));
     }
     let shape = Blob { pieces: blob.pieces.digests().len(), piece_size: blob.pieces.piece_size() };
-    let joining = Joining { agent: &agent.id, pieces: shape.pieces, held: req.have.len() };
+    let joining = Joining { agent: &agent.id, pieces: shape.pieces, held: &req.have };
     state.p2p_stats.joined(&state.db, cluster.tenant_id, cluster.id, name.namespace(), req.digest, joining).await?;
     let plan = plan_held(&state.scheduler, &held, cluster.id, &agent.id, &req, shape).await;
     // A brief join's agent holds the digests and a ticket: neither is made again.
@@ -344,7 +345,7 @@ async fn report(
     }
     let from_peers = req.bytes_from.iter().map(|(_, n)| *n).sum();
     state.p2p_stats.received(cluster.id, req.digest, Traffic { peers: from_peers, seed: 0 });
-    state.p2p_stats.progressed(&state.db, cluster.id, req.digest, &req.agent_id, req.have.len()).await?;
+    state.p2p_stats.progressed(&state.db, cluster.id, req.digest, &req.agent_id, &req.have).await?;
     if !req.bad_parents.is_empty() {
         tracing::warn!(reporter = req.agent_id, bad = ?req.bad_parents, digest = %req.digest, "peers sent corrupt pieces");
     }

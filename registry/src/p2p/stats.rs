@@ -13,7 +13,7 @@
 //! repository it was joined through, written when the swarm is joined, so
 //! that the replica serving its seed pieces can find it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -103,8 +103,10 @@ struct Attribution {
     pieces: usize,
     /// Agents still downloading it through this replica (the one scheduling
     /// its cluster), with the pieces each holds; an agent leaves once it
-    /// holds them all.
-    fetching: HashMap<String, usize>,
+    /// holds them all. The pieces are a set, not a count: an agent says a
+    /// piece again (a join after a restart announces what it holds, and its
+    /// first report repeats it), which a count would take for progress.
+    fetching: HashMap<String, HashSet<u32>>,
 }
 
 impl Attribution {
@@ -118,6 +120,17 @@ impl Attribution {
         let active = !self.fetching.is_empty();
         self.written.is_none_or(|at| active != self.written_active || at.elapsed() >= REWRITE_AFTER)
     }
+
+    /// Agent `agent`, downloading, holds `pieces` (besides what it held
+    /// before); it leaves the downloading agents once it holds every piece.
+    fn holds(&mut self, agent: &str, pieces: &[u32]) {
+        let total = self.pieces;
+        let Some(held) = self.fetching.get_mut(agent) else { return };
+        held.extend(pieces.iter().copied().filter(|&p| (p as usize) < total));
+        if held.len() >= total {
+            self.fetching.remove(agent);
+        }
+    }
 }
 
 /// An agent joining a swarm, as [`Stats::joined`] counts it.
@@ -128,7 +141,7 @@ pub struct Joining<'a> {
     /// Pieces of the blob.
     pub pieces: usize,
     /// Pieces the agent holds already.
-    pub held: usize,
+    pub held: &'a [u32],
 }
 
 #[derive(Default)]
@@ -181,13 +194,10 @@ impl Stats {
                 .entry((cluster, digest))
                 .or_insert_with(|| Attribution::new(tenant, namespace.to_owned(), joining.pieces));
             swarm.pieces = joining.pieces;
-            // A join says every piece the agent holds.
-            if joining.held < swarm.pieces {
-                let held = swarm.fetching.entry(joining.agent.to_owned()).or_default();
-                *held = (*held).max(joining.held);
-            } else {
-                swarm.fetching.remove(joining.agent);
-            }
+            // Joining (or joining again) makes the agent one that downloads,
+            // until what it holds covers the blob.
+            swarm.fetching.entry(joining.agent.to_owned()).or_default();
+            swarm.holds(joining.agent, joining.held);
             swarm.due()
         };
         if due {
@@ -196,25 +206,19 @@ impl Stats {
         Ok(())
     }
 
-    /// Agent `agent` of `cluster` reported `new_pieces` more pieces of a blob.
+    /// Agent `agent` of `cluster` reported that it holds the pieces `have` of a blob.
     pub async fn progressed(
         &self,
         db: &Db,
         cluster: ClusterId,
         digest: Digest,
         agent: &str,
-        new_pieces: usize,
+        have: &[u32],
     ) -> Result<(), sqlx::Error> {
         let due = {
             let mut inner = self.lock();
             let Some(swarm) = inner.swarms.get_mut(&(cluster, digest)) else { return Ok(()) };
-            let pieces = swarm.pieces;
-            if let Some(held) = swarm.fetching.get_mut(agent) {
-                *held += new_pieces;
-                if *held >= pieces {
-                    swarm.fetching.remove(agent);
-                }
-            }
+            swarm.holds(agent, have);
             swarm.due()
         };
         if due {

@@ -27,7 +27,10 @@ pub struct Limits {
 impl Limits {
     fn check(self) -> Result<Limits> {
         if self.bytes.is_some_and(|b| b < 0) || self.repositories.is_some_and(|r| r < 0) {
-            return Err(Error::invalid(Thing::Field, "a quota is a number of bytes or repositories, 0 or more, or null for no limit"));
+            return Err(Error::invalid(
+                Thing::Field,
+                "a quota is a number of bytes or repositories, 0 or more, or null for no limit",
+            ));
         }
         Ok(self)
     }
@@ -54,7 +57,9 @@ pub async fn set_tenant(state: &AppState, admin: &SystemAdmin, tenant: &str, lim
     let found = state.db.tenancy().tenant(tenant).await?;
     let tenant = found.ok_or_else(|| Error::not_found(Thing::Tenant, format!("tenant {tenant} does not exist")))?;
     state.db.storage().set_tenant_quota(tenant.id, limits.bytes, limits.repositories).await?;
-    admin.record(state, Some(tenant.id), Some(json!({ "bytes": limits.bytes, "repositories": limits.repositories }))).await;
+    admin
+        .record(state, Some(tenant.id), Some(json!({ "bytes": limits.bytes, "repositories": limits.repositories })))
+        .await;
     Ok(state.db.storage().tenant(tenant.id).await?)
 }
 
@@ -69,15 +74,18 @@ pub async fn set_namespace(state: &AppState, caller: &Caller, namespace: &str, l
     let attempt = setting_namespace(namespace);
     let ns = access::namespace::<access::Read>(state, caller, namespace, Some(attempt.clone())).await?;
     let ns = ns.namespace().clone();
-    let tenant = access::tenant::<access::Manage>(state, caller, &ns.tenant, Some(attempt.clone())).await.map_err(|_| {
-        Error::Denied(format!(
+    let tenant =
+        access::tenant::<access::Manage>(state, caller, &ns.tenant, Some(attempt.clone())).await.map_err(|_| {
+            Error::Denied(format!(
             "setting namespace {namespace}'s quota takes the admin or owner role on tenant {}, which {} does not hold",
             ns.tenant,
             caller.actor()
         ))
-    })?;
+        })?;
     state.db.storage().set_namespace_quota(ns.id, limits.bytes, limits.repositories).await?;
-    tenant.record_as(state, &attempt, Some(json!({ "bytes": limits.bytes, "repositories": limits.repositories }))).await;
+    tenant
+        .record_as(state, &attempt, Some(json!({ "bytes": limits.bytes, "repositories": limits.repositories })))
+        .await;
     Ok(state.db.storage().namespace(ns.id).await?)
 }
 
@@ -141,7 +149,8 @@ mod tests {
         assert!(m.contains("storage quota of namespace team"), "{m}");
         assert!(m.contains("9.0 MiB (9437184 bytes) used of a limit of 10.0 MiB (10485760 bytes)"), "{m}");
         assert!(m.contains("adds 2.0 MiB (2097152 bytes)"), "{m}");
-        let r = QuotaExceeded { level: Level::Tenant, measure: Measure::Repositories, used: 3, limit: 3, adding: 1, ..q };
+        let r =
+            QuotaExceeded { level: Level::Tenant, measure: Measure::Repositories, used: 3, limit: 3, adding: 1, ..q };
         assert!(refusal(&r, "manifest").contains("repository quota of tenant team: 3 of a limit of 3"));
     }
 }

@@ -115,8 +115,11 @@ mod tests {
     fn flags_override_the_storage_table_and_s3_needs_a_bucket() {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("registry.toml");
-        std::fs::write(&file, "[storage]\nbackend = \"s3\"\nbucket = \"from-file\"\nprefix = \"prod/\"\npath_style = true\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "[storage]\nbackend = \"s3\"\nbucket = \"from-file\"\nprefix = \"prod/\"\npath_style = true\n",
+        )
+        .expect("write");
         let file = file.to_str().expect("utf-8 path");
         let config = Config::load_from(["r", "-c", file, "--s3-bucket", "from-flag", "--s3-part-size", "6291456"])
             .expect("settings")

@@ -76,7 +76,8 @@ impl GcLock {
     pub async fn release(mut self) {
         if let Held::Postgres(conn) = &mut self.held {
             if let Some(mut conn) = conn.take() {
-                let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)").bind(ADVISORY_KEY).execute(&mut *conn).await;
+                let unlocked =
+                    sqlx::query("SELECT pg_advisory_unlock($1)").bind(ADVISORY_KEY).execute(&mut *conn).await;
                 if unlocked.is_err() {
                     // Closing the connection frees the lock too.
                     drop(conn.detach());

@@ -279,7 +279,10 @@ pub async fn start(
     // Holding the lock, no other run can be going on: one left `running` died with its process.
     let interrupted = state.db.gc_runs().interrupt_running().await?;
     if interrupted > 0 {
-        tracing::warn!(interrupted, "an earlier garbage collection run stopped with its process; this run finishes its work");
+        tracing::warn!(
+            interrupted,
+            "an earlier garbage collection run stopped with its process; this run finishes its work"
+        );
     }
     let id = state.db.gc_runs().start(cause.as_str(), actor, dry_run).await?;
     let state = state.clone();

@@ -99,7 +99,11 @@ fn pattern(field: &str, p: &str) -> Result<glob::Pattern> {
 
 impl Policy {
     /// Checks a policy as a person wrote it; the message says what to fix.
-    pub fn parse(untagged_days: Option<u32>, retention: Vec<RetentionRule>, immutable_tags: Vec<String>) -> Result<Policy> {
+    pub fn parse(
+        untagged_days: Option<u32>,
+        retention: Vec<RetentionRule>,
+        immutable_tags: Vec<String>,
+    ) -> Result<Policy> {
         if untagged_days.is_some_and(|d| d == 0 || d > MAX_DAYS) {
             return Err(Error::invalid(
                 Thing::Field,
@@ -128,13 +132,13 @@ impl Policy {
                     ));
                 }
             }
-            let repositories = rule.repositories.as_deref().map(|r| pattern(&format!("{at}.repositories"), r)).transpose()?;
+            let repositories =
+                rule.repositories.as_deref().map(|r| pattern(&format!("{at}.repositories"), r)).transpose()?;
             let tags = pattern(&format!("{at}.tags"), &rule.tags)?;
             rule.compiled = Some((repositories, tags));
             rules.push(rule);
         }
-        let immutable =
-            immutable_tags.iter().map(|p| pattern("immutable_tags", p)).collect::<Result<Vec<_>>>()?;
+        let immutable = immutable_tags.iter().map(|p| pattern("immutable_tags", p)).collect::<Result<Vec<_>>>()?;
         Ok(Policy { untagged_days, retention: rules, immutable_tags, immutable })
     }
 
@@ -311,7 +315,8 @@ pub async fn apply(state: &AppState, ns: &Namespace, policy: &Policy, dry: bool)
             }
         }
         // Read again after the deletions: their `untagged_at` is what deleting the manifests re-checks.
-        let (tags, untagging_from) = if dry { (tags, gone_tags.as_slice()) } else { (state.db.tags().rows(repo).await?, &[][..]) };
+        let (tags, untagging_from) =
+            if dry { (tags, gone_tags.as_slice()) } else { (state.db.tags().rows(repo).await?, &[][..]) };
         let left = plan::tags_left(&tags, untagging_from);
         let untagging: BTreeSet<Digest> =
             gone_tags.iter().map(|t| t.digest).filter(|d| left.get(d).copied().unwrap_or(0) == 0).collect();
@@ -364,10 +369,8 @@ mod tests {
         };
         assert!(err(Some(0), vec![], &[]).contains("untagged_days must be 1"));
         assert!(err(None, vec![rule(json!({"tags": "*"}))], &[]).contains("exactly one of keep_newest"));
-        assert!(
-            err(None, vec![rule(json!({"tags": "*", "keep_newest": 1, "not_pulled_for_days": 2}))], &[])
-                .contains("exactly one")
-        );
+        assert!(err(None, vec![rule(json!({"tags": "*", "keep_newest": 1, "not_pulled_for_days": 2}))], &[])
+            .contains("exactly one"));
         assert!(err(None, vec![rule(json!({"tags": "*", "keep_newest": 0}))], &[]).contains("at least 1"));
         assert!(err(None, vec![rule(json!({"tags": "[", "keep_newest": 1}))], &[]).contains("retention[0].tags"));
         assert!(err(None, vec![], &[""]).contains("may not be empty"));
