@@ -298,7 +298,9 @@ async fn a_100_mib_manifest_gets_413_after_at_most_the_limit_is_read(backend: Ba
         rss_before >> 20,
         peak >> 20
     );
-    assert!(peak < rss_before + (32 << 20), "the registry's memory peaked at {peak} from {rss_before}");
+    // Well under one 100 MiB manifest: each is refused after at most the limit (4 MiB) is read. The
+    // allocator's arenas keep some of what hundreds of refused uploads used, so the margin is wide.
+    assert!(peak < rss_before + (64 << 20), "the registry's memory peaked at {peak} from {rss_before}");
     let http = Http::new(&reg);
     assert_eq!(http.get(&Cred::admin(), "/v2/team/app/manifests/huge").await.status, 404, "nothing stored");
     client.served(&format!("{uploads} uploads of a 100 MiB manifest"), attack).await;
