@@ -349,16 +349,7 @@ impl Storage<'_> {
         bytes: Option<i64>,
         repositories: Option<i64>,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO namespace_storage (namespace_id, quota_bytes, quota_repositories) VALUES ($1, $2, $3) \
-             ON CONFLICT (namespace_id) DO UPDATE SET quota_bytes = excluded.quota_bytes, quota_repositories = excluded.quota_repositories",
-        )
-        .bind(id.0)
-        .bind(bytes)
-        .bind(repositories)
-        .execute(self.pool)
-        .await?;
-        Ok(())
+        self.set_quota("namespace_storage", "namespace_id", id.0, bytes, repositories).await
     }
 
     /// Sets a tenant's limits (`None`: no limit).
@@ -368,11 +359,23 @@ impl Storage<'_> {
         bytes: Option<i64>,
         repositories: Option<i64>,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO tenant_storage (tenant_id, quota_bytes, quota_repositories) VALUES ($1, $2, $3) \
-             ON CONFLICT (tenant_id) DO UPDATE SET quota_bytes = excluded.quota_bytes, quota_repositories = excluded.quota_repositories",
-        )
-        .bind(id.0)
+        self.set_quota("tenant_storage", "tenant_id", id.0, bytes, repositories).await
+    }
+
+    /// Writes the limits of the row of `table` keyed by `key` = `id`, making the row if need be.
+    async fn set_quota(
+        &self,
+        table: &str,
+        key: &str,
+        id: i64,
+        bytes: Option<i64>,
+        repositories: Option<i64>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "INSERT INTO {table} ({key}, quota_bytes, quota_repositories) VALUES ($1, $2, $3) \
+             ON CONFLICT ({key}) DO UPDATE SET quota_bytes = excluded.quota_bytes, quota_repositories = excluded.quota_repositories"
+        ))
+        .bind(id)
         .bind(bytes)
         .bind(repositories)
         .execute(self.pool)
