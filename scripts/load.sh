@@ -58,6 +58,9 @@ Environment:
   LOAD_NOFILE          the open-file limit set for the registry and the
                        clients (ulimit -n) [65536]
   CARGO_TARGET_DIR     as for cargo [<repo>/target]
+  DAMSELFLY_BIN        damselfly-registry binary to run; with DAMSELFLY_LOAD_BIN
+                       (the damselfly-load binary) implies --no-build
+                       [<cargo target dir>/release/...]
 EOF
 }
 
@@ -104,12 +107,13 @@ log "open-file limit: $(ulimit -n)"
 
 cd "$ROOT"
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
+[[ -n ${DAMSELFLY_BIN:-} && -n ${DAMSELFLY_LOAD_BIN:-} ]] && build=0
 if ((build)); then
   log "building release binaries"
   cargo build --release -p damselfly-registry -p damselfly-tests --bin damselfly-registry --bin damselfly-load >&2
 fi
-registry_bin=$target_dir/release/damselfly-registry
-load_bin=$target_dir/release/damselfly-load
+registry_bin=${DAMSELFLY_BIN:-$target_dir/release/damselfly-registry}
+load_bin=${DAMSELFLY_LOAD_BIN:-$target_dir/release/damselfly-load}
 [[ -x $registry_bin && -x $load_bin ]] || die "$registry_bin or $load_bin is missing: run without --no-build"
 
 password="load-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"

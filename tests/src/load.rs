@@ -195,8 +195,12 @@ impl Tally {
 pub async fn run(plan: &Plan) -> Result<Report, String> {
     let images = seed(plan).await?;
     let mut report = Report::default();
-    report.phases.push(phase(plan, "pull", plan.pullers, |client| pull(plan.clone(), images.clone(), client)).await);
-    report.phases.push(phase(plan, "push", plan.pushers, |client| push(plan.clone(), client)).await);
+    // Each client's pool is built before the phase starts: building one reads
+    // the system's root certificates, which is no part of what is measured.
+    let pulling = |client| pull(plan.clone(), images.clone(), http_client(plan), client);
+    report.phases.push(phase(plan, "pull", plan.pullers, pulling).await);
+    let pushing = |client| push(plan.clone(), http_client(plan), client);
+    report.phases.push(phase(plan, "push", plan.pushers, pushing).await);
     Ok(report)
 }
 
@@ -274,6 +278,17 @@ where
     report
 }
 
+/// An error and its causes, `: `-separated (reqwest's own text hides them).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
 /// `VmHWM` of a process, in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -312,7 +327,7 @@ impl TokenRealm {
                 return None;
             }
             Err(e) => {
-                tally.errors.push(format!("GET /v2/: {e}"));
+                tally.errors.push(format!("GET /v2/: {}", causes(&e)));
                 return None;
             }
         };
@@ -333,9 +348,9 @@ impl TokenRealm {
             .send()
             .await;
         let body = match answer {
-            Ok(r) if r.status() == StatusCode::OK => r.json::<Value>().await.map_err(|e| e.to_string()),
+            Ok(r) if r.status() == StatusCode::OK => r.json::<Value>().await.map_err(|e| causes(&e)),
             Ok(r) => Err(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(causes(&e)),
         };
         tally.record("token", started);
         match body.map(|b| b["token"].as_str().map(str::to_owned)) {
@@ -364,9 +379,9 @@ async fn fetch_verified(
     let started = Instant::now();
     let answer = http.get(&url).bearer_auth(token).header("accept", OCI_MANIFEST).send().await;
     let outcome = match answer {
-        Ok(r) if r.status() == StatusCode::OK => r.bytes().await.map_err(|e| e.to_string()),
+        Ok(r) if r.status() == StatusCode::OK => r.bytes().await.map_err(|e| causes(&e)),
         Ok(r) => Err(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(causes(&e)),
     };
     tally.record(kind, started);
     match outcome {
@@ -387,8 +402,7 @@ async fn fetch_verified(
 }
 
 /// One puller: a ping, then its share of the images, each with a fresh token.
-async fn pull(plan: Plan, images: Arc<Vec<Seeded>>, client: usize) -> Tally {
-    let http = http_client(&plan);
+async fn pull(plan: Plan, images: Arc<Vec<Seeded>>, http: Client, client: usize) -> Tally {
     let mut tally = Tally::default();
     let Some(realm) = TokenRealm::ping(&http, &plan, &mut tally).await else {
         return tally;
@@ -453,10 +467,10 @@ async fn push_image(
         let outcome = match answer {
             Ok(r) if r.status() == expect => {
                 let headers = r.headers().clone();
-                r.bytes().await.map(|_| headers).map_err(|e| e.to_string())
+                r.bytes().await.map(|_| headers).map_err(|e| causes(&e))
             }
             Ok(r) => Err(format!("{} instead of {expect}: {}", r.status(), r.text().await.unwrap_or_default())),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(causes(&e)),
         };
         tally.record(kind, started);
         outcome.map_err(|e| tally.errors.push(format!("{what}: {e}"))).ok()
@@ -497,8 +511,7 @@ async fn push_image(
 }
 
 /// One pusher: a distinct image into a repository of its own, then the tag read back.
-async fn push(plan: Plan, client: usize) -> Tally {
-    let http = http_client(&plan);
+async fn push(plan: Plan, http: Client, client: usize) -> Tally {
     let mut tally = Tally::default();
     let Some(realm) = TokenRealm::ping(&http, &plan, &mut tally).await else {
         return tally;
