@@ -30,10 +30,14 @@ command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz not found: cargo install 
 
 if [ "$#" -gt 0 ]; then
     targets=("$@")
+    # Only the targets named: each is a link of the whole registry and agent.
+    for target in "${targets[@]}"; do
+        cargo +nightly fuzz build "$target"
+    done
 else
     mapfile -t targets < <(cargo +nightly fuzz list)
+    cargo +nightly fuzz build
 fi
-cargo +nightly fuzz build
 
 logs="fuzz/logs"
 mkdir -p "$logs"

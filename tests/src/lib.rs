@@ -12,6 +12,7 @@ pub mod http;
 pub mod image;
 pub mod jwt;
 pub mod kubernetes;
+pub mod load;
 pub mod netns;
 pub mod postgres;
 pub mod scaled;
