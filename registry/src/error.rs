@@ -96,15 +96,13 @@ impl IntoResponse for RegistryError {
             RegistryError::Oci(e) => *e,
             RegistryError::Database(e) if crate::metadata::is_unreachable(&e) => {
                 tracing::error!(error = %e, "metadata database unreachable");
-                OciError {
-                    code: ErrorCode::InternalError,
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    message: "the registry's metadata database is unreachable; nothing was changed by this request, \
-                              retry in a few seconds"
-                        .into(),
-                    detail: serde_json::Value::Null,
-                    headers: vec![(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS))],
-                }
+                let mut response = database_unreachable(
+                    "the registry's metadata database is unreachable; nothing was changed by this request, retry in \
+                     a few seconds",
+                );
+                // So that `crate::health::fail_fast` has the database looked at now.
+                response.extensions_mut().insert(DatabaseUnreachable);
+                return response;
             }
             other => {
                 // Internal detail goes to the log, not to the client.
@@ -128,6 +126,19 @@ impl IntoResponse for RegistryError {
         response.extensions_mut().insert(oci.code);
         response
     }
+}
+
+/// Marks a response that met a connection error from the metadata database.
+#[derive(Clone, Copy, Debug)]
+pub struct DatabaseUnreachable;
+
+/// `503` with `Retry-After` and an OCI error body saying `message`, for a
+/// request the metadata database could not serve because it is unreachable.
+pub fn database_unreachable(message: &str) -> Response {
+    RegistryError::oci(ErrorCode::InternalError, message)
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
+        .with_header(header::RETRY_AFTER, RETRY_AFTER_SECS)
+        .into_response()
 }
 
 /// Shorthand constructors for the codes used most.
