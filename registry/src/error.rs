@@ -104,6 +104,14 @@ impl IntoResponse for RegistryError {
                 response.extensions_mut().insert(DatabaseUnreachable);
                 return response;
             }
+            RegistryError::Io(e) if is_storage_full(&e) => {
+                tracing::error!(error = %e, "blob storage is full");
+                return storage_full();
+            }
+            RegistryError::Database(e) if crate::metadata::is_disk_full(&e) => {
+                tracing::error!(error = %e, "the metadata database's disk is full");
+                return storage_full();
+            }
             other => {
                 // Internal detail goes to the log, not to the client.
                 tracing::error!(error = %other, "request failed");
@@ -126,6 +134,28 @@ impl IntoResponse for RegistryError {
         response.extensions_mut().insert(oci.code);
         response
     }
+}
+
+/// True when a write failed because the disk (or the registry's disk quota) is full.
+pub fn is_storage_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
+/// `507 Insufficient Storage` with an OCI error body: the registry's disk is
+/// full. The Distribution spec has no code for this, so the body says
+/// `UNKNOWN` and the status says what happened (RFC 4918: the server cannot
+/// store what the request needs); it is a 5xx, so clients may retry, which
+/// succeeds once an operator has freed space. Whatever the request wrote was
+/// rolled back: a partial chunk is cut off its upload session (which stays
+/// usable), a single-request upload's temporary file is deleted.
+pub fn storage_full() -> Response {
+    RegistryError::oci(
+        ErrorCode::InternalError,
+        "the registry's storage is full; nothing was stored by this request. Ask the operator to free space or grow \
+         the volume, then retry",
+    )
+    .with_status(StatusCode::INSUFFICIENT_STORAGE)
+    .into_response()
 }
 
 /// Marks a response that met a connection error from the metadata database.

@@ -320,6 +320,15 @@ pub fn is_unreachable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// True when the database could not write because its disk is full:
+/// SQLite's `SQLITE_FULL` (13, with its extended forms), PostgreSQL's
+/// `disk_full` (53100).
+pub fn is_disk_full(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|code| {
+        code == "53100" || code.parse::<u32>().is_ok_and(|n| n & 0xff == 13)
+    }))
+}
+
 /// A URL with any password replaced by `***`, safe to log.
 pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
