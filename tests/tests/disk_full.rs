@@ -172,5 +172,7 @@ async fn a_full_disk_fails_pushes_with_507_keeps_what_was_stored_and_pushes_resu
     image::push_image(&http, &admin, "disk/after", "after space was freed").await;
     check_stored().await;
     assert!(reg.log().contains("blob storage is full"), "the full disk is in the log");
-    println!("disk full ({backend:?}): monolithic and chunked pushes answered 507, stored content intact, pushes resumed");
+    println!(
+        "disk full ({backend:?}): monolithic and chunked pushes answered 507, stored content intact, pushes resumed"
+    );
 }
