@@ -16,7 +16,7 @@
 //! Stray files a kill can leave (half-written `*.tmp`, a bitmap or layout
 //! without its blob, names that are not digests) are planted before the
 //! first restart and must be gone after it. `DAMSELFLY_AGENT_CRASH_CYCLES`
-//! cycles (2 kills each) run, 3 by default; `scripts/agent-crash.sh` runs
+//! cycles (2 kills each) run, 3 by default; `scripts/agent-faults.sh crash` runs
 //! the long form. SQLite only: the scheduler keeps its state in memory, the
 //! database is not what is tested.
 
