@@ -19,6 +19,7 @@ use tokio_util::io::ReaderStream;
 use super::relay::{bearer, oci_error, relay_response, timed_out, unreachable_registry, MirrorState, ANSWER_TIMEOUT};
 use crate::error::{Error, Report};
 use crate::piece::Download;
+use crate::supernode::unavailable;
 
 /// Answers a blob GET or HEAD.
 pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, headers: &HeaderMap) -> Response<Body> {
@@ -196,7 +197,7 @@ async fn passthrough(
         }
     }
     let sent = tokio::time::timeout(ANSWER_TIMEOUT, req.send()).await;
-    state.supernode.set_down(!matches!(&sent, Ok(Ok(r)) if !r.status().is_server_error()));
+    state.supernode.set_down(!matches!(&sent, Ok(Ok(r)) if !unavailable(r.status().as_u16())));
     match sent {
         Ok(Ok(r)) => relay_response(r, Some(state.metrics.clone())),
         Ok(Err(e)) => unreachable_registry(&e.to_string()),

@@ -1,5 +1,5 @@
 //! What the mirror can still serve while the registry cannot be reached
-//! (down, restarting, partitioned away, or failing with 5xx): content a
+//! (down, restarting, partitioned away, or answering 502, 503 or 504): content a
 //! client already pulled through this agent, to clients the registry's own
 //! keys say may pull it.
 //!

@@ -14,7 +14,7 @@ use super::offline::{Offline, MAX_MANIFEST_BYTES};
 use crate::error::Report;
 use crate::metrics::Metrics;
 use crate::piece::Engine;
-use crate::supernode::Supernode;
+use crate::supernode::{unavailable, Supernode};
 
 /// What the mirror needs.
 #[derive(Clone)]
@@ -83,7 +83,7 @@ pub(super) async fn relay(state: &MirrorState, req: Request) -> Response<Body> {
     } else {
         out.send().await.map_err(|e| e.to_string())
     };
-    state.supernode.set_down(sent.as_ref().map_or(true, |r| r.status().is_server_error()));
+    state.supernode.set_down(sent.as_ref().map_or(true, |r| unavailable(r.status().as_u16())));
     let Some((name, reference)) = manifest else {
         return match sent {
             Ok(r) => relay_response(r, None),
@@ -91,7 +91,7 @@ pub(super) async fn relay(state: &MirrorState, req: Request) -> Response<Body> {
         };
     };
     match sent {
-        Ok(r) if r.status().is_server_error() => {
+        Ok(r) if unavailable(r.status().as_u16()) => {
             let failed = format!("the registry answered {}", r.status());
             match offline_manifest(state, &name, &reference, &headers, method == Method::HEAD).await {
                 Some(answer) => answer,

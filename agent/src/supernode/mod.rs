@@ -61,7 +61,7 @@ pub struct Supernode {
     /// join and report, so that the scheduler sends requesters to free parents.
     upload_slots: Arc<Semaphore>,
     /// When a call last found the registry unreachable (or failing with
-    /// 5xx), until a call succeeds again; see [`Supernode::registry_down`].
+    /// 502 to 504), until a call succeeds again; see [`Supernode::registry_down`].
     down: Mutex<Option<Down>>,
 }
 
@@ -70,6 +70,13 @@ pub struct Supernode {
 struct Down {
     since: Instant,
     next_try: Instant,
+}
+
+/// True for the statuses that say the registry (or the proxy in front of
+/// it) cannot serve at all for now: `502`, `503`, `504`. Another `5xx` is
+/// one request's failure, not an outage.
+pub fn unavailable(status: u16) -> bool {
+    matches!(status, 502..=504)
 }
 
 /// After a call finds the registry unreachable, joins are not tried again
@@ -213,7 +220,7 @@ impl Supernode {
             }
         })?;
         let status = r.status();
-        self.set_down(status.is_server_error());
+        self.set_down(unavailable(status.as_u16()));
         if status.is_server_error() {
             return Err(Error::RegistryFailed { call, status: status.as_u16() });
         }
