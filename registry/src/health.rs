@@ -24,20 +24,30 @@ pub async fn fail_fast(State(state): State<AppState>, request: Request, next: Ne
         return next.run(request).await;
     }
     let health = state.db.health();
+    // The management API answers in its own error body; everything else in the OCI one.
+    let api = request.uri().path().starts_with("/api/");
     let mut down = health.subscribe();
     if *down.borrow_and_update() {
-        return database_unreachable(
-            "the registry's metadata database is unreachable; nothing was changed by this request, retry in a few \
-             seconds",
-        );
+        return if api {
+            crate::api::error::database_unreachable()
+        } else {
+            database_unreachable(
+                "the registry's metadata database is unreachable; nothing was changed by this request, retry in a \
+                 few seconds",
+            )
+        };
     }
     let response = tokio::select! {
         response = next.run(request) => response,
         Ok(_) = down.wait_for(|down| *down) => {
-            return database_unreachable(
-                "the registry's metadata database is unreachable and this request was stopped; retry it in a few \
-                 seconds",
-            );
+            return if api {
+                crate::api::error::database_unreachable()
+            } else {
+                database_unreachable(
+                    "the registry's metadata database is unreachable and this request was stopped; retry it in a \
+                     few seconds",
+                )
+            };
         }
     };
     if response.extensions().get::<DatabaseUnreachable>().is_some() {

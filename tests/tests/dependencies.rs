@@ -2,8 +2,9 @@
 //! (`pg_ctl stop -m immediate`) while 8 clients pull and push, stays down
 //! for 15 s (longer than the pool's 10 s wait for a connection) and comes
 //! back: meanwhile every request is answered, each with `503`,
-//! `Retry-After` and an OCI error body that says the metadata database is
-//! unreachable (never a `500`, never a dropped connection), and fast: the
+//! `Retry-After` and an OCI error body (the management API: its own, with
+//! `UNAVAILABLE`) that says the metadata database is unreachable (never a
+//! `500`, never a dropped connection), and fast: the
 //! registry watches the database and fails requests at once while it is
 //! down, instead of letting each wait the pool's 10 s (the bound asserted,
 //! 3 s, is generous for a loaded machine). Once the database is back the
@@ -31,6 +32,8 @@ struct Answer {
     code: Option<String>,
     retry_after: Option<String>,
     message: String,
+    /// A management API call.
+    api: bool,
 }
 
 /// A client pushing a small image and pulling its manifest and blob, over and over, until stopped.
@@ -52,10 +55,18 @@ async fn client(id: usize, http: Http, stop: Arc<AtomicBool>, answers: Arc<Mutex
             http.request(&cred, Method::GET, &format!("/v2/deps/c{id}/manifests/latest"))
                 .header("accept", OCI_MANIFEST),
             http.request(&cred, Method::GET, &format!("/v2/deps/c{id}/blobs/{}", config.digest)),
+            // The management API, in its own error body.
+            http.request(&cred, Method::GET, "/api/v1/tenants"),
         ];
+        // Every other round starts with the management API call, so that both kinds meet the outage.
+        let mut requests = Vec::from(requests);
+        if n % 2 == 1 {
+            requests.rotate_right(1);
+        }
         for request in requests {
             let sent = Instant::now();
             let request = request.timeout(Duration::from_secs(60)).build().expect("a request");
+            let api = request.url().path().starts_with("/api/");
             let answer = match reqwest::Client::new().execute(request).await {
                 Ok(r) => {
                     let (status, headers) = (r.status().as_u16(), r.headers().clone());
@@ -67,6 +78,7 @@ async fn client(id: usize, http: Http, stop: Arc<AtomicBool>, answers: Arc<Mutex
                         code: body["errors"][0]["code"].as_str().map(str::to_owned),
                         retry_after: headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned),
                         message: body["errors"][0]["message"].as_str().unwrap_or_default().to_owned(),
+                        api,
                     }
                 }
                 Err(e) => Answer {
@@ -76,6 +88,7 @@ async fn client(id: usize, http: Http, stop: Arc<AtomicBool>, answers: Arc<Mutex
                     code: None,
                     retry_after: None,
                     message: format!("no answer: {e}"),
+                    api,
                 },
             };
             let failed = answer.status >= 300;
@@ -129,13 +142,14 @@ async fn postgres_crashing_under_load_is_answered_with_503_and_the_registry_reco
         .iter()
         .filter(|a| {
             a.status != 503
-                || a.code.as_deref() != Some("UNKNOWN")
+                || a.code.as_deref() != Some(if a.api { "UNAVAILABLE" } else { "UNKNOWN" })
                 || a.retry_after.as_deref() != Some("5")
                 || !a.message.contains("metadata database is unreachable")
         })
         .collect();
     assert!(wrong.is_empty(), "answers during the outage other than 503 with the OCI body: {wrong:#?}");
     assert!(!outage.is_empty(), "no request met the outage: the test did not test anything");
+    assert!(outage.iter().any(|a| a.api), "no management API call met the outage");
     assert!(outage.iter().all(|a| a.sent + a.took >= crashed), "a request failed before the crash: {outage:#?}");
     let slowest = outage.iter().map(|a| a.took).max().unwrap_or_default();
     // Not the pool's 10 s wait for a connection: the database is known to be
