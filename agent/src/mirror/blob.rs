@@ -65,8 +65,11 @@ pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, 
                 tracing::info!(error = %Report(&e), %digest, repository = name, "the registry cannot be reached; serving the blob from the cache");
                 (None, size)
             }
-            // Paused after failing a moment ago: passing through would fail too, or hang until its timeout.
-            None if matches!(e, Error::RegistryDown { .. }) => return unreachable_registry(&Report(&e).to_string()),
+            // No answer (or paused after none a moment ago): passing through to
+            // the same registry would fail too, or wait out another timeout.
+            None if matches!(e, Error::RegistryDown { .. } | Error::Unreachable { .. }) => {
+                return unreachable_registry(&Report(&e).to_string())
+            }
             None => {
                 tracing::info!(error = %Report(&e), %digest, "scheduler unavailable; passing the blob through");
                 return passthrough(state, head, name, digest, headers).await;
