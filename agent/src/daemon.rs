@@ -43,6 +43,7 @@ pub fn assemble(config: &Config) -> Result<Node> {
         engine: engine.clone(),
         metrics: metrics.clone(),
         relay,
+        offline: Default::default(),
     });
     let peer = peer::router(peer::PeerState {
         engine: engine.clone(),

@@ -115,6 +115,15 @@ pub enum Error {
         /// Why.
         source: reqwest::Error,
     },
+    /// The registry did not answer a call moments ago: the next one waits
+    /// until the pause is over rather than for its timeout.
+    #[error("the registry did not answer {} s ago; asking again in {} s", .since.as_secs(), .retry_in.as_secs())]
+    RegistryDown {
+        /// Since the failure.
+        since: std::time::Duration,
+        /// Until the next call.
+        retry_in: std::time::Duration,
+    },
     /// The registry failed a call (a 5xx): it may be restarting.
     #[error("the registry failed the {call} with {status}")]
     RegistryFailed {

@@ -96,15 +96,21 @@ impl IntoResponse for RegistryError {
             RegistryError::Oci(e) => *e,
             RegistryError::Database(e) if crate::metadata::is_unreachable(&e) => {
                 tracing::error!(error = %e, "metadata database unreachable");
-                OciError {
-                    code: ErrorCode::InternalError,
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    message: "the registry's metadata database is unreachable; nothing was changed by this request, \
-                              retry in a few seconds"
-                        .into(),
-                    detail: serde_json::Value::Null,
-                    headers: vec![(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS))],
-                }
+                let mut response = database_unreachable(
+                    "the registry's metadata database is unreachable; nothing was changed by this request, retry in \
+                     a few seconds",
+                );
+                // So that `crate::health::fail_fast` has the database looked at now.
+                response.extensions_mut().insert(DatabaseUnreachable);
+                return response;
+            }
+            RegistryError::Io(e) if is_storage_full(&e) => {
+                tracing::error!(error = %e, "blob storage is full");
+                return storage_full();
+            }
+            RegistryError::Database(e) if crate::metadata::is_disk_full(&e) => {
+                tracing::error!(error = %e, "the metadata database's disk is full");
+                return storage_full();
             }
             other => {
                 // Internal detail goes to the log, not to the client.
@@ -128,6 +134,41 @@ impl IntoResponse for RegistryError {
         response.extensions_mut().insert(oci.code);
         response
     }
+}
+
+/// True when a write failed because the disk (or the registry's disk quota) is full.
+pub fn is_storage_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
+/// `507 Insufficient Storage` with an OCI error body: the registry's disk is
+/// full. The Distribution spec has no code for this, so the body says
+/// `UNKNOWN` and the status says what happened (RFC 4918: the server cannot
+/// store what the request needs); it is a 5xx, so clients may retry, which
+/// succeeds once an operator has freed space. Whatever the request wrote was
+/// rolled back: a partial chunk is cut off its upload session (which stays
+/// usable), a single-request upload's temporary file is deleted.
+pub fn storage_full() -> Response {
+    RegistryError::oci(
+        ErrorCode::InternalError,
+        "the registry's storage is full; nothing was stored by this request. Ask the operator to free space or grow \
+         the volume, then retry",
+    )
+    .with_status(StatusCode::INSUFFICIENT_STORAGE)
+    .into_response()
+}
+
+/// Marks a response that met a connection error from the metadata database.
+#[derive(Clone, Copy, Debug)]
+pub struct DatabaseUnreachable;
+
+/// `503` with `Retry-After` and an OCI error body saying `message`, for a
+/// request the metadata database could not serve because it is unreachable.
+pub fn database_unreachable(message: &str) -> Response {
+    RegistryError::oci(ErrorCode::InternalError, message)
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
+        .with_header(header::RETRY_AFTER, RETRY_AFTER_SECS)
+        .into_response()
 }
 
 /// Shorthand constructors for the codes used most.

@@ -108,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router())
         .merge(p2p::router(&state))
         .merge(console::router().layer(axum::middleware::from_fn_with_state(state.clone(), console::frame_errors)))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), health::fail_fast))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), observe::track_requests))
         .with_state(state)
 }
@@ -122,6 +123,7 @@ pub async fn serve(
     let db = state.db.clone();
     let (leases, stats) = (state.leases.clone(), state.p2p_stats.clone());
     let tasks = [
+        tokio::spawn(metadata::watch_health(db.clone())),
         tokio::spawn(services::uploads::run_janitor(state.clone())),
         tokio::spawn(auth::keys::refresh_periodically(state.auth.clone(), db.clone())),
         tokio::spawn(p2p::expire_periodically(state.clone())),

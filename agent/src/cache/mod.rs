@@ -54,7 +54,8 @@ impl Drop for InUse {
 }
 
 impl Cache {
-    /// Opens (creating) the cache directory and drops partial blobs it cannot resume.
+    /// Opens (creating) the cache directory and clears what an earlier run
+    /// killed at any moment may have left: see [`Cache::sweep`].
     pub fn open(
         dir: &Path,
         max_bytes: u64,
@@ -71,16 +72,77 @@ impl Cache {
             metrics,
             readers: Mutex::new(HashMap::new()),
         });
-        for entry in std::fs::read_dir(dir.join("partial"))?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let hex = name.trim_end_matches(".bitmap");
-            let ok = format!("sha256:{hex}").parse::<Digest>().ok().is_some_and(|d| cache.layout(&d).is_some());
-            if !ok {
-                let _ = std::fs::remove_file(entry.path());
-            }
+        let removed = cache.sweep();
+        if removed > 0 {
+            tracing::info!(files = removed, "removed what an interrupted run left in the cache");
         }
         cache.update_gauge();
         Ok(cache)
+    }
+
+    /// Deletes every file the cache cannot use, before anything reads it;
+    /// returns how many. The agent may have been killed at any instant
+    /// (`kill -9`, the node losing power is another matter): a completed
+    /// blob only ever appears by a rename after its whole digest was
+    /// checked, so `blobs/` holds verified bytes; a partial blob is kept,
+    /// since each piece its bitmap names is re-read and re-checked before it
+    /// counts ([`Cache::resume`]). What goes: half-written temporary files
+    /// (`*.tmp`), names that are not digests, a partial blob or bitmap
+    /// without its layout, a bitmap without its partial file, a partial blob
+    /// whose completed copy is already there (killed between the two steps
+    /// of [`Cache::promote`]), a completed blob without a layout or of the
+    /// wrong size, and a layout with neither.
+    fn sweep(&self) -> usize {
+        let mut removed = 0;
+        let mut remove = |path: &Path| {
+            if std::fs::remove_file(path).is_ok() {
+                tracing::debug!(path = %path.display(), "removed from the cache at start");
+                removed += 1;
+            }
+        };
+        let parse = |hex: &str| format!("sha256:{hex}").parse::<Digest>().ok();
+        let names = |sub: &str| -> Vec<(PathBuf, String)> {
+            std::fs::read_dir(self.dir.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
+                .collect()
+        };
+        for (path, name) in names("meta") {
+            let digest = name.strip_suffix(".json").and_then(parse);
+            if digest.is_none_or(|d| self.layout(&d).is_none()) {
+                remove(&path);
+            }
+        }
+        for (path, name) in names("blobs") {
+            if parse(&name).is_none_or(|d| !self.is_complete(&d)) {
+                remove(&path);
+            }
+        }
+        // Bitmaps last: whether one is usable depends on its partial blob having stayed.
+        let mut partial = names("partial");
+        partial.sort_by_key(|(_, name)| name.ends_with(".bitmap"));
+        for (path, name) in partial {
+            let usable = match name.strip_suffix(".bitmap") {
+                Some(hex) => parse(hex).is_some_and(|d| self.partial_path(&d).exists()),
+                None => parse(&name).is_some_and(|d| self.layout(&d).is_some()),
+            };
+            let superseded = parse(name.trim_end_matches(".bitmap")).is_some_and(|d| self.is_complete(&d));
+            if !usable || superseded {
+                remove(&path);
+            }
+        }
+        for (path, name) in names("meta") {
+            let held = name
+                .strip_suffix(".json")
+                .and_then(parse)
+                .is_some_and(|d| self.complete_path(&d).exists() || self.partial_path(&d).exists());
+            if !held {
+                remove(&path);
+            }
+        }
+        removed
     }
 
     /// Path of a completed blob.
@@ -108,7 +170,10 @@ impl Cache {
 
     /// Records a blob's layout.
     pub fn save_layout(&self, d: &Digest, layout: &BlobLayout) -> std::io::Result<()> {
-        std::fs::write(self.meta_path(d), serde_json::to_vec(layout).map_err(std::io::Error::other)?)
+        // Whole or not at all, should the agent be killed while it writes.
+        let tmp = self.dir.join("meta").join(format!("{}.json.tmp", d.hex()));
+        std::fs::write(&tmp, serde_json::to_vec(layout).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, self.meta_path(d))
     }
 
     /// True if the blob is complete on disk.

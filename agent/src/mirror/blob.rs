@@ -16,9 +16,10 @@ use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::relay::{bearer, oci_error, relay_response, unreachable_registry, MirrorState};
+use super::relay::{bearer, oci_error, relay_response, timed_out, unreachable_registry, MirrorState, ANSWER_TIMEOUT};
 use crate::error::{Error, Report};
 use crate::piece::Download;
+use crate::supernode::unavailable;
 
 /// Answers a blob GET or HEAD.
 pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, headers: &HeaderMap) -> Response<Body> {
@@ -43,20 +44,38 @@ pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, 
         );
     }
     let have = state.engine.have(&digest);
-    let plan = match state.supernode.join(name, digest, Some(&token), have, Default::default()).await {
-        Ok(plan) if plan.mode == JoinMode::P2p => plan,
+    let (plan, size) = match state.supernode.join(name, digest, Some(&token), have, Default::default()).await {
+        Ok(plan) if plan.mode == JoinMode::P2p => {
+            state.offline.admit(name, digest);
+            let size = plan.size;
+            (Some(plan), size)
+        }
         Ok(_) => return passthrough(state, head, name, digest, headers).await,
         // The registry refused the client: let it answer the client itself.
         Err(Error::Refused { status, .. }) => {
             tracing::info!(status, %digest, repository = name, "the registry refused the join; passing the request through");
             return passthrough(state, head, name, digest, headers).await;
         }
-        Err(e) => {
-            tracing::info!(error = %Report(&e), %digest, "scheduler unavailable; passing the blob through");
-            return passthrough(state, head, name, digest, headers).await;
-        }
+        // The registry cannot be reached: a blob it admitted this
+        // repository's clients to, and that is complete here, is served from
+        // the cache (see `super::offline`); anything else is passed through,
+        // which fails as fast as the registry does.
+        Err(e) => match cached_size(state, name, &digest) {
+            Some(size) => {
+                tracing::info!(error = %Report(&e), %digest, repository = name, "the registry cannot be reached; serving the blob from the cache");
+                (None, size)
+            }
+            // No answer (or paused after none a moment ago): passing through to
+            // the same registry would fail too, or wait out another timeout.
+            None if matches!(e, Error::RegistryDown { .. } | Error::Unreachable { .. }) => {
+                return unreachable_registry(&Report(&e).to_string())
+            }
+            None => {
+                tracing::info!(error = %Report(&e), %digest, "scheduler unavailable; passing the blob through");
+                return passthrough(state, head, name, digest, headers).await;
+            }
+        },
     };
-    let size = plan.size;
     let asked = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let range = match parse_range(asked, size) {
         ByteRange::Full => None,
@@ -85,7 +104,11 @@ pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, 
         return builder.body(Body::empty()).unwrap_or_default();
     }
     // Starting may re-read and re-verify a partial blob left by an earlier run: keep it off the async workers.
-    let download = match tokio::task::block_in_place(|| state.engine.start(name, digest, Some(token), plan)) {
+    let started = match plan {
+        Some(plan) => tokio::task::block_in_place(|| state.engine.start(name, digest, Some(token), plan)),
+        None => Ok(None),
+    };
+    let download = match started {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %Report(&e), %digest, "cannot cache the blob; passing it through");
@@ -152,7 +175,14 @@ fn follow(
     })
 }
 
-/// `Range: bytes=a-b` (one range) → `[a, b+1)`; `Ok(None)` without a usable Range header.
+/// The size of a blob the cache holds whole and the registry admitted
+/// `name`'s clients to earlier in this process's life.
+fn cached_size(state: &MirrorState, name: &str, digest: &Digest) -> Option<u64> {
+    let cache = state.engine.cache();
+    let layout = cache.layout(digest)?;
+    (state.offline.was_admitted(name, digest) && cache.is_complete(digest)).then(|| layout.size())
+}
+
 /// The blob straight from the registry with the client's own credentials.
 async fn passthrough(
     state: &MirrorState,
@@ -169,8 +199,11 @@ async fn passthrough(
             req = req.header(&h, v);
         }
     }
-    match req.send().await {
-        Ok(r) => relay_response(r, Some(state.metrics.clone())),
-        Err(e) => unreachable_registry(&e.to_string()),
+    let sent = tokio::time::timeout(ANSWER_TIMEOUT, req.send()).await;
+    state.supernode.set_down(!matches!(&sent, Ok(Ok(r)) if !unavailable(r.status().as_u16())));
+    match sent {
+        Ok(Ok(r)) => relay_response(r, Some(state.metrics.clone())),
+        Ok(Err(e)) => unreachable_registry(&e.to_string()),
+        Err(_) => unreachable_registry(&timed_out()),
     }
 }

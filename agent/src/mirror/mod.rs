@@ -5,6 +5,7 @@
 //! manifests and errors. Blob GET/HEAD go through [`blob`].
 
 mod blob;
+mod offline;
 mod relay;
 
 use axum::body::Body;

@@ -8,7 +8,7 @@ mod jwks;
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use damselfly_core::p2p::{
     HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, PreheatReport, PreheatTask, RegisterRequest,
@@ -60,7 +60,31 @@ pub struct Supernode {
     /// The piece server's upload slots; how many are taken goes with every
     /// join and report, so that the scheduler sends requesters to free parents.
     upload_slots: Arc<Semaphore>,
+    /// When a call last found the registry unreachable (or failing with
+    /// 502 to 504), until a call succeeds again; see [`Supernode::registry_down`].
+    down: Mutex<Option<Down>>,
 }
+
+/// Since when the registry is down, and when a join may ask it again.
+#[derive(Clone, Copy)]
+struct Down {
+    since: Instant,
+    next_try: Instant,
+}
+
+/// True for the statuses that say the registry (or the proxy in front of
+/// it) cannot serve at all for now: `502`, `503`, `504`. Another `5xx` is
+/// one request's failure, not an outage.
+pub fn unavailable(status: u16) -> bool {
+    matches!(status, 502..=504)
+}
+
+/// After a call finds the registry unreachable, joins are not tried again
+/// for this long: a registry that hangs (stopped, partitioned) would make
+/// every pull wait the join's 10 s timeout before the mirror serves it from
+/// the cache or answers 502. Heartbeats keep trying, and any call that
+/// succeeds ends the pause.
+const DOWN_PAUSE: Duration = Duration::from_secs(5);
 
 impl Supernode {
     /// A client for the configured registry; call [`Supernode::start`] next.
@@ -79,6 +103,7 @@ impl Supernode {
             preheat: Mutex::new(None),
             departed: Departed::default(),
             evict: Mutex::new(None),
+            down: Mutex::new(None),
             config,
         })
     }
@@ -188,12 +213,14 @@ impl Supernode {
     /// cannot be reached, or fails it (5xx), is an error.
     async fn call(&self, call: &'static str, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         let r = request.header(reqwest::header::AUTHORIZATION, self.cluster_auth()).send().await.map_err(|source| {
+            self.set_down(true);
             Error::Unreachable {
                 url: source.url().map(|u| u.to_string()).unwrap_or_else(|| self.base().into()),
                 source,
             }
         })?;
         let status = r.status();
+        self.set_down(unavailable(status.as_u16()));
         if status.is_server_error() {
             return Err(Error::RegistryFailed { call, status: status.as_u16() });
         }
@@ -339,6 +366,7 @@ impl Supernode {
         again: Rejoin,
     ) -> Result<JoinResponse> {
         let agent_id = self.agent_id().ok_or(Error::NotRegistered)?;
+        self.registry_down()?;
         let req = JoinRequest {
             agent_id,
             repository: repository.to_owned(),
@@ -367,6 +395,38 @@ impl Supernode {
         if let Err(e) = self.call("report", request).await {
             tracing::debug!(error = %Report(&e), "report failed");
         }
+    }
+
+    /// Records whether the last call found the registry down; logs the changes.
+    pub fn set_down(&self, down: bool) {
+        let mut state = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match (*state, down) {
+            (None, true) => {
+                tracing::warn!(registry = self.base(), "the registry cannot be reached; serving what the cache holds");
+                *state = Some(Down { since: now, next_try: now + DOWN_PAUSE });
+            }
+            (Some(d), true) => *state = Some(Down { next_try: now + DOWN_PAUSE, ..d }),
+            (Some(_), false) => {
+                tracing::info!(registry = self.base(), "the registry answers again");
+                *state = None;
+            }
+            (None, false) => {}
+        }
+    }
+
+    /// `Err` while joins pause after a call found the registry down. Once
+    /// the pause is over one caller goes through to find out (and the next
+    /// pause starts), so that a hung registry costs one timeout per pause.
+    pub fn registry_down(&self) -> Result<()> {
+        let mut state = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(d) = *state else { return Ok(()) };
+        let now = Instant::now();
+        if now >= d.next_try {
+            *state = Some(Down { next_try: now + DOWN_PAUSE, ..d });
+            return Ok(());
+        }
+        Err(Error::RegistryDown { since: now - d.since, retry_in: d.next_try - now })
     }
 
     /// Verifies a JWT the registry signed, offline, for `audience`.

@@ -54,10 +54,21 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorEntry {
     /// `UNAUTHORIZED`, `DENIED`, `NOT_FOUND`, `CONFLICT`, `INVALID_REQUEST`,
-    /// `TOOMANYREQUESTS` or `INTERNAL_ERROR`.
+    /// `TOOMANYREQUESTS`, `UNAVAILABLE` (the metadata database cannot be
+    /// reached; retry after `Retry-After`) or `INTERNAL_ERROR`.
     pub code: &'static str,
     /// What went wrong and what to do next.
     pub message: String,
+}
+
+/// What a management request is told while the metadata database cannot be reached.
+const DATABASE_UNREACHABLE: &str =
+    "the registry's metadata database is unreachable; nothing was changed by this request, retry in a few seconds";
+
+/// `503 UNAVAILABLE` in the management API's own body, for a request met by
+/// a database outage (see `crate::health::fail_fast`).
+pub fn database_unreachable() -> Response {
+    ApiError::Database(sqlx::Error::PoolTimedOut).into_response()
 }
 
 /// Shorthand for handler results.
@@ -72,6 +83,9 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+            ApiError::Database(e) if crate::metadata::is_unreachable(e) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            }
             ApiError::Database(_) | ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
     }
@@ -81,6 +95,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let message = match &self {
+            ApiError::Database(e) if crate::metadata::is_unreachable(e) => {
+                tracing::error!(error = %e, "metadata database unreachable");
+                DATABASE_UNREACHABLE.to_owned()
+            }
             ApiError::Database(_) | ApiError::Internal(_) => {
                 // Internal detail goes to the log, not to the client.
                 tracing::error!(error = %self, "management request failed");
@@ -98,6 +116,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::TooManyRequests(secs) => {
                 response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            }
+            ApiError::Database(_) if status == StatusCode::SERVICE_UNAVAILABLE => {
+                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                response.extensions_mut().insert(crate::error::DatabaseUnreachable);
             }
             _ => {}
         }

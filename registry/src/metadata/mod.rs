@@ -13,6 +13,7 @@ mod blobs;
 mod clusters;
 mod deletions;
 mod gc_runs;
+mod health;
 mod keys;
 mod leases;
 mod logins;
@@ -41,6 +42,7 @@ pub use blobs::{BlobRecord, Blobs, Linked, CLAIM_HOLD_SECS};
 pub use clusters::{Cluster, ClusterId, Clusters};
 pub use deletions::{BlobDeletions, Departure};
 pub use gc_runs::{GcCounts, GcRun, GcRuns, RunState};
+pub use health::{watch as watch_health, Health};
 pub use keys::{SigningKeys, StoredKey};
 pub use leases::{LeaseHolder, Leases};
 pub use logins::LoginFailures;
@@ -72,6 +74,7 @@ pub enum Engine {
 pub struct Db {
     pool: AnyPool,
     engine: Engine,
+    health: std::sync::Arc<Health>,
 }
 
 /// Why the database could not be opened.
@@ -139,12 +142,17 @@ impl Db {
             Engine::Postgres => sqlx::migrate!("../migrations/postgres"),
         };
         migrator.run(&pool).await.map_err(|source| OpenError::Migrate { url: redact_url(url), source })?;
-        Ok(Db { pool, engine })
+        Ok(Db { pool, engine, health: Default::default() })
     }
 
     /// The engine behind the pool.
     pub fn engine(&self) -> Engine {
         self.engine
+    }
+
+    /// Whether the database can be reached, as `watch_health` last saw it.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// The pool, for the table types.
@@ -310,6 +318,15 @@ pub fn is_unreachable(err: &sqlx::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// True when the database could not write because its disk is full:
+/// SQLite's `SQLITE_FULL` (13, with its extended forms), PostgreSQL's
+/// `disk_full` (53100).
+pub fn is_disk_full(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|code| {
+        code == "53100" || code.parse::<u32>().is_ok_and(|n| n & 0xff == 13)
+    }))
 }
 
 /// A URL with any password replaced by `***`, safe to log.
