@@ -559,8 +559,13 @@ mod tests {
         assert_ne!(part_size, all.storage.part_size);
         assert_ne!(redirect, all.storage.redirect);
         assert_ne!(redirect_ttl_secs, all.storage.redirect_ttl_secs);
-        let crate::services::gc::GcConfig { interval_secs, grace_secs, delete_batch, delete_concurrency, test_hold_dir } =
-            gc;
+        let crate::services::gc::GcConfig {
+            interval_secs,
+            grace_secs,
+            delete_batch,
+            delete_concurrency,
+            test_hold_dir,
+        } = gc;
         assert_ne!(interval_secs, all.gc.interval_secs);
         assert_ne!(grace_secs, all.gc.grace_secs);
         assert_ne!(delete_batch, all.gc.delete_batch);

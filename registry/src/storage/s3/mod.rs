@@ -204,8 +204,11 @@ impl S3Store {
         let per_request = digests.len().div_ceil(concurrency).clamp(1, MAX_KEYS_PER_DELETE);
         let requests: Vec<Vec<Path>> =
             digests.chunks(per_request).map(|c| c.iter().map(|d| self.blob_path(d)).collect()).collect();
-        let answers: Vec<Vec<Result<(), StoreError>>> =
-            futures_util::stream::iter(requests).map(|keys| self.delete_keys(keys)).buffered(concurrency).collect().await;
+        let answers: Vec<Vec<Result<(), StoreError>>> = futures_util::stream::iter(requests)
+            .map(|keys| self.delete_keys(keys))
+            .buffered(concurrency)
+            .collect()
+            .await;
         answers.into_iter().flatten().collect()
     }
 
@@ -216,11 +219,10 @@ impl S3Store {
         let answers: Vec<object_store::Result<Path>> = self.inner.store.delete_stream(keys).collect().await;
         if answers.len() != n {
             // The request itself failed: whichever of its keys went, the row of each stays marked and a later run retries.
-            let why = answers
-                .into_iter()
-                .find_map(Result::err)
-                .map(|e| self.explain("deleting blobs", &e))
-                .unwrap_or_else(|| format!("S3 at {} answered a deletion of {n} blobs incompletely", self.inner.endpoint));
+            let why =
+                answers.into_iter().find_map(Result::err).map(|e| self.explain("deleting blobs", &e)).unwrap_or_else(
+                    || format!("S3 at {} answered a deletion of {n} blobs incompletely", self.inner.endpoint),
+                );
             return (0..n).map(|_| Err(StoreError::Unavailable(why.clone()))).collect();
         }
         answers
