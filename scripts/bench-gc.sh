@@ -18,6 +18,10 @@
 #   DAMSELFLY_TEST_POSTGRES_URL   a PostgreSQL server the harness may create
 #                                 databases on (scripts/test.sh starts one)
 #   DAMSELFLY_GC_BENCH_SCALE=10   a tenth of every count, for a quick try
+#   DAMSELFLY_GC_BENCH_ROWS=fs    only the SQLite and files row (s3: only the
+#                                 PostgreSQL and S3 row; default both)
+#   DAMSELFLY_GC_DELETE_BATCH, DAMSELFLY_GC_DELETE_CONCURRENCY
+#                                 the registry's settings, when set
 #   DAMSELFLY_REGISTRY_BIN        a registry binary to run instead of building
 #                                 target/release/damselfly-registry
 #
@@ -28,7 +32,7 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 : "${DAMSELFLY_TEST_POSTGRES_URL:?set DAMSELFLY_TEST_POSTGRES_URL to a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/postgres}"
 export DAMSELFLY_TEST_POSTGRES_URL
-[ -x target/pyenv/bin/weed ] || command -v weed >/dev/null || {
+[ -x "${DAMSELFLY_WEED_BIN:-target/pyenv/bin/weed}" ] || command -v weed >/dev/null || {
     echo "bench-gc: SeaweedFS (weed) is missing; scripts/test.sh installs it into target/pyenv" >&2
     exit 1
 }
@@ -47,8 +51,15 @@ echo "|---|---|---|---|---|"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test -q -p damselfly-tests --test bench_gc -- --ignored --nocapture --test-threads=1 >"$log" 2>&1 || status=$?
-grep -E '^\|' "$log" || true
+case "${DAMSELFLY_GC_BENCH_ROWS:-both}" in
+    fs) rows=(gc_over_100k_blobs_on_sqlite_and_the_filesystem --exact) ;;
+    s3) rows=(gc_over_100k_blobs_on_postgres_and_s3 --exact) ;;
+    both) rows=() ;;
+    *) echo "bench-gc: DAMSELFLY_GC_BENCH_ROWS is fs, s3 or both" >&2; exit 1 ;;
+esac
+cargo test -q -p damselfly-tests --test bench_gc -- --ignored --nocapture --test-threads=1 "${rows[@]}" >"$log" 2>&1 || status=$?
+# A row may follow the dots `cargo test -q` prints for passed tests.
+sed -n 's/^\.*\(|.*|\)$/\1/p' "$log"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$status" -ne 0 ]; then
     echo "bench-gc: the benchmark failed:" >&2

@@ -224,6 +224,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.storage.validate().map_err(ConfigError::Invalid)?;
+        self.gc.validate().map_err(ConfigError::Invalid)?;
         if self.piece_size < 64 * 1024 {
             return Err(ConfigError::Invalid(format!(
                 "piece_size {} is too small: use at least 65536 bytes (the default is 4194304)",
@@ -359,6 +360,12 @@ mod tests {
         assert!(err.to_string().contains("p2p_stripes 40 is too many"), "{err}");
         let err = Config::load_from(["r", "--p2p-stripes", "1"]).unwrap_err();
         assert!(err.to_string().contains("use 0 to turn the trees off"), "{err}");
+        let c = Config::load_from(["r"]).unwrap();
+        assert_eq!((c.gc.delete_batch, c.gc.delete_concurrency), (500, 8));
+        let err = Config::load_from(["r", "--gc-delete-batch", "0"]).unwrap_err();
+        assert!(err.to_string().contains("gc delete_batch 0 is out of range: use 1 to 10000"), "{err}");
+        let err = Config::load_from(["r", "--gc-delete-concurrency", "1000"]).unwrap_err();
+        assert!(err.to_string().contains("gc delete_concurrency 1000 is out of range: use 1 to 256"), "{err}");
     }
 
     #[test]
@@ -422,6 +429,8 @@ mod tests {
             [gc]
             interval_secs = 12
             grace_secs = 13
+            delete_batch = 14
+            delete_concurrency = 15
             test_hold_dir = "/hold"
             "#,
         )
@@ -467,6 +476,8 @@ mod tests {
             gc: crate::services::gc::GcConfig {
                 interval_secs: 12,
                 grace_secs: 13,
+                delete_batch: 14,
+                delete_concurrency: 15,
                 test_hold_dir: Some("/hold".into()),
             },
         };
@@ -548,9 +559,17 @@ mod tests {
         assert_ne!(part_size, all.storage.part_size);
         assert_ne!(redirect, all.storage.redirect);
         assert_ne!(redirect_ttl_secs, all.storage.redirect_ttl_secs);
-        let crate::services::gc::GcConfig { interval_secs, grace_secs, test_hold_dir } = gc;
+        let crate::services::gc::GcConfig {
+            interval_secs,
+            grace_secs,
+            delete_batch,
+            delete_concurrency,
+            test_hold_dir,
+        } = gc;
         assert_ne!(interval_secs, all.gc.interval_secs);
         assert_ne!(grace_secs, all.gc.grace_secs);
+        assert_ne!(delete_batch, all.gc.delete_batch);
+        assert_ne!(delete_concurrency, all.gc.delete_concurrency);
         assert_ne!(test_hold_dir, all.gc.test_hold_dir);
         assert_eq!(Config::load_from(["r", "--config", file.to_str().unwrap()]).unwrap(), all);
         // A flag still wins over the file.

@@ -209,10 +209,11 @@ impl SeaweedFs {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut query = format!("/{bucket}?list-type=2&max-keys=1000");
-            if let Some(t) = &token {
-                query.push_str(&format!("&continuation-token={}", percent_encode(t)));
-            }
+            // In the order SigV4's canonical query sorts them: curl 7.88 signs the query as written.
+            let query = match &token {
+                Some(t) => format!("/{bucket}?continuation-token={}&list-type=2&max-keys=1000", percent_encode(t)),
+                None => format!("/{bucket}?list-type=2&max-keys=1000"),
+            };
             let xml = self.s3_get(&query);
             for entry in elements(&xml, "Contents") {
                 let key = elements(entry, "Key").first().map(|k| xml_unescape(k)).unwrap_or_default();

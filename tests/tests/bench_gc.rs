@@ -28,7 +28,8 @@
 //! also measures the network store.
 //!
 //! `DAMSELFLY_GC_BENCH_SCALE` divides the full size of the ignored tests
-//! (default 1).
+//! (default 1); `DAMSELFLY_GC_DELETE_BATCH` and
+//! `DAMSELFLY_GC_DELETE_CONCURRENCY`, when set, are handed to the registry.
 
 use std::path::Path;
 use std::process::Command;
@@ -252,8 +253,7 @@ async fn seed_damselfly(reg: &Registry, data: &Dataset, dir: &Path) -> BlobStore
 }
 
 /// How many of the referenced blobs and of the garbage the store holds
-/// (asked blob by blob: listing a bucket of 100,000 objects is slower, and
-/// the test harness's listing does not page past 1,000 keys on SeaweedFS).
+/// (asked blob by blob: listing a bucket of 100,000 objects is slower).
 async fn held(store: &BlobStore, data: &Dataset) -> (usize, usize) {
     let present: Vec<bool> = futures_util::stream::iter(data.blobs.iter())
         .map(|(d, _)| async move { store.contains(d).await.expect("the blob store answers") })
@@ -352,7 +352,14 @@ fn distribution_gc(root: &Path, dir: &Path) -> Measured {
 async fn bench(backend: Backend, storage: Storage, repositories: usize) {
     let dir = tempfile::Builder::new().prefix("damselfly-bench-gc-").tempdir().expect("temp dir");
     let data = Dataset::new(repositories);
-    let reg = Registry::start_on(backend, storage, &[("DAMSELFLY_GC_INTERVAL_SECS", "0"), ("RUST_LOG", "warn")]);
+    let mut settings = vec![("DAMSELFLY_GC_INTERVAL_SECS", "0".to_owned()), ("RUST_LOG", "warn".to_owned())];
+    for passed in ["DAMSELFLY_GC_DELETE_BATCH", "DAMSELFLY_GC_DELETE_CONCURRENCY"] {
+        if let Ok(value) = std::env::var(passed) {
+            settings.push((passed, value));
+        }
+    }
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let reg = Registry::start_on(backend, storage, &settings);
     let http = Http::new(&reg);
     let seeding = Instant::now();
     let store = seed_damselfly(&reg, &data, dir.path()).await;

@@ -3,7 +3,8 @@
 //! files, PostgreSQL and S3): the race between the sweep and a manifest PUT
 //! made to happen both ways with the testing hold points, a registry killed
 //! in the middle of a sweep, the reports (database, API, console, metrics,
-//! audit log), dry runs, and the schedule.
+//! audit log), dry runs, and the schedule; and, on S3 with either database,
+//! a sweep of over a thousand blobs deleted in batches, killed in the middle.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,7 +15,10 @@ use damselfly_tests::storage::{
     collect, finished_run, pull_with_skopeo_and_compare, push_image, start_collection, stored_blobs, ConsoleSession,
     PushedImage,
 };
-use damselfly_tests::{metric_value, on_both_backends, pseudo_random, Backend, Registry, ADMIN_PASSWORD, ADMIN_USER};
+use damselfly_tests::{
+    metric_value, on_both_backends, pseudo_random, Backend, Registry, Storage, ADMIN_PASSWORD, ADMIN_USER,
+};
+use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -24,6 +28,7 @@ on_both_backends!(
     a_registry_killed_mid_sweep_loses_nothing_referenced_and_the_next_run_finishes,
     runs_are_reported_in_the_api_console_metrics_and_audit_log_and_a_dry_run_deletes_nothing,
     the_schedule_starts_runs_and_one_run_at_a_time_holds,
+    a_sweep_of_many_blobs_in_s3_frees_every_object_even_when_killed_mid_batch,
 );
 
 const GRACE: &str = "1";
@@ -152,7 +157,8 @@ async fn a_registry_killed_mid_sweep_loses_nothing_referenced_and_the_next_run_f
     let delete = http.request(&admin, Method::DELETE, &format!("/v2/crash/app/manifests/{}", dropped.digest));
     http.send(delete).await.expect(202);
     past_grace().await;
-    // Kill the registry once the sweep has deleted a blob's bytes and before it deletes its row.
+    // Kill the registry once the sweep has deleted a batch's bytes (the three
+    // blobs only the deleted image held) and before it deletes their rows.
     std::fs::write(hold.path().join("bytes-deleted"), "").expect("hold");
     let first = start_collection(&http).await.expect(202).json();
     let victim = reached(hold.path(), "bytes-deleted").await;
@@ -161,7 +167,8 @@ async fn a_registry_killed_mid_sweep_loses_nothing_referenced_and_the_next_run_f
     let only_dropped: Vec<String> =
         vec![dropped.config.digest.clone(), dropped.layers[1].digest.clone(), dropped.layers[2].digest.clone()];
     assert!(only_dropped.contains(&victim), "the sweep deleted {victim}, which only the deleted image held");
-    assert!(!stored_blobs(&reg).contains(&victim));
+    let kept_digests: std::collections::BTreeSet<String> = kept.blobs().map(|b| b.digest.clone()).collect();
+    assert_eq!(stored_blobs(&reg), kept_digests, "the batch's bytes went together, and nothing else");
 
     let hold_dir = hold.path().display().to_string();
     reg.start_again(&[
@@ -174,14 +181,13 @@ async fn a_registry_killed_mid_sweep_loses_nothing_referenced_and_the_next_run_f
     pull_with_skopeo_and_compare(&reg, &kept);
     // The next run finishes the interrupted deletion and the rest of the sweep.
     let second = collect(&http, false).await;
-    assert_eq!(second["details"]["pending_finished"], 1, "{second}");
+    assert_eq!(second["details"]["pending_finished"], 3, "the killed run's whole batch: {second}");
     let mut deleted = digests(&second);
     deleted.sort();
     let mut expected = only_dropped.clone();
     expected.sort();
     assert_eq!(deleted, expected, "{second}");
-    let wanted: std::collections::BTreeSet<String> = kept.blobs().map(|b| b.digest.clone()).collect();
-    assert_eq!(stored_blobs(&reg), wanted, "exactly the kept image's blobs remain");
+    assert_eq!(stored_blobs(&reg), kept_digests, "exactly the kept image's blobs remain");
     let first = http.get(&admin, &format!("/api/v1/gc/runs/{}", first["id"])).await.expect(200).json();
     assert_eq!(first["state"], "interrupted", "{first}");
     pull_with_skopeo_and_compare(&reg, &kept);
@@ -320,4 +326,72 @@ async fn the_schedule_starts_runs_and_one_run_at_a_time_holds(backend: Backend) 
     }
     assert!(!stored_blobs(&reg).contains(&blob.digest));
     assert!(reg.log().contains("garbage collection finished"));
+}
+
+/// Unreferenced blobs the many-blob sweep deletes, and its batch size.
+const MANY: usize = 1200;
+const DELETE_BATCH: usize = 100;
+
+async fn a_sweep_of_many_blobs_in_s3_frees_every_object_even_when_killed_mid_batch(backend: Backend) {
+    let hold = tempfile::tempdir().expect("hold dir");
+    let hold_dir = hold.path().display().to_string();
+    let settings = [
+        ("DAMSELFLY_GC_GRACE_SECS", GRACE),
+        ("DAMSELFLY_GC_INTERVAL_SECS", "0"),
+        ("DAMSELFLY_GC_TEST_HOLD_DIR", hold_dir.as_str()),
+        ("DAMSELFLY_GC_DELETE_BATCH", "100"),
+        ("DAMSELFLY_GC_DELETE_CONCURRENCY", "4"),
+    ];
+    let mut reg = Registry::start_on(backend, Storage::S3, &settings);
+    let http = Http::new(&reg);
+    let admin = Cred::admin();
+    let kept = PushedImage::new(
+        "many/app",
+        "kept",
+        Blob::new(b"{\"config\":\"many\"}".to_vec()),
+        vec![Blob::new(pseudo_random(70_000, 30)), Blob::new(pseudo_random(1_000, 31))],
+    );
+    push_image(&http, &admin, &kept).await;
+    let garbage: Vec<Blob> = (0..MANY).map(|i| Blob::new(pseudo_random(512 + i % 700, 1000 + i as u64))).collect();
+    let scratch = |i: usize| format!("many/scratch{}", i % 3);
+    futures_util::stream::iter(garbage.iter().enumerate())
+        .for_each_concurrent(16, |(i, b)| {
+            let (http, admin, repo) = (&http, &admin, scratch(i));
+            async move { push_blob(http, admin, &repo, b).await }
+        })
+        .await;
+    let wanted: std::collections::BTreeSet<String> = kept.blobs().map(|b| b.digest.clone()).collect();
+    let mut all = wanted.clone();
+    all.extend(garbage.iter().map(|b| b.digest.clone()));
+    assert_eq!(stored_blobs(&reg), all, "one object per blob, over a thousand in the bucket");
+    past_grace().await;
+
+    // Kill the registry once the first batch's objects are deleted and before its rows are.
+    std::fs::write(hold.path().join("bytes-deleted"), "").expect("hold");
+    let first = start_collection(&http).await.expect(202).json();
+    reached(hold.path(), "bytes-deleted").await;
+    reg.kill();
+    std::fs::remove_file(hold.path().join("bytes-deleted")).expect("release");
+    let left = stored_blobs(&reg);
+    assert_eq!(left.len(), all.len() - DELETE_BATCH, "the whole first batch's objects went together");
+    assert!(wanted.is_subset(&left), "nothing referenced was deleted");
+
+    reg.start_again(&settings);
+    let http = Http::new(&reg);
+    pull_with_skopeo_and_compare(&reg, &kept);
+    let started = Instant::now();
+    let second = collect(&http, false).await;
+    println!("a run over {MANY} blobs in S3 on {backend:?} took {:.2} s", started.elapsed().as_secs_f64());
+    assert_eq!(second["details"]["pending_finished"], DELETE_BATCH, "{second}");
+    assert_eq!(second["blobs_deleted"], MANY, "{second}");
+    assert_eq!(second["errors"], 0, "{second}");
+    assert_eq!(stored_blobs(&reg), wanted, "exactly the kept image's objects remain in the bucket");
+    let first = http.get(&admin, &format!("/api/v1/gc/runs/{}", first["id"])).await.expect(200).json();
+    assert_eq!(first["state"], "interrupted", "{first}");
+    // Every row went with its object: a HEAD of any garbage blob says it is unknown.
+    for (i, b) in garbage.iter().enumerate().step_by(97) {
+        let head = http.request(&admin, Method::HEAD, &format!("/v2/{}/blobs/{}", scratch(i), b.digest));
+        assert_eq!(http.send(head).await.status, 404, "{}", b.digest);
+    }
+    pull_with_skopeo_and_compare(&reg, &kept);
 }

@@ -338,17 +338,23 @@ async fn the_sweep_removes_unreferenced_links_and_marks_unreferenced_blobs(backe
     assert_eq!(outcome, PutOutcome::Refused(Unstored::Blob(y.digest)));
     // An upload of the same content takes it back before its bytes go.
     s.db.blobs().claim(&y).await.unwrap();
-    let finished =
-        sweep.finish(&y.digest, async { Err("not called".to_owned()) }, std::future::ready(())).await.unwrap();
-    assert_eq!(finished, Ok(Finished::Revived));
+    let finished = sweep.finish(&[y.digest], failing("not called"), no_pause).await.unwrap();
+    assert_eq!(finished, [(y.digest, Ok(Finished::Revived))]);
     assert_eq!(s.db.blobs().link(a, &y.digest, None).await.unwrap(), Linked::Linked);
     // A marked blob whose bytes go loses its row; one whose bytes fail to go stays marked for the next run.
     assert_eq!(sweep.collect(&z.digest, stale, std::future::ready(())).await.unwrap(), BlobVerdict::Marked(1));
-    let failed = sweep.finish(&z.digest, async { Err("store down".to_owned()) }, std::future::ready(())).await.unwrap();
-    assert_eq!(failed, Err("store down".to_owned()));
+    let failed = sweep.finish(&[z.digest], failing("store down"), no_pause).await.unwrap();
+    assert_eq!(failed, [(z.digest, Err("store down".to_owned()))]);
     assert_eq!(sweep.pending(None, 10).await.unwrap(), [z.digest]);
-    let done = sweep.finish(&z.digest, async { Ok(()) }, std::future::ready(())).await.unwrap();
-    assert_eq!(done, Ok(Finished::Deleted(z.size)));
+    // In a batch, only the rows still marked are held and have their bytes deleted.
+    let only_z = |held: Vec<Digest>| async move {
+        assert_eq!(held, [z.digest]);
+        vec![Ok(())]
+    };
+    let done = sweep.finish(&[y.digest, z.digest], only_z, no_pause).await.unwrap();
+    assert_eq!(done.len(), 2);
+    assert!(done.contains(&(z.digest, Ok(Finished::Deleted(z.size)))), "{done:?}");
+    assert!(done.contains(&(y.digest, Ok(Finished::Revived))), "{done:?}");
     assert!(sweep.pending(None, 10).await.unwrap().is_empty());
     assert_eq!(s.db.blobs().totals().await.unwrap().0, 2);
     // A claim keeps every run off the blob while its bytes move into place, however short the grace; its link ends that.
@@ -382,4 +388,14 @@ async fn an_immutable_tag_is_created_once_and_never_moved(backend: Backend) {
     assert!(!s.db.manifests().exists(repo, &Digest::of(&two)).await.unwrap(), "nothing of the refused push stays");
     let moved = s.db.manifests().put(repo, &manifest(&two, vec![]), Some("v1"), TagRule::default()).await.unwrap();
     assert_eq!(moved, PutOutcome::Stored { moved_from: Some(Digest::of(&one)) });
+}
+
+/// A blob store deletion that fails for every blob with `why`.
+fn failing(why: &'static str) -> impl FnOnce(Vec<Digest>) -> std::future::Ready<Vec<Result<(), String>>> {
+    move |held| std::future::ready(held.iter().map(|_| Err(why.to_owned())).collect())
+}
+
+/// No test hold while a batch's rows are held.
+fn no_pause(_: Vec<Digest>) -> std::future::Ready<()> {
+    std::future::ready(())
 }

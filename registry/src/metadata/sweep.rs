@@ -210,32 +210,65 @@ impl Sweep<'_> {
         Ok(if mark { BlobVerdict::Marked(removed) } else { BlobVerdict::LinksRemoved(removed) })
     }
 
-    /// Finishes the deletion of a marked blob, holding its row: runs
-    /// `delete_bytes` (which must succeed, or nothing more happens and a later
-    /// run tries again), then `pause` (a test hook), then deletes the row.
-    /// A blob a commit took back meanwhile is left alone.
-    pub async fn finish(
+    /// Finishes the deletion of marked blobs together, holding their rows in
+    /// one transaction: takes each row still marked, in digest order as every
+    /// writer takes rows; runs `delete_bytes` on those (it answers for each,
+    /// in order); then `pause` (a test hook); then deletes the rows whose
+    /// bytes went, and commits. A blob whose bytes could not be deleted keeps
+    /// its row, marked, for a later run; a blob a commit took back meanwhile
+    /// is left alone. If the process dies before the commit, every row is
+    /// still marked and a later run deletes the bytes again and the rows.
+    pub async fn finish<D, DF, P, PF>(
         &self,
-        blob: &Digest,
-        delete_bytes: impl Future<Output = Result<(), String>>,
-        pause: impl Future<Output = ()>,
-    ) -> Result<Result<Finished, String>, sqlx::Error> {
-        let digest = blob.to_string();
+        blobs: &[Digest],
+        delete_bytes: D,
+        pause: P,
+    ) -> Result<Vec<(Digest, Result<Finished, String>)>, sqlx::Error>
+    where
+        D: FnOnce(Vec<Digest>) -> DF,
+        DF: Future<Output = Vec<Result<(), String>>>,
+        P: FnOnce(Vec<Digest>) -> PF,
+        PF: Future<Output = ()>,
+    {
+        let mut blobs = blobs.to_vec();
+        blobs.sort();
+        blobs.dedup();
+        let mut out = Vec::with_capacity(blobs.len());
+        let mut held: Vec<(Digest, i64)> = Vec::with_capacity(blobs.len());
         let mut tx = super::begin_write(self.pool).await?;
-        let size =
-            sqlx::query("UPDATE blobs SET touched_at = touched_at WHERE digest = $1 AND deleting = 1 RETURNING size")
-                .bind(&digest)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(size) = size.map(|r| r.try_get::<i64, _>(0)).transpose()? else {
-            return Ok(Ok(Finished::Revived));
-        };
-        if let Err(e) = delete_bytes.await {
-            return Ok(Err(e));
+        for blob in blobs {
+            let size = sqlx::query(
+                "UPDATE blobs SET touched_at = touched_at WHERE digest = $1 AND deleting = 1 RETURNING size",
+            )
+            .bind(blob.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            match size.map(|r| r.try_get::<i64, _>(0)).transpose()? {
+                Some(size) => held.push((blob, size)),
+                None => out.push((blob, Ok(Finished::Revived))),
+            }
         }
-        pause.await;
-        sqlx::query("DELETE FROM blobs WHERE digest = $1 AND deleting = 1").bind(&digest).execute(&mut *tx).await?;
+        if held.is_empty() {
+            tx.commit().await?;
+            return Ok(out);
+        }
+        let digests: Vec<Digest> = held.iter().map(|(d, _)| *d).collect();
+        let mut deleted = delete_bytes(digests.clone()).await;
+        // An answer missing for a blob counts as a failure: its row stays marked.
+        deleted.resize_with(held.len(), || Err("the blob store gave no answer for this blob".to_owned()));
+        pause(digests).await;
+        for ((blob, size), outcome) in held.into_iter().zip(deleted) {
+            if let Err(e) = outcome {
+                out.push((blob, Err(e)));
+                continue;
+            }
+            sqlx::query("DELETE FROM blobs WHERE digest = $1 AND deleting = 1")
+                .bind(blob.to_string())
+                .execute(&mut *tx)
+                .await?;
+            out.push((blob, Ok(Finished::Deleted(size as u64))));
+        }
         tx.commit().await?;
-        Ok(Ok(Finished::Deleted(size as u64)))
+        Ok(out)
     }
 }

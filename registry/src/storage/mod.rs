@@ -18,7 +18,7 @@ use std::path::Path;
 use bytes::Bytes;
 use damselfly_core::{BlobHasher, Digest};
 use futures_util::stream::BoxStream;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 
 pub use config::{StorageBackend, StorageConfig};
 pub use filesystem::FilesystemStore;
@@ -160,13 +160,21 @@ impl BlobStore {
         }
     }
 
-    /// Deletes a blob's bytes; deleting bytes that are not there succeeds.
-    /// Only the garbage collector calls this, holding the blob's row marked
-    /// for deletion (see `services::gc`).
-    pub async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+    /// Deletes blobs' bytes, with at most `concurrency` requests to the store
+    /// in flight (files removed at once; S3 DeleteObjects requests, each with
+    /// an equal share of the keys); the outcome of each, in order. Deleting
+    /// bytes that are not there succeeds. Only the garbage collector calls
+    /// this, holding the blobs' rows marked for deletion (see `services::gc`).
+    pub async fn delete_blobs(&self, digests: &[Digest], concurrency: usize) -> Vec<Result<(), StoreError>> {
         match self {
-            BlobStore::Filesystem(f) => Ok(f.delete_blob(digest).await?),
-            BlobStore::S3(s) => s.delete_blob(digest).await,
+            BlobStore::Filesystem(f) => {
+                futures_util::stream::iter(digests.iter().copied())
+                    .map(|d| async move { f.delete_blob(&d).await.map_err(StoreError::Io) })
+                    .buffered(concurrency.max(1))
+                    .collect()
+                    .await
+            }
+            BlobStore::S3(s) => s.delete_blobs(digests, concurrency).await,
         }
     }
 

@@ -55,9 +55,11 @@
 //!    transaction, it reads which repositories link the blob and which
 //!    manifests reference it, removes the links nothing references, and if
 //!    no manifest references it at all sets `deleting = 1`. That commits.
-//! 3. **Bytes go only after the decision committed**, in a second
+//! 3. **Bytes go only after the decision committed**, in a later
 //!    transaction that takes the row again and only if it is still marked
-//!    `deleting`; the row is deleted after the bytes.
+//!    `deleting`; the row is deleted after the bytes, in that transaction's
+//!    commit. The sweep does this for a batch of marked blobs at once (see
+//!    "Deleting in batches").
 //!
 //! *PostgreSQL* (READ COMMITTED): two transactions that update one row take
 //! turns on its lock. If the PUT takes it first, the sweep's update waits
@@ -110,6 +112,30 @@
 //! earlier. A claim whose process died before its link is collected once
 //! the hold and the grace have passed.
 //!
+//! # Deleting in batches
+//!
+//! Decisions commit one blob at a time, but bytes go in batches of up to
+//! `delete_batch` marked blobs (500 by default), because a blob store answers
+//! one deletion far slower than the database: against S3 each request is a
+//! round trip, tens of milliseconds, which one by one would make a sweep of
+//! 100,000 blobs last hours. One transaction takes the rows of the batch that
+//! are still marked, one by one in digest order (the order every writer
+//! takes blob rows in); the bytes of all of them are deleted with at most
+//! `delete_concurrency` requests to the store in flight (on the filesystem,
+//! files removed at once; on S3, DeleteObjects requests of up to 1,000 keys
+//! each, the batch shared between them); then the rows whose bytes went are
+//! deleted and the transaction commits. A blob whose bytes the store failed
+//! to delete keeps its row, marked, and is counted as an error for the next
+//! run to retry. Every rule above holds for each row of the batch as it did
+//! for one: the rows are held for the whole deletion of their bytes, so an
+//! upload claiming one of them waits until its row is gone and then writes
+//! its bytes after the deletion, never under it.
+//!
+//! On SQLite the batch's transaction holds the database's write lock while
+//! the bytes go, so every commit waits for it (at most the busy timeout, 10
+//! s, before it fails): the batch size bounds that wait. On PostgreSQL only
+//! the batch's own rows are held.
+//!
 //! # P2P
 //!
 //! The scheduler admits an agent to a blob's swarm only for a blob linked to
@@ -128,10 +154,12 @@
 //! - after it commits, the row is marked `deleting`: readers see the blob as
 //!   absent, nothing can reference it again, and the next run deletes the
 //!   bytes and the row (step 1);
-//! - while the bytes are deleted the row is held and still marked: if the
-//!   process dies before the row's deletion commits, it rolls back to
-//!   "marked", and the next run deletes the bytes again (deleting what is
-//!   already gone succeeds) and the row;
+//! - while a batch's bytes are deleted its rows are held and still marked:
+//!   if the process dies before the commit that deletes them, every row of
+//!   the batch rolls back to "marked", whether its bytes went, went in part
+//!   (a DeleteObjects request cut off) or not at all, and the next run
+//!   deletes the bytes again (deleting what is already gone succeeds) and
+//!   the rows;
 //! - a run's record left `running` is marked `interrupted` by the next run.
 //!
 //! No blob is ever marked while anything references it, because the mark

@@ -195,12 +195,43 @@ impl S3Store {
         }
     }
 
-    /// Deletes a blob's object; an object that is not there is not an error.
-    pub async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
-        match self.inner.store.delete(&self.blob_path(digest)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.unavailable("deleting a blob", &e)),
+    /// Deletes blobs' objects with DeleteObjects requests, at most
+    /// `concurrency` in flight, each with an equal share of the keys (at most
+    /// 1000, S3's limit); the outcome of each, in order. An object that is not
+    /// there is not an error.
+    pub async fn delete_blobs(&self, digests: &[Digest], concurrency: usize) -> Vec<Result<(), StoreError>> {
+        let concurrency = concurrency.max(1);
+        let per_request = digests.len().div_ceil(concurrency).clamp(1, MAX_KEYS_PER_DELETE);
+        let requests: Vec<Vec<Path>> =
+            digests.chunks(per_request).map(|c| c.iter().map(|d| self.blob_path(d)).collect()).collect();
+        let answers: Vec<Vec<Result<(), StoreError>>> = futures_util::stream::iter(requests)
+            .map(|keys| self.delete_keys(keys))
+            .buffered(concurrency)
+            .collect()
+            .await;
+        answers.into_iter().flatten().collect()
+    }
+
+    /// One DeleteObjects request: the outcome for each key, in order.
+    async fn delete_keys(&self, keys: Vec<Path>) -> Vec<Result<(), StoreError>> {
+        let n = keys.len();
+        let keys = futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
+        let answers: Vec<object_store::Result<Path>> = self.inner.store.delete_stream(keys).collect().await;
+        if answers.len() != n {
+            // The request itself failed: whichever of its keys went, the row of each stays marked and a later run retries.
+            let why =
+                answers.into_iter().find_map(Result::err).map(|e| self.explain("deleting blobs", &e)).unwrap_or_else(
+                    || format!("S3 at {} answered a deletion of {n} blobs incompletely", self.inner.endpoint),
+                );
+            return (0..n).map(|_| Err(StoreError::Unavailable(why.clone()))).collect();
         }
+        answers
+            .into_iter()
+            .map(|a| match a {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.unavailable("deleting a blob", &e)),
+            })
+            .collect()
     }
 
     /// A presigned GET URL of the blob, if redirects are configured.
@@ -411,6 +442,9 @@ impl Drop for Multipart {
         });
     }
 }
+
+/// S3 deletes at most 1,000 keys per DeleteObjects request.
+const MAX_KEYS_PER_DELETE: usize = 1000;
 
 /// S3 takes at most 10,000 parts per object.
 const MAX_PARTS: usize = 10_000;
