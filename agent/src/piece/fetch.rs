@@ -172,7 +172,7 @@ impl Fetch<'_> {
                 self.schedule.failed(source, &failure, Instant::now());
             }
         }
-        self.schedule.seed_verdict()
+        Ok(self.schedule.seed_verdict()?)
     }
 
     /// Stores a verified piece and notes where it came from.

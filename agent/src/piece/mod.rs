@@ -5,7 +5,6 @@
 
 mod feed;
 mod fetch;
-mod schedule;
 mod slots;
 
 use std::collections::HashMap;
@@ -13,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use damselfly_agent::schedule;
 use damselfly_core::p2p::{BlobLayout, JoinResponse};
 use damselfly_core::Digest;
 use sha2::Digest as _;

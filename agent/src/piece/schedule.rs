@@ -4,15 +4,29 @@
 //!
 //! They are a function of the state kept here and of the time, which every
 //! call is handed: nothing here reads a clock, sends a request or touches
-//! the cache. `fetch.rs` does what they call for, and the tests below drive
-//! them on a clock that moves only when told.
+//! the cache. `fetch.rs` does what they call for, the tests below drive
+//! them on a clock that moves only when told, and the simulator (`sim/`)
+//! drives them for every simulated agent on its virtual clock: this file is
+//! the agent's library for that reason.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use damselfly_core::p2p::{stripe_of, Feed, JoinResponse, Parent, BRIEF_TICKET_LEFT_SECS};
 
-use crate::error::{Error, Result};
+/// Why a download gives up: the fetch loop ends with it.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GiveUp {
+    /// The seed sent corrupt copies of one piece again and again.
+    #[error("the seed sent corrupt copies of the same piece repeatedly")]
+    SeedCorrupt,
+    /// The seed failed fetch after fetch.
+    #[error("the seed failed {0} times in a row")]
+    SeedFailing(u32),
+    /// No piece arrived for too long, and the blob is not waiting its turn at the seed.
+    #[error("no new piece for {0} s")]
+    NoProgress(u64),
+}
 
 /// A feed that brought no piece for this long, while a usable peer has
 /// held one of its stripe's missing pieces as long, hangs: its pieces are
@@ -52,7 +66,7 @@ const BUSY_PARENT_PAUSE: Duration = Duration::from_millis(500);
 const BUSY_FEED_PAUSE: Duration = Duration::from_secs(2);
 /// Least time between two joins, when one is wanted at once (a seed piece
 /// arrived, so the seed can hand out the next).
-pub(super) const REJOIN_AT_LEAST: Duration = Duration::from_millis(50);
+pub const REJOIN_AT_LEAST: Duration = Duration::from_millis(50);
 /// With nothing in flight for this long after a parent failed, the missing
 /// pieces are asked of the seed directly: the seed serves any piece to a
 /// ticket holder, while the scheduler keeps counting a failed parent's
@@ -68,7 +82,7 @@ const STALL_ANYWAY: Duration = Duration::from_secs(20);
 
 /// Where a piece comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Source {
+pub enum Source {
     /// The registry's seed.
     Seed,
     /// A peer.
@@ -82,7 +96,7 @@ pub(super) enum Source {
 
 /// Why a piece did not arrive.
 #[derive(Debug)]
-pub(super) enum Failure {
+pub enum Failure {
     /// Every upload slot of the source was taken: ask elsewhere, soon ask again.
     Busy,
     /// Refused, stalled, disconnected or sent the wrong length.
@@ -91,15 +105,15 @@ pub(super) enum Failure {
 
 /// What is owed to the scheduler at the next report.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Owed {
+pub struct Owed {
     /// Pieces now held.
-    pub(super) have: Vec<u32>,
+    pub have: Vec<u32>,
     /// Parents that failed.
-    pub(super) failed: Vec<String>,
+    pub failed: Vec<String>,
     /// Parents that sent a corrupt piece.
-    pub(super) bad: Vec<String>,
+    pub bad: Vec<String>,
     /// Bytes received from each parent.
-    pub(super) bytes_from: HashMap<String, u64>,
+    pub bytes_from: HashMap<String, u64>,
 }
 
 /// A stripe's feed as far as the decisions go: who streams it.
@@ -114,7 +128,7 @@ struct Stream {
 
 /// A change to the stripes' feeds for the fetch loop to make.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum FeedChange {
+pub enum FeedChange {
     /// Stop the stripe's feed.
     Close(usize),
     /// Open the stripe's feed from this parent.
@@ -122,7 +136,7 @@ pub(super) enum FeedChange {
 }
 
 /// The state of one download's fetching, as far as its decisions go.
-pub(super) struct Schedule {
+pub struct Schedule {
     /// The pieces held and verified.
     have: Vec<bool>,
     parents: Vec<Parent>,
@@ -163,7 +177,7 @@ pub(super) struct Schedule {
 impl Schedule {
     /// The schedule of a download starting `now` from the join's `plan`,
     /// holding `have` already (a resumed download announces it).
-    pub(super) fn new(plan: JoinResponse, have: Vec<bool>, now: Instant) -> Schedule {
+    pub fn new(plan: JoinResponse, have: Vec<bool>, now: Instant) -> Schedule {
         let held = have.iter().enumerate().filter(|(_, h)| **h).map(|(i, _)| i as u32).collect();
         let mut schedule = Schedule {
             have,
@@ -194,28 +208,28 @@ impl Schedule {
     }
 
     /// The pieces still missing, lowest first.
-    pub(super) fn missing(&self) -> Vec<u32> {
+    pub fn missing(&self) -> Vec<u32> {
         self.have.iter().enumerate().filter(|(_, h)| !**h).map(|(i, _)| i as u32).collect()
     }
 
     /// Whether piece `i` is held.
-    pub(super) fn has(&self, i: u32) -> bool {
+    pub fn has(&self, i: u32) -> bool {
         self.have.get(i as usize) == Some(&true)
     }
 
     /// The pieces held, one flag each.
-    pub(super) fn have(&self) -> &[bool] {
+    pub fn have(&self) -> &[bool] {
         &self.have
     }
 
     /// The ticket peers and the seed take.
-    pub(super) fn ticket(&self) -> &str {
+    pub fn ticket(&self) -> &str {
         &self.ticket
     }
 
     /// The missing piece to fetch next, with its source: the rarest in the
     /// swarm first, then the lowest, so that readers in order get going soon.
-    pub(super) fn next_piece(&self, now: Instant) -> Option<(u32, Source)> {
+    pub fn next_piece(&self, now: Instant) -> Option<(u32, Source)> {
         let rarity = |i: u32| self.availability.get(i as usize).copied().unwrap_or(0);
         let mut missing: Vec<u32> =
             self.missing().into_iter().filter(|i| !self.inflight.contains_key(i) && !self.fed(*i, now)).collect();
@@ -224,7 +238,7 @@ impl Schedule {
     }
 
     /// A piece reserved for this agent at the seed that no parent can give, not yet being fetched.
-    pub(super) fn next_seed_piece(&self, now: Instant) -> Option<u32> {
+    pub fn next_seed_piece(&self, now: Instant) -> Option<u32> {
         self.seed
             .iter()
             .copied()
@@ -250,17 +264,17 @@ impl Schedule {
     }
 
     /// Piece `i` is being fetched from `source`.
-    pub(super) fn started(&mut self, i: u32, source: Source) {
+    pub fn started(&mut self, i: u32, source: Source) {
         self.inflight.insert(i, source);
     }
 
     /// The fetch of piece `i` ended, however it ended.
-    pub(super) fn ended(&mut self, i: u32) {
+    pub fn ended(&mut self, i: u32) {
         self.inflight.remove(&i);
     }
 
     /// Piece `i`, `len` bytes from `source`, was verified and stored `now`.
-    pub(super) fn kept(&mut self, i: u32, source: &Source, len: u64, now: Instant) {
+    pub fn kept(&mut self, i: u32, source: &Source, len: u64, now: Instant) {
         if let Some(slot) = self.have.get_mut(i as usize) {
             *slot = true;
         }
@@ -275,7 +289,7 @@ impl Schedule {
 
     /// Parent `id` sent a corrupt piece: it is never asked again, and
     /// reported. Returns the stripes whose feeds it streamed, which close.
-    pub(super) fn lied(&mut self, id: &str) -> Vec<usize> {
+    pub fn lied(&mut self, id: &str) -> Vec<usize> {
         let mut closed = Vec::new();
         for (s, stream) in self.streams.iter_mut().enumerate() {
             if stream.as_ref().is_some_and(|st| st.parent == id) {
@@ -289,12 +303,12 @@ impl Schedule {
     }
 
     /// The seed sent a corrupt copy of piece `i`.
-    pub(super) fn seed_corrupt(&mut self, i: u32) {
+    pub fn seed_corrupt(&mut self, i: u32) {
         *self.seed_attempts.entry(i).or_default() += 1;
     }
 
     /// A fetch from `source` failed `now`.
-    pub(super) fn failed(&mut self, source: Source, failure: &Failure, now: Instant) {
+    pub fn failed(&mut self, source: Source, failure: &Failure, now: Instant) {
         match (source, failure) {
             (Source::Parent { id, .. }, Failure::Busy) => {
                 self.busy.insert(id, now + BUSY_PARENT_PAUSE);
@@ -315,19 +329,19 @@ impl Schedule {
     }
 
     /// `Err` once the seed has failed the download for good.
-    pub(super) fn seed_verdict(&self) -> Result<()> {
+    pub fn seed_verdict(&self) -> Result<(), GiveUp> {
         if self.seed_attempts.values().any(|&a| a >= SEED_ATTEMPTS) {
-            return Err(Error::SeedCorrupt);
+            return Err(GiveUp::SeedCorrupt);
         }
         if self.seed_failures >= SEED_FAILURES {
-            return Err(Error::SeedFailing(SEED_FAILURES));
+            return Err(GiveUp::SeedFailing(SEED_FAILURES));
         }
         Ok(())
     }
 
     /// Whether piece `i` is left to its stripe's feed: the feed runs, and
     /// it does not hang (see [`FEED_LAG`]).
-    pub(super) fn fed(&self, i: u32, now: Instant) -> bool {
+    pub fn fed(&self, i: u32, now: Instant) -> bool {
         let k = self.streams.len();
         let Some(stream) = (k > 0).then(|| self.streams[stripe_of(i, k)].as_ref()).flatten() else { return false };
         !stream.done
@@ -351,14 +365,14 @@ impl Schedule {
     }
 
     /// How many stripes the last join cut the blob into (0: no trees).
-    pub(super) fn stripes(&self) -> usize {
+    pub fn stripes(&self) -> usize {
         self.feeds.len()
     }
 
     /// Opens, moves or closes each stripe's feed to follow the last join:
     /// from the parent it names, unless that parent is avoided or the agent
     /// holds the whole stripe. Says what to open and close.
-    pub(super) fn feed_changes(&mut self, now: Instant) -> Vec<FeedChange> {
+    pub fn feed_changes(&mut self, now: Instant) -> Vec<FeedChange> {
         let mut changes = Vec::new();
         let k = self.feeds.len();
         let kept = k.min(self.streams.len());
@@ -395,7 +409,7 @@ impl Schedule {
     }
 
     /// `parent`'s feed of `stripe` brought a verified piece `now`.
-    pub(super) fn feed_brought(&mut self, stripe: usize, parent: &str, now: Instant) {
+    pub fn feed_brought(&mut self, stripe: usize, parent: &str, now: Instant) {
         self.last_fed = Some(now);
         if self.streams_now(stripe, parent) {
             if let Some(s) = self.streams[stripe].as_mut() {
@@ -405,7 +419,7 @@ impl Schedule {
     }
 
     /// `parent`'s feed of `stripe` sent all it was asked for.
-    pub(super) fn feed_ended(&mut self, stripe: usize, parent: &str) {
+    pub fn feed_ended(&mut self, stripe: usize, parent: &str) {
         if self.streams_now(stripe, parent) {
             if let Some(s) = self.streams[stripe].as_mut() {
                 s.done = true;
@@ -415,7 +429,7 @@ impl Schedule {
 
     /// `parent`'s feed of `stripe` broke `now`; true if it was the stripe's
     /// feed still, which is then dropped and its parent reported.
-    pub(super) fn feed_broke(&mut self, stripe: usize, parent: &str, now: Instant) -> bool {
+    pub fn feed_broke(&mut self, stripe: usize, parent: &str, now: Instant) -> bool {
         if !self.streams_now(stripe, parent) {
             return false;
         }
@@ -427,7 +441,7 @@ impl Schedule {
 
     /// `parent` does not have the blob yet: the stripe's feed is dropped
     /// without holding it against the parent.
-    pub(super) fn feed_unknown(&mut self, stripe: usize, parent: &str) {
+    pub fn feed_unknown(&mut self, stripe: usize, parent: &str) {
         if self.streams_now(stripe, parent) {
             self.streams[stripe] = None;
         }
@@ -435,7 +449,7 @@ impl Schedule {
 
     /// Every feed slot of `parent` was taken `now`; true if it was the
     /// stripe's feed still, which is then pulled for a while instead.
-    pub(super) fn feed_busy(&mut self, stripe: usize, parent: &str, now: Instant) -> bool {
+    pub fn feed_busy(&mut self, stripe: usize, parent: &str, now: Instant) -> bool {
         if !self.streams_now(stripe, parent) {
             return false;
         }
@@ -445,14 +459,14 @@ impl Schedule {
     }
 
     /// Nothing arrives: no fetch runs and no feed brought a piece for [`STALL`].
-    pub(super) fn idle(&self, fetching: bool, now: Instant) -> bool {
+    pub fn idle(&self, fetching: bool, now: Instant) -> bool {
         !fetching && self.last_fed.is_none_or(|t| now.duration_since(t) >= STALL)
     }
 
     /// Whether to join again at this tick: the least time since the last
     /// join, and how long the registry may hold the answer. `slot_free`:
     /// one of the node's fetch slots is free.
-    pub(super) fn wanted_join(&self, idle: bool, slot_free: bool, now: Instant) -> Option<(Duration, Option<u32>)> {
+    pub fn wanted_join(&self, idle: bool, slot_free: bool, now: Instant) -> Option<(Duration, Option<u32>)> {
         let missing = self.missing();
         let waiting = missing.iter().any(|&i| !self.inflight.contains_key(&i) && !self.fed(i, now));
         if waiting {
@@ -474,20 +488,20 @@ impl Schedule {
     }
 
     /// Whether the last join was at least `at_least` ago.
-    pub(super) fn join_due(&self, at_least: Duration, now: Instant) -> bool {
+    pub fn join_due(&self, at_least: Duration, now: Instant) -> bool {
         now.duration_since(self.last_join) >= at_least
     }
 
     /// A join is sent `now`; says whether it may be brief: the ticket has
     /// long enough to run that the answer may leave it and the digests out.
-    pub(super) fn joining(&mut self, now: Instant) -> bool {
+    pub fn joining(&mut self, now: Instant) -> bool {
         self.last_join = now;
         self.ticket_until.saturating_duration_since(now).as_secs() > BRIEF_TICKET_LEFT_SECS
     }
 
     /// A join answered `now` with `next`: fresh parents, seed pieces, piece
     /// counts, stripe parents, and a ticket unless the answer was brief.
-    pub(super) fn planned(&mut self, next: JoinResponse, now: Instant) {
+    pub fn planned(&mut self, next: JoinResponse, now: Instant) {
         self.last_plan = now;
         if next.queued {
             // Waiting for the seed is not a stall (see `GIVE_UP_AFTER`).
@@ -511,7 +525,7 @@ impl Schedule {
     /// After a tick's join: notices a stall, in which case the seed is
     /// asked for one more missing piece (returned, for the log), and gives
     /// up after [`GIVE_UP_AFTER`] without a new piece.
-    pub(super) fn after_tick(&mut self, idle: bool, now: Instant) -> Result<Option<Vec<u32>>> {
+    pub fn after_tick(&mut self, idle: bool, now: Instant) -> Result<Option<Vec<u32>>, GiveUp> {
         let mut asked = None;
         if !idle {
             self.idle_since = None;
@@ -527,19 +541,19 @@ impl Schedule {
             }
         }
         if now.duration_since(self.last_progress) > GIVE_UP_AFTER {
-            return Err(Error::NoProgress(GIVE_UP_AFTER.as_secs()));
+            return Err(GiveUp::NoProgress(GIVE_UP_AFTER.as_secs()));
         }
         Ok(asked)
     }
 
     /// Whether anything is owed to the scheduler.
-    pub(super) fn owes(&self) -> bool {
+    pub fn owes(&self) -> bool {
         let o = &self.owed;
         !(o.have.is_empty() && o.failed.is_empty() && o.bad.is_empty())
     }
 
     /// What is owed to the scheduler, which the report takes.
-    pub(super) fn take_owed(&mut self) -> Owed {
+    pub fn take_owed(&mut self) -> Owed {
         std::mem::take(&mut self.owed)
     }
 }
@@ -637,7 +651,7 @@ mod tests {
             assert!(s.seed_verdict().is_ok(), "{n} failures");
             s.failed(Source::Seed, &Failure::Broken("gone".into()), at(2000));
         }
-        assert!(matches!(s.seed_verdict(), Err(Error::SeedFailing(8))));
+        assert!(matches!(s.seed_verdict(), Err(GiveUp::SeedFailing(8))));
     }
 
     #[test]
@@ -648,7 +662,7 @@ mod tests {
         s.seed_corrupt(1);
         assert!(s.seed_verdict().is_ok());
         s.seed_corrupt(1);
-        assert!(matches!(s.seed_verdict(), Err(Error::SeedCorrupt)));
+        assert!(matches!(s.seed_verdict(), Err(GiveUp::SeedCorrupt)));
     }
 
     #[test]
@@ -696,7 +710,7 @@ mod tests {
         assert_eq!(s.after_tick(true, at(42_100)).expect("running"), Some(vec![2]), "3 s since 39.1 s");
         assert_eq!(s.next_seed_piece(at(42_100)), Some(1));
         assert_eq!(s.after_tick(false, at(50_000)).expect("running"), None, "something arrives: not idle");
-        assert!(matches!(s.after_tick(false, at(60_001)), Err(Error::NoProgress(60))), "60 s without a piece");
+        assert!(matches!(s.after_tick(false, at(60_001)), Err(GiveUp::NoProgress(60))), "60 s without a piece");
     }
 
     #[test]
@@ -710,7 +724,7 @@ mod tests {
         s.planned(queued, at(100_000));
         assert!(s.after_tick(true, at(150_000)).is_ok());
         s.planned(plan(2), at(150_000));
-        assert!(matches!(s.after_tick(true, at(160_001)), Err(Error::NoProgress(60))), "60 s since it was queued");
+        assert!(matches!(s.after_tick(true, at(160_001)), Err(GiveUp::NoProgress(60))), "60 s since it was queued");
     }
 
     #[test]
