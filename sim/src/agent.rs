@@ -58,11 +58,19 @@ impl World<'_> {
             return;
         }
         n.started.get_or_insert(self.now);
-        let blobs = blob.map_or_else(|| n.wants.clone(), |b| vec![b]);
-        for b in blobs {
+        let Some(b) = blob else {
+            // The client asks for every blob at once, give or take its start-up.
+            for b in n.wants.clone() {
+                let after = self.rng.u64(0..=ns(self.sc.start_spread));
+                self.after(after, Ev::Pull { node, blob: Some(b), epoch });
+            }
+            return;
+        };
+        {
             let hold = &self.nodes[node].hold[b];
             if hold.complete || hold.dl.is_some() {
-                continue;
+                self.check_done(node);
+                return;
             }
             let stripes = self.sc.stripes;
             let dl = self.dls.len();
@@ -240,7 +248,7 @@ impl World<'_> {
             }
             Input::Task(task) => {
                 let t = &mut self.tasks[task];
-                let (i, source, result) = (t.piece, t.source.clone(), t.result.take());
+                let (i, source, result, started) = (t.piece, t.source.clone(), t.result.take(), t.started);
                 self.free_task(task);
                 self.dls[dl].tasks.retain(|&x| x != task);
                 let from_seed = matches!(source, Source::Seed);
@@ -251,7 +259,7 @@ impl World<'_> {
                 match result {
                     Some(Ok(())) => {
                         let len = self.blobs[self.dls[dl].blob].piece_len(i);
-                        self.keep(dl, i, source, len);
+                        self.keep(dl, i, source, len, started);
                     }
                     Some(Err(failure)) => {
                         if let Some(s) = self.dls[dl].schedule.as_mut() {
@@ -276,7 +284,8 @@ impl World<'_> {
                     FeedWhat::Piece(i) => {
                         s.feed_brought(stripe, &parent, now);
                         let len = self.blobs[self.dls[dl].blob].piece_len(i);
-                        self.keep(dl, i, Source::Parent { id: parent, url: String::new() }, len);
+                        // The agent times a feed's piece from its arrival, as here.
+                        self.keep(dl, i, Source::Parent { id: parent, url: String::new() }, len, self.now);
                     }
                     FeedWhat::Ended => s.feed_ended(stripe, &parent),
                     FeedWhat::Unknown => s.feed_unknown(stripe, &parent),
@@ -350,7 +359,7 @@ impl World<'_> {
     }
 
     /// Keeps a verified piece: the node holds it, feeds waiting for it go on.
-    fn keep(&mut self, dl: usize, i: u32, source: Source, len: u64) {
+    fn keep(&mut self, dl: usize, i: u32, source: Source, len: u64, started: u64) {
         let now = self.instant();
         let d = &mut self.dls[dl];
         let Some(s) = d.schedule.as_mut() else { return };
@@ -359,6 +368,13 @@ impl World<'_> {
             return;
         }
         s.kept(i, &source, len, now);
+        if let Some(log) = self.tally.piece_log.as_mut() {
+            let from = match &source {
+                Source::Seed => "seed".to_owned(),
+                Source::Parent { id, .. } => id.clone(),
+            };
+            log.push(crate::outcome::PieceLogged { node: d.node, blob: d.blob, piece: i, from, started, ended: self.now });
+        }
         let (node, blob) = (d.node, d.blob);
         self.nodes[node].hold[blob].have[i as usize] = true;
         self.wake_feeds(node, blob);
@@ -469,6 +485,7 @@ impl World<'_> {
             flow: None,
             upload_held: false,
             result: None,
+            started: self.now,
             gen: 0,
             live: true,
         });

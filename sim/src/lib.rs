@@ -21,5 +21,14 @@ pub use scenario::{mbit, Image, Scenario};
 /// Runs one simulation to its end: every agent has its image, has left
 /// for good, or the scenario's horizon has passed.
 pub fn run(scenario: &Scenario) -> Outcome {
-    world::World::new(scenario).run()
+    world::World::new(scenario, false).run()
+}
+
+/// [`run`], and then writes every piece an agent kept into `dir` as the
+/// agents log it, for `scripts/swarm-timeline.py`.
+pub fn run_with_piece_log(scenario: &Scenario, dir: &std::path::Path) -> std::io::Result<Outcome> {
+    let mut world = world::World::new(scenario, true);
+    let outcome = world.run();
+    world.write_piece_log(dir)?;
+    Ok(outcome)
 }

@@ -72,6 +72,9 @@ struct Cli {
     /// Late agents start at a random moment within this many seconds.
     #[arg(long, env = "DAMSELFLY_SIM_LATE_WINDOW_S", default_value_t = 0.0)]
     late_window_s: f64,
+    /// Each agent's client asks for each blob at a random moment within this many seconds of its start.
+    #[arg(long, env = "DAMSELFLY_SIM_START_SPREAD_S", default_value_t = 0.5)]
+    start_spread_s: f64,
     /// Agents' upload slots (the agent's --upload-slots).
     #[arg(long, env = "DAMSELFLY_SIM_UPLOAD_SLOTS", default_value_t = 2)]
     upload_slots: u32,
@@ -90,6 +93,9 @@ struct Cli {
     /// Stop after this many seconds of virtual time.
     #[arg(long, env = "DAMSELFLY_SIM_HORIZON_S", default_value_t = 7200.0)]
     horizon_s: f64,
+    /// Write every piece kept into this directory as the agents log it, for `scripts/swarm-timeline.py`.
+    #[arg(long, env = "DAMSELFLY_SIM_PIECE_LOG")]
+    piece_log: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -113,6 +119,7 @@ fn main() {
         downtime: cli.downtime_s.map(secs),
         late: cli.late,
         late_window: secs(cli.late_window_s),
+        start_spread: secs(cli.start_spread_s),
         upload_slots: cli.upload_slots,
         fetch_slots: cli.fetch_slots,
         feed_slots: cli.feed_slots,
@@ -120,7 +127,16 @@ fn main() {
         seed: cli.seed,
         horizon: secs(cli.horizon_s),
     };
-    let outcome = damselfly_sim::run(&scenario);
+    let outcome = match &cli.piece_log {
+        Some(dir) => match damselfly_sim::run_with_piece_log(&scenario, dir) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                eprintln!("error: cannot write the piece log into {}: {e}", dir.display());
+                std::process::exit(2);
+            }
+        },
+        None => damselfly_sim::run(&scenario),
+    };
     println!("{outcome}");
     if outcome.unfinished > 0 {
         std::process::exit(1);

@@ -25,6 +25,23 @@ pub(crate) struct Tally {
     pub(crate) leaves: u64,
     pub(crate) wall: Duration,
     pub(crate) rate_allocations: u64,
+    /// Every piece kept, when a piece log was asked for.
+    pub(crate) piece_log: Option<Vec<PieceLogged>>,
+    /// When the seed's last byte left.
+    pub(crate) seed_last: u64,
+    /// Every registration, for the piece log: (node, agent id).
+    pub(crate) registrations: Option<Vec<(usize, String)>>,
+}
+
+/// One piece an agent kept, for the piece log.
+pub(crate) struct PieceLogged {
+    pub(crate) node: usize,
+    pub(crate) blob: usize,
+    pub(crate) piece: u32,
+    /// The parent's agent id, or `seed`.
+    pub(crate) from: String,
+    pub(crate) started: u64,
+    pub(crate) ended: u64,
 }
 
 /// The figures of one simulation.
@@ -54,6 +71,8 @@ pub struct Outcome {
     pub peer_bytes: u64,
     /// Bytes that crossed from one zone into another.
     pub cross_zone_bytes: u64,
+    /// Seconds from the start until the seed's last byte left.
+    pub seed_last: f64,
     /// Joins the scheduler planned (held joins planned again count again).
     pub joins: u64,
     /// Joins agents sent.
@@ -143,6 +162,7 @@ impl Outcome {
             seed_bytes: t.seed_bytes,
             peer_bytes: t.peer_bytes,
             cross_zone_bytes: t.cross_zone_bytes,
+            seed_last: t.seed_last as f64 / 1e9,
             joins: cpu.len() as u64,
             joins_sent: t.joins_sent,
             join_cpu_us: [us(mean), us(pct(0.5)), us(pct(0.99)), us(pct(1.0))],
@@ -197,10 +217,11 @@ impl fmt::Display for Outcome {
         writeln!(f)?;
         writeln!(
             f,
-            "registry egress {:.1} MiB = {:.3}x the images ({:.1} MiB); peers sent {:.1} MiB; cross-zone {:.1} MiB = {:.2}x the images",
+            "registry egress {:.1} MiB = {:.3}x the images ({:.1} MiB), its last byte at {:.1} s; peers sent {:.1} MiB; cross-zone {:.1} MiB = {:.2}x the images",
             mib(self.seed_bytes),
             self.egress(),
             mib(self.image_bytes),
+            self.seed_last,
             mib(self.peer_bytes),
             mib(self.cross_zone_bytes),
             self.cross_zone_bytes as f64 / self.image_bytes as f64

@@ -62,6 +62,10 @@ pub struct Scenario {
     pub late: f64,
     /// The window late agents start in.
     pub late_window: Duration,
+    /// An agent's client asks for each blob of its image at a random moment
+    /// within this much of its start: in the namespace benchmark, 64 `curl`
+    /// processes launched at once start over about half a second.
+    pub start_spread: Duration,
     /// Agents' upload slots (`--upload-slots`).
     pub upload_slots: u32,
     /// Agents' fetch slots (`--fetch-slots`).
@@ -97,6 +101,7 @@ impl Scenario {
             downtime: None,
             late: 0.0,
             late_window: Duration::ZERO,
+            start_spread: Duration::from_millis(500),
             upload_slots: 2,
             fetch_slots: 2,
             feed_slots: 32,

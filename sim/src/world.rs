@@ -208,6 +208,8 @@ pub(crate) struct Task {
     pub(crate) flow: Option<FlowId>,
     pub(crate) upload_held: bool,
     pub(crate) result: Option<Result<(), damselfly_agent::schedule::Failure>>,
+    /// When the fetch began, for the piece log.
+    pub(crate) started: Nanos,
     pub(crate) gen: u32,
     pub(crate) live: bool,
 }
@@ -274,7 +276,7 @@ fn cpu_now() -> u64 {
 }
 
 impl<'s> World<'s> {
-    pub(crate) fn new(sc: &'s Scenario) -> World<'s> {
+    pub(crate) fn new(sc: &'s Scenario, piece_log: bool) -> World<'s> {
         let clock = Arc::new(VirtualClock { base: Instant::now(), nanos: AtomicU64::new(0) });
         let scheduler = Scheduler::new(HEARTBEAT).with_stripes(sc.stripes).with_clock(clock.clone());
         let mut blobs = Vec::new();
@@ -330,7 +332,11 @@ impl<'s> World<'s> {
             ids: HashMap::new(),
             held: Vec::new(),
             ready: Vec::new(),
-            tally: Tally::default(),
+            tally: Tally {
+                piece_log: piece_log.then(Vec::new),
+                registrations: piece_log.then(Vec::new),
+                ..Tally::default()
+            },
             rng: fastrand::Rng::with_seed(sc.seed),
             remaining: sc.nodes,
         }
@@ -372,12 +378,15 @@ impl<'s> World<'s> {
         let old = std::mem::take(&mut self.nodes[i].id);
         self.ids.remove(&old);
         let id = self.scheduler.register(CLUSTER, &req);
+        if let Some(ids) = self.tally.registrations.as_mut() {
+            ids.push((i, id.clone()));
+        }
         self.ids.insert(id.clone(), i);
         self.nodes[i].id = id;
     }
 
     /// Runs the simulation to its end.
-    pub(crate) fn run(mut self) -> Outcome {
+    pub(crate) fn run(&mut self) -> Outcome {
         let started = std::time::Instant::now();
         for i in 1..=self.sc.nodes {
             self.register(i);
@@ -432,7 +441,39 @@ impl<'s> World<'s> {
         }
         self.tally.wall = started.elapsed();
         self.tally.rate_allocations = self.net.allocations;
-        Outcome::from_world(&self)
+        Outcome::from_world(self)
+    }
+
+    /// Writes the piece log as the agents' logs would say it, one file per
+    /// agent (`agent-<k>.log`, agent k being node k + 1), so that
+    /// `scripts/swarm-timeline.py` reads a simulation like a benchmark run.
+    pub(crate) fn write_piece_log(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        use std::fmt::Write as _;
+        std::fs::create_dir_all(dir)?;
+        let mut files: Vec<String> = vec![String::new(); self.nodes.len()];
+        // A calendar day from midnight: the timestamps parse as ISO 8601.
+        let stamp = |t: Nanos| {
+            let (secs, micros) = (t / 1_000_000_000, (t % 1_000_000_000) / 1000);
+            format!("2026-01-01T{:02}:{:02}:{:02}.{micros:06}Z", secs / 3600, secs / 60 % 60, secs % 60)
+        };
+        for (node, id) in self.tally.registrations.iter().flatten() {
+            let _ = writeln!(files[*node], "{}  INFO damselfly_agent: registered with the registry agent_id=\"{id}\"", stamp(0));
+        }
+        for p in self.tally.piece_log.iter().flatten() {
+            let millis = (p.ended - p.started) / 1_000_000;
+            let _ = writeln!(
+                files[p.node],
+                "{}  DEBUG damselfly_agent::piece::fetch: piece verified digest={} piece={} from=\"{}\" millis={millis}",
+                stamp(p.ended),
+                self.blobs[p.blob].digest,
+                p.piece,
+                p.from
+            );
+        }
+        for (node, text) in files.iter().enumerate().skip(1) {
+            std::fs::write(dir.join(format!("agent-{}.log", node - 1)), text)?;
+        }
+        Ok(())
     }
 
     /// Every node that is still around has its image.
@@ -481,6 +522,7 @@ impl<'s> World<'s> {
     pub(crate) fn count_bytes(&mut self, from: usize, to: usize, bytes: u64) {
         if from == SEED {
             self.tally.seed_bytes += bytes;
+            self.tally.seed_last = self.now;
         } else {
             self.tally.peer_bytes += bytes;
         }
