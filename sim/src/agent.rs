@@ -373,7 +373,14 @@ impl World<'_> {
                 Source::Seed => "seed".to_owned(),
                 Source::Parent { id, .. } => id.clone(),
             };
-            log.push(crate::outcome::PieceLogged { node: d.node, blob: d.blob, piece: i, from, started, ended: self.now });
+            log.push(crate::outcome::PieceLogged {
+                node: d.node,
+                blob: d.blob,
+                piece: i,
+                from,
+                started,
+                ended: self.now,
+            });
         }
         let (node, blob) = (d.node, d.blob);
         self.nodes[node].hold[blob].have[i as usize] = true;
@@ -693,10 +700,8 @@ impl World<'_> {
         let feed = &mut self.feeds[f];
         feed.streaming = true;
         let pieces = feed.had.len() as u32;
-        feed.wanted = (0..pieces)
-            .filter(|&i| stripe_of(i, feed.stripes) == feed.stripe && !feed.had[i as usize])
-            .rev()
-            .collect();
+        feed.wanted =
+            (0..pieces).filter(|&i| stripe_of(i, feed.stripes) == feed.stripe && !feed.had[i as usize]).rev().collect();
         self.send_next(f);
     }
 

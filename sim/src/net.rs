@@ -113,7 +113,16 @@ impl Net {
     /// Starts a flow of `bytes` from node `src` (in zone `src_zone`) to node
     /// `dst` (in `dst_zone`) at `now`, tagged `tag` for its owner. It moves
     /// no byte until rates are next computed.
-    pub fn start(&mut self, now: Nanos, src: usize, src_zone: usize, dst: usize, dst_zone: usize, bytes: u64, tag: u64) -> FlowId {
+    pub fn start(
+        &mut self,
+        now: Nanos,
+        src: usize,
+        src_zone: usize,
+        dst: usize,
+        dst_zone: usize,
+        bytes: u64,
+        tag: u64,
+    ) -> FlowId {
         let links = [2 * src as u32, 2 * dst as u32 + 1, self.pipe(src_zone, dst_zone)];
         let flow = Flow {
             links,

@@ -457,7 +457,11 @@ impl<'s> World<'s> {
             format!("2026-01-01T{:02}:{:02}:{:02}.{micros:06}Z", secs / 3600, secs / 60 % 60, secs % 60)
         };
         for (node, id) in self.tally.registrations.iter().flatten() {
-            let _ = writeln!(files[*node], "{}  INFO damselfly_agent: registered with the registry agent_id=\"{id}\"", stamp(0));
+            let _ = writeln!(
+                files[*node],
+                "{}  INFO damselfly_agent: registered with the registry agent_id=\"{id}\"",
+                stamp(0)
+            );
         }
         for p in self.tally.piece_log.iter().flatten() {
             let millis = (p.ended - p.started) / 1_000_000;
@@ -497,8 +501,7 @@ impl<'s> World<'s> {
             Ev::Leave { node } => self.leave(node),
             Ev::Return { node } => self.come_back(node),
             Ev::Heartbeats => {
-                let alive: Vec<String> =
-                    self.nodes.iter().skip(1).filter(|n| n.alive).map(|n| n.id.clone()).collect();
+                let alive: Vec<String> = self.nodes.iter().skip(1).filter(|n| n.alive).map(|n| n.id.clone()).collect();
                 for id in alive {
                     self.scheduler.heartbeat_from(CLUSTER, &id);
                 }

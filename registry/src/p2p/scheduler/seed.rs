@@ -75,10 +75,10 @@ pub(super) fn in_flight(swarms: &HashMap<(ClusterId, Digest), Swarm>, cluster: C
 /// middle of their download (a hung node): they go to another.
 pub(super) fn reclaim_from_silent(swarm: &mut Swarm, view: &View, digest: Digest) {
     let hung: HashSet<&String> = swarm
-        .peers
-        .iter()
-        .filter(|(id, p)| *id != view.me && p.lacking() && view.silent(id))
-        .map(|(id, _)| id)
+        .reserved
+        .values()
+        .map(|(holder, _)| holder)
+        .filter(|id| *id != view.me && swarm.peers.get(*id).is_some_and(|p| p.lacking()) && view.silent(id))
         .collect();
     let orphaned: Vec<u32> =
         swarm.reserved.iter().filter(|(_, (holder, _))| hung.contains(holder)).map(|(i, _)| *i).collect();
@@ -139,7 +139,8 @@ pub(super) fn hand_out(swarm: &mut Swarm, view: &View, ask: Ask, line: &mut Seed
     let unsent: Vec<u32> =
         missing.iter().copied().filter(|&i| availability[i as usize] == 0 && reserved_for(i).is_none()).collect();
     let unclaimed: Vec<u32> = unsent.iter().copied().filter(|&i| root_of(i)).collect();
-    let wanting = swarm.peers.iter().filter(|(id, p)| view.live(id) && p.lacking()).count();
+    // Only whether it is more than one matters: a swarm may have thousands.
+    let wanting = swarm.peers.iter().filter(|(id, p)| view.live(id) && p.lacking()).take(2).count();
     let settling = trees && now.duration_since(swarm.born) < TREES_SETTLE;
     let my_cap = match (trees, newcomer) {
         _ if settling => 0,

@@ -239,6 +239,28 @@ fn a_parent_that_says_its_uploads_are_idle_goes_first() {
     assert_eq!(s.join(C, &other, d, blob(2), &[]).parents[0].agent_id, busy, "idle was just my first choice");
 }
 #[test]
+fn the_trees_worked_out_by_arithmetic_are_the_heaps_laid_out() {
+    // Tree s: the members p with p % stripes == s first, the others after, as a stripes-ary heap.
+    let laid_out = |members: usize, me: usize, stripes: usize| -> Vec<Option<usize>> {
+        (0..stripes)
+            .map(|s| {
+                let inner = (0..members).filter(|p| p % stripes == s);
+                let order: Vec<usize> = inner.chain((0..members).filter(|p| p % stripes != s)).collect();
+                let place = order.iter().position(|&p| p == me)?;
+                (place > 0).then(|| order[(place - 1) / stripes])
+            })
+            .collect()
+    };
+    for stripes in 2..=5 {
+        for members in 1..=70 {
+            for me in 0..members {
+                assert_eq!(tree_parents(members, me, stripes), laid_out(members, me, stripes), "{me} of {members}");
+            }
+        }
+    }
+}
+
+#[test]
 fn every_agent_has_one_parent_per_stripe_and_children_in_one_stripe_only() {
     for n in [1usize, 2, 3, 5, 8, 16, 33] {
         let parents: Vec<Vec<Option<usize>>> = (0..n).map(|me| tree_parents(n, me, 2)).collect();
@@ -363,4 +385,54 @@ fn on_a_manual_clock_an_agent_silent_while_fetching_loses_its_seed_pieces_to_ano
     assert!(s.agent(C, &a).is_some(), "a still counts as registered");
     clock.advance(Duration::from_secs(30));
     assert!(s.agent(C, &a).is_none(), "three heartbeats missed, a is forgotten");
+}
+
+#[test]
+fn a_holder_that_falls_silent_between_two_looks_at_the_swarm_stops_counting_at_once() {
+    let clock = Arc::new(ManualClock::new());
+    let s = pull_only().with_clock(clock.clone());
+    let d = Digest::of(b"blob");
+    let (a, b) = (s.register(C, &req("a", "z1")), s.register(C, &req("b", "z1")));
+    s.join(C, &a, d, blob(4), &[0]);
+    assert_eq!(s.join(C, &b, d, blob(4), &[]).availability, [1, 0, 0, 0]);
+    clock.advance(Duration::from_millis(5500));
+    s.load(C, &b, None, None);
+    assert_eq!(s.join(C, &b, d, blob(4), &[]).availability[0], 1, "a, still fetching, was heard 5.5 s ago");
+    clock.advance(Duration::from_millis(600));
+    s.load(C, &b, None, None);
+    let plan = s.join(C, &b, d, blob(4), &[]);
+    assert_eq!(plan.availability[0], 0, "6.1 s: a is silent, less than a second after the swarm was last looked at");
+    assert!(plan.parents.is_empty());
+    s.report(C, &progress(&a, d, &[1], &[], &[]));
+    assert_eq!(s.join(C, &b, d, blob(4), &[]).availability, [1, 1, 0, 0], "heard again, a counts again");
+}
+
+#[test]
+fn in_a_swarm_of_thousands_a_join_still_finds_the_one_holder_and_a_place_in_the_trees() {
+    // A clock that stands still: no heartbeat lapses however slow a debug build is.
+    let s = Scheduler::new(Duration::from_secs(10)).with_clock(Arc::new(ManualClock::new()));
+    let d = Digest::of(b"blob");
+    let agents: Vec<String> = (0..3000).map(|i| s.register(C, &req(&format!("n{i}"), "z1"))).collect();
+    let tree_blob = blob(64);
+    for a in &agents {
+        s.join(C, a, d, tree_blob, &[]);
+    }
+    let holder = &agents[1234];
+    s.report(C, &progress(holder, d, &[7], &[], &[]));
+    for a in agents.iter().step_by(97).filter(|a| *a != holder) {
+        let plan = s.join(C, a, d, tree_blob, &[]);
+        assert_eq!(plan.availability[7], 1);
+        assert!(
+            plan.parents.iter().any(|p| p.agent_id == *holder && p.pieces == [7]),
+            "{a} was not sent to the holder"
+        );
+        assert_eq!(plan.feeds.len(), 2);
+    }
+    // Tree places as laid out: agent k (in order of registration) of 3000.
+    let k = 2999;
+    let parents = tree_parents(3000, k, 2);
+    let plan = s.join(C, &agents[k], d, tree_blob, &[]);
+    let fed_by: Vec<Option<String>> = plan.feeds.iter().map(|f| f.as_ref().map(|f| f.agent_id.clone())).collect();
+    assert_eq!(fed_by, parents.iter().map(|p| p.map(|p| agents[p].clone())).collect::<Vec<_>>());
+    assert_eq!(s.holders(C, d)[7], 1);
 }
