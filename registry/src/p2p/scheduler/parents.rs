@@ -73,13 +73,11 @@ pub(super) fn choose(swarm: &mut Swarm, view: &View, missing: &[u32], availabili
         }
         let info = view.agents.get(id)?;
         peer.children.remove(agent);
-        peer.children.retain(|_, at| now.duration_since(*at) < ASSIGNMENT_WINDOW);
+        peer.children.expire(now, ASSIGNMENT_WINDOW);
         // Its own count of running uploads when fresh, plus requesters just
         // sent its way; else every requester sent there lately.
         let busy = match info.uploading.filter(|(_, at)| now.duration_since(*at) < UPLOADS_FRESH) {
-            Some((n, _)) => {
-                i64::from(n) + peer.children.values().filter(|at| now.duration_since(**at) < JUST_SENT).count() as i64
-            }
+            Some((n, _)) => i64::from(n) + peer.children.sent_within(now, JUST_SENT) as i64,
             None => peer.children.len() as i64,
         };
         let free = i64::from(info.upload_slots) - busy;
@@ -141,7 +139,7 @@ pub(super) fn choose(swarm: &mut Swarm, view: &View, missing: &[u32], availabili
     let mut parents = Vec::with_capacity(chosen.len());
     for (id, useful) in chosen {
         if let (Some(peer), Some(info)) = (swarm.peers.get_mut(&id), view.agents.get(&id)) {
-            peer.children.insert(agent.to_owned(), now);
+            peer.children.insert(agent, now);
             if parents.is_empty() {
                 peer.first_choice = Some(now);
             }

@@ -2,7 +2,7 @@
 //! the swarm of agents that want or hold it, with what each holds and what
 //! the scheduler learnt about it as a parent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::metadata::ClusterId;
@@ -63,6 +63,65 @@ impl Agent {
     }
 }
 
+/// The requesters sent to a parent lately, each with when it was last sent
+/// there. Every sending is also kept in order, so that those made too long
+/// ago fall off the front, and those made lately are counted from the back,
+/// without a look at the others: a parent in a large swarm may have hundreds.
+#[derive(Default)]
+pub(super) struct Children {
+    /// Each child's latest sending, by its number.
+    latest: HashMap<String, u64>,
+    /// Every sending, oldest first: when, to whom, and whether it is still
+    /// its child's latest (a child sent again or taken off is not).
+    sent: VecDeque<(Instant, String, bool)>,
+    /// The number of the first sending in `sent`.
+    first: u64,
+}
+
+impl Children {
+    /// `child` is sent to the parent at `at` (the scheduler's clock only moves on).
+    pub(super) fn insert(&mut self, child: &str, at: Instant) {
+        self.remove(child);
+        let number = self.first + self.sent.len() as u64;
+        self.latest.insert(child.to_owned(), number);
+        self.sent.push_back((at, child.to_owned(), true));
+    }
+
+    /// `child` no longer counts against the parent.
+    pub(super) fn remove(&mut self, child: &str) {
+        if let Some(number) = self.latest.remove(child) {
+            if let Some(entry) = self.sent.get_mut((number - self.first) as usize) {
+                entry.2 = false;
+            }
+        }
+    }
+
+    /// Forgets the children last sent `window` or longer before `now`.
+    pub(super) fn expire(&mut self, now: Instant, window: Duration) {
+        while let Some((at, child, latest)) = self.sent.front() {
+            if now.duration_since(*at) < window {
+                break;
+            }
+            if *latest {
+                self.latest.remove(child);
+            }
+            self.sent.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// How many children count.
+    pub(super) fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    /// How many children were last sent less than `recent` before `now`.
+    pub(super) fn sent_within(&self, now: Instant, recent: Duration) -> usize {
+        let fresh = self.sent.iter().rev().take_while(|(at, _, _)| now.duration_since(*at) < recent);
+        fresh.filter(|(_, _, latest)| *latest).count()
+    }
+}
+
 /// One member of a swarm.
 #[derive(Default)]
 pub(super) struct Peer {
@@ -78,7 +137,7 @@ pub(super) struct Peer {
     /// Bytes per second, smoothed.
     pub(super) throughput: f64,
     /// Requesters recently sent to this peer, and when: its upload slots in use.
-    pub(super) children: HashMap<String, Instant>,
+    pub(super) children: Children,
     /// The parents it was given at its last join, whose `children` it is in.
     pub(super) parents: Vec<String>,
     /// When it was last a requester's first parent: among equals, the one
