@@ -66,6 +66,12 @@ pub(crate) enum Ev {
     FeedAt { feed: usize, gen: u32 },
     /// A feed's piece, its end, or its refusal reaches the child.
     FeedBack { feed: usize, gen: u32, piece: u32 },
+    /// A batched request for seed pieces reaches the seed.
+    BatchAt { batch: usize, gen: u32 },
+    /// A piece of a seed batch, or its end, reaches the agent.
+    BatchBack { batch: usize, gen: u32, piece: u32 },
+    /// A download's fetch loop wakes for a timer.
+    Wake { dl: usize },
     /// A node's agent is killed.
     Leave { node: usize },
     /// A node's agent starts again.
@@ -154,6 +160,8 @@ pub(crate) enum Action {
 pub(crate) enum Input {
     /// A piece fetch ended.
     Task(usize),
+    /// A seed batch stored a piece (`Some`), or ended (`None`).
+    Seed(Option<u32>),
     /// A feed brought something.
     Feed { stripe: usize, parent: String, what: FeedWhat },
     /// The tick fired.
@@ -182,6 +190,10 @@ pub(crate) struct Dl {
     pub(crate) actions: VecDeque<Action>,
     pub(crate) inbox: VecDeque<Input>,
     pub(crate) tasks: Vec<usize>,
+    /// Seed batches running.
+    pub(crate) batches: usize,
+    /// When the loop's timer to report a seed piece fires.
+    pub(crate) wake_at: Option<Nanos>,
     pub(crate) waiting_slot: bool,
     /// The feed running for each stripe.
     pub(crate) feeds: Vec<Option<usize>>,
@@ -209,6 +221,17 @@ pub(crate) struct Task {
     pub(crate) upload_held: bool,
     pub(crate) result: Option<Result<(), damselfly_agent::schedule::Failure>>,
     /// When the fetch began, for the piece log.
+    pub(crate) started: Nanos,
+    pub(crate) gen: u32,
+    pub(crate) live: bool,
+}
+
+/// A batched request for seed pieces: the seed streams them back to back.
+pub(crate) struct Batch {
+    pub(crate) dl: usize,
+    /// The pieces still to send, lowest last.
+    pub(crate) left: Vec<u32>,
+    pub(crate) sending: Option<(u32, FlowId)>,
     pub(crate) started: Nanos,
     pub(crate) gen: u32,
     pub(crate) live: bool,
@@ -252,6 +275,7 @@ pub(crate) struct World<'s> {
     pub(crate) free_tasks: Vec<usize>,
     pub(crate) feeds: Vec<Feed>,
     pub(crate) free_feeds: Vec<usize>,
+    pub(crate) batches: Vec<Batch>,
     /// Scheduler agent id → node.
     pub(crate) ids: HashMap<String, usize>,
     /// Joins the registry holds open: download → (generation, until).
@@ -284,7 +308,7 @@ impl<'s> World<'s> {
         for (k, image) in sc.images.iter().enumerate() {
             let mut of_image = Vec::new();
             for (l, &size) in image.layers.iter().enumerate() {
-                let piece_size = sc.piece_size.unwrap_or(damselfly_core::PIECE_SIZE);
+                let piece_size = sc.piece_size.unwrap_or_else(|| damselfly_core::p2p::piece_size_for(size));
                 let digest = Digest::of(format!("simulated image {k} layer {l}").as_bytes());
                 of_image.push(blobs.len());
                 blobs.push(BlobInfo { digest, size, piece_size, pieces: size.div_ceil(piece_size) as usize });
@@ -329,6 +353,7 @@ impl<'s> World<'s> {
             free_tasks: Vec::new(),
             feeds: Vec::new(),
             free_feeds: Vec::new(),
+            batches: Vec::new(),
             ids: HashMap::new(),
             held: Vec::new(),
             ready: Vec::new(),
@@ -498,6 +523,9 @@ impl<'s> World<'s> {
             Ev::PieceBack { task, gen } => self.piece_back(task, gen),
             Ev::FeedAt { feed, gen } => self.feed_at_parent(feed, gen),
             Ev::FeedBack { feed, gen, piece } => self.feed_back(feed, gen, piece),
+            Ev::BatchAt { batch, gen } => self.batch_at_seed(batch, gen),
+            Ev::BatchBack { batch, gen, piece } => self.batch_back(batch, gen, piece),
+            Ev::Wake { dl } => self.ready.push(dl),
             Ev::Leave { node } => self.leave(node),
             Ev::Return { node } => self.come_back(node),
             Ev::Heartbeats => {
@@ -514,10 +542,10 @@ impl<'s> World<'s> {
     /// A flow's last byte left its sender.
     fn flow_ended(&mut self, tag: u64, bytes: u64) {
         let (kind, id) = (tag >> 32, (tag & 0xffff_ffff) as usize);
-        if kind == 1 {
-            self.piece_sent(id, bytes);
-        } else {
-            self.feed_piece_sent(id, bytes);
+        match kind {
+            1 => self.piece_sent(id, bytes),
+            2 => self.feed_piece_sent(id, bytes),
+            _ => self.batch_piece_sent(id, bytes),
         }
     }
 
