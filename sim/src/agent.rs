@@ -84,6 +84,8 @@ impl World<'_> {
                 actions: Default::default(),
                 inbox: Default::default(),
                 tasks: Vec::new(),
+                batches: 0,
+                wake_at: None,
                 waiting_slot: false,
                 feeds: vec![None; stripes],
                 tick_gen: 0,
@@ -179,10 +181,11 @@ impl World<'_> {
                 self.dls[dl].actions.extend([Action::Flush, Action::Finish]);
                 continue;
             }
-            // Seed pieces go at once, with a slot of their own.
-            while let Some(i) = self.dls[dl].schedule.as_ref().and_then(|s| s.next_seed_piece(now)) {
+            // Seed pieces go at once, in one request, with a slot of their own.
+            let batch = self.dls[dl].schedule.as_ref().map(|s| s.next_seed_batch(now)).unwrap_or_default();
+            if !batch.is_empty() {
                 self.nodes[node].fetching += 1;
-                self.start_fetch(dl, i, Source::Seed);
+                self.start_batch(dl, batch);
             }
             let d = &self.dls[dl];
             let want = d.tasks.len() < PARALLEL && d.schedule.as_ref().is_some_and(|s| s.next_piece(now).is_some());
@@ -201,6 +204,18 @@ impl World<'_> {
             } else if !want && self.dls[dl].waiting_slot {
                 self.unwait(dl);
                 self.offer_slot(node);
+            }
+            // The timer that reports a seed piece's arrival as soon as a join is due.
+            if let Some(at) = self.dls[dl].schedule.as_ref().and_then(|s| s.seed_join_at()) {
+                if at <= now {
+                    self.dls[dl].actions.extend([Action::Flush, Action::Rejoin(REJOIN_AT_LEAST, None)]);
+                    continue;
+                }
+                let at = self.now + ns(at.duration_since(now));
+                if self.dls[dl].wake_at != Some(at) {
+                    self.dls[dl].wake_at = Some(at);
+                    self.at(at, Ev::Wake { dl });
+                }
             }
             match self.dls[dl].inbox.pop_front() {
                 Some(input) => self.take(dl, input),
@@ -242,7 +257,7 @@ impl World<'_> {
                 let d = &mut self.dls[dl];
                 d.tick_gen += 1;
                 let gen = d.tick_gen;
-                let idle = d.schedule.as_ref().is_some_and(|s| s.idle(!d.tasks.is_empty(), now));
+                let idle = d.schedule.as_ref().is_some_and(|s| s.idle(!d.tasks.is_empty() || d.batches > 0, now));
                 d.actions.extend([Action::Flush, Action::WantedJoin(idle), Action::AfterTick(idle)]);
                 self.after(ns(REPORT_EVERY), Ev::Tick { dl, gen });
             }
@@ -251,7 +266,6 @@ impl World<'_> {
                 let (i, source, result, started) = (t.piece, t.source.clone(), t.result.take(), t.started);
                 self.free_task(task);
                 self.dls[dl].tasks.retain(|&x| x != task);
-                let from_seed = matches!(source, Source::Seed);
                 let busy = matches!(result, Some(Err(Failure::Busy)));
                 if let Some(s) = self.dls[dl].schedule.as_mut() {
                     s.ended(i);
@@ -274,9 +288,23 @@ impl World<'_> {
                     return;
                 }
                 let none_left = self.dls[dl].schedule.as_ref().is_none_or(|s| s.next_piece(now).is_none());
-                if from_seed || (busy && none_left) {
+                if busy && none_left {
                     self.dls[dl].actions.extend([Action::Flush, Action::Rejoin(REJOIN_AT_LEAST, None)]);
                 }
+            }
+            Input::Seed(Some(i)) => {
+                let len = self.blobs[self.dls[dl].blob].piece_len(i);
+                let Some(s) = self.dls[dl].schedule.as_mut() else { return };
+                s.ended(i);
+                // Stored already: the batch wrote it the moment it was whole.
+                if !s.has(i) {
+                    s.kept(i, &Source::Seed, len, now);
+                }
+            }
+            Input::Seed(None) => {
+                let node = self.dls[dl].node;
+                self.dls[dl].batches -= 1;
+                self.release_slot(node);
             }
             Input::Feed { stripe, parent, what } => {
                 let Some(s) = self.dls[dl].schedule.as_mut() else { return };
@@ -437,6 +465,11 @@ impl World<'_> {
         for f in feeds {
             self.close_feed(f);
         }
+        let running = std::mem::take(&mut self.dls[dl].batches);
+        self.abort_batches(dl);
+        for _ in 0..running {
+            self.release_slot(node);
+        }
         if self.nodes[node].hold[blob].dl == Some(dl) {
             self.nodes[node].hold[blob].dl = None;
         }
@@ -593,6 +626,112 @@ impl World<'_> {
         self.free_task(task);
         if self.nodes[node].alive {
             self.release_slot(node);
+        }
+    }
+
+    // Seed batches.
+
+    /// Starts a request for `pieces` from the seed; the caller took the node's fetch slot.
+    fn start_batch(&mut self, dl: usize, pieces: Vec<u32>) {
+        let node = self.dls[dl].node;
+        if let Some(s) = self.dls[dl].schedule.as_mut() {
+            for &i in &pieces {
+                s.started(i, Source::Seed);
+            }
+        }
+        self.dls[dl].batches += 1;
+        let mut left = pieces;
+        left.reverse();
+        let gen = self.batches.len() as u32;
+        self.batches.push(crate::world::Batch { dl, left, sending: None, started: self.now, gen, live: true });
+        let batch = self.batches.len() - 1;
+        let there = self.one_way(node, SEED);
+        self.after(there, Ev::BatchAt { batch, gen });
+    }
+
+    /// The request reaches the seed: its first piece leaves.
+    pub(crate) fn batch_at_seed(&mut self, batch: usize, gen: u32) {
+        let b = &self.batches[batch];
+        if !b.live || b.gen != gen {
+            return;
+        }
+        self.batch_next(batch);
+    }
+
+    /// The seed sends the batch's next piece, right after the last.
+    fn batch_next(&mut self, batch: usize) {
+        let b = &mut self.batches[batch];
+        let (dl, gen) = (b.dl, b.gen);
+        let node = self.dls[dl].node;
+        match b.left.pop() {
+            Some(i) => {
+                let len = self.blobs[self.dls[dl].blob].piece_len(i);
+                let (sz, nz) = (self.nodes[SEED].zone, self.nodes[node].zone);
+                let flow = self.net.start(self.now, SEED, sz, node, nz, len, tag(3, batch));
+                self.batches[batch].sending = Some((i, flow));
+            }
+            None => {
+                let back = self.one_way(SEED, node);
+                self.after(back, Ev::BatchBack { batch, gen, piece: FEED_ENDED });
+            }
+        }
+    }
+
+    /// A piece of the batch left the seed: it reaches the agent a moment later, and the next follows.
+    pub(crate) fn batch_piece_sent(&mut self, batch: usize, bytes: u64) {
+        let b = &mut self.batches[batch];
+        let Some((i, _)) = b.sending.take() else { return };
+        let (dl, gen) = (b.dl, b.gen);
+        let node = self.dls[dl].node;
+        self.count_bytes(SEED, node, bytes);
+        let back = self.one_way(SEED, node);
+        self.after(back, Ev::BatchBack { batch, gen, piece: i });
+        self.batch_next(batch);
+    }
+
+    /// A piece of the batch reaches the agent: the batch stores it at once
+    /// and tells the fetch loop; or the batch has ended.
+    pub(crate) fn batch_back(&mut self, batch: usize, gen: u32, piece: u32) {
+        let b = &self.batches[batch];
+        if !b.live || b.gen != gen {
+            return;
+        }
+        let (dl, started) = (b.dl, b.started);
+        let (node, blob) = (self.dls[dl].node, self.dls[dl].blob);
+        if piece == FEED_ENDED {
+            self.batches[batch].live = false;
+        } else {
+            let hold = &mut self.nodes[node].hold[blob];
+            if !hold.have[piece as usize] {
+                hold.have[piece as usize] = true;
+                if let Some(log) = self.tally.piece_log.as_mut() {
+                    log.push(crate::outcome::PieceLogged {
+                        node,
+                        blob,
+                        piece,
+                        from: "seed".into(),
+                        started,
+                        ended: self.now,
+                    });
+                }
+                self.batches[batch].started = self.now;
+                self.wake_feeds(node, blob);
+            }
+        }
+        self.dls[dl].inbox.push_back(Input::Seed((piece != FEED_ENDED).then_some(piece)));
+        self.ready.push(dl);
+    }
+
+    /// The agent's download ended: its batch stops.
+    fn abort_batches(&mut self, dl: usize) {
+        for b in 0..self.batches.len() {
+            if self.batches[b].live && self.batches[b].dl == dl {
+                self.batches[b].live = false;
+                if let Some((_, flow)) = self.batches[b].sending.take() {
+                    let bytes = self.net.stop(self.now, flow);
+                    self.count_bytes(SEED, self.dls[dl].node, bytes);
+                }
+            }
         }
     }
 

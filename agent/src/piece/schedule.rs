@@ -158,6 +158,9 @@ pub struct Schedule {
     seed_paused_until: Option<Instant>,
     owed: Owed,
     last_join: Instant,
+    /// A seed piece arrived since the last join: the next is owed soon, so
+    /// that the scheduler hands out the seed's next pieces.
+    seed_news: bool,
     /// When a join last succeeded.
     last_plan: Instant,
     last_progress: Instant,
@@ -194,6 +197,7 @@ impl Schedule {
             seed_paused_until: None,
             owed: Owed { have: held, ..Owed::default() },
             last_join: now,
+            seed_news: false,
             last_plan: now,
             last_progress: now,
             idle_since: None,
@@ -227,23 +231,51 @@ impl Schedule {
         &self.ticket
     }
 
-    /// The missing piece to fetch next, with its source: the rarest in the
-    /// swarm first, then the lowest, so that readers in order get going soon.
+    /// The missing piece to fetch next from a parent: the rarest in the
+    /// swarm first, then the lowest, so that readers in order get going
+    /// soon. Pieces from the seed go in batches ([`Schedule::next_seed_batch`]).
     pub fn next_piece(&self, now: Instant) -> Option<(u32, Source)> {
         let rarity = |i: u32| self.availability.get(i as usize).copied().unwrap_or(0);
         let mut missing: Vec<u32> =
             self.missing().into_iter().filter(|i| !self.inflight.contains_key(i) && !self.fed(*i, now)).collect();
         missing.sort_by_key(|&i| (rarity(i), i));
-        missing.into_iter().find_map(|i| self.source_of(i, now).map(|s| (i, s)))
+        missing.into_iter().find_map(|i| match self.source_of(i, now) {
+            Some(parent @ Source::Parent { .. }) => Some((i, parent)),
+            _ => None,
+        })
     }
 
     /// A piece reserved for this agent at the seed that no parent can give, not yet being fetched.
     pub fn next_seed_piece(&self, now: Instant) -> Option<u32> {
+        self.seed_ready(now).next()
+    }
+
+    /// The seed pieces to fetch now, in one request: every piece reserved
+    /// for this agent at the seed that no parent can give and that is not
+    /// being fetched, ascending; none while more are already on their way
+    /// from the seed than are waiting, so that the pieces of a run handed
+    /// out a few at a time go in one request rather than one each. A
+    /// request's pieces come one after another at the link's speed, with no
+    /// round trip between them.
+    pub fn next_seed_batch(&self, now: Instant) -> Vec<u32> {
+        let ready: Vec<u32> = self.seed_ready(now).collect();
+        if ready.len() < self.seed_pieces_coming() {
+            return Vec::new();
+        }
+        ready
+    }
+
+    fn seed_ready(&self, now: Instant) -> impl Iterator<Item = u32> + '_ {
         self.seed
             .iter()
             .copied()
             .filter(|&i| !self.inflight.contains_key(&i) && !self.has(i))
-            .find(|&i| matches!(self.source_of(i, now), Some(Source::Seed)))
+            .filter(move |&i| matches!(self.source_of(i, now), Some(Source::Seed)))
+    }
+
+    /// Seed pieces on their way now.
+    pub fn seed_pieces_coming(&self) -> usize {
+        self.inflight.values().filter(|s| matches!(s, Source::Seed)).count()
     }
 
     /// The least busy usable parent holding piece `i`, else the seed if it was handed the piece.
@@ -282,7 +314,10 @@ impl Schedule {
         self.owed.have.push(i);
         self.seed.remove(&i);
         match source {
-            Source::Seed => self.seed_failures = 0,
+            Source::Seed => {
+                self.seed_failures = 0;
+                self.seed_news = true;
+            }
             Source::Parent { id, .. } => *self.owed.bytes_from.entry(id.clone()).or_default() += len,
         }
     }
@@ -476,7 +511,14 @@ impl Schedule {
             // the seed's pieces do not wait for a slot.
             let sourceless = self.next_piece(now).is_none() && self.next_seed_piece(now).is_none();
             let starved = sourceless && (slot_free || self.rooted(&missing));
-            let every = if starved { REJOIN_EVERY } else { REFRESH_EVERY };
+            // A join held by the registry costs nothing while it waits, and
+            // its answer comes the moment there is something to fetch (the
+            // blob's turn at the seed, say): it goes at once.
+            let every = match (starved, idle) {
+                (true, true) => REJOIN_AT_LEAST,
+                (true, false) => REJOIN_EVERY,
+                (false, _) => REFRESH_EVERY,
+            };
             Some((every, (idle && sourceless).then_some(JOIN_WAIT_MS)))
         } else if !missing.is_empty() {
             // Only pieces the feeds bring are missing: the feeds' parents
@@ -485,6 +527,14 @@ impl Schedule {
         } else {
             None
         }
+    }
+
+    /// When to report and join because a seed piece arrived: at once,
+    /// unless the last join was less than [`REJOIN_AT_LEAST`] ago, then as
+    /// soon as it is that long ago; `None` if no seed piece arrived since.
+    /// Without it, the seed's next pieces would wait for the next tick.
+    pub fn seed_join_at(&self) -> Option<Instant> {
+        self.seed_news.then(|| self.last_join + REJOIN_AT_LEAST)
     }
 
     /// Whether the last join was at least `at_least` ago.
@@ -496,6 +546,7 @@ impl Schedule {
     /// long enough to run that the answer may leave it and the digests out.
     pub fn joining(&mut self, now: Instant) -> bool {
         self.last_join = now;
+        self.seed_news = false;
         self.ticket_until.saturating_duration_since(now).as_secs() > BRIEF_TICKET_LEFT_SECS
     }
 
@@ -655,6 +706,44 @@ mod tests {
     }
 
     #[test]
+    fn seed_pieces_go_in_one_request_and_a_few_more_wait_for_the_last_request_to_be_well_under_way() {
+        let at = clock();
+        let mut p = plan(8);
+        p.seed_pieces = vec![0, 1, 2, 3];
+        p.parents = vec![parent("a", &[2])];
+        let mut s = Schedule::new(p.clone(), vec![false; 8], at(0));
+        let batch = s.next_seed_batch(at(0));
+        assert_eq!(batch, [0, 1, 3], "2 comes from a parent");
+        for &i in &batch {
+            s.started(i, Source::Seed);
+        }
+        let mut more = p.clone();
+        more.seed_pieces = vec![4, 5];
+        s.planned(more.clone(), at(10));
+        assert_eq!(s.next_seed_batch(at(10)), Vec::<u32>::new(), "two wait while three are on their way");
+        s.ended(0);
+        s.kept(0, &Source::Seed, 1024, at(20));
+        assert_eq!(s.next_seed_batch(at(20)), [4, 5], "as many wait as are on their way: they go");
+        assert_eq!(s.seed_pieces_coming(), 2);
+    }
+
+    #[test]
+    fn a_seed_piece_that_arrives_right_after_a_join_is_reported_as_soon_as_a_join_is_due() {
+        let at = clock();
+        let mut p = plan(4);
+        p.seed_pieces = vec![0];
+        let mut s = Schedule::new(p, vec![false; 4], at(0));
+        assert_eq!(s.seed_join_at(), None);
+        s.joining(at(10));
+        s.started(0, Source::Seed);
+        s.ended(0);
+        s.kept(0, &Source::Seed, 1024, at(20));
+        assert_eq!(s.seed_join_at(), Some(at(60)), "50 ms after the last join");
+        s.joining(at(60));
+        assert_eq!(s.seed_join_at(), None, "reported");
+    }
+
+    #[test]
     fn the_seed_sending_corrupt_copies_of_a_piece_ends_the_download() {
         let at = clock();
         let mut s = Schedule::new(plan(2), vec![false; 2], at(0));
@@ -797,7 +886,7 @@ mod tests {
     fn joins_are_frequent_while_a_piece_has_no_source_and_held_while_nothing_arrives() {
         let at = clock();
         let mut s = Schedule::new(plan(2), vec![false; 2], at(0));
-        assert_eq!(s.wanted_join(true, true, at(0)), Some((REJOIN_EVERY, Some(JOIN_WAIT_MS))), "idle, sourceless");
+        assert_eq!(s.wanted_join(true, true, at(0)), Some((REJOIN_AT_LEAST, Some(JOIN_WAIT_MS))), "idle, sourceless");
         assert_eq!(s.wanted_join(false, true, at(0)), Some((REJOIN_EVERY, None)), "something still arrives");
         assert_eq!(s.wanted_join(true, false, at(0)), Some((REFRESH_EVERY, Some(JOIN_WAIT_MS))), "no slot free");
         let mut p = plan(2);

@@ -299,6 +299,7 @@ impl Scheduler {
             newcomer,
             stripes: self.stripes,
             in_flight,
+            piece_size: blob.piece_size,
         };
         let given = seed::hand_out(swarm, &view, ask, seed.entry(cluster).or_default());
         Plan { parents, seed_pieces: given.pieces, availability, feeds, queued: given.queued }

@@ -325,6 +325,13 @@ impl Swarm {
                 seed_done += 1;
             }
         }
+        // An agent that reports is alive and fetching: the rest of its run
+        // of seed pieces stays its own, however long the run takes.
+        for (holder, at) in self.reserved.values_mut() {
+            if holder == agent {
+                *at = now;
+            }
+        }
         // A finished agent no longer takes anyone's upload slots.
         if self.peers.get(agent).is_some_and(|me| !me.lacking()) {
             self.leave_parents(agent);

@@ -49,28 +49,46 @@ fn the_seed_sends_a_few_pieces_at_a_time_to_different_agents_who_then_trade() {
     let c = s.register(C, &req("c", "z1"));
     let pa = s.join(C, &a, d, blob(8), &[]);
     assert_eq!(pa.seed_pieces, [0], "a newcomer gets one piece: others of a crowd may be a moment behind");
+    assert_eq!(s.join(C, &b, d, blob(8), &[]).seed_pieces, [1], "each agent gets a different piece from the seed");
+    assert_eq!(s.join(C, &c, d, blob(8), &[]).seed_pieces, [2]);
     let pa = s.join(C, &a, d, blob(8), &[]);
-    assert_eq!(pa.seed_pieces, [0, 1, 2], "still alone when it comes back, it takes the whole seed budget");
-    let pb = s.join(C, &b, d, blob(8), &[]);
-    assert!(pb.seed_pieces.is_empty(), "the cluster's seed budget is spent");
-    assert!(pa.parents.is_empty() && pb.parents.is_empty());
-    s.report(C, &progress(&a, d, &[0, 1, 2], &[], &[]));
+    assert_eq!(pa.seed_pieces, [0], "with others wanting pieces, one seed piece per agent");
+    assert!(pa.parents.is_empty());
+    let e = s.register(C, &req("e", "z1"));
+    assert!(s.join(C, &e, d, blob(8), &[]).seed_pieces.is_empty(), "the cluster's seed budget of three is spent");
+    s.report(C, &progress(&a, d, &[0], &[], &[]));
     let pb = s.join(C, &b, d, blob(8), &[]);
     assert_eq!(pb.parents.len(), 1);
     assert_eq!(pb.parents[0].agent_id, a);
-    assert_eq!(pb.parents[0].pieces, [0, 1, 2]);
-    assert_eq!(pb.seed_pieces, [3], "with others wanting pieces, one seed piece per agent");
-    assert_eq!(pb.availability, [1, 1, 1, 0, 0, 0, 0, 0]);
-    let pc = s.join(C, &c, d, blob(8), &[]);
-    assert_eq!(pc.seed_pieces, [4], "each agent gets a different piece from the seed");
-    let pa = s.join(C, &a, d, blob(8), &[0, 1, 2]);
-    assert_eq!(pa.seed_pieces, [5], "a third piece goes out");
+    assert_eq!(pb.parents[0].pieces, [0]);
+    assert_eq!(pb.seed_pieces, [1], "b keeps its own");
+    assert_eq!(pb.availability, [1, 0, 0, 0, 0, 0, 0, 0]);
+    let pa = s.join(C, &a, d, blob(8), &[0]);
+    assert_eq!(pa.seed_pieces, [3], "a piece arrived, so the next goes out");
+    assert_eq!(s.holders(C, d), [1, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn an_agent_alone_takes_a_run_of_seed_pieces_that_stays_its_own_while_it_reports() {
+    let clock = Arc::new(ManualClock::new());
+    let s = pull_only().with_clock(clock.clone());
+    let d = Digest::of(b"blob");
+    let (a, b) = (s.register(C, &req("a", "z1")), s.register(C, &req("b", "z1")));
+    assert_eq!(s.join(C, &a, d, blob(8), &[]).seed_pieces, [0], "a newcomer may be the first of a crowd");
+    let run = s.join(C, &a, d, blob(8), &[]).seed_pieces;
+    assert_eq!(run, (0..8).collect::<Vec<u32>>(), "still alone, it takes every piece, whatever the budget");
+    let other = s.register(C, &req("other", "z1"));
+    let elsewhere = s.join(C, &other, Digest::of(b"another blob"), blob(8), &[]);
+    assert!(elsewhere.seed_pieces.is_empty(), "the run counts against the cluster's budget");
+    clock.advance(Duration::from_secs(15));
+    s.report(C, &progress(&a, d, &[0, 1], &[], &[]));
+    clock.advance(Duration::from_secs(9));
+    s.report(C, &progress(&a, d, &[2], &[], &[]));
+    clock.advance(Duration::from_secs(1));
+    s.load(C, &b, None, None);
     let pb = s.join(C, &b, d, blob(8), &[]);
-    assert_eq!(pb.seed_pieces, [3], "three pieces are out: b keeps its own, and nothing more");
-    s.report(C, &progress(&b, d, &[3], &[], &[]));
-    let pb = s.join(C, &b, d, blob(8), &[3]);
-    assert_eq!(pb.seed_pieces, [6], "a piece arrived, so the next goes out");
-    assert_eq!(s.holders(C, d), [1, 1, 1, 1, 0, 0, 0, 0]);
+    assert!(pb.seed_pieces.is_empty(), "25 s after the run was handed out, but a reports: the run is still a's");
+    assert_eq!(pb.parents[0].pieces, [0, 1, 2], "b takes what a has");
 }
 
 #[test]
@@ -80,16 +98,17 @@ fn blobs_of_one_cluster_take_turns_at_the_seed() {
     let xs: Vec<String> = (0..3).map(|i| s.register(C, &req(&format!("x{i}"), ""))).collect();
     let ys: Vec<String> = (0..3).map(|i| s.register(C, &req(&format!("y{i}"), ""))).collect();
     assert_eq!(s.join(C, &xs[0], x, blob(8), &[]).seed_pieces, [0], "a newcomer takes one piece");
-    assert_eq!(s.join(C, &xs[0], x, blob(8), &[]).seed_pieces, [0, 1, 2], "alone, x0 takes the whole budget");
-    // Both blobs now wait for the seed: y asked first.
-    assert!(s.join(C, &ys[0], y, blob(8), &[]).seed_pieces.is_empty());
-    assert!(s.join(C, &xs[1], x, blob(8), &[]).seed_pieces.is_empty());
+    assert_eq!(s.join(C, &xs[1], x, blob(8), &[]).seed_pieces, [1]);
+    assert_eq!(s.join(C, &ys[0], y, blob(8), &[]).seed_pieces, [0], "the budget's third piece goes to y");
+    // Both blobs now wait for the seed: x asked first.
+    assert!(s.join(C, &xs[2], x, blob(8), &[]).seed_pieces.is_empty());
+    assert!(s.join(C, &ys[1], y, blob(8), &[]).seed_pieces.is_empty());
+    s.report(C, &progress(&ys[0], y, &[0], &[], &[]));
+    assert!(s.join(C, &ys[1], y, blob(8), &[]).seed_pieces.is_empty(), "x is first in line");
+    assert_eq!(s.join(C, &xs[2], x, blob(8), &[]).seed_pieces, [2], "x's turn");
     s.report(C, &progress(&xs[0], x, &[0], &[], &[]));
-    assert!(s.join(C, &xs[1], x, blob(8), &[]).seed_pieces.is_empty(), "y is first in line");
-    assert_eq!(s.join(C, &ys[1], y, blob(8), &[]).seed_pieces, [0], "y's turn");
-    s.report(C, &progress(&xs[0], x, &[1], &[], &[]));
-    assert!(s.join(C, &ys[2], y, blob(8), &[]).seed_pieces.is_empty(), "x is first in line now");
-    assert_eq!(s.join(C, &xs[1], x, blob(8), &[]).seed_pieces, [3], "and x's turn again");
+    assert!(s.join(C, &xs[0], x, blob(8), &[0]).seed_pieces.is_empty(), "y is first in line now");
+    assert_eq!(s.join(C, &ys[1], y, blob(8), &[]).seed_pieces, [1], "and y's turn again");
 }
 
 #[test]
@@ -291,7 +310,8 @@ fn with_stripe_trees_each_stripe_leaves_the_seed_for_its_root_only() {
     let d = Digest::of(b"blob");
     let ids: Vec<String> = (0..4).map(|i| s.register(C, &req(&format!("n{i}"), "z1"))).collect();
     let plans: Vec<Plan> = ids.iter().map(|id| s.join(C, id, d, blob(8), &[])).collect();
-    assert!(plans.iter().all(|p| p.seed_pieces.is_empty()), "a new swarm waits a moment for the crowd to join");
+    assert_eq!(plans[0].seed_pieces, [0], "the first member may be alone: it takes one piece at once");
+    assert!(plans[1..].iter().all(|p| p.seed_pieces.is_empty()), "a new swarm waits a moment for the crowd to join");
     std::thread::sleep(TREES_SETTLE);
     let feeds = |p: &Plan| p.feeds.iter().map(|f| f.as_ref().map(|f| f.agent_id.clone())).collect::<Vec<_>>();
     let mut plans: Vec<Plan> = ids.iter().map(|id| s.join(C, id, d, blob(8), &[])).collect();
@@ -372,7 +392,7 @@ fn on_a_manual_clock_an_agent_silent_while_fetching_loses_its_seed_pieces_to_ano
     let d = Digest::of(b"blob");
     let (a, b) = (s.register(C, &req("a", "z1")), s.register(C, &req("b", "z1")));
     s.join(C, &a, d, blob(8), &[]);
-    assert_eq!(s.join(C, &a, d, blob(8), &[]).seed_pieces, [0, 1, 2], "alone, a takes the whole budget");
+    assert_eq!(s.join(C, &a, d, blob(8), &[]).seed_pieces, (0..8).collect::<Vec<u32>>(), "alone, a takes a run");
     assert!(s.join(C, &b, d, blob(8), &[]).seed_pieces.is_empty());
     clock.advance(Duration::from_secs(5));
     s.load(C, &b, None, None);
