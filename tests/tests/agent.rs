@@ -35,6 +35,12 @@ impl Setup {
         Setup::with(Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PIECE_SIZE", "262144")])).await
     }
 
+    /// The same with 4 MiB pieces for every blob (the operator's `--piece-size`),
+    /// for tests that name pieces by their place in a blob.
+    async fn with_4_mib_pieces() -> Setup {
+        Setup::with(Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PIECE_SIZE", "4194304")])).await
+    }
+
     /// The same around a registry started by the caller.
     async fn with(reg: Registry) -> Setup {
         let http = Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
@@ -193,7 +199,7 @@ async fn three_agents_pull_one_blob_and_the_registry_sends_it_about_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_cached_reaches_a_client_or_peer_the_registry_would_refuse() {
-    let s = Setup::new().await;
+    let s = Setup::with_4_mib_pieces().await;
     let blob = pseudo_random(6 * MIB, 11);
     let digest = s.push_blob("accel/app", &blob).await;
     let other = s.push_blob("accel/app", b"another blob").await;
@@ -530,7 +536,7 @@ async fn a_restarted_agent_keeps_its_blobs_and_needs_no_seed_bytes() {
 /// A partial blob left by a killed agent is resumed: verified pieces are kept.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partial_blob_resumes_after_a_restart() {
-    let s = Setup::new().await;
+    let s = Setup::with_4_mib_pieces().await;
     let blob = pseudo_random(12 * MIB, 41);
     let (digest, token) = s.accelerated(&blob).await;
     let mut agent = s.agent(&[]);
