@@ -1042,10 +1042,11 @@ fn bench_swarm() {
     // New namespaces took the host's congestion control when they were made.
     let cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap_or_default();
     println!(
-        "swarm benchmark: N={n} agents, {}, image {:.1} MiB in {nlayers} layers, {} KiB pieces, TCP {}",
+        "swarm benchmark: N={n} agents, {}, image {:.1} MiB in {nlayers} layers, {} pieces, TCP {}",
         links.describe(),
         mib(s),
-        setting("SWARM_PIECE_KIB", 4096),
+        std::env::var("SWARM_PIECE_KIB")
+            .map_or_else(|_| "per-blob (the registry's rule)".to_owned(), |k| format!("{k} KiB")),
         cc.trim()
     );
     println!("| mode   | makespan s | p50 s | p95 s | max s | registry egress MiB | egress / image | bad layers |");

@@ -176,8 +176,8 @@ pub(super) struct Swarm {
     /// The members by order of registration: the stripe trees' order, and
     /// the order in which a large swarm's members are looked at as parents.
     pub(super) order: Vec<(u64, String)>,
-    /// Members per zone.
-    pub(super) zones: HashMap<String, usize>,
+    /// The members of each zone, by order of registration: each zone's stripe trees.
+    pub(super) zones: HashMap<String, Vec<(u64, String)>>,
     /// The members that cannot serve others now, or may stop being able to
     /// before `next_census`; every other member can until then.
     pub(super) suspects: Vec<String>,
@@ -255,7 +255,9 @@ impl Swarm {
         if newcomer {
             let at = self.order.partition_point(|(s, id)| (*s, id.as_str()) < (seq, agent));
             self.order.insert(at, (seq, agent.to_owned()));
-            *self.zones.entry(zone.to_owned()).or_default() += 1;
+            let here = self.zones.entry(zone.to_owned()).or_default();
+            let at = here.partition_point(|(s, id)| (*s, id.as_str()) < (seq, agent));
+            here.insert(at, (seq, agent.to_owned()));
             let peer = Peer { have: vec![false; self.pieces], seq, zone: zone.to_owned(), ..Peer::default() };
             self.peers.insert(agent.to_owned(), peer);
         }
@@ -383,9 +385,11 @@ impl Swarm {
             if let Ok(at) = self.order.binary_search_by(|(s, id)| (*s, id.as_str()).cmp(&(gone.seq, agent))) {
                 self.order.remove(at);
             }
-            if let Some(n) = self.zones.get_mut(&gone.zone) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(here) = self.zones.get_mut(&gone.zone) {
+                if let Ok(at) = here.binary_search_by(|(s, id)| (*s, id.as_str()).cmp(&(gone.seq, agent))) {
+                    here.remove(at);
+                }
+                if here.is_empty() {
                     self.zones.remove(&gone.zone);
                 }
             }

@@ -369,7 +369,7 @@ fn with_stripe_trees_the_seed_sends_one_blob_before_the_next() {
     assert!(!plan.queued);
 }
 #[test]
-fn swarms_across_zones_and_blobs_of_a_few_large_pieces_have_no_trees() {
+fn blobs_of_a_few_large_pieces_have_no_trees() {
     let s = Scheduler::new(Duration::from_secs(10));
     let d = Digest::of(b"blob");
     let (a, b) = (s.register(C, &req("a", "z1")), s.register(C, &req("b", "z1")));
@@ -380,9 +380,41 @@ fn swarms_across_zones_and_blobs_of_a_few_large_pieces_have_no_trees() {
     let many = Blob { pieces: TREE_MIN_PIECES, piece_size: 4 << 20 };
     s.join(C, &a, Digest::of(b"many"), many, &[]);
     assert_eq!(s.join(C, &b, Digest::of(b"many"), many, &[]).feeds.len(), 2, "many 4 MiB pieces");
-    let far = s.register(C, &req("far", "z2"));
-    assert!(s.join(C, &far, d, blob(4), &[]).feeds.is_empty(), "a second zone");
-    assert!(s.join(C, &b, d, blob(4), &[]).feeds.is_empty(), "for everyone in the swarm");
+}
+
+#[test]
+fn a_swarm_across_zones_has_trees_per_zone_and_one_feed_per_stripe_between_them() {
+    let s = Scheduler::new(Duration::from_secs(10));
+    let d = Digest::of(b"blob");
+    // Registered alternately, as a crowd from two zones would.
+    let ids: Vec<String> = (0..8).map(|i| s.register(C, &req(&format!("n{i}"), &format!("z{}", i % 2)))).collect();
+    let zone = |i: usize| i % 2;
+    let feeds = |p: &Plan| p.feeds.iter().map(|f| f.as_ref().map(|f| f.agent_id.clone())).collect::<Vec<_>>();
+    for id in &ids {
+        s.join(C, id, d, blob(8), &[]);
+    }
+    std::thread::sleep(TREES_SETTLE);
+    let plans: Vec<Vec<Option<String>>> = ids.iter().map(|id| feeds(&s.join(C, id, d, blob(8), &[]))).collect();
+    let at = |id: &str| ids.iter().position(|x| x == id).unwrap();
+    let mut crossing = 0;
+    for (i, plan) in plans.iter().enumerate() {
+        assert_eq!(plan.len(), 2, "n{i} has a parent or the seed in each stripe");
+        for (stripe, parent) in plan.iter().enumerate() {
+            match parent {
+                Some(p) if zone(at(p)) != zone(i) => {
+                    crossing += 1;
+                    assert_eq!(zone(i), 1, "only the second zone is fed from the first");
+                    // Zone z0 is n0, n2, n4, n6: the root of stripe s is its s-th member.
+                    assert_eq!(p, &ids[2 * stripe], "the first zone's root of stripe {stripe} feeds n{i}");
+                }
+                Some(_) => {}
+                None => assert_eq!(zone(i), 0, "n{i}: only the first zone's roots take from the seed"),
+            }
+        }
+    }
+    assert_eq!(crossing, 2, "one feed per stripe crosses into the second zone: {plans:?}");
+    let roots = plans.iter().flatten().filter(|p| p.is_none()).count();
+    assert_eq!(roots, 2, "one root per stripe takes from the seed");
 }
 
 #[test]

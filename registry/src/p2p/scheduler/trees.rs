@@ -23,10 +23,16 @@ pub const DEFAULT_STRIPES: usize = 2;
 
 /// The requester's parent in each of `stripes` trees (`None` where it is
 /// the root), over the members it may fetch from and itself, in order of
-/// registration; empty when the swarm gets no trees. Zones come first: a
-/// swarm that spans several has no trees, and the pull loop keeps its
-/// transfers within a zone where it can. `unusable` are the members that
-/// cannot serve the requester, by order of registration.
+/// registration; empty when the swarm gets no trees. `unusable` are the
+/// members that cannot serve the requester, by order of registration.
+///
+/// A swarm whose members span zones has trees per zone: each zone's members
+/// form their own trees, so that a stripe crosses into a zone once, not once
+/// per member. The trees' roots in the first zone (its first member's, where
+/// a crowd's seed pieces went first) take their stripes from the seed; the
+/// root of a stripe's tree in every other zone takes it from the root of
+/// that stripe's tree in the first zone, the one feed per stripe and zone
+/// that crosses between zones.
 pub(super) fn place(
     swarm: &Swarm,
     view: &View,
@@ -38,34 +44,53 @@ pub(super) fn place(
         return Vec::new();
     }
     let Some(me) = swarm.peers.get(view.me).filter(|_| view.agents.contains_key(view.me)) else { return Vec::new() };
-    let members = swarm.order.len() - unusable.len();
-    let unusable_here =
-        unusable.iter().filter(|(_, id)| swarm.peers.get(*id).is_some_and(|p| p.zone == me.zone)).count();
-    let here = swarm.zones.get(&me.zone).copied().unwrap_or(0) - unusable_here;
-    if here != members {
-        return Vec::new();
-    }
-    // Places in `order` of the members that cannot serve, to skip.
-    let skip: Vec<usize> = unusable
-        .iter()
-        .filter_map(|(seq, id)| swarm.order.binary_search_by(|(s, o)| (*s, o.as_str()).cmp(&(*seq, id))).ok())
-        .collect();
-    let Ok(at) = swarm.order.binary_search_by(|(s, o)| (*s, o.as_str()).cmp(&(me.seq, view.me))) else {
+    let skipped = |list: &'_ [(u64, String)]| -> Vec<usize> {
+        // Places in `list` of the members that cannot serve, to skip.
+        unusable
+            .iter()
+            .filter_map(|(seq, id)| list.binary_search_by(|(s, o)| (*s, o.as_str()).cmp(&(*seq, id))).ok())
+            .collect()
+    };
+    // The member at place `k` among a list's usable members.
+    let nth = |list: &[(u64, String)], skip: &[usize], k: usize| -> Option<String> {
+        let mut k = k;
+        let mut skip = skip.to_vec();
+        skip.sort_unstable();
+        for &s in &skip {
+            if s <= k {
+                k += 1;
+            }
+        }
+        list.get(k).map(|(_, id)| id.clone())
+    };
+    let feed = |id: String| view.agents.get(&id).map(|a| Feed { agent_id: id.clone(), url: a.url.clone() });
+    let Some(here) = swarm.zones.get(&me.zone) else { return Vec::new() };
+    let skip = skipped(here);
+    let members = here.len() - skip.len();
+    let Ok(at) = here.binary_search_by(|(s, o)| (*s, o.as_str()).cmp(&(me.seq, view.me))) else {
         return Vec::new();
     };
     let me_at = at - skip.iter().filter(|&&k| k < at).count();
+    // The first zone: the zone of the first member that can serve.
+    let first_zone = if swarm.zones.len() == 1 {
+        None
+    } else {
+        let unusable_ids: std::collections::HashSet<&str> = unusable.iter().map(|(_, id)| *id).collect();
+        let first = swarm.order.iter().find(|(_, id)| id == view.me || !unusable_ids.contains(id.as_str()));
+        first.and_then(|(_, id)| swarm.peers.get(id)).map(|p| p.zone.as_str()).filter(|z| *z != me.zone)
+    };
     tree_parents(members, me_at, stripes)
         .into_iter()
-        .map(|parent| {
-            // The parent's place among the members, back to its place in `order`.
-            let mut k = parent?;
-            for &s in &skip {
-                if s <= k {
-                    k += 1;
-                }
+        .enumerate()
+        .map(|(stripe, parent)| match (parent, first_zone) {
+            (Some(k), _) => nth(here, &skip, k).and_then(feed),
+            // A root outside the first zone: the first zone's root of the stripe feeds it.
+            (None, Some(zone)) => {
+                let there = swarm.zones.get(zone)?;
+                let skip = skipped(there);
+                (stripe < there.len() - skip.len()).then(|| nth(there, &skip, stripe)).flatten().and_then(feed)
             }
-            let id = &swarm.order.get(k)?.1;
-            view.agents.get(id).map(|a| Feed { agent_id: id.clone(), url: a.url.clone() })
+            (None, None) => None,
         })
         .collect()
 }
