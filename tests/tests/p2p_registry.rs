@@ -529,7 +529,15 @@ async fn every_p2p_answer_that_is_no_success_is_an_oci_error_body(backend: Backe
         ("a negative piece index", seed("-1"), 400, "UNSUPPORTED"),
         ("a piece index above u32", seed("4294967296"), 400, "UNSUPPORTED"),
         ("a piece index that is no number", seed("first"), 400, "UNSUPPORTED"),
-        ("a piece index past the blob", seed("3"), 416, "SIZE_INVALID"),
+        ("a piece index past the blob", seed("20"), 416, "SIZE_INVALID"),
+        (
+            "a batched read with no list",
+            f.http
+                .get(url(&format!("/p2p/v1/seed/{}/pieces?other=1", f.digest)))
+                .header("authorization", format!("Ticket {ticket}")),
+            416,
+            "SIZE_INVALID",
+        ),
         ("a seed digest that is none", f.http.get(url("/p2p/v1/seed/sha256:xyz/pieces/0")), 400, "DIGEST_INVALID"),
         (
             "a register body that is not JSON",
