@@ -15,9 +15,8 @@ use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use damselfly_core::p2p::{
     parse_pieces_query, DeletedBlob, HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse,
-    PieceGeometry,
-    PreheatReport, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME, MAX_JOIN_WAIT_MS,
-    TICKET_AUTH_SCHEME,
+    PieceGeometry, PreheatReport, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME,
+    MAX_JOIN_WAIT_MS, TICKET_AUTH_SCHEME,
 };
 use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use futures_util::StreamExt;
