@@ -43,6 +43,11 @@ struct Fetch<'a> {
     /// Where the seed batches say how they go, and how many run.
     seed_events: mpsc::UnboundedSender<SeedEvent>,
     batches: usize,
+    /// The agent id the schedule's ticket was issued to. The agent registers
+    /// again under a new id when the registry forgot it (another download's
+    /// join or the heartbeat may be the one to notice); the old id's ticket
+    /// is then refused by the seed, and a brief join would never replace it.
+    ticket_agent: Option<String>,
 }
 
 impl Engine {
@@ -69,6 +74,7 @@ impl Engine {
             events,
             seed_events,
             batches: 0,
+            ticket_agent: self.supernode.agent_id(),
         };
         f.follow_feeds();
         let mut tasks: JoinSet<Fetched> = JoinSet::new();
@@ -206,6 +212,9 @@ impl Fetch<'_> {
                     Some(Failure::Broken(ref e)) => {
                         tracing::info!(%digest, pieces = ?left, error = e, "a seed fetch failed; will retry")
                     }
+                    Some(Failure::TicketRefused(ref e)) => {
+                        tracing::info!(%digest, pieces = ?left, error = e, "the seed refused the ticket; joining for a new one")
+                    }
                     None => {}
                 }
                 if let Some(failure) = failure {
@@ -237,8 +246,11 @@ impl Fetch<'_> {
                     (Failure::Busy, Source::Seed) => {
                         tracing::debug!(%digest, piece = i, "the seed is busy; will retry")
                     }
-                    (Failure::Broken(e), Source::Parent { id, .. }) => {
+                    (Failure::Broken(e) | Failure::TicketRefused(e), Source::Parent { id, .. }) => {
                         tracing::info!(%digest, piece = i, parent = id, error = e, "a parent failed; trying elsewhere");
+                    }
+                    (Failure::TicketRefused(e), Source::Seed) => {
+                        tracing::info!(%digest, piece = i, error = e, "the seed refused the ticket; joining for a new one");
                     }
                     (Failure::Broken(e), Source::Seed) => {
                         tracing::info!(%digest, piece = i, error = e, "a seed fetch failed; will retry");
@@ -361,11 +373,18 @@ impl Fetch<'_> {
         if !self.schedule.join_due(at_least, Instant::now()) {
             return;
         }
+        if self.engine.supernode.agent_id() != self.ticket_agent {
+            self.schedule.ticket_stale(Instant::now());
+        }
         let brief = self.schedule.joining(Instant::now());
         let have = self.d.have_list();
         let again = Rejoin { wait_ms, brief, fetching: Some(self.engine.fetch_slots.running()) };
         match self.engine.supernode.join(self.repository, self.d.digest, self.client_token, have, again).await {
             Ok(next) => {
+                if !next.ticket.is_empty() {
+                    // Issued to the id the join went out under, which it may have registered anew.
+                    self.ticket_agent = self.engine.supernode.agent_id();
+                }
                 self.schedule.planned(next, Instant::now());
                 self.follow_feeds();
             }
@@ -410,7 +429,7 @@ async fn fetch_piece(
         return Err(Failure::Busy);
     }
     if !r.status().is_success() {
-        return Err(broken(format!("answered {}", r.status())));
+        return Err(super::failed_answer(r).await);
     }
     let mut body = r.bytes_stream();
     let mut piece = bytes::BytesMut::with_capacity(expected as usize);

@@ -45,6 +45,28 @@ use crate::supernode::Supernode;
 /// sent and fetch it again.
 const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a failed answer of a source means for the download: the
+/// registry's seed says in its OCI error body's code whether it refused the
+/// ticket (`DENIED`: expired, or issued to an agent id it no longer counts
+/// in the swarm; `UNAUTHORIZED`: none), which a new ticket mends; any other
+/// answer, a peer's plain-text refusal included, is broken.
+async fn failed_answer(r: reqwest::Response) -> schedule::Failure {
+    use damselfly_core::{ErrorBody, ErrorCode};
+    let status = r.status();
+    if !matches!(status, reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN) {
+        return schedule::Failure::Broken(format!("answered {status}"));
+    }
+    let body = tokio::time::timeout(STALL_TIMEOUT, r.json::<ErrorBody>()).await.ok().and_then(|b| b.ok());
+    let body = body.unwrap_or_default();
+    match body.code() {
+        Some(ErrorCode::Denied | ErrorCode::Unauthorized) => {
+            let why = body.errors.first().map(|e| e.message.as_str()).unwrap_or_default();
+            schedule::Failure::TicketRefused(format!("answered {status}: {why}"))
+        }
+        _ => schedule::Failure::Broken(format!("answered {status}")),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     Running,

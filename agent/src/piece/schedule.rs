@@ -101,6 +101,11 @@ pub enum Failure {
     Busy,
     /// Refused, stalled, disconnected or sent the wrong length.
     Broken(String),
+    /// The registry's seed refused the ticket (`DENIED` or `UNAUTHORIZED`):
+    /// it expired, or it names an agent id the registry no longer counts in
+    /// the swarm because this agent registered again. A fresh ticket, from
+    /// a join that is not brief, is what helps; the same one never will.
+    TicketRefused(String),
 }
 
 /// What is owed to the scheduler at the next report.
@@ -161,6 +166,9 @@ pub struct Schedule {
     /// A seed piece arrived since the last join: the next is owed soon, so
     /// that the scheduler hands out the seed's next pieces.
     seed_news: bool,
+    /// The ticket is no good any more (see [`Schedule::ticket_stale`]): a
+    /// join for a new one is owed at once.
+    ticket_news: bool,
     /// When a join last succeeded.
     last_plan: Instant,
     last_progress: Instant,
@@ -198,6 +206,7 @@ impl Schedule {
             owed: Owed { have: held, ..Owed::default() },
             last_join: now,
             seed_news: false,
+            ticket_news: false,
             last_plan: now,
             last_progress: now,
             idle_since: None,
@@ -348,12 +357,27 @@ impl Schedule {
             (Source::Parent { id, .. }, Failure::Busy) => {
                 self.busy.insert(id, now + BUSY_PARENT_PAUSE);
             }
-            (Source::Parent { id, .. }, Failure::Broken(_)) => {
+            (Source::Parent { id, .. }, Failure::Broken(_) | Failure::TicketRefused(_)) => {
                 self.avoid.insert(id.clone(), Some(now + FAILED_PARENT_PAUSE));
                 self.owed.failed.push(id);
             }
+            (Source::Seed, Failure::TicketRefused(_)) => {
+                // Counted like any seed failure, so that a registry that refuses every new ticket
+                // too still ends the download within SEED_FAILURES.
+                self.seed_failed(now);
+                self.ticket_stale(now);
+            }
             (Source::Seed, _) => self.seed_failed(now),
         }
+    }
+
+    /// The ticket can no longer be used `now`: the seed refused it, or the
+    /// agent registered again under a new id, which the ticket does not
+    /// name. The next join is not brief, so that its answer carries a new
+    /// ticket, and it goes at once.
+    pub fn ticket_stale(&mut self, now: Instant) {
+        self.ticket_until = self.ticket_until.min(now);
+        self.ticket_news = true;
     }
 
     /// Leaves the seed alone for a while after a failure, longer each time.
@@ -529,12 +553,13 @@ impl Schedule {
         }
     }
 
-    /// When to report and join because a seed piece arrived: at once,
-    /// unless the last join was less than [`REJOIN_AT_LEAST`] ago, then as
-    /// soon as it is that long ago; `None` if no seed piece arrived since.
-    /// Without it, the seed's next pieces would wait for the next tick.
+    /// When to report and join because a seed piece arrived, or because
+    /// the ticket went stale: at once, unless the last join was less than
+    /// [`REJOIN_AT_LEAST`] ago, then as soon as it is that long ago; `None`
+    /// if neither happened since. Without it, the seed's next pieces, or
+    /// the new ticket the seed's pieces wait for, would wait for the next tick.
     pub fn seed_join_at(&self) -> Option<Instant> {
-        self.seed_news.then(|| self.last_join + REJOIN_AT_LEAST)
+        (self.seed_news || self.ticket_news).then(|| self.last_join + REJOIN_AT_LEAST)
     }
 
     /// Whether the last join was at least `at_least` ago.
@@ -547,6 +572,7 @@ impl Schedule {
     pub fn joining(&mut self, now: Instant) -> bool {
         self.last_join = now;
         self.seed_news = false;
+        self.ticket_news = false;
         self.ticket_until.saturating_duration_since(now).as_secs() > BRIEF_TICKET_LEFT_SECS
     }
 
@@ -703,6 +729,39 @@ mod tests {
             s.failed(Source::Seed, &Failure::Broken("gone".into()), at(2000));
         }
         assert!(matches!(s.seed_verdict(), Err(GiveUp::SeedFailing(8))));
+    }
+
+    #[test]
+    fn a_refused_ticket_is_replaced_by_the_next_join_which_goes_at_once_and_is_not_brief() {
+        let at = clock();
+        let mut p = plan(2);
+        p.seed_pieces = vec![0, 1];
+        let mut s = Schedule::new(p.clone(), vec![false; 2], at(0));
+        assert_eq!(s.seed_join_at(), None);
+        assert!(s.joining(at(100)), "a ticket with 300 s to run: the join may be brief");
+        s.failed(Source::Seed, &Failure::TicketRefused("DENIED".into()), at(1000));
+        assert_eq!(s.seed_join_at(), Some(at(150)), "a join is owed at once");
+        assert_eq!(s.next_seed_batch(at(1499)), Vec::<u32>::new(), "the seed rests as after any failure");
+        assert!(!s.joining(at(1000)), "the join asks for a new ticket");
+        assert_eq!(s.seed_join_at(), None, "the join was sent");
+        assert!(!s.joining(at(1200)), "and so does every join until one brings it");
+        let mut fresh = p.clone();
+        fresh.seed_pieces = Vec::new();
+        fresh.ticket = "fresh".into();
+        s.planned(fresh, at(1300));
+        assert_eq!(s.ticket(), "fresh");
+        assert!(s.joining(at(1400)), "brief again");
+        assert_eq!(s.next_seed_batch(at(1500)), [0, 1], "the seed's pieces go with the new ticket");
+        s.kept(0, &Source::Seed, 1024, at(1600));
+        // The agent registered again under a new id: the ticket names the old one.
+        s.ticket_stale(at(2000));
+        assert!(!s.joining(at(2000)));
+        for n in 1..SEED_FAILURES {
+            s.failed(Source::Seed, &Failure::TicketRefused("DENIED".into()), at(3000));
+            assert!(s.seed_verdict().is_ok(), "{n} refusals");
+        }
+        s.failed(Source::Seed, &Failure::TicketRefused("DENIED".into()), at(3000));
+        assert!(matches!(s.seed_verdict(), Err(GiveUp::SeedFailing(8))), "a seed that refuses every ticket ends it");
     }
 
     #[test]

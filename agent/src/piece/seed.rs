@@ -16,7 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::schedule::Failure;
 use super::slots::Slot;
-use super::{store, Download, STALL_TIMEOUT};
+use super::{failed_answer, store, Download, STALL_TIMEOUT};
 use crate::cache::Cache;
 use crate::rate::RateLimit;
 
@@ -85,7 +85,7 @@ async fn receive(
         return Err(Some(Failure::Busy));
     }
     if !r.status().is_success() {
-        return Err(broken(format!("answered {}", r.status())));
+        return Err(Some(failed_answer(r).await));
     }
     let layout = &batch.download.layout;
     let mut body = r.bytes_stream();
