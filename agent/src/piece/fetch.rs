@@ -175,6 +175,7 @@ impl Fetch<'_> {
             cache: self.engine.cache.clone(),
             http: self.engine.http.clone(),
             limit: self.engine.download_limit.clone(),
+            metrics: self.engine.metrics.clone(),
         };
         tokio::spawn(super::seed::run(batch, self.engine.fetch_slots.seed(), self.seed_events.clone()));
     }
@@ -186,10 +187,8 @@ impl Fetch<'_> {
         match event {
             SeedEvent::Stored { piece, len, since } => {
                 self.schedule.ended(piece);
-                // Stored already: the batch wrote it the moment it matched its digest.
+                // Stored and counted already: the batch wrote it the moment it matched its digest.
                 if !self.schedule.has(piece) {
-                    metrics.piece("verified");
-                    metrics.received("seed", len);
                     let millis = since.elapsed().as_millis() as u64;
                     tracing::debug!(%digest, piece, from = "seed", millis, "piece verified");
                     self.schedule.kept(piece, &Source::Seed, len, now);

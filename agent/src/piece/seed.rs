@@ -18,6 +18,7 @@ use super::schedule::Failure;
 use super::slots::Slot;
 use super::{failed_answer, store, Download, STALL_TIMEOUT};
 use crate::cache::Cache;
+use crate::metrics::Metrics;
 use crate::rate::RateLimit;
 
 /// What a batch tells the fetch loop.
@@ -45,6 +46,7 @@ pub(super) struct Batch {
     pub cache: Arc<Cache>,
     pub http: reqwest::Client,
     pub limit: Arc<RateLimit>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Fetches the batch, holding one of the node's fetch slots until it ends.
@@ -116,6 +118,12 @@ async fn receive(
             if layout.piece_digest(i).is_none_or(|d| *d.as_bytes() != digest) {
                 let _ = events.send(SeedEvent::Corrupt(i));
                 return Err(None);
+            }
+            // Counted before the piece is stored, as every piece the agent keeps: once stored, a
+            // reader may send it on, and whoever saw those bytes sees them counted.
+            if !batch.download.has(i) {
+                batch.metrics.piece("verified");
+                batch.metrics.received("seed", len as u64);
             }
             if let Err(e) = store(&batch.cache, &batch.download, i, piece.split().freeze()).await {
                 let _ = events.send(SeedEvent::CacheWrite(e));
