@@ -11,7 +11,7 @@
 # the registry's egress against the file size, and the lower bounds.
 #
 # Settings (environment):
-#   SWARM_MBIT (200), GET_FILE_MIB (1024), SWARM_PIECE_KIB (4096)
+#   SWARM_MBIT (200), GET_FILE_MIB (1024), SWARM_PIECE_KIB (default: chosen per blob)
 #   SWARM_SEED_MBIT, SWARM_UP_MBIT, SWARM_DOWN_MBIT   as in scripts/bench-swarm.sh
 #   SWARM_DIRECT      0 skips the direct baseline, for quick P2P comparisons
 #   SWARM_TIMEOUT     seconds for the whole run (3600)

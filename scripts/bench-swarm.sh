@@ -12,7 +12,8 @@
 # egress against the image size, and the Kumar & Ross lower bound for P2P.
 #
 # Settings (environment):
-#   SWARM_MBIT (50), SWARM_IMAGE_MIB (64), SWARM_LAYERS (4), SWARM_PIECE_KIB (4096)
+#   SWARM_MBIT (50), SWARM_IMAGE_MIB (64), SWARM_LAYERS (4)
+#   SWARM_PIECE_KIB   the registry's --piece-size for every blob (default: chosen per blob from its length)
 #   SWARM_SEED_MBIT   the registry node's link instead of SWARM_MBIT
 #   SWARM_UP_MBIT, SWARM_DOWN_MBIT   each agent's uplink and downlink instead of SWARM_MBIT.
 #                     With every link the same, all three terms of the bound nearly tie

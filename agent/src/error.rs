@@ -167,15 +167,9 @@ pub enum Error {
     /// A reader's blob could not be fetched; the download logged why.
     #[error("the blob could not be fetched completely and correctly")]
     DownloadFailed,
-    /// The seed sent corrupt copies of one piece again and again.
-    #[error("the seed sent corrupt copies of the same piece repeatedly")]
-    SeedCorrupt,
-    /// The seed failed fetch after fetch.
-    #[error("the seed failed {0} times in a row")]
-    SeedFailing(u32),
-    /// No piece arrived for too long, and the blob is not waiting its turn at the seed.
-    #[error("no new piece for {0} s")]
-    NoProgress(u64),
+    /// The download's schedule gave up on the blob.
+    #[error(transparent)]
+    GaveUp(#[from] crate::schedule::GiveUp),
     /// A piece cannot be written to the cache.
     #[error("cannot write to the cache: {0}")]
     CacheWrite(#[source] std::io::Error),

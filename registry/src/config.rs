@@ -66,9 +66,10 @@ pub struct Config {
     /// client that takes longer is disconnected, so trickled headers cannot hold connections open.
     #[arg(long, env = "DAMSELFLY_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub header_read_timeout_secs: u64,
-    /// Size in bytes of the pieces whose SHA-256 is recorded for every blob.
-    #[arg(long, env = "DAMSELFLY_PIECE_SIZE", default_value_t = damselfly_core::PIECE_SIZE)]
-    pub piece_size: u64,
+    /// Size in bytes of every blob's pieces in the P2P network, each with its SHA-256 recorded [default: chosen
+    /// per blob from its length, a power of two from 512 KiB to 4 MiB that makes about 128 pieces].
+    #[arg(long, env = "DAMSELFLY_PIECE_SIZE")]
+    pub piece_size: Option<u64>,
     /// Stripe trees per P2P swarm of a blob with pieces up to 512 KiB or with 32 pieces or more: each agent
     /// forwards one stripe of the pieces to this many children and takes every stripe from one parent; 0 turns
     /// the trees off, leaving every agent to pull from the parents it is given.
@@ -225,10 +226,9 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.storage.validate().map_err(ConfigError::Invalid)?;
         self.gc.validate().map_err(ConfigError::Invalid)?;
-        if self.piece_size < 64 * 1024 {
+        if let Some(size) = self.piece_size.filter(|&size| size < 64 * 1024) {
             return Err(ConfigError::Invalid(format!(
-                "piece_size {} is too small: use at least 65536 bytes (the default is 4194304)",
-                self.piece_size
+                "piece_size {size} is too small: use at least 65536 bytes, or leave it out to have it chosen per blob"
             )));
         }
         if self.p2p_stripes > 16 {
@@ -351,7 +351,7 @@ mod tests {
             Config::load_from(["damselfly-registry", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:7000"])
                 .unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
-        assert_eq!(c.piece_size, 1048576);
+        assert_eq!(c.piece_size, Some(1048576));
         assert_eq!(c.database_url(), "sqlite://damselfly-data/metadata.db");
         assert_eq!(c.p2p_stripes, 2);
         let c = Config::load_from(["r", "--p2p-stripes", "0"]).unwrap();
@@ -444,7 +444,7 @@ mod tests {
             internal_url: Some("http://10.0.0.7:5000".into()),
             max_manifest_bytes: 1234,
             header_read_timeout_secs: 4,
-            piece_size: 65536,
+            piece_size: Some(65536),
             p2p_stripes: 0,
             database_max_connections: 3,
             log_format: LogFormat::Json,

@@ -63,7 +63,10 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
                 .map_err(|source| storage::OpenError::DataDir { path: dir.to_owned(), source })?;
         }
     }
-    let blobs = BlobStore::open(&config.storage, &config.data_dir, config.piece_size).await?;
+    // Uploads record piece digests as they are hashed, before a blob's length is known; a blob
+    // whose pieces the P2P network cuts otherwise is cut again on its first use (p2p::layout).
+    let upload_pieces = config.piece_size.unwrap_or(damselfly_core::PIECE_SIZE);
+    let blobs = BlobStore::open(&config.storage, &config.data_dir, upload_pieces).await?;
     let db = Db::open(&config.database_url(), config.database_max_connections).await?;
     let auth = auth::Auth::open(&db, &config).await?;
     let stripes = config.p2p_stripes;

@@ -126,22 +126,54 @@ impl Net {
     /// Limits node `i`'s upload to `up` and its download to `down` Mbit/s, each with a queue of `queue_ms`.
     pub fn limit_queued(&self, i: usize, up: u32, down: u32, queue_ms: u64) {
         let node = &self.nodes[i];
-        let latency = format!("{queue_ms}ms");
         for (ns, dev, mbit) in [(&node.ns, "eth0", up), (&self.switch_ns, node.switch_if.as_str(), down)] {
-            let rate = format!("{mbit}mbit");
-            // Burst must hold at least one timer tick's worth of bytes at this rate.
-            let burst = format!("{}kb", (mbit as u64 * 1000 / 8 / 100).max(64));
-            let _ =
-                Command::new("tc").args(["-n", ns, "qdisc", "del", "dev", dev, "root"]).stderr(Stdio::null()).status();
-            let out = Command::new("tc")
-                .args([
-                    "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst", &burst, "latency",
-                    &latency,
-                ])
-                .output()
-                .expect("run tc");
-            assert!(out.status.success(), "tc on {ns}/{dev} failed: {}", String::from_utf8_lossy(&out.stderr));
+            tbf(ns, dev, mbit, queue_ms);
         }
+    }
+
+    /// Makes two zones: nodes `second` move to a bridge of their own, joined
+    /// to the first by one link of `mbit` Mbit/s each way (a veth pair in
+    /// the switch namespace, `tbf` at both ends, queues of
+    /// SWARM_TBF_LATENCY_MS), which everything between the zones crosses.
+    /// [`Net::between_zones_bytes`] counts what did.
+    pub fn split_zone(&self, second: &[usize], mbit: u32) {
+        let sw = self.switch_ns.as_str();
+        must(ip(&["-n", sw, "link", "add", "br1", "type", "bridge"]));
+        must(ip(&["-n", sw, "link", "set", "br1", "up"]));
+        for &i in second {
+            must(ip(&["-n", sw, "link", "set", &self.nodes[i].switch_if, "master", "br1"]));
+        }
+        must(ip(&["-n", sw, "link", "add", "zp0", "type", "veth", "peer", "name", "zp1"]));
+        for (end, bridge) in [("zp0", "br0"), ("zp1", "br1")] {
+            must(ip(&["-n", sw, "link", "set", end, "master", bridge]));
+            must(ip(&["-n", sw, "link", "set", end, "up"]));
+        }
+        let queue_ms = std::env::var("SWARM_TBF_LATENCY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+        for end in ["zp0", "zp1"] {
+            tbf(sw, end, mbit, queue_ms);
+        }
+    }
+
+    /// Bytes sent across the link between the zones of [`Net::split_zone`],
+    /// both ways together, frames' headers included.
+    pub fn between_zones_bytes(&self) -> u64 {
+        ["zp0", "zp1"]
+            .iter()
+            .map(|end| {
+                let out = Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &self.switch_ns,
+                        "cat",
+                        &format!("/sys/class/net/{end}/statistics/tx_bytes"),
+                    ])
+                    .output()
+                    .expect("run ip netns exec");
+                let text = String::from_utf8_lossy(&out.stdout);
+                text.trim().parse::<u64>().unwrap_or_else(|_| panic!("tx_bytes of {end}: {text:?}"))
+            })
+            .sum()
     }
 
     /// Removes node `i`'s bandwidth limits.
@@ -169,6 +201,22 @@ impl Net {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+}
+
+/// Limits what `dev` in namespace `ns` sends to `mbit` Mbit/s, with a queue of `queue_ms`.
+fn tbf(ns: &str, dev: &str, mbit: u32, queue_ms: u64) {
+    let rate = format!("{mbit}mbit");
+    // Burst must hold at least one timer tick's worth of bytes at this rate.
+    let burst = format!("{}kb", (mbit as u64 * 1000 / 8 / 100).max(64));
+    let latency = format!("{queue_ms}ms");
+    let _ = Command::new("tc").args(["-n", ns, "qdisc", "del", "dev", dev, "root"]).stderr(Stdio::null()).status();
+    let out = Command::new("tc")
+        .args([
+            "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst", &burst, "latency", &latency,
+        ])
+        .output()
+        .expect("run tc");
+    assert!(out.status.success(), "tc on {ns}/{dev} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Drop for Net {

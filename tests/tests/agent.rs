@@ -35,6 +35,12 @@ impl Setup {
         Setup::with(Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PIECE_SIZE", "262144")])).await
     }
 
+    /// The same with 4 MiB pieces for every blob (the operator's `--piece-size`),
+    /// for tests that name pieces by their place in a blob.
+    async fn with_4_mib_pieces() -> Setup {
+        Setup::with(Registry::start_with(Backend::Sqlite, &[("DAMSELFLY_PIECE_SIZE", "4194304")])).await
+    }
+
     /// The same around a registry started by the caller.
     async fn with(reg: Registry) -> Setup {
         let http = Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
@@ -193,7 +199,7 @@ async fn three_agents_pull_one_blob_and_the_registry_sends_it_about_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_cached_reaches_a_client_or_peer_the_registry_would_refuse() {
-    let s = Setup::new().await;
+    let s = Setup::with_4_mib_pieces().await;
     let blob = pseudo_random(6 * MIB, 11);
     let digest = s.push_blob("accel/app", &blob).await;
     let other = s.push_blob("accel/app", b"another blob").await;
@@ -530,7 +536,7 @@ async fn a_restarted_agent_keeps_its_blobs_and_needs_no_seed_bytes() {
 /// A partial blob left by a killed agent is resumed: verified pieces are kept.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partial_blob_resumes_after_a_restart() {
-    let s = Setup::new().await;
+    let s = Setup::with_4_mib_pieces().await;
     let blob = pseudo_random(12 * MIB, 41);
     let (digest, token) = s.accelerated(&blob).await;
     let mut agent = s.agent(&[]);
@@ -1041,6 +1047,71 @@ async fn after_a_registry_restart_the_agent_registers_again_and_keeps_accelerati
         "the blob came through the swarm, not passed through; agent log:\n{}",
         agent.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_the_registry_forgets_mid_pull_gets_new_tickets_and_every_pull_finishes_through_the_swarm() {
+    let s = Setup::new().await;
+    // Two layers pulled at once, slowly enough (24 MiB/s for the node) to be mid-pull when the registry forgets
+    // the agent, and larger than the 64 MiB an agent alone is handed by the seed at once, so that both ask the
+    // seed again afterwards. The first call that notices registers the agent again, under a new id; every
+    // download then needs a ticket for that id, which the seed insists on, whichever call noticed.
+    let blobs: Vec<Vec<u8>> = (0..2).map(|i| pseudo_random(80 * MIB, 90 + i)).collect();
+    let mut digests = Vec::new();
+    for blob in &blobs {
+        digests.push(s.push_blob("accel/app", blob).await);
+    }
+    s.set_p2p(true).await;
+    let token = s.pull_token(&s.robot("puller", true).await).await;
+    let agent = s.agent(&["--download-rate", &(24 * MIB).to_string()]);
+    let agents = || async {
+        let (status, clusters) = s.admin(reqwest::Method::GET, "/api/v1/tenants/default/clusters", Value::Null).await;
+        assert_eq!(status, StatusCode::OK, "{clusters}");
+        let ids = clusters[0]["agents"].as_array().expect("agents").iter();
+        ids.map(|a| a["id"].as_str().expect("id").to_owned()).collect::<Vec<_>>()
+    };
+    let first = agents().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    let pulls: Vec<_> = digests
+        .iter()
+        .map(|&digest| {
+            let (http, agent_url, token) = (s.http.clone(), agent.mirror_url.clone(), token.clone());
+            tokio::spawn(async move {
+                let url = format!("{agent_url}/v2/accel/app/blobs/{digest}");
+                let r = http.get(url).bearer_auth(token).send().await.expect("pull through the agent");
+                (r.status(), r.bytes().await.map(|b| b.to_vec()))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The registry forgets the agent, as after a restart with its rows gone or a long silence.
+    let r = s
+        .http
+        .delete(format!("{}/p2p/v1/agents/{}", s.reg.url, first[0]))
+        .header("authorization", format!("Cluster {}", s.cluster_token))
+        .send()
+        .await
+        .expect("forget the agent");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for ((pull, blob), digest) in pulls.into_iter().zip(&blobs).zip(&digests) {
+        let (status, body) = pull.await.expect("pull task");
+        assert_eq!(status, StatusCode::OK, "{digest}");
+        let body = body.unwrap_or_else(|e| panic!("{digest}: the body broke off: {e}; agent log:\n{}", agent.log()));
+        assert!(body == *blob, "{digest}: every byte, in order; agent log:\n{}", agent.log());
+    }
+    let now = agents().await;
+    assert!(now.len() == 1 && now != first, "registered again under a new id: {first:?} then {now:?}");
+    let page = s.registry_metrics().await;
+    let total: usize = blobs.iter().map(Vec::len).sum();
+    let seed = metric_value(&page, "damselfly_bytes_sent_total{kind=\"seed\"}");
+    // A batch in flight when the agent was forgotten is sent whole; at most a few pieces go twice.
+    assert!(
+        seed >= total as f64 && seed <= 1.1 * total as f64,
+        "the seed sent {seed} bytes for {total}; agent log:\n{}",
+        agent.log()
+    );
+    assert_eq!(metric_value(&page, "damselfly_bytes_sent_total{kind=\"blob\"}"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,9 +18,14 @@ on_both_backends!(
     an_agent_that_leaves_is_forgotten_at_once,
     an_agent_the_scheduler_does_not_know_is_told_so_with_the_p2p_code,
     every_p2p_answer_that_is_no_success_is_an_oci_error_body,
+    a_blob_cut_under_another_piece_size_is_cut_again_on_its_first_join,
 );
 
 const MIB: usize = 1024 * 1024;
+/// The piece size the registry's rule gives the fixture's 10 MiB blob: its smallest.
+const PIECE: usize = 512 * 1024;
+/// Pieces of the fixture's blob.
+const PIECES: u32 = 20;
 
 struct Fixture {
     reg: Registry,
@@ -30,11 +35,16 @@ struct Fixture {
     digest: Digest,
 }
 
-/// A registry with `accel/app` holding a 10 MiB blob (three 4 MiB pieces)
-/// and a cluster `edge` in the default tenant.
+/// A registry with `accel/app` holding a 10 MiB blob (in P2P, twenty 512 KiB
+/// pieces) and a cluster `edge` in the default tenant.
 async fn fixture(backend: Backend) -> Fixture {
+    fixture_with(backend, &[]).await
+}
+
+/// [`fixture`] with extra registry settings.
+async fn fixture_with(backend: Backend, env: &[(&str, &str)]) -> Fixture {
     // PostgreSQL with S3: the seed reads its pieces with ranged GETs from the bucket.
-    let reg = Registry::start_paired(backend);
+    let reg = Registry::start_paired_with(backend, env);
     let http = Client::new();
     let blob: Vec<u8> = (0..10 * MIB as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
     let digest = Digest::of(&blob);
@@ -136,7 +146,16 @@ impl Fixture {
     }
 
     async fn seed_piece(&self, digest: Digest, index: u32, ticket: Option<&str>) -> reqwest::Response {
-        let mut req = self.http.get(format!("{}/p2p/v1/seed/{digest}/pieces/{index}", self.reg.url));
+        self.seed_get(&format!("{}/p2p/v1/seed/{digest}/pieces/{index}", self.reg.url), ticket).await
+    }
+
+    /// The seed's batched read: `pieces` as its query spells them.
+    async fn seed_pieces(&self, digest: Digest, pieces: &str, ticket: Option<&str>) -> reqwest::Response {
+        self.seed_get(&format!("{}/p2p/v1/seed/{digest}/pieces?pieces={pieces}", self.reg.url), ticket).await
+    }
+
+    async fn seed_get(&self, url: &str, ticket: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(url);
         if let Some(t) = ticket {
             req = req.header("authorization", format!("Ticket {t}"));
         }
@@ -185,13 +204,15 @@ async fn agents_join_swarms_the_seed_splits_cold_starts_and_peers_trade(backend:
     f.set_p2p(true).await;
     let ja = f.join(&a, &token).await;
     assert_eq!(ja.mode, JoinMode::P2p);
-    assert_eq!((ja.size, ja.piece_size), (10 * MIB as u64, 4 * MIB as u64));
-    let expected: Vec<String> = f.blob.chunks(4 * MIB).map(|c| Digest::of(c).hex()).collect();
+    // Pushed with pieces of 4 MiB recorded, the blob is cut by the rule on its first join.
+    assert_eq!((ja.size, ja.piece_size), (10 * MIB as u64, PIECE as u64));
+    let expected: Vec<String> = f.blob.chunks(PIECE).map(|c| Digest::of(c).hex()).collect();
     assert_eq!(ja.piece_digests, expected);
     assert_eq!(ja.seed_pieces, [0], "a newcomer gets one seed piece: others starting cold may be a moment behind");
     let ja = f.join(&a, &token).await;
-    assert_eq!(ja.seed_pieces, [0, 1, 2], "still alone when it comes back, it takes the cluster's whole seed budget");
-    assert_eq!(ja.availability, [0, 0, 0]);
+    let all: Vec<u32> = (0..PIECES).collect();
+    assert_eq!(ja.seed_pieces, all, "still alone when it comes back, it takes a run of pieces: here all of them");
+    assert_eq!(ja.availability, vec![0; PIECES as usize]);
     assert!(ja.parents.is_empty());
     assert_eq!(ja.seed_url, format!("{}/p2p/v1/seed/{}/pieces", f.reg.url, f.digest));
 
@@ -220,15 +241,16 @@ async fn agents_join_swarms_the_seed_splits_cold_starts_and_peers_trade(backend:
         "held while there is nothing to fetch"
     );
 
-    // Agent A fetches its pieces from the seed and verifies them (the
-    // seed serves any piece of the blob to a holder of its ticket).
-    for i in 0..3u32 {
-        let r = f.seed_piece(f.digest, i, Some(&ja.ticket)).await;
-        assert_eq!(r.status(), StatusCode::OK);
-        let bytes = r.bytes().await.unwrap();
-        assert_eq!(Digest::of(&bytes).hex(), ja.piece_digests[i as usize]);
+    // Agent A fetches its run from the seed in one stream, and verifies
+    // each piece (the seed serves any piece of the blob to a holder of its ticket).
+    let r = f.seed_pieces(f.digest, "0-19", Some(&ja.ticket)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.content_length(), Some(10 * MIB as u64));
+    let bytes = r.bytes().await.unwrap();
+    for (i, piece) in bytes.chunks(PIECE).enumerate() {
+        assert_eq!(Digest::of(piece).hex(), ja.piece_digests[i]);
     }
-    f.report(&a, &[0, 1, 2]).await;
+    f.report(&a, &all).await;
     let held: JoinResponse = held.await.json().await.unwrap();
     assert!(asked.elapsed().as_secs() < 10, "answered when A's pieces arrived, within the 2 s cap at most");
     assert_eq!(held.parents.len(), 1, "A holds what B lacks");
@@ -239,9 +261,9 @@ async fn agents_join_swarms_the_seed_splits_cold_starts_and_peers_trade(backend:
     assert_eq!(jb.parents.len(), 1);
     assert_eq!(jb.parents[0].agent_id, a);
     assert_eq!(jb.parents[0].url, "http://127.0.0.1:65002");
-    assert_eq!(jb.parents[0].pieces, [0, 1, 2]);
+    assert_eq!(jb.parents[0].pieces, all);
     assert!(jb.seed_pieces.is_empty(), "the seed is the last resort");
-    assert_eq!(jb.availability, [1, 1, 1]);
+    assert_eq!(jb.availability, vec![1; PIECES as usize]);
 
     // The seed sent the blob once, as the metrics count it.
     let metrics = f.http.get(format!("{}/metrics", f.reg.url)).send().await.unwrap().text().await.unwrap();
@@ -345,10 +367,63 @@ async fn the_seed_serves_pieces_only_with_a_ticket_for_that_blob(backend: Backen
         error_code(f.seed_piece(f.digest, 0, Some(&forged)).await).await,
         (StatusCode::FORBIDDEN, "DENIED".into())
     );
-    assert_eq!(f.seed_piece(f.digest, 3, Some(&joined.ticket)).await.status(), StatusCode::RANGE_NOT_SATISFIABLE);
-    // The last piece is the short one.
-    let last = f.seed_piece(f.digest, 2, Some(&joined.ticket)).await.bytes().await.unwrap();
-    assert_eq!(last.as_ref(), &f.blob[8 * MIB..]);
+    assert_eq!(f.seed_piece(f.digest, PIECES, Some(&joined.ticket)).await.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let last = f.seed_piece(f.digest, PIECES - 1, Some(&joined.ticket)).await.bytes().await.unwrap();
+    assert_eq!(last.as_ref(), &f.blob[(PIECES as usize - 1) * PIECE..]);
+
+    // The batched read: the listed pieces back to back, in order, runs and single ones.
+    let r = f.seed_pieces(f.digest, "1-2,5,18-19", Some(&joined.ticket)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let got = r.bytes().await.unwrap();
+    let want = [&f.blob[PIECE..3 * PIECE], &f.blob[5 * PIECE..6 * PIECE], &f.blob[18 * PIECE..]].concat();
+    assert!(
+        got.as_ref() == want.as_slice(),
+        "{} bytes, not the {} of pieces 1, 2, 5, 18 and 19",
+        got.len(),
+        want.len()
+    );
+    assert_eq!(
+        error_code(f.seed_pieces(f.digest, "0-1", None).await).await,
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".into())
+    );
+    assert_eq!(
+        error_code(f.seed_pieces(small, "0", Some(&joined.ticket)).await).await,
+        (StatusCode::FORBIDDEN, "DENIED".into())
+    );
+    for bad in ["", "2,1", "1,1", "3-1", "19-20", "20", "a", "1-", "-1"] {
+        let r = f.seed_pieces(f.digest, bad, Some(&joined.ticket)).await;
+        assert_eq!(error_code(r).await, (StatusCode::RANGE_NOT_SATISFIABLE, "SIZE_INVALID".into()), "{bad:?}");
+    }
+}
+
+async fn a_blob_cut_under_another_piece_size_is_cut_again_on_its_first_join(backend: Backend) {
+    // An operator's --piece-size holds for every blob.
+    let mut f = fixture_with(backend, &[("DAMSELFLY_PIECE_SIZE", "4194304")]).await;
+    f.set_p2p(true).await;
+    let token = f.client_token("puller", Some("viewer")).await;
+    let a = f.register("node-a", "").await;
+    let joined = f.join(&a, &token).await;
+    assert_eq!(joined.piece_size, 4 * MIB as u64);
+    assert_eq!(joined.piece_digests.len(), 3);
+
+    // Without it, the blob, cut as it was pushed, is cut again by the rule
+    // on its first join, from its stored bytes, checked against its digest.
+    f.reg.stop();
+    f.reg.start_again(&[]);
+    let a = f.register("node-a", "").await;
+    let joined = f.join(&a, &token).await;
+    assert_eq!(joined.piece_size, PIECE as u64);
+    let expected: Vec<String> = f.blob.chunks(PIECE).map(|c| Digest::of(c).hex()).collect();
+    assert_eq!(joined.piece_digests, expected);
+    let r = f.seed_piece(f.digest, 7, Some(&joined.ticket)).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &f.blob[7 * PIECE..8 * PIECE]);
+    assert_eq!(f.reg.log().matches("blob cut into pieces again").count(), 1, "{}", f.reg.log());
+    // Recorded: later joins, and a restart, find it cut.
+    f.reg.stop();
+    f.reg.start_again(&[]);
+    let a = f.register("node-a", "").await;
+    assert_eq!(f.join(&a, &token).await.piece_digests, expected);
+    assert_eq!(f.reg.log().matches("blob cut into pieces again").count(), 1, "{}", f.reg.log());
 }
 
 async fn another_tenant_neither_sees_nor_registers_clusters_here(backend: Backend) {
@@ -454,7 +529,15 @@ async fn every_p2p_answer_that_is_no_success_is_an_oci_error_body(backend: Backe
         ("a negative piece index", seed("-1"), 400, "UNSUPPORTED"),
         ("a piece index above u32", seed("4294967296"), 400, "UNSUPPORTED"),
         ("a piece index that is no number", seed("first"), 400, "UNSUPPORTED"),
-        ("a piece index past the blob", seed("3"), 416, "SIZE_INVALID"),
+        ("a piece index past the blob", seed("20"), 416, "SIZE_INVALID"),
+        (
+            "a batched read with no list",
+            f.http
+                .get(url(&format!("/p2p/v1/seed/{}/pieces?other=1", f.digest)))
+                .header("authorization", format!("Ticket {ticket}")),
+            416,
+            "SIZE_INVALID",
+        ),
         ("a seed digest that is none", f.http.get(url("/p2p/v1/seed/sha256:xyz/pieces/0")), 400, "DIGEST_INVALID"),
         (
             "a register body that is not JSON",

@@ -58,7 +58,8 @@ impl Net {
     async fn new(backend: Backend) -> Net {
         let key = SigningKey::generate();
         let (name, value) = key.env();
-        let reg = Registry::start_with(backend, &[(name, value.as_str())]);
+        // Every blob in 4 MiB pieces (the operator's --piece-size): the checks below name pieces by their place.
+        let reg = Registry::start_with(backend, &[(name, value.as_str()), ("DAMSELFLY_PIECE_SIZE", "4194304")]);
         let http = Http::new(&reg);
         management_api_is_up(&http).await;
         create_namespace(&http, "default", "accel", false).await;

@@ -1117,6 +1117,10 @@ fn matrix() -> Vec<Case> {
         "/p2p/v1/seed/{}/pieces/0",
         t.blob
     ));
+    case!(P2p, "GET", "/p2p/v1/seed/{digest}/pieces", p2p(Is(403, Some("DENIED"))), |w, t| format!(
+        "/p2p/v1/seed/{}/pieces?pieces=0",
+        t.blob
+    ));
     case!(
         P2p,
         "GET",

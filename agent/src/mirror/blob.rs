@@ -12,7 +12,6 @@ use damselfly_core::p2p::JoinMode;
 use damselfly_core::range::{parse_range, ByteRange};
 use damselfly_core::Digest;
 use futures_util::stream;
-use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
@@ -141,17 +140,17 @@ pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, 
 }
 
 /// Streams `[start, end)` of a download in order, each piece as soon as it
-/// is verified. For a whole-blob read, the blob's digest is checked before
-/// the last bytes go out: on any failure the stream errors, the connection
-/// drops mid-body, and the client retries instead of keeping a wrong blob.
+/// is verified. For a whole-blob read, the last bytes go out only once the
+/// download has checked the whole blob against its digest: on any failure
+/// the stream errors, the connection drops mid-body, and the client retries
+/// instead of keeping a wrong blob.
 fn follow(
     d: Arc<Download>,
     start: u64,
     end: u64,
     whole: bool,
 ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
-    let hasher = whole.then(sha2::Sha256::new);
-    stream::try_unfold((d, start, hasher), move |(d, pos, mut hasher)| async move {
+    stream::try_unfold((d, start), move |(d, pos)| async move {
         if pos >= end {
             return Ok(None);
         }
@@ -161,17 +160,13 @@ fn follow(
         let len = (piece_start + piece_len).min(end) - pos;
         let bytes = d.read(pos, len).await?;
         let next = pos + len;
-        if let Some(h) = hasher.as_mut() {
-            h.update(&bytes);
-            if next >= end {
-                let got = hex::encode(h.clone().finalize());
-                if got != d.digest.hex() {
-                    tracing::error!(digest = %d.digest, "assembled bytes do not match the digest; aborting");
-                    return Err(std::io::Error::other("digest mismatch"));
-                }
+        if whole && next >= end {
+            if let Err(e) = d.wait_verified().await {
+                tracing::error!(digest = %d.digest, "assembled bytes do not match the digest; aborting");
+                return Err(std::io::Error::other(e));
             }
         }
-        Ok(Some((bytes, (d, next, hasher))))
+        Ok(Some((bytes, (d, next))))
     })
 }
 

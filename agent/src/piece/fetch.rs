@@ -14,6 +14,7 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use super::feed::{FeedEvent, FeedItem, FeedSpec};
 use super::schedule::{Failure, FeedChange, Schedule, Source, REJOIN_AT_LEAST};
+use super::seed::{Batch, SeedEvent};
 use super::slots::Slot;
 use super::{Download, Engine, STALL_TIMEOUT};
 use crate::error::{Error, Report, Result};
@@ -39,6 +40,14 @@ struct Fetch<'a> {
     streams: HashMap<usize, AbortHandle>,
     stream_tasks: JoinSet<()>,
     events: mpsc::UnboundedSender<FeedEvent>,
+    /// Where the seed batches say how they go, and how many run.
+    seed_events: mpsc::UnboundedSender<SeedEvent>,
+    batches: usize,
+    /// The agent id the schedule's ticket was issued to. The agent registers
+    /// again under a new id when the registry forgot it (another download's
+    /// join or the heartbeat may be the one to notice); the old id's ticket
+    /// is then refused by the seed, and a brief join would never replace it.
+    ticket_agent: Option<String>,
 }
 
 impl Engine {
@@ -51,6 +60,7 @@ impl Engine {
         client_token: Option<&str>,
     ) -> Result<()> {
         let (events, mut feed_events) = mpsc::unbounded_channel();
+        let (seed_events, mut from_seed) = mpsc::unbounded_channel();
         let seed_url = plan.seed_url.clone();
         let mut f = Fetch {
             engine: self,
@@ -62,6 +72,9 @@ impl Engine {
             streams: HashMap::new(),
             stream_tasks: JoinSet::new(),
             events,
+            seed_events,
+            batches: 0,
+            ticket_agent: self.supernode.agent_id(),
         };
         f.follow_feeds();
         let mut tasks: JoinSet<Fetched> = JoinSet::new();
@@ -72,17 +85,19 @@ impl Engine {
         // source is chosen only once a slot is held, so it is never stale.
         let mut slot: Option<SlotWait> = None;
         while !f.schedule.missing().is_empty() {
-            // Pieces the seed reserved for this agent go at once, without
-            // waiting for a fetch slot behind slower peer transfers: the
-            // seed's budget is the swarm's scarcest resource.
-            while let Some(i) = f.schedule.next_seed_piece(Instant::now()) {
-                f.start_fetch(&mut tasks, self.fetch_slots.seed(), i, Source::Seed);
+            // Pieces the seed reserved for this agent go at once, in one
+            // request, without waiting for a fetch slot behind slower peer
+            // transfers: the seed's budget is the swarm's scarcest resource.
+            let batch = f.schedule.next_seed_batch(Instant::now());
+            if !batch.is_empty() {
+                f.start_batch(batch);
             }
             if tasks.len() < PARALLEL && f.schedule.next_piece(Instant::now()).is_some() {
                 slot.get_or_insert_with(|| Box::pin(self.fetch_slots.clone().peer()));
             } else {
                 slot = None;
             }
+            let seed_join = f.schedule.seed_join_at();
             let wait_slot = async {
                 match slot.as_mut() {
                     Some(wait) => Some(wait.await),
@@ -97,20 +112,24 @@ impl Engine {
                     }
                 }
                 Some(Ok(fetched)) = tasks.join_next(), if !tasks.is_empty() => {
-                    let from_seed = matches!(fetched.1, Source::Seed);
                     let busy = matches!(fetched.3, Err(Failure::Busy));
                     f.received(fetched).await?;
-                    // The seed hands out its next piece when this one is
-                    // reported; a busy parent means the plan's upload counts
-                    // are stale, and with no other source a fresh plan is due.
-                    if from_seed || (busy && f.schedule.next_piece(Instant::now()).is_none()) {
+                    // A busy parent means the plan's upload counts are
+                    // stale, and with no other source a fresh plan is due.
+                    if busy && f.schedule.next_piece(Instant::now()).is_none() {
                         f.flush().await;
                         f.rejoin(REJOIN_AT_LEAST, None).await;
                     }
                 }
                 Some(event) = feed_events.recv() => f.on_feed(event).await?,
+                Some(event) = from_seed.recv() => f.on_seed(event)?,
+                // The seed hands out its next pieces as these are reported.
+                () = tokio::time::sleep_until(seed_join.unwrap_or_else(Instant::now).into()), if seed_join.is_some() => {
+                    f.flush().await;
+                    f.rejoin(REJOIN_AT_LEAST, None).await;
+                }
                 _ = tick.tick() => {
-                    let idle = f.schedule.idle(!tasks.is_empty(), Instant::now());
+                    let idle = f.schedule.idle(!tasks.is_empty() || f.batches > 0, Instant::now());
                     f.on_tick(idle).await?;
                 }
             }
@@ -141,6 +160,70 @@ impl Fetch<'_> {
         });
     }
 
+    /// Starts a request for `pieces` from the seed, holding one of the node's
+    /// fetch slots (without waiting for it) until the request ends.
+    fn start_batch(&mut self, pieces: Vec<u32>) {
+        for &i in &pieces {
+            self.schedule.started(i, Source::Seed);
+        }
+        self.batches += 1;
+        let batch = Batch {
+            pieces,
+            seed_url: self.seed_url.clone(),
+            ticket: self.schedule.ticket().to_owned(),
+            download: self.d.clone(),
+            cache: self.engine.cache.clone(),
+            http: self.engine.http.clone(),
+            limit: self.engine.download_limit.clone(),
+            metrics: self.engine.metrics.clone(),
+        };
+        tokio::spawn(super::seed::run(batch, self.engine.fetch_slots.seed(), self.seed_events.clone()));
+    }
+
+    /// What a seed batch said.
+    fn on_seed(&mut self, event: SeedEvent) -> Result<()> {
+        let (digest, now) = (self.d.digest, Instant::now());
+        let metrics = &self.engine.metrics;
+        match event {
+            SeedEvent::Stored { piece, len, since } => {
+                self.schedule.ended(piece);
+                // Stored and counted already: the batch wrote it the moment it matched its digest.
+                if !self.schedule.has(piece) {
+                    let millis = since.elapsed().as_millis() as u64;
+                    tracing::debug!(%digest, piece, from = "seed", millis, "piece verified");
+                    self.schedule.kept(piece, &Source::Seed, len, now);
+                }
+            }
+            SeedEvent::Corrupt(piece) => {
+                self.schedule.ended(piece);
+                metrics.piece("rejected");
+                tracing::warn!(%digest, piece, "the seed sent a piece that does not match its digest");
+                self.schedule.seed_corrupt(piece);
+            }
+            SeedEvent::CacheWrite(e) => return Err(Error::CacheWrite(e)),
+            SeedEvent::Ended { left, failure } => {
+                self.batches -= 1;
+                for &i in &left {
+                    self.schedule.ended(i);
+                }
+                match failure {
+                    Some(Failure::Busy) => tracing::debug!(%digest, "the seed is busy; will retry"),
+                    Some(Failure::Broken(ref e)) => {
+                        tracing::info!(%digest, pieces = ?left, error = e, "a seed fetch failed; will retry")
+                    }
+                    Some(Failure::TicketRefused(ref e)) => {
+                        tracing::info!(%digest, pieces = ?left, error = e, "the seed refused the ticket; joining for a new one")
+                    }
+                    None => {}
+                }
+                if let Some(failure) = failure {
+                    self.schedule.failed(Source::Seed, &failure, now);
+                }
+            }
+        }
+        Ok(self.schedule.seed_verdict()?)
+    }
+
     /// Verifies and stores what arrived, or notes who failed.
     async fn received(&mut self, (i, source, started, result): Fetched) -> Result<()> {
         self.schedule.ended(i);
@@ -162,8 +245,11 @@ impl Fetch<'_> {
                     (Failure::Busy, Source::Seed) => {
                         tracing::debug!(%digest, piece = i, "the seed is busy; will retry")
                     }
-                    (Failure::Broken(e), Source::Parent { id, .. }) => {
+                    (Failure::Broken(e) | Failure::TicketRefused(e), Source::Parent { id, .. }) => {
                         tracing::info!(%digest, piece = i, parent = id, error = e, "a parent failed; trying elsewhere");
+                    }
+                    (Failure::TicketRefused(e), Source::Seed) => {
+                        tracing::info!(%digest, piece = i, error = e, "the seed refused the ticket; joining for a new one");
                     }
                     (Failure::Broken(e), Source::Seed) => {
                         tracing::info!(%digest, piece = i, error = e, "a seed fetch failed; will retry");
@@ -172,7 +258,7 @@ impl Fetch<'_> {
                 self.schedule.failed(source, &failure, Instant::now());
             }
         }
-        self.schedule.seed_verdict()
+        Ok(self.schedule.seed_verdict()?)
     }
 
     /// Stores a verified piece and notes where it came from.
@@ -286,11 +372,18 @@ impl Fetch<'_> {
         if !self.schedule.join_due(at_least, Instant::now()) {
             return;
         }
+        if self.engine.supernode.agent_id() != self.ticket_agent {
+            self.schedule.ticket_stale(Instant::now());
+        }
         let brief = self.schedule.joining(Instant::now());
         let have = self.d.have_list();
         let again = Rejoin { wait_ms, brief, fetching: Some(self.engine.fetch_slots.running()) };
         match self.engine.supernode.join(self.repository, self.d.digest, self.client_token, have, again).await {
             Ok(next) => {
+                if !next.ticket.is_empty() {
+                    // Issued to the id the join went out under, which it may have registered anew.
+                    self.ticket_agent = self.engine.supernode.agent_id();
+                }
                 self.schedule.planned(next, Instant::now());
                 self.follow_feeds();
             }
@@ -335,7 +428,7 @@ async fn fetch_piece(
         return Err(Failure::Busy);
     }
     if !r.status().is_success() {
-        return Err(broken(format!("answered {}", r.status())));
+        return Err(super::failed_answer(r).await);
     }
     let mut body = r.bytes_stream();
     let mut piece = bytes::BytesMut::with_capacity(expected as usize);

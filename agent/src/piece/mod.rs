@@ -2,10 +2,24 @@
 //! parents the scheduler names and from the seed, verifies each piece's
 //! SHA-256 before it is written, served or announced, and lets readers
 //! follow along in order while the rest are still arriving.
+//!
+//! Every byte of a blob is hashed twice on its way through, and no more:
+//!
+//! 1. each piece against its own digest as it arrives (from a peer, a
+//!    stripe feed or the seed), before it is written, served or announced:
+//!    peers are not trusted, and a bad piece must be caught while it is
+//!    known where it came from;
+//! 2. the whole blob against its digest, over the pieces in order as they
+//!    are stored, from memory when a piece arrives in order and read back
+//!    from the page cache otherwise: the piece digests come from the
+//!    registry's records, and the blob's own digest, the name the client
+//!    asked for, is what says that those records and the bytes put
+//!    together are the blob. The client's stream withholds its last bytes,
+//!    and the cache the blob, until this check passed.
 
 mod feed;
 mod fetch;
-mod schedule;
+mod seed;
 mod slots;
 
 use std::collections::HashMap;
@@ -13,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use damselfly_agent::schedule;
 use damselfly_core::p2p::{BlobLayout, JoinResponse};
 use damselfly_core::Digest;
 use sha2::Digest as _;
@@ -30,6 +45,28 @@ use crate::supernode::Supernode;
 /// sent and fetch it again.
 const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a failed answer of a source means for the download: the
+/// registry's seed says in its OCI error body's code whether it refused the
+/// ticket (`DENIED`: expired, or issued to an agent id it no longer counts
+/// in the swarm; `UNAUTHORIZED`: none), which a new ticket mends; any other
+/// answer, a peer's plain-text refusal included, is broken.
+async fn failed_answer(r: reqwest::Response) -> schedule::Failure {
+    use damselfly_core::{ErrorBody, ErrorCode};
+    let status = r.status();
+    if !matches!(status, reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN) {
+        return schedule::Failure::Broken(format!("answered {status}"));
+    }
+    let body = tokio::time::timeout(STALL_TIMEOUT, r.json::<ErrorBody>()).await.ok().and_then(|b| b.ok());
+    let body = body.unwrap_or_default();
+    match body.code() {
+        Some(ErrorCode::Denied | ErrorCode::Unauthorized) => {
+            let why = body.errors.first().map(|e| e.message.as_str()).unwrap_or_default();
+            schedule::Failure::TicketRefused(format!("answered {status}: {why}"))
+        }
+        _ => schedule::Failure::Broken(format!("answered {status}")),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     Running,
@@ -40,6 +77,15 @@ enum Outcome {
 struct Book {
     have: Vec<bool>,
     outcome: Outcome,
+    /// Whether the whole blob matched its digest, once every piece is stored.
+    verdict: Option<bool>,
+}
+
+/// The blob's digest, computed over the pieces in order as they are stored.
+struct BlobCheck {
+    /// The next piece to hash.
+    next: u32,
+    hasher: sha2::Sha256,
 }
 
 /// One blob being fetched, shared by the clients and peers reading it.
@@ -50,6 +96,7 @@ pub struct Download {
     pub layout: BlobLayout,
     file: Arc<std::fs::File>,
     book: Mutex<Book>,
+    check: Mutex<BlobCheck>,
     /// Held while the piece bitmap is saved.
     saving: Mutex<()>,
     changed: watch::Sender<u64>,
@@ -94,6 +141,73 @@ impl Download {
                 return Err(Error::DownloadFailed);
             }
         }
+    }
+
+    /// Waits until the whole blob has matched its digest; `Err` if it did not, or the download failed.
+    pub async fn wait_verified(&self) -> Result<()> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            {
+                let book = self.book();
+                match book.verdict {
+                    Some(true) => return Ok(()),
+                    Some(false) => return Err(Error::DownloadFailed),
+                    None if book.outcome == Outcome::Failed => return Err(Error::DownloadFailed),
+                    None => {}
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::DownloadFailed);
+            }
+        }
+    }
+
+    /// Writes a verified piece, marks it held and saves the bitmap that lets
+    /// a restart resume, then carries the whole-blob check on as far as the
+    /// pieces held in order allow. Blocking: file writes and hashing.
+    /// Creating and renaming the bitmap can wait on the filesystem's journal
+    /// for a second while a lot of data is being written back, and on the
+    /// runtime's own threads that wait would stall every upload of the node.
+    fn store_blocking(&self, cache: &Cache, i: u32, bytes: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let (offset, _) = self.layout.span(i);
+        self.file.write_all_at(bytes, offset)?;
+        self.book().have[i as usize] = true;
+        {
+            // One save at a time, each of the bitmap as it is then, so that
+            // a slow save never puts back an older one. A restart checks
+            // every piece the bitmap names anyway.
+            let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+            let have = self.book().have.clone();
+            let _ = cache.save_bitmap(&self.digest, &have);
+        }
+        self.check_in_order(Some((i, bytes)))
+    }
+
+    /// Hashes the pieces held from the check's next one on: `just` (a piece
+    /// just stored) from memory, the others read back from the file.
+    fn check_in_order(&self, just: Option<(u32, &[u8])>) -> std::io::Result<()> {
+        let mut check = self.check.lock().unwrap_or_else(|p| p.into_inner());
+        let pieces = self.layout.pieces();
+        if check.next >= pieces {
+            return Ok(());
+        }
+        while check.next < pieces && self.has(check.next) {
+            let i = check.next;
+            match just {
+                Some((j, bytes)) if j == i => check.hasher.update(bytes),
+                _ => {
+                    let (offset, len) = self.layout.span(i);
+                    check.hasher.update(read_at(&self.file, offset, len)?);
+                }
+            }
+            check.next += 1;
+        }
+        if check.next == pieces {
+            let whole = hex::encode(std::mem::take(&mut check.hasher).finalize());
+            self.book().verdict = Some(whole == self.digest.hex());
+        }
+        Ok(())
     }
 
     /// Waits until the download ends; `Ok` once the whole blob is verified and in the cache.
@@ -214,7 +328,13 @@ impl Engine {
         }
         let layout = BlobLayout::from_join(&plan).map_err(|source| Error::Layout { digest, source })?;
         let cache_error = |source| Error::Cache { digest, source };
-        if self.cache.layout(&digest).as_ref() == Some(&layout) && self.cache.is_complete(&digest) {
+        if self.cache.is_complete(&digest) {
+            // Verified when it was kept. The registry may cut it into pieces
+            // of another size now: the bytes are the same, only where the
+            // pieces lie changes.
+            if self.cache.layout(&digest).is_some_and(|kept| kept.size() == layout.size() && kept != layout) {
+                self.cache.save_layout(&digest, &layout).map_err(cache_error)?;
+            }
             return Ok(None);
         }
         let resumable = self.cache.layout(&digest).as_ref() == Some(&layout);
@@ -244,7 +364,8 @@ impl Engine {
             digest,
             layout,
             file: Arc::new(file),
-            book: Mutex::new(Book { have, outcome: Outcome::Running }),
+            book: Mutex::new(Book { have, outcome: Outcome::Running, verdict: None }),
+            check: Mutex::new(BlobCheck { next: 0, hasher: sha2::Sha256::new() }),
             saving: Mutex::new(()),
             changed: watch::channel(0).0,
         });
@@ -255,6 +376,10 @@ impl Engine {
         let repository = repository.to_owned();
         tokio::spawn(async move {
             engine.metrics.active_downloads.inc();
+            // Pieces resumed from an earlier run, and an empty blob, are checked before any arrives.
+            let resumed = d.clone();
+            let _ = tokio::task::spawn_blocking(move || resumed.check_in_order(None)).await;
+            d.changed.send_modify(|v| *v += 1);
             let outcome = match engine.fetch_all(&d, plan, &repository, client_token.as_deref()).await {
                 Ok(()) => engine.finish(&d).await,
                 Err(e) => {
@@ -269,38 +394,24 @@ impl Engine {
         Ok(Some(download))
     }
 
-    /// Checks the whole blob against its digest and moves it to the completed blobs.
+    /// Moves the blob to the completed ones once it matched its digest (as
+    /// its last piece was stored; see the module's comment); discards it if
+    /// it did not.
     async fn finish(&self, d: &Arc<Download>) -> Outcome {
-        let file = d.file.clone();
         let size = d.layout.size();
-        let hash = tokio::task::spawn_blocking(move || {
-            let mut hasher = sha2::Sha256::new();
-            let mut offset = 0u64;
-            while offset < size {
-                let len = (size - offset).min(1 << 20);
-                hasher.update(read_at(&file, offset, len)?);
-                offset += len;
-            }
-            Ok::<_, std::io::Error>(hex::encode(hasher.finalize()))
-        })
-        .await;
-        match hash {
-            Ok(Ok(h)) if h == d.digest.hex() => match self.promote(d).await {
-                Ok(()) => {
-                    tracing::info!(digest = %d.digest, size, "blob complete");
-                    Outcome::Complete
-                }
-                Err(e) => {
-                    tracing::warn!(digest = %d.digest, error = %e, "could not move the blob into the cache");
-                    Outcome::Complete
-                }
-            },
-            _ => {
-                tracing::error!(digest = %d.digest, "the assembled blob does not match its digest; discarding it");
+        match d.book().verdict {
+            Some(true) => {}
+            verdict => {
+                tracing::error!(digest = %d.digest, ?verdict, "the assembled blob does not match its digest; discarding it");
                 self.cache.discard_partial(&d.digest);
-                Outcome::Failed
+                return Outcome::Failed;
             }
         }
+        match self.promote(d).await {
+            Ok(()) => tracing::info!(digest = %d.digest, size, "blob complete"),
+            Err(e) => tracing::warn!(digest = %d.digest, error = %e, "could not move the blob into the cache"),
+        }
+        Outcome::Complete
     }
 
     /// Moves the verified blob among the completed ones (a rename, then
@@ -364,29 +475,19 @@ impl Engine {
             .ok()
     }
 
-    /// Writes a verified piece and marks it held. The bitmap that lets a
-    /// restart resume is saved in the same blocking task: creating and
-    /// renaming a file can wait on the filesystem's journal for a second
-    /// while a lot of data is being written back, and on the runtime's own
-    /// threads that wait would stall every upload of this node with it.
+    /// Writes a verified piece and marks it held (see [`Download::store_blocking`]).
     async fn store(&self, d: &Arc<Download>, i: u32, bytes: Bytes) -> std::io::Result<()> {
-        let (offset, _) = d.layout.span(i);
-        let (download, cache) = (d.clone(), self.cache.clone());
-        tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            download.file.write_all_at(&bytes, offset)?;
-            download.book().have[i as usize] = true;
-            // One save at a time, each of the bitmap as it is then, so that
-            // a slow save never puts back an older one. A restart checks
-            // every piece the bitmap names anyway.
-            let _saving = download.saving.lock().unwrap_or_else(|p| p.into_inner());
-            let have = download.book().have.clone();
-            let _ = cache.save_bitmap(&download.digest, &have);
-            Ok::<_, std::io::Error>(())
-        })
+        store(&self.cache, d, i, bytes).await
+    }
+}
+
+/// Writes a verified piece and marks it held, off the runtime's threads,
+/// and tells the download's readers.
+async fn store(cache: &Arc<Cache>, d: &Arc<Download>, i: u32, bytes: Bytes) -> std::io::Result<()> {
+    let (download, cache) = (d.clone(), cache.clone());
+    tokio::task::spawn_blocking(move || download.store_blocking(&cache, i, &bytes))
         .await
         .map_err(std::io::Error::other)??;
-        d.changed.send_modify(|v| *v += 1);
-        Ok(())
-    }
+    d.changed.send_modify(|v| *v += 1);
+    Ok(())
 }

@@ -4,15 +4,29 @@
 //!
 //! They are a function of the state kept here and of the time, which every
 //! call is handed: nothing here reads a clock, sends a request or touches
-//! the cache. `fetch.rs` does what they call for, and the tests below drive
-//! them on a clock that moves only when told.
+//! the cache. `fetch.rs` does what they call for, the tests below drive
+//! them on a clock that moves only when told, and the simulator (`sim/`)
+//! drives them for every simulated agent on its virtual clock: this file is
+//! the agent's library for that reason.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use damselfly_core::p2p::{stripe_of, Feed, JoinResponse, Parent, BRIEF_TICKET_LEFT_SECS};
 
-use crate::error::{Error, Result};
+/// Why a download gives up: the fetch loop ends with it.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GiveUp {
+    /// The seed sent corrupt copies of one piece again and again.
+    #[error("the seed sent corrupt copies of the same piece repeatedly")]
+    SeedCorrupt,
+    /// The seed failed fetch after fetch.
+    #[error("the seed failed {0} times in a row")]
+    SeedFailing(u32),
+    /// No piece arrived for too long, and the blob is not waiting its turn at the seed.
+    #[error("no new piece for {0} s")]
+    NoProgress(u64),
+}
 
 /// A feed that brought no piece for this long, while a usable peer has
 /// held one of its stripe's missing pieces as long, hangs: its pieces are
@@ -52,7 +66,7 @@ const BUSY_PARENT_PAUSE: Duration = Duration::from_millis(500);
 const BUSY_FEED_PAUSE: Duration = Duration::from_secs(2);
 /// Least time between two joins, when one is wanted at once (a seed piece
 /// arrived, so the seed can hand out the next).
-pub(super) const REJOIN_AT_LEAST: Duration = Duration::from_millis(50);
+pub const REJOIN_AT_LEAST: Duration = Duration::from_millis(50);
 /// With nothing in flight for this long after a parent failed, the missing
 /// pieces are asked of the seed directly: the seed serves any piece to a
 /// ticket holder, while the scheduler keeps counting a failed parent's
@@ -68,7 +82,7 @@ const STALL_ANYWAY: Duration = Duration::from_secs(20);
 
 /// Where a piece comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Source {
+pub enum Source {
     /// The registry's seed.
     Seed,
     /// A peer.
@@ -82,24 +96,29 @@ pub(super) enum Source {
 
 /// Why a piece did not arrive.
 #[derive(Debug)]
-pub(super) enum Failure {
+pub enum Failure {
     /// Every upload slot of the source was taken: ask elsewhere, soon ask again.
     Busy,
     /// Refused, stalled, disconnected or sent the wrong length.
     Broken(String),
+    /// The registry's seed refused the ticket (`DENIED` or `UNAUTHORIZED`):
+    /// it expired, or it names an agent id the registry no longer counts in
+    /// the swarm because this agent registered again. A fresh ticket, from
+    /// a join that is not brief, is what helps; the same one never will.
+    TicketRefused(String),
 }
 
 /// What is owed to the scheduler at the next report.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Owed {
+pub struct Owed {
     /// Pieces now held.
-    pub(super) have: Vec<u32>,
+    pub have: Vec<u32>,
     /// Parents that failed.
-    pub(super) failed: Vec<String>,
+    pub failed: Vec<String>,
     /// Parents that sent a corrupt piece.
-    pub(super) bad: Vec<String>,
+    pub bad: Vec<String>,
     /// Bytes received from each parent.
-    pub(super) bytes_from: HashMap<String, u64>,
+    pub bytes_from: HashMap<String, u64>,
 }
 
 /// A stripe's feed as far as the decisions go: who streams it.
@@ -114,7 +133,7 @@ struct Stream {
 
 /// A change to the stripes' feeds for the fetch loop to make.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum FeedChange {
+pub enum FeedChange {
     /// Stop the stripe's feed.
     Close(usize),
     /// Open the stripe's feed from this parent.
@@ -122,7 +141,7 @@ pub(super) enum FeedChange {
 }
 
 /// The state of one download's fetching, as far as its decisions go.
-pub(super) struct Schedule {
+pub struct Schedule {
     /// The pieces held and verified.
     have: Vec<bool>,
     parents: Vec<Parent>,
@@ -144,6 +163,12 @@ pub(super) struct Schedule {
     seed_paused_until: Option<Instant>,
     owed: Owed,
     last_join: Instant,
+    /// A seed piece arrived since the last join: the next is owed soon, so
+    /// that the scheduler hands out the seed's next pieces.
+    seed_news: bool,
+    /// The ticket is no good any more (see [`Schedule::ticket_stale`]): a
+    /// join for a new one is owed at once.
+    ticket_news: bool,
     /// When a join last succeeded.
     last_plan: Instant,
     last_progress: Instant,
@@ -163,7 +188,7 @@ pub(super) struct Schedule {
 impl Schedule {
     /// The schedule of a download starting `now` from the join's `plan`,
     /// holding `have` already (a resumed download announces it).
-    pub(super) fn new(plan: JoinResponse, have: Vec<bool>, now: Instant) -> Schedule {
+    pub fn new(plan: JoinResponse, have: Vec<bool>, now: Instant) -> Schedule {
         let held = have.iter().enumerate().filter(|(_, h)| **h).map(|(i, _)| i as u32).collect();
         let mut schedule = Schedule {
             have,
@@ -180,6 +205,8 @@ impl Schedule {
             seed_paused_until: None,
             owed: Owed { have: held, ..Owed::default() },
             last_join: now,
+            seed_news: false,
+            ticket_news: false,
             last_plan: now,
             last_progress: now,
             idle_since: None,
@@ -194,42 +221,70 @@ impl Schedule {
     }
 
     /// The pieces still missing, lowest first.
-    pub(super) fn missing(&self) -> Vec<u32> {
+    pub fn missing(&self) -> Vec<u32> {
         self.have.iter().enumerate().filter(|(_, h)| !**h).map(|(i, _)| i as u32).collect()
     }
 
     /// Whether piece `i` is held.
-    pub(super) fn has(&self, i: u32) -> bool {
+    pub fn has(&self, i: u32) -> bool {
         self.have.get(i as usize) == Some(&true)
     }
 
     /// The pieces held, one flag each.
-    pub(super) fn have(&self) -> &[bool] {
+    pub fn have(&self) -> &[bool] {
         &self.have
     }
 
     /// The ticket peers and the seed take.
-    pub(super) fn ticket(&self) -> &str {
+    pub fn ticket(&self) -> &str {
         &self.ticket
     }
 
-    /// The missing piece to fetch next, with its source: the rarest in the
-    /// swarm first, then the lowest, so that readers in order get going soon.
-    pub(super) fn next_piece(&self, now: Instant) -> Option<(u32, Source)> {
+    /// The missing piece to fetch next from a parent: the rarest in the
+    /// swarm first, then the lowest, so that readers in order get going
+    /// soon. Pieces from the seed go in batches ([`Schedule::next_seed_batch`]).
+    pub fn next_piece(&self, now: Instant) -> Option<(u32, Source)> {
         let rarity = |i: u32| self.availability.get(i as usize).copied().unwrap_or(0);
         let mut missing: Vec<u32> =
             self.missing().into_iter().filter(|i| !self.inflight.contains_key(i) && !self.fed(*i, now)).collect();
         missing.sort_by_key(|&i| (rarity(i), i));
-        missing.into_iter().find_map(|i| self.source_of(i, now).map(|s| (i, s)))
+        missing.into_iter().find_map(|i| match self.source_of(i, now) {
+            Some(parent @ Source::Parent { .. }) => Some((i, parent)),
+            _ => None,
+        })
     }
 
     /// A piece reserved for this agent at the seed that no parent can give, not yet being fetched.
-    pub(super) fn next_seed_piece(&self, now: Instant) -> Option<u32> {
+    pub fn next_seed_piece(&self, now: Instant) -> Option<u32> {
+        self.seed_ready(now).next()
+    }
+
+    /// The seed pieces to fetch now, in one request: every piece reserved
+    /// for this agent at the seed that no parent can give and that is not
+    /// being fetched, ascending; none while more are already on their way
+    /// from the seed than are waiting, so that the pieces of a run handed
+    /// out a few at a time go in one request rather than one each. A
+    /// request's pieces come one after another at the link's speed, with no
+    /// round trip between them.
+    pub fn next_seed_batch(&self, now: Instant) -> Vec<u32> {
+        let ready: Vec<u32> = self.seed_ready(now).collect();
+        if ready.len() < self.seed_pieces_coming() {
+            return Vec::new();
+        }
+        ready
+    }
+
+    fn seed_ready(&self, now: Instant) -> impl Iterator<Item = u32> + '_ {
         self.seed
             .iter()
             .copied()
             .filter(|&i| !self.inflight.contains_key(&i) && !self.has(i))
-            .find(|&i| matches!(self.source_of(i, now), Some(Source::Seed)))
+            .filter(move |&i| matches!(self.source_of(i, now), Some(Source::Seed)))
+    }
+
+    /// Seed pieces on their way now.
+    pub fn seed_pieces_coming(&self) -> usize {
+        self.inflight.values().filter(|s| matches!(s, Source::Seed)).count()
     }
 
     /// The least busy usable parent holding piece `i`, else the seed if it was handed the piece.
@@ -250,17 +305,17 @@ impl Schedule {
     }
 
     /// Piece `i` is being fetched from `source`.
-    pub(super) fn started(&mut self, i: u32, source: Source) {
+    pub fn started(&mut self, i: u32, source: Source) {
         self.inflight.insert(i, source);
     }
 
     /// The fetch of piece `i` ended, however it ended.
-    pub(super) fn ended(&mut self, i: u32) {
+    pub fn ended(&mut self, i: u32) {
         self.inflight.remove(&i);
     }
 
     /// Piece `i`, `len` bytes from `source`, was verified and stored `now`.
-    pub(super) fn kept(&mut self, i: u32, source: &Source, len: u64, now: Instant) {
+    pub fn kept(&mut self, i: u32, source: &Source, len: u64, now: Instant) {
         if let Some(slot) = self.have.get_mut(i as usize) {
             *slot = true;
         }
@@ -268,14 +323,17 @@ impl Schedule {
         self.owed.have.push(i);
         self.seed.remove(&i);
         match source {
-            Source::Seed => self.seed_failures = 0,
+            Source::Seed => {
+                self.seed_failures = 0;
+                self.seed_news = true;
+            }
             Source::Parent { id, .. } => *self.owed.bytes_from.entry(id.clone()).or_default() += len,
         }
     }
 
     /// Parent `id` sent a corrupt piece: it is never asked again, and
     /// reported. Returns the stripes whose feeds it streamed, which close.
-    pub(super) fn lied(&mut self, id: &str) -> Vec<usize> {
+    pub fn lied(&mut self, id: &str) -> Vec<usize> {
         let mut closed = Vec::new();
         for (s, stream) in self.streams.iter_mut().enumerate() {
             if stream.as_ref().is_some_and(|st| st.parent == id) {
@@ -289,22 +347,37 @@ impl Schedule {
     }
 
     /// The seed sent a corrupt copy of piece `i`.
-    pub(super) fn seed_corrupt(&mut self, i: u32) {
+    pub fn seed_corrupt(&mut self, i: u32) {
         *self.seed_attempts.entry(i).or_default() += 1;
     }
 
     /// A fetch from `source` failed `now`.
-    pub(super) fn failed(&mut self, source: Source, failure: &Failure, now: Instant) {
+    pub fn failed(&mut self, source: Source, failure: &Failure, now: Instant) {
         match (source, failure) {
             (Source::Parent { id, .. }, Failure::Busy) => {
                 self.busy.insert(id, now + BUSY_PARENT_PAUSE);
             }
-            (Source::Parent { id, .. }, Failure::Broken(_)) => {
+            (Source::Parent { id, .. }, Failure::Broken(_) | Failure::TicketRefused(_)) => {
                 self.avoid.insert(id.clone(), Some(now + FAILED_PARENT_PAUSE));
                 self.owed.failed.push(id);
             }
+            (Source::Seed, Failure::TicketRefused(_)) => {
+                // Counted like any seed failure, so that a registry that refuses every new ticket
+                // too still ends the download within SEED_FAILURES.
+                self.seed_failed(now);
+                self.ticket_stale(now);
+            }
             (Source::Seed, _) => self.seed_failed(now),
         }
+    }
+
+    /// The ticket can no longer be used `now`: the seed refused it, or the
+    /// agent registered again under a new id, which the ticket does not
+    /// name. The next join is not brief, so that its answer carries a new
+    /// ticket, and it goes at once.
+    pub fn ticket_stale(&mut self, now: Instant) {
+        self.ticket_until = self.ticket_until.min(now);
+        self.ticket_news = true;
     }
 
     /// Leaves the seed alone for a while after a failure, longer each time.
@@ -315,19 +388,19 @@ impl Schedule {
     }
 
     /// `Err` once the seed has failed the download for good.
-    pub(super) fn seed_verdict(&self) -> Result<()> {
+    pub fn seed_verdict(&self) -> Result<(), GiveUp> {
         if self.seed_attempts.values().any(|&a| a >= SEED_ATTEMPTS) {
-            return Err(Error::SeedCorrupt);
+            return Err(GiveUp::SeedCorrupt);
         }
         if self.seed_failures >= SEED_FAILURES {
-            return Err(Error::SeedFailing(SEED_FAILURES));
+            return Err(GiveUp::SeedFailing(SEED_FAILURES));
         }
         Ok(())
     }
 
     /// Whether piece `i` is left to its stripe's feed: the feed runs, and
     /// it does not hang (see [`FEED_LAG`]).
-    pub(super) fn fed(&self, i: u32, now: Instant) -> bool {
+    pub fn fed(&self, i: u32, now: Instant) -> bool {
         let k = self.streams.len();
         let Some(stream) = (k > 0).then(|| self.streams[stripe_of(i, k)].as_ref()).flatten() else { return false };
         !stream.done
@@ -351,14 +424,14 @@ impl Schedule {
     }
 
     /// How many stripes the last join cut the blob into (0: no trees).
-    pub(super) fn stripes(&self) -> usize {
+    pub fn stripes(&self) -> usize {
         self.feeds.len()
     }
 
     /// Opens, moves or closes each stripe's feed to follow the last join:
     /// from the parent it names, unless that parent is avoided or the agent
     /// holds the whole stripe. Says what to open and close.
-    pub(super) fn feed_changes(&mut self, now: Instant) -> Vec<FeedChange> {
+    pub fn feed_changes(&mut self, now: Instant) -> Vec<FeedChange> {
         let mut changes = Vec::new();
         let k = self.feeds.len();
         let kept = k.min(self.streams.len());
@@ -395,7 +468,7 @@ impl Schedule {
     }
 
     /// `parent`'s feed of `stripe` brought a verified piece `now`.
-    pub(super) fn feed_brought(&mut self, stripe: usize, parent: &str, now: Instant) {
+    pub fn feed_brought(&mut self, stripe: usize, parent: &str, now: Instant) {
         self.last_fed = Some(now);
         if self.streams_now(stripe, parent) {
             if let Some(s) = self.streams[stripe].as_mut() {
@@ -405,7 +478,7 @@ impl Schedule {
     }
 
     /// `parent`'s feed of `stripe` sent all it was asked for.
-    pub(super) fn feed_ended(&mut self, stripe: usize, parent: &str) {
+    pub fn feed_ended(&mut self, stripe: usize, parent: &str) {
         if self.streams_now(stripe, parent) {
             if let Some(s) = self.streams[stripe].as_mut() {
                 s.done = true;
@@ -415,7 +488,7 @@ impl Schedule {
 
     /// `parent`'s feed of `stripe` broke `now`; true if it was the stripe's
     /// feed still, which is then dropped and its parent reported.
-    pub(super) fn feed_broke(&mut self, stripe: usize, parent: &str, now: Instant) -> bool {
+    pub fn feed_broke(&mut self, stripe: usize, parent: &str, now: Instant) -> bool {
         if !self.streams_now(stripe, parent) {
             return false;
         }
@@ -427,7 +500,7 @@ impl Schedule {
 
     /// `parent` does not have the blob yet: the stripe's feed is dropped
     /// without holding it against the parent.
-    pub(super) fn feed_unknown(&mut self, stripe: usize, parent: &str) {
+    pub fn feed_unknown(&mut self, stripe: usize, parent: &str) {
         if self.streams_now(stripe, parent) {
             self.streams[stripe] = None;
         }
@@ -435,7 +508,7 @@ impl Schedule {
 
     /// Every feed slot of `parent` was taken `now`; true if it was the
     /// stripe's feed still, which is then pulled for a while instead.
-    pub(super) fn feed_busy(&mut self, stripe: usize, parent: &str, now: Instant) -> bool {
+    pub fn feed_busy(&mut self, stripe: usize, parent: &str, now: Instant) -> bool {
         if !self.streams_now(stripe, parent) {
             return false;
         }
@@ -445,14 +518,14 @@ impl Schedule {
     }
 
     /// Nothing arrives: no fetch runs and no feed brought a piece for [`STALL`].
-    pub(super) fn idle(&self, fetching: bool, now: Instant) -> bool {
+    pub fn idle(&self, fetching: bool, now: Instant) -> bool {
         !fetching && self.last_fed.is_none_or(|t| now.duration_since(t) >= STALL)
     }
 
     /// Whether to join again at this tick: the least time since the last
     /// join, and how long the registry may hold the answer. `slot_free`:
     /// one of the node's fetch slots is free.
-    pub(super) fn wanted_join(&self, idle: bool, slot_free: bool, now: Instant) -> Option<(Duration, Option<u32>)> {
+    pub fn wanted_join(&self, idle: bool, slot_free: bool, now: Instant) -> Option<(Duration, Option<u32>)> {
         let missing = self.missing();
         let waiting = missing.iter().any(|&i| !self.inflight.contains_key(&i) && !self.fed(i, now));
         if waiting {
@@ -462,7 +535,14 @@ impl Schedule {
             // the seed's pieces do not wait for a slot.
             let sourceless = self.next_piece(now).is_none() && self.next_seed_piece(now).is_none();
             let starved = sourceless && (slot_free || self.rooted(&missing));
-            let every = if starved { REJOIN_EVERY } else { REFRESH_EVERY };
+            // A join held by the registry costs nothing while it waits, and
+            // its answer comes the moment there is something to fetch (the
+            // blob's turn at the seed, say): it goes at once.
+            let every = match (starved, idle) {
+                (true, true) => REJOIN_AT_LEAST,
+                (true, false) => REJOIN_EVERY,
+                (false, _) => REFRESH_EVERY,
+            };
             Some((every, (idle && sourceless).then_some(JOIN_WAIT_MS)))
         } else if !missing.is_empty() {
             // Only pieces the feeds bring are missing: the feeds' parents
@@ -473,21 +553,32 @@ impl Schedule {
         }
     }
 
+    /// When to report and join because a seed piece arrived, or because
+    /// the ticket went stale: at once, unless the last join was less than
+    /// [`REJOIN_AT_LEAST`] ago, then as soon as it is that long ago; `None`
+    /// if neither happened since. Without it, the seed's next pieces, or
+    /// the new ticket the seed's pieces wait for, would wait for the next tick.
+    pub fn seed_join_at(&self) -> Option<Instant> {
+        (self.seed_news || self.ticket_news).then(|| self.last_join + REJOIN_AT_LEAST)
+    }
+
     /// Whether the last join was at least `at_least` ago.
-    pub(super) fn join_due(&self, at_least: Duration, now: Instant) -> bool {
+    pub fn join_due(&self, at_least: Duration, now: Instant) -> bool {
         now.duration_since(self.last_join) >= at_least
     }
 
     /// A join is sent `now`; says whether it may be brief: the ticket has
     /// long enough to run that the answer may leave it and the digests out.
-    pub(super) fn joining(&mut self, now: Instant) -> bool {
+    pub fn joining(&mut self, now: Instant) -> bool {
         self.last_join = now;
+        self.seed_news = false;
+        self.ticket_news = false;
         self.ticket_until.saturating_duration_since(now).as_secs() > BRIEF_TICKET_LEFT_SECS
     }
 
     /// A join answered `now` with `next`: fresh parents, seed pieces, piece
     /// counts, stripe parents, and a ticket unless the answer was brief.
-    pub(super) fn planned(&mut self, next: JoinResponse, now: Instant) {
+    pub fn planned(&mut self, next: JoinResponse, now: Instant) {
         self.last_plan = now;
         if next.queued {
             // Waiting for the seed is not a stall (see `GIVE_UP_AFTER`).
@@ -511,7 +602,7 @@ impl Schedule {
     /// After a tick's join: notices a stall, in which case the seed is
     /// asked for one more missing piece (returned, for the log), and gives
     /// up after [`GIVE_UP_AFTER`] without a new piece.
-    pub(super) fn after_tick(&mut self, idle: bool, now: Instant) -> Result<Option<Vec<u32>>> {
+    pub fn after_tick(&mut self, idle: bool, now: Instant) -> Result<Option<Vec<u32>>, GiveUp> {
         let mut asked = None;
         if !idle {
             self.idle_since = None;
@@ -527,19 +618,19 @@ impl Schedule {
             }
         }
         if now.duration_since(self.last_progress) > GIVE_UP_AFTER {
-            return Err(Error::NoProgress(GIVE_UP_AFTER.as_secs()));
+            return Err(GiveUp::NoProgress(GIVE_UP_AFTER.as_secs()));
         }
         Ok(asked)
     }
 
     /// Whether anything is owed to the scheduler.
-    pub(super) fn owes(&self) -> bool {
+    pub fn owes(&self) -> bool {
         let o = &self.owed;
         !(o.have.is_empty() && o.failed.is_empty() && o.bad.is_empty())
     }
 
     /// What is owed to the scheduler, which the report takes.
-    pub(super) fn take_owed(&mut self) -> Owed {
+    pub fn take_owed(&mut self) -> Owed {
         std::mem::take(&mut self.owed)
     }
 }
@@ -637,7 +728,78 @@ mod tests {
             assert!(s.seed_verdict().is_ok(), "{n} failures");
             s.failed(Source::Seed, &Failure::Broken("gone".into()), at(2000));
         }
-        assert!(matches!(s.seed_verdict(), Err(Error::SeedFailing(8))));
+        assert!(matches!(s.seed_verdict(), Err(GiveUp::SeedFailing(8))));
+    }
+
+    #[test]
+    fn a_refused_ticket_is_replaced_by_the_next_join_which_goes_at_once_and_is_not_brief() {
+        let at = clock();
+        let mut p = plan(2);
+        p.seed_pieces = vec![0, 1];
+        let mut s = Schedule::new(p.clone(), vec![false; 2], at(0));
+        assert_eq!(s.seed_join_at(), None);
+        assert!(s.joining(at(100)), "a ticket with 300 s to run: the join may be brief");
+        s.failed(Source::Seed, &Failure::TicketRefused("DENIED".into()), at(1000));
+        assert_eq!(s.seed_join_at(), Some(at(150)), "a join is owed at once");
+        assert_eq!(s.next_seed_batch(at(1499)), Vec::<u32>::new(), "the seed rests as after any failure");
+        assert!(!s.joining(at(1000)), "the join asks for a new ticket");
+        assert_eq!(s.seed_join_at(), None, "the join was sent");
+        assert!(!s.joining(at(1200)), "and so does every join until one brings it");
+        let mut fresh = p.clone();
+        fresh.seed_pieces = Vec::new();
+        fresh.ticket = "fresh".into();
+        s.planned(fresh, at(1300));
+        assert_eq!(s.ticket(), "fresh");
+        assert!(s.joining(at(1400)), "brief again");
+        assert_eq!(s.next_seed_batch(at(1500)), [0, 1], "the seed's pieces go with the new ticket");
+        s.kept(0, &Source::Seed, 1024, at(1600));
+        // The agent registered again under a new id: the ticket names the old one.
+        s.ticket_stale(at(2000));
+        assert!(!s.joining(at(2000)));
+        for n in 1..SEED_FAILURES {
+            s.failed(Source::Seed, &Failure::TicketRefused("DENIED".into()), at(3000));
+            assert!(s.seed_verdict().is_ok(), "{n} refusals");
+        }
+        s.failed(Source::Seed, &Failure::TicketRefused("DENIED".into()), at(3000));
+        assert!(matches!(s.seed_verdict(), Err(GiveUp::SeedFailing(8))), "a seed that refuses every ticket ends it");
+    }
+
+    #[test]
+    fn seed_pieces_go_in_one_request_and_a_few_more_wait_for_the_last_request_to_be_well_under_way() {
+        let at = clock();
+        let mut p = plan(8);
+        p.seed_pieces = vec![0, 1, 2, 3];
+        p.parents = vec![parent("a", &[2])];
+        let mut s = Schedule::new(p.clone(), vec![false; 8], at(0));
+        let batch = s.next_seed_batch(at(0));
+        assert_eq!(batch, [0, 1, 3], "2 comes from a parent");
+        for &i in &batch {
+            s.started(i, Source::Seed);
+        }
+        let mut more = p.clone();
+        more.seed_pieces = vec![4, 5];
+        s.planned(more.clone(), at(10));
+        assert_eq!(s.next_seed_batch(at(10)), Vec::<u32>::new(), "two wait while three are on their way");
+        s.ended(0);
+        s.kept(0, &Source::Seed, 1024, at(20));
+        assert_eq!(s.next_seed_batch(at(20)), [4, 5], "as many wait as are on their way: they go");
+        assert_eq!(s.seed_pieces_coming(), 2);
+    }
+
+    #[test]
+    fn a_seed_piece_that_arrives_right_after_a_join_is_reported_as_soon_as_a_join_is_due() {
+        let at = clock();
+        let mut p = plan(4);
+        p.seed_pieces = vec![0];
+        let mut s = Schedule::new(p, vec![false; 4], at(0));
+        assert_eq!(s.seed_join_at(), None);
+        s.joining(at(10));
+        s.started(0, Source::Seed);
+        s.ended(0);
+        s.kept(0, &Source::Seed, 1024, at(20));
+        assert_eq!(s.seed_join_at(), Some(at(60)), "50 ms after the last join");
+        s.joining(at(60));
+        assert_eq!(s.seed_join_at(), None, "reported");
     }
 
     #[test]
@@ -648,7 +810,7 @@ mod tests {
         s.seed_corrupt(1);
         assert!(s.seed_verdict().is_ok());
         s.seed_corrupt(1);
-        assert!(matches!(s.seed_verdict(), Err(Error::SeedCorrupt)));
+        assert!(matches!(s.seed_verdict(), Err(GiveUp::SeedCorrupt)));
     }
 
     #[test]
@@ -696,7 +858,7 @@ mod tests {
         assert_eq!(s.after_tick(true, at(42_100)).expect("running"), Some(vec![2]), "3 s since 39.1 s");
         assert_eq!(s.next_seed_piece(at(42_100)), Some(1));
         assert_eq!(s.after_tick(false, at(50_000)).expect("running"), None, "something arrives: not idle");
-        assert!(matches!(s.after_tick(false, at(60_001)), Err(Error::NoProgress(60))), "60 s without a piece");
+        assert!(matches!(s.after_tick(false, at(60_001)), Err(GiveUp::NoProgress(60))), "60 s without a piece");
     }
 
     #[test]
@@ -710,7 +872,7 @@ mod tests {
         s.planned(queued, at(100_000));
         assert!(s.after_tick(true, at(150_000)).is_ok());
         s.planned(plan(2), at(150_000));
-        assert!(matches!(s.after_tick(true, at(160_001)), Err(Error::NoProgress(60))), "60 s since it was queued");
+        assert!(matches!(s.after_tick(true, at(160_001)), Err(GiveUp::NoProgress(60))), "60 s since it was queued");
     }
 
     #[test]
@@ -783,7 +945,7 @@ mod tests {
     fn joins_are_frequent_while_a_piece_has_no_source_and_held_while_nothing_arrives() {
         let at = clock();
         let mut s = Schedule::new(plan(2), vec![false; 2], at(0));
-        assert_eq!(s.wanted_join(true, true, at(0)), Some((REJOIN_EVERY, Some(JOIN_WAIT_MS))), "idle, sourceless");
+        assert_eq!(s.wanted_join(true, true, at(0)), Some((REJOIN_AT_LEAST, Some(JOIN_WAIT_MS))), "idle, sourceless");
         assert_eq!(s.wanted_join(false, true, at(0)), Some((REJOIN_EVERY, None)), "something still arrives");
         assert_eq!(s.wanted_join(true, false, at(0)), Some((REFRESH_EVERY, Some(JOIN_WAIT_MS))), "no slot free");
         let mut p = plan(2);

@@ -16,7 +16,10 @@ mod ticket;
 use serde::{Deserialize, Serialize};
 
 pub use self::feed::{FeedFrames, FrameError};
-pub use self::pieces::{bitmap_from_hex, bitmap_hex, stripe_len, stripe_of, BlobLayout, LayoutError, PieceGeometry};
+pub use self::pieces::{
+    bitmap_from_hex, bitmap_hex, parse_pieces_query, piece_size_for, pieces_query, stripe_len, stripe_of, BlobLayout,
+    LayoutError, PieceGeometry, MAX_PIECE_SIZE, MIN_PIECE_SIZE, TARGET_PIECES,
+};
 pub use self::ticket::{TicketClaims, TICKET_AUDIENCE};
 use crate::Digest;
 
@@ -166,6 +169,8 @@ pub struct JoinResponse {
     #[serde(default)]
     pub availability: Vec<u32>,
     /// URL of the seed's piece endpoint for this blob: `<registry>/p2p/v1/seed/<digest>/pieces`.
+    /// `GET <seed_url>/<i>` is piece `i`; `GET <seed_url>?pieces=<list>` (see [`pieces_query`]) is
+    /// the listed pieces back to back, in one stream.
     pub seed_url: String,
     /// Ticket accepted by parents and the seed for this blob, for this agent.
     pub ticket: String,

@@ -247,6 +247,17 @@ impl Blobs<'_> {
         row.map(|r| decode(*digest, &r)).transpose()
     }
 
+    /// Records a blob's pieces cut at another size; false if there is no such blob.
+    pub async fn set_pieces(&self, digest: &Digest, pieces: &PieceDigests) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("UPDATE blobs SET piece_size = $1, piece_digests = $2 WHERE digest = $3")
+            .bind(pieces.piece_size() as i64)
+            .bind(pieces.to_bytes())
+            .bind(digest.to_string())
+            .execute(self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Number of blobs and their total size.
     pub async fn totals(&self) -> Result<(i64, i64), sqlx::Error> {
         // PostgreSQL's SUM over BIGINT is NUMERIC, which the Any driver cannot decode: cast it back.

@@ -84,6 +84,7 @@ pub mod acceleration;
 mod extract;
 pub mod forward;
 pub mod install;
+pub mod layout;
 pub mod lease;
 mod routes;
 pub mod scheduler;

@@ -6,22 +6,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use damselfly_core::p2p::{
-    DeletedBlob, HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse, PieceGeometry,
-    PreheatReport, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME, MAX_JOIN_WAIT_MS,
-    TICKET_AUTH_SCHEME,
+    parse_pieces_query, DeletedBlob, HeartbeatRequest, HeartbeatResponse, JoinMode, JoinRequest, JoinResponse,
+    PieceGeometry, PreheatReport, RegisterRequest, RegisterResponse, ReportRequest, CLUSTER_AUTH_SCHEME,
+    MAX_JOIN_WAIT_MS, TICKET_AUTH_SCHEME,
 };
 use damselfly_core::{Digest, ErrorCode, RepositoryName};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use super::extract::{method_not_allowed, unknown_endpoint, P2pJson, P2pPath};
+use super::layout::Recuts;
 use super::scheduler::{Agent, Blob, Plan, Scheduler};
 use super::stats::{Joining, Traffic};
 use super::ticket;
@@ -49,9 +51,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/p2p/v1/swarms/join", post(join))
         .route("/p2p/v1/swarms/report", post(report))
         .layer(Extension(Arc::new(HeldJoins::default())))
+        .layer(Extension(Arc::new(Recuts::default())))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), super::forward::to_holder));
     Router::new()
         .route("/p2p/v1/preheat/{job}/report", post(preheat_report))
+        .route("/p2p/v1/seed/{digest}/pieces", get(seed_pieces))
         .route("/p2p/v1/seed/{digest}/pieces/{index}", get(seed_piece))
         .merge(scheduled)
         .merge(super::install::router())
@@ -236,6 +240,7 @@ async fn known_agent(state: &AppState, cluster: ClusterId, id: &str) -> Result<A
 async fn join(
     State(state): State<AppState>,
     Extension(held): Extension<Arc<HeldJoins>>,
+    Extension(recuts): Extension<Arc<Recuts>>,
     ClusterCaller(cluster): ClusterCaller,
     P2pJson(req): P2pJson<JoinRequest>,
 ) -> Result<Json<JoinResponse>> {
@@ -279,6 +284,8 @@ async fn join(
             queued: false,
         }));
     }
+    // Cut at the size the P2P network uses for it, once; a pass-through pull needs no pieces.
+    let blob = recuts.current(&state, blob).await?;
     let shape = Blob { pieces: blob.pieces.digests().len(), piece_size: blob.pieces.piece_size() };
     let joining = Joining { agent: &agent.id, pieces: shape.pieces, held: &req.have };
     state.p2p_stats.joined(&state.db, cluster.tenant_id, cluster.id, name.namespace(), req.digest, joining).await?;
@@ -358,8 +365,56 @@ async fn seed_piece(
     P2pPath((digest, index)): P2pPath<(String, u32)>,
     headers: HeaderMap,
 ) -> Result<Response> {
+    let (digest, cluster, blob) = seed_blob(&state, &digest, &headers).await?;
+    let count = blob.pieces.digests().len();
+    if index as usize >= count {
+        return Err(RegistryError::oci(ErrorCode::SizeInvalid, format!("the blob has {count} pieces"))
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
+    }
+    seed_stream(&state, digest, cluster, &blob, &[index]).await
+}
+
+/// `?pieces=` of the seed's batched read.
+#[derive(serde::Deserialize)]
+struct PieceList {
+    pieces: String,
+}
+
+/// The seed: the listed pieces of a blob back to back, in one stream, to a
+/// ticket holder. An agent with many pieces to take from the seed (alone
+/// in its swarm, say) gets them at the speed of the link, rather than one
+/// request, and one round trip, per piece.
+async fn seed_pieces(
+    State(state): State<AppState>,
+    P2pPath(digest): P2pPath<String>,
+    list: std::result::Result<Query<PieceList>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let (digest, cluster, blob) = seed_blob(&state, &digest, &headers).await?;
+    let count = blob.pieces.digests().len() as u32;
+    let list = list.map_or_else(|_| PieceList { pieces: String::new() }, |Query(list)| list);
+    let pieces = parse_pieces_query(&list.pieces, count).ok_or_else(|| {
+        RegistryError::oci(
+            ErrorCode::SizeInvalid,
+            format!(
+                "pieces={:?} is not a list of pieces of this blob: give ascending indexes below {count}, \
+                 as runs `first-last` or single indexes, separated by commas",
+                list.pieces
+            ),
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+    })?;
+    seed_stream(&state, digest, cluster, &blob, &pieces).await
+}
+
+/// The blob a seed request names, and the cluster of its ticket.
+async fn seed_blob(
+    state: &AppState,
+    digest: &str,
+    headers: &HeaderMap,
+) -> Result<(Digest, ClusterId, crate::metadata::BlobRecord)> {
     let digest: Digest = digest.parse().map_err(|e: damselfly_core::DigestError| oci::digest_invalid(e.to_string()))?;
-    let ticket = scheme_value(&headers, TICKET_AUTH_SCHEME).ok_or_else(|| {
+    let ticket = scheme_value(headers, TICKET_AUTH_SCHEME).ok_or_else(|| {
         RegistryError::oci(
             ErrorCode::Unauthorized,
             "pieces are served only with `Authorization: Ticket <ticket>` from a join",
@@ -382,24 +437,63 @@ async fn seed_piece(
         ));
     }
     let blob = state.db.blobs().find(&digest).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
-    let count = blob.pieces.digests().len();
-    if index as usize >= count {
-        return Err(RegistryError::oci(ErrorCode::SizeInvalid, format!("the blob has {count} pieces"))
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
+    Ok((digest, ClusterId(claims.cluster), blob))
+}
+
+/// `pieces` (ascending, each below the blob's count) straight from the blob
+/// store, as one body, each run of consecutive pieces one read.
+async fn seed_stream(
+    state: &AppState,
+    digest: Digest,
+    cluster: ClusterId,
+    blob: &crate::metadata::BlobRecord,
+    pieces: &[u32],
+) -> Result<Response> {
+    let geometry = PieceGeometry { size: blob.size, piece_size: blob.pieces.piece_size() };
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &i in pieces {
+        let (start, len) = geometry.span(i);
+        match runs.last_mut() {
+            Some((run_start, run_len)) if *run_start + *run_len == start => *run_len += len,
+            _ => runs.push((start, len)),
+        }
     }
-    let (start, len) = PieceGeometry { size: blob.size, piece_size: blob.pieces.piece_size() }.span(index);
-    let stream = state.blobs.read(&digest, start, len).await?.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
-    let metrics = state.metrics.clone();
-    let stats = state.p2p_stats.clone();
-    let cluster = ClusterId(claims.cluster);
-    let stream = stream.inspect(move |chunk| {
-        if let Ok(c) = chunk {
-            metrics.sent("seed", c.len() as u64);
-            stats.received(cluster, digest, Traffic { peers: 0, seed: c.len() as u64 });
+    let total: u64 = runs.iter().map(|(_, len)| len).sum();
+    // The first run is opened here, so that a missing blob is a 404 rather
+    // than a body that breaks; later runs are read as the body gets to them.
+    let first = state.blobs.read(&digest, runs[0].0, runs[0].1).await?;
+    let first = first.ok_or_else(|| oci::blob_unknown(&"the seed", &digest))?;
+    let blobs = state.blobs.clone();
+    let mut first = Some(first);
+    let reads = futures_util::stream::iter(runs).then(move |(start, len)| {
+        let (blobs, opened) = (blobs.clone(), first.take());
+        async move {
+            match opened {
+                Some(stream) => Ok(stream),
+                None => blobs
+                    .read(&digest, start, len)
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .ok_or_else(|| std::io::Error::other("the blob is gone")),
+            }
         }
     });
+    let metrics = state.metrics.clone();
+    let stats = state.p2p_stats.clone();
+    let stream = reads
+        .map(|read| match read {
+            Ok(chunks) => chunks.left_stream(),
+            Err(e) => futures_util::stream::once(std::future::ready(Err(e))).right_stream(),
+        })
+        .flatten()
+        .inspect(move |chunk| {
+            if let Ok(c) = chunk {
+                metrics.sent("seed", c.len() as u64);
+                stats.received(cluster, digest, Traffic { peers: 0, seed: c.len() as u64 });
+            }
+        });
     Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream".to_owned()), (header::CONTENT_LENGTH, len.to_string())],
+        [(header::CONTENT_TYPE, "application/octet-stream".to_owned()), (header::CONTENT_LENGTH, total.to_string())],
         Body::from_stream(stream),
     )
         .into_response())

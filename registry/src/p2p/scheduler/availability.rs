@@ -53,14 +53,61 @@ impl View<'_> {
     }
 }
 
-/// How many usable peers hold each piece of the swarm's blob.
-pub(super) fn count(swarm: &Swarm, view: &View) -> Vec<u32> {
-    let mut availability = vec![0u32; swarm.pieces];
-    for (id, p) in &swarm.peers {
-        if view.usable(id, p) {
-            for (n, held) in availability.iter_mut().zip(&p.have) {
-                *n += u32::from(*held);
-            }
+/// How long a census of a swarm's suspects stands.
+const CENSUS_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether the member may be unusable at some moment until `until`: it is
+/// bad, in a failure penalty, or its heartbeats or (while it still fetches)
+/// its joins and reports may lapse by then. Hearing from an agent only ever
+/// makes it more usable, so a member that is none of these stays usable.
+fn suspect(view: &View, id: &str, p: &Peer, until: Instant) -> bool {
+    p.bad
+        || p.failed_until.is_some_and(|t| t > view.now)
+        || view.agents.get(id).is_none_or(|a| {
+            until.saturating_duration_since(a.last_seen) >= view.alive
+                || (p.lacking() && until.saturating_duration_since(a.heard) > SILENT_FOR)
+        })
+}
+
+/// Looks at every member of the swarm at most every [`CENSUS_EVERY`] and
+/// keeps as suspects those that may be unusable before the next census; the
+/// requester, whose lacking pieces may have changed as it joined, is looked
+/// at every time. Between censuses a report adds the parents it blames, so
+/// that a join needs to look only at the suspects to know who is usable.
+pub(super) fn census(swarm: &mut Swarm, view: &View) {
+    if view.now >= swarm.next_census {
+        let until = view.now + CENSUS_EVERY;
+        swarm.suspects =
+            swarm.peers.iter().filter(|(id, p)| suspect(view, id, p, until)).map(|(id, _)| id.clone()).collect();
+        swarm.next_census = until;
+    } else if swarm.peers.get(view.me).is_some_and(|p| suspect(view, view.me, p, swarm.next_census)) {
+        swarm.suspect(view.me);
+    }
+}
+
+/// The members other than the requester that cannot serve it now, in order of registration.
+pub(super) fn unusable<'a>(swarm: &'a Swarm, view: &View) -> Vec<(u64, &'a str)> {
+    let mut out: Vec<(u64, &str)> = swarm
+        .suspects
+        .iter()
+        .filter(|id| id.as_str() != view.me)
+        .filter_map(|id| swarm.peers.get_key_value(id))
+        .filter(|(id, p)| !view.usable(id, p))
+        .map(|(id, p)| (p.seq, id.as_str()))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// How many usable peers hold each piece of the swarm's blob: every
+/// holder, less the requester and the members that cannot serve it.
+pub(super) fn count(swarm: &Swarm, view: &View, unusable: &[(u64, &str)]) -> Vec<u32> {
+    let mut availability = swarm.holders.clone();
+    let not_counted =
+        swarm.peers.get(view.me).into_iter().chain(unusable.iter().filter_map(|(_, id)| swarm.peers.get(*id)));
+    for p in not_counted {
+        for (n, held) in availability.iter_mut().zip(&p.have) {
+            *n -= u32::from(*held);
         }
     }
     availability

@@ -38,8 +38,13 @@ pub(super) const SEED_PIECES_PER_ROOT: usize = 2;
 pub(super) const TREES_SETTLE: Duration = Duration::from_millis(250);
 /// How long a seed piece may wait for an idle agent while busy ones ask.
 pub(super) const SEED_WAITS_FOR_IDLE: Duration = Duration::from_millis(300);
-/// How long a seed piece stays reserved for the agent it was handed to.
+/// How long a seed piece stays reserved for the agent it was handed to
+/// after that agent was last heard from about the swarm.
 const SEED_RESERVATION: Duration = Duration::from_secs(20);
+/// How much an agent alone in its swarm may have out from the seed: a run
+/// long enough that the next is asked for long before it ends, so that the
+/// seed's link never waits for a report and a join.
+const SEED_RUN_BYTES: u64 = 64 << 20;
 /// A swarm that stopped asking for the seed this long ago loses its turn.
 pub(super) const SEED_QUEUE_STALE: Duration = Duration::from_secs(1);
 
@@ -75,10 +80,10 @@ pub(super) fn in_flight(swarms: &HashMap<(ClusterId, Digest), Swarm>, cluster: C
 /// middle of their download (a hung node): they go to another.
 pub(super) fn reclaim_from_silent(swarm: &mut Swarm, view: &View, digest: Digest) {
     let hung: HashSet<&String> = swarm
-        .peers
-        .iter()
-        .filter(|(id, p)| *id != view.me && p.lacking() && view.silent(id))
-        .map(|(id, _)| id)
+        .reserved
+        .values()
+        .map(|(holder, _)| holder)
+        .filter(|id| *id != view.me && swarm.peers.get(*id).is_some_and(|p| p.lacking()) && view.silent(id))
         .collect();
     let orphaned: Vec<u32> =
         swarm.reserved.iter().filter(|(_, (holder, _))| hung.contains(holder)).map(|(i, _)| *i).collect();
@@ -104,6 +109,8 @@ pub(super) struct Ask<'a> {
     pub(super) stripes: usize,
     /// Seed pieces out in the cluster (see [`in_flight`]).
     pub(super) in_flight: usize,
+    /// Bytes per piece.
+    pub(super) piece_size: u64,
 }
 
 /// What the seed gives a requester.
@@ -118,9 +125,9 @@ pub(super) struct Given {
 /// not reserved for another agent, rarest in the whole swarm first (nobody
 /// even fetching them). One piece each, so that pieces fan out to different
 /// agents and are traded from there; an agent still alone in wanting
-/// pieces when it comes back may take the whole budget (not on its first
-/// join: when a crowd starts cold, the first to arrive is alone only for a
-/// moment). Swarms of a cluster take the budget in turn, so that no blob
+/// pieces when it comes back takes a run of up to [`SEED_RUN_BYTES`]
+/// whatever the budget, and more as it reports (not on its first join: when
+/// a crowd starts cold, the first to arrive is alone only for a moment). Swarms of a cluster take the budget in turn, so that no blob
 /// waits for the seed while another keeps it busy.
 ///
 /// With stripe trees, a stripe's pieces go to its root only, a few at a
@@ -129,7 +136,7 @@ pub(super) struct Given {
 /// seed feeds it, and a seed split between four blobs would make every hop
 /// of every tree four times as slow.
 pub(super) fn hand_out(swarm: &mut Swarm, view: &View, ask: Ask, line: &mut SeedLine) -> Given {
-    let Ask { digest, missing, availability, feeds, newcomer, stripes, in_flight } = ask;
+    let Ask { digest, missing, availability, feeds, newcomer, stripes, in_flight, piece_size } = ask;
     let (agent, now) = (view.me, view.now);
     let trees = !feeds.is_empty();
     let root_of = |i: u32| feeds.is_empty() || feeds[stripe_of(i, feeds.len())].is_none();
@@ -139,13 +146,20 @@ pub(super) fn hand_out(swarm: &mut Swarm, view: &View, ask: Ask, line: &mut Seed
     let unsent: Vec<u32> =
         missing.iter().copied().filter(|&i| availability[i as usize] == 0 && reserved_for(i).is_none()).collect();
     let unclaimed: Vec<u32> = unsent.iter().copied().filter(|&i| root_of(i)).collect();
-    let wanting = swarm.peers.iter().filter(|(id, p)| view.live(id) && p.lacking()).count();
-    let settling = trees && now.duration_since(swarm.born) < TREES_SETTLE;
+    // Only whether it is more than one matters: a swarm may have thousands.
+    let wanting = swarm.peers.iter().filter(|(id, p)| view.live(id) && p.lacking()).take(2).count();
+    // Still alone once its first piece arrived: nobody to trade with, so it
+    // takes a long run of pieces, which it reads from the seed as one stream.
+    let alone = wanting <= 1 && !newcomer;
+    let settling = trees && !alone && now.duration_since(swarm.born) < TREES_SETTLE;
+    let run = (SEED_RUN_BYTES / piece_size.max(1)).max(SEED_PIECES_IN_FLIGHT as u64) as usize;
     let my_cap = match (trees, newcomer) {
+        _ if alone => run,
+        // The first member's first join: it may well be alone.
+        (_, true) if swarm.peers.len() == 1 => 1,
         _ if settling => 0,
         (_, true) => 1,
         (true, false) => SEED_PIECES_PER_ROOT * feeds.iter().filter(|f| f.is_none()).count(),
-        (false, false) if wanting <= 1 => SEED_PIECES_IN_FLIGHT,
         (false, false) => 1,
     };
     let room = my_cap.saturating_sub(seed_pieces.len());
@@ -171,12 +185,13 @@ pub(super) fn hand_out(swarm: &mut Swarm, view: &View, ask: Ask, line: &mut Seed
         // swarm has trees, the pull schedule's few otherwise.
         let budget =
             if trees { SEED_PIECES_IN_FLIGHT.max(stripes * SEED_PIECES_PER_ROOT) } else { SEED_PIECES_IN_FLIGHT };
-        let take = room.min(budget.saturating_sub(in_flight));
+        // An agent alone takes its run whatever the budget: the seed has nobody else of its swarm to send to.
+        let take = if alone { room } else { room.min(budget.saturating_sub(in_flight)) };
         let my_turn = take > 0 && queue.front().is_some_and(|(d, _)| *d == digest);
         let defer = my_turn && busy && now.duration_since(*line.held_back.get_or_insert(now)) < SEED_WAITS_FOR_IDLE;
         if my_turn && !defer {
             line.held_back = None;
-            let taken = if trees {
+            let taken = if trees && !alone {
                 in_step(&unclaimed, &unsent, swarm.pieces, feeds.len(), take)
             } else {
                 unclaimed.iter().copied().take(take).collect()

@@ -2,7 +2,7 @@
 //! the swarm of agents that want or hold it, with what each holds and what
 //! the scheduler learnt about it as a parent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::metadata::ClusterId;
@@ -63,17 +63,83 @@ impl Agent {
     }
 }
 
+/// The requesters sent to a parent lately, each with when it was last sent
+/// there. Every sending is also kept in order, so that those made too long
+/// ago fall off the front, and those made lately are counted from the back,
+/// without a look at the others: a parent in a large swarm may have hundreds.
+#[derive(Default)]
+pub(super) struct Children {
+    /// Each child's latest sending, by its number.
+    latest: HashMap<String, u64>,
+    /// Every sending, oldest first: when, to whom, and whether it is still
+    /// its child's latest (a child sent again or taken off is not).
+    sent: VecDeque<(Instant, String, bool)>,
+    /// The number of the first sending in `sent`.
+    first: u64,
+}
+
+impl Children {
+    /// `child` is sent to the parent at `at` (the scheduler's clock only moves on).
+    pub(super) fn insert(&mut self, child: &str, at: Instant) {
+        self.remove(child);
+        let number = self.first + self.sent.len() as u64;
+        self.latest.insert(child.to_owned(), number);
+        self.sent.push_back((at, child.to_owned(), true));
+    }
+
+    /// `child` no longer counts against the parent.
+    pub(super) fn remove(&mut self, child: &str) {
+        if let Some(number) = self.latest.remove(child) {
+            if let Some(entry) = self.sent.get_mut((number - self.first) as usize) {
+                entry.2 = false;
+            }
+        }
+    }
+
+    /// Forgets the children last sent `window` or longer before `now`.
+    pub(super) fn expire(&mut self, now: Instant, window: Duration) {
+        while let Some((at, child, latest)) = self.sent.front() {
+            if now.duration_since(*at) < window {
+                break;
+            }
+            if *latest {
+                self.latest.remove(child);
+            }
+            self.sent.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// How many children count.
+    pub(super) fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    /// How many children were last sent less than `recent` before `now`.
+    pub(super) fn sent_within(&self, now: Instant, recent: Duration) -> usize {
+        let fresh = self.sent.iter().rev().take_while(|(at, _, _)| now.duration_since(*at) < recent);
+        fresh.filter(|(_, _, latest)| *latest).count()
+    }
+}
+
 /// One member of a swarm.
 #[derive(Default)]
 pub(super) struct Peer {
     pub(super) have: Vec<bool>,
+    /// How many pieces it holds.
+    pub(super) held: usize,
+    /// Its agent's order of registration, and its zone.
+    pub(super) seq: u64,
+    pub(super) zone: String,
     /// Sent a piece that failed verification: never a parent again in this swarm.
     pub(super) bad: bool,
     pub(super) failed_until: Option<Instant>,
     /// Bytes per second, smoothed.
     pub(super) throughput: f64,
     /// Requesters recently sent to this peer, and when: its upload slots in use.
-    pub(super) children: HashMap<String, Instant>,
+    pub(super) children: Children,
+    /// The parents it was given at its last join, whose `children` it is in.
+    pub(super) parents: Vec<String>,
     /// When it was last a requester's first parent: among equals, the one
     /// that waited longest goes first, so a crowd is dealt out in turn.
     pub(super) first_choice: Option<Instant>,
@@ -82,7 +148,7 @@ pub(super) struct Peer {
 impl Peer {
     /// It still lacks a piece of the blob.
     pub(super) fn lacking(&self) -> bool {
-        self.have.iter().any(|h| !h)
+        self.held < self.have.len()
     }
 
     /// It holds piece `i`.
@@ -92,6 +158,12 @@ impl Peer {
 }
 
 /// The agents of one cluster that want or hold one blob.
+///
+/// A join must cost about the same in a swarm of ten thousand agents as in
+/// one of ten, so what every join needs is kept up to date as members come,
+/// report and go, rather than counted over all members each time: how many
+/// hold each piece, the members in order of registration and per zone, and
+/// the few members that cannot serve others (see `availability::census`).
 pub(super) struct Swarm {
     pub(super) pieces: usize,
     pub(super) peers: HashMap<String, Peer>,
@@ -99,7 +171,27 @@ pub(super) struct Swarm {
     pub(super) reserved: HashMap<u32, (String, Instant)>,
     /// When its first member joined.
     pub(super) born: Instant,
+    /// How many members hold each piece.
+    pub(super) holders: Vec<u32>,
+    /// The members by order of registration: the stripe trees' order, and
+    /// the order in which a large swarm's members are looked at as parents.
+    pub(super) order: Vec<(u64, String)>,
+    /// The members of each zone, by order of registration: each zone's stripe trees.
+    pub(super) zones: HashMap<String, Vec<(u64, String)>>,
+    /// The members that cannot serve others now, or may stop being able to
+    /// before `next_census`; every other member can until then.
+    pub(super) suspects: Vec<String>,
+    pub(super) next_census: Instant,
+    /// Where in `order` the last look for parents stopped, in a large swarm.
+    pub(super) cursor: usize,
+    /// The holders of each piece that has at most [`RARE`] of them: a large
+    /// swarm's joins look at these first, since a look at some members
+    /// would seldom find them.
+    pub(super) rare: HashMap<u32, Vec<String>>,
 }
+
+/// Pieces with at most this many holders have them listed (see [`Swarm::rare`]).
+pub(super) const RARE: u32 = 16;
 
 /// An agent's place in a swarm after it joined.
 pub(super) struct Entered {
@@ -112,25 +204,97 @@ pub(super) struct Entered {
 impl Swarm {
     /// An empty swarm of a blob of `pieces` pieces, born `now`.
     pub(super) fn new(pieces: usize, now: Instant) -> Swarm {
-        Swarm { pieces, peers: HashMap::new(), reserved: HashMap::new(), born: now }
+        Swarm {
+            pieces,
+            peers: HashMap::new(),
+            reserved: HashMap::new(),
+            born: now,
+            holders: vec![0; pieces],
+            order: Vec::new(),
+            zones: HashMap::new(),
+            suspects: Vec::new(),
+            next_census: now,
+            cursor: 0,
+            rare: HashMap::new(),
+        }
     }
 
-    /// Makes `agent` a member holding `have`. A join says all the agent
-    /// holds now (reports only add to it): a blob evicted from its cache is
-    /// no longer counted. Seed pieces reserved for it that it now holds are
-    /// done with.
-    pub(super) fn enter(&mut self, agent: &str, have: &[u32]) -> Entered {
+    /// `id` holds piece `i` now.
+    fn gained(&mut self, i: usize, id: &str) {
+        self.holders[i] += 1;
+        if self.holders[i] <= RARE {
+            self.rare.entry(i as u32).or_default().push(id.to_owned());
+        } else {
+            self.rare.remove(&(i as u32));
+        }
+    }
+
+    /// `id` no longer holds piece `i` (or is leaving; the caller drops it from `peers` first).
+    fn lost(&mut self, i: usize, id: &str) {
+        self.holders[i] -= 1;
+        if self.holders[i] > RARE {
+            return;
+        }
+        match self.rare.get_mut(&(i as u32)) {
+            Some(list) => list.retain(|h| h != id),
+            None => {
+                // Rare again: list its holders.
+                let list = self.peers.iter().filter(|(h, p)| *h != id && p.holds(i as u32)).map(|(h, _)| h.clone());
+                let list = list.collect();
+                self.rare.insert(i as u32, list);
+            }
+        }
+    }
+
+    /// Makes `agent` (registered `seq`-th, in `zone`) a member holding
+    /// `have`. A join says all the agent holds now (reports only add to it):
+    /// a blob evicted from its cache is no longer counted. Seed pieces
+    /// reserved for it that it now holds are done with.
+    pub(super) fn enter(&mut self, agent: &str, seq: u64, zone: &str, have: &[u32]) -> Entered {
         let newcomer = !self.peers.contains_key(agent);
-        let me = self.peers.entry(agent.to_owned()).or_default();
-        me.have = vec![false; self.pieces];
+        if newcomer {
+            let at = self.order.partition_point(|(s, id)| (*s, id.as_str()) < (seq, agent));
+            self.order.insert(at, (seq, agent.to_owned()));
+            let here = self.zones.entry(zone.to_owned()).or_default();
+            let at = here.partition_point(|(s, id)| (*s, id.as_str()) < (seq, agent));
+            here.insert(at, (seq, agent.to_owned()));
+            let peer = Peer { have: vec![false; self.pieces], seq, zone: zone.to_owned(), ..Peer::default() };
+            self.peers.insert(agent.to_owned(), peer);
+        }
+        let Some(me) = self.peers.get_mut(agent) else { return Entered { newcomer, missing: Vec::new() } };
+        let mut now_held = vec![false; self.pieces];
         for &i in have {
-            if let Some(slot) = me.have.get_mut(i as usize) {
+            if let Some(slot) = now_held.get_mut(i as usize) {
                 *slot = true;
             }
         }
+        let changed: Vec<(usize, bool)> = me
+            .have
+            .iter()
+            .zip(&now_held)
+            .enumerate()
+            .filter(|(_, (was, is))| was != is)
+            .map(|(i, (_, is))| (i, *is))
+            .collect();
+        me.held = now_held.iter().filter(|h| **h).count();
+        me.have = now_held;
         let missing: Vec<u32> = (0..self.pieces as u32).filter(|&i| !me.have[i as usize]).collect();
+        for (i, gained) in changed {
+            if gained {
+                self.gained(i, agent);
+            } else {
+                self.lost(i, agent);
+            }
+        }
         self.reserved.retain(|i, (holder, _)| holder != agent || missing.contains(i));
         Entered { newcomer, missing }
+    }
+
+    /// Counts `id` among the suspects (see [`Swarm::suspects`]).
+    pub(super) fn suspect(&mut self, id: &str) {
+        if self.peers.contains_key(id) && !self.suspects.iter().any(|s| s == id) {
+            self.suspects.push(id.to_owned());
+        }
     }
 
     /// Records a report of `agent`: the pieces it now holds, the parents
@@ -140,13 +304,21 @@ impl Swarm {
     pub(super) fn record(&mut self, agent: &str, report: &damselfly_core::p2p::ReportRequest, now: Instant) -> bool {
         let damselfly_core::p2p::ReportRequest { have, failed_parents: failed, bad_parents: bad, bytes_from, .. } =
             report;
-        let first_copies = have.iter().filter(|&&i| !self.peers.values().any(|p| p.holds(i))).count();
+        let first_copies = have.iter().filter(|&&i| self.holders.get(i as usize).is_none_or(|&n| n == 0)).count();
+        let mut gained = Vec::new();
         if let Some(me) = self.peers.get_mut(agent) {
             for &i in have {
                 if let Some(slot) = me.have.get_mut(i as usize) {
-                    *slot = true;
+                    if !*slot {
+                        *slot = true;
+                        me.held += 1;
+                        gained.push(i as usize);
+                    }
                 }
             }
+        }
+        for i in gained {
+            self.gained(i, agent);
         }
         let mut seed_done = 0;
         for &i in have {
@@ -155,11 +327,16 @@ impl Swarm {
                 seed_done += 1;
             }
         }
+        // An agent that reports is alive and fetching: the rest of its run
+        // of seed pieces stays its own, however long the run takes.
+        for (holder, at) in self.reserved.values_mut() {
+            if holder == agent {
+                *at = now;
+            }
+        }
         // A finished agent no longer takes anyone's upload slots.
         if self.peers.get(agent).is_some_and(|me| !me.lacking()) {
-            for p in self.peers.values_mut() {
-                p.children.remove(agent);
-            }
+            self.leave_parents(agent);
         }
         for id in failed.iter().chain(bad) {
             // A seed piece it was given goes to another, rather than wait out its reservation.
@@ -168,11 +345,13 @@ impl Swarm {
         for id in failed {
             if let Some(p) = self.peers.get_mut(id) {
                 p.failed_until = Some(now + FAILURE_PENALTY);
+                self.suspect(id);
             }
         }
         for id in bad {
             if let Some(p) = self.peers.get_mut(id) {
                 p.bad = true;
+                self.suspect(id);
             }
         }
         for (id, bytes) in bytes_from {
@@ -184,17 +363,51 @@ impl Swarm {
         first_copies + seed_done > 0
     }
 
+    /// Takes `agent` off the upload slots of the parents it was last given.
+    pub(super) fn leave_parents(&mut self, agent: &str) {
+        let parents = self.peers.get_mut(agent).map(|me| std::mem::take(&mut me.parents)).unwrap_or_default();
+        for p in parents {
+            if let Some(parent) = self.peers.get_mut(&p) {
+                parent.children.remove(agent);
+            }
+        }
+    }
+
     /// Drops `agent` from the swarm: no parent, no holder of seed pieces, nobody's child.
     pub(super) fn forget(&mut self, agent: &str) {
-        self.peers.remove(agent);
+        self.leave_parents(agent);
+        if let Some(gone) = self.peers.remove(agent) {
+            for (i, held) in gone.have.iter().enumerate() {
+                if *held {
+                    self.lost(i, agent);
+                }
+            }
+            if let Ok(at) = self.order.binary_search_by(|(s, id)| (*s, id.as_str()).cmp(&(gone.seq, agent))) {
+                self.order.remove(at);
+            }
+            if let Some(here) = self.zones.get_mut(&gone.zone) {
+                if let Ok(at) = here.binary_search_by(|(s, id)| (*s, id.as_str()).cmp(&(gone.seq, agent))) {
+                    here.remove(at);
+                }
+                if here.is_empty() {
+                    self.zones.remove(&gone.zone);
+                }
+            }
+            self.suspects.retain(|s| s != agent);
+        }
         self.reserved.retain(|_, (holder, _)| holder != agent);
-        for peer in self.peers.values_mut() {
-            peer.children.remove(agent);
+    }
+
+    /// Drops every member `keep` says no to.
+    pub(super) fn retain_members(&mut self, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<String> = self.peers.keys().filter(|id| !keep(id)).cloned().collect();
+        for id in gone {
+            self.forget(&id);
         }
     }
 
     /// How many members hold each piece.
     pub(super) fn holders(&self) -> Vec<usize> {
-        (0..self.pieces).map(|i| self.peers.values().filter(|p| p.have.get(i) == Some(&true)).count()).collect()
+        self.holders.iter().map(|&n| n as usize).collect()
     }
 }

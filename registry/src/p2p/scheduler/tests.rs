@@ -49,28 +49,46 @@ fn the_seed_sends_a_few_pieces_at_a_time_to_different_agents_who_then_trade() {
     let c = s.register(C, &req("c", "z1"));
     let pa = s.join(C, &a, d, blob(8), &[]);
     assert_eq!(pa.seed_pieces, [0], "a newcomer gets one piece: others of a crowd may be a moment behind");
+    assert_eq!(s.join(C, &b, d, blob(8), &[]).seed_pieces, [1], "each agent gets a different piece from the seed");
+    assert_eq!(s.join(C, &c, d, blob(8), &[]).seed_pieces, [2]);
     let pa = s.join(C, &a, d, blob(8), &[]);
-    assert_eq!(pa.seed_pieces, [0, 1, 2], "still alone when it comes back, it takes the whole seed budget");
-    let pb = s.join(C, &b, d, blob(8), &[]);
-    assert!(pb.seed_pieces.is_empty(), "the cluster's seed budget is spent");
-    assert!(pa.parents.is_empty() && pb.parents.is_empty());
-    s.report(C, &progress(&a, d, &[0, 1, 2], &[], &[]));
+    assert_eq!(pa.seed_pieces, [0], "with others wanting pieces, one seed piece per agent");
+    assert!(pa.parents.is_empty());
+    let e = s.register(C, &req("e", "z1"));
+    assert!(s.join(C, &e, d, blob(8), &[]).seed_pieces.is_empty(), "the cluster's seed budget of three is spent");
+    s.report(C, &progress(&a, d, &[0], &[], &[]));
     let pb = s.join(C, &b, d, blob(8), &[]);
     assert_eq!(pb.parents.len(), 1);
     assert_eq!(pb.parents[0].agent_id, a);
-    assert_eq!(pb.parents[0].pieces, [0, 1, 2]);
-    assert_eq!(pb.seed_pieces, [3], "with others wanting pieces, one seed piece per agent");
-    assert_eq!(pb.availability, [1, 1, 1, 0, 0, 0, 0, 0]);
-    let pc = s.join(C, &c, d, blob(8), &[]);
-    assert_eq!(pc.seed_pieces, [4], "each agent gets a different piece from the seed");
-    let pa = s.join(C, &a, d, blob(8), &[0, 1, 2]);
-    assert_eq!(pa.seed_pieces, [5], "a third piece goes out");
+    assert_eq!(pb.parents[0].pieces, [0]);
+    assert_eq!(pb.seed_pieces, [1], "b keeps its own");
+    assert_eq!(pb.availability, [1, 0, 0, 0, 0, 0, 0, 0]);
+    let pa = s.join(C, &a, d, blob(8), &[0]);
+    assert_eq!(pa.seed_pieces, [3], "a piece arrived, so the next goes out");
+    assert_eq!(s.holders(C, d), [1, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn an_agent_alone_takes_a_run_of_seed_pieces_that_stays_its_own_while_it_reports() {
+    let clock = Arc::new(ManualClock::new());
+    let s = pull_only().with_clock(clock.clone());
+    let d = Digest::of(b"blob");
+    let (a, b) = (s.register(C, &req("a", "z1")), s.register(C, &req("b", "z1")));
+    assert_eq!(s.join(C, &a, d, blob(8), &[]).seed_pieces, [0], "a newcomer may be the first of a crowd");
+    let run = s.join(C, &a, d, blob(8), &[]).seed_pieces;
+    assert_eq!(run, (0..8).collect::<Vec<u32>>(), "still alone, it takes every piece, whatever the budget");
+    let other = s.register(C, &req("other", "z1"));
+    let elsewhere = s.join(C, &other, Digest::of(b"another blob"), blob(8), &[]);
+    assert!(elsewhere.seed_pieces.is_empty(), "the run counts against the cluster's budget");
+    clock.advance(Duration::from_secs(15));
+    s.report(C, &progress(&a, d, &[0, 1], &[], &[]));
+    clock.advance(Duration::from_secs(9));
+    s.report(C, &progress(&a, d, &[2], &[], &[]));
+    clock.advance(Duration::from_secs(1));
+    s.load(C, &b, None, None);
     let pb = s.join(C, &b, d, blob(8), &[]);
-    assert_eq!(pb.seed_pieces, [3], "three pieces are out: b keeps its own, and nothing more");
-    s.report(C, &progress(&b, d, &[3], &[], &[]));
-    let pb = s.join(C, &b, d, blob(8), &[3]);
-    assert_eq!(pb.seed_pieces, [6], "a piece arrived, so the next goes out");
-    assert_eq!(s.holders(C, d), [1, 1, 1, 1, 0, 0, 0, 0]);
+    assert!(pb.seed_pieces.is_empty(), "25 s after the run was handed out, but a reports: the run is still a's");
+    assert_eq!(pb.parents[0].pieces, [0, 1, 2], "b takes what a has");
 }
 
 #[test]
@@ -80,16 +98,17 @@ fn blobs_of_one_cluster_take_turns_at_the_seed() {
     let xs: Vec<String> = (0..3).map(|i| s.register(C, &req(&format!("x{i}"), ""))).collect();
     let ys: Vec<String> = (0..3).map(|i| s.register(C, &req(&format!("y{i}"), ""))).collect();
     assert_eq!(s.join(C, &xs[0], x, blob(8), &[]).seed_pieces, [0], "a newcomer takes one piece");
-    assert_eq!(s.join(C, &xs[0], x, blob(8), &[]).seed_pieces, [0, 1, 2], "alone, x0 takes the whole budget");
-    // Both blobs now wait for the seed: y asked first.
-    assert!(s.join(C, &ys[0], y, blob(8), &[]).seed_pieces.is_empty());
-    assert!(s.join(C, &xs[1], x, blob(8), &[]).seed_pieces.is_empty());
+    assert_eq!(s.join(C, &xs[1], x, blob(8), &[]).seed_pieces, [1]);
+    assert_eq!(s.join(C, &ys[0], y, blob(8), &[]).seed_pieces, [0], "the budget's third piece goes to y");
+    // Both blobs now wait for the seed: x asked first.
+    assert!(s.join(C, &xs[2], x, blob(8), &[]).seed_pieces.is_empty());
+    assert!(s.join(C, &ys[1], y, blob(8), &[]).seed_pieces.is_empty());
+    s.report(C, &progress(&ys[0], y, &[0], &[], &[]));
+    assert!(s.join(C, &ys[1], y, blob(8), &[]).seed_pieces.is_empty(), "x is first in line");
+    assert_eq!(s.join(C, &xs[2], x, blob(8), &[]).seed_pieces, [2], "x's turn");
     s.report(C, &progress(&xs[0], x, &[0], &[], &[]));
-    assert!(s.join(C, &xs[1], x, blob(8), &[]).seed_pieces.is_empty(), "y is first in line");
-    assert_eq!(s.join(C, &ys[1], y, blob(8), &[]).seed_pieces, [0], "y's turn");
-    s.report(C, &progress(&xs[0], x, &[1], &[], &[]));
-    assert!(s.join(C, &ys[2], y, blob(8), &[]).seed_pieces.is_empty(), "x is first in line now");
-    assert_eq!(s.join(C, &xs[1], x, blob(8), &[]).seed_pieces, [3], "and x's turn again");
+    assert!(s.join(C, &xs[0], x, blob(8), &[0]).seed_pieces.is_empty(), "y is first in line now");
+    assert_eq!(s.join(C, &ys[1], y, blob(8), &[]).seed_pieces, [1], "and y's turn again");
 }
 
 #[test]
@@ -239,6 +258,28 @@ fn a_parent_that_says_its_uploads_are_idle_goes_first() {
     assert_eq!(s.join(C, &other, d, blob(2), &[]).parents[0].agent_id, busy, "idle was just my first choice");
 }
 #[test]
+fn the_trees_worked_out_by_arithmetic_are_the_heaps_laid_out() {
+    // Tree s: the members p with p % stripes == s first, the others after, as a stripes-ary heap.
+    let laid_out = |members: usize, me: usize, stripes: usize| -> Vec<Option<usize>> {
+        (0..stripes)
+            .map(|s| {
+                let inner = (0..members).filter(|p| p % stripes == s);
+                let order: Vec<usize> = inner.chain((0..members).filter(|p| p % stripes != s)).collect();
+                let place = order.iter().position(|&p| p == me)?;
+                (place > 0).then(|| order[(place - 1) / stripes])
+            })
+            .collect()
+    };
+    for stripes in 2..=5 {
+        for members in 1..=70 {
+            for me in 0..members {
+                assert_eq!(tree_parents(members, me, stripes), laid_out(members, me, stripes), "{me} of {members}");
+            }
+        }
+    }
+}
+
+#[test]
 fn every_agent_has_one_parent_per_stripe_and_children_in_one_stripe_only() {
     for n in [1usize, 2, 3, 5, 8, 16, 33] {
         let parents: Vec<Vec<Option<usize>>> = (0..n).map(|me| tree_parents(n, me, 2)).collect();
@@ -269,7 +310,8 @@ fn with_stripe_trees_each_stripe_leaves_the_seed_for_its_root_only() {
     let d = Digest::of(b"blob");
     let ids: Vec<String> = (0..4).map(|i| s.register(C, &req(&format!("n{i}"), "z1"))).collect();
     let plans: Vec<Plan> = ids.iter().map(|id| s.join(C, id, d, blob(8), &[])).collect();
-    assert!(plans.iter().all(|p| p.seed_pieces.is_empty()), "a new swarm waits a moment for the crowd to join");
+    assert_eq!(plans[0].seed_pieces, [0], "the first member may be alone: it takes one piece at once");
+    assert!(plans[1..].iter().all(|p| p.seed_pieces.is_empty()), "a new swarm waits a moment for the crowd to join");
     std::thread::sleep(TREES_SETTLE);
     let feeds = |p: &Plan| p.feeds.iter().map(|f| f.as_ref().map(|f| f.agent_id.clone())).collect::<Vec<_>>();
     let mut plans: Vec<Plan> = ids.iter().map(|id| s.join(C, id, d, blob(8), &[])).collect();
@@ -327,7 +369,7 @@ fn with_stripe_trees_the_seed_sends_one_blob_before_the_next() {
     assert!(!plan.queued);
 }
 #[test]
-fn swarms_across_zones_and_blobs_of_a_few_large_pieces_have_no_trees() {
+fn blobs_of_a_few_large_pieces_have_no_trees() {
     let s = Scheduler::new(Duration::from_secs(10));
     let d = Digest::of(b"blob");
     let (a, b) = (s.register(C, &req("a", "z1")), s.register(C, &req("b", "z1")));
@@ -338,9 +380,41 @@ fn swarms_across_zones_and_blobs_of_a_few_large_pieces_have_no_trees() {
     let many = Blob { pieces: TREE_MIN_PIECES, piece_size: 4 << 20 };
     s.join(C, &a, Digest::of(b"many"), many, &[]);
     assert_eq!(s.join(C, &b, Digest::of(b"many"), many, &[]).feeds.len(), 2, "many 4 MiB pieces");
-    let far = s.register(C, &req("far", "z2"));
-    assert!(s.join(C, &far, d, blob(4), &[]).feeds.is_empty(), "a second zone");
-    assert!(s.join(C, &b, d, blob(4), &[]).feeds.is_empty(), "for everyone in the swarm");
+}
+
+#[test]
+fn a_swarm_across_zones_has_trees_per_zone_and_one_feed_per_stripe_between_them() {
+    let s = Scheduler::new(Duration::from_secs(10));
+    let d = Digest::of(b"blob");
+    // Registered alternately, as a crowd from two zones would.
+    let ids: Vec<String> = (0..8).map(|i| s.register(C, &req(&format!("n{i}"), &format!("z{}", i % 2)))).collect();
+    let zone = |i: usize| i % 2;
+    let feeds = |p: &Plan| p.feeds.iter().map(|f| f.as_ref().map(|f| f.agent_id.clone())).collect::<Vec<_>>();
+    for id in &ids {
+        s.join(C, id, d, blob(8), &[]);
+    }
+    std::thread::sleep(TREES_SETTLE);
+    let plans: Vec<Vec<Option<String>>> = ids.iter().map(|id| feeds(&s.join(C, id, d, blob(8), &[]))).collect();
+    let at = |id: &str| ids.iter().position(|x| x == id).unwrap();
+    let mut crossing = 0;
+    for (i, plan) in plans.iter().enumerate() {
+        assert_eq!(plan.len(), 2, "n{i} has a parent or the seed in each stripe");
+        for (stripe, parent) in plan.iter().enumerate() {
+            match parent {
+                Some(p) if zone(at(p)) != zone(i) => {
+                    crossing += 1;
+                    assert_eq!(zone(i), 1, "only the second zone is fed from the first");
+                    // Zone z0 is n0, n2, n4, n6: the root of stripe s is its s-th member.
+                    assert_eq!(p, &ids[2 * stripe], "the first zone's root of stripe {stripe} feeds n{i}");
+                }
+                Some(_) => {}
+                None => assert_eq!(zone(i), 0, "n{i}: only the first zone's roots take from the seed"),
+            }
+        }
+    }
+    assert_eq!(crossing, 2, "one feed per stripe crosses into the second zone: {plans:?}");
+    let roots = plans.iter().flatten().filter(|p| p.is_none()).count();
+    assert_eq!(roots, 2, "one root per stripe takes from the seed");
 }
 
 #[test]
@@ -350,7 +424,7 @@ fn on_a_manual_clock_an_agent_silent_while_fetching_loses_its_seed_pieces_to_ano
     let d = Digest::of(b"blob");
     let (a, b) = (s.register(C, &req("a", "z1")), s.register(C, &req("b", "z1")));
     s.join(C, &a, d, blob(8), &[]);
-    assert_eq!(s.join(C, &a, d, blob(8), &[]).seed_pieces, [0, 1, 2], "alone, a takes the whole budget");
+    assert_eq!(s.join(C, &a, d, blob(8), &[]).seed_pieces, (0..8).collect::<Vec<u32>>(), "alone, a takes a run");
     assert!(s.join(C, &b, d, blob(8), &[]).seed_pieces.is_empty());
     clock.advance(Duration::from_secs(5));
     s.load(C, &b, None, None);
@@ -363,4 +437,54 @@ fn on_a_manual_clock_an_agent_silent_while_fetching_loses_its_seed_pieces_to_ano
     assert!(s.agent(C, &a).is_some(), "a still counts as registered");
     clock.advance(Duration::from_secs(30));
     assert!(s.agent(C, &a).is_none(), "three heartbeats missed, a is forgotten");
+}
+
+#[test]
+fn a_holder_that_falls_silent_between_two_looks_at_the_swarm_stops_counting_at_once() {
+    let clock = Arc::new(ManualClock::new());
+    let s = pull_only().with_clock(clock.clone());
+    let d = Digest::of(b"blob");
+    let (a, b) = (s.register(C, &req("a", "z1")), s.register(C, &req("b", "z1")));
+    s.join(C, &a, d, blob(4), &[0]);
+    assert_eq!(s.join(C, &b, d, blob(4), &[]).availability, [1, 0, 0, 0]);
+    clock.advance(Duration::from_millis(5500));
+    s.load(C, &b, None, None);
+    assert_eq!(s.join(C, &b, d, blob(4), &[]).availability[0], 1, "a, still fetching, was heard 5.5 s ago");
+    clock.advance(Duration::from_millis(600));
+    s.load(C, &b, None, None);
+    let plan = s.join(C, &b, d, blob(4), &[]);
+    assert_eq!(plan.availability[0], 0, "6.1 s: a is silent, less than a second after the swarm was last looked at");
+    assert!(plan.parents.is_empty());
+    s.report(C, &progress(&a, d, &[1], &[], &[]));
+    assert_eq!(s.join(C, &b, d, blob(4), &[]).availability, [1, 1, 0, 0], "heard again, a counts again");
+}
+
+#[test]
+fn in_a_swarm_of_thousands_a_join_still_finds_the_one_holder_and_a_place_in_the_trees() {
+    // A clock that stands still: no heartbeat lapses however slow a debug build is.
+    let s = Scheduler::new(Duration::from_secs(10)).with_clock(Arc::new(ManualClock::new()));
+    let d = Digest::of(b"blob");
+    let agents: Vec<String> = (0..3000).map(|i| s.register(C, &req(&format!("n{i}"), "z1"))).collect();
+    let tree_blob = blob(64);
+    for a in &agents {
+        s.join(C, a, d, tree_blob, &[]);
+    }
+    let holder = &agents[1234];
+    s.report(C, &progress(holder, d, &[7], &[], &[]));
+    for a in agents.iter().step_by(97).filter(|a| *a != holder) {
+        let plan = s.join(C, a, d, tree_blob, &[]);
+        assert_eq!(plan.availability[7], 1);
+        assert!(
+            plan.parents.iter().any(|p| p.agent_id == *holder && p.pieces == [7]),
+            "{a} was not sent to the holder"
+        );
+        assert_eq!(plan.feeds.len(), 2);
+    }
+    // Tree places as laid out: agent k (in order of registration) of 3000.
+    let k = 2999;
+    let parents = tree_parents(3000, k, 2);
+    let plan = s.join(C, &agents[k], d, tree_blob, &[]);
+    let fed_by: Vec<Option<String>> = plan.feeds.iter().map(|f| f.as_ref().map(|f| f.agent_id.clone())).collect();
+    assert_eq!(fed_by, parents.iter().map(|p| p.map(|p| agents[p].clone())).collect::<Vec<_>>());
+    assert_eq!(s.holders(C, d)[7], 1);
 }

@@ -23,31 +23,76 @@ pub const DEFAULT_STRIPES: usize = 2;
 
 /// The requester's parent in each of `stripes` trees (`None` where it is
 /// the root), over the members it may fetch from and itself, in order of
-/// registration; empty when the swarm gets no trees. Zones come first: a
-/// swarm that spans several has no trees, and the pull loop keeps its
-/// transfers within a zone where it can.
-pub(super) fn place(swarm: &Swarm, view: &View, blob: Blob, stripes: usize) -> Vec<Option<Feed>> {
-    let agents = view.agents;
-    let mut members: Vec<(u64, &String)> = swarm
-        .peers
-        .iter()
-        .filter(|(id, p)| *id == view.me || view.usable(id, p))
-        .filter_map(|(id, _)| agents.get(id).map(|a| (a.seq, id)))
-        .collect();
-    let my_zone = view.my_zone();
-    let one_zone = members.iter().all(|(_, id)| agents.get(*id).is_some_and(|a| a.zone == my_zone));
-    members.sort_unstable();
-    let me_at = members.iter().position(|(_, id)| *id == view.me);
-    match me_at {
-        Some(me_at) if stripes >= 2 && one_zone && treelike(blob) => tree_parents(members.len(), me_at, stripes)
-            .into_iter()
-            .map(|parent| {
-                let id = members[parent?].1;
-                agents.get(id).map(|a| Feed { agent_id: id.clone(), url: a.url.clone() })
-            })
-            .collect(),
-        _ => Vec::new(),
+/// registration; empty when the swarm gets no trees. `unusable` are the
+/// members that cannot serve the requester, by order of registration.
+///
+/// A swarm whose members span zones has trees per zone: each zone's members
+/// form their own trees, so that a stripe crosses into a zone once, not once
+/// per member. The trees' roots in the first zone (its first member's, where
+/// a crowd's seed pieces went first) take their stripes from the seed; the
+/// root of a stripe's tree in every other zone takes it from the root of
+/// that stripe's tree in the first zone, the one feed per stripe and zone
+/// that crosses between zones.
+pub(super) fn place(
+    swarm: &Swarm,
+    view: &View,
+    unusable: &[(u64, &str)],
+    blob: Blob,
+    stripes: usize,
+) -> Vec<Option<Feed>> {
+    if stripes < 2 || !treelike(blob) {
+        return Vec::new();
     }
+    let Some(me) = swarm.peers.get(view.me).filter(|_| view.agents.contains_key(view.me)) else { return Vec::new() };
+    let skipped = |list: &'_ [(u64, String)]| -> Vec<usize> {
+        // Places in `list` of the members that cannot serve, to skip.
+        unusable
+            .iter()
+            .filter_map(|(seq, id)| list.binary_search_by(|(s, o)| (*s, o.as_str()).cmp(&(*seq, id))).ok())
+            .collect()
+    };
+    // The member at place `k` among a list's usable members.
+    let nth = |list: &[(u64, String)], skip: &[usize], k: usize| -> Option<String> {
+        let mut k = k;
+        let mut skip = skip.to_vec();
+        skip.sort_unstable();
+        for &s in &skip {
+            if s <= k {
+                k += 1;
+            }
+        }
+        list.get(k).map(|(_, id)| id.clone())
+    };
+    let feed = |id: String| view.agents.get(&id).map(|a| Feed { agent_id: id.clone(), url: a.url.clone() });
+    let Some(here) = swarm.zones.get(&me.zone) else { return Vec::new() };
+    let skip = skipped(here);
+    let members = here.len() - skip.len();
+    let Ok(at) = here.binary_search_by(|(s, o)| (*s, o.as_str()).cmp(&(me.seq, view.me))) else {
+        return Vec::new();
+    };
+    let me_at = at - skip.iter().filter(|&&k| k < at).count();
+    // The first zone: the zone of the first member that can serve.
+    let first_zone = if swarm.zones.len() == 1 {
+        None
+    } else {
+        let unusable_ids: std::collections::HashSet<&str> = unusable.iter().map(|(_, id)| *id).collect();
+        let first = swarm.order.iter().find(|(_, id)| id == view.me || !unusable_ids.contains(id.as_str()));
+        first.and_then(|(_, id)| swarm.peers.get(id)).map(|p| p.zone.as_str()).filter(|z| *z != me.zone)
+    };
+    tree_parents(members, me_at, stripes)
+        .into_iter()
+        .enumerate()
+        .map(|(stripe, parent)| match (parent, first_zone) {
+            (Some(k), _) => nth(here, &skip, k).and_then(feed),
+            // A root outside the first zone: the first zone's root of the stripe feeds it.
+            (None, Some(zone)) => {
+                let there = swarm.zones.get(zone)?;
+                let skip = skipped(there);
+                (stripe < there.len() - skip.len()).then(|| nth(there, &skip, stripe)).flatten().and_then(feed)
+            }
+            (None, None) => None,
+        })
+        .collect()
 }
 
 /// Whether a blob's swarm gets stripe trees: its pieces are small, or many.
@@ -63,14 +108,28 @@ pub(super) fn treelike(blob: Blob) -> bool {
 /// children alone, and a tree of N members is about `log(N, stripes)` deep.
 /// A member that joins later may move some leaves to another parent: a
 /// crowd joins within moments, and a changed parent changes only where the
-/// stripe's next pieces come from.
+/// stripe's next pieces come from. Worked out by arithmetic, not by laying
+/// out the heap: a swarm may have thousands of members.
 pub(super) fn tree_parents(members: usize, me: usize, stripes: usize) -> Vec<Option<usize>> {
-    (0..stripes)
+    let k = stripes;
+    (0..k)
         .map(|s| {
-            let inner = (0..members).filter(|p| p % stripes == s);
-            let order: Vec<usize> = inner.chain((0..members).filter(|p| p % stripes != s)).collect();
-            let place = order.iter().position(|&p| p == me)?;
-            (place > 0).then(|| order[(place - 1) / stripes])
+            let inner = if s < members { (members - 1 - s) / k + 1 } else { 0 };
+            let place = if me % k == s {
+                me / k
+            } else {
+                let inner_before = if me > s { (me - 1 - s) / k + 1 } else { 0 };
+                inner + me - inner_before
+            };
+            let up = place.checked_sub(1)? / k;
+            Some(if up < inner {
+                s + k * up
+            } else {
+                // The j-th member that is not inner in this tree.
+                let j = up - inner;
+                let (block, r) = (j / (k - 1), j % (k - 1));
+                block * k + if r < s { r } else { r + 1 }
+            })
         })
         .collect()
 }

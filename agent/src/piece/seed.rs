@@ -1,0 +1,137 @@
+//! Pieces from the seed, a batch per request: the registry streams the
+//! listed pieces back to back, each is checked against its digest as its
+//! bytes arrive and stored the moment it is whole, so that the client's
+//! stream and the peers have it at once, whatever the fetch loop is doing.
+//! An agent alone in its swarm so reads a blob from the seed at the speed of
+//! the link, with no request or round trip between pieces.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use damselfly_core::p2p::{pieces_query, TICKET_AUTH_SCHEME};
+use sha2::Digest as _;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::schedule::Failure;
+use super::slots::Slot;
+use super::{failed_answer, store, Download, STALL_TIMEOUT};
+use crate::cache::Cache;
+use crate::metrics::Metrics;
+use crate::rate::RateLimit;
+
+/// What a batch tells the fetch loop.
+pub(super) enum SeedEvent {
+    /// The piece arrived, matched its digest and is stored; `since` is when
+    /// its first byte could have come (the request, or the piece before).
+    Stored { piece: u32, len: u64, since: Instant },
+    /// The piece did not match its digest; the batch ends.
+    Corrupt(u32),
+    /// The piece could not be written to the cache; the batch ends.
+    CacheWrite(std::io::Error),
+    /// The batch ended: these of its pieces did not arrive, and why (none: a corrupt piece ended it).
+    Ended { left: Vec<u32>, failure: Option<Failure> },
+}
+
+/// One request for pieces from the seed.
+pub(super) struct Batch {
+    /// The pieces, ascending.
+    pub pieces: Vec<u32>,
+    /// The seed's piece endpoint for the blob.
+    pub seed_url: String,
+    /// The blob's ticket.
+    pub ticket: String,
+    pub download: Arc<Download>,
+    pub cache: Arc<Cache>,
+    pub http: reqwest::Client,
+    pub limit: Arc<RateLimit>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Fetches the batch, holding one of the node's fetch slots until it ends.
+/// The first of the two SHA-256 passes over the blob (see the engine's
+/// comment) runs here, over each chunk as it arrives.
+pub(super) async fn run(batch: Batch, slot: Slot, events: UnboundedSender<SeedEvent>) {
+    let _slot = slot;
+    let mut left: VecDeque<u32> = batch.pieces.iter().copied().collect();
+    let failure = match receive(&batch, &mut left, &events).await {
+        Ok(()) => None,
+        Err(failure) => failure,
+    };
+    let _ = events.send(SeedEvent::Ended { left: left.into(), failure });
+}
+
+/// Receives the pieces in `left` in order, taking each off once it is
+/// stored (or found corrupt). `Err(None)`: a corrupt piece or a cache
+/// failure ended the batch, and the loop was told.
+async fn receive(
+    batch: &Batch,
+    left: &mut VecDeque<u32>,
+    events: &UnboundedSender<SeedEvent>,
+) -> Result<(), Option<Failure>> {
+    use futures_util::StreamExt;
+    let broken = |e: String| Some(Failure::Broken(e));
+    // One piece alone goes to the single-piece endpoint, which every registry has.
+    let url = match batch.pieces.as_slice() {
+        [one] => format!("{}/{one}", batch.seed_url),
+        many => format!("{}?pieces={}", batch.seed_url, pieces_query(many)),
+    };
+    let auth = format!("{TICKET_AUTH_SCHEME} {}", batch.ticket);
+    let request = batch.http.get(&url).header(reqwest::header::AUTHORIZATION, auth).send();
+    let r = tokio::time::timeout(STALL_TIMEOUT, request)
+        .await
+        .map_err(|_| broken(format!("no answer in {} s", STALL_TIMEOUT.as_secs())))?
+        .map_err(|e| broken(e.to_string()))?;
+    if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE || r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(Some(Failure::Busy));
+    }
+    if !r.status().is_success() {
+        return Err(Some(failed_answer(r).await));
+    }
+    let layout = &batch.download.layout;
+    let mut body = r.bytes_stream();
+    let mut since = Instant::now();
+    let mut piece = BytesMut::new();
+    let mut hasher = sha2::Sha256::new();
+    while let Some(&first) = left.front() {
+        let next = tokio::time::timeout(STALL_TIMEOUT, body.next())
+            .await
+            .map_err(|_| broken(format!("stalled for {} s in piece {first}", STALL_TIMEOUT.as_secs())))?;
+        let mut chunk = match next {
+            Some(chunk) => chunk.map_err(|e| broken(e.to_string()))?,
+            None => return Err(broken(format!("the seed ended its answer in piece {first}"))),
+        };
+        batch.limit.take(chunk.len() as u64).await;
+        // A chunk may end one piece and begin the next.
+        while !chunk.is_empty() {
+            let Some(&i) = left.front() else { return Err(broken("the seed sent more than was asked".into())) };
+            let len = layout.span(i).1 as usize;
+            let part = chunk.split_to((len - piece.len()).min(chunk.len()));
+            hasher.update(&part);
+            piece.extend_from_slice(&part);
+            if piece.len() < len {
+                continue;
+            }
+            left.pop_front();
+            let digest: [u8; 32] = std::mem::take(&mut hasher).finalize().into();
+            if layout.piece_digest(i).is_none_or(|d| *d.as_bytes() != digest) {
+                let _ = events.send(SeedEvent::Corrupt(i));
+                return Err(None);
+            }
+            // Counted before the piece is stored, as every piece the agent keeps: once stored, a
+            // reader may send it on, and whoever saw those bytes sees them counted.
+            if !batch.download.has(i) {
+                batch.metrics.piece("verified");
+                batch.metrics.received("seed", len as u64);
+            }
+            if let Err(e) = store(&batch.cache, &batch.download, i, piece.split().freeze()).await {
+                let _ = events.send(SeedEvent::CacheWrite(e));
+                return Err(None);
+            }
+            let _ = events.send(SeedEvent::Stored { piece: i, len: len as u64, since });
+            since = Instant::now();
+        }
+    }
+    Ok(())
+}
