@@ -130,7 +130,7 @@ pub struct Config {
     /// When garbage collection runs and what it spares: the `[gc]` table of the file.
     #[command(flatten, next_help_heading = "Garbage collection")]
     #[serde(default)]
-    pub gc: crate::services::gc::GcConfig,
+    pub gc: crate::services::gc::config::GcConfig,
 }
 
 /// How log lines are written.
@@ -473,7 +473,7 @@ mod tests {
                 redirect: true,
                 redirect_ttl_secs: 60,
             },
-            gc: crate::services::gc::GcConfig {
+            gc: crate::services::gc::config::GcConfig {
                 interval_secs: 12,
                 grace_secs: 13,
                 delete_batch: 14,
@@ -559,7 +559,7 @@ mod tests {
         assert_ne!(part_size, all.storage.part_size);
         assert_ne!(redirect, all.storage.redirect);
         assert_ne!(redirect_ttl_secs, all.storage.redirect_ttl_secs);
-        let crate::services::gc::GcConfig {
+        let crate::services::gc::config::GcConfig {
             interval_secs,
             grace_secs,
             delete_batch,

@@ -246,7 +246,8 @@ where
     let mut report = PhaseReport { name: name.to_owned(), clients, ..PhaseReport::default() };
     let mut kinds: std::collections::BTreeMap<&str, Vec<Duration>> = Default::default();
     for task in tasks {
-        let tally = task.await.unwrap_or_else(|e| Tally { errors: vec![format!("client panicked: {e}")], ..Tally::default() });
+        let tally =
+            task.await.unwrap_or_else(|e| Tally { errors: vec![format!("client panicked: {e}")], ..Tally::default() });
         report.requests += tally.requests;
         report.bytes += tally.bytes;
         report.errors += tally.errors.len();
@@ -430,9 +431,7 @@ fn image_of(plan: &Plan, seed: u64) -> (Vec<Vec<u8>>, String) {
     let config = json!({ "architecture": "amd64", "os": "linux", "load": seed }).to_string().into_bytes();
     let layers: Vec<Vec<u8>> =
         (0..plan.layers as u64).map(|l| pseudo_random(plan.layer_bytes, seed * 1000 + l + 1)).collect();
-    let descriptor = |bytes: &[u8], media_type: &str| {
-        json!({ "mediaType": media_type, "digest": sha256_digest(bytes), "size": bytes.len() })
-    };
+    let descriptor = |bytes: &[u8], media_type: &str| json!({ "mediaType": media_type, "digest": sha256_digest(bytes), "size": bytes.len() });
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

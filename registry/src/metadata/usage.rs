@@ -94,6 +94,46 @@ pub(super) struct Delta {
     pub repositories: i64,
 }
 
+fn bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value.abs() >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{value:.1} {} ({n} bytes)", UNITS[unit])
+    }
+}
+
+impl QuotaExceeded {
+    /// Why a commit was refused, naming the quota, its use and its limit, and what to do.
+    pub fn refusal(&self, what: &str) -> String {
+        let q = self;
+        let (whose, raise) = match q.level {
+            Level::Namespace => (format!("namespace {}", q.name), "ask an admin of its tenant to raise the quota"),
+            Level::Tenant => (format!("tenant {}", q.name), "ask the system administrator to raise the quota"),
+        };
+        match q.measure {
+            Measure::Bytes => format!(
+            "storing this {what} would exceed the storage quota of {whose}: {} used of a limit of {}, and it adds {}; \
+             nothing was stored. Delete images there (space is freed by the next garbage collection) or {raise}",
+            bytes(q.used),
+            bytes(q.limit),
+            bytes(q.adding)
+        ),
+            Measure::Repositories => format!(
+            "storing this {what} would exceed the repository quota of {whose}: {} of a limit of {} repositories hold \
+             something; nothing was stored. Delete a repository's images or {raise}",
+            q.used, q.limit
+        ),
+        }
+    }
+}
+
 impl Delta {
     fn is_zero(self) -> bool {
         self.bytes == 0 && self.repositories == 0
@@ -497,5 +537,29 @@ mod tests {
         let lowered = Usage { quota_bytes: Some(10), ..u };
         assert_eq!(exceeds(Level::Namespace, "ns", &lowered, Delta { bytes: -5, repositories: -1 }), None);
         assert_eq!(exceeds(Level::Namespace, "ns", &Usage::default(), Delta { bytes: 1 << 40, repositories: 9 }), None);
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_quota_its_use_and_its_limit() {
+        let q = QuotaExceeded {
+            level: Level::Namespace,
+            name: "team".into(),
+            measure: Measure::Bytes,
+            used: 9 * 1024 * 1024,
+            limit: 10 * 1024 * 1024,
+            adding: 2 * 1024 * 1024,
+        };
+        let m = q.refusal("blob");
+        assert!(m.contains("storage quota of namespace team"), "{m}");
+        assert!(m.contains("9.0 MiB (9437184 bytes) used of a limit of 10.0 MiB (10485760 bytes)"), "{m}");
+        assert!(m.contains("adds 2.0 MiB (2097152 bytes)"), "{m}");
+        let r =
+            QuotaExceeded { level: Level::Tenant, measure: Measure::Repositories, used: 3, limit: 3, adding: 1, ..q };
+        assert!(r.refusal("manifest").contains("repository quota of tenant team: 3 of a limit of 3"));
     }
 }

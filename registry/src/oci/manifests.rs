@@ -9,7 +9,7 @@ use super::{response, Call};
 use crate::error::{oci, RegistryError, Result};
 use crate::metadata::{ManifestRecord, NewManifest, PutOutcome, TagRule, TargetKind, Unstored};
 use crate::services::audit::{self, Event};
-use crate::services::{lifecycle, manifest, preheat, quota};
+use crate::services::{lifecycle, manifest, preheat};
 use crate::state::AppState;
 
 /// The reference a push names: one that is neither a tag nor a digest is
@@ -142,7 +142,7 @@ pub(super) async fn put(
         PutOutcome::Refused(Unstored::Blob(d)) => return Err(missing(name, &d, "blob")),
         PutOutcome::Refused(Unstored::Manifest(d)) => return Err(missing(name, &d, "manifest")),
         PutOutcome::Refused(Unstored::Quota(q)) => {
-            return Err(RegistryError::oci(ErrorCode::Denied, quota::refusal(&q, "manifest")))
+            return Err(RegistryError::oci(ErrorCode::Denied, q.refusal("manifest")))
         }
         PutOutcome::Refused(Unstored::Immutable { current }) => {
             let pattern = immutable.unwrap_or_default();

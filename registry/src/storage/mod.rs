@@ -340,7 +340,7 @@ impl From<StoreError> for crate::error::RegistryError {
             StoreError::TooLarge(message) => RegistryError::oci(ErrorCode::SizeInvalid, message),
             StoreError::Io(e) => RegistryError::Io(e),
             StoreError::Database(e) => RegistryError::Database(e),
-            StoreError::Quota(q) => RegistryError::oci(ErrorCode::Denied, crate::services::quota::refusal(&q, "blob")),
+            StoreError::Quota(q) => RegistryError::oci(ErrorCode::Denied, q.refusal("blob")),
             StoreError::Collected => RegistryError::oci(
                 ErrorCode::BlobUploadInvalid,
                 "the registry's garbage collection deleted this blob while the upload completed; nothing was stored, upload it again",

@@ -174,7 +174,7 @@
 //! Safety does not depend on it, since every step re-checks under the row's
 //! lock; it avoids doing the work twice and counting it twice in reports.
 
-mod config;
+pub mod config;
 pub mod hold;
 mod lock;
 pub mod schedule;
