@@ -185,30 +185,24 @@ pub(super) async fn scope_named(tx: &mut Transaction<'_, Any>, name: &str) -> Re
 }
 
 async fn lock_namespace(tx: &mut Transaction<'_, Any>, id: NamespaceId) -> Result<Usage, sqlx::Error> {
-    sqlx::query("INSERT INTO namespace_storage (namespace_id) VALUES ($1) ON CONFLICT (namespace_id) DO NOTHING")
-        .bind(id.0)
-        .execute(&mut **tx)
-        .await?;
-    let row = sqlx::query(&format!(
-        "UPDATE namespace_storage SET used_bytes = used_bytes WHERE namespace_id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id.0)
-    .fetch_one(&mut **tx)
-    .await?;
-    usage(&row)
+    lock_row(tx, "namespace_storage", "namespace_id", id.0).await
 }
 
 async fn lock_tenant(tx: &mut Transaction<'_, Any>, id: TenantId) -> Result<Usage, sqlx::Error> {
-    sqlx::query("INSERT INTO tenant_storage (tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING")
-        .bind(id.0)
+    lock_row(tx, "tenant_storage", "tenant_id", id.0).await
+}
+
+/// Creates the usage row of `id` in `table` if it is missing, and holds it
+/// (a no-op update takes the row lock on both engines) until the transaction ends.
+async fn lock_row(tx: &mut Transaction<'_, Any>, table: &str, key: &str, id: i64) -> Result<Usage, sqlx::Error> {
+    sqlx::query(&format!("INSERT INTO {table} ({key}) VALUES ($1) ON CONFLICT ({key}) DO NOTHING"))
+        .bind(id)
         .execute(&mut **tx)
         .await?;
-    let row = sqlx::query(&format!(
-        "UPDATE tenant_storage SET used_bytes = used_bytes WHERE tenant_id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id.0)
-    .fetch_one(&mut **tx)
-    .await?;
+    let row = sqlx::query(&format!("UPDATE {table} SET used_bytes = used_bytes WHERE {key} = $1 RETURNING {COLUMNS}"))
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
     usage(&row)
 }
 
