@@ -192,6 +192,8 @@ pub(crate) struct Dl {
     pub(crate) tasks: Vec<usize>,
     /// Seed batches running.
     pub(crate) batches: usize,
+    /// The seed batches it asked for, live or not.
+    pub(crate) batch_ids: Vec<usize>,
     /// When the loop's timer to report a seed piece fires.
     pub(crate) wake_at: Option<Nanos>,
     pub(crate) waiting_slot: bool,
@@ -276,6 +278,8 @@ pub(crate) struct World<'s> {
     pub(crate) feeds: Vec<Feed>,
     pub(crate) free_feeds: Vec<usize>,
     pub(crate) batches: Vec<Batch>,
+    /// The feed each parent streams each child, per blob and stripe: (parent, child, blob, stripe) → feed.
+    pub(crate) streaming: HashMap<(usize, usize, usize, usize), usize>,
     /// Scheduler agent id → node.
     pub(crate) ids: HashMap<String, usize>,
     /// Joins the registry holds open: download → (generation, until).
@@ -354,6 +358,7 @@ impl<'s> World<'s> {
             feeds: Vec::new(),
             free_feeds: Vec::new(),
             batches: Vec::new(),
+            streaming: HashMap::new(),
             ids: HashMap::new(),
             held: Vec::new(),
             ready: Vec::new(),
