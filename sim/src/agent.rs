@@ -85,6 +85,7 @@ impl World<'_> {
                 inbox: Default::default(),
                 tasks: Vec::new(),
                 batches: 0,
+                batch_ids: Vec::new(),
                 wake_at: None,
                 waiting_slot: false,
                 feeds: vec![None; stripes],
@@ -645,6 +646,7 @@ impl World<'_> {
         let gen = self.batches.len() as u32;
         self.batches.push(crate::world::Batch { dl, left, sending: None, started: self.now, gen, live: true });
         let batch = self.batches.len() - 1;
+        self.dls[dl].batch_ids.push(batch);
         let there = self.one_way(node, SEED);
         self.after(there, Ev::BatchAt { batch, gen });
     }
@@ -724,7 +726,7 @@ impl World<'_> {
 
     /// The agent's download ended: its batch stops.
     fn abort_batches(&mut self, dl: usize) {
-        for b in 0..self.batches.len() {
+        for b in std::mem::take(&mut self.dls[dl].batch_ids) {
             if self.batches[b].live && self.batches[b].dl == dl {
                 self.batches[b].live = false;
                 if let Some((_, flow)) = self.batches[b].sending.take() {
@@ -827,7 +829,8 @@ impl World<'_> {
             return;
         }
         // One feed per child, blob and stripe: asking again replaces the feed.
-        let same = self.feeds.iter().position(|o| {
+        let same = self.streaming.get(&(parent, child, blob, stripe)).copied().filter(|&o| {
+            let o = &self.feeds[o];
             o.live && o.streaming && o.parent == parent && o.child == child && o.blob == blob && o.stripe == stripe
         });
         if let Some(old) = same {
@@ -836,6 +839,7 @@ impl World<'_> {
             return self.feed_refused(f, FeedWhat::Busy);
         }
         self.nodes[parent].feeds_served += 1;
+        self.streaming.insert((parent, child, blob, stripe), f);
         let feed = &mut self.feeds[f];
         feed.streaming = true;
         let pieces = feed.had.len() as u32;
@@ -892,6 +896,11 @@ impl World<'_> {
             return;
         }
         let (parent, blob, child, epoch) = (feed.parent, feed.blob, feed.child, feed.parent_epoch);
+        let key = (parent, child, blob, feed.stripe);
+        if self.streaming.get(&key) == Some(&f) {
+            self.streaming.remove(&key);
+        }
+        let feed = &mut self.feeds[f];
         if let Some((_, flow)) = feed.sending.take() {
             let bytes = self.net.stop(self.now, flow);
             self.count_bytes(parent, child, bytes);

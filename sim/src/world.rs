@@ -26,6 +26,8 @@ const CLUSTER: ClusterId = ClusterId(1);
 const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Lifetime of a ticket, as the registry's routes hand it out.
 const TICKET_SECS: u64 = 300;
+/// How often a run says on stderr how far it got, in wall time.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 /// How soon a client whose pull failed asks again.
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -192,6 +194,8 @@ pub(crate) struct Dl {
     pub(crate) tasks: Vec<usize>,
     /// Seed batches running.
     pub(crate) batches: usize,
+    /// The seed batches it asked for, live or not.
+    pub(crate) batch_ids: Vec<usize>,
     /// When the loop's timer to report a seed piece fires.
     pub(crate) wake_at: Option<Nanos>,
     pub(crate) waiting_slot: bool,
@@ -276,6 +280,8 @@ pub(crate) struct World<'s> {
     pub(crate) feeds: Vec<Feed>,
     pub(crate) free_feeds: Vec<usize>,
     pub(crate) batches: Vec<Batch>,
+    /// The feed each parent streams each child, per blob and stripe: (parent, child, blob, stripe) → feed.
+    pub(crate) streaming: HashMap<(usize, usize, usize, usize), usize>,
     /// Scheduler agent id → node.
     pub(crate) ids: HashMap<String, usize>,
     /// Joins the registry holds open: download → (generation, until).
@@ -354,6 +360,7 @@ impl<'s> World<'s> {
             feeds: Vec::new(),
             free_feeds: Vec::new(),
             batches: Vec::new(),
+            streaming: HashMap::new(),
             ids: HashMap::new(),
             held: Vec::new(),
             ready: Vec::new(),
@@ -435,7 +442,21 @@ impl<'s> World<'s> {
         }
         self.at(ns(HEARTBEAT), Ev::Heartbeats);
         let horizon = ns(self.sc.horizon);
+        // A line on stderr every half minute of wall time: a large run shows how far it got.
+        let (mut steps, mut said) = (0u64, std::time::Instant::now());
         loop {
+            steps += 1;
+            if steps % 4096 == 0 && said.elapsed() >= PROGRESS_EVERY {
+                said = std::time::Instant::now();
+                eprintln!(
+                    "damselfly-sim: {:.1} s simulated in {:.0} s of wall time; {} of {} agents done or gone; {} joins planned",
+                    self.now as f64 / 1e9,
+                    started.elapsed().as_secs_f64(),
+                    self.sc.nodes - self.remaining,
+                    self.sc.nodes,
+                    self.tally.join_cpu.len()
+                );
+            }
             let next_event = self.events.peek().map(|Reverse((t, _, _))| *t);
             let next_end = self.net.next_end();
             let next = [next_event, next_end].into_iter().flatten().min();

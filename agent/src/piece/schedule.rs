@@ -171,6 +171,8 @@ pub struct Schedule {
     ticket_news: bool,
     /// When a join last succeeded.
     last_plan: Instant,
+    /// The last plan said the blob waits its turn at the seed.
+    queued: bool,
     last_progress: Instant,
     idle_since: Option<Instant>,
     /// The stripe trees' parents as of the last join (see [`JoinResponse::feeds`]).
@@ -208,6 +210,7 @@ impl Schedule {
             seed_news: false,
             ticket_news: false,
             last_plan: now,
+            queued: false,
             last_progress: now,
             idle_since: None,
             feeds: plan.feeds,
@@ -580,6 +583,7 @@ impl Schedule {
     /// counts, stripe parents, and a ticket unless the answer was brief.
     pub fn planned(&mut self, next: JoinResponse, now: Instant) {
         self.last_plan = now;
+        self.queued = next.queued;
         if next.queued {
             // Waiting for the seed is not a stall (see `GIVE_UP_AFTER`).
             self.last_progress = now;
@@ -609,7 +613,13 @@ impl Schedule {
         } else {
             let idle_for = now.duration_since(*self.idle_since.get_or_insert(now));
             let unplanned = now.duration_since(self.last_plan) >= STALL_ANYWAY;
-            if (idle_for >= STALL && !self.avoid.is_empty()) || (idle_for >= STALL_ANYWAY && unplanned) {
+            // A blob waiting its turn at the seed gets nothing by design, and
+            // the seed hands out its pieces in turn: a failed parent does not
+            // make that a stall. Asking would send the piece from the seed
+            // twice: in a thousand agents with a tenth of them killed, such
+            // asks were most of the registry's egress beyond the image.
+            let stalled = idle_for >= STALL && !self.avoid.is_empty() && !self.queued;
+            if stalled || (idle_for >= STALL_ANYWAY && unplanned) {
                 // One piece at a time: the seed's link is shared by the whole swarm.
                 let missing: Vec<u32> = self.missing().into_iter().filter(|i| !self.seed.contains(i)).take(1).collect();
                 self.seed.extend(missing.iter().copied());
@@ -859,6 +869,22 @@ mod tests {
         assert_eq!(s.next_seed_piece(at(42_100)), Some(1));
         assert_eq!(s.after_tick(false, at(50_000)).expect("running"), None, "something arrives: not idle");
         assert!(matches!(s.after_tick(false, at(60_001)), Err(GiveUp::NoProgress(60))), "60 s without a piece");
+    }
+
+    #[test]
+    fn a_blob_queued_at_the_seed_asks_the_seed_for_nothing_after_a_failed_parent() {
+        let at = clock();
+        let mut p = plan(3);
+        p.parents = vec![parent("a", &[0])];
+        let mut s = Schedule::new(p, vec![false; 3], at(0));
+        s.failed(from("a"), &Failure::Broken("reset".into()), at(0));
+        let mut queued = plan(3);
+        queued.queued = true;
+        s.planned(queued, at(100));
+        assert_eq!(s.after_tick(true, at(200)).expect("running"), None);
+        assert_eq!(s.after_tick(true, at(3_300)).expect("running"), None, "waiting its turn is no stall");
+        s.planned(plan(3), at(3_400));
+        assert_eq!(s.after_tick(true, at(3_500)).expect("running"), Some(vec![0]), "its turn came and nothing arrives");
     }
 
     #[test]

@@ -77,8 +77,9 @@ fn suspect(view: &View, id: &str, p: &Peer, until: Instant) -> bool {
 pub(super) fn census(swarm: &mut Swarm, view: &View) {
     if view.now >= swarm.next_census {
         let until = view.now + CENSUS_EVERY;
-        swarm.suspects =
+        let suspects =
             swarm.peers.iter().filter(|(id, p)| suspect(view, id, p, until)).map(|(id, _)| id.clone()).collect();
+        swarm.set_suspects(suspects);
         swarm.next_census = until;
     } else if swarm.peers.get(view.me).is_some_and(|p| suspect(view, view.me, p, swarm.next_census)) {
         swarm.suspect(view.me);
@@ -101,14 +102,38 @@ pub(super) fn unusable<'a>(swarm: &'a Swarm, view: &View) -> Vec<(u64, &'a str)>
 
 /// How many usable peers hold each piece of the swarm's blob: every
 /// holder, less the requester and the members that cannot serve it.
+/// `unusable` are suspects all, so when they are most of the suspects the
+/// pieces of the others are added back to the holders that are not
+/// suspects, rather than theirs taken away.
 pub(super) fn count(swarm: &Swarm, view: &View, unusable: &[(u64, &str)]) -> Vec<u32> {
     let mut availability = swarm.holders.clone();
-    let not_counted =
-        swarm.peers.get(view.me).into_iter().chain(unusable.iter().filter_map(|(_, id)| swarm.peers.get(*id)));
-    for p in not_counted {
+    let subtract = |availability: &mut Vec<u32>, p: &Peer| {
         for (n, held) in availability.iter_mut().zip(&p.have) {
             *n -= u32::from(*held);
         }
+    };
+    if 2 * unusable.len() <= swarm.suspects.len() {
+        for (_, id) in unusable {
+            if let Some(p) = swarm.peers.get(*id) {
+                subtract(&mut availability, p);
+            }
+        }
+    } else {
+        // Every suspect's pieces out, then those of the suspects that are
+        // not unusable (the requester among them: it is taken out below) back.
+        for (n, s) in availability.iter_mut().zip(&swarm.suspect_held) {
+            *n -= s;
+        }
+        for (id, p) in swarm.suspects.iter().filter_map(|id| swarm.peers.get_key_value(id)) {
+            if id == view.me || view.usable(id, p) {
+                for (n, held) in availability.iter_mut().zip(&p.have) {
+                    *n += u32::from(*held);
+                }
+            }
+        }
+    }
+    if let Some(me) = swarm.peers.get(view.me) {
+        subtract(&mut availability, me);
     }
     availability
 }

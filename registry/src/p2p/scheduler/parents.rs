@@ -105,11 +105,13 @@ pub(super) fn choose(swarm: &mut Swarm, view: &View, missing: &[u32], availabili
                 ranked.extend(peers.get_mut(id).and_then(|peer| consider(id, peer)));
             }
         }
+        // Members in turn: each once (fewer are looked at than there are),
+        // skipping those the rare pieces' holders brought already.
         let n = order.len();
         let mut looked = 0;
         while looked < LOOK_AT.min(n) && ranked.len() < CANDIDATES {
             let id = &order[(*cursor + looked) % n].1;
-            if looked_at.insert(id) {
+            if looked_at.is_empty() || !looked_at.contains(id.as_str()) {
                 ranked.extend(peers.get_mut(id).and_then(|peer| consider(id, peer)));
             }
             looked += 1;

@@ -147,7 +147,7 @@ pub(super) fn hand_out(swarm: &mut Swarm, view: &View, ask: Ask, line: &mut Seed
         missing.iter().copied().filter(|&i| availability[i as usize] == 0 && reserved_for(i).is_none()).collect();
     let unclaimed: Vec<u32> = unsent.iter().copied().filter(|&i| root_of(i)).collect();
     // Only whether it is more than one matters: a swarm may have thousands.
-    let wanting = swarm.peers.iter().filter(|(id, p)| view.live(id) && p.lacking()).take(2).count();
+    let wanting = swarm.peers.iter().filter(|(id, p)| p.lacking() && view.live(id)).take(2).count();
     // Still alone once its first piece arrived: nobody to trade with, so it
     // takes a long run of pieces, which it reads from the seed as one stream.
     let alone = wanting <= 1 && !newcomer;
@@ -180,7 +180,7 @@ pub(super) fn hand_out(swarm: &mut Swarm, view: &View, ask: Ask, line: &mut Seed
         let fetching = |id: &str| view.agents.get(id).and_then(|a| a.fetching);
         let busy = !trees
             && fetching(agent).is_some_and(|n| n > 0)
-            && swarm.peers.iter().any(|(id, p)| id != agent && view.live(id) && p.lacking() && fetching(id) == Some(0));
+            && swarm.peers.iter().any(|(id, p)| p.lacking() && id != agent && view.live(id) && fetching(id) == Some(0));
         // The cluster's budget: room for every root's pieces when this
         // swarm has trees, the pull schedule's few otherwise.
         let budget =

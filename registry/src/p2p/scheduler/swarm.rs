@@ -133,6 +133,8 @@ pub(super) struct Peer {
     pub(super) zone: String,
     /// Sent a piece that failed verification: never a parent again in this swarm.
     pub(super) bad: bool,
+    /// It is one of the swarm's suspects (see [`Swarm::suspects`]).
+    pub(super) suspect: bool,
     pub(super) failed_until: Option<Instant>,
     /// Bytes per second, smoothed.
     pub(super) throughput: f64,
@@ -181,6 +183,11 @@ pub(super) struct Swarm {
     /// The members that cannot serve others now, or may stop being able to
     /// before `next_census`; every other member can until then.
     pub(super) suspects: Vec<String>,
+    /// How many suspects hold each piece: a join subtracts the unusable
+    /// members' pieces from `holders` by adding back those of the few
+    /// suspects that are usable, rather than going over every unusable
+    /// member's pieces (after a crowd of agents is killed, a thousand).
+    pub(super) suspect_held: Vec<u32>,
     pub(super) next_census: Instant,
     /// Where in `order` the last look for parents stopped, in a large swarm.
     pub(super) cursor: usize,
@@ -213,6 +220,7 @@ impl Swarm {
             order: Vec::new(),
             zones: HashMap::new(),
             suspects: Vec::new(),
+            suspect_held: vec![0; pieces],
             next_census: now,
             cursor: 0,
             rare: HashMap::new(),
@@ -279,6 +287,15 @@ impl Swarm {
         me.held = now_held.iter().filter(|h| **h).count();
         me.have = now_held;
         let missing: Vec<u32> = (0..self.pieces as u32).filter(|&i| !me.have[i as usize]).collect();
+        if me.suspect {
+            for &(i, gained) in &changed {
+                if gained {
+                    self.suspect_held[i] += 1;
+                } else {
+                    self.suspect_held[i] -= 1;
+                }
+            }
+        }
         for (i, gained) in changed {
             if gained {
                 self.gained(i, agent);
@@ -292,8 +309,25 @@ impl Swarm {
 
     /// Counts `id` among the suspects (see [`Swarm::suspects`]).
     pub(super) fn suspect(&mut self, id: &str) {
-        if self.peers.contains_key(id) && !self.suspects.iter().any(|s| s == id) {
+        if let Some(p) = self.peers.get_mut(id).filter(|p| !p.suspect) {
+            p.suspect = true;
+            for (n, held) in self.suspect_held.iter_mut().zip(&p.have) {
+                *n += u32::from(*held);
+            }
             self.suspects.push(id.to_owned());
+        }
+    }
+
+    /// Makes `ids`, members all, the suspects, in place of the last.
+    pub(super) fn set_suspects(&mut self, ids: Vec<String>) {
+        for id in std::mem::take(&mut self.suspects) {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.suspect = false;
+            }
+        }
+        self.suspect_held.iter_mut().for_each(|n| *n = 0);
+        for id in ids {
+            self.suspect(&id);
         }
     }
 
@@ -314,6 +348,11 @@ impl Swarm {
                         me.held += 1;
                         gained.push(i as usize);
                     }
+                }
+            }
+            if me.suspect {
+                for &i in &gained {
+                    self.suspect_held[i] += 1;
                 }
             }
         }
@@ -380,6 +419,9 @@ impl Swarm {
             for (i, held) in gone.have.iter().enumerate() {
                 if *held {
                     self.lost(i, agent);
+                    if gone.suspect {
+                        self.suspect_held[i] -= 1;
+                    }
                 }
             }
             if let Ok(at) = self.order.binary_search_by(|(s, id)| (*s, id.as_str()).cmp(&(gone.seq, agent))) {
@@ -393,7 +435,9 @@ impl Swarm {
                     self.zones.remove(&gone.zone);
                 }
             }
-            self.suspects.retain(|s| s != agent);
+            if gone.suspect {
+                self.suspects.retain(|s| s != agent);
+            }
         }
         self.reserved.retain(|_, (holder, _)| holder != agent);
     }

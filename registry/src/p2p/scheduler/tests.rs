@@ -488,3 +488,30 @@ fn in_a_swarm_of_thousands_a_join_still_finds_the_one_holder_and_a_place_in_the_
     assert_eq!(fed_by, parents.iter().map(|p| p.map(|p| agents[p].clone())).collect::<Vec<_>>());
     assert_eq!(s.holders(C, d)[7], 1);
 }
+
+#[test]
+fn with_most_holders_failed_the_few_usable_ones_are_counted_as_they_come_and_go() {
+    let clock = Arc::new(ManualClock::new());
+    let s = pull_only().with_clock(clock.clone());
+    let d = Digest::of(b"blob");
+    let holders: Vec<String> = (0..6).map(|i| s.register(C, &req(&format!("h{i}"), "z1"))).collect();
+    let me = s.register(C, &req("me", "z1"));
+    for h in &holders {
+        s.join(C, h, d, blob(4), &[0, 1]);
+    }
+    assert_eq!(s.join(C, &me, d, blob(4), &[]).availability, [6, 6, 0, 0]);
+    s.report(C, &progress(&me, d, &[], &holders[..4], &[]));
+    assert_eq!(s.join(C, &me, d, blob(4), &[]).availability, [2, 2, 0, 0], "four failed");
+    // The next look at the swarm counts the two others, still fetching and
+    // heard 5.5 s ago, among the suspects too: most suspects are unusable.
+    clock.advance(Duration::from_millis(5500));
+    s.load(C, &me, None, None);
+    assert_eq!(s.join(C, &me, d, blob(4), &[]).availability, [2, 2, 0, 0], "two usable suspects");
+    clock.advance(Duration::from_millis(600));
+    s.load(C, &me, None, None);
+    assert_eq!(s.join(C, &me, d, blob(4), &[]).availability, [0, 0, 0, 0], "6.1 s: both silent");
+    s.report(C, &progress(&holders[4], d, &[2], &[], &[]));
+    assert_eq!(s.join(C, &me, d, blob(4), &[]).availability, [1, 1, 1, 0], "heard again with a new piece");
+    s.join(C, &me, d, blob(4), &[0]);
+    assert_eq!(s.join(C, &holders[5], d, blob(4), &[0, 1]).availability, [2, 1, 1, 0], "as another sees it");
+}
