@@ -9,7 +9,10 @@
 # is pushed; all N nodes pull every layer at the same moment through their
 # agent (P2P), then the same N nodes pull it straight from the registry.
 # Prints makespan, per-node completion p50/p95/max, the registry's blob
-# egress against the image size, and the Kumar & Ross lower bound for P2P.
+# egress against the image size, and the Kumar & Ross lower bound for P2P;
+# then where this machine's CPU went in each phase (from /proc: the registry,
+# the agents, the pulls' curl and sha256sum, everything else, softirq, idle),
+# since on a small machine the CPU rather than the links can set the pace.
 #
 # Settings (environment):
 #   SWARM_MBIT (50), SWARM_IMAGE_MIB (64), SWARM_LAYERS (4)
