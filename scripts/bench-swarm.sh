@@ -9,7 +9,10 @@
 # is pushed; all N nodes pull every layer at the same moment through their
 # agent (P2P), then the same N nodes pull it straight from the registry.
 # Prints makespan, per-node completion p50/p95/max, the registry's blob
-# egress against the image size, and the Kumar & Ross lower bound for P2P.
+# egress against the image size, and the Kumar & Ross lower bound for P2P;
+# then where this machine's CPU went in each phase (from /proc: the registry,
+# the agents, the pulls' curl and sha256sum, everything else, softirq, idle),
+# since on a small machine the CPU rather than the links can set the pace.
 #
 # Settings (environment):
 #   SWARM_MBIT (50), SWARM_IMAGE_MIB (64), SWARM_LAYERS (4)
@@ -20,6 +23,15 @@
 #                     (S/u_seed = S/d_min, and N·S/(u_seed+Σu_peers) just below), so every
 #                     link must run nearly full all the time; a faster registry, or agents
 #                     with more bandwidth than the registry, leave one term alone in front
+#   SWARM_ZONES       2 splits the agents into two zones of N/2 (N even), each on its own bridge,
+#                     joined by one link that everything between the zones crosses; the registry
+#                     is in the first zone. Also prints the bytes that crossed that link (both ways,
+#                     frames' headers included) for P2P and for the direct baseline, against the image.
+#                     The bounds then include the image crossing it (once for P2P, N/2 times direct)
+#   SWARM_ZONE_MBIT   that link's rate each way, shaped with tbf like the nodes' (twice SWARM_MBIT: at
+#                     50 Mbit/s node links, 100 Mbit/s between two sites, a quarter of what a zone of
+#                     8 nodes could move). The link adds no delay: netem, which would, is not in
+#                     every kernel (this machine's has none); the simulator models the round trip
 #   SWARM_DIRECT      0 skips the direct baseline, for quick P2P comparisons
 #   SWARM_TIMEOUT     seconds for the whole run (900)
 #   SWARM_LOG_DIR     copy the registry's and agents' logs there

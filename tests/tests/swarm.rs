@@ -631,13 +631,13 @@ fn assert_all_correct(results: &[NodePull], nodes: &[usize], swarm: &Swarm) {
 }
 
 #[test]
-fn two_zones_of_four_agents_pull_an_image_across_their_slower_link_about_once() {
-    const PER_ZONE: usize = 4;
+fn two_zones_of_eight_agents_pull_an_image_across_their_slower_link_about_once() {
+    const PER_ZONE: usize = 8;
     const MBIT: u32 = 40;
     const PIPE_MBIT: u32 = 40;
     let _serial = serial();
     // Each node's link at 40 Mbit/s, and one 40 Mbit/s link between the zones for all of them:
-    // eight nodes' worth of traffic through one node's link, unless each stripe crosses once.
+    // sixteen nodes' worth of traffic through one node's link, unless each stripe crosses once.
     let swarm = Swarm::start_in_two_zones(PER_ZONE, PIPE_MBIT);
     let layers = swarm.push_image(3, 16 * MIB);
     let image: usize = layers.iter().map(|l| l.len).sum();
@@ -654,8 +654,8 @@ fn two_zones_of_four_agents_pull_an_image_across_their_slower_link_about_once() 
     let ratio = crossed as f64 / image as f64;
     eprintln!(
         "two zones: {PER_ZONE} agents each, {MBIT} Mbit/s per node, {PIPE_MBIT} Mbit/s between; image {image} B; \
-         makespan {makespan:.1} s; per node {:?}; between the zones {crossed} B ({ratio:.2}x the image); registry \
-         sent seed {} + blob {}; agents received peer {peer} seed {seed} passthrough {pass}",
+         makespan {makespan:.1} s; per node {:?}; between the zones {crossed} B ({ratio:.2}x the \
+         image); registry sent seed {} + blob {}; agents received peer {peer} seed {seed} passthrough {pass}",
         results.iter().map(|r| format!("{:.1}", r.secs)).collect::<Vec<_>>(),
         seed1 - seed0,
         blob1 - blob0
@@ -1043,11 +1043,89 @@ impl Links {
     }
 }
 
+/// CPU seconds used so far: the machine's by kind, from /proc/stat, and the
+/// registry's, each agent's and the clients' (user + system), from /proc/<pid>/stat.
+struct CpuTimes {
+    /// user (with nice), system, softirq, idle (with iowait), irq and steal.
+    machine: [f64; 5],
+    registry: f64,
+    agents: Vec<f64>,
+    /// This test's children that have ended: the pulls' curl and sha256sum (and a few curl calls for metrics).
+    clients: f64,
+}
+
+impl CpuTimes {
+    fn now(swarm: &Swarm) -> CpuTimes {
+        let tick = run(Command::new("getconf").arg("CLK_TCK")).trim().parse::<f64>().expect("CLK_TCK");
+        let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+        let f: Vec<f64> = stat
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("cpu "))
+            .expect("/proc/stat's cpu line")
+            .split_whitespace()
+            .map(|v| v.parse::<f64>().expect("a count") / tick)
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let machine = [f[0] + f[1], f[2], f[6], f[3] + f[4], f[5] + f[7]];
+        // After the command's name in parentheses: state is field 3, utime 14, stime 15, and the
+        // same for ended children, cutime 16 and cstime 17.
+        let seconds = |pid: String, first: usize| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            (ticks(first) + ticks(first + 1)) / tick
+        };
+        let process =
+            |p: Option<&NsProcess>| p.and_then(NsProcess::pid).map_or(0.0, |pid| seconds(pid.to_string(), 11));
+        CpuTimes {
+            machine,
+            registry: process(Some(&swarm.registry)),
+            agents: swarm.agents.iter().map(|a| process(a.as_ref())).collect(),
+            clients: seconds("self".into(), 13),
+        }
+    }
+
+    /// Where the machine's CPU went between `before` and now, as a line for the benchmark's report.
+    fn since(&self, before: &CpuTimes, phase: &str) -> String {
+        let d: Vec<f64> = self.machine.iter().zip(before.machine).map(|(a, b)| a - b).collect();
+        let total: f64 = d.iter().sum();
+        let registry = self.registry - before.registry;
+        let agents: Vec<f64> = self.agents.iter().zip(&before.agents).map(|(a, b)| a - b).collect();
+        let all_agents: f64 = agents.iter().sum();
+        let busiest = agents.iter().copied().fold(0.0, f64::max);
+        let clients = self.clients - before.clients;
+        // A process's system time includes the softirq work done while it was interrupted
+        // (CPU time is counted by ticks), so the rest is the other processes and softirq done elsewhere.
+        let rest = d[0] + d[1] + d[2] - registry - all_agents - clients;
+        let pct = |v: f64| 100.0 * v / total;
+        format!(
+            "CPU during {phase}: {total:.1} core-s on {} cores; registry {registry:.1} ({:.0} %), agents \
+             {all_agents:.1} ({:.0} %; busiest {busiest:.1}), clients (curl, sha256sum) {clients:.1} ({:.0} %), the \
+             rest {rest:.1} ({:.0} %: other processes, softirq outside these), idle {:.1} ({:.0} %), irq and steal \
+             {:.1}; softirq in all {:.1} ({:.0} %)",
+            std::thread::available_parallelism().map_or(0, usize::from),
+            pct(registry),
+            pct(all_agents),
+            pct(clients),
+            pct(rest),
+            d[3],
+            pct(d[3]),
+            d[4],
+            d[2],
+            pct(d[2])
+        )
+    }
+}
+
 /// The benchmark behind `scripts/bench-swarm.sh`: SWARM_NODES agents (default 8),
 /// SWARM_MBIT per node up and down (default 50, the registry's node too; see
 /// [`Links::from_env`]), SWARM_IMAGE_MIB (default 64) in SWARM_LAYERS layers
 /// (default 4). P2P pull through the agents, then the same nodes pulling
-/// straight from the registry.
+/// straight from the registry. SWARM_ZONES=2 puts half the agents in a second
+/// zone behind one link of SWARM_ZONE_MBIT each way (default twice
+/// SWARM_MBIT), the registry in the first zone, and counts the bytes that
+/// cross it.
 #[test]
 #[ignore = "benchmark; run scripts/bench-swarm.sh"]
 fn bench_swarm() {
@@ -1055,20 +1133,34 @@ fn bench_swarm() {
     let links = Links::from_env(50);
     let image_mib = setting("SWARM_IMAGE_MIB", 64);
     let nlayers = setting("SWARM_LAYERS", 4).max(1);
+    let zones = setting("SWARM_ZONES", 1);
+    assert!(zones == 1 || zones == 2 && n % 2 == 0, "SWARM_ZONES is 1 or 2, and 2 needs an even number of agents");
+    let pipe = (zones == 2).then(|| setting("SWARM_ZONE_MBIT", 2 * setting("SWARM_MBIT", 50)) as u32);
     let _serial = serial();
-    let swarm = Swarm::start(n);
+    let swarm = match pipe {
+        Some(mbit) => Swarm::start_in_two_zones(n / 2, mbit),
+        None => Swarm::start(n),
+    };
     let layers = swarm.push_image(nlayers, image_mib * MIB / nlayers);
     let s: f64 = layers.iter().map(|l| l.len as f64).sum();
     let token = swarm.limited_to(&links);
-    let bound = links.p2p_bound(n, s);
-    let direct_ideal = links.direct_bound(n, s);
+    // With two zones the second receives the image through the link between them at least once,
+    // and directly, once per node.
+    let pipe_secs = |copies: f64| pipe.map_or(0.0, |mbit| copies * s / Links::bytes(mbit));
+    let bound = links.p2p_bound(n, s).max(pipe_secs(1.0));
+    let direct_ideal = links.direct_bound(n, s).max(pipe_secs((n / 2) as f64));
+    let crossed = || if pipe.is_some() { swarm.net.between_zones_bytes() as f64 } else { f64::NAN };
     let timeout = Duration::from_secs_f64(direct_ideal * 3.0 + 120.0);
     let nodes: Vec<usize> = (0..n).collect();
 
     let before = swarm.registry_blob_bytes();
+    let crossed0 = crossed();
+    let cpu0 = CpuTimes::now(&swarm);
     let p2p =
         swarm.pull_all(&nodes, &layers, &token, |i| format!("http://{}:65001", swarm.agent_ip(i)), timeout, || {});
+    let cpu1 = CpuTimes::now(&swarm);
     let after = swarm.registry_blob_bytes();
+    let crossed1 = crossed();
     let (peer, seed, pass) = swarm.agent_bytes(&nodes);
     let p2p_egress = (after.0 - before.0) + (after.1 - before.1);
 
@@ -1088,8 +1180,10 @@ fn bench_swarm() {
         swarm.net.limit_queued(REG, links.seed, links.seed, DIRECT_QUEUE_MS);
         swarm.pull_all(&nodes, &layers, &token, |_| reg_url.clone(), timeout, || {})
     };
+    let cpu2 = CpuTimes::now(&swarm);
     let after2 = swarm.registry_blob_bytes();
     let direct_egress = (after2.0 - after.0) + (after2.1 - after.1);
+    let crossed2 = crossed();
 
     let stats = |r: &[NodePull]| {
         let mut t: Vec<f64> = r.iter().map(|x| x.secs).collect();
@@ -1134,7 +1228,26 @@ fn bench_swarm() {
         pmax / bound
     );
     println!("direct lower bound max(N·S/u_seed, S/d_min) = {direct_ideal:.1} s");
+    if let Some(mbit) = pipe {
+        println!(
+            "two zones of {} agents, the registry in the first; between them {mbit} Mbit/s each way (both bounds \
+             include the image crossing it: once for P2P, once per second-zone node direct)",
+            n / 2
+        );
+        println!(
+            "bytes between the zones, both ways, frames' headers included: p2p {:.1} MiB ({:.2}× the image), \
+             direct {:.1} MiB ({:.2}×)",
+            mib(crossed1 - crossed0),
+            (crossed1 - crossed0) / s,
+            mib(crossed2 - crossed1),
+            (crossed2 - crossed1) / s
+        );
+    }
     println!("agents received: peer {:.1} MiB, seed {:.1} MiB, passthrough {:.1} MiB", mib(peer), mib(seed), mib(pass));
+    println!("{}", cpu1.since(&cpu0, "p2p"));
+    if !direct.is_empty() {
+        println!("{}", cpu2.since(&cpu1, "direct"));
+    }
     for (mode, pulls) in [("p2p", &p2p), ("direct", &direct)] {
         for (i, r) in pulls.iter().enumerate() {
             for (d, s, ok, e) in &r.layers {
