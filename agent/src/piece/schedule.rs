@@ -44,6 +44,11 @@ const REJOIN_EVERY: Duration = Duration::from_millis(300);
 /// 6,000 joins in a 37 s benchmark, and asking often only when it helps
 /// halves that.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// For this long after a download starts it asks at least every
+/// [`REJOIN_EVERY`]: a crowd's members join within moments of each other, and
+/// each join may move the stripe trees' places, so a feed named by an early
+/// join may come from a parent that is no longer the stripe's.
+const YOUNG: Duration = Duration::from_secs(3);
 /// How long the registry may hold a join while this download has nothing
 /// to fetch; reports and stall checks wait meanwhile, with nothing in flight.
 const JOIN_WAIT_MS: u32 = 1000;
@@ -185,6 +190,8 @@ pub struct Schedule {
     seen: HashMap<u32, Instant>,
     /// When a feed last brought a piece.
     last_fed: Option<Instant>,
+    /// When the download started.
+    born: Instant,
 }
 
 impl Schedule {
@@ -218,6 +225,7 @@ impl Schedule {
             busy_feeds: HashMap::new(),
             seen: HashMap::new(),
             last_fed: None,
+            born: now,
         };
         schedule.saw_holders(now);
         schedule
@@ -544,13 +552,15 @@ impl Schedule {
             let every = match (starved, idle) {
                 (true, true) => REJOIN_AT_LEAST,
                 (true, false) => REJOIN_EVERY,
+                (false, _) if now.duration_since(self.born) < YOUNG => REJOIN_EVERY,
                 (false, _) => REFRESH_EVERY,
             };
             Some((every, (idle && sourceless).then_some(JOIN_WAIT_MS)))
         } else if !missing.is_empty() {
             // Only pieces the feeds bring are missing: the feeds' parents
             // and the pieces' holders are still worth hearing of.
-            Some((REFRESH_EVERY, None))
+            let young = now.duration_since(self.born) < YOUNG;
+            Some((if young { REJOIN_EVERY } else { REFRESH_EVERY }, None))
         } else {
             None
         }
@@ -973,11 +983,17 @@ mod tests {
         let mut s = Schedule::new(plan(2), vec![false; 2], at(0));
         assert_eq!(s.wanted_join(true, true, at(0)), Some((REJOIN_AT_LEAST, Some(JOIN_WAIT_MS))), "idle, sourceless");
         assert_eq!(s.wanted_join(false, true, at(0)), Some((REJOIN_EVERY, None)), "something still arrives");
-        assert_eq!(s.wanted_join(true, false, at(0)), Some((REFRESH_EVERY, Some(JOIN_WAIT_MS))), "no slot free");
+        assert_eq!(
+            s.wanted_join(true, false, at(0)),
+            Some((REJOIN_EVERY, Some(JOIN_WAIT_MS))),
+            "young: trees may move"
+        );
+        assert_eq!(s.wanted_join(true, false, at(3_000)), Some((REFRESH_EVERY, Some(JOIN_WAIT_MS))), "no slot free");
         let mut p = plan(2);
         p.parents = vec![parent("a", &[0, 1])];
         s.planned(p, at(100));
-        assert_eq!(s.wanted_join(true, true, at(100)), Some((REFRESH_EVERY, None)), "every piece has a source");
+        assert_eq!(s.wanted_join(true, true, at(100)), Some((REJOIN_EVERY, None)), "young, every piece has a source");
+        assert_eq!(s.wanted_join(true, true, at(3_000)), Some((REFRESH_EVERY, None)), "every piece has a source");
         assert!(!s.join_due(REFRESH_EVERY, at(100)));
         assert!(s.joining(at(100)), "a ticket of 300 s may be left out of the answer");
         assert!(!s.join_due(REJOIN_EVERY, at(399)) && s.join_due(REJOIN_EVERY, at(400)));
@@ -985,6 +1001,18 @@ mod tests {
         s.kept(0, &from("a"), 1024, at(241_000));
         s.kept(1, &from("a"), 1024, at(241_000));
         assert_eq!(s.wanted_join(true, true, at(241_000)), None, "done");
+    }
+
+    #[test]
+    fn a_young_download_asks_often_while_its_feeds_may_still_move() {
+        let at = clock();
+        let mut p = plan(2);
+        p.feeds = vec![Some(feed("f0")), Some(feed("f1"))];
+        let mut s = Schedule::new(p, vec![false; 2], at(0));
+        s.feed_changes(at(0));
+        assert_eq!(s.wanted_join(false, true, at(0)), Some((REJOIN_EVERY, None)), "both stripes fed, but young");
+        assert_eq!(s.wanted_join(false, true, at(2_999)), Some((REJOIN_EVERY, None)));
+        assert_eq!(s.wanted_join(false, true, at(3_000)), Some((REFRESH_EVERY, None)), "settled");
     }
 
     #[test]
