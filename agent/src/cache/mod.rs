@@ -395,7 +395,8 @@ mod tests {
         use futures_util::TryStreamExt;
         let bytes: Vec<u8> = (0..(5 * STREAM_CHUNK + 7)).map(|i| (i % 253) as u8).collect();
         let tmp = TempFile::new("stream-range", &bytes);
-        for (start, end) in [(0, bytes.len() as u64), (3, STREAM_CHUNK * 2 + 1), (STREAM_CHUNK, STREAM_CHUNK), (9, 10)] {
+        for (start, end) in [(0, bytes.len() as u64), (3, STREAM_CHUNK * 2 + 1), (STREAM_CHUNK, STREAM_CHUNK), (9, 10)]
+        {
             let file = std::fs::File::open(&tmp.0).expect("open");
             let chunks: Vec<bytes::Bytes> = stream_range(file, start, end).try_collect().await.expect("stream");
             assert_eq!(chunks.concat(), &bytes[start as usize..end as usize], "{start}..{end}");
