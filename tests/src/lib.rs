@@ -570,7 +570,8 @@ impl Agent {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DAMSELFLY_AGENT_CLUSTER_TOKEN", cluster_token)
-            .env("RUST_LOG", "info")
+            // A benchmark may ask for more, e.g. "info,damselfly_agent::piece=debug".
+            .env("RUST_LOG", std::env::var("DAMSELFLY_TEST_AGENT_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::from(log.try_clone().expect("dup log")))
             .stderr(Stdio::from(log))
             .spawn()

@@ -566,6 +566,28 @@ async fn a_partial_blob_resumes_after_a_restart() {
     assert_eq!(sent, (8 * MIB) as f64, "only the missing piece and the corrupt one came from the seed");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_gone_bad_in_the_registry_s_store_is_caught_piece_by_piece_and_never_served_whole() {
+    let s = Setup::with_4_mib_pieces().await;
+    let blob = pseudo_random(12 * MIB, 43);
+    let (digest, token) = s.accelerated(&blob).await;
+    // The disk under the registry flips a bit in the second piece, after the push was verified.
+    let hex = digest.hex();
+    let stored = s.reg.data_dir.join("blobs/sha256").join(&hex[..2]).join(hex);
+    let mut bytes = std::fs::read(&stored).expect("the stored blob");
+    bytes[5 * MIB] ^= 1;
+    std::fs::write(&stored, &bytes).expect("rewrite the stored blob");
+    let agent = s.agent(&[]);
+    let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
+    assert_eq!(r.status(), StatusCode::OK, "the answer starts before the bad piece arrives");
+    let body = tokio::time::timeout(Duration::from_secs(60), r.bytes()).await.expect("the pull ends in 60 s");
+    assert!(body.is_err(), "the client never gets the whole length: its stream breaks at the bad piece");
+    let page = agent_metrics(&s.http, &agent).await;
+    assert!(metric_value(&page, "damselfly_agent_pieces_total{outcome=\"rejected\"}") >= 1.0, "{page}");
+    assert!(agent.log().contains("the seed sent a piece that does not match its digest"), "{}", agent.log());
+    assert!(!agent.cache_dir.join("blobs").join(digest.hex()).exists(), "nothing is kept");
+}
+
 // ----- real clients -----
 
 /// Builds and pushes `<reg>/accel/app:1.0`, two layers, with podman; returns (image ID, layers, manifest digest).
@@ -1135,4 +1157,91 @@ async fn the_mirror_streams_the_first_pieces_before_the_blob_is_complete() {
         received.extend_from_slice(&chunk);
     }
     assert!(received == blob, "in order, every byte");
+}
+
+/// One GET of a blob with curl, the body to `out` (`/dev/null` for the
+/// benchmark): (seconds, bytes received). Panics unless the answer is 200.
+fn curl_blob(url: &str, token: &str, out: &Path) -> (f64, u64) {
+    let written = run(Command::new("curl")
+        .args(["-sS", "--max-time", "300", "-H", &format!("Authorization: Bearer {token}"), "-o"])
+        .arg(out)
+        .args(["-w", "%{http_code} %{size_download} %{time_total}", url]));
+    let fields: Vec<&str> = written.split_whitespace().collect();
+    assert_eq!(fields.first(), Some(&"200"), "GET {url}: {written}");
+    (fields[2].parse().expect("time_total"), fields[1].parse().expect("size_download"))
+}
+
+/// One agent alone on loopback: a blob of `mib` MiB straight from the
+/// registry, then through a fresh agent cold (nothing cached) and again
+/// (cached), `rounds` times, each with a new agent. Returns each round's
+/// (direct, cold, cached) rates in MB/s. With `check`, every copy is kept and
+/// must match the blob's digest; the benchmark leaves that to the agent (a
+/// whole answer means it verified the blob) and to the cached file's digest.
+async fn agent_alone(mib: usize, rounds: usize, check: bool) -> Vec<[f64; 3]> {
+    let s = Setup::new().await;
+    let blob = pseudo_random(mib * MIB, 20);
+    let (digest, token) = s.accelerated(&blob).await;
+    drop(blob);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let direct_url = format!("{}/v2/accel/app/blobs/{digest}", s.reg.url);
+    let mut rates = Vec::new();
+    for round in 0..rounds {
+        // A cluster of its own each round: the last round's agent, gone now, is no parent to this one.
+        let cluster = s.reg.register_cluster(&format!("alone-{round}")).await;
+        let agent = Agent::start(&s.reg.url, &cluster, &[]);
+        let via_agent = format!("{}/v2/accel/app/blobs/{digest}", agent.mirror_url);
+        let mut row = [0.0; 3];
+        for (k, url) in [&direct_url, &via_agent, &via_agent].into_iter().enumerate() {
+            let out = if check { dir.path().join(format!("copy-{round}-{k}")) } else { "/dev/null".into() };
+            let (secs, len) = tokio::task::block_in_place(|| curl_blob(url, &token, &out));
+            assert_eq!(len, (mib * MIB) as u64, "round {round}, GET {k}: a whole blob");
+            if check {
+                let copy = std::fs::read(&out).expect("the copy");
+                assert_eq!(Digest::of(&copy), digest, "round {round}, GET {k}: the bytes are the blob");
+                std::fs::remove_file(&out).expect("remove the copy");
+            }
+            row[k] = len as f64 / secs / 1e6;
+        }
+        assert!(cached(&agent, digest).await, "the agent kept the blob");
+        let kept = std::fs::read(agent.cache_dir.join("blobs").join(digest.hex())).expect("the cached blob");
+        assert_eq!(Digest::of(&kept), digest, "the cache holds the blob's bytes");
+        if let Ok(dir) = std::env::var("SOLO_LOG_DIR") {
+            std::fs::write(Path::new(&dir).join(format!("agent-{round}.log")), agent.log()).expect("agent log");
+        }
+        rates.push(row);
+    }
+    rates
+}
+
+/// The loopback benchmark of one agent alone (scripts/bench-solo.sh):
+/// SOLO_BLOB_MIB (512) MiB, SOLO_ROUNDS (5) rounds; prints each round's
+/// rates, the medians, and the agent's rates against the registry's.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark; run scripts/bench-solo.sh"]
+async fn bench_agent_alone() {
+    let setting = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (mib, rounds) = (setting("SOLO_BLOB_MIB", 512), setting("SOLO_ROUNDS", 5).max(1));
+    let rates = agent_alone(mib, rounds, false).await;
+    println!();
+    println!("one agent alone on loopback: a {mib} MiB blob, {rounds} rounds, a fresh agent each round");
+    println!("| round | direct MB/s | agent cold MB/s | agent cached MB/s | cold / direct | cached / direct |");
+    println!("|------:|------------:|----------------:|------------------:|--------------:|----------------:|");
+    let row = |name: &str, [d, c, k]: [f64; 3]| {
+        println!("| {name:>5} | {d:11.0} | {c:15.0} | {k:17.0} | {:13.2} | {:15.2} |", c / d, k / d);
+    };
+    for (i, r) in rates.iter().enumerate() {
+        row(&(i + 1).to_string(), *r);
+    }
+    let median = |k: usize| {
+        let mut v: Vec<f64> = rates.iter().map(|r| r[k]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    row("med", [median(0), median(1), median(2)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_through_one_agent_alone_arrives_whole_cold_and_cached() {
+    let rates = agent_alone(24, 1, true).await;
+    assert_eq!(rates.len(), 1);
 }

@@ -1243,6 +1243,7 @@ fn bench_swarm() {
             (crossed2 - crossed1) / s
         );
     }
+    println!("makespan p2p / direct = {:.3} ({pmax:.3} s / {dmax:.3} s)", pmax / dmax);
     println!("agents received: peer {:.1} MiB, seed {:.1} MiB, passthrough {:.1} MiB", mib(peer), mib(seed), mib(pass));
     println!("{}", cpu1.since(&cpu0, "p2p"));
     if !direct.is_empty() {

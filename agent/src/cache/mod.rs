@@ -314,10 +314,92 @@ impl Cache {
     }
 }
 
-/// Reads `len` bytes at `offset` of a file.
+/// Reads `len` bytes at `offset` of a file, straight into a buffer that is
+/// not zeroed first: the file's bytes are the only pass over it.
 pub fn read_at(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact_at(&mut buf, offset)?;
+    let mut buf = Vec::with_capacity(len as usize);
+    while (buf.len() as u64) < len {
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The buffer may have had room for more than was asked.
+    buf.truncate(len as usize);
     Ok(buf)
+}
+
+/// Bytes read at once when a completed blob is streamed out: large enough
+/// that a read and its hand-over between threads cost little beside the
+/// bytes, small enough that the reads ahead hold little memory.
+const STREAM_CHUNK: u64 = 2 << 20;
+
+/// Bytes `[start, end)` of a file as a stream, each chunk read on a blocking
+/// thread while the one before is being sent.
+pub fn stream_range(
+    file: std::fs::File,
+    start: u64,
+    end: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    use futures_util::StreamExt;
+    let file = Arc::new(file);
+    futures_util::stream::iter((start..end).step_by(STREAM_CHUNK as usize))
+        .map(move |at| {
+            let (file, len) = (file.clone(), STREAM_CHUNK.min(end - at));
+            async move {
+                tokio::task::spawn_blocking(move || read_at(&file, at, len).map(bytes::Bytes::from))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+        })
+        .buffered(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file of `bytes` in the temporary directory, removed when the test's value drops.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, bytes: &[u8]) -> TempFile {
+            let path = std::env::temp_dir().join(format!("damselfly-agent-cache-{name}-{}", std::process::id()));
+            std::fs::write(&path, bytes).expect("write");
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn read_at_reads_exactly_the_range_and_fails_past_the_end() {
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let tmp = TempFile::new("read-at", &bytes);
+        let file = std::fs::File::open(&tmp.0).expect("open");
+        assert_eq!(read_at(&file, 0, 0).expect("empty"), b"");
+        assert_eq!(read_at(&file, 12_345, 50_000).expect("middle"), &bytes[12_345..62_345]);
+        assert_eq!(read_at(&file, 99_000, 1_000).expect("end"), &bytes[99_000..]);
+        assert_eq!(read_at(&file, 99_000, 1_001).map_err(|e| e.kind()), Err(std::io::ErrorKind::UnexpectedEof));
+    }
+
+    #[tokio::test]
+    async fn a_range_streams_in_order_whatever_its_bounds() {
+        use futures_util::TryStreamExt;
+        let bytes: Vec<u8> = (0..(5 * STREAM_CHUNK + 7)).map(|i| (i % 253) as u8).collect();
+        let tmp = TempFile::new("stream-range", &bytes);
+        for (start, end) in [(0, bytes.len() as u64), (3, STREAM_CHUNK * 2 + 1), (STREAM_CHUNK, STREAM_CHUNK), (9, 10)]
+        {
+            let file = std::fs::File::open(&tmp.0).expect("open");
+            let chunks: Vec<bytes::Bytes> = stream_range(file, start, end).try_collect().await.expect("stream");
+            assert_eq!(chunks.concat(), &bytes[start as usize..end as usize], "{start}..{end}");
+        }
+    }
 }

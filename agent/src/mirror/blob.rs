@@ -12,8 +12,6 @@ use damselfly_core::p2p::JoinMode;
 use damselfly_core::range::{parse_range, ByteRange};
 use damselfly_core::Digest;
 use futures_util::stream;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::relay::{bearer, oci_error, relay_response, timed_out, unreachable_registry, MirrorState, ANSWER_TIMEOUT};
 use crate::error::{Error, Report};
@@ -119,14 +117,10 @@ pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, 
         None => {
             let cache = state.engine.cache().clone();
             let in_use = cache.use_blob(&digest);
-            match tokio::fs::File::open(cache.complete_path(&digest)).await {
-                Ok(mut f) => {
-                    if f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-                        return unreachable_registry("cache read failed");
-                    }
-                    let s = ReaderStream::with_capacity(f.take(end - start), 256 * 1024);
+            match std::fs::File::open(cache.complete_path(&digest)) {
+                Ok(f) => {
                     // The guard lives as long as the body streams.
-                    let s = futures_util::StreamExt::map(s, move |c| {
+                    let s = futures_util::StreamExt::map(crate::cache::stream_range(f, start, end), move |c| {
                         let _ = &in_use;
                         c
                     });

@@ -3,28 +3,37 @@
 //! SHA-256 before it is written, served or announced, and lets readers
 //! follow along in order while the rest are still arriving.
 //!
-//! Every byte of a blob is hashed twice on its way through, and no more:
+//! Every byte of a blob is hashed twice on its way through, and no more,
+//! on two threads so that one pass never waits for the other:
 //!
 //! 1. each piece against its own digest as it arrives (from a peer, a
 //!    stripe feed or the seed), before it is written, served or announced:
 //!    peers are not trusted, and a bad piece must be caught while it is
-//!    known where it came from;
+//!    known where it came from. This pass is the only one the client's
+//!    bytes wait for, piece by piece.
 //! 2. the whole blob against its digest, over the pieces in order as they
-//!    are stored, from memory when a piece arrives in order and read back
-//!    from the page cache otherwise: the piece digests come from the
-//!    registry's records, and the blob's own digest, the name the client
-//!    asked for, is what says that those records and the bytes put
-//!    together are the blob. The client's stream withholds its last bytes,
-//!    and the cache the blob, until this check passed.
+//!    are stored, by a checker that runs beside the download
+//!    ([`Download::check_soon`]), from the pieces still held in memory
+//!    ([`RECENT_BYTES`]) and read back from the page cache otherwise: the
+//!    piece digests come from the registry's records, and the blob's own
+//!    digest, the name the client asked for, is what says that those
+//!    records and the bytes put together are the blob. The client's stream
+//!    withholds its last bytes, and the cache the blob, until this check
+//!    passed; it trails the first pass by about one piece.
+//!
+//! Nothing else hashes a blob's bytes: the cache serves a completed blob as
+//! it is (it only ever holds one that passed both), and a restart re-checks
+//! only the pieces of a partial blob it resumes.
 
 mod feed;
 mod fetch;
 mod seed;
 mod slots;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use damselfly_agent::schedule;
@@ -44,6 +53,18 @@ use crate::supernode::Supernode;
 /// but moving transfer is left alone: cutting it would throw away what was
 /// sent and fetch it again.
 const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes of a download's newest stored pieces kept in memory (at least one
+/// piece): the client following the download, the whole-blob check and a
+/// peer asking for a piece just announced take them from here, rather than
+/// read them back from the file they were just written to.
+const RECENT_BYTES: u64 = 16 << 20;
+
+/// Least time between two saves of a download's piece bitmap. A save is a
+/// file written and renamed, and a piece a millisecond on a fast link; a
+/// restart only resumes fewer pieces if the last ones went unsaved, since
+/// every save names pieces already written.
+const BITMAP_EVERY: Duration = Duration::from_millis(100);
 
 /// What a failed answer of a source means for the download: the
 /// registry's seed says in its OCI error body's code whether it refused the
@@ -97,14 +118,24 @@ pub struct Download {
     file: Arc<std::fs::File>,
     book: Mutex<Book>,
     check: Mutex<BlobCheck>,
-    /// Held while the piece bitmap is saved.
-    saving: Mutex<()>,
+    /// A checker is running or about to ([`Download::check_soon`]).
+    checking: AtomicBool,
+    /// A piece was stored since the running checker last looked.
+    unchecked: AtomicBool,
+    /// The newest stored pieces, oldest first (see [`RECENT_BYTES`]).
+    recent: Mutex<VecDeque<(u32, Bytes)>>,
+    /// Held while the piece bitmap is saved, with when it last was.
+    saving: Mutex<Option<Instant>>,
     changed: watch::Sender<u64>,
 }
 
 impl Download {
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, VecDeque<(u32, Bytes)>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn have_list(&self) -> Vec<u32> {
@@ -162,52 +193,113 @@ impl Download {
         }
     }
 
-    /// Writes a verified piece, marks it held and saves the bitmap that lets
-    /// a restart resume, then carries the whole-blob check on as far as the
-    /// pieces held in order allow. Blocking: file writes and hashing.
-    /// Creating and renaming the bitmap can wait on the filesystem's journal
-    /// for a second while a lot of data is being written back, and on the
-    /// runtime's own threads that wait would stall every upload of the node.
-    fn store_blocking(&self, cache: &Cache, i: u32, bytes: &[u8]) -> std::io::Result<()> {
+    /// Writes a verified piece, keeps it among the recent ones, marks it
+    /// held and, at most every [`BITMAP_EVERY`], saves the bitmap that lets
+    /// a restart resume. Blocking: a file write. Creating and renaming the
+    /// bitmap can wait on the filesystem's journal for a second while a lot
+    /// of data is being written back, and on the runtime's own threads that
+    /// wait would stall every upload of the node.
+    fn store_blocking(&self, cache: &Cache, i: u32, bytes: Bytes) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         let (offset, _) = self.layout.span(i);
-        self.file.write_all_at(bytes, offset)?;
-        self.book().have[i as usize] = true;
+        self.file.write_all_at(&bytes, offset)?;
         {
-            // One save at a time, each of the bitmap as it is then, so that
-            // a slow save never puts back an older one. A restart checks
-            // every piece the bitmap names anyway.
-            let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
-            let have = self.book().have.clone();
-            let _ = cache.save_bitmap(&self.digest, &have);
+            let mut recent = self.recent();
+            recent.push_back((i, bytes));
+            let mut held: u64 = recent.iter().map(|(_, b)| b.len() as u64).sum();
+            while recent.len() > 1 && held > RECENT_BYTES {
+                held -= recent.pop_front().map_or(0, |(_, b)| b.len() as u64);
+            }
         }
-        self.check_in_order(Some((i, bytes)))
+        self.book().have[i as usize] = true;
+        self.save_bitmap(cache, false);
+        Ok(())
     }
 
-    /// Hashes the pieces held from the check's next one on: `just` (a piece
-    /// just stored) from memory, the others read back from the file.
-    fn check_in_order(&self, just: Option<(u32, &[u8])>) -> std::io::Result<()> {
+    /// Saves the piece bitmap as it is now, unless it was saved less than
+    /// [`BITMAP_EVERY`] ago and `now` is false. One save at a time, each of
+    /// the bitmap as it is then, so that a slow save never puts back an
+    /// older one. A restart checks every piece the bitmap names anyway.
+    fn save_bitmap(&self, cache: &Cache, now: bool) {
+        let mut saved = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        if !now && saved.is_some_and(|at| at.elapsed() < BITMAP_EVERY) {
+            return;
+        }
+        let have = self.book().have.clone();
+        let _ = cache.save_bitmap(&self.digest, &have);
+        *saved = Some(Instant::now());
+    }
+
+    /// Has the whole-blob check carry on over the pieces now stored, on a
+    /// blocking thread of its own, so that neither the piece that was just
+    /// stored nor the next one to arrive waits for it. At most one checker
+    /// runs per download; a piece stored while it runs is picked up by it
+    /// or by the next.
+    fn check_soon(self: &Arc<Self>) {
+        self.unchecked.store(true, Ordering::SeqCst);
+        if self.checking.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let d = self.clone();
+        tokio::task::spawn_blocking(move || loop {
+            d.unchecked.store(false, Ordering::SeqCst);
+            if let Err(e) = d.check_in_order() {
+                tracing::error!(digest = %d.digest, error = %e, "cannot read the blob back to check it");
+                d.book().verdict = Some(false);
+            }
+            d.changed.send_modify(|v| *v += 1);
+            d.checking.store(false, Ordering::SeqCst);
+            // A piece stored after this checker last looked, whose own call found it still running.
+            if !d.unchecked.load(Ordering::SeqCst) || d.checking.swap(true, Ordering::SeqCst) {
+                break;
+            }
+        });
+    }
+
+    /// Hashes the pieces held from the check's next one on, each from
+    /// memory if it is still among the recent ones, read back from the file
+    /// otherwise, and gives the verdict once the last is hashed.
+    fn check_in_order(&self) -> std::io::Result<()> {
         let mut check = self.check.lock().unwrap_or_else(|p| p.into_inner());
         let pieces = self.layout.pieces();
-        if check.next >= pieces {
+        if check.next >= pieces && pieces > 0 {
             return Ok(());
         }
         while check.next < pieces && self.has(check.next) {
             let i = check.next;
-            match just {
-                Some((j, bytes)) if j == i => check.hasher.update(bytes),
-                _ => {
+            match self.recent_piece(i) {
+                Some(bytes) => check.hasher.update(&bytes),
+                None => {
                     let (offset, len) = self.layout.span(i);
                     check.hasher.update(read_at(&self.file, offset, len)?);
                 }
             }
             check.next += 1;
         }
-        if check.next == pieces {
+        let mut book = self.book();
+        if check.next == pieces && book.verdict.is_none() {
             let whole = hex::encode(std::mem::take(&mut check.hasher).finalize());
-            self.book().verdict = Some(whole == self.digest.hex());
+            book.verdict = Some(whole == self.digest.hex());
         }
         Ok(())
+    }
+
+    /// Piece `i` if it is among the recent ones.
+    fn recent_piece(&self, i: u32) -> Option<Bytes> {
+        self.recent().iter().rev().find(|(j, _)| *j == i).map(|(_, b)| b.clone())
+    }
+
+    /// Waits until the whole-blob check has given its verdict.
+    async fn verdict(&self) -> bool {
+        let mut rx = self.changed.subscribe();
+        loop {
+            if let Some(verdict) = self.book().verdict {
+                return verdict;
+            }
+            if rx.changed().await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// Waits until the download ends; `Ok` once the whole blob is verified and in the cache.
@@ -225,8 +317,17 @@ impl Download {
         }
     }
 
-    /// Reads verified bytes (the caller waited for their pieces).
+    /// Reads verified bytes (the caller waited for their pieces): from
+    /// memory if they lie in one of the recent pieces, else from the file.
     pub async fn read(&self, offset: u64, len: u64) -> std::io::Result<Bytes> {
+        let i = self.layout.geometry().piece_at(offset);
+        let (start, piece_len) = self.layout.span(i);
+        if offset + len <= start + piece_len {
+            if let Some(piece) = self.recent_piece(i) {
+                let from = (offset - start) as usize;
+                return Ok(piece.slice(from..from + len as usize));
+            }
+        }
         let file = self.file.clone();
         tokio::task::spawn_blocking(move || read_at(&file, offset, len).map(Bytes::from))
             .await
@@ -366,7 +467,10 @@ impl Engine {
             file: Arc::new(file),
             book: Mutex::new(Book { have, outcome: Outcome::Running, verdict: None }),
             check: Mutex::new(BlobCheck { next: 0, hasher: sha2::Sha256::new() }),
-            saving: Mutex::new(()),
+            checking: AtomicBool::new(false),
+            unchecked: AtomicBool::new(false),
+            recent: Mutex::new(VecDeque::new()),
+            saving: Mutex::new(None),
             changed: watch::channel(0).0,
         });
         downloads.insert(digest, download.clone());
@@ -377,13 +481,14 @@ impl Engine {
         tokio::spawn(async move {
             engine.metrics.active_downloads.inc();
             // Pieces resumed from an earlier run, and an empty blob, are checked before any arrives.
-            let resumed = d.clone();
-            let _ = tokio::task::spawn_blocking(move || resumed.check_in_order(None)).await;
-            d.changed.send_modify(|v| *v += 1);
+            d.check_soon();
             let outcome = match engine.fetch_all(&d, plan, &repository, client_token.as_deref()).await {
                 Ok(()) => engine.finish(&d).await,
                 Err(e) => {
                     tracing::warn!(digest = %d.digest, error = %Report(&e), "download failed");
+                    // What was stored since the last save, for a later pull to resume from.
+                    let (failed, cache) = (d.clone(), engine.cache.clone());
+                    let _ = tokio::task::spawn_blocking(move || failed.save_bitmap(&cache, true)).await;
                     Outcome::Failed
                 }
             };
@@ -394,15 +499,15 @@ impl Engine {
         Ok(Some(download))
     }
 
-    /// Moves the blob to the completed ones once it matched its digest (as
-    /// its last piece was stored; see the module's comment); discards it if
-    /// it did not.
+    /// Moves the blob to the completed ones once it matched its digest (the
+    /// checker gives the verdict a moment after the last piece was stored;
+    /// see the module's comment); discards it if it did not.
     async fn finish(&self, d: &Arc<Download>) -> Outcome {
         let size = d.layout.size();
-        match d.book().verdict {
-            Some(true) => {}
-            verdict => {
-                tracing::error!(digest = %d.digest, ?verdict, "the assembled blob does not match its digest; discarding it");
+        match d.verdict().await {
+            true => {}
+            false => {
+                tracing::error!(digest = %d.digest, "the assembled blob does not match its digest; discarding it");
                 self.cache.discard_partial(&d.digest);
                 return Outcome::Failed;
             }
@@ -482,12 +587,13 @@ impl Engine {
 }
 
 /// Writes a verified piece and marks it held, off the runtime's threads,
-/// and tells the download's readers.
+/// tells the download's readers, and has the whole-blob check take it in.
 async fn store(cache: &Arc<Cache>, d: &Arc<Download>, i: u32, bytes: Bytes) -> std::io::Result<()> {
     let (download, cache) = (d.clone(), cache.clone());
-    tokio::task::spawn_blocking(move || download.store_blocking(&cache, i, &bytes))
+    tokio::task::spawn_blocking(move || download.store_blocking(&cache, i, bytes))
         .await
         .map_err(std::io::Error::other)??;
     d.changed.send_modify(|v| *v += 1);
+    d.check_soon();
     Ok(())
 }

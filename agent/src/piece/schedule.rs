@@ -213,7 +213,12 @@ impl Schedule {
             seed_failures: 0,
             seed_paused_until: None,
             owed: Owed { have: held, ..Owed::default() },
-            last_join: now,
+            // The join that made the plan came before the download: the first
+            // seed piece's arrival is answered by a join at once. An agent
+            // alone gets its run of seed pieces from that join (its first
+            // gets one piece, in case a crowd is joining), and on a fast link
+            // the piece comes well before REJOIN_AT_LEAST has passed.
+            last_join: now.checked_sub(REJOIN_AT_LEAST).unwrap_or(now),
             seed_news: false,
             ticket_news: false,
             last_plan: now,

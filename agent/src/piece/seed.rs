@@ -2,7 +2,9 @@
 //! listed pieces back to back, each is checked against its digest as its
 //! bytes arrive and stored the moment it is whole, so that the client's
 //! stream and the peers have it at once, whatever the fetch loop is doing.
-//! An agent alone in its swarm so reads a blob from the seed at the speed of
+//! The next piece is received while the last ones are being written: the
+//! stream never waits for the disk unless [`STORING_AHEAD`] pieces are. An
+//! agent alone in its swarm so reads a blob from the seed at the speed of
 //! the link, with no request or round trip between pieces.
 
 use std::collections::VecDeque;
@@ -13,6 +15,7 @@ use bytes::BytesMut;
 use damselfly_core::p2p::{pieces_query, TICKET_AUTH_SCHEME};
 use sha2::Digest as _;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
 
 use super::schedule::Failure;
 use super::slots::Slot;
@@ -20,6 +23,10 @@ use super::{failed_answer, store, Download, STALL_TIMEOUT};
 use crate::cache::Cache;
 use crate::metrics::Metrics;
 use crate::rate::RateLimit;
+
+/// Verified pieces of one batch being written at once, before the stream
+/// waits for the oldest: enough that receiving, hashing and writing overlap.
+const STORING_AHEAD: usize = 3;
 
 /// What a batch tells the fetch loop.
 pub(super) enum SeedEvent {
@@ -55,11 +62,36 @@ pub(super) struct Batch {
 pub(super) async fn run(batch: Batch, slot: Slot, events: UnboundedSender<SeedEvent>) {
     let _slot = slot;
     let mut left: VecDeque<u32> = batch.pieces.iter().copied().collect();
-    let failure = match receive(&batch, &mut left, &events).await {
+    let mut storing = VecDeque::new();
+    let mut failure = match receive(&batch, &mut left, &mut storing, &events).await {
         Ok(()) => None,
         Err(failure) => failure,
     };
+    // Every piece taken off `left` is told of, stored or not, before the batch's end.
+    while let Some(stored) = storing.pop_front() {
+        if !finished(stored, &events).await {
+            failure = None;
+        }
+    }
     let _ = events.send(SeedEvent::Ended { left: left.into(), failure });
+}
+
+/// A piece being stored, and when its first byte could have come.
+type Storing = JoinHandle<std::io::Result<(u32, u64)>>;
+
+/// Waits for a piece's store and tells the fetch loop how it went; false if it failed.
+async fn finished(stored: (Storing, Instant), events: &UnboundedSender<SeedEvent>) -> bool {
+    let (handle, since) = stored;
+    match handle.await.map_err(std::io::Error::other).and_then(|r| r) {
+        Ok((piece, len)) => {
+            let _ = events.send(SeedEvent::Stored { piece, len, since });
+            true
+        }
+        Err(e) => {
+            let _ = events.send(SeedEvent::CacheWrite(e));
+            false
+        }
+    }
 }
 
 /// Receives the pieces in `left` in order, taking each off once it is
@@ -68,6 +100,7 @@ pub(super) async fn run(batch: Batch, slot: Slot, events: UnboundedSender<SeedEv
 async fn receive(
     batch: &Batch,
     left: &mut VecDeque<u32>,
+    storing: &mut VecDeque<(Storing, Instant)>,
     events: &UnboundedSender<SeedEvent>,
 ) -> Result<(), Option<Failure>> {
     use futures_util::StreamExt;
@@ -107,6 +140,9 @@ async fn receive(
         while !chunk.is_empty() {
             let Some(&i) = left.front() else { return Err(broken("the seed sent more than was asked".into())) };
             let len = layout.span(i).1 as usize;
+            if piece.is_empty() {
+                piece.reserve(len);
+            }
             let part = chunk.split_to((len - piece.len()).min(chunk.len()));
             hasher.update(&part);
             piece.extend_from_slice(&part);
@@ -125,11 +161,16 @@ async fn receive(
                 batch.metrics.piece("verified");
                 batch.metrics.received("seed", len as u64);
             }
-            if let Err(e) = store(&batch.cache, &batch.download, i, piece.split().freeze()).await {
-                let _ = events.send(SeedEvent::CacheWrite(e));
-                return Err(None);
+            let (cache, download, bytes) = (batch.cache.clone(), batch.download.clone(), piece.split().freeze());
+            let store = tokio::spawn(async move { store(&cache, &download, i, bytes).await.map(|()| (i, len as u64)) });
+            storing.push_back((store, since));
+            if storing.len() >= STORING_AHEAD {
+                if let Some(oldest) = storing.pop_front() {
+                    if !finished(oldest, events).await {
+                        return Err(None);
+                    }
+                }
             }
-            let _ = events.send(SeedEvent::Stored { piece: i, len: len as u64, since });
             since = Instant::now();
         }
     }
