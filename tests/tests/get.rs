@@ -383,9 +383,16 @@ async fn an_interrupted_get_resumes_where_it_stopped() {
     assert_ok(&out);
     assert!(stderr(&out).contains(&format!("resuming at byte {kept}")), "{}", stderr(&out));
     assert_eq!(read(&s.path("one-shot.bin")), s.files[0].1);
-    // The first run had fetched at least the pieces it wrote out; the second fetched fewer than the whole blob.
+    // The first run had fetched at least the pieces it wrote out, and its cache had kept all of them but
+    // the last few: a verified piece reaches the output while it is still being stored (up to three at a
+    // time) and before the next bitmap save (at most every 100 ms, one piece at this rate). So the second
+    // run fetched the rest and at most those few pieces again, far less than the whole blob.
     let second = s.registry_bytes().await.1 - before;
-    assert!(second <= (size - kept) as f64, "the rerun took {second} bytes from the seed, {kept} were on disk");
+    let unsaved = 5 * damselfly_core::p2p::piece_size_for(size);
+    assert!(
+        second <= (size - kept + unsaved) as f64 && second < size as f64,
+        "the rerun took {second} bytes from the seed, {kept} were on disk"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
