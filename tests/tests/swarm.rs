@@ -524,7 +524,7 @@ impl Swarm {
                 let mut cmd = self.net.command(FIRST_AGENT + n, "bash");
                 cmd.args([
                     "-c",
-                    "set -o pipefail; curl -fsS --max-time \"$MAXT\" -H \"Authorization: Bearer $TOKEN\" \"$URL\" | sha256sum",
+                    "set -o pipefail; curl -fsS --max-time \"$MAXT\" -H \"Authorization: Bearer $TOKEN\" \"$URL\" | openssl dgst -sha256 -r",
                 ])
                 .env("TOKEN", token)
                 .env("URL", &url)
@@ -1050,7 +1050,7 @@ struct CpuTimes {
     machine: [f64; 5],
     registry: f64,
     agents: Vec<f64>,
-    /// This test's children that have ended: the pulls' curl and sha256sum (and a few curl calls for metrics).
+    /// This test's children that have ended: the pulls' curl and SHA-256 (and a few curl calls for metrics).
     clients: f64,
 }
 
@@ -1101,7 +1101,7 @@ impl CpuTimes {
         let pct = |v: f64| 100.0 * v / total;
         format!(
             "CPU during {phase}: {total:.1} core-s on {} cores; registry {registry:.1} ({:.0} %), agents \
-             {all_agents:.1} ({:.0} %; busiest {busiest:.1}), clients (curl, sha256sum) {clients:.1} ({:.0} %), the \
+             {all_agents:.1} ({:.0} %; busiest {busiest:.1}), clients (curl, openssl dgst) {clients:.1} ({:.0} %), the \
              rest {rest:.1} ({:.0} %: other processes, softirq outside these), idle {:.1} ({:.0} %), irq and steal \
              {:.1}; softirq in all {:.1} ({:.0} %)",
             std::thread::available_parallelism().map_or(0, usize::from),
@@ -1268,7 +1268,7 @@ fn bench_swarm() {
 /// SWARM_MBIT per node up and down (default 200, the registry's node too; see [`Links::from_env`]).
 /// Every node runs `get` through its own agent at the same moment; then every
 /// node runs `get` straight from the registry (no agent, no cluster token). Both
-/// write to standard output into `sha256sum`, so the disk holds only the caches.
+/// write to standard output into `openssl dgst -sha256`, so the disk holds only the caches.
 #[test]
 #[ignore = "benchmark; run scripts/bench-get.sh"]
 fn bench_get() {
@@ -1289,7 +1289,7 @@ fn bench_get() {
             .iter()
             .map(|&i| {
                 let mut cmd = swarm.net.command(FIRST_AGENT + i, "bash");
-                cmd.args(["-c", "set -o pipefail; \"$GET\" get \"$REF\" --file big.bin -o - | sha256sum"])
+                cmd.args(["-c", "set -o pipefail; \"$GET\" get \"$REF\" --file big.bin -o - | openssl dgst -sha256 -r"])
                     .env_clear()
                     .env("PATH", std::env::var("PATH").unwrap_or_default())
                     .env("GET", binary("damselfly-agent"))
