@@ -58,7 +58,7 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// piece): the client following the download, the whole-blob check and a
 /// peer asking for a piece just announced take them from here, rather than
 /// read them back from the file they were just written to.
-const RECENT_BYTES: u64 = 16 << 20;
+const RECENT_BYTES: u64 = 4 << 20;
 
 /// Least time between two saves of a download's piece bitmap. A save is a
 /// file written and renamed, and a piece a millisecond on a fast link; a
