@@ -81,10 +81,10 @@ type Storing = JoinHandle<std::io::Result<()>>;
 
 /// Stores a verified piece off the stream's task and tells the fetch loop
 /// the moment it is stored, whatever the pieces before or after it do: with
-/// stripe trees a root's batches are two pieces, and the report of the first
-/// is what brings the seed's next piece while the second arrives. Held back
-/// until the second was stored too, every batch ended with the seed's link
-/// idle for a report and a join.
+/// stripe trees a root is handed two seed pieces at a time, and the report
+/// of the first is what lets the scheduler hand out the next while the
+/// second still arrives. Told in order after the batch's later pieces, a
+/// root's reports would come a piece late.
 fn store_ahead(batch: &Batch, i: u32, bytes: Bytes, since: Instant, events: &UnboundedSender<SeedEvent>) -> Storing {
     let (cache, download, events) = (batch.cache.clone(), batch.download.clone(), events.clone());
     tokio::spawn(async move {
