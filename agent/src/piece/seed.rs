@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use damselfly_core::p2p::{pieces_query, TICKET_AUTH_SCHEME};
 use sha2::Digest as _;
 use tokio::sync::mpsc::UnboundedSender;
@@ -76,17 +76,29 @@ pub(super) async fn run(batch: Batch, slot: Slot, events: UnboundedSender<SeedEv
     let _ = events.send(SeedEvent::Ended { left: left.into(), failure });
 }
 
-/// A piece being stored, and when its first byte could have come.
-type Storing = JoinHandle<std::io::Result<(u32, u64)>>;
+/// A piece being stored; it tells the fetch loop itself once it is.
+type Storing = JoinHandle<std::io::Result<()>>;
 
-/// Waits for a piece's store and tells the fetch loop how it went; false if it failed.
-async fn finished(stored: (Storing, Instant), events: &UnboundedSender<SeedEvent>) -> bool {
-    let (handle, since) = stored;
+/// Stores a verified piece off the stream's task and tells the fetch loop
+/// the moment it is stored, whatever the pieces before or after it do: with
+/// stripe trees a root is handed two seed pieces at a time, and the report
+/// of the first is what lets the scheduler hand out the next while the
+/// second still arrives. Told in order after the batch's later pieces, a
+/// root's reports would come a piece late.
+fn store_ahead(batch: &Batch, i: u32, bytes: Bytes, since: Instant, events: &UnboundedSender<SeedEvent>) -> Storing {
+    let (cache, download, events) = (batch.cache.clone(), batch.download.clone(), events.clone());
+    tokio::spawn(async move {
+        let len = bytes.len() as u64;
+        store(&cache, &download, i, bytes).await?;
+        let _ = events.send(SeedEvent::Stored { piece: i, len, since });
+        Ok(())
+    })
+}
+
+/// Waits for a piece's store; tells the fetch loop and returns false if it failed.
+async fn finished(handle: Storing, events: &UnboundedSender<SeedEvent>) -> bool {
     match handle.await.map_err(std::io::Error::other).and_then(|r| r) {
-        Ok((piece, len)) => {
-            let _ = events.send(SeedEvent::Stored { piece, len, since });
-            true
-        }
+        Ok(()) => true,
         Err(e) => {
             let _ = events.send(SeedEvent::CacheWrite(e));
             false
@@ -100,7 +112,7 @@ async fn finished(stored: (Storing, Instant), events: &UnboundedSender<SeedEvent
 async fn receive(
     batch: &Batch,
     left: &mut VecDeque<u32>,
-    storing: &mut VecDeque<(Storing, Instant)>,
+    storing: &mut VecDeque<Storing>,
     events: &UnboundedSender<SeedEvent>,
 ) -> Result<(), Option<Failure>> {
     use futures_util::StreamExt;
@@ -161,9 +173,7 @@ async fn receive(
                 batch.metrics.piece("verified");
                 batch.metrics.received("seed", len as u64);
             }
-            let (cache, download, bytes) = (batch.cache.clone(), batch.download.clone(), piece.split().freeze());
-            let store = tokio::spawn(async move { store(&cache, &download, i, bytes).await.map(|()| (i, len as u64)) });
-            storing.push_back((store, since));
+            storing.push_back(store_ahead(batch, i, piece.split().freeze(), since, events));
             if storing.len() >= STORING_AHEAD {
                 if let Some(oldest) = storing.pop_front() {
                     if !finished(oldest, events).await {

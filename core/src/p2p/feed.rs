@@ -22,13 +22,21 @@ pub struct FrameError {
 
 /// Cuts a feed's byte stream into pieces of one stripe of a blob. Memory is
 /// bounded by one piece plus the chunk last given to it.
+///
+/// Each piece is copied once, into a buffer of its own of exactly its
+/// length: the agent keeps its newest pieces in memory after storing them,
+/// and a piece cut from a buffer shared with the bytes that follow it would
+/// pin that buffer, so that every next piece grew a fresh one from nothing,
+/// page faults and copies included.
 pub struct FeedFrames {
     geometry: PieceGeometry,
     stripes: u32,
     stripe: u32,
+    /// Bytes not yet taken into a piece: a frame's index, or what followed
+    /// the end of the piece being received in the same chunk.
     buf: BytesMut,
-    /// The piece being received, and its length.
-    current: Option<(u32, usize)>,
+    /// The piece being received: its index, its length and its bytes so far.
+    current: Option<(u32, usize, BytesMut)>,
 }
 
 impl FeedFrames {
@@ -37,8 +45,14 @@ impl FeedFrames {
         FeedFrames { geometry, stripes, stripe, buf: BytesMut::new(), current: None }
     }
 
-    /// Takes the next bytes of the stream.
-    pub fn extend(&mut self, chunk: &[u8]) {
+    /// Takes the next bytes of the stream: straight into the piece being
+    /// received while nothing is waiting before them.
+    pub fn extend(&mut self, mut chunk: &[u8]) {
+        if let Some((_, len, piece)) = self.current.as_mut().filter(|_| self.buf.is_empty()) {
+            let into = (*len - piece.len()).min(chunk.len());
+            piece.extend_from_slice(&chunk[..into]);
+            chunk = &chunk[into..];
+        }
         self.buf.extend_from_slice(chunk);
     }
 
@@ -46,20 +60,26 @@ impl FeedFrames {
     /// a frame names a piece that is not in the stripe (or not in the blob).
     pub fn next_piece(&mut self) -> Result<Option<(u32, Bytes)>, FrameError> {
         loop {
-            match self.current {
+            match self.current.as_mut() {
                 None if self.buf.len() >= 4 => {
                     let index = self.buf.get_u32();
                     let in_stripe = stripe_of(index, self.stripes as usize) == self.stripe as usize;
                     if index >= self.geometry.count() || !in_stripe {
                         return Err(FrameError { index, stripe: self.stripe, stripes: self.stripes });
                     }
-                    self.current = Some((index, self.geometry.span(index).1 as usize));
+                    let len = self.geometry.span(index).1 as usize;
+                    self.current = Some((index, len, BytesMut::with_capacity(len)));
                 }
-                Some((index, len)) if self.buf.len() >= len => {
-                    self.current = None;
-                    return Ok(Some((index, self.buf.split_to(len).freeze())));
+                Some((_, len, piece)) => {
+                    let into = (*len - piece.len()).min(self.buf.len());
+                    piece.extend_from_slice(&self.buf.split_to(into));
+                    if piece.len() < *len {
+                        return Ok(None);
+                    }
+                    let Some((index, _, piece)) = self.current.take() else { return Ok(None) };
+                    return Ok(Some((index, piece.freeze())));
                 }
-                _ => return Ok(None),
+                None => return Ok(None),
             }
         }
     }
@@ -71,7 +91,7 @@ impl FeedFrames {
 
     /// Bytes held that are not yet a whole piece.
     pub fn held(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.current.as_ref().map_or(0, |(_, _, piece)| piece.len())
     }
 }
 
@@ -99,6 +119,27 @@ mod tests {
             }
             assert_eq!(got, [(0, b"abcd".to_vec()), (2, b"ij".to_vec())], "cut at {cut}");
             assert!(!frames.mid_frame());
+        }
+    }
+
+    #[test]
+    fn each_piece_owns_a_buffer_of_its_own_length() {
+        // A piece kept in memory must not hold the buffer the next piece's bytes go into.
+        let geometry = PieceGeometry { size: 10, piece_size: 4 };
+        let stream = [frame(0, b"abcd"), frame(2, b"ij")].concat();
+        let mut frames = FeedFrames::new(geometry, 2, 0);
+        let mut got = Vec::new();
+        for part in stream.chunks(3) {
+            frames.extend(part);
+            while let Some((_, piece)) = frames.next_piece().expect("frames of the stripe") {
+                got.push(piece);
+            }
+        }
+        assert_eq!(got.len(), 2);
+        for piece in got {
+            let len = piece.len();
+            let owned = piece.try_into_mut().expect("the piece's buffer is its own");
+            assert_eq!(owned.capacity(), len);
         }
     }
 
