@@ -524,6 +524,10 @@ async fn a_restarted_agent_keeps_its_blobs_and_needs_no_seed_bytes() {
     let mut agent = s.agent(&[]);
     let r = get_blob(&s.http, &agent, digest, Some(&token)).await;
     assert!(r.bytes().await.expect("body").as_ref() == blob.as_slice());
+    // The client has every byte once the last piece is verified, a moment
+    // before the agent has stored it and named the blob complete; the kill
+    // below is for a blob the cache holds whole.
+    assert!(cached(&agent, digest).await, "the pulled blob is stored whole in the cache");
     let before = s.registry_blob_bytes().await;
 
     agent.restart(&s.cluster_token);
