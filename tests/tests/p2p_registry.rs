@@ -436,9 +436,7 @@ async fn a_blob_cut_under_another_piece_size_is_cut_again_on_its_first_join(back
     assert_eq!(f.reg.log().matches("blob cut into pieces again").count(), 1, "{}", f.reg.log());
 }
 
-async fn blobs_are_cut_when_p2p_is_switched_on_or_as_their_push_completes_not_at_their_first_join(
-    backend: Backend,
-) {
+async fn blobs_are_cut_when_p2p_is_switched_on_or_as_their_push_completes_not_at_their_first_join(backend: Backend) {
     // The fixture's blob was pushed while P2P was off in `accel`: recorded in 4 MiB pieces, left so.
     let f = fixture(backend).await;
     let cuts = |at: &str| f.reg.log().matches(&format!("\"at\":\"{at}\"")).count();

@@ -27,8 +27,8 @@ use futures_util::StreamExt;
 
 use crate::error::{RegistryError, Result};
 use crate::metadata::BlobRecord;
-use damselfly_core::RepositoryName;
 use crate::state::AppState;
+use damselfly_core::RepositoryName;
 
 /// The blobs being cut again now, so that a crowd's first joins wait for
 /// one cut rather than each reading the blob.
@@ -62,7 +62,9 @@ impl Recuts {
             // The database's row, not the policy's cache: P2P may have been switched on a moment ago.
             let p2p_on = match state.db.tenancy().namespace(&namespace).await {
                 Ok(n) => n.is_some_and(|n| n.p2p_enabled),
-                Err(e) => return tracing::warn!(%digest, error = %e, "cannot look up the namespace of a blob just pushed"),
+                Err(e) => {
+                    return tracing::warn!(%digest, error = %e, "cannot look up the namespace of a blob just pushed")
+                }
             };
             if p2p_on {
                 if let Err(e) = recuts.cut(&state, blob, "push").await {
@@ -81,7 +83,9 @@ impl Recuts {
         tokio::spawn(async move {
             let blobs = match state.db.blobs().in_namespace(&namespace).await {
                 Ok(blobs) => blobs,
-                Err(e) => return tracing::warn!(%namespace, error = %e, "cannot list the blobs of a namespace to cut them"),
+                Err(e) => {
+                    return tracing::warn!(%namespace, error = %e, "cannot list the blobs of a namespace to cut them")
+                }
             };
             for blob in blobs {
                 let digest = blob.digest;
