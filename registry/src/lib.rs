@@ -64,7 +64,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         }
     }
     // Uploads record piece digests as they are hashed, before a blob's length is known; a blob
-    // whose pieces the P2P network cuts otherwise is cut again on its first use (p2p::layout).
+    // whose pieces the P2P network cuts otherwise is cut again as its push completes (p2p::layout).
     let upload_pieces = config.piece_size.unwrap_or(damselfly_core::PIECE_SIZE);
     let blobs = BlobStore::open(&config.storage, &config.data_dir, upload_pieces).await?;
     let db = Db::open(&config.database_url(), config.database_max_connections).await?;
@@ -84,6 +84,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         p2p_stats: Arc::new(p2p::Stats::new(sample)),
         leases,
         forwarder: p2p::forward::client(),
+        recuts: Arc::new(p2p::layout::Recuts::default()),
     })
 }
 

@@ -35,6 +35,8 @@ pub struct AppState {
     pub leases: Arc<crate::p2p::Leases>,
     /// The HTTP client that passes P2P calls on to the replica scheduling their cluster.
     pub forwarder: reqwest::Client,
+    /// Blobs being cut into pieces for the P2P network, at push or on their first join.
+    pub recuts: Arc<crate::p2p::layout::Recuts>,
 }
 
 /// The state of each upload session this process has touched, so a chunk

@@ -475,8 +475,7 @@ async fn register_fake_agent(s: &Setup, peer_port: u16) -> String {
 }
 
 /// Whether the blob lands among the agent's completed blobs within 10 s: the
-/// agent checks the whole blob once more and moves it there just after the
-/// last bytes went to the client.
+/// agent moves it there just after the last bytes went to the client.
 async fn cached(agent: &Agent, digest: Digest) -> bool {
     let path = agent.cache_dir.join("blobs").join(digest.hex());
     for _ in 0..100 {

@@ -131,8 +131,8 @@ async fn pull(http: Client, mirror: String, digest: Digest, token: String) -> Re
     r.bytes().await.map(|b| b.to_vec()).map_err(|e| e.to_string())
 }
 
-/// Waits until the agent has moved the blob among its completed ones (it
-/// checks the whole blob once more just after the last bytes went out).
+/// Waits until the agent has moved the blob among its completed ones (just
+/// after the last bytes went out).
 async fn settled(agent: &Agent, digest: Digest) {
     let path = agent.cache_dir.join("blobs").join(digest.hex());
     let deadline = Instant::now() + Duration::from_secs(20);

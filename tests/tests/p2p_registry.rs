@@ -19,6 +19,7 @@ on_both_backends!(
     an_agent_the_scheduler_does_not_know_is_told_so_with_the_p2p_code,
     every_p2p_answer_that_is_no_success_is_an_oci_error_body,
     a_blob_cut_under_another_piece_size_is_cut_again_on_its_first_join,
+    blobs_are_cut_when_p2p_is_switched_on_or_as_their_push_completes_not_at_their_first_join,
 );
 
 const MIB: usize = 1024 * 1024;
@@ -143,6 +144,15 @@ impl Fixture {
         assert_eq!(status, StatusCode::OK, "{body}");
         // The registry's namespace cache lives two seconds.
         tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    }
+
+    /// Waits (at most 20 s) until the registry's log holds `needle`.
+    async fn until_logged(&self, needle: &str, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !self.reg.log().contains(needle) {
+            assert!(std::time::Instant::now() < deadline, "{what}: {}", self.reg.log());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     async fn seed_piece(&self, digest: Digest, index: u32, ticket: Option<&str>) -> reqwest::Response {
@@ -424,6 +434,49 @@ async fn a_blob_cut_under_another_piece_size_is_cut_again_on_its_first_join(back
     let a = f.register("node-a", "").await;
     assert_eq!(f.join(&a, &token).await.piece_digests, expected);
     assert_eq!(f.reg.log().matches("blob cut into pieces again").count(), 1, "{}", f.reg.log());
+}
+
+async fn blobs_are_cut_when_p2p_is_switched_on_or_as_their_push_completes_not_at_their_first_join(backend: Backend) {
+    // The fixture's blob was pushed while P2P was off in `accel`: recorded in 4 MiB pieces, left so.
+    let f = fixture(backend).await;
+    let cuts = |at: &str| f.reg.log().matches(&format!("\"at\":\"{at}\"")).count();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(f.reg.log().matches("blob cut into pieces again").count(), 0, "{}", f.reg.log());
+
+    // Switching P2P on cuts the namespace's blobs, beside the request.
+    f.set_p2p(true).await;
+    f.until_logged("\"at\":\"p2p switched on\"", "the blob pushed before is cut when P2P is switched on").await;
+    // A blob pushed now is cut as its push completes.
+    let other: Vec<u8> = (0..3 * MIB as u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8).collect();
+    let other_digest = Digest::of(&other);
+    let r = f
+        .http
+        .post(format!("{}/v2/accel/app/blobs/uploads/?digest={other_digest}", f.reg.url))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .body(other.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    f.until_logged("\"at\":\"push\"", "a blob pushed with P2P on is cut as its push completes").await;
+    assert_eq!(cuts("p2p switched on") + cuts("push"), 2, "{}", f.reg.log());
+
+    // Their first joins find them cut by the rule, and cut nothing.
+    let token = f.client_token("puller", Some("viewer")).await;
+    let a = f.register("node-a", "").await;
+    let joined = f.join(&a, &token).await;
+    assert_eq!(joined.piece_size, PIECE as u64);
+    let expected: Vec<String> = f.blob.chunks(PIECE).map(|c| Digest::of(c).hex()).collect();
+    assert_eq!(joined.piece_digests, expected);
+    let r = f.join_raw(&a, "accel/app", other_digest, Some(&token)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let joined: JoinResponse = r.json().await.unwrap();
+    let size = damselfly_core::p2p::piece_size_for(other.len() as u64) as usize;
+    assert_eq!(joined.piece_size, size as u64);
+    let expected: Vec<String> = other.chunks(size).map(|c| Digest::of(c).hex()).collect();
+    assert_eq!(joined.piece_digests, expected);
+    assert_eq!(cuts("join"), 0, "{}", f.reg.log());
+    assert_eq!(f.reg.log().matches("blob cut into pieces again").count(), 2, "{}", f.reg.log());
 }
 
 async fn another_tenant_neither_sees_nor_registers_clusters_here(backend: Backend) {

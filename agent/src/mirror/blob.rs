@@ -135,9 +135,10 @@ pub async fn serve(state: &MirrorState, head: bool, name: &str, digest: Digest, 
 
 /// Streams `[start, end)` of a download in order, each piece as soon as it
 /// is verified. For a whole-blob read, the last bytes go out only once the
-/// download has checked the whole blob against its digest: on any failure
-/// the stream errors, the connection drops mid-body, and the client retries
-/// instead of keeping a wrong blob.
+/// download holds every piece, each verified (together they are the blob:
+/// see the piece engine's comment): on any failure the stream errors, the
+/// connection drops mid-body, and the client retries instead of keeping a
+/// wrong blob.
 fn follow(
     d: Arc<Download>,
     start: u64,

@@ -3,27 +3,24 @@
 //! SHA-256 before it is written, served or announced, and lets readers
 //! follow along in order while the rest are still arriving.
 //!
-//! Every byte of a blob is hashed twice on its way through, and no more,
-//! on two threads so that one pass never waits for the other:
+//! Every byte of a blob is hashed once on its way through: each piece
+//! against its own digest as it arrives (from a peer, a stripe feed or the
+//! seed), before it is written, served or announced. Peers are not trusted,
+//! and a bad piece must be caught while it is known where it came from; the
+//! registry's store is not trusted either (a blob gone bad there fails its
+//! pieces' digests at the seed). This pass is the only one the client's
+//! bytes wait for, piece by piece.
 //!
-//! 1. each piece against its own digest as it arrives (from a peer, a
-//!    stripe feed or the seed), before it is written, served or announced:
-//!    peers are not trusted, and a bad piece must be caught while it is
-//!    known where it came from. This pass is the only one the client's
-//!    bytes wait for, piece by piece.
-//! 2. the whole blob against its digest, over the pieces in order as they
-//!    are stored, by a checker that runs beside the download
-//!    ([`Download::check_soon`]), from the pieces still held in memory
-//!    ([`RECENT_BYTES`]) and read back from the page cache otherwise: the
-//!    piece digests come from the registry's records, and the blob's own
-//!    digest, the name the client asked for, is what says that those
-//!    records and the bytes put together are the blob. The client's stream
-//!    withholds its last bytes, and the cache the blob, until this check
-//!    passed; it trails the first pass by about one piece.
-//!
-//! Nothing else hashes a blob's bytes: the cache serves a completed blob as
-//! it is (it only ever holds one that passed both), and a restart re-checks
-//! only the pieces of a partial blob it resumes.
+//! No pass over the whole blob follows it. The piece digests come from the
+//! registry, which computed them over bytes that matched the blob's own
+//! digest in the same pass (as the upload was hashed, or when it cut the
+//! stored blob again, see the registry's `p2p::layout`), and a blob's
+//! pieces cover it end to end ([`BlobLayout`]): pieces that each match
+//! their digest are that blob. A second pass, which the agent made until
+//! then, cost a fifth of its CPU on a cold blob and caught nothing the first
+//! does not. The cache serves a completed blob as it is (it only ever holds
+//! one whose every piece was verified), and a restart re-checks only the
+//! pieces of a partial blob it resumes.
 
 mod feed;
 mod fetch;
@@ -31,7 +28,6 @@ mod seed;
 mod slots;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,7 +35,6 @@ use bytes::Bytes;
 use damselfly_agent::schedule;
 use damselfly_core::p2p::{BlobLayout, JoinResponse};
 use damselfly_core::Digest;
-use sha2::Digest as _;
 use tokio::sync::watch;
 
 use crate::cache::{read_at, Cache};
@@ -55,13 +50,13 @@ use crate::supernode::Supernode;
 const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes of a download's newest stored pieces kept in memory (at least one
-/// piece): the client following the download, the whole-blob check and a
-/// peer asking for a piece just announced take them from here, rather than
-/// read them back from the file they were just written to. A few pieces:
-/// they trail the newest by about one. Each kept piece is memory the
-/// allocator cannot hand to the next; at 16 MiB per download, 16 agents of
-/// one machine pulling 4 layers each faulted in about 40 % more fresh pages
-/// than they did without (a 64 MiB image, `perf stat -e page-faults`).
+/// piece): the client following the download and a peer asking for a
+/// piece just announced take them from here, rather than read them back
+/// from the file they were just written to. A few pieces: they trail the
+/// newest by about one. Each kept piece is memory the allocator cannot hand
+/// to the next; at 16 MiB per download, 16 agents of one machine pulling 4
+/// layers each faulted in about 40 % more fresh pages than they did without
+/// (a 64 MiB image, `perf stat -e page-faults`).
 const RECENT_BYTES: u64 = 4 << 20;
 
 /// Least time between two saves of a download's piece bitmap. A save is a
@@ -102,15 +97,13 @@ enum Outcome {
 struct Book {
     have: Vec<bool>,
     outcome: Outcome,
-    /// Whether the whole blob matched its digest, once every piece is stored.
-    verdict: Option<bool>,
 }
 
-/// The blob's digest, computed over the pieces in order as they are stored.
-struct BlobCheck {
-    /// The next piece to hash.
-    next: u32,
-    hasher: sha2::Sha256,
+impl Book {
+    /// Every piece is stored, each verified against its digest: the blob is whole.
+    fn whole(&self) -> bool {
+        self.have.iter().all(|h| *h)
+    }
 }
 
 /// One blob being fetched, shared by the clients and peers reading it.
@@ -121,11 +114,6 @@ pub struct Download {
     pub layout: BlobLayout,
     file: Arc<std::fs::File>,
     book: Mutex<Book>,
-    check: Mutex<BlobCheck>,
-    /// A checker is running or about to ([`Download::check_soon`]).
-    checking: AtomicBool,
-    /// A piece was stored since the running checker last looked.
-    unchecked: AtomicBool,
     /// The newest stored pieces, oldest first (see [`RECENT_BYTES`]).
     recent: Mutex<VecDeque<(u32, Bytes)>>,
     /// Held while the piece bitmap is saved, with when it last was.
@@ -178,17 +166,19 @@ impl Download {
         }
     }
 
-    /// Waits until the whole blob has matched its digest; `Err` if it did not, or the download failed.
+    /// Waits until every piece of the blob is stored, each verified (see
+    /// the module's comment: together they are the blob); `Err` if the
+    /// download failed first.
     pub async fn wait_verified(&self) -> Result<()> {
         let mut rx = self.changed.subscribe();
         loop {
             {
                 let book = self.book();
-                match book.verdict {
-                    Some(true) => return Ok(()),
-                    Some(false) => return Err(Error::DownloadFailed),
-                    None if book.outcome == Outcome::Failed => return Err(Error::DownloadFailed),
-                    None => {}
+                if book.whole() {
+                    return Ok(());
+                }
+                if book.outcome == Outcome::Failed {
+                    return Err(Error::DownloadFailed);
                 }
             }
             if rx.changed().await.is_err() {
@@ -234,76 +224,9 @@ impl Download {
         *saved = Some(Instant::now());
     }
 
-    /// Has the whole-blob check carry on over the pieces now stored, on a
-    /// blocking thread of its own, so that neither the piece that was just
-    /// stored nor the next one to arrive waits for it. At most one checker
-    /// runs per download; a piece stored while it runs is picked up by it
-    /// or by the next.
-    fn check_soon(self: &Arc<Self>) {
-        self.unchecked.store(true, Ordering::SeqCst);
-        if self.checking.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let d = self.clone();
-        tokio::task::spawn_blocking(move || loop {
-            d.unchecked.store(false, Ordering::SeqCst);
-            if let Err(e) = d.check_in_order() {
-                tracing::error!(digest = %d.digest, error = %e, "cannot read the blob back to check it");
-                d.book().verdict = Some(false);
-            }
-            d.changed.send_modify(|v| *v += 1);
-            d.checking.store(false, Ordering::SeqCst);
-            // A piece stored after this checker last looked, whose own call found it still running.
-            if !d.unchecked.load(Ordering::SeqCst) || d.checking.swap(true, Ordering::SeqCst) {
-                break;
-            }
-        });
-    }
-
-    /// Hashes the pieces held from the check's next one on, each from
-    /// memory if it is still among the recent ones, read back from the file
-    /// otherwise, and gives the verdict once the last is hashed.
-    fn check_in_order(&self) -> std::io::Result<()> {
-        let mut check = self.check.lock().unwrap_or_else(|p| p.into_inner());
-        let pieces = self.layout.pieces();
-        if check.next >= pieces && pieces > 0 {
-            return Ok(());
-        }
-        while check.next < pieces && self.has(check.next) {
-            let i = check.next;
-            match self.recent_piece(i) {
-                Some(bytes) => check.hasher.update(&bytes),
-                None => {
-                    let (offset, len) = self.layout.span(i);
-                    check.hasher.update(read_at(&self.file, offset, len)?);
-                }
-            }
-            check.next += 1;
-        }
-        let mut book = self.book();
-        if check.next == pieces && book.verdict.is_none() {
-            let whole = hex::encode(std::mem::take(&mut check.hasher).finalize());
-            book.verdict = Some(whole == self.digest.hex());
-        }
-        Ok(())
-    }
-
     /// Piece `i` if it is among the recent ones.
     fn recent_piece(&self, i: u32) -> Option<Bytes> {
         self.recent().iter().rev().find(|(j, _)| *j == i).map(|(_, b)| b.clone())
-    }
-
-    /// Waits until the whole-blob check has given its verdict.
-    async fn verdict(&self) -> bool {
-        let mut rx = self.changed.subscribe();
-        loop {
-            if let Some(verdict) = self.book().verdict {
-                return verdict;
-            }
-            if rx.changed().await.is_err() {
-                return false;
-            }
-        }
     }
 
     /// Waits until the download ends; `Ok` once the whole blob is verified and in the cache.
@@ -399,7 +322,7 @@ impl Engine {
     /// Waits until every download now running has ended: verified and
     /// moved into the cache, or given up. A one-shot peer waits for this
     /// before it exits, because its reader has the last byte a moment
-    /// before the whole blob is checked and kept.
+    /// before the whole blob is moved into the cache.
     pub async fn settle(&self) {
         let running: Vec<Arc<Download>> = self.downloads().values().cloned().collect();
         for d in running {
@@ -469,10 +392,7 @@ impl Engine {
             digest,
             layout,
             file: Arc::new(file),
-            book: Mutex::new(Book { have, outcome: Outcome::Running, verdict: None }),
-            check: Mutex::new(BlobCheck { next: 0, hasher: sha2::Sha256::new() }),
-            checking: AtomicBool::new(false),
-            unchecked: AtomicBool::new(false),
+            book: Mutex::new(Book { have, outcome: Outcome::Running }),
             recent: Mutex::new(VecDeque::new()),
             saving: Mutex::new(None),
             changed: watch::channel(0).0,
@@ -484,8 +404,6 @@ impl Engine {
         let repository = repository.to_owned();
         tokio::spawn(async move {
             engine.metrics.active_downloads.inc();
-            // Pieces resumed from an earlier run, and an empty blob, are checked before any arrives.
-            d.check_soon();
             let outcome = match engine.fetch_all(&d, plan, &repository, client_token.as_deref()).await {
                 Ok(()) => engine.finish(&d).await,
                 Err(e) => {
@@ -503,19 +421,9 @@ impl Engine {
         Ok(Some(download))
     }
 
-    /// Moves the blob to the completed ones once it matched its digest (the
-    /// checker gives the verdict a moment after the last piece was stored;
-    /// see the module's comment); discards it if it did not.
+    /// Moves the blob, every piece of it stored and verified, to the completed ones.
     async fn finish(&self, d: &Arc<Download>) -> Outcome {
         let size = d.layout.size();
-        match d.verdict().await {
-            true => {}
-            false => {
-                tracing::error!(digest = %d.digest, "the assembled blob does not match its digest; discarding it");
-                self.cache.discard_partial(&d.digest);
-                return Outcome::Failed;
-            }
-        }
         match self.promote(d).await {
             Ok(()) => tracing::info!(digest = %d.digest, size, "blob complete"),
             Err(e) => tracing::warn!(digest = %d.digest, error = %e, "could not move the blob into the cache"),
@@ -591,13 +499,12 @@ impl Engine {
 }
 
 /// Writes a verified piece and marks it held, off the runtime's threads,
-/// tells the download's readers, and has the whole-blob check take it in.
+/// and tells the download's readers.
 async fn store(cache: &Arc<Cache>, d: &Arc<Download>, i: u32, bytes: Bytes) -> std::io::Result<()> {
     let (download, cache) = (d.clone(), cache.clone());
     tokio::task::spawn_blocking(move || download.store_blocking(&cache, i, bytes))
         .await
         .map_err(std::io::Error::other)??;
     d.changed.send_modify(|v| *v += 1);
-    d.check_soon();
     Ok(())
 }

@@ -57,8 +57,8 @@ pub(super) struct Batch {
 }
 
 /// Fetches the batch, holding one of the node's fetch slots until it ends.
-/// The first of the two SHA-256 passes over the blob (see the engine's
-/// comment) runs here, over each chunk as it arrives.
+/// The one SHA-256 pass over the blob (see the engine's comment) runs
+/// here, over each chunk as it arrives.
 pub(super) async fn run(batch: Batch, slot: Slot, events: UnboundedSender<SeedEvent>) {
     let _slot = slot;
     let mut left: VecDeque<u32> = batch.pieces.iter().copied().collect();

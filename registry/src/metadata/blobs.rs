@@ -247,6 +247,27 @@ impl Blobs<'_> {
         row.map(|r| decode(*digest, &r)).transpose()
     }
 
+    /// Every blob that a repository of namespace `namespace` links, unless it is being deleted.
+    pub async fn in_namespace(&self, namespace: &str) -> Result<Vec<BlobRecord>, sqlx::Error> {
+        // A prefix compared as such: a namespace's name may hold LIKE's wildcards.
+        let rows = sqlx::query(
+            "SELECT DISTINCT b.size, b.piece_size, b.piece_digests, b.digest FROM blobs b \
+             JOIN repository_blobs rb ON rb.digest = b.digest \
+             JOIN repositories r ON r.id = rb.repository_id \
+             WHERE substr(r.name, 1, length($1)) = $1 AND b.deleting = 0",
+        )
+        .bind(format!("{namespace}/"))
+        .fetch_all(self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let digest: String = r.try_get(3)?;
+                let digest = digest.parse().map_err(|e: damselfly_core::DigestError| sqlx::Error::Decode(e.into()))?;
+                decode(digest, r)
+            })
+            .collect()
+    }
+
     /// Records a blob's pieces cut at another size; false if there is no such blob.
     pub async fn set_pieces(&self, digest: &Digest, pieces: &PieceDigests) -> Result<bool, sqlx::Error> {
         let done = sqlx::query("UPDATE blobs SET piece_size = $1, piece_digests = $2 WHERE digest = $3")

@@ -107,6 +107,9 @@ async fn monolithic(state: &AppState, name: &RepositoryName, digest: Digest, bod
     };
     state.metrics.received("blob", hasher.len());
     linked(state.db.blobs().link(repo, &digest, None).await?)?;
+    let size = hasher.len();
+    let (_, pieces) = hasher.finish();
+    state.recuts.after_push(state, name, BlobRecord { digest, size, pieces });
     Ok(created(name, &digest))
 }
 
@@ -205,6 +208,7 @@ pub(super) async fn finish(
     state.db.uploads().delete(id).await?;
     state.uploads.forget(id);
     linked(state.db.blobs().link(row.repository, &digest, None).await?)?;
+    state.recuts.after_push(state, name, blob);
     Ok(created(name, &digest))
 }
 

@@ -23,7 +23,6 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use super::extract::{method_not_allowed, unknown_endpoint, P2pJson, P2pPath};
-use super::layout::Recuts;
 use super::scheduler::{Agent, Blob, Plan, Scheduler};
 use super::stats::{Joining, Traffic};
 use super::ticket;
@@ -51,7 +50,6 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/p2p/v1/swarms/join", post(join))
         .route("/p2p/v1/swarms/report", post(report))
         .layer(Extension(Arc::new(HeldJoins::default())))
-        .layer(Extension(Arc::new(Recuts::default())))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), super::forward::to_holder));
     Router::new()
         .route("/p2p/v1/preheat/{job}/report", post(preheat_report))
@@ -240,7 +238,6 @@ async fn known_agent(state: &AppState, cluster: ClusterId, id: &str) -> Result<A
 async fn join(
     State(state): State<AppState>,
     Extension(held): Extension<Arc<HeldJoins>>,
-    Extension(recuts): Extension<Arc<Recuts>>,
     ClusterCaller(cluster): ClusterCaller,
     P2pJson(req): P2pJson<JoinRequest>,
 ) -> Result<Json<JoinResponse>> {
@@ -285,7 +282,7 @@ async fn join(
         }));
     }
     // Cut at the size the P2P network uses for it, once; a pass-through pull needs no pieces.
-    let blob = recuts.current(&state, blob).await?;
+    let blob = state.recuts.current(&state, blob).await?;
     let shape = Blob { pieces: blob.pieces.digests().len(), piece_size: blob.pieces.piece_size() };
     let joining = Joining { agent: &agent.id, pieces: shape.pieces, held: &req.have };
     state.p2p_stats.joined(&state.db, cluster.tenant_id, cluster.id, name.namespace(), req.digest, joining).await?;

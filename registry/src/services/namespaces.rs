@@ -123,6 +123,9 @@ pub async fn update(state: &AppState, access: &NamespaceAccess<Manage>, change: 
     }
     state.db.tenancy().update_namespace(ns.id, change.public, change.p2p_enabled).await?;
     state.auth.invalidate();
+    if change.p2p_enabled == Some(true) && !ns.p2p_enabled {
+        state.recuts.switched_on(state, &ns.name);
+    }
     if let Some(p) = change.public {
         detail.insert("public".into(), p.into());
     }
