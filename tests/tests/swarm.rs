@@ -1289,14 +1289,17 @@ fn bench_get() {
             .iter()
             .map(|&i| {
                 let mut cmd = swarm.net.command(FIRST_AGENT + i, "bash");
-                cmd.args(["-c", "set -o pipefail; \"$GET\" get \"$REF\" --file big.bin -o - | openssl dgst -sha256 -r"])
-                    .env_clear()
-                    .env("PATH", std::env::var("PATH").unwrap_or_default())
-                    .env("GET", binary("damselfly-agent"))
-                    .env("REF", format!("{REPO}:big"))
-                    .env("DAMSELFLY_AGENT_REGISTRY", &swarm.reg_url)
-                    .env("DAMSELFLY_AGENT_MIRROR", agent(i))
-                    .env("DAMSELFLY_AGENT_TOKEN", &token);
+                cmd.args([
+                    "-c",
+                    "set -o pipefail; \"$GET\" get \"$REF\" --file big.bin -o - | openssl dgst -sha256 -r",
+                ])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("GET", binary("damselfly-agent"))
+                .env("REF", format!("{REPO}:big"))
+                .env("DAMSELFLY_AGENT_REGISTRY", &swarm.reg_url)
+                .env("DAMSELFLY_AGENT_MIRROR", agent(i))
+                .env("DAMSELFLY_AGENT_TOKEN", &token);
                 (i, String::new(), cmd)
             })
             .collect();
