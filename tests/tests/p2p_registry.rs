@@ -42,21 +42,27 @@ async fn fixture(backend: Backend) -> Fixture {
     fixture_with(backend, &[]).await
 }
 
+/// Pushes `blob` into `accel/app` in one request, as the admin; its digest.
+async fn push_blob(http: &Client, url: &str, blob: &[u8]) -> Digest {
+    let digest = Digest::of(blob);
+    let r = http
+        .post(format!("{url}/v2/accel/app/blobs/uploads/?digest={digest}"))
+        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+        .body(blob.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    digest
+}
+
 /// [`fixture`] with extra registry settings.
 async fn fixture_with(backend: Backend, env: &[(&str, &str)]) -> Fixture {
     // PostgreSQL with S3: the seed reads its pieces with ranged GETs from the bucket.
     let reg = Registry::start_paired_with(backend, env);
     let http = Client::new();
     let blob: Vec<u8> = (0..10 * MIB as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
-    let digest = Digest::of(&blob);
-    let r = http
-        .post(format!("{}/v2/accel/app/blobs/uploads/?digest={digest}", reg.url))
-        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-        .body(blob.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
+    let digest = push_blob(&http, &reg.url, &blob).await;
     let r = reg.admin(reqwest::Method::POST, "/api/v1/tenants/default/clusters", json!({"name": "edge"})).await;
     assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
     assert_eq!(r.1["name"], "edge");
@@ -448,16 +454,7 @@ async fn blobs_are_cut_when_p2p_is_switched_on_or_as_their_push_completes_not_at
     f.until_logged("\"at\":\"p2p switched on\"", "the blob pushed before is cut when P2P is switched on").await;
     // A blob pushed now is cut as its push completes.
     let other: Vec<u8> = (0..3 * MIB as u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8).collect();
-    let other_digest = Digest::of(&other);
-    let r = f
-        .http
-        .post(format!("{}/v2/accel/app/blobs/uploads/?digest={other_digest}", f.reg.url))
-        .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
-        .body(other.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
+    let other_digest = push_blob(&f.http, &f.reg.url, &other).await;
     f.until_logged("\"at\":\"push\"", "a blob pushed with P2P on is cut as its push completes").await;
     assert_eq!(cuts("p2p switched on") + cuts("push"), 2, "{}", f.reg.log());
 

@@ -262,8 +262,7 @@ impl Blobs<'_> {
         rows.iter()
             .map(|r| {
                 let digest: String = r.try_get(3)?;
-                let digest = digest.parse().map_err(|e: damselfly_core::DigestError| sqlx::Error::Decode(e.into()))?;
-                decode(digest, r)
+                decode(super::manifests::parse_digest(&digest)?, r)
             })
             .collect()
     }

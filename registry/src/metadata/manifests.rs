@@ -430,7 +430,7 @@ impl Manifests<'_> {
     }
 }
 
-fn parse_digest(s: &str) -> Result<Digest, sqlx::Error> {
+pub(super) fn parse_digest(s: &str) -> Result<Digest, sqlx::Error> {
     s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 

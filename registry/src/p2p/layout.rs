@@ -42,6 +42,12 @@ pub fn piece_size(configured: Option<u64>, size: u64) -> u64 {
     configured.unwrap_or_else(|| piece_size_for(size))
 }
 
+/// The piece size `blob` is to be cut at, if its recorded cut is not that one.
+fn cut_wanted(state: &AppState, blob: &BlobRecord) -> Option<u64> {
+    let wanted = piece_size(state.config.piece_size, blob.size);
+    (blob.pieces.piece_size() != wanted && blob.size != 0).then_some(wanted)
+}
+
 impl Recuts {
     /// The blob, with its pieces cut at [`piece_size`]: its record as it
     /// is, or, the first time, cut again from its stored bytes and recorded.
@@ -53,7 +59,7 @@ impl Recuts {
     /// task of its own, if its namespace has P2P on and the upload's cut is
     /// not already that one. A failure is logged; the first join tries again.
     pub fn after_push(self: &Arc<Self>, state: &AppState, name: &RepositoryName, blob: BlobRecord) {
-        if blob.pieces.piece_size() == piece_size(state.config.piece_size, blob.size) || blob.size == 0 {
+        if cut_wanted(state, &blob).is_none() {
             return;
         }
         let (recuts, state, namespace) = (self.clone(), state.clone(), name.namespace().to_owned());
@@ -98,10 +104,7 @@ impl Recuts {
 
     /// `current`, the cut's cause (`at`) named in its log line.
     async fn cut(&self, state: &AppState, blob: BlobRecord, at: &'static str) -> Result<BlobRecord> {
-        let wanted = piece_size(state.config.piece_size, blob.size);
-        if blob.pieces.piece_size() == wanted || blob.size == 0 {
-            return Ok(blob);
-        }
+        let Some(wanted) = cut_wanted(state, &blob) else { return Ok(blob) };
         let digest = blob.digest;
         let turn = self.running.lock().unwrap_or_else(|p| p.into_inner()).entry(digest).or_default().clone();
         let cut = {
