@@ -37,6 +37,8 @@
 #                     every kernel (this machine's has none); the simulator models the round trip
 #   SWARM_DIRECT      0 skips the direct baseline, for quick P2P comparisons
 #   SWARM_TIMEOUT     seconds for the whole run (900)
+#   SWARM_REGISTRY_BIN, SWARM_AGENT_BIN  other builds of the two programs to measure
+#                     (default: this tree's release builds), for side-by-side runs
 #   SWARM_LOG_DIR     copy the registry's and agents' logs there
 #   SWARM_AGENT_LOG   the agents' RUST_LOG; "info,damselfly_agent::piece=debug" logs every piece
 #                     (scripts/swarm-timeline.py SWARM_LOG_DIR then shows where the time went)
@@ -92,8 +94,11 @@ echo "==> building release binaries and the swarm test"
 # The registry and agents run as release builds, as in production: 17
 # processes on a small machine would otherwise measure the debug build's CPU.
 cargo build --release --workspace --bins --quiet
-export DAMSELFLY_REGISTRY_BIN="$repo_root/target/release/damselfly-registry"
-export DAMSELFLY_AGENT_BIN="$repo_root/target/release/damselfly-agent"
+# SWARM_REGISTRY_BIN / SWARM_AGENT_BIN run other builds (say, the previous
+# commit's) through the same harness, for side-by-side comparisons.
+export DAMSELFLY_REGISTRY_BIN="${SWARM_REGISTRY_BIN:-$repo_root/target/release/damselfly-registry}"
+export DAMSELFLY_AGENT_BIN="${SWARM_AGENT_BIN:-$repo_root/target/release/damselfly-agent}"
+echo "==> registry: $DAMSELFLY_REGISTRY_BIN, agent: $DAMSELFLY_AGENT_BIN"
 cargo build --workspace --bins --quiet
 cargo test -p damselfly-tests --test swarm --no-run --quiet 2>/dev/null
 
