@@ -32,12 +32,17 @@ and prints, per one-second step from the first piece request:
     explains how to avoid it).
 
 A transfer's bytes are spread evenly over its duration (from the request to
-the verified piece), which is what the agents log.
+the verified piece, or for a stripe feed's piece from its first bytes), which
+is what the agents log. With the registry's scheduler log in the same
+directory (SWARM_REGISTRY_LOG=info,damselfly_registry::p2p::scheduler=debug),
+it also says how long the seed's link idled in each phase of the run.
 """
 
 import argparse
 import datetime
 import glob
+import json
+import os
 import re
 
 PIECE = re.compile(r"^(\S+)\s+DEBUG.*piece verified.*digest=(\S+) piece=(\d+) from=\"?([^\"\s]+)\"? millis=(\d+)")
@@ -109,6 +114,82 @@ def seed_backlog(rows, t0, link, down, piece, agents):
     )
 
 
+def seed_phases(directory, rows, seed_link, piece):
+    """Where the seed's link idled, by phase, from the registry's scheduler log.
+
+    Needs SWARM_REGISTRY_LOG=info,damselfly_registry::p2p::scheduler=debug:
+    each "seed pieces handed out" line says which blob's pieces went to whom.
+    Every seed transfer's bytes are spread evenly over its duration (as for
+    the tables above) and, in 10 ms steps from the first join's arrival to
+    the last seed piece's, the link's unused share is added to the phase of
+    that step: before the first hand-out; the start (from the first
+    hand-out until two seed pieces are out at once); within a layer; a layer
+    switch (from a blob's last hand-out until the next blob's first); the
+    end (after the last hand-out).
+    """
+    path = f"{directory}/registry.log"
+    if not os.path.exists(path):
+        return
+    hands, first_join = [], None
+    for line in open(path, encoding="utf-8", errors="replace"):
+        if not line.startswith("{"):
+            continue
+        j = json.loads(line)
+        if j.get("message") == "seed pieces handed out":
+            hands.append((seconds(j["timestamp"]), j["digest"][-6:], len(json.loads(j["pieces"]))))
+        elif j.get("message") == "request" and j.get("path") == "/p2p/v1/swarms/join":
+            at = seconds(j["timestamp"]) - j["micros"] / 1e6
+            first_join = at if first_join is None else min(first_join, at)
+    seed = [r for r in rows if r[4] == "seed"]
+    if not hands or not seed or first_join is None:
+        print("seed phases: no hand-outs in registry.log (run with SWARM_REGISTRY_LOG=info,damselfly_registry::p2p::scheduler=debug)\n")
+        return
+    blobs = []
+    for t, d, _ in hands:
+        if d not in blobs:
+            blobs.append(d)
+    first = {d: min(t for t, b, _ in hands if b == d) for d in blobs}
+    last = {d: max(t for t, b, _ in hands if b == d) for d in blobs}
+    step = 0.01
+    end = max(r[1] for r in seed)
+    n = int((end - first_join) / step) + 1
+    used, out = [0.0] * n, [0] * n
+    for start, stop, *_ in seed:
+        rate = piece / max(stop - start, 1e-3)
+        for k in range(max(0, int((start - first_join) / step)), min(n, int((stop - first_join) / step) + 1)):
+            a, b = first_join + k * step, first_join + (k + 1) * step
+            overlap = min(stop, b) - max(start, a)
+            if overlap > 0:
+                used[k] += rate * overlap
+                out[k] += 1
+    two = next((k for k in range(n) if out[k] >= 2), n)
+    lost, gaps, span = {}, {}, {}
+    for k in range(n):
+        t = first_join + k * step
+        if t < hands[0][0]:
+            phase = "0 before the first hand-out"
+        elif k < two:
+            phase = "1 start: until two seed pieces are out"
+        elif t >= last[blobs[-1]]:
+            phase = "4 end: after the last hand-out"
+        elif any(last[a] <= t < first[b] for a, b in zip(blobs, blobs[1:])):
+            phase = "3 layer switches"
+        else:
+            phase = "2 within layers"
+        idle = step * max(0.0, 1 - used[k] / (seed_link * step))
+        lost[phase] = lost.get(phase, 0) + idle
+        span[phase] = span.get(phase, 0) + step
+        gaps[phase] = gaps.get(phase, 0) + (step if out[k] == 0 else 0)
+    print(f"seed phases, from the first join ({n * step:.2f} s to the last seed piece; {len(blobs)} blobs, {len(hands)} hand-outs):")
+    print("  phase                                     span s  link idle s  nothing out s")
+    for phase in sorted(lost):
+        print(f"  {phase[2:]:40s} {span[phase]:7.2f} {lost[phase]:12.2f} {gaps[phase]:14.2f}")
+    print(f"  {'all':40s} {n * step:7.2f} {sum(lost.values()):12.2f} {sum(gaps.values()):14.2f}")
+    for a, b in zip(blobs, blobs[1:]):
+        print(f"  switch {a} -> {b}: last hand-out at {last[a] - first_join:.2f} s, next blob's first at {first[b] - first_join:.2f} s")
+    print()
+
+
 def order(name):
     return (name == "seed", int(name[1:]) if name[1:].isdigit() else 0, name)
 
@@ -165,6 +246,7 @@ def main():
     print()
 
     seed_backlog(rows, t0, seed_link, down, piece, len(agents))
+    seed_phases(args.logs, rows, seed_link, piece)
     # From when every agent holds a piece: before, gaps are the first transfers themselves.
     going = max(min(r[1] for r in rows if r[2] == a) for a in agents)
     ends = sorted(r[1] for r in rows if r[1] >= going)

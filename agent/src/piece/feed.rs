@@ -4,6 +4,7 @@
 //! into pieces ([`FeedFrames`]); the fetch loop verifies each before it is kept.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use damselfly_core::p2p::{FeedFrames, FeedRequest, TICKET_AUTH_SCHEME};
@@ -24,8 +25,10 @@ pub(super) struct FeedEvent {
 
 /// One piece, or the end of the feed.
 pub(super) enum FeedItem {
-    /// A piece as it arrived, not verified yet.
-    Piece(u32, Bytes),
+    /// A piece as it arrived, not verified yet, and when its first bytes
+    /// did: the piece log times a feed's piece from there, so that the
+    /// parent's wait for its own next piece does not count as transfer.
+    Piece(u32, Bytes, Instant),
     /// The parent sent every piece asked for.
     Ended,
     /// The parent does not have the blob (yet): it may have joined a moment
@@ -93,11 +96,14 @@ async fn receive(
     let layout = &spec.download.layout;
     let mut frames = FeedFrames::new(layout.geometry(), spec.request.stripes, spec.request.stripe);
     let mut body = r.bytes_stream();
+    let mut since = Instant::now();
     loop {
         while let Some((i, piece)) = frames.next_piece().map_err(|e| broken(e.to_string()))? {
-            if !send(FeedItem::Piece(i, piece)) {
+            if !send(FeedItem::Piece(i, piece, since)) {
                 return Ok(());
             }
+            // The chunk that ended this piece began the next.
+            since = Instant::now();
         }
         // Between pieces the parent may be waiting for its own next piece;
         // within one, it has the bytes and silence is a stall.
@@ -111,6 +117,10 @@ async fn receive(
         };
         match next {
             Some(Ok(chunk)) => {
+                // A piece's first bytes: the time before them was the parent's wait.
+                if !frames.mid_frame() {
+                    since = Instant::now();
+                }
                 limit.take(chunk.len() as u64).await;
                 frames.extend(&chunk);
             }

@@ -332,11 +332,12 @@ impl Fetch<'_> {
     async fn on_feed(&mut self, FeedEvent { stripe, parent, what }: FeedEvent) -> Result<()> {
         let now = Instant::now();
         match what {
-            FeedItem::Piece(i, bytes) if self.d.layout.verify(i, &bytes) => {
+            // Logged with the time from the piece's first bytes, as a fetch is from its request.
+            FeedItem::Piece(i, bytes, since) if self.d.layout.verify(i, &bytes) => {
                 self.schedule.feed_brought(stripe, &parent, now);
-                self.keep(i, bytes, Source::Parent { id: parent, url: String::new() }, now).await?;
+                self.keep(i, bytes, Source::Parent { id: parent, url: String::new() }, since).await?;
             }
-            FeedItem::Piece(i, _) => self.caught_lying(i, &parent),
+            FeedItem::Piece(i, ..) => self.caught_lying(i, &parent),
             FeedItem::Ended => self.schedule.feed_ended(stripe, &parent),
             FeedItem::Broken(e) => {
                 if self.schedule.feed_broke(stripe, &parent, now) {
