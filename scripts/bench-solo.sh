@@ -15,6 +15,8 @@
 #   SOLO_ROUNDS     rounds (5)
 #   SOLO_TIMEOUT    seconds for the whole run (600)
 #   TMPDIR          where the registry's data and the agent's cache go
+#   SOLO_REGISTRY_BIN, SOLO_AGENT_BIN  other builds of the two programs to measure
+#                   (default: this tree's release builds), for side-by-side runs
 #
 # The same in namespaces with links of a given speed, pulling an image with
 # skopeo: SWARM_MBIT=1000 scripts/bench-swarm.sh 1.
@@ -26,8 +28,9 @@ command -v curl >/dev/null || { echo "error: curl is needed: apt-get install cur
 
 echo "==> building release binaries and the agent tests"
 cargo build --release --workspace --bins --quiet
-export DAMSELFLY_REGISTRY_BIN="$repo_root/target/release/damselfly-registry"
-export DAMSELFLY_AGENT_BIN="$repo_root/target/release/damselfly-agent"
+export DAMSELFLY_REGISTRY_BIN="${SOLO_REGISTRY_BIN:-$repo_root/target/release/damselfly-registry}"
+export DAMSELFLY_AGENT_BIN="${SOLO_AGENT_BIN:-$repo_root/target/release/damselfly-agent}"
+echo "==> registry: $DAMSELFLY_REGISTRY_BIN, agent: $DAMSELFLY_AGENT_BIN"
 cargo test -p damselfly-tests --test agent --no-run --quiet 2>/dev/null
 
 echo "==> one agent alone on loopback ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
