@@ -67,7 +67,7 @@ pub struct Config {
     #[arg(long, env = "DAMSELFLY_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub header_read_timeout_secs: u64,
     /// Size in bytes of every blob's pieces in the P2P network, each with its SHA-256 recorded [default: chosen
-    /// per blob from its length, a power of two from 512 KiB to 4 MiB that makes about 128 pieces].
+    /// per blob from its length, a power of two from 256 KiB to 4 MiB that makes about 128 pieces].
     #[arg(long, env = "DAMSELFLY_PIECE_SIZE")]
     pub piece_size: Option<u64>,
     /// Stripe trees per P2P swarm of a blob with pieces up to 512 KiB or with 32 pieces or more: each agent

@@ -97,6 +97,7 @@ impl World<'_> {
                 answer: None,
                 report: None,
                 held_plan: None,
+                handed: Vec::new(),
             });
             let pieces = self.blobs[b].pieces;
             let hold = &mut self.nodes[node].hold[b];
@@ -119,7 +120,7 @@ impl World<'_> {
         d.join_fetching = fetching;
         let (gen, node) = (d.gen, d.node);
         self.tally.joins_sent += 1;
-        let there = self.one_way(node, SEED);
+        let there = self.one_way(node, SEED) + self.service(true);
         self.after(there, Ev::JoinAt { dl, gen });
     }
 
@@ -354,7 +355,7 @@ impl World<'_> {
                 d.gen += 1;
                 d.blocked = Some(Block::Report);
                 let gen = d.gen;
-                let there = self.one_way(node, SEED);
+                let there = self.one_way(node, SEED) + self.service(false);
                 self.after(there, Ev::ReportAt { dl, gen });
             }
             Action::Rejoin(at_least, wait) => {
@@ -647,7 +648,8 @@ impl World<'_> {
         self.batches.push(crate::world::Batch { dl, left, sending: None, started: self.now, gen, live: true });
         let batch = self.batches.len() - 1;
         self.dls[dl].batch_ids.push(batch);
-        let there = self.one_way(node, SEED);
+        // The seed's route takes the registry's time before its first byte, as a join does.
+        let there = self.one_way(node, SEED) + self.service(true);
         self.after(there, Ev::BatchAt { batch, gen });
     }
 

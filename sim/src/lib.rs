@@ -16,7 +16,7 @@ pub mod scenario;
 mod world;
 
 pub use outcome::Outcome;
-pub use scenario::{mbit, Image, Scenario};
+pub use scenario::{mbit, Image, Scenario, Service};
 
 /// Runs one simulation to its end: every agent has its image, has left
 /// for good, or the scenario's horizon has passed.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use damselfly_sim::{mbit, Image, Scenario};
+use damselfly_sim::{mbit, Image, Scenario, Service};
 
 /// Simulate a P2P swarm on the real scheduler, with a virtual clock.
 ///
@@ -60,6 +60,26 @@ struct Cli {
     /// Round trip between zones in ms (default: as within).
     #[arg(long, env = "DAMSELFLY_SIM_RTT_BETWEEN_MS")]
     rtt_between_ms: Option<f64>,
+    /// The registry's median time over a join before it plans it, and over a
+    /// seed request before its first byte, in ms (a log-normal draw per
+    /// request; 0: none).
+    #[arg(long, env = "DAMSELFLY_SIM_JOIN_MS", default_value_t = 0.0)]
+    join_ms: f64,
+    /// The registry's median time over a report, in ms (a log-normal draw per report).
+    #[arg(long, env = "DAMSELFLY_SIM_REPORT_MS", default_value_t = 0.0)]
+    report_ms: f64,
+    /// The spread of those times: the standard deviation of their logarithm.
+    #[arg(long, env = "DAMSELFLY_SIM_SERVICE_SIGMA", default_value_t = 1.4)]
+    service_sigma: f64,
+    /// The agent's own time per join, report and seed request in ms, added to the registry's.
+    #[arg(long, env = "DAMSELFLY_SIM_AGENT_MS", default_value_t = 0.0)]
+    agent_ms: f64,
+    /// The times over joins, reports and seed requests of the 16-agent
+    /// benchmark on its 2-core machine (the registry's as it logged them:
+    /// joins 10.6 ms, reports 2.6 ms, spread 1.4; the agent's 30 ms); with
+    /// `--rtt-ms 1`, the benchmark's round trip. Overrides the three above.
+    #[arg(long, env = "DAMSELFLY_SIM_BENCH_SERVICE")]
+    bench_service: bool,
     /// Share of agents killed at a random moment within the bound's time.
     #[arg(long, env = "DAMSELFLY_SIM_CHURN", default_value_t = 0.0)]
     churn: f64,
@@ -115,6 +135,16 @@ fn main() {
         efficiency: cli.efficiency,
         rtt: secs(cli.rtt_ms / 1e3),
         rtt_between: secs(cli.rtt_between_ms.unwrap_or(cli.rtt_ms) / 1e3),
+        service: if cli.bench_service {
+            Some(Service::bench())
+        } else {
+            (cli.join_ms > 0.0 || cli.report_ms > 0.0 || cli.agent_ms > 0.0).then(|| Service {
+                join: secs(cli.join_ms / 1e3),
+                report: secs(cli.report_ms / 1e3),
+                sigma: cli.service_sigma,
+                agent: secs(cli.agent_ms / 1e3),
+            })
+        },
         churn: cli.churn,
         downtime: cli.downtime_s.map(secs),
         late: cli.late,

@@ -198,6 +198,11 @@ impl Net {
         self.dirty = true;
     }
 
+    /// The flows on node `node`'s uplink now: each one's tag and rate (bytes per second).
+    pub fn uplink(&self, node: usize) -> impl Iterator<Item = (u64, f64)> + '_ {
+        self.on_link[2 * node].iter().map(|&id| (self.flows[id as usize].tag, self.flows[id as usize].rate))
+    }
+
     /// When the rates should next be computed: never if nothing changed.
     pub fn allocation_due(&self) -> Option<Nanos> {
         self.dirty.then(|| self.last_allocation + self.step)

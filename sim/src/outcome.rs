@@ -31,6 +31,10 @@ pub(crate) struct Tally {
     pub(crate) seed_last: u64,
     /// Every registration, for the piece log: (node, agent id).
     pub(crate) registrations: Option<Vec<(usize, String)>>,
+    /// Bytes the seed sent in each 100 ms of the run, per blob, for the piece log: (step, blob) -> bytes.
+    pub(crate) seed_steps: Option<std::collections::BTreeMap<(u64, usize), f64>>,
+    /// Every hand-out of seed pieces, for the piece log: (when, agent id, blob, pieces).
+    pub(crate) handouts: Option<Vec<(u64, String, usize, Vec<u32>)>>,
 }
 
 /// One piece an agent kept, for the piece log.
@@ -128,10 +132,18 @@ impl Outcome {
         let t = &w.tally;
         let piece_kib = w.blobs.first().map_or(0, |b| b.piece_size / 1024);
         let layers: usize = sc.images.iter().map(|i| i.layers.len()).sum();
+        let service = sc.service.map_or(String::new(), |s| {
+            format!(
+                "; registry's time per join {:.1} ms, per report {:.1} ms (medians, spread {:.1})",
+                s.join.as_secs_f64() * 1e3,
+                s.report.as_secs_f64() * 1e3,
+                s.sigma
+            )
+        });
         let pipe = sc.pipe.map_or(String::new(), |p| format!(", {:.0} Mbit/s each way between zones", p * 8.0 / 1e6));
         let setting = format!(
             "{} agents in {} zone(s){pipe}; {} image(s), {:.1} MiB each on average, {layers} layers in all, {piece_kib} KiB pieces; \
-             registry up {:.0} Mbit/s, agents up {:.0} / down {:.0} Mbit/s at {:.2} efficiency; RTT {} ms ({} ms between zones); \
+             registry up {:.0} Mbit/s, agents up {:.0} / down {:.0} Mbit/s at {:.2} efficiency; RTT {} ms ({} ms between zones){service}; \
              stripes {}; churn {:.0} % ({}), late {:.0} % within {} s",
             sc.nodes,
             sc.zones,

@@ -211,6 +211,8 @@ pub(crate) struct Dl {
     pub(crate) report: Option<ReportRequest>,
     /// The held join's last plan.
     pub(crate) held_plan: Option<Plan>,
+    /// The seed pieces the registry handed it so far, for the piece log.
+    pub(crate) handed: Vec<u32>,
 }
 
 /// A piece fetch under way.
@@ -290,8 +292,13 @@ pub(crate) struct World<'s> {
     pub(crate) ready: Vec<usize>,
     pub(crate) tally: Tally,
     pub(crate) rng: fastrand::Rng,
+    /// Draws of the registry's time per request, apart from `rng` so that
+    /// a run without it draws everything else as before.
+    service_rng: fastrand::Rng,
     /// Nodes neither done nor gone for good.
     pub(crate) remaining: usize,
+    /// Until when the seed's sending is counted in `tally.seed_steps`.
+    seed_mark: Nanos,
 }
 
 /// Virtual nanoseconds of a duration.
@@ -367,10 +374,14 @@ impl<'s> World<'s> {
             tally: Tally {
                 piece_log: piece_log.then(Vec::new),
                 registrations: piece_log.then(Vec::new),
+                handouts: piece_log.then(Vec::new),
+                seed_steps: piece_log.then(Default::default),
                 ..Tally::default()
             },
             rng: fastrand::Rng::with_seed(sc.seed),
+            service_rng: fastrand::Rng::with_seed(sc.seed ^ 0x5e41_1ce5),
             remaining: sc.nodes,
+            seed_mark: 0,
         }
     }
 
@@ -394,6 +405,16 @@ impl<'s> World<'s> {
     pub(crate) fn one_way(&self, a: usize, b: usize) -> Nanos {
         let rtt = if self.nodes[a].zone == self.nodes[b].zone { self.sc.rtt } else { self.sc.rtt_between };
         ns(rtt) / 2
+    }
+
+    /// The registry's time over a join (`join`) or a report, drawn.
+    pub(crate) fn service(&mut self, join: bool) -> Nanos {
+        let Some(service) = self.sc.service else { return 0 };
+        let median = if join { service.join } else { service.report };
+        // A standard normal draw (Box-Muller), then the log-normal around the median.
+        let (u, v) = (1.0 - self.service_rng.f64(), self.service_rng.f64());
+        let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+        (ns(median) as f64 * (service.sigma * z).exp()) as Nanos + ns(service.agent)
     }
 
     /// Registers node `i`'s agent with the scheduler (again).
@@ -463,6 +484,7 @@ impl<'s> World<'s> {
             // New and ended flows get their rates before anything later happens.
             if let Some(due) = self.net.allocation_due() {
                 if next.is_none_or(|t| due <= t) {
+                    self.count_seed_until(self.now.max(due));
                     self.now = self.now.max(due);
                     self.net.allocate(self.now);
                     continue;
@@ -472,6 +494,7 @@ impl<'s> World<'s> {
             if t > horizon || self.finished() {
                 break;
             }
+            self.count_seed_until(t);
             self.now = t;
             self.clock.nanos.store(t, Ordering::Relaxed);
             if next_end == Some(t) && next_event.is_none_or(|e| e >= t) {
@@ -488,6 +511,33 @@ impl<'s> World<'s> {
         self.tally.wall = started.elapsed();
         self.tally.rate_allocations = self.net.allocations;
         Outcome::from_world(self)
+    }
+
+    /// Counts what the seed's flows sent from the last count until `until`,
+    /// at their rates of now, per 100 ms and blob (only for the piece log).
+    fn count_seed_until(&mut self, until: Nanos) {
+        const STEP: Nanos = 100_000_000;
+        if self.tally.seed_steps.is_none() || until <= self.seed_mark {
+            return;
+        }
+        let blob_of = |tag: u64| -> usize {
+            let id = (tag & 0xffff_ffff) as usize;
+            match tag >> 32 {
+                1 => self.dls[self.tasks[id].dl].blob,
+                _ => self.dls[self.batches[id].dl].blob,
+            }
+        };
+        let flows: Vec<(usize, f64)> = self.net.uplink(SEED).map(|(tag, rate)| (blob_of(tag), rate)).collect();
+        let steps = self.tally.seed_steps.as_mut().expect("counted");
+        let mut from = self.seed_mark;
+        while from < until {
+            let to = until.min((from / STEP + 1) * STEP);
+            for &(blob, rate) in &flows {
+                *steps.entry((from / STEP, blob)).or_default() += rate * (to - from) as f64 / 1e9;
+            }
+            from = to;
+        }
+        self.seed_mark = until;
     }
 
     /// Writes the piece log as the agents' logs would say it, one file per
@@ -523,6 +573,24 @@ impl<'s> World<'s> {
         for (node, text) in files.iter().enumerate().skip(1) {
             std::fs::write(dir.join(format!("agent-{}.log", node - 1)), text)?;
         }
+        // The registry's scheduler log (its `debug` lines of seed hand-outs), in its JSON form.
+        let mut registry = String::new();
+        for (t, agent, blob, pieces) in self.tally.handouts.iter().flatten() {
+            let pieces = pieces.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(
+                registry,
+                r#"{{"timestamp":"{}","level":"DEBUG","message":"seed pieces handed out","digest":"{}","agent":"{agent}","pieces":"[{pieces}]","target":"damselfly_registry::p2p::scheduler::seed"}}"#,
+                stamp(*t),
+                self.blobs[*blob].digest,
+            );
+        }
+        std::fs::write(dir.join("registry.log"), registry)?;
+        // What the seed's link sent, per 100 ms and blob: step, blob, bytes.
+        let mut seed = String::from("step\tblob\tbytes\n");
+        for ((step, blob), bytes) in self.tally.seed_steps.iter().flatten() {
+            let _ = writeln!(seed, "{step}\t{blob}\t{bytes:.0}");
+        }
+        std::fs::write(dir.join("seed-link.tsv"), seed)?;
         Ok(())
     }
 
@@ -660,6 +728,14 @@ impl<'s> World<'s> {
             queued: plan.queued,
         };
         let (node, gen) = (d.node, d.gen);
+        if let Some(log) = self.tally.handouts.as_mut() {
+            let handed = &mut self.dls[dl].handed;
+            let new: Vec<u32> = answer.seed_pieces.iter().copied().filter(|i| !handed.contains(i)).collect();
+            if !new.is_empty() {
+                handed.extend(&new);
+                log.push((self.now, self.nodes[node].id.clone(), self.dls[dl].blob, new));
+            }
+        }
         self.dls[dl].answer = Some(answer);
         let back = self.one_way(node, SEED);
         self.after(back, Ev::JoinBack { dl, gen });

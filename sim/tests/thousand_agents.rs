@@ -1,6 +1,6 @@
 //! The simulator's short run for CI: a thousand agents pulling one image
 //! through the real scheduler with the registry's default settings (pieces
-//! cut by its rule: 512 KiB for these 16 MiB layers, so stripe trees), a few
+//! cut by its rule: 256 KiB for these 16 MiB layers, so stripe trees), a few
 //! of them starting late.
 //!
 //! Killed agents are left out: with 2 % of the agents killed and started

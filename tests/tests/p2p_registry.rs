@@ -24,9 +24,9 @@ on_both_backends!(
 
 const MIB: usize = 1024 * 1024;
 /// The piece size the registry's rule gives the fixture's 10 MiB blob: its smallest.
-const PIECE: usize = 512 * 1024;
+const PIECE: usize = 256 * 1024;
 /// Pieces of the fixture's blob.
-const PIECES: u32 = 20;
+const PIECES: u32 = 40;
 
 struct Fixture {
     reg: Registry,
@@ -36,7 +36,7 @@ struct Fixture {
     digest: Digest,
 }
 
-/// A registry with `accel/app` holding a 10 MiB blob (in P2P, twenty 512 KiB
+/// A registry with `accel/app` holding a 10 MiB blob (in P2P, forty 256 KiB
 /// pieces) and a cluster `edge` in the default tenant.
 async fn fixture(backend: Backend) -> Fixture {
     fixture_with(backend, &[]).await
@@ -259,7 +259,7 @@ async fn agents_join_swarms_the_seed_splits_cold_starts_and_peers_trade(backend:
 
     // Agent A fetches its run from the seed in one stream, and verifies
     // each piece (the seed serves any piece of the blob to a holder of its ticket).
-    let r = f.seed_pieces(f.digest, "0-19", Some(&ja.ticket)).await;
+    let r = f.seed_pieces(f.digest, "0-39", Some(&ja.ticket)).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.content_length(), Some(10 * MIB as u64));
     let bytes = r.bytes().await.unwrap();
@@ -388,13 +388,13 @@ async fn the_seed_serves_pieces_only_with_a_ticket_for_that_blob(backend: Backen
     assert_eq!(last.as_ref(), &f.blob[(PIECES as usize - 1) * PIECE..]);
 
     // The batched read: the listed pieces back to back, in order, runs and single ones.
-    let r = f.seed_pieces(f.digest, "1-2,5,18-19", Some(&joined.ticket)).await;
+    let r = f.seed_pieces(f.digest, "1-2,5,38-39", Some(&joined.ticket)).await;
     assert_eq!(r.status(), StatusCode::OK);
     let got = r.bytes().await.unwrap();
-    let want = [&f.blob[PIECE..3 * PIECE], &f.blob[5 * PIECE..6 * PIECE], &f.blob[18 * PIECE..]].concat();
+    let want = [&f.blob[PIECE..3 * PIECE], &f.blob[5 * PIECE..6 * PIECE], &f.blob[38 * PIECE..]].concat();
     assert!(
         got.as_ref() == want.as_slice(),
-        "{} bytes, not the {} of pieces 1, 2, 5, 18 and 19",
+        "{} bytes, not the {} of pieces 1, 2, 5, 38 and 39",
         got.len(),
         want.len()
     );
@@ -406,7 +406,7 @@ async fn the_seed_serves_pieces_only_with_a_ticket_for_that_blob(backend: Backen
         error_code(f.seed_pieces(small, "0", Some(&joined.ticket)).await).await,
         (StatusCode::FORBIDDEN, "DENIED".into())
     );
-    for bad in ["", "2,1", "1,1", "3-1", "19-20", "20", "a", "1-", "-1"] {
+    for bad in ["", "2,1", "1,1", "3-1", "39-40", "40", "a", "1-", "-1"] {
         let r = f.seed_pieces(f.digest, bad, Some(&joined.ticket)).await;
         assert_eq!(error_code(r).await, (StatusCode::RANGE_NOT_SATISFIABLE, "SIZE_INVALID".into()), "{bad:?}");
     }
@@ -579,7 +579,7 @@ async fn every_p2p_answer_that_is_no_success_is_an_oci_error_body(backend: Backe
         ("a negative piece index", seed("-1"), 400, "UNSUPPORTED"),
         ("a piece index above u32", seed("4294967296"), 400, "UNSUPPORTED"),
         ("a piece index that is no number", seed("first"), 400, "UNSUPPORTED"),
-        ("a piece index past the blob", seed("20"), 416, "SIZE_INVALID"),
+        ("a piece index past the blob", seed("40"), 416, "SIZE_INVALID"),
         (
             "a batched read with no list",
             f.http

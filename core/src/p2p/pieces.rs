@@ -39,7 +39,7 @@ impl PieceGeometry {
 }
 
 /// Smallest piece the rule cuts (see [`piece_size_for`]).
-pub const MIN_PIECE_SIZE: u64 = 512 * 1024;
+pub const MIN_PIECE_SIZE: u64 = 256 * 1024;
 /// Largest piece the rule cuts.
 pub const MAX_PIECE_SIZE: u64 = 4 * 1024 * 1024;
 /// Pieces the rule aims a blob at, between those bounds.
@@ -50,13 +50,15 @@ pub const TARGET_PIECES: u64 = 128;
 /// pieces, within [`MIN_PIECE_SIZE`] and [`MAX_PIECE_SIZE`].
 ///
 /// Many pieces let the stripe trees and the pull schedule keep every link
-/// busy, since a piece travels on only once it is whole; but every piece
-/// costs a few round trips and a report, so below half a mebibyte they cost
-/// more than they win. In the simulator at 16 agents, a 16 MiB layer went
-/// best in 512 KiB pieces (32 of them: 1.20x the bound at 20 Mbit/s, 1.37x
-/// at 50, against 1.26x and 1.57x in 256 KiB pieces and 1.67x and 1.81x in
-/// 4 MiB), and a 256 MiB layer in 1 and 2 MiB pieces (1.09-1.10x at
-/// 50 Mbit/s, against 1.12-1.15x in 4 MiB and 1.55-1.64x in 8 MiB).
+/// busy, since a piece travels on only once it is whole and every level of
+/// a tree adds a piece's time; but every piece costs a few round trips and
+/// a report. 16 agents pulling 64 MiB in four 16 MiB layers on 20 Mbit/s
+/// links, main's binaries one run after the other: 512 KiB pieces 1.34x
+/// and 1.31x the bound, 256 KiB 1.20x and 1.21x (each level of the trees'
+/// drain is half as long); at 50 Mbit/s 1.38x and 1.41x against 1.45x and
+/// 1.39x, the same within the runs' spread on a CPU-bound machine.
+/// A 256 MiB layer went best in 1 and 2 MiB pieces in the simulator
+/// (1.09-1.10x at 50 Mbit/s, against 1.12-1.15x in 4 MiB and 1.55-1.64x in 8 MiB).
 pub fn piece_size_for(size: u64) -> u64 {
     let aim = (size / TARGET_PIECES).max(1);
     let power = 1u64 << (63 - aim.leading_zeros());
@@ -295,11 +297,13 @@ mod tests {
     }
 
     #[test]
-    fn the_rule_aims_at_128_pieces_in_powers_of_two_from_half_a_mebibyte_to_four() {
+    fn the_rule_aims_at_128_pieces_in_powers_of_two_from_a_quarter_mebibyte_to_four() {
         const MIB: u64 = 1 << 20;
         assert_eq!(piece_size_for(0), MIN_PIECE_SIZE);
         assert_eq!(piece_size_for(1000), MIN_PIECE_SIZE);
-        assert_eq!(piece_size_for(16 * MIB), 512 * 1024, "32 pieces: no smaller than half a mebibyte");
+        assert_eq!(piece_size_for(16 * MIB), 256 * 1024, "64 pieces: no smaller than a quarter mebibyte");
+        assert_eq!(piece_size_for(32 * MIB), 256 * 1024);
+        assert_eq!(piece_size_for(64 * MIB - 1), 256 * 1024, "rounded down");
         assert_eq!(piece_size_for(64 * MIB), 512 * 1024);
         assert_eq!(piece_size_for(128 * MIB - 1), 512 * 1024, "rounded down");
         assert_eq!(piece_size_for(128 * MIB), MIB);
