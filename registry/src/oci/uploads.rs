@@ -95,9 +95,13 @@ async fn claim(state: &AppState, repo: RepositoryId, blob: &BlobRecord) -> std::
 
 async fn monolithic(state: &AppState, name: &RepositoryName, digest: Digest, body: Body) -> Result<Response> {
     let repo = state.db.repositories().ensure(name.as_str()).await?;
+    let record = move |hasher: BlobHasher| {
+        let size = hasher.len();
+        let (_, pieces) = hasher.finish();
+        BlobRecord { digest, size, pieces }
+    };
     let claimed = |hasher: &BlobHasher| {
-        let (_, pieces) = hasher.clone().finish();
-        let blob = BlobRecord { digest, size: hasher.len(), pieces };
+        let blob = record(hasher.clone());
         async move { claim(state, repo, &blob).await }
     };
     let hasher = match state.blobs.write_blob(&digest, body.into_data_stream(), claimed).await {
@@ -107,9 +111,7 @@ async fn monolithic(state: &AppState, name: &RepositoryName, digest: Digest, bod
     };
     state.metrics.received("blob", hasher.len());
     linked(state.db.blobs().link(repo, &digest, None).await?)?;
-    let size = hasher.len();
-    let (_, pieces) = hasher.finish();
-    state.recuts.after_push(state, name, BlobRecord { digest, size, pieces });
+    state.recuts.after_push(state, name, record(hasher));
     Ok(created(name, &digest))
 }
 
